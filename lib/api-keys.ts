@@ -1,0 +1,19 @@
+import { createHash, timingSafeEqual } from "node:crypto";
+
+const digest = (s: string) => createHash("sha256").update(s).digest();
+
+/**
+ * Checks `Authorization: Bearer <key>` against the configured keys. Keys are compared as SHA-256
+ * digests with timingSafeEqual, always against every key, so neither the length nor the position
+ * of a match shows in the response time.
+ */
+export function createApiKeyCheck(keys: readonly string[]): (authorization: string | undefined) => boolean {
+  const digests = keys.map(digest);
+  return (authorization) => {
+    const match = /^Bearer\s+(\S+)\s*$/i.exec(authorization ?? "");
+    const presented = digest(match?.[1] ?? "");
+    let ok = false;
+    for (const d of digests) ok = timingSafeEqual(d, presented) || ok;
+    return ok && match !== null;
+  };
+}

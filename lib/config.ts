@@ -1,0 +1,151 @@
+import { readFileSync } from "node:fs";
+import { z } from "zod";
+import { ConfigError } from "./errors.js";
+import { registerSecret } from "./redact.js";
+import { STRIPE_API_VERSION } from "./stripe/client.js";
+
+/**
+ * Every setting meterhook reads, from the environment, parsed once at cold start. This is the
+ * only module that reads process.env. Unknown METERHOOK_* variables are refused so a typo in a
+ * name fails start-up instead of silently using a default.
+ */
+const int = (def: number, min: number, max: number) => z.coerce.number().int().min(min).max(max).default(def);
+const csv = z
+  .string()
+  .optional()
+  .transform((s) =>
+    (s ?? "")
+      .split(",")
+      .map((k) => k.trim())
+      .filter(Boolean),
+  );
+
+export const EnvSchema = z.object({
+  METERHOOK_API_KEYS: csv,
+  METERHOOK_INGEST_QUEUE_URL: z.string().url().optional(),
+  METERHOOK_DLQ_URL: z.string().url().optional(),
+  METERHOOK_STRIPE_API: z.enum(["v1", "v2"]).default("v2"),
+  METERHOOK_CUSTOMERS: z.string().optional(),
+  METERHOOK_CUSTOMERS_FILE: z.string().optional(),
+  METERHOOK_MAX_ATTEMPTS: int(5, 1, 1000),
+  METERHOOK_MAX_BODY_BYTES: int(1024 * 1024, 1024, 6 * 1024 * 1024),
+  METERHOOK_MAX_EVENTS_PER_REQUEST: int(500, 1, 500),
+  METERHOOK_STOP_MARGIN_MS: int(2_000, 0, 60_000),
+  METERHOOK_LOG_LEVEL: z.enum(["debug", "info", "warn", "error"]).default("info"),
+  STRIPE_API_KEY: z.string().optional(),
+  STRIPE_API_BASE: z.string().url().default("https://api.stripe.com"),
+  STRIPE_METER_EVENTS_BASE: z.string().url().default("https://meter-events.stripe.com"),
+  STRIPE_API_VERSION: z.string().default(STRIPE_API_VERSION),
+  STRIPE_TIMEOUT_MS: int(10_000, 100, 80_000),
+  STRIPE_MAX_ATTEMPTS: int(3, 1, 10),
+  STRIPE_MAX_CONNECTIONS: int(32, 1, 1024),
+  STRIPE_CONCURRENCY: int(8, 1, 256),
+  STRIPE_STREAM_BATCH_SIZE: int(100, 1, 100),
+  SQS_ENDPOINT: z.string().url().optional(),
+  AWS_REGION: z.string().default("us-east-1"),
+});
+
+const KNOWN = new Set(Object.keys(EnvSchema.shape));
+// Set by local/ for its own use, or by the shell: not settings of the pipeline.
+const IGNORED = new Set(["METERHOOK_LOCAL"]);
+
+export interface Config {
+  apiKeys: readonly string[];
+  ingestQueueUrl: string | undefined;
+  deadLetterQueueUrl: string | undefined;
+  stripeApi: "v1" | "v2";
+  customers: ReadonlyMap<string, string>;
+  maxAttempts: number;
+  maxBodyBytes: number;
+  maxEventsPerRequest: number;
+  stopMarginMs: number;
+  logLevel: "debug" | "info" | "warn" | "error";
+  stripe: {
+    apiKey: string | undefined;
+    apiBase: string;
+    meterEventsBase: string;
+    apiVersion: string;
+    timeoutMs: number;
+    maxAttempts: number;
+    maxConnections: number;
+    concurrency: number;
+    streamBatchSize: number;
+  };
+  sqs: { endpoint: string | undefined; region: string };
+}
+
+const CustomerTableSchema = z.record(z.string().min(1), z.string().regex(/^cus_[A-Za-z0-9]+$/, "must be a cus_ id"));
+
+function parseCustomers(inline: string | undefined, file: string | undefined): Map<string, string> {
+  const table = new Map<string, string>();
+  const add = (text: string, where: string) => {
+    let data: unknown;
+    try {
+      data = JSON.parse(text);
+    } catch {
+      throw new ConfigError(`${where} is not valid JSON`);
+    }
+    const parsed = CustomerTableSchema.safeParse(data);
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0];
+      throw new ConfigError(`${where}: ${issue?.path.join(".") ?? ""} ${issue?.message ?? "invalid"}`.trim());
+    }
+    for (const [k, v] of Object.entries(parsed.data)) table.set(k, v);
+  };
+  if (file) {
+    let text: string;
+    try {
+      text = readFileSync(file, "utf8");
+    } catch (err) {
+      throw new ConfigError(`METERHOOK_CUSTOMERS_FILE: cannot read ${file}: ${(err as Error).message}`);
+    }
+    add(text, "METERHOOK_CUSTOMERS_FILE");
+  }
+  if (inline) add(inline, "METERHOOK_CUSTOMERS");
+  return table;
+}
+
+export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
+  const unknown = Object.keys(env).filter((k) => k.startsWith("METERHOOK_") && !KNOWN.has(k) && !IGNORED.has(k));
+  if (unknown.length > 0) throw new ConfigError(`unknown setting(s): ${unknown.join(", ")}`);
+  const parsed = EnvSchema.safeParse(env);
+  if (!parsed.success) {
+    const msgs = parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`);
+    throw new ConfigError(`invalid settings: ${msgs.join("; ")}`);
+  }
+  const e = parsed.data;
+  registerSecret(e.STRIPE_API_KEY);
+  for (const k of e.METERHOOK_API_KEYS) registerSecret(k);
+  return Object.freeze({
+    apiKeys: e.METERHOOK_API_KEYS,
+    ingestQueueUrl: e.METERHOOK_INGEST_QUEUE_URL,
+    deadLetterQueueUrl: e.METERHOOK_DLQ_URL,
+    stripeApi: e.METERHOOK_STRIPE_API,
+    customers: parseCustomers(e.METERHOOK_CUSTOMERS, e.METERHOOK_CUSTOMERS_FILE),
+    maxAttempts: e.METERHOOK_MAX_ATTEMPTS,
+    maxBodyBytes: e.METERHOOK_MAX_BODY_BYTES,
+    maxEventsPerRequest: e.METERHOOK_MAX_EVENTS_PER_REQUEST,
+    stopMarginMs: e.METERHOOK_STOP_MARGIN_MS,
+    logLevel: e.METERHOOK_LOG_LEVEL,
+    stripe: {
+      apiKey: e.STRIPE_API_KEY,
+      apiBase: e.STRIPE_API_BASE,
+      meterEventsBase: e.STRIPE_METER_EVENTS_BASE,
+      apiVersion: e.STRIPE_API_VERSION,
+      timeoutMs: e.STRIPE_TIMEOUT_MS,
+      maxAttempts: e.STRIPE_MAX_ATTEMPTS,
+      maxConnections: e.STRIPE_MAX_CONNECTIONS,
+      concurrency: e.STRIPE_CONCURRENCY,
+      streamBatchSize: e.STRIPE_STREAM_BATCH_SIZE,
+    },
+    sqs: { endpoint: e.SQS_ENDPOINT, region: e.AWS_REGION },
+  });
+}
+
+/** A setting a given entry point cannot run without. */
+export function required<T>(value: T | undefined, name: string): T {
+  if (value === undefined || (Array.isArray(value) && value.length === 0)) {
+    throw new ConfigError(`${name} is required`);
+  }
+  return value;
+}

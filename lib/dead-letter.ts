@@ -1,0 +1,48 @@
+import type { DeadLetterCode } from "./errors.js";
+import type { QueueSender } from "./queue.js";
+import { redact } from "./redact.js";
+
+/** The JSON body of every dead-letter message (a documented contract; see README). */
+export interface DeadLetterBody {
+  /** The event as it arrived: parsed JSON, or the raw text when it was not JSON. */
+  event: unknown;
+  error: { code: DeadLetterCode; message: string };
+  attempts: number;
+  firstFailedAt: string;
+  lastFailedAt: string;
+}
+
+export interface DeadLetter {
+  key: string;
+  event: unknown;
+  code: DeadLetterCode;
+  message: string;
+  attempts: number;
+  firstFailedAt: number;
+  lastFailedAt: number;
+  /** The app's event id, when known: also set as a message attribute for filtering. */
+  eventId?: string;
+}
+
+export function deadLetterBody(d: DeadLetter): DeadLetterBody {
+  return {
+    event: d.event,
+    error: { code: d.code, message: redact(d.message) },
+    attempts: d.attempts,
+    firstFailedAt: new Date(d.firstFailedAt).toISOString(),
+    lastFailedAt: new Date(d.lastFailedAt).toISOString(),
+  };
+}
+
+/** Sends dead letters; answers the keys that could not be sent (their messages must be retried). */
+export async function sendDeadLetters(queue: QueueSender, letters: readonly DeadLetter[]): Promise<Set<string>> {
+  if (letters.length === 0) return new Set();
+  const { failed } = await queue.send(
+    letters.map((d) => ({
+      key: d.key,
+      body: JSON.stringify(deadLetterBody(d)),
+      attributes: { code: d.code, ...(d.eventId ? { event_id: d.eventId.slice(0, 255) } : {}) },
+    })),
+  );
+  return new Set(failed);
+}

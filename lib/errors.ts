@@ -1,0 +1,59 @@
+/**
+ * One error hierarchy. Callers branch on `code` (stable, documented in the README), never on
+ * message text; `retryable` says whether trying the same work later can succeed.
+ */
+
+/** Why an event could not be billed: these strings are the dead-letter contract. */
+export const DeadLetterCode = {
+  invalidMessage: "invalid_message",
+  invalidEvent: "invalid_event",
+  invalidValue: "invalid_value",
+  invalidPayload: "invalid_payload",
+  timestampOutOfRange: "timestamp_out_of_range",
+  customerNotFound: "customer_not_found",
+  stripeRejected: "stripe_rejected",
+  stripeUnauthorized: "stripe_unauthorized",
+  retriesExhausted: "retries_exhausted",
+} as const;
+export type DeadLetterCode = (typeof DeadLetterCode)[keyof typeof DeadLetterCode];
+
+export class MeterhookError extends Error {
+  readonly code: string;
+  readonly retryable: boolean;
+  constructor(code: string, message: string, options: { retryable?: boolean; cause?: unknown } = {}) {
+    super(message, { cause: options.cause });
+    this.name = new.target.name;
+    this.code = code;
+    this.retryable = options.retryable ?? false;
+  }
+}
+
+/** The event breaks our schema or one of Stripe's rules; it can never be billed as it is. */
+export class InvalidEventError extends MeterhookError {
+  /** Dotted path of the failing field, e.g. `properties.region`. */
+  readonly path: string | undefined;
+  constructor(code: DeadLetterCode, message: string, path?: string) {
+    super(code, message);
+    this.path = path;
+  }
+}
+
+export class CustomerNotFoundError extends MeterhookError {
+  constructor(customer: string) {
+    super(DeadLetterCode.customerNotFound, `no Stripe customer is mapped for customer "${customer}"`);
+  }
+}
+
+/** A lookup or dependency failed in a way that may pass: the message goes back to the queue. */
+export class TransientError extends MeterhookError {
+  constructor(code: string, message: string, cause?: unknown) {
+    super(code, message, { retryable: true, cause });
+  }
+}
+
+/** A setting is missing or invalid: start-up fails with a message naming it. */
+export class ConfigError extends MeterhookError {
+  constructor(message: string) {
+    super("invalid_config", message);
+  }
+}

@@ -1,0 +1,167 @@
+import { createHash } from "node:crypto";
+import { DeadLetterCode, InvalidEventError } from "./errors.js";
+import type { UsageEvent } from "./usage-event.js";
+
+/** A Stripe meter event as both APIs take it; payload values are strings on the wire. */
+export interface MeterEvent {
+  event_name: string;
+  identifier: string;
+  /** Unix seconds. */
+  timestamp: number;
+  payload: Record<string, string>;
+}
+
+/** Payload keys of a meter with Stripe's default settings. */
+export const CUSTOMER_KEY = "stripe_customer_id";
+export const VALUE_KEY = "value";
+
+// Stripe's limits (shared/stripe/METER_API.md §1.1).
+export const MAX_NAME_LENGTH = 100;
+export const MAX_IDENTIFIER_LENGTH = 100;
+export const MAX_PAYLOAD_VALUE_LENGTH = 100;
+export const MAX_SIGNIFICANT_DIGITS = 15;
+export const MAX_PAST_SECONDS = 35 * 86_400;
+export const MAX_FUTURE_SECONDS = 5 * 60;
+/**
+ * Events are refused this long before Stripe's 35-day limit, so that one accepted here is still
+ * inside it when it reaches Stripe after queueing and retries.
+ */
+export const PAST_SAFETY_SECONDS = 15 * 60;
+
+/**
+ * The meter event identifier: the same (id, event_name) always gives the same identifier, so a
+ * retry or a duplicate delivery is recognised by Stripe as the same event. `part` tells apart
+ * several meter events made from one trigger.
+ */
+export function meterEventIdentifier(id: string, eventName: string, part?: string): string {
+  const h = createHash("sha256").update(eventName).update("\n").update(id);
+  if (part !== undefined) h.update("\n").update(part);
+  return `mh_${h.digest("base64url").slice(0, 40)}`;
+}
+
+/** Shortest decimal string for a number, never in exponent form (Stripe wants plain decimals). */
+export function formatDecimal(n: number): string {
+  const s = String(n);
+  if (!/e/i.test(s)) return s;
+  const [mantissa = "", expPart = "0"] = s.toLowerCase().split("e");
+  const exp = Number(expPart);
+  const negative = mantissa.startsWith("-");
+  const [intPart = "", frac = ""] = mantissa.replace("-", "").split(".");
+  const digits = intPart + frac;
+  const point = intPart.length + exp;
+  let out: string;
+  if (point <= 0) out = `0.${"0".repeat(-point)}${digits}`;
+  else if (point >= digits.length) out = digits + "0".repeat(point - digits.length);
+  else out = `${digits.slice(0, point)}.${digits.slice(point)}`;
+  return negative ? `-${out}` : out;
+}
+
+export function significantDigits(n: number): number {
+  const digits = formatDecimal(Math.abs(n)).replace(".", "").replace(/^0+/, "");
+  return digits.replace(/0+$/, "").length || 1;
+}
+
+/**
+ * Checks a meter event against Stripe's rules before it is sent, so an event Stripe would refuse
+ * (or drop asynchronously) is dead-lettered with its own code instead.
+ */
+export function validateMeterEvent(e: MeterEvent, nowSeconds: number): void {
+  if (e.event_name.length < 1 || e.event_name.length > MAX_NAME_LENGTH) {
+    throw new InvalidEventError(
+      DeadLetterCode.invalidEvent,
+      `event_name must be 1-${MAX_NAME_LENGTH} characters`,
+      "event_name",
+    );
+  }
+  if (e.identifier.length < 1 || e.identifier.length > MAX_IDENTIFIER_LENGTH) {
+    throw new InvalidEventError(
+      DeadLetterCode.invalidEvent,
+      `identifier must be 1-${MAX_IDENTIFIER_LENGTH} characters`,
+      "identifier",
+    );
+  }
+  const age = nowSeconds - e.timestamp;
+  if (age > MAX_PAST_SECONDS - PAST_SAFETY_SECONDS) {
+    throw new InvalidEventError(
+      DeadLetterCode.timestampOutOfRange,
+      `timestamp ${new Date(e.timestamp * 1000).toISOString()} is older than Stripe accepts (35 days)`,
+      "timestamp",
+    );
+  }
+  if (-age > MAX_FUTURE_SECONDS) {
+    const hint = e.timestamp > 1e11 ? " (it looks like milliseconds; send seconds)" : "";
+    throw new InvalidEventError(
+      DeadLetterCode.timestampOutOfRange,
+      `timestamp is more than 5 minutes in the future${hint}`,
+      "timestamp",
+    );
+  }
+  for (const [key, value] of Object.entries(e.payload)) {
+    if (key.length < 1 || key.length > MAX_NAME_LENGTH) {
+      throw new InvalidEventError(
+        DeadLetterCode.invalidPayload,
+        `payload key must be 1-${MAX_NAME_LENGTH} characters`,
+        `payload.${key}`,
+      );
+    }
+    if (value.length > MAX_PAYLOAD_VALUE_LENGTH) {
+      throw new InvalidEventError(
+        DeadLetterCode.invalidPayload,
+        `payload value for "${key}" is longer than ${MAX_PAYLOAD_VALUE_LENGTH} characters`,
+        `payload.${key}`,
+      );
+    }
+  }
+  if (!e.payload[CUSTOMER_KEY]) {
+    throw new InvalidEventError(DeadLetterCode.invalidPayload, `payload has no ${CUSTOMER_KEY}`);
+  }
+}
+
+function checkValue(value: number): void {
+  if (!Number.isFinite(value)) {
+    throw new InvalidEventError(DeadLetterCode.invalidValue, "value must be a finite number", "value");
+  }
+  const digits = significantDigits(value);
+  if (digits > MAX_SIGNIFICANT_DIGITS) {
+    throw new InvalidEventError(
+      DeadLetterCode.invalidValue,
+      `value ${value} has ${digits} significant digits; Stripe accepts at most ${MAX_SIGNIFICANT_DIGITS}`,
+      "value",
+    );
+  }
+}
+
+/** Builds the meter event for a usage event whose customer is resolved, and validates it. */
+export function toMeterEvent(e: UsageEvent, stripeCustomerId: string, nowSeconds: number): MeterEvent {
+  checkValue(e.value);
+  const payload: Record<string, string> = Object.create(null);
+  for (const [k, v] of Object.entries(e.properties)) {
+    if (k === CUSTOMER_KEY || k === VALUE_KEY) {
+      throw new InvalidEventError(
+        DeadLetterCode.invalidPayload,
+        `property "${k}" is reserved for the customer and value`,
+        `properties.${k}`,
+      );
+    }
+    if (typeof v === "number") checkValue(v);
+    payload[k] = typeof v === "number" ? formatDecimal(v) : v;
+  }
+  payload[CUSTOMER_KEY] = stripeCustomerId;
+  payload[VALUE_KEY] = formatDecimal(e.value);
+  const event: MeterEvent = {
+    event_name: e.event_name,
+    identifier: meterEventIdentifier(e.id, e.event_name),
+    timestamp: e.timestamp,
+    payload,
+  };
+  validateMeterEvent(event, nowSeconds);
+  return event;
+}
+
+/**
+ * Checks everything Stripe will check except the customer mapping, which the queue consumer
+ * resolves later: the HTTP entry point uses it to reject an event before it is queued.
+ */
+export function validateUsageEvent(e: UsageEvent, nowSeconds: number): void {
+  toMeterEvent(e, e.customer.startsWith("cus_") ? e.customer : "cus_unresolved", nowSeconds);
+}

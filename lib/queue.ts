@@ -1,0 +1,84 @@
+import { type MessageAttributeValue, SendMessageBatchCommand, type SQSClient } from "@aws-sdk/client-sqs";
+
+export interface OutgoingMessage {
+  /** Unique within one call; used to report which messages failed. */
+  key: string;
+  body: string;
+  attributes?: Record<string, string>;
+}
+
+/** Writes messages to a queue; answers the keys that could not be written. Never throws. */
+export interface QueueSender {
+  send(messages: readonly OutgoingMessage[]): Promise<{ failed: string[] }>;
+}
+
+const MAX_ENTRIES = 10;
+// Stay under SQS's oldest batch payload limit (256 KiB), whatever the queue's own setting.
+const MAX_BATCH_BYTES = 250 * 1024;
+const ATTEMPTS = 3;
+
+function chunk(messages: readonly OutgoingMessage[]): OutgoingMessage[][] {
+  const chunks: OutgoingMessage[][] = [];
+  let current: OutgoingMessage[] = [];
+  let bytes = 0;
+  for (const m of messages) {
+    const size = Buffer.byteLength(m.body) + 512;
+    if (current.length === MAX_ENTRIES || (current.length > 0 && bytes + size > MAX_BATCH_BYTES)) {
+      chunks.push(current);
+      current = [];
+      bytes = 0;
+    }
+    current.push(m);
+    bytes += size;
+  }
+  if (current.length > 0) chunks.push(current);
+  return chunks;
+}
+
+function toAttributes(attrs: Record<string, string> | undefined): Record<string, MessageAttributeValue> | undefined {
+  if (!attrs) return undefined;
+  const out: Record<string, MessageAttributeValue> = {};
+  for (const [k, v] of Object.entries(attrs)) out[k] = { DataType: "String", StringValue: v };
+  return out;
+}
+
+/**
+ * SendMessageBatch in chunks of ten, retrying the entries SQS reports as failed. The SDK already
+ * retries whole requests on throttling and network errors.
+ */
+export function createSqsSender(client: SQSClient, queueUrl: string): QueueSender {
+  const sendChunk = async (entries: OutgoingMessage[]): Promise<string[]> => {
+    let pending = entries;
+    for (let attempt = 0; attempt < ATTEMPTS && pending.length > 0; attempt++) {
+      try {
+        const res = await client.send(
+          new SendMessageBatchCommand({
+            QueueUrl: queueUrl,
+            Entries: pending.map((m, i) => ({
+              Id: String(i),
+              MessageBody: m.body,
+              MessageAttributes: toAttributes(m.attributes),
+            })),
+          }),
+        );
+        const failed = new Set((res.Failed ?? []).map((f) => Number(f.Id)));
+        // A sender fault (bad entry) will not pass on retry; only retry the server's own faults.
+        const retryable = (res.Failed ?? []).filter((f) => !f.SenderFault).map((f) => Number(f.Id));
+        if ((res.Failed ?? []).some((f) => f.SenderFault)) {
+          return pending.filter((_, i) => failed.has(i)).map((m) => m.key);
+        }
+        pending = retryable.map((i) => pending[i] as OutgoingMessage);
+      } catch {
+        // The whole call failed; try again with the same entries.
+      }
+      if (pending.length > 0) await new Promise((r) => setTimeout(r, 50 * 2 ** attempt));
+    }
+    return pending.map((m) => m.key);
+  };
+  return {
+    async send(messages) {
+      const results = await Promise.all(chunk(messages).map(sendChunk));
+      return { failed: results.flat() };
+    },
+  };
+}

@@ -1,0 +1,114 @@
+import { randomUUID } from "node:crypto";
+import type { Logger } from "../logger.js";
+import {
+  classifyNetworkError,
+  classifyResponse,
+  DEFAULT_RETRY,
+  type RetryEnv,
+  type RetryOptions,
+  realRetryEnv,
+  type Verdict,
+  withRetries,
+} from "./retry-policy.js";
+import type { HttpTransport } from "./transport.js";
+
+/** The API version every request is pinned to, so a dashboard upgrade cannot change behaviour. */
+export const STRIPE_API_VERSION = "2026-09-30.endive";
+
+export interface StripeClientConfig {
+  apiKey: string;
+  apiBase: string;
+  meterEventsBase: string;
+  apiVersion: string;
+  timeoutMs: number;
+  retry: RetryOptions;
+}
+
+export interface StripeCall {
+  base: "api" | "meterEvents";
+  path: string;
+  /** Form-encoded (v1) or JSON (v2) body, already serialised. */
+  body: string;
+  contentType: "application/x-www-form-urlencoded" | "application/json";
+  /** Replaces the secret key (the v2 stream authenticates with a session token). */
+  auth?: BearerSource;
+  deadline: number;
+}
+
+/** Supplies a bearer token per attempt, and hears when Stripe says it expired. */
+export interface BearerSource {
+  /** A token, or the verdict of failing to get one. */
+  token(deadline: number): Promise<string | Verdict>;
+  expired(token: string): void;
+}
+
+/**
+ * Low-level Stripe caller: headers, one idempotency key per logical call (fixed before the first
+ * attempt, reused by every retry), and the retry policy. Knows nothing of meter events.
+ */
+export class StripeClient {
+  readonly config: StripeClientConfig;
+  constructor(
+    config: Partial<StripeClientConfig> & { apiKey: string },
+    private readonly transport: HttpTransport,
+    private readonly logger: Logger,
+    private readonly env: RetryEnv = realRetryEnv,
+  ) {
+    this.config = {
+      apiBase: "https://api.stripe.com",
+      meterEventsBase: "https://meter-events.stripe.com",
+      apiVersion: STRIPE_API_VERSION,
+      timeoutMs: 10_000,
+      retry: DEFAULT_RETRY,
+      ...config,
+    };
+  }
+
+  /** Sends the call, retrying as the policy says, and returns the final verdict. */
+  async call(call: StripeCall): Promise<Verdict> {
+    const idempotencyKey = randomUUID();
+    const base = call.base === "api" ? this.config.apiBase : this.config.meterEventsBase;
+    const url = new URL(call.path, base).toString();
+    return withRetries(
+      async (timeoutMs) => {
+        const bearer = call.auth ? await call.auth.token(call.deadline) : this.config.apiKey;
+        if (typeof bearer !== "string") return bearer;
+        const started = this.env.now();
+        let verdict: Verdict;
+        try {
+          const res = await this.transport.send({
+            method: "POST",
+            url,
+            timeoutMs,
+            body: call.body,
+            headers: {
+              authorization: `Bearer ${bearer}`,
+              "content-type": call.contentType,
+              "stripe-version": this.config.apiVersion,
+              "idempotency-key": idempotencyKey,
+              "user-agent": "meterhook/0.1",
+            },
+          });
+          verdict = classifyResponse(res, this.env.now());
+          if (verdict.kind === "retry" && verdict.sessionExpired) call.auth?.expired(bearer);
+          this.logger.debug("stripe call", {
+            path: call.path,
+            status: res.status,
+            requestId: res.headers["request-id"],
+            verdict: verdict.kind,
+            ms: this.env.now() - started,
+          });
+        } catch (err) {
+          verdict = classifyNetworkError(err);
+          this.logger.warn("stripe call failed", {
+            path: call.path,
+            reason: verdict.kind === "retry" ? verdict.reason : "",
+          });
+        }
+        return verdict;
+      },
+      { ...this.config.retry, timeoutMs: this.config.timeoutMs, deadline: call.deadline },
+      this.env,
+    );
+  }
+}

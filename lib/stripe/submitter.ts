@@ -1,0 +1,30 @@
+import type { MeterEvent } from "../meter-event.js";
+
+/** What became of one meter event after submission. */
+export type SubmitOutcome =
+  | { kind: "billed"; duplicate: boolean; requestId?: string }
+  | { kind: "retry"; reason: string }
+  | {
+      kind: "rejected";
+      code: "stripe_rejected" | "stripe_unauthorized";
+      reason: string;
+      requestId?: string;
+    };
+
+/** Submits meter events to Stripe; answers one outcome per event, in order. Never throws. */
+export interface MeterEventSubmitter {
+  readonly api: "v1" | "v2";
+  submit(events: readonly MeterEvent[], deadline: number): Promise<SubmitOutcome[]>;
+}
+
+/** Runs `work` over `items` with at most `limit` running at once. */
+export async function runPool<T>(items: readonly T[], limit: number, work: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const item = items[next++] as T;
+      await work(item);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+}

@@ -1,0 +1,116 @@
+import type { MeterEvent } from "../meter-event.js";
+import type { BearerSource, StripeClient } from "./client.js";
+import type { Verdict } from "./retry-policy.js";
+import { type MeterEventSubmitter, runPool, type SubmitOutcome } from "./submitter.js";
+import { toOutcome } from "./verdict-outcome.js";
+
+export const MAX_STREAM_BATCH = 100;
+
+/**
+ * A v2 meter event session: one token shared by every request of a warm Lambda, created once
+ * (concurrent callers share the request), renewed `refreshMarginMs` before it expires and at
+ * once when Stripe answers `billing_meter_event_session_expired`.
+ */
+export class MeterEventSession implements BearerSource {
+  private current: { token: string; expiresAt: number } | undefined;
+  private pending: Promise<string | Verdict> | undefined;
+
+  constructor(
+    private readonly client: StripeClient,
+    private readonly refreshMarginMs = 60_000,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  token(deadline: number): Promise<string | Verdict> {
+    if (this.current && this.current.expiresAt - this.now() > this.refreshMarginMs) {
+      return Promise.resolve(this.current.token);
+    }
+    this.pending ??= this.create(deadline).finally(() => {
+      this.pending = undefined;
+    });
+    return this.pending;
+  }
+
+  expired(token: string): void {
+    if (this.current?.token === token) this.current = undefined;
+  }
+
+  private async create(deadline: number): Promise<string | Verdict> {
+    const verdict = await this.client.call({
+      base: "api",
+      path: "/v2/billing/meter_event_session",
+      body: "{}",
+      contentType: "application/json",
+      deadline,
+    });
+    if (verdict.kind !== "ok") return verdict;
+    try {
+      const body = JSON.parse(verdict.body) as { authentication_token?: unknown; expires_at?: unknown };
+      const expiresAt = Date.parse(String(body.expires_at));
+      if (typeof body.authentication_token !== "string" || Number.isNaN(expiresAt)) throw new Error();
+      this.current = { token: body.authentication_token, expiresAt };
+      return body.authentication_token;
+    } catch {
+      return { kind: "retry", reason: "Stripe returned a meter event session without a token" };
+    }
+  }
+}
+
+export function toStreamEvent(e: MeterEvent): Record<string, unknown> {
+  return {
+    event_name: e.event_name,
+    identifier: e.identifier,
+    timestamp: new Date(e.timestamp * 1000).toISOString(),
+    payload: e.payload,
+  };
+}
+
+/**
+ * The v2 high-throughput stream: batches of up to 100 events per request to the meter-events
+ * host, several batches in flight. A batch succeeds or fails as a whole; Stripe validates each
+ * event asynchronously, which is why events are validated here before they are sent.
+ */
+export function createV2StreamSubmitter(
+  client: StripeClient,
+  options: {
+    batchSize: number;
+    concurrency: number;
+    stopMarginMs: number;
+    now?: () => number;
+    session?: MeterEventSession;
+  },
+): MeterEventSubmitter {
+  const now = options.now ?? Date.now;
+  const session = options.session ?? new MeterEventSession(client, 60_000, now);
+  const size = Math.min(Math.max(1, options.batchSize), MAX_STREAM_BATCH);
+  return {
+    api: "v2",
+    async submit(events, deadline) {
+      const outcomes: SubmitOutcome[] = new Array(events.length);
+      const batches: number[][] = [];
+      for (let i = 0; i < events.length; i += size) {
+        batches.push(Array.from({ length: Math.min(size, events.length - i) }, (_, j) => i + j));
+      }
+      await runPool(batches, options.concurrency, async (batch) => {
+        let outcome: SubmitOutcome;
+        if (deadline - now() < options.stopMarginMs) {
+          outcome = { kind: "retry", reason: "not sent: the invocation was about to time out" };
+        } else {
+          const body = JSON.stringify({ events: batch.map((i) => toStreamEvent(events[i] as MeterEvent)) });
+          outcome = toOutcome(
+            await client.call({
+              base: "meterEvents",
+              path: "/v2/billing/meter_event_stream",
+              body,
+              contentType: "application/json",
+              auth: session,
+              deadline,
+            }),
+          );
+        }
+        for (const i of batch) outcomes[i] = outcome;
+      });
+      return outcomes;
+    },
+  };
+}

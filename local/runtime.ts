@@ -1,0 +1,102 @@
+import { createHttpHandler } from "../functions/http-api.js";
+import { createQueueHandler } from "../functions/ingest-queue.js";
+import { createConsumerFromConfig, createIngestApiFromConfig, createSqsClient } from "../lib/app.js";
+import { loadConfig } from "../lib/config.js";
+import { createLogger } from "../lib/logger.js";
+import { startGateway } from "./gateway.js";
+import { startPoller } from "./poller.js";
+import { startLocalQueues } from "./queues.js";
+import { EMULATOR_DEFAULT_KEY, type EmulatorOptions, StripeEmulator } from "./stripe-emulator/server.js";
+
+export const LOCAL_API_KEY = "mh_local_dev_key";
+
+export interface LocalRuntimeOptions {
+  /** The environment meterhook reads its settings from (default: process.env). */
+  env?: Record<string, string | undefined>;
+  port?: number;
+  sqsPort?: number;
+  stripeEmulatorPort?: number;
+  emulator?: EmulatorOptions;
+  visibilityTimeoutSeconds?: number;
+  maxReceiveCount?: number;
+  functionTimeoutMs?: number;
+  quiet?: boolean;
+}
+
+export interface LocalRuntime {
+  gatewayUrl: string;
+  sqsEndpoint: string;
+  ingestQueueUrl: string;
+  deadLetterQueueUrl: string;
+  stripeApiBase: string;
+  /** Present when the embedded Stripe emulator runs (STRIPE_API_BASE unset). */
+  emulator: StripeEmulator | undefined;
+  apiKey: string;
+  usingDefaultApiKey: boolean;
+  stop(): Promise<void>;
+}
+
+/**
+ * The whole pipeline on one machine: fauxqs for SQS, the Stripe emulator (unless STRIPE_API_BASE
+ * points elsewhere), the HTTP gateway in front of the API handler, and a poller feeding the
+ * ingest queue to the consumer handler. The handlers are the same code Lambda runs.
+ */
+export async function startLocalRuntime(options: LocalRuntimeOptions = {}): Promise<LocalRuntime> {
+  const env = { ...(options.env ?? process.env) };
+  const queues = await startLocalQueues({
+    port: options.sqsPort,
+    visibilityTimeoutSeconds: options.visibilityTimeoutSeconds ?? 10,
+    maxReceiveCount: options.maxReceiveCount,
+  });
+  let emulator: StripeEmulator | undefined;
+  if (!env.STRIPE_API_BASE) {
+    emulator = new StripeEmulator(options.emulator);
+    const url = await emulator.start(options.stripeEmulatorPort ?? 0);
+    env.STRIPE_API_BASE = url;
+    env.STRIPE_METER_EVENTS_BASE = url;
+    env.STRIPE_API_KEY ??= EMULATOR_DEFAULT_KEY;
+  }
+  const usingDefaultApiKey = !env.METERHOOK_API_KEYS;
+  env.METERHOOK_API_KEYS ||= LOCAL_API_KEY;
+  env.METERHOOK_INGEST_QUEUE_URL = queues.ingestQueueUrl;
+  env.METERHOOK_DLQ_URL = queues.deadLetterQueueUrl;
+  env.SQS_ENDPOINT = queues.endpoint;
+  if (options.quiet) env.METERHOOK_LOG_LEVEL ??= "error";
+
+  const config = loadConfig(env);
+  const sqs = createSqsClient(config);
+  const consumer = createConsumerFromConfig(config, { sqs });
+  const api = createIngestApiFromConfig(config, { sqs });
+  const gateway = await startGateway(
+    createHttpHandler(() => api),
+    options.port ?? 0,
+  );
+  const log = createLogger({ level: config.logLevel, base: { component: "local" } });
+  const poller = startPoller({
+    sqs,
+    queueUrl: queues.ingestQueueUrl,
+    handler: createQueueHandler(() => consumer),
+    functionTimeoutMs: options.functionTimeoutMs ?? 30_000,
+    onError: (error) => log.error("consumer invocation failed", { error }),
+  });
+
+  return {
+    gatewayUrl: gateway.url,
+    sqsEndpoint: queues.endpoint,
+    ingestQueueUrl: queues.ingestQueueUrl,
+    deadLetterQueueUrl: queues.deadLetterQueueUrl,
+    stripeApiBase: config.stripe.apiBase,
+    emulator,
+    apiKey: config.apiKeys[0] as string,
+    usingDefaultApiKey,
+    async stop() {
+      await poller.stop();
+      await new Promise<void>((resolve) => gateway.server.close(() => resolve()));
+      gateway.server.closeAllConnections();
+      await consumer.close();
+      sqs.destroy();
+      await emulator?.stop();
+      await queues.stop();
+    },
+  };
+}

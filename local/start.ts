@@ -1,0 +1,80 @@
+/**
+ * `npm start`: meterhook on this machine with embedded defaults. No AWS, no Stripe account.
+ */
+import { ConfigError } from "../lib/errors.js";
+import { startLocalRuntime } from "./runtime.js";
+
+const port = (name: string, def: number): number => {
+  const v = process.env[name];
+  if (v === undefined || v === "") return def;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0 || n > 65535) {
+    console.error(`${name} must be a port number, got "${v}"`);
+    process.exit(2);
+  }
+  return n;
+};
+
+// The AWS SDK warns that its 2027 releases will need Node 22; Lambda runs 22/24 already, and
+// locally the notice only buries the start-up banner.
+const emitWarning = process.emitWarning.bind(process);
+process.emitWarning = ((warning: string | Error, ...rest: unknown[]) => {
+  if (String(warning).includes("NodeVersionSupportWarning")) return;
+  (emitWarning as (...a: unknown[]) => void)(warning, ...rest);
+}) as typeof process.emitWarning;
+
+// Settings of the local runtime itself, not of the pipeline: kept out of its config.
+const env = { ...process.env };
+for (const k of ["PORT", "SQS_PORT", "STRIPE_EMULATOR_PORT"]) delete env[k];
+
+try {
+  const rt = await startLocalRuntime({
+    env,
+    port: port("PORT", 3000),
+    sqsPort: port("SQS_PORT", 4566),
+    stripeEmulatorPort: port("STRIPE_EMULATOR_PORT", 12111),
+  });
+  const sample = JSON.stringify({
+    id: "req_8f2c",
+    event_name: "api_requests",
+    customer: "cus_NciAYcXfLnqBoz",
+    value: 3,
+  });
+  const lines = [
+    "meterhook is running locally",
+    `  API gateway     ${rt.gatewayUrl}   (POST /v1/events, GET /v1/health)`,
+    `  SQS (fauxqs)    ${rt.sqsEndpoint}`,
+    `    ingest queue  ${rt.ingestQueueUrl}`,
+    `    dead letters  ${rt.deadLetterQueueUrl}`,
+    rt.emulator
+      ? `  Stripe emulator ${rt.stripeApiBase}   (totals: GET ${rt.stripeApiBase}/v1/billing/meters/summaries)`
+      : `  Stripe          ${rt.stripeApiBase}`,
+    rt.usingDefaultApiKey
+      ? `  API key         ${rt.apiKey}   (local default; set METERHOOK_API_KEYS to change)`
+      : "  API key         from METERHOOK_API_KEYS",
+    "",
+    "Send a usage event:",
+    `  curl -sS -X POST ${rt.gatewayUrl}/v1/events -H 'Authorization: Bearer ${rt.usingDefaultApiKey ? rt.apiKey : "<your key>"}' -H 'Content-Type: application/json' -d '${sample}'`,
+    ...(rt.emulator ? ["Then see it billed:", `  curl -sS ${rt.stripeApiBase}/v1/billing/meters/summaries`] : []),
+    "",
+    "Ctrl-C to stop.",
+  ];
+  console.log(lines.join("\n"));
+  let stopping = false;
+  const shutdown = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    console.log(`\n${signal}: stopping...`);
+    await rt.stop();
+    console.log("stopped");
+    process.exit(0);
+  };
+  process.on("SIGINT", () => void shutdown("SIGINT"));
+  process.on("SIGTERM", () => void shutdown("SIGTERM"));
+} catch (err) {
+  if (err instanceof ConfigError) console.error(`meterhook: ${err.message}`);
+  else if ((err as { code?: string }).code === "EADDRINUSE")
+    console.error(`meterhook: a port is already in use: ${(err as Error).message}`);
+  else console.error(err);
+  process.exit(1);
+}

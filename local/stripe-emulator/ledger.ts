@@ -1,0 +1,186 @@
+/**
+ * The emulator's book of meters, accepted events and per-customer totals: what Stripe would
+ * eventually show in meter event summaries. Validation that Stripe does asynchronously happens
+ * here, on receipt; failures are kept as error reports instead of totals.
+ */
+export interface MeterDefinition {
+  id: string;
+  event_name: string;
+  formula: "sum" | "count" | "last";
+  customerKey: string;
+  valueKey: string;
+  status: "active" | "inactive";
+}
+
+export interface ReceivedEvent {
+  event_name: string;
+  identifier: string;
+  /** Unix seconds. */
+  timestamp: number;
+  payload: Record<string, string>;
+  api: "v1" | "v2" | "v2-stream";
+  receivedAt: number;
+}
+
+export interface AsyncError {
+  code: string;
+  message: string;
+  identifier: string;
+  event_name: string;
+}
+
+export interface LedgerOptions {
+  /** `auto` creates a sum meter for any unknown event_name (local convenience; Stripe would report no_meter). */
+  meters: "auto" | Array<Partial<MeterDefinition> & { event_name: string }>;
+  /** Customer ids that exist; `any` accepts every `cus_` id. */
+  customers: "any" | string[];
+  now: () => number;
+}
+
+const DAY = 86_400;
+const IDENTIFIER_WINDOW_MS = 24 * 3600 * 1000;
+
+export class Ledger {
+  readonly meters = new Map<string, MeterDefinition>();
+  /** identifier → first time it was received (ms). Stripe dedupes over at least 24 h. */
+  private readonly identifiers = new Map<string, number>();
+  /** identifier → how many times an event with it arrived, duplicates included. */
+  readonly receipts = new Map<string, number>();
+  readonly events: ReceivedEvent[] = [];
+  readonly errors: AsyncError[] = [];
+  /** meter id → customer → aggregate. */
+  private readonly totals = new Map<string, Map<string, { value: number; count: number; last: number }>>();
+  private nextMeter = 1;
+
+  constructor(private readonly options: LedgerOptions) {
+    if (options.meters !== "auto") for (const m of options.meters) this.defineMeter(m);
+  }
+
+  defineMeter(m: Partial<MeterDefinition> & { event_name: string }): MeterDefinition {
+    const meter: MeterDefinition = {
+      id: m.id ?? `mtr_emu${String(this.nextMeter++).padStart(6, "0")}`,
+      event_name: m.event_name,
+      formula: m.formula ?? "sum",
+      customerKey: m.customerKey ?? "stripe_customer_id",
+      valueKey: m.valueKey ?? "value",
+      status: m.status ?? "active",
+    };
+    this.meters.set(meter.event_name, meter);
+    return meter;
+  }
+
+  meterFor(eventName: string): MeterDefinition | undefined {
+    const found = this.meters.get(eventName);
+    if (found || this.options.meters !== "auto") return found;
+    return this.defineMeter({ event_name: eventName });
+  }
+
+  isDuplicate(identifier: string): boolean {
+    const first = this.identifiers.get(identifier);
+    return first !== undefined && this.options.now() - first < IDENTIFIER_WINDOW_MS;
+  }
+
+  customerExists(id: string): boolean {
+    return this.options.customers === "any" ? id.startsWith("cus_") : this.options.customers.includes(id);
+  }
+
+  /** Why Stripe would refuse this event once it processes it, or undefined when it counts. */
+  check(e: Omit<ReceivedEvent, "api" | "receivedAt">): { code: string; message: string } | undefined {
+    const meter = this.meterFor(e.event_name);
+    if (!meter) return { code: "no_meter", message: `No meter was found matching event_name ${e.event_name}.` };
+    if (meter.status !== "active") return { code: "archived_meter", message: `Meter ${meter.id} is inactive.` };
+    const customer = e.payload[meter.customerKey];
+    if (customer === undefined) {
+      return {
+        code: "meter_event_no_customer_defined",
+        message: `Customer mapping key ${meter.customerKey} not found in payload.`,
+      };
+    }
+    const value = e.payload[meter.valueKey];
+    if (value === undefined && meter.formula !== "count") {
+      return { code: "meter_event_value_not_found", message: `Value key ${meter.valueKey} not found in payload.` };
+    }
+    if (value !== undefined && !/^-?\d+(\.\d+)?$/.test(value)) {
+      return { code: "meter_event_invalid_value", message: `Value ${value} is not a number.` };
+    }
+    if (!this.customerExists(customer)) {
+      return { code: "meter_event_customer_not_found", message: `Customer ${customer} was not found.` };
+    }
+    const nowS = Math.floor(this.options.now() / 1000);
+    if (e.timestamp < nowS - 35 * DAY) {
+      return { code: "timestamp_too_far_in_past", message: "Timestamp is more than 35 days in the past." };
+    }
+    if (e.timestamp > nowS + 300) {
+      return { code: "timestamp_in_future", message: "Timestamp is more than 5 minutes in the future." };
+    }
+    return undefined;
+  }
+
+  /** Records an event Stripe accepted for processing; counts it unless it fails the async checks. */
+  record(e: ReceivedEvent): void {
+    this.receipts.set(e.identifier, (this.receipts.get(e.identifier) ?? 0) + 1);
+    if (this.isDuplicate(e.identifier)) {
+      // On the stream a duplicate is dropped asynchronously; it never counts twice.
+      this.errors.push({
+        code: "duplicate_meter_event",
+        message: `An event already exists with identifier ${e.identifier}.`,
+        identifier: e.identifier,
+        event_name: e.event_name,
+      });
+      return;
+    }
+    this.identifiers.set(e.identifier, e.receivedAt);
+    const problem = this.check(e);
+    if (problem) {
+      this.errors.push({ ...problem, identifier: e.identifier, event_name: e.event_name });
+      return;
+    }
+    this.events.push(e);
+    const meter = this.meterFor(e.event_name) as MeterDefinition;
+    const customer = e.payload[meter.customerKey] as string;
+    const value = Number(e.payload[meter.valueKey] ?? 0);
+    let byCustomer = this.totals.get(meter.id);
+    if (!byCustomer) {
+      byCustomer = new Map();
+      this.totals.set(meter.id, byCustomer);
+    }
+    const t = byCustomer.get(customer) ?? { value: 0, count: 0, last: 0 };
+    // Sums are kept in integers of 1e-12 units to keep decimal totals exact enough for tests.
+    t.value = Math.round((t.value + value) * 1e12) / 1e12;
+    t.count += 1;
+    t.last = value;
+    byCustomer.set(customer, t);
+  }
+
+  aggregate(meterId: string, customer: string): number {
+    const meter = [...this.meters.values()].find((m) => m.id === meterId);
+    const t = this.totals.get(meterId)?.get(customer);
+    if (!meter || !t) return 0;
+    return meter.formula === "sum" ? t.value : meter.formula === "count" ? t.count : t.last;
+  }
+
+  /** Every meter's totals per customer (GET /v1/billing/meters/summaries). */
+  summaries(): Array<{
+    meter: string;
+    event_name: string;
+    formula: string;
+    customer: string;
+    aggregated_value: number;
+    event_count: number;
+  }> {
+    const out = [];
+    for (const meter of this.meters.values()) {
+      for (const [customer, t] of this.totals.get(meter.id) ?? []) {
+        out.push({
+          meter: meter.id,
+          event_name: meter.event_name,
+          formula: meter.formula,
+          customer,
+          aggregated_value: this.aggregate(meter.id, customer),
+          event_count: t.count,
+        });
+      }
+    }
+    return out;
+  }
+}

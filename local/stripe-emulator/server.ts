@@ -1,0 +1,554 @@
+import { createHash, randomBytes } from "node:crypto";
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { AddressInfo, Socket } from "node:net";
+import { Ledger, type LedgerOptions, type MeterDefinition } from "./ledger.js";
+
+/**
+ * A local Stripe that follows shared/stripe/METER_API.md for the meter ingestion APIs: v1 meter
+ * events (form), v2 meter events (JSON), v2 sessions and the meter event stream, with their
+ * auth, validations, error bodies, duplicate identifiers, idempotency and session expiry. It keeps
+ * per-customer, per-meter totals, and can be told to misbehave (faults) for tests.
+ */
+export interface EmulatorOptions {
+  /** Secret keys it accepts (Bearer, or Basic with the key as user name). */
+  apiKeys?: string[];
+  meters?: LedgerOptions["meters"];
+  customers?: LedgerOptions["customers"];
+  /** Lifetime of a v2 meter event session (Stripe: 15 minutes). */
+  sessionTtlMs?: number;
+  /** Requests per second per key on v1 meter events before 429 (off when unset). */
+  v1RateLimit?: number;
+  now?: () => number;
+}
+
+/** A scripted misbehaviour for the next matching request(s). */
+export interface Fault {
+  /** Path the fault applies to, e.g. `/v1/billing/meter_events`. */
+  path: string;
+  /** How many matching requests it affects (default 1). */
+  times?: number;
+  /** Answer this instead of processing the request. */
+  respond?: { status: number; body?: unknown; headers?: Record<string, string> };
+  /** `accept-then-drop`: process it, then close the connection without an answer. `reset`: close at once. */
+  action?: "accept-then-drop" | "reset";
+  /** Wait this long before doing anything else. */
+  delayMs?: number;
+}
+
+const DEFAULT_KEY = "sk_test_meterhook_local";
+const MAX_BODY = 1024 * 1024;
+const DAY_MS = 86_400_000;
+
+type Reply = { status: number; body: unknown; headers?: Record<string, string> };
+
+const v1Error = (
+  status: number,
+  type: string,
+  message: string,
+  extra: Record<string, unknown> = {},
+  headers?: Record<string, string>,
+): Reply => ({
+  status,
+  body: { error: { type, message, ...extra } },
+  headers,
+});
+const v2Error = (status: number, code: string, message: string, type?: string): Reply => ({
+  status,
+  body: { error: { code, message, ...(type ? { type } : {}), doc_url: `https://docs.stripe.com/error-codes/${code}` } },
+});
+
+function significantDigits(value: string): number {
+  const digits = value.replace(/^-/, "").replace(".", "").replace(/^0+/, "");
+  return digits.replace(/0+$/, "").length;
+}
+
+/** Parses `a=1&payload[b]=2` (brackets raw or percent-encoded) into flat and nested params. */
+export function parseForm(body: string): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const part of body.split("&")) {
+    if (!part) continue;
+    const eq = part.indexOf("=");
+    const k = decodeURIComponent((eq < 0 ? part : part.slice(0, eq)).replace(/\+/g, " "));
+    const v = eq < 0 ? "" : decodeURIComponent(part.slice(eq + 1).replace(/\+/g, " "));
+    out.set(k, v);
+  }
+  return out;
+}
+
+export class StripeEmulator {
+  readonly ledger: Ledger;
+  private readonly keys: Set<string>;
+  private readonly now: () => number;
+  private readonly sessionTtlMs: number;
+  private readonly sessions = new Map<string, number>();
+  private readonly idempotency = new Map<string, { hash: string; reply: Reply; at: number }>();
+  private readonly rate = new Map<string, { second: number; count: number }>();
+  private faults: Array<Fault & { left: number }> = [];
+  private server: Server | undefined;
+  private readonly sockets = new Set<Socket>();
+  /** Every request seen, for tests that count calls: method, path, status. */
+  readonly requests: Array<{ method: string; path: string; status: number | "dropped" }> = [];
+
+  constructor(private readonly options: EmulatorOptions = {}) {
+    this.now = options.now ?? Date.now;
+    this.keys = new Set(options.apiKeys ?? [DEFAULT_KEY]);
+    this.sessionTtlMs = options.sessionTtlMs ?? 15 * 60_000;
+    this.ledger = new Ledger({
+      meters: options.meters ?? "auto",
+      customers: options.customers ?? "any",
+      now: this.now,
+    });
+  }
+
+  get url(): string {
+    const addr = this.server?.address() as AddressInfo | null;
+    if (!addr) throw new Error("emulator not started");
+    return `http://127.0.0.1:${addr.port}`;
+  }
+
+  async start(port = 0, host = "127.0.0.1"): Promise<string> {
+    this.server = createServer((req, res) => {
+      this.handle(req, res).catch((err) => {
+        if (!res.headersSent)
+          this.send(res, { status: 500, body: { error: { type: "api_error", message: String(err) } } });
+      });
+    });
+    this.server.on("connection", (s) => {
+      this.sockets.add(s);
+      s.on("close", () => this.sockets.delete(s));
+    });
+    await new Promise<void>((resolve, reject) => {
+      this.server?.once("error", reject);
+      this.server?.listen(port, host, () => resolve());
+    });
+    return this.url;
+  }
+
+  async stop(): Promise<void> {
+    for (const s of this.sockets) s.destroy();
+    await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
+  }
+
+  injectFaults(...faults: Fault[]): void {
+    this.faults.push(...faults.map((f) => ({ ...f, left: f.times ?? 1 })));
+  }
+
+  /** Makes every current session token expire now. */
+  expireSessions(): void {
+    for (const token of this.sessions.keys()) this.sessions.set(token, this.now() - 1);
+  }
+
+  private takeFault(path: string): Fault | undefined {
+    const f = this.faults.find((x) => x.left > 0 && path === x.path);
+    if (!f) return undefined;
+    f.left--;
+    this.faults = this.faults.filter((x) => x.left > 0);
+    return f;
+  }
+
+  private send(res: ServerResponse, reply: Reply): void {
+    const body = JSON.stringify(reply.body);
+    res.writeHead(reply.status, {
+      "content-type": "application/json",
+      "request-id": `req_${randomBytes(7).toString("hex")}`,
+      "content-length": Buffer.byteLength(body),
+      ...reply.headers,
+    });
+    res.end(body);
+  }
+
+  private async readBody(req: IncomingMessage): Promise<string | undefined> {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    for await (const chunk of req) {
+      size += (chunk as Buffer).length;
+      if (size > MAX_BODY) return undefined;
+      chunks.push(chunk as Buffer);
+    }
+    return Buffer.concat(chunks).toString("utf8");
+  }
+
+  /** The secret key or session token the request presents. */
+  private credential(req: IncomingMessage): string | undefined {
+    const auth = req.headers.authorization ?? "";
+    if (/^bearer /i.test(auth)) return auth.slice(7).trim();
+    if (/^basic /i.test(auth)) return Buffer.from(auth.slice(6), "base64").toString("utf8").split(":")[0];
+    return undefined;
+  }
+
+  private authError(key: string | undefined): Reply | undefined {
+    if (!key) return v1Error(401, "invalid_request_error", "You did not provide an API key.");
+    if (!this.keys.has(key))
+      return v1Error(401, "invalid_request_error", `Invalid API Key provided: ${key.slice(0, 8)}****${key.slice(-4)}`);
+    return undefined;
+  }
+
+  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? "/", "http://emulator");
+    const path = url.pathname;
+    const fault = this.takeFault(path);
+    if (fault?.delayMs) await new Promise((r) => setTimeout(r, fault.delayMs));
+    if (fault?.action === "reset") {
+      this.requests.push({ method: req.method ?? "", path, status: "dropped" });
+      req.socket.destroy();
+      return;
+    }
+    const raw = await this.readBody(req);
+    if (fault?.respond) {
+      this.requests.push({ method: req.method ?? "", path, status: fault.respond.status });
+      this.send(res, {
+        status: fault.respond.status,
+        body: fault.respond.body ?? { error: { type: "api_error", message: "injected fault" } },
+        headers: fault.respond.headers,
+      });
+      return;
+    }
+    const reply =
+      raw === undefined
+        ? v1Error(413, "invalid_request_error", "Request body too large.")
+        : await this.route(req, path, url, raw);
+    if (fault?.action === "accept-then-drop") {
+      this.requests.push({ method: req.method ?? "", path, status: "dropped" });
+      req.socket.destroy();
+      return;
+    }
+    this.requests.push({ method: req.method ?? "", path, status: reply.status });
+    this.send(res, reply);
+  }
+
+  private async route(req: IncomingMessage, path: string, url: URL, raw: string): Promise<Reply> {
+    const method = req.method ?? "GET";
+    if (method === "GET" && path === "/v1/billing/meters/summaries") {
+      return { status: 200, body: { object: "list", data: this.ledger.summaries() } };
+    }
+    if (method === "GET" && path === "/_emulator/events") {
+      return {
+        status: 200,
+        body: {
+          events: this.ledger.events,
+          errors: this.ledger.errors,
+          receipts: Object.fromEntries(this.ledger.receipts),
+        },
+      };
+    }
+    if (method === "GET" && path === "/v1/billing/meters") {
+      return { status: 200, body: { object: "list", data: [...this.ledger.meters.values()].map(toMeterObject) } };
+    }
+    const summaryMatch = /^\/v1\/billing\/meters\/([^/]+)\/event_summaries$/.exec(path);
+    if (method === "GET" && summaryMatch) {
+      const customer = url.searchParams.get("customer") ?? "";
+      const meterId = summaryMatch[1] ?? "";
+      return {
+        status: 200,
+        body: {
+          object: "list",
+          data: [
+            {
+              object: "billing.meter_event_summary",
+              meter: meterId,
+              aggregated_value: this.ledger.aggregate(meterId, customer),
+            },
+          ],
+        },
+      };
+    }
+    if (method !== "POST")
+      return v1Error(404, "invalid_request_error", `Unrecognized request URL (${method}: ${path}).`);
+    switch (path) {
+      case "/v1/billing/meter_events":
+        return this.v1MeterEvent(req, raw);
+      case "/v2/billing/meter_events":
+        return this.v2MeterEvent(req, raw);
+      case "/v2/billing/meter_event_session":
+        return this.createSession(req);
+      case "/v2/billing/meter_event_stream":
+        return this.stream(req, raw);
+      default:
+        return v1Error(404, "invalid_request_error", `Unrecognized request URL (POST: ${path}).`);
+    }
+  }
+
+  private rateLimited(key: string): boolean {
+    const limit = this.options.v1RateLimit;
+    if (!limit) return false;
+    const second = Math.floor(this.now() / 1000);
+    const r = this.rate.get(key);
+    if (!r || r.second !== second) {
+      this.rate.set(key, { second, count: 1 });
+      return false;
+    }
+    r.count++;
+    return r.count > limit;
+  }
+
+  private v1MeterEvent(req: IncomingMessage, raw: string): Reply {
+    const key = this.credential(req);
+    const denied = this.authError(key);
+    if (denied) return denied;
+    if (this.rateLimited(key as string)) {
+      return v1Error(429, "invalid_request_error", "Request rate limit exceeded.", { code: "rate_limit" });
+    }
+    const idemKey = req.headers["idempotency-key"];
+    const hash = createHash("sha256").update(raw).digest("hex");
+    if (typeof idemKey === "string") {
+      const saved = this.idempotency.get(idemKey);
+      if (saved && this.now() - saved.at < DAY_MS) {
+        if (saved.hash !== hash) {
+          return v1Error(
+            400,
+            "idempotency_error",
+            `Keys for idempotent requests can only be used with the same parameters they were first used with. Try using a key other than '${idemKey}' if you meant to execute a different request.`,
+          );
+        }
+        return { ...saved.reply, headers: { ...saved.reply.headers, "idempotent-replayed": "true" } };
+      }
+    }
+    const params = parseForm(raw);
+    const payload: Record<string, string> = {};
+    let eventName: string | undefined;
+    let identifier: string | undefined;
+    let timestamp: string | undefined;
+    for (const [k, v] of params) {
+      const m = /^payload\[(.+)\]$/.exec(k);
+      if (m) payload[m[1] as string] = v;
+      else if (k === "event_name") eventName = v;
+      else if (k === "identifier") identifier = v;
+      else if (k === "timestamp") timestamp = v;
+      else if (!/^expand\[\d*\]$/.test(k)) {
+        return v1Error(400, "invalid_request_error", `Received unknown parameter: ${k}`, {
+          code: "parameter_unknown",
+          param: k,
+        });
+      }
+    }
+    if (!eventName)
+      return v1Error(400, "invalid_request_error", "Missing required param: event_name.", {
+        code: "parameter_missing",
+        param: "event_name",
+      });
+    if (Object.keys(payload).length === 0)
+      return v1Error(400, "invalid_request_error", "Missing required param: payload.", {
+        code: "parameter_missing",
+        param: "payload",
+      });
+    if (eventName.length > 100)
+      return v1Error(400, "invalid_request_error", "Invalid string: event_name must be at most 100 characters", {
+        code: "string_length",
+        param: "event_name",
+      });
+    if (identifier !== undefined && (identifier.length > 100 || identifier.length === 0)) {
+      return v1Error(400, "invalid_request_error", "Invalid string: identifier must be 1-100 characters", {
+        code: "string_length",
+        param: "identifier",
+      });
+    }
+    if (timestamp !== undefined && !/^\d+$/.test(timestamp))
+      return v1Error(400, "invalid_request_error", "Invalid integer: timestamp", {
+        code: "invalid_integer",
+        param: "timestamp",
+      });
+    for (const [k, v] of Object.entries(payload)) {
+      if (/^-?\d+(\.\d+)?$/.test(v) && significantDigits(v) > 15) {
+        return v1Error(
+          400,
+          "invalid_request_error",
+          `The value for payload[${k}] can have at most 15 significant digits.`,
+          { param: `payload[${k}]` },
+        );
+      }
+    }
+    const id = identifier ?? `emu_${randomBytes(12).toString("hex")}`;
+    let reply: Reply;
+    if (this.ledger.isDuplicate(id)) {
+      this.ledger.receipts.set(id, (this.ledger.receipts.get(id) ?? 0) + 1);
+      reply = v1Error(
+        400,
+        "invalid_request_error",
+        `An event already exists with identifier ${id}.`,
+        {},
+        { "stripe-should-retry": "false" },
+      );
+    } else {
+      const nowS = Math.floor(this.now() / 1000);
+      const ts = timestamp === undefined ? nowS : Number(timestamp);
+      this.ledger.record({
+        event_name: eventName,
+        identifier: id,
+        timestamp: ts,
+        payload,
+        api: "v1",
+        receivedAt: this.now(),
+      });
+      reply = {
+        status: 200,
+        body: {
+          object: "billing.meter_event",
+          created: nowS,
+          event_name: eventName,
+          identifier: id,
+          livemode: !(key as string).includes("_test_"),
+          payload,
+          timestamp: ts,
+        },
+      };
+    }
+    if (typeof idemKey === "string") this.idempotency.set(idemKey, { hash, reply, at: this.now() });
+    return reply;
+  }
+
+  private parseJson(raw: string): unknown {
+    try {
+      return JSON.parse(raw);
+    } catch {
+      return undefined;
+    }
+  }
+
+  private v2MeterEvent(req: IncomingMessage, raw: string): Reply {
+    const denied = this.authError(this.credential(req));
+    if (denied) return denied;
+    const body = this.parseJson(raw) as
+      | { event_name?: unknown; payload?: unknown; identifier?: unknown; timestamp?: unknown }
+      | undefined;
+    if (!body || typeof body.event_name !== "string" || !body.payload || typeof body.payload !== "object") {
+      return v2Error(400, "invalid_fields", "event_name and payload are required.");
+    }
+    const payload = body.payload as Record<string, string>;
+    const meter = this.ledger.meterFor(body.event_name);
+    if (!meter) return v2Error(400, "no_meter", `No meter was found matching event_name ${body.event_name}.`);
+    if (meter.status !== "active") return v2Error(400, "archived_meter", `Meter ${meter.id} is inactive.`);
+    if (payload[meter.customerKey] === undefined)
+      return v2Error(
+        400,
+        "payload_no_customer_defined",
+        `Customer mapping key ${meter.customerKey} not found in payload.`,
+      );
+    const value = payload[meter.valueKey];
+    if (value === undefined)
+      return v2Error(400, "payload_no_value_defined", `Value key ${meter.valueKey} not found in payload.`);
+    if (!/^-?\d+(\.\d+)?$/.test(value) || significantDigits(value) > 15)
+      return v2Error(400, "payload_invalid_value", `Value ${value} is invalid.`);
+    const identifier = typeof body.identifier === "string" ? body.identifier : `emu_${randomBytes(12).toString("hex")}`;
+    if (this.ledger.isDuplicate(identifier)) {
+      this.ledger.receipts.set(identifier, (this.ledger.receipts.get(identifier) ?? 0) + 1);
+      return v2Error(400, "duplicate_meter_event", `An event already exists with identifier ${identifier}.`);
+    }
+    const ts =
+      typeof body.timestamp === "string"
+        ? Math.floor(Date.parse(body.timestamp) / 1000)
+        : Math.floor(this.now() / 1000);
+    this.ledger.record({
+      event_name: body.event_name,
+      identifier,
+      timestamp: ts,
+      payload,
+      api: "v2",
+      receivedAt: this.now(),
+    });
+    return {
+      status: 200,
+      body: {
+        object: "v2.billing.meter_event",
+        created: new Date(this.now()).toISOString(),
+        event_name: body.event_name,
+        identifier,
+        livemode: false,
+        payload,
+        timestamp: new Date(ts * 1000).toISOString(),
+      },
+    };
+  }
+
+  private createSession(req: IncomingMessage): Reply {
+    const denied = this.authError(this.credential(req));
+    if (denied) return denied;
+    const token = `ek_test_${randomBytes(24).toString("hex")}`;
+    const created = this.now();
+    const expires = created + this.sessionTtlMs;
+    this.sessions.set(token, expires);
+    return {
+      status: 200,
+      body: {
+        id: `mtr_evt_sess_${randomBytes(8).toString("hex")}`,
+        object: "v2.billing.meter_event_session",
+        authentication_token: token,
+        created: new Date(created).toISOString(),
+        expires_at: new Date(expires).toISOString(),
+        livemode: false,
+      },
+    };
+  }
+
+  private stream(req: IncomingMessage, raw: string): Reply {
+    const token = this.credential(req);
+    const expires = token ? this.sessions.get(token) : undefined;
+    if (expires === undefined)
+      return v2Error(
+        401,
+        "invalid_session_token",
+        "Invalid or missing meter event session token.",
+        "invalid_request_error",
+      );
+    if (expires <= this.now()) {
+      return v2Error(
+        401,
+        "billing_meter_event_session_expired",
+        "The meter event session has expired. Create a new session.",
+        "temporary_session_expired",
+      );
+    }
+    const body = this.parseJson(raw) as { events?: unknown } | undefined;
+    if (!body || !Array.isArray(body.events) || body.events.length < 1 || body.events.length > 100) {
+      return v2Error(400, "invalid_fields", "events must be an array of 1 to 100 meter events.");
+    }
+    for (const [i, e] of body.events.entries()) {
+      const ev = e as { event_name?: unknown; payload?: unknown };
+      if (!ev || typeof ev.event_name !== "string" || !ev.payload || typeof ev.payload !== "object") {
+        return v2Error(400, "invalid_fields", `events[${i}]: event_name and payload are required.`);
+      }
+    }
+    const nowMs = this.now();
+    for (const e of body.events as Array<{
+      event_name: string;
+      payload: Record<string, string>;
+      identifier?: string;
+      timestamp?: string;
+    }>) {
+      const identifier = e.identifier ?? `emu_${randomBytes(12).toString("hex")}`;
+      const ts = e.timestamp ? Math.floor(Date.parse(e.timestamp) / 1000) : Math.floor(nowMs / 1000);
+      const value = e.payload.value;
+      if (value !== undefined && significantDigits(value) > 15) {
+        this.ledger.errors.push({
+          code: "meter_event_value_too_many_digits",
+          message: "The value can have at most 15 digits.",
+          identifier,
+          event_name: e.event_name,
+        });
+        continue;
+      }
+      this.ledger.record({
+        event_name: e.event_name,
+        identifier,
+        timestamp: ts,
+        payload: e.payload,
+        api: "v2-stream",
+        receivedAt: nowMs,
+      });
+    }
+    return { status: 200, body: {} };
+  }
+}
+
+function toMeterObject(m: MeterDefinition) {
+  return {
+    id: m.id,
+    object: "billing.meter",
+    event_name: m.event_name,
+    status: m.status,
+    default_aggregation: { formula: m.formula },
+    customer_mapping: { type: "by_id", event_payload_key: m.customerKey },
+    value_settings: { event_payload_key: m.valueKey },
+  };
+}
+
+export const EMULATOR_DEFAULT_KEY = DEFAULT_KEY;
