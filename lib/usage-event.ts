@@ -83,6 +83,11 @@ function describeIssue(issue: z.core.$ZodIssue): { path: string; message: string
  * Throws InvalidEventError with a dead-letter code.
  */
 export function parseUsageEvent(input: unknown, receivedAt: number): UsageEvent {
+  // zod drops a "__proto__" record key without a word; refuse it explicitly instead.
+  const props = (input as { properties?: unknown } | null)?.properties;
+  if (props && typeof props === "object" && Object.hasOwn(props, "__proto__")) {
+    throw new InvalidEventError(DeadLetterCode.invalidEvent, "properties: __proto__ is not allowed", "properties");
+  }
   const parsed = UsageEventSchema.safeParse(input);
   if (!parsed.success) {
     const first = parsed.error.issues[0];

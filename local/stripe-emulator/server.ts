@@ -87,7 +87,12 @@ export class StripeEmulator {
   private server: Server | undefined;
   private readonly sockets = new Set<Socket>();
   /** Every request seen, for tests that count calls: method, path, status. */
-  readonly requests: Array<{ method: string; path: string; status: number | "dropped" }> = [];
+  readonly requests: Array<{
+    method: string;
+    path: string;
+    status: number | "dropped";
+    headers: Record<string, string | string[] | undefined>;
+  }> = [];
 
   constructor(private readonly options: EmulatorOptions = {}) {
     this.now = options.now ?? Date.now;
@@ -189,13 +194,13 @@ export class StripeEmulator {
     const fault = this.takeFault(path);
     if (fault?.delayMs) await new Promise((r) => setTimeout(r, fault.delayMs));
     if (fault?.action === "reset") {
-      this.requests.push({ method: req.method ?? "", path, status: "dropped" });
+      this.requests.push({ method: req.method ?? "", path, status: "dropped", headers: req.headers });
       req.socket.destroy();
       return;
     }
     const raw = await this.readBody(req);
     if (fault?.respond) {
-      this.requests.push({ method: req.method ?? "", path, status: fault.respond.status });
+      this.requests.push({ method: req.method ?? "", path, status: fault.respond.status, headers: req.headers });
       this.send(res, {
         status: fault.respond.status,
         body: fault.respond.body ?? { error: { type: "api_error", message: "injected fault" } },
@@ -208,11 +213,11 @@ export class StripeEmulator {
         ? v1Error(413, "invalid_request_error", "Request body too large.")
         : await this.route(req, path, url, raw);
     if (fault?.action === "accept-then-drop") {
-      this.requests.push({ method: req.method ?? "", path, status: "dropped" });
+      this.requests.push({ method: req.method ?? "", path, status: "dropped", headers: req.headers });
       req.socket.destroy();
       return;
     }
-    this.requests.push({ method: req.method ?? "", path, status: reply.status });
+    this.requests.push({ method: req.method ?? "", path, status: reply.status, headers: req.headers });
     this.send(res, reply);
   }
 
