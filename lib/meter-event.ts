@@ -121,6 +121,10 @@ function checkValue(value: number): void {
   if (!Number.isFinite(value)) {
     throw new InvalidEventError(DeadLetterCode.invalidValue, "value must be a finite number", "value");
   }
+  if (Math.abs(value) > Number.MAX_SAFE_INTEGER) {
+    // Past 2^53 a JSON number has already lost digits on parsing; what we would send is not what was meant.
+    throw new InvalidEventError(DeadLetterCode.invalidValue, "value is too large to be represented exactly", "value");
+  }
   const digits = significantDigits(value);
   if (digits > MAX_SIGNIFICANT_DIGITS) {
     throw new InvalidEventError(

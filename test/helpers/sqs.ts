@@ -53,7 +53,9 @@ export async function drain(sqs: SQSClient, queueUrl: string): Promise<ReceivedM
     for (const m of msgs) {
       out.push({
         body: m.Body ?? "",
-        attributes: Object.fromEntries(Object.entries(m.MessageAttributes ?? {}).map(([k, v]) => [k, v.StringValue ?? ""])),
+        attributes: Object.fromEntries(
+          Object.entries(m.MessageAttributes ?? {}).map(([k, v]) => [k, v.StringValue ?? ""]),
+        ),
         systemAttributes: (m.Attributes ?? {}) as Record<string, string>,
       });
     }
@@ -66,8 +68,14 @@ export async function drain(sqs: SQSClient, queueUrl: string): Promise<ReceivedM
   }
 }
 
-export async function drainDeadLetters(sqs: SQSClient, queueUrl: string): Promise<Array<DeadLetterBody & { attributes: Record<string, string> }>> {
-  return (await drain(sqs, queueUrl)).map((m) => ({ ...(JSON.parse(m.body) as DeadLetterBody), attributes: m.attributes }));
+export async function drainDeadLetters(
+  sqs: SQSClient,
+  queueUrl: string,
+): Promise<Array<DeadLetterBody & { attributes: Record<string, string> }>> {
+  return (await drain(sqs, queueUrl)).map((m) => ({
+    ...(JSON.parse(m.body) as DeadLetterBody),
+    attributes: m.attributes,
+  }));
 }
 
 /** Messages on the queue, visible or in flight. */

@@ -61,10 +61,22 @@ describe("toMeterEvent", () => {
   });
 
   test("enforces Stripe's timestamp window: 35 days back (with a safety margin), 5 minutes ahead", () => {
-    assert.equal(code(() => toMeterEvent(usage({ timestamp: NOW - 34 * 86_400 }), "cus_9", NOW)), "accepted");
-    assert.equal(code(() => toMeterEvent(usage({ timestamp: NOW - 35 * 86_400 }), "cus_9", NOW)), "timestamp_out_of_range");
-    assert.equal(code(() => toMeterEvent(usage({ timestamp: NOW + 299 }), "cus_9", NOW)), "accepted");
-    assert.equal(code(() => toMeterEvent(usage({ timestamp: NOW + 301 }), "cus_9", NOW)), "timestamp_out_of_range");
+    assert.equal(
+      code(() => toMeterEvent(usage({ timestamp: NOW - 34 * 86_400 }), "cus_9", NOW)),
+      "accepted",
+    );
+    assert.equal(
+      code(() => toMeterEvent(usage({ timestamp: NOW - 35 * 86_400 }), "cus_9", NOW)),
+      "timestamp_out_of_range",
+    );
+    assert.equal(
+      code(() => toMeterEvent(usage({ timestamp: NOW + 299 }), "cus_9", NOW)),
+      "accepted",
+    );
+    assert.equal(
+      code(() => toMeterEvent(usage({ timestamp: NOW + 301 }), "cus_9", NOW)),
+      "timestamp_out_of_range",
+    );
   });
 
   test("hints when a timestamp is in milliseconds", () => {
@@ -72,14 +84,33 @@ describe("toMeterEvent", () => {
   });
 
   test("refuses values Stripe would reject: more than 15 significant digits", () => {
-    assert.equal(code(() => toMeterEvent(usage({ value: 123456789012345 }), "cus_9", NOW)), "accepted");
-    assert.equal(code(() => toMeterEvent(usage({ value: 1234567890123456 }), "cus_9", NOW)), "invalid_value");
-    assert.equal(code(() => toMeterEvent(usage({ value: 0.1 + 0.2 }), "cus_9", NOW)), "invalid_value");
-    assert.equal(code(() => toMeterEvent(usage({ value: -4 }), "cus_9", NOW)), "accepted");
+    assert.equal(
+      code(() => toMeterEvent(usage({ value: 123456789012345 }), "cus_9", NOW)),
+      "accepted",
+    );
+    assert.equal(
+      code(() => toMeterEvent(usage({ value: 1234567890123456 }), "cus_9", NOW)),
+      "invalid_value",
+    );
+    assert.equal(
+      code(() => toMeterEvent(usage({ value: 0.1 + 0.2 }), "cus_9", NOW)),
+      "invalid_value",
+    );
+    assert.equal(
+      code(() => toMeterEvent(usage({ value: -4 }), "cus_9", NOW)),
+      "accepted",
+    );
+    assert.equal(
+      code(() => toMeterEvent(usage({ value: 1e20 }), "cus_9", NOW)),
+      "invalid_value",
+    );
   });
 
   test("refuses properties that would overwrite the customer or value", () => {
-    assert.equal(code(() => toMeterEvent(usage({ properties: { value: 100 } }), "cus_9", NOW)), "invalid_payload");
+    assert.equal(
+      code(() => toMeterEvent(usage({ properties: { value: 100 } }), "cus_9", NOW)),
+      "invalid_payload",
+    );
     assert.equal(
       code(() => toMeterEvent(usage({ properties: { stripe_customer_id: "cus_evil" } }), "cus_9", NOW)),
       "invalid_payload",

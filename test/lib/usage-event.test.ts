@@ -64,7 +64,10 @@ describe("parseUsageEvent", () => {
   });
 
   test("refuses prototype-pollution and bracketed property names", () => {
-    rejects(JSON.parse('{"id":"a","event_name":"x","customer":"cus_1","properties":{"__proto__":"x"}}'), "invalid_event");
+    rejects(
+      JSON.parse('{"id":"a","event_name":"x","customer":"cus_1","properties":{"__proto__":"x"}}'),
+      "invalid_event",
+    );
     rejects({ ...base, properties: { constructor: "x" } }, "invalid_event");
     rejects({ ...base, properties: { "a[b]": "x" } }, "invalid_event");
     assert.equal(({} as Record<string, unknown>).x, undefined);

@@ -37,9 +37,13 @@ describe("classifyResponse", () => {
 
   test("a duplicate identifier is success: v1 message and v2 code", () => {
     const v1 = classifyResponse(
-      res(400, { error: { type: "invalid_request_error", message: "An event already exists with identifier mh_x." } }, {
-        "stripe-should-retry": "false",
-      }),
+      res(
+        400,
+        { error: { type: "invalid_request_error", message: "An event already exists with identifier mh_x." } },
+        {
+          "stripe-should-retry": "false",
+        },
+      ),
       NOW,
     );
     assert.deepEqual([v1.kind, v1.kind === "ok" && v1.duplicate], ["ok", true]);
@@ -48,7 +52,10 @@ describe("classifyResponse", () => {
   });
 
   test("an expired session asks for a new one", () => {
-    const v = classifyResponse(res(401, { error: { code: "billing_meter_event_session_expired", type: "temporary_session_expired" } }), NOW);
+    const v = classifyResponse(
+      res(401, { error: { code: "billing_meter_event_session_expired", type: "temporary_session_expired" } }),
+      NOW,
+    );
     assert.equal(v.kind === "retry" && v.sessionExpired, true);
   });
 
@@ -74,16 +81,31 @@ describe("classifyResponse", () => {
   });
 
   test("network errors are retried", () => {
-    assert.equal(classifyNetworkError(Object.assign(new Error("other side closed"), { code: "UND_ERR_SOCKET" })).kind, "retry");
+    assert.equal(
+      classifyNetworkError(Object.assign(new Error("other side closed"), { code: "UND_ERR_SOCKET" })).kind,
+      "retry",
+    );
   });
 });
 
 describe("backoff", () => {
   test("doubles, is capped, and jitters within [50%, 100%] of the step", () => {
-    assert.equal(backoffDelayMs(0, DEFAULT_RETRY, () => 1), 500);
-    assert.equal(backoffDelayMs(1, DEFAULT_RETRY, () => 1), 1000);
-    assert.equal(backoffDelayMs(2, DEFAULT_RETRY, () => 0), 1000);
-    assert.equal(backoffDelayMs(10, DEFAULT_RETRY, () => 1), 5000);
+    assert.equal(
+      backoffDelayMs(0, DEFAULT_RETRY, () => 1),
+      500,
+    );
+    assert.equal(
+      backoffDelayMs(1, DEFAULT_RETRY, () => 1),
+      1000,
+    );
+    assert.equal(
+      backoffDelayMs(2, DEFAULT_RETRY, () => 0),
+      1000,
+    );
+    assert.equal(
+      backoffDelayMs(10, DEFAULT_RETRY, () => 1),
+      5000,
+    );
   });
 });
 
@@ -103,7 +125,11 @@ describe("withRetries", () => {
     const attempt = async () => verdicts[Math.min(calls++, verdicts.length - 1)] as Verdict;
     return { env, sleeps, attempt, calls: () => calls };
   }
-  const retry = (extra: Partial<Extract<Verdict, { kind: "retry" }>> = {}): Verdict => ({ kind: "retry", reason: "x", ...extra });
+  const retry = (extra: Partial<Extract<Verdict, { kind: "retry" }>> = {}): Verdict => ({
+    kind: "retry",
+    reason: "x",
+    ...extra,
+  });
   const ok: Verdict = { kind: "ok", duplicate: false, body: "" };
 
   test("retries then succeeds, with backoff between attempts", async () => {

@@ -35,9 +35,12 @@ function submitter(api: "v1" | "v2", overrides: Parameters<typeof clientFor>[1] 
 let n = 0;
 /** Events with identifiers unique to this test run. */
 const fresh = (count: number, customer = `cus_${++n}x`) =>
-  Array.from({ length: count }, (_, i) => meterEvent(n * 10_000 + i, { payload: { stripe_customer_id: customer, value: "2" } }));
+  Array.from({ length: count }, (_, i) =>
+    meterEvent(n * 10_000 + i, { payload: { stripe_customer_id: customer, value: "2" } }),
+  );
 const total = (customer: string) =>
-  emulator.ledger.summaries().find((s) => s.customer === customer && s.event_name === "api_requests")?.aggregated_value ?? 0;
+  emulator.ledger.summaries().find((s) => s.customer === customer && s.event_name === "api_requests")
+    ?.aggregated_value ?? 0;
 const requestsTo = (path: string) => emulator.requests.filter((r) => r.path === path);
 
 for (const api of ["v1", "v2"] as const) {
@@ -60,7 +63,10 @@ for (const api of ["v1", "v2"] as const) {
       ["503", { status: 503 }],
       ["429 with Retry-After", { status: 429, headers: { "retry-after": "0" } }],
       ["429 without Retry-After", { status: 429 }],
-      ["409 too_many_concurrent_requests", { status: 409, body: { error: { code: "too_many_concurrent_requests", message: "busy" } } }],
+      [
+        "409 too_many_concurrent_requests",
+        { status: 409, body: { error: { code: "too_many_concurrent_requests", message: "busy" } } },
+      ],
       ["400 with Stripe-Should-Retry: true", { status: 400, headers: { "stripe-should-retry": "true" } }],
     ] as const) {
       test(`${name}, then success: billed once`, async () => {
@@ -159,7 +165,9 @@ for (const api of ["v1", "v2"] as const) {
 
 describe("v1 form encoding", () => {
   test("payload keys and values reach Stripe intact", async () => {
-    const ev = meterEvent(900_001, { payload: { stripe_customer_id: "cus_form", value: "1.25", "region name": "eu & us" } });
+    const ev = meterEvent(900_001, {
+      payload: { stripe_customer_id: "cus_form", value: "1.25", "region name": "eu & us" },
+    });
     await submitter("v1").submit([ev], inAMinute());
     const got = emulator.ledger.events.find((e) => e.identifier === ev.identifier);
     assert.deepEqual(got?.payload, { stripe_customer_id: "cus_form", value: "1.25", "region name": "eu & us" });

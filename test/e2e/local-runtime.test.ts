@@ -1,0 +1,110 @@
+import assert from "node:assert/strict";
+import { after, describe, test } from "node:test";
+import { SQSClient } from "@aws-sdk/client-sqs";
+import { type LocalRuntime, startLocalRuntime } from "../../local/runtime.js";
+import { usageEvent } from "../helpers/factories.js";
+import { drain, drainDeadLetters, queueDepth } from "../helpers/sqs.js";
+import { waitFor } from "../helpers/wait.js";
+
+const runtimes: LocalRuntime[] = [];
+after(async () => {
+  for (const rt of runtimes) await rt.stop();
+});
+
+async function start(env: Record<string, string> = {}, options: Parameters<typeof startLocalRuntime>[0] = {}) {
+  const rt = await startLocalRuntime({
+    env: { METERHOOK_LOG_LEVEL: "error", ...env },
+    visibilityTimeoutSeconds: 1,
+    ...options,
+  });
+  runtimes.push(rt);
+  const sqs = new SQSClient({
+    endpoint: rt.sqsEndpoint,
+    region: "us-east-1",
+    credentials: { accessKeyId: "t", secretAccessKey: "t" },
+  });
+  const send = (body: unknown) =>
+    fetch(`${rt.gatewayUrl}/v1/events`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${rt.apiKey}`, "content-type": "application/json" },
+      body: JSON.stringify(body),
+    });
+  const total = (customer: string) =>
+    rt.emulator?.ledger.summaries().find((s) => s.customer === customer)?.aggregated_value ?? 0;
+  return { rt, sqs, send, total };
+}
+
+for (const api of ["v2", "v1"] as const) {
+  test(`${api}: an event sent to the gateway reaches the Stripe emulator's totals, once`, async () => {
+    const { send, total, rt } = await start({ METERHOOK_STRIPE_API: api });
+    const event = usageEvent({ customer: "cus_e2e", value: 4 });
+    const res = await send(event);
+    assert.equal(res.status, 202);
+    await send(event); // the app retries its request: still billed once
+    await waitFor(() => total("cus_e2e") === 4 || undefined, "the event to be billed");
+    const summaries = (await (await fetch(`${rt.stripeApiBase}/v1/billing/meters/summaries`)).json()) as {
+      data: Array<{ customer: string; aggregated_value: number }>;
+    };
+    assert.deepEqual(
+      summaries.data.map((s: { customer: string; aggregated_value: number }) => [s.customer, s.aggregated_value]),
+      [["cus_e2e", 4]],
+    );
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(rt.emulator?.ledger.events.length, 1);
+  });
+}
+
+describe("failures through the real queues", () => {
+  test("an unmapped customer lands in the DLQ with its reason", async () => {
+    const { rt, sqs, send } = await start();
+    await send(usageEvent({ id: "evt_nomap", customer: "acct_unknown" }));
+    const letters = await waitFor(async () => {
+      const got = await drainDeadLetters(sqs, rt.deadLetterQueueUrl);
+      return got.length > 0 ? got : undefined;
+    }, "a dead letter");
+    assert.equal(letters[0]?.error.code, "customer_not_found");
+    assert.equal((letters[0]?.event as { id?: string } | undefined)?.id, "evt_nomap");
+  });
+
+  test("a Stripe outage is ridden out: the backlog drains once it answers again", async () => {
+    const { send, total, rt } = await start({ STRIPE_MAX_ATTEMPTS: "1" });
+    rt.emulator?.injectFaults({ path: "/v2/billing/meter_event_stream", respond: { status: 503 }, times: 3 });
+    const events = Array.from({ length: 30 }, (_, i) =>
+      usageEvent({ id: `outage_${i}`, customer: "cus_outage", value: 1 }),
+    );
+    assert.equal((await send({ events })).status, 202);
+    await waitFor(() => total("cus_outage") === 30 || undefined, "the backlog to drain", 30_000);
+    assert.equal(
+      await queueDepth(
+        new SQSClient({
+          endpoint: rt.sqsEndpoint,
+          region: "us-east-1",
+          credentials: { accessKeyId: "t", secretAccessKey: "t" },
+        }),
+        rt.ingestQueueUrl,
+      ),
+      0,
+    );
+  });
+
+  test("the redrive policy moves a poison message to the DLQ when the consumer never settles it", async () => {
+    // The consumer would keep retrying (high METERHOOK_MAX_ATTEMPTS) while Stripe keeps failing:
+    // SQS's own redrive policy is the backstop that moves the message after maxReceiveCount.
+    const { rt, sqs, send } = await start(
+      { METERHOOK_MAX_ATTEMPTS: "100", STRIPE_MAX_ATTEMPTS: "1" },
+      { maxReceiveCount: 2 },
+    );
+    rt.emulator?.injectFaults({ path: "/v2/billing/meter_event_stream", respond: { status: 500 }, times: 1000 });
+    await send(usageEvent({ id: "evt_poison", customer: "cus_poison" }));
+    const moved = await waitFor(
+      async () => {
+        const got = await drain(sqs, rt.deadLetterQueueUrl);
+        return got.length > 0 ? got : undefined;
+      },
+      "the redrive to the DLQ",
+      20_000,
+    );
+    assert.equal(JSON.parse(moved[0]?.body ?? "{}").id, "evt_poison");
+    assert.equal(await queueDepth(sqs, rt.ingestQueueUrl), 0);
+  });
+});

@@ -1,0 +1,188 @@
+import assert from "node:assert/strict";
+import { after, before, beforeEach, describe, test } from "node:test";
+import { createHttpHandler } from "../../functions/http-api.js";
+import { createIngestApiFromConfig } from "../../lib/app.js";
+import { loadConfig } from "../../lib/config.js";
+import { silentLogger } from "../../lib/logger.js";
+import { httpEvent, usageEvent } from "../helpers/factories.js";
+import { drain, startTestQueues, type TestQueues } from "../helpers/sqs.js";
+
+const KEY = "mh_test_key_one";
+const ROTATED = "mh_test_key_two";
+let queues: TestQueues;
+let handler: ReturnType<typeof createHttpHandler>;
+
+before(async () => {
+  queues = await startTestQueues();
+  const config = loadConfig({
+    METERHOOK_API_KEYS: `${KEY}, ${ROTATED}`,
+    METERHOOK_INGEST_QUEUE_URL: queues.ingestQueueUrl,
+    SQS_ENDPOINT: queues.endpoint,
+  });
+  const api = createIngestApiFromConfig(config, { sqs: queues.sqs, logger: silentLogger });
+  handler = createHttpHandler(() => api);
+});
+after(() => queues.stop());
+beforeEach(() => drain(queues.sqs, queues.ingestQueueUrl));
+
+const headers = (key = KEY) => ({ authorization: `Bearer ${key}`, "content-type": "application/json" });
+async function post(
+  body: unknown,
+  options: { key?: string; headers?: Record<string, string>; raw?: boolean; base64?: boolean } = {},
+) {
+  const res = await handler(
+    httpEvent({
+      body: options.raw ? (body as string) : JSON.stringify(body),
+      headers: options.headers ?? headers(options.key),
+      base64: options.base64,
+    }),
+  );
+  return { status: res.statusCode, headers: res.headers ?? {}, body: JSON.parse(res.body ?? "null") };
+}
+const queued = async () => (await drain(queues.sqs, queues.ingestQueueUrl)).map((m) => JSON.parse(m.body));
+
+describe("POST /v1/events", () => {
+  test("202: one event is queued in canonical form with its time of receipt", async () => {
+    const event = usageEvent({ properties: { region: "eu" } });
+    const before = Math.floor(Date.now() / 1000);
+    const res = await post(event);
+    assert.equal(res.status, 202);
+    assert.deepEqual(res.body.accepted, [event.id]);
+    assert.deepEqual(res.body.rejected, []);
+    const [msg] = await queued();
+    assert.equal(msg.id, event.id);
+    assert.equal(msg.value, 3);
+    assert.deepEqual(msg.properties, { region: "eu" });
+    assert.ok(Date.parse(msg.timestamp) / 1000 >= before);
+  });
+
+  test("202 for a batch: valid events queued, each rejected one listed with index, id, code and message", async () => {
+    const good = [usageEvent(), usageEvent({ customer: "acct_7" })];
+    const res = await post({
+      events: [
+        good[0],
+        { id: "bad_name", event_name: "x".repeat(101), customer: "cus_1" },
+        good[1],
+        42,
+        { id: "old", event_name: "a", customer: "cus_1", timestamp: 1 },
+      ],
+    });
+    assert.equal(res.status, 202);
+    assert.deepEqual(
+      res.body.accepted,
+      good.map((e) => e.id),
+    );
+    assert.deepEqual(
+      res.body.rejected.map((r: { index: number; id?: string; code: string }) => [r.index, r.id, r.code]),
+      [
+        [1, "bad_name", "invalid_event"],
+        [3, undefined, "invalid_event"],
+        [4, "old", "timestamp_out_of_range"],
+      ],
+    );
+    assert.equal((await queued()).length, 2);
+  });
+
+  test("400 when a single event is invalid, with its own code; nothing queued", async () => {
+    const res = await post(usageEvent({ value: Number.MAX_SAFE_INTEGER * 10 }));
+    assert.equal(res.status, 400);
+    assert.equal(res.body.error.code, "invalid_value");
+    assert.equal((await queued()).length, 0);
+  });
+
+  test("400 all_events_rejected when no event of a batch is valid", async () => {
+    const res = await post({ events: [{ id: "a" }, { id: "b" }] });
+    assert.equal(res.status, 400);
+    assert.equal(res.body.error.code, "all_events_rejected");
+    assert.equal(res.body.rejected.length, 2);
+  });
+
+  test("400 for malformed JSON, an empty batch, and more than 500 events; nothing queued", async () => {
+    assert.equal((await post('{"id": "x",', { raw: true })).body.error.code, "invalid_json");
+    assert.equal((await post({ events: [] })).body.error.code, "invalid_body");
+    assert.equal((await post({ events: "nope" })).body.error.code, "invalid_body");
+    const many = await post({ events: Array.from({ length: 501 }, () => usageEvent()) });
+    assert.deepEqual([many.status, many.body.error.code], [400, "too_many_events"]);
+    assert.equal((await queued()).length, 0);
+  });
+
+  test("accepts 500 events in one request", async () => {
+    const res = await post({ events: Array.from({ length: 500 }, () => usageEvent()) });
+    assert.equal(res.status, 202);
+    assert.equal(res.body.accepted.length, 500);
+    assert.equal((await queued()).length, 500);
+  });
+
+  test("401 without a key or with a wrong one; both configured keys work", async () => {
+    const none = await post(usageEvent(), { headers: { "content-type": "application/json" } });
+    assert.equal(none.status, 401);
+    assert.equal(none.body.error.code, "unauthorized");
+    assert.match(none.headers["www-authenticate"] as string, /Bearer/);
+    assert.equal((await post(usageEvent(), { key: "mh_test_key_on" })).status, 401);
+    assert.equal(
+      (await post(usageEvent(), { headers: { authorization: KEY, "content-type": "application/json" } })).status,
+      401,
+    );
+    assert.equal((await queued()).length, 0);
+    assert.equal((await post(usageEvent(), { key: ROTATED })).status, 202);
+  });
+
+  test("415 for a wrong content type", async () => {
+    const res = await post(usageEvent(), { headers: { authorization: `Bearer ${KEY}`, "content-type": "text/plain" } });
+    assert.deepEqual([res.status, res.body.error.code], [415, "unsupported_media_type"]);
+    assert.equal((await post(usageEvent(), { headers: { authorization: `Bearer ${KEY}` } })).status, 415);
+    assert.equal(
+      (await post(usageEvent(), { headers: { ...headers(), "content-type": "application/json; charset=utf-8" } }))
+        .status,
+      202,
+    );
+  });
+
+  test("413 for a body over 1 MiB; nothing queued", async () => {
+    const big = JSON.stringify({ events: [usageEvent({ properties: { pad: "x" } })], pad: "x".repeat(1024 * 1024) });
+    const res = await post(big, { raw: true });
+    assert.deepEqual([res.status, res.body.error.code], [413, "payload_too_large"]);
+    assert.equal((await queued()).length, 0);
+  });
+
+  test("decodes base64 bodies (Function URLs and binary payloads)", async () => {
+    const event = usageEvent();
+    const res = await post(event, { base64: true });
+    assert.equal(res.status, 202);
+    assert.equal((await queued())[0]?.id, event.id);
+  });
+
+  test("503 enqueue_failed when the queue cannot be written", async () => {
+    const config = loadConfig({
+      METERHOOK_API_KEYS: KEY,
+      METERHOOK_INGEST_QUEUE_URL: queues.ingestQueueUrl.replace("meterhook-ingest", "gone"),
+      SQS_ENDPOINT: queues.endpoint,
+    });
+    const api = createIngestApiFromConfig(config, { sqs: queues.sqs, logger: silentLogger });
+    const res = await createHttpHandler(() => api)(
+      httpEvent({ body: JSON.stringify(usageEvent()), headers: headers() }),
+    );
+    assert.equal(res.statusCode, 503);
+    assert.equal(JSON.parse(res.body ?? "").error.code, "enqueue_failed");
+  });
+});
+
+describe("other routes", () => {
+  test("GET /v1/health answers 200 without a key", async () => {
+    const res = await handler(httpEvent({ method: "GET", path: "/v1/health" }));
+    assert.equal(res.statusCode, 200);
+  });
+
+  test("404 and 405 are JSON errors", async () => {
+    const nf = await handler(httpEvent({ method: "GET", path: "/v2/nothing" }));
+    assert.equal(nf.statusCode, 404);
+    assert.equal(JSON.parse(nf.body ?? "").error.code, "not_found");
+    const na = await handler(httpEvent({ method: "GET", path: "/v1/events" }));
+    assert.equal(na.statusCode, 405);
+  });
+
+  test("a named stage prefix is stripped", async () => {
+    const res = await handler(httpEvent({ method: "GET", path: "/prod/v1/health", stage: "prod" }));
+    assert.equal(res.statusCode, 200);
+  });
+});

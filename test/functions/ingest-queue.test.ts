@@ -1,0 +1,167 @@
+import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
+import { createQueueHandler } from "../../functions/ingest-queue.js";
+import { createConsumerFromConfig } from "../../lib/app.js";
+import { loadConfig } from "../../lib/config.js";
+import { silentLogger } from "../../lib/logger.js";
+import { meterEventIdentifier } from "../../lib/meter-event.js";
+import { EMULATOR_DEFAULT_KEY, type StripeEmulator } from "../../local/stripe-emulator/server.js";
+import { lambdaContext, sqsEvent, sqsRecord, usageEvent } from "../helpers/factories.js";
+import { drainDeadLetters, startTestQueues, type TestQueues } from "../helpers/sqs.js";
+import { startEmulator } from "../helpers/stripe.js";
+
+let queues: TestQueues;
+let emulator: StripeEmulator;
+
+before(async () => {
+  queues = await startTestQueues();
+  emulator = await startEmulator();
+});
+after(async () => {
+  await emulator.stop();
+  await queues.stop();
+});
+
+/** The queue handler as Lambda runs it, on config from an environment like the deployed one. */
+function handlerWith(env: Record<string, string> = {}) {
+  const config = loadConfig({
+    STRIPE_API_KEY: EMULATOR_DEFAULT_KEY,
+    STRIPE_API_BASE: emulator.url,
+    STRIPE_METER_EVENTS_BASE: emulator.url,
+    METERHOOK_DLQ_URL: queues.deadLetterQueueUrl,
+    SQS_ENDPOINT: queues.endpoint,
+    METERHOOK_CUSTOMERS: JSON.stringify({ acct_42: "cus_mapped42" }),
+    ...env,
+  });
+  const consumer = createConsumerFromConfig(config, { sqs: queues.sqs, logger: silentLogger });
+  return createQueueHandler(() => consumer);
+}
+
+const totalFor = (customer: string, eventName = "api_requests") =>
+  emulator.ledger.summaries().find((s) => s.customer === customer && s.event_name === eventName)?.aggregated_value ?? 0;
+
+describe("ingest-queue handler", () => {
+  test("a batch with mixed outcomes reports exactly the transient failures and dead-letters the rest", async () => {
+    const handler = handlerWith({ METERHOOK_STRIPE_API: "v1", STRIPE_CONCURRENCY: "1", STRIPE_MAX_ATTEMPTS: "2" });
+    const transient = sqsRecord(usageEvent({ customer: "cus_transient" }));
+    const mappedEvent = usageEvent({ customer: "acct_42", value: 7 });
+    const mapped = sqsRecord(mappedEvent);
+    const redelivered = sqsRecord(mappedEvent);
+    const unmapped = sqsRecord(usageEvent({ id: "evt_unmapped", customer: "acct_404" }));
+    const notJson = sqsRecord("{not json");
+    const invalid = sqsRecord({ id: "evt_invalid", customer: "cus_1" });
+    const tooOld = sqsRecord(usageEvent({ id: "evt_old", timestamp: Math.floor(Date.now() / 1000) - 40 * 86_400 }));
+    const badValue = sqsRecord(usageEvent({ id: "evt_digits", value: 0.1 + 0.2 }));
+    // The first event sent (the transient one; one lane at a time) fails on both attempts.
+    emulator.injectFaults({ path: "/v1/billing/meter_events", respond: { status: 503 }, times: 2 });
+
+    const res = await handler(
+      sqsEvent([transient, mapped, unmapped, notJson, invalid, tooOld, badValue, redelivered]),
+      lambdaContext(),
+    );
+
+    assert.deepEqual(res.batchItemFailures, [{ itemIdentifier: transient.messageId }]);
+    assert.equal(totalFor("cus_mapped42"), 7, "billed once although delivered twice in the batch");
+    assert.equal(totalFor("cus_transient"), 0);
+    const letters = await drainDeadLetters(queues.sqs, queues.deadLetterQueueUrl);
+    const byCode = Object.fromEntries(letters.map((l) => [l.error.code, l]));
+    assert.deepEqual(Object.keys(byCode).sort(), [
+      "customer_not_found",
+      "invalid_event",
+      "invalid_message",
+      "invalid_value",
+      "timestamp_out_of_range",
+    ]);
+    assert.equal(letters.length, 5);
+    assert.equal(byCode.invalid_message?.event, "{not json");
+    assert.deepEqual((byCode.customer_not_found?.event as { id?: string } | undefined)?.id, "evt_unmapped");
+    assert.match(byCode.customer_not_found?.error.message ?? "", /acct_404/);
+    assert.equal(byCode.invalid_event?.attributes.code, "invalid_event");
+    assert.equal(byCode.invalid_event?.attributes.event_id, "evt_invalid");
+    for (const l of letters) {
+      assert.equal(l.attempts, 1);
+      assert.ok(Date.parse(l.firstFailedAt) <= Date.parse(l.lastFailedAt));
+    }
+  });
+
+  test("the default event time is when SQS received the message", async () => {
+    const handler = handlerWith();
+    const sent = Date.now() - 120_000;
+    const event = usageEvent({ customer: "cus_sentts" });
+    await handler(sqsEvent([sqsRecord(event, { SentTimestamp: String(sent) })]), lambdaContext());
+    const got = emulator.ledger.events.find(
+      (e) => e.identifier === meterEventIdentifier(event.id as string, "api_requests"),
+    );
+    assert.equal(got?.timestamp, Math.floor(sent / 1000));
+  });
+
+  test("a duplicate delivery in a later invocation is billed once", async () => {
+    const handler = handlerWith();
+    const event = usageEvent({ customer: "cus_dupe", value: 5 });
+    const first = await handler(sqsEvent([sqsRecord(event)]), lambdaContext());
+    const second = await handler(sqsEvent([sqsRecord(event, { ApproximateReceiveCount: "2" })]), lambdaContext());
+    assert.deepEqual([first.batchItemFailures, second.batchItemFailures], [[], []]);
+    assert.equal(totalFor("cus_dupe"), 5);
+  });
+
+  test("a permanent Stripe rejection goes to the DLQ as stripe_rejected", async () => {
+    const handler = handlerWith();
+    emulator.injectFaults({
+      path: "/v2/billing/meter_event_stream",
+      respond: { status: 400, body: { error: { code: "invalid_fields", message: "events[0]: bad" } } },
+    });
+    const record = sqsRecord(usageEvent({ id: "evt_rejected", customer: "cus_rej" }));
+    const res = await handler(sqsEvent([record]), lambdaContext());
+    assert.deepEqual(res.batchItemFailures, []);
+    const [letter] = await drainDeadLetters(queues.sqs, queues.deadLetterQueueUrl);
+    assert.equal(letter?.error.code, "stripe_rejected");
+    assert.match(letter?.error.message ?? "", /400 invalid_fields/);
+    assert.equal((letter?.event as { id?: string } | undefined)?.id, "evt_rejected");
+  });
+
+  test("a message still failing at METERHOOK_MAX_ATTEMPTS deliveries is dead-lettered as retries_exhausted", async () => {
+    const handler = handlerWith({ METERHOOK_MAX_ATTEMPTS: "4", STRIPE_MAX_ATTEMPTS: "1" });
+    emulator.injectFaults({ path: "/v2/billing/meter_event_stream", respond: { status: 503 }, times: 2 });
+    const firstReceived = Date.now() - 60_000;
+    const early = sqsRecord(usageEvent({ customer: "cus_ex1" }), { ApproximateReceiveCount: "3" });
+    const last = sqsRecord(usageEvent({ id: "evt_exhausted", customer: "cus_ex2" }), {
+      ApproximateReceiveCount: "4",
+      ApproximateFirstReceiveTimestamp: String(firstReceived),
+    });
+    const res1 = await handler(sqsEvent([early]), lambdaContext());
+    const res2 = await handler(sqsEvent([last]), lambdaContext());
+    assert.deepEqual(res1.batchItemFailures, [{ itemIdentifier: early.messageId }]);
+    assert.deepEqual(res2.batchItemFailures, []);
+    const [letter] = await drainDeadLetters(queues.sqs, queues.deadLetterQueueUrl);
+    assert.equal(letter?.error.code, "retries_exhausted");
+    assert.match(letter?.error.message ?? "", /after 4 deliveries; last error: Stripe answered 503/);
+    assert.equal(letter?.attempts, 4);
+    assert.equal(letter?.firstFailedAt, new Date(firstReceived).toISOString());
+  });
+
+  test("when the dead-letter queue cannot be written, the message stays on the ingest queue", async () => {
+    const handler = handlerWith({
+      METERHOOK_DLQ_URL: queues.deadLetterQueueUrl.replace("meterhook-dlq", "no-such-queue"),
+    });
+    const record = sqsRecord(usageEvent({ customer: "acct_unmapped" }));
+    const res = await handler(sqsEvent([record]), lambdaContext());
+    assert.deepEqual(res.batchItemFailures, [{ itemIdentifier: record.messageId }]);
+  });
+
+  test("with too little time left, nothing new is started and every message is reported for retry", async () => {
+    const handler = handlerWith({ METERHOOK_STOP_MARGIN_MS: "5000" });
+    const before = emulator.requests.length;
+    const records = [sqsRecord(usageEvent()), sqsRecord(usageEvent())];
+    const res = await handler(sqsEvent(records), lambdaContext(3_000));
+    assert.deepEqual(res.batchItemFailures.map((f) => f.itemIdentifier).sort(), records.map((r) => r.messageId).sort());
+    assert.equal(emulator.requests.length, before);
+  });
+
+  test("the Stripe key never reaches the dead-letter queue", async () => {
+    const handler = handlerWith({ STRIPE_API_KEY: "sk_test_notTheEmulatorsKey123" });
+    await handler(sqsEvent([sqsRecord(usageEvent({ customer: "cus_key" }))]), lambdaContext());
+    const letters = await drainDeadLetters(queues.sqs, queues.deadLetterQueueUrl);
+    assert.equal(letters[0]?.error.code, "stripe_unauthorized");
+    assert.doesNotMatch(JSON.stringify(letters), /notTheEmulatorsKey123/);
+  });
+});

@@ -1,0 +1,55 @@
+import assert from "node:assert/strict";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { describe, test } from "node:test";
+import { loadConfig, required } from "../../lib/config.js";
+import { ConfigError } from "../../lib/errors.js";
+
+describe("loadConfig", () => {
+  test("defaults: v2 stream, Stripe's public hosts, 5 attempts, 1 MiB bodies", () => {
+    const c = loadConfig({});
+    assert.equal(c.stripeApi, "v2");
+    assert.equal(c.stripe.apiBase, "https://api.stripe.com");
+    assert.equal(c.stripe.meterEventsBase, "https://meter-events.stripe.com");
+    assert.equal(c.maxAttempts, 5);
+    assert.equal(c.maxBodyBytes, 1024 * 1024);
+    assert.deepEqual(c.apiKeys, []);
+  });
+
+  test("API keys are comma-separated, blanks dropped", () => {
+    assert.deepEqual(loadConfig({ METERHOOK_API_KEYS: " a1234567, ,b1234567 " }).apiKeys, ["a1234567", "b1234567"]);
+  });
+
+  test("an unknown METERHOOK_ setting fails start-up, naming it", () => {
+    assert.throws(
+      () => loadConfig({ METERHOOK_API_KEY: "x" }),
+      (e: unknown) => e instanceof ConfigError && /METERHOOK_API_KEY\b/.test(e.message),
+    );
+  });
+
+  test("an invalid value fails start-up, naming the setting", () => {
+    assert.throws(() => loadConfig({ METERHOOK_STRIPE_API: "v3" }), /METERHOOK_STRIPE_API/);
+    assert.throws(() => loadConfig({ STRIPE_STREAM_BATCH_SIZE: "101" }), /STRIPE_STREAM_BATCH_SIZE/);
+    assert.throws(() => loadConfig({ STRIPE_API_BASE: "not a url" }), /STRIPE_API_BASE/);
+  });
+
+  test("customer table from a file and inline JSON; inline wins", () => {
+    const dir = mkdtempSync(join(tmpdir(), "mh-"));
+    const file = join(dir, "customers.json");
+    writeFileSync(file, JSON.stringify({ acct_1: "cus_file1", acct_2: "cus_file2" }));
+    const c = loadConfig({ METERHOOK_CUSTOMERS_FILE: file, METERHOOK_CUSTOMERS: '{"acct_2":"cus_inline"}' });
+    assert.deepEqual(Object.fromEntries(c.customers), { acct_1: "cus_file1", acct_2: "cus_inline" });
+  });
+
+  test("a bad customer table fails start-up", () => {
+    assert.throws(() => loadConfig({ METERHOOK_CUSTOMERS: "{" }), /METERHOOK_CUSTOMERS is not valid JSON/);
+    assert.throws(() => loadConfig({ METERHOOK_CUSTOMERS: '{"a":"acct_x"}' }), /cus_/);
+    assert.throws(() => loadConfig({ METERHOOK_CUSTOMERS_FILE: "/nonexistent.json" }), /cannot read/);
+  });
+
+  test("required() names the missing setting", () => {
+    assert.throws(() => required(undefined, "STRIPE_API_KEY"), /STRIPE_API_KEY is required/);
+    assert.throws(() => required([], "METERHOOK_API_KEYS"), /METERHOOK_API_KEYS/);
+  });
+});

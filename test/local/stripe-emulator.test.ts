@@ -1,0 +1,241 @@
+import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
+import type { StripeEmulator } from "../../local/stripe-emulator/server.js";
+import { startEmulator } from "../helpers/stripe.js";
+
+const KEY = "sk_test_emulatorkey1";
+let emu: StripeEmulator;
+let clock = Date.now();
+
+before(async () => {
+  emu = await startEmulator({
+    apiKeys: [KEY],
+    meters: [
+      { event_name: "api_requests" },
+      { event_name: "seats", formula: "last" },
+      { event_name: "old_meter", status: "inactive" },
+    ],
+    customers: ["cus_A", "cus_B"],
+    now: () => clock,
+  });
+});
+after(() => emu.stop());
+
+async function call(
+  path: string,
+  init: { body?: string; form?: boolean; auth?: string | null; headers?: Record<string, string> } = {},
+) {
+  const headers: Record<string, string> = {
+    "content-type": init.form === false ? "application/json" : "application/x-www-form-urlencoded",
+    ...init.headers,
+  };
+  if (init.auth !== null) headers.authorization = init.auth ?? `Bearer ${KEY}`;
+  const res = await fetch(`${emu.url}${path}`, {
+    method: init.body === undefined ? "GET" : "POST",
+    headers,
+    body: init.body,
+  });
+  return {
+    status: res.status,
+    headers: res.headers, // biome-ignore lint/suspicious/noExplicitAny: Stripe-shaped JSON, asserted field by field
+    body: (await res.json()) as Record<string, any>,
+  };
+}
+const v1 = (body: string, extra: Parameters<typeof call>[1] = {}) =>
+  call("/v1/billing/meter_events", { body, ...extra });
+const v2json = (path: string, body: unknown, extra: Parameters<typeof call>[1] = {}) =>
+  call(path, { body: JSON.stringify(body), form: false, ...extra });
+let n = 0;
+const id = () => `ident_${++n}`;
+
+describe("v1 meter events", () => {
+  test("accepts a form body with raw or percent-encoded brackets and echoes string payload values", async () => {
+    const a = await v1(`event_name=api_requests&identifier=${id()}&payload[stripe_customer_id]=cus_A&payload[value]=5`);
+    const b = await v1(
+      `event_name=api_requests&identifier=${id()}&payload%5Bstripe_customer_id%5D=cus_A&payload%5Bvalue%5D=2.5`,
+    );
+    assert.equal(a.status, 200);
+    assert.equal(a.body.object, "billing.meter_event");
+    assert.deepEqual(b.body.payload, { stripe_customer_id: "cus_A", value: "2.5" });
+    assert.equal(a.body.livemode, false);
+    assert.match(a.headers.get("request-id") ?? "", /^req_/);
+  });
+
+  test("401 without a key, with an unknown key; Basic auth with the key as user name works", async () => {
+    assert.equal((await v1("event_name=api_requests", { auth: null })).status, 401);
+    const wrong = await v1("event_name=api_requests", { auth: "Bearer sk_test_nope1234" });
+    assert.equal(wrong.status, 401);
+    assert.doesNotMatch(JSON.stringify(wrong.body), /sk_test_nope1234/);
+    const basic = `Basic ${Buffer.from(`${KEY}:`).toString("base64")}`;
+    const ok = await v1(
+      `event_name=api_requests&identifier=${id()}&payload[stripe_customer_id]=cus_A&payload[value]=1`,
+      { auth: basic },
+    );
+    assert.equal(ok.status, 200);
+  });
+
+  test("synchronous 400s: missing and unknown params, long strings, bad timestamp, too many digits", async () => {
+    const cases: Array<[string, string | undefined]> = [
+      ["payload[value]=1", "parameter_missing"],
+      ["event_name=api_requests", "parameter_missing"],
+      ["event_name=api_requests&payload[value]=1&colour=red", "parameter_unknown"],
+      [`event_name=${"x".repeat(101)}&payload[value]=1`, "string_length"],
+      [`event_name=api_requests&identifier=${"i".repeat(101)}&payload[value]=1`, "string_length"],
+      ["event_name=api_requests&payload[value]=1&timestamp=soon", "invalid_integer"],
+      ["event_name=api_requests&payload[stripe_customer_id]=cus_A&payload[value]=1234567890123456", undefined],
+    ];
+    for (const [body, code] of cases) {
+      const res = await v1(body);
+      assert.equal(res.status, 400, body);
+      assert.equal(res.body.error.type, "invalid_request_error");
+      assert.equal(res.body.error.code, code, body);
+    }
+  });
+
+  test("a duplicate identifier is a 400 with Stripe-Should-Retry: false, and counts once", async () => {
+    const ident = id();
+    const body = `event_name=api_requests&identifier=${ident}&payload[stripe_customer_id]=cus_B&payload[value]=3`;
+    assert.equal((await v1(body)).status, 200);
+    const dup = await v1(body);
+    assert.equal(dup.status, 400);
+    assert.equal(dup.body.error.message, `An event already exists with identifier ${ident}.`);
+    assert.equal(dup.headers.get("stripe-should-retry"), "false");
+    assert.equal(emu.ledger.events.filter((e) => e.identifier === ident).length, 1);
+  });
+
+  test("idempotency: same key replays the first answer; different params are an idempotency_error", async () => {
+    const ident = id();
+    const body = `event_name=api_requests&identifier=${ident}&payload[stripe_customer_id]=cus_A&payload[value]=1`;
+    const headers = { "idempotency-key": `key_${ident}` };
+    const first = await v1(body, { headers });
+    const replay = await v1(body, { headers });
+    assert.equal(replay.status, 200);
+    assert.deepEqual(replay.body, first.body);
+    const other = await v1(`${body}0`, { headers });
+    assert.equal(other.status, 400);
+    assert.equal(other.body.error.type, "idempotency_error");
+  });
+
+  test("asynchronous failures are reported as errors, not counted", async () => {
+    const unknownCustomer = id();
+    const tooOld = id();
+    const noMeter = id();
+    const inactive = id();
+    const old = Math.floor(clock / 1000) - 36 * 86_400;
+    await v1(
+      `event_name=api_requests&identifier=${unknownCustomer}&payload[stripe_customer_id]=cus_Z&payload[value]=1`,
+    );
+    await v1(
+      `event_name=api_requests&identifier=${tooOld}&timestamp=${old}&payload[stripe_customer_id]=cus_A&payload[value]=1`,
+    );
+    await v1(`event_name=nope&identifier=${noMeter}&payload[stripe_customer_id]=cus_A&payload[value]=1`);
+    await v1(`event_name=old_meter&identifier=${inactive}&payload[stripe_customer_id]=cus_A&payload[value]=1`);
+    const codes = Object.fromEntries(emu.ledger.errors.map((e) => [e.identifier, e.code]));
+    assert.equal(codes[unknownCustomer], "meter_event_customer_not_found");
+    assert.equal(codes[tooOld], "timestamp_too_far_in_past");
+    assert.equal(codes[noMeter], "no_meter");
+    assert.equal(codes[inactive], "archived_meter");
+  });
+});
+
+describe("v2", () => {
+  test("sync meter events: no_meter, payload_no_value_defined, payload_invalid_value, duplicate_meter_event", async () => {
+    const path = "/v2/billing/meter_events";
+    const ident = id();
+    const ok = await v2json(path, {
+      event_name: "api_requests",
+      identifier: ident,
+      payload: { stripe_customer_id: "cus_A", value: "1" },
+    });
+    assert.equal(ok.status, 200);
+    assert.equal(ok.body.object, "v2.billing.meter_event");
+    const codes = [
+      await v2json(path, { event_name: "nope", payload: { stripe_customer_id: "cus_A", value: "1" } }),
+      await v2json(path, { event_name: "api_requests", payload: { stripe_customer_id: "cus_A" } }),
+      await v2json(path, { event_name: "api_requests", payload: { stripe_customer_id: "cus_A", value: "abc" } }),
+      await v2json(path, {
+        event_name: "api_requests",
+        identifier: ident,
+        payload: { stripe_customer_id: "cus_A", value: "1" },
+      }),
+    ].map((r) => [r.status, r.body.error.code]);
+    assert.deepEqual(codes, [
+      [400, "no_meter"],
+      [400, "payload_no_value_defined"],
+      [400, "payload_invalid_value"],
+      [400, "duplicate_meter_event"],
+    ]);
+  });
+
+  test("sessions last 15 minutes; an expired token gets 401 billing_meter_event_session_expired", async () => {
+    const s = await v2json("/v2/billing/meter_event_session", {});
+    assert.equal(s.status, 200);
+    assert.equal(s.body.object, "v2.billing.meter_event_session");
+    assert.equal(Date.parse(s.body.expires_at) - Date.parse(s.body.created), 15 * 60_000);
+    const auth = `Bearer ${s.body.authentication_token}`;
+    const event = {
+      event_name: "api_requests",
+      identifier: id(),
+      payload: { stripe_customer_id: "cus_A", value: "1" },
+    };
+    const ok = await v2json("/v2/billing/meter_event_stream", { events: [event] }, { auth });
+    assert.deepEqual([ok.status, ok.body], [200, {}]);
+    clock += 15 * 60_000 + 1;
+    const expired = await v2json("/v2/billing/meter_event_stream", { events: [event] }, { auth });
+    assert.equal(expired.status, 401);
+    assert.deepEqual(
+      [expired.body.error.type, expired.body.error.code],
+      ["temporary_session_expired", "billing_meter_event_session_expired"],
+    );
+    assert.ok(expired.body.error.doc_url);
+  });
+
+  test("the stream takes session tokens only, and 1 to 100 events", async () => {
+    const withKey = await v2json("/v2/billing/meter_event_stream", { events: [] });
+    assert.equal(withKey.status, 401);
+    const s = await v2json("/v2/billing/meter_event_session", {});
+    const auth = `Bearer ${s.body.authentication_token}`;
+    const ev = (i: number) => ({
+      event_name: "api_requests",
+      identifier: `many_${n}_${i}`,
+      payload: { stripe_customer_id: "cus_A", value: "1" },
+    });
+    assert.equal((await v2json("/v2/billing/meter_event_stream", { events: [] }, { auth })).status, 400);
+    assert.equal(
+      (
+        await v2json(
+          "/v2/billing/meter_event_stream",
+          { events: Array.from({ length: 101 }, (_, i) => ev(i)) },
+          { auth },
+        )
+      ).status,
+      400,
+    );
+    assert.equal(
+      (
+        await v2json(
+          "/v2/billing/meter_event_stream",
+          { events: Array.from({ length: 100 }, (_, i) => ev(i)) },
+          { auth },
+        )
+      ).status,
+      200,
+    );
+  });
+});
+
+describe("totals", () => {
+  test("summaries per meter and customer, using the meter's formula", async () => {
+    const seat = (v: number) =>
+      v1(`event_name=seats&identifier=${id()}&payload[stripe_customer_id]=cus_B&payload[value]=${v}`);
+    await seat(5);
+    await seat(3);
+    const all = await call("/v1/billing/meters/summaries");
+    const seats = all.body.data.find((s: { event_name: string }) => s.event_name === "seats");
+    assert.deepEqual([seats.aggregated_value, seats.event_count], [3, 2]);
+    const meters = await call("/v1/billing/meters");
+    const meterId = meters.body.data.find((m: { event_name: string }) => m.event_name === "seats").id;
+    const one = await call(`/v1/billing/meters/${meterId}/event_summaries?customer=cus_B`);
+    assert.equal(one.body.data[0].aggregated_value, 3);
+  });
+});
