@@ -1,28 +1,42 @@
 import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2 } from "aws-lambda";
 import { createIngestApiFromConfig, type IngestApi } from "../lib/app.js";
 import { loadConfig } from "../lib/config.js";
+import { MetricsRecorder } from "../lib/metrics.js";
+import { publishMetrics } from "./observability.js";
 
 /** Translates an API Gateway HTTP API (payload 2.0) or Function URL event for lib/ingest-api. */
-export function createHttpHandler(getApi: () => IngestApi) {
+export function createHttpHandler(getApi: () => Promise<IngestApi>, onDone?: () => void) {
   return async (event: APIGatewayProxyEventV2): Promise<APIGatewayProxyStructuredResultV2> => {
     const stage = event.requestContext.stage;
     let path = event.rawPath;
     if (stage && stage !== "$default" && path.startsWith(`/${stage}/`)) path = path.slice(stage.length + 1);
     const headers: Record<string, string | undefined> = {};
     for (const [k, v] of Object.entries(event.headers ?? {})) headers[k.toLowerCase()] = v;
-    const res = await getApi().handle({
-      method: event.requestContext.http.method.toUpperCase(),
-      path,
-      headers,
-      body: Buffer.from(event.body ?? "", event.isBase64Encoded ? "base64" : "utf8"),
-      requestId: event.requestContext.requestId,
-    });
-    return { statusCode: res.status, headers: res.headers, body: res.body };
+    try {
+      const res = await (await getApi()).handle({
+        method: event.requestContext.http.method.toUpperCase(),
+        path,
+        headers,
+        body: Buffer.from(event.body ?? "", event.isBase64Encoded ? "base64" : "utf8"),
+        requestId: event.requestContext.requestId,
+      });
+      return { statusCode: res.status, headers: res.headers, body: res.body };
+    } finally {
+      onDone?.();
+    }
   };
 }
 
-let api: IngestApi | undefined;
-export const handler = createHttpHandler(() => {
-  api ??= createIngestApiFromConfig(loadConfig());
-  return api;
-});
+const metrics = new MetricsRecorder();
+let api: Promise<IngestApi> | undefined;
+export const handler = createHttpHandler(
+  () => {
+    // A failed cold start is not cached: the next request tries again.
+    api ??= createIngestApiFromConfig(loadConfig(), { metrics }).catch((err) => {
+      api = undefined;
+      throw err;
+    });
+    return api;
+  },
+  () => publishMetrics(metrics, "http-api"),
+);

@@ -1,30 +1,45 @@
 import type { Context, SQSBatchResponse, SQSEvent } from "aws-lambda";
 import { type Consumer, createConsumerFromConfig } from "../lib/app.js";
 import { loadConfig } from "../lib/config.js";
+import { MetricsRecorder } from "../lib/metrics.js";
+import { publishMetrics } from "./observability.js";
 
 /**
  * The ingest-queue consumer (SQS trigger with ReportBatchItemFailures): only the messages that
- * failed transiently are reported, so SQS retries those and deletes the rest.
+ * failed transiently are reported, so SQS retries those and deletes the rest. If the handler
+ * throws, Lambda retries the whole batch: nothing is lost.
  */
-export function createQueueHandler(getConsumer: () => Consumer) {
+export function createQueueHandler(getConsumer: () => Promise<Consumer>, onDone?: () => void) {
   return async (event: SQSEvent, context: Pick<Context, "getRemainingTimeInMillis">): Promise<SQSBatchResponse> => {
     const deadline = Date.now() + context.getRemainingTimeInMillis();
-    const result = await getConsumer().process(
-      event.Records.map((r) => ({
-        messageId: r.messageId,
-        body: r.body,
-        receiveCount: Number(r.attributes.ApproximateReceiveCount) || 1,
-        sentAt: Number(r.attributes.SentTimestamp) || Date.now(),
-        firstReceivedAt: Number(r.attributes.ApproximateFirstReceiveTimestamp) || Date.now(),
-      })),
-      deadline,
-    );
-    return { batchItemFailures: result.failedMessageIds.map((itemIdentifier) => ({ itemIdentifier })) };
+    try {
+      const consumer = await getConsumer();
+      const result = await consumer.process(
+        event.Records.map((r) => ({
+          messageId: r.messageId,
+          body: r.body,
+          receiveCount: Number(r.attributes.ApproximateReceiveCount) || 1,
+          sentAt: Number(r.attributes.SentTimestamp) || Date.now(),
+          firstReceivedAt: Number(r.attributes.ApproximateFirstReceiveTimestamp) || Date.now(),
+        })),
+        deadline,
+      );
+      return { batchItemFailures: result.failedMessageIds.map((itemIdentifier) => ({ itemIdentifier })) };
+    } finally {
+      onDone?.();
+    }
   };
 }
 
-let consumer: Consumer | undefined;
-export const handler = createQueueHandler(() => {
-  consumer ??= createConsumerFromConfig(loadConfig());
-  return consumer;
-});
+const metrics = new MetricsRecorder();
+let consumer: Promise<Consumer> | undefined;
+export const handler = createQueueHandler(
+  () => {
+    consumer ??= createConsumerFromConfig(loadConfig(), { metrics }).catch((err) => {
+      consumer = undefined;
+      throw err;
+    });
+    return consumer;
+  },
+  () => publishMetrics(metrics, "ingest-queue"),
+);

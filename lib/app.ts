@@ -1,54 +1,83 @@
 import { SQSClient } from "@aws-sdk/client-sqs";
+import { createAwsSecretReader } from "./aws-secrets.js";
 import { type Config, required } from "./config.js";
-import { type BatchResult, processBatch, type QueueMessage } from "./consumer.js";
+import { type BatchResult, type ConsumerDeps, processBatch, type QueueMessage } from "./consumer.js";
 import { CustomerResolver, staticTableLookup, stripeIdLookup } from "./customers.js";
 import type { HttpRequest, HttpResponse } from "./http.js";
 import { createIngestApi } from "./ingest-api.js";
 import { createLogger, type Logger } from "./logger.js";
-import { createSqsSender } from "./queue.js";
+import { type Metrics, noMetrics } from "./metrics.js";
+import { createSqsReader, createSqsSender } from "./queue.js";
+import { type ReplayReport, replayDeadLetters } from "./replay.js";
+import { resolveSecrets, type SecretReader } from "./secrets.js";
 import { StripeClient } from "./stripe/client.js";
-import { DEFAULT_RETRY } from "./stripe/retry-policy.js";
+import { DEFAULT_RETRY, realRetryEnv } from "./stripe/retry-policy.js";
 import type { MeterEventSubmitter } from "./stripe/submitter.js";
 import { createUndiciTransport, type HttpTransport } from "./stripe/transport.js";
 import { createV1Submitter } from "./stripe/v1-meter-events.js";
 import { createV2StreamSubmitter } from "./stripe/v2-meter-event-stream.js";
 
 /**
- * Builds the pipeline's parts from config. Each entry point asks only for what it uses, so the
- * HTTP function needs no Stripe key and the consumer needs no API keys.
+ * Builds the pipeline's parts from config, once per cold start. Each entry point asks only for
+ * what it uses, so the HTTP function needs no Stripe key and the consumer no API keys.
  */
+export interface AppDeps {
+  sqs?: SQSClient;
+  logger?: Logger;
+  metrics?: Metrics;
+  /** Reads secrets that config points at (default: SSM / Secrets Manager through Powertools). */
+  secretReader?: SecretReader;
+}
+
 export function createSqsClient(config: Config): SQSClient {
   return new SQSClient({
-    region: config.sqs.region,
-    ...(config.sqs.endpoint
-      ? { endpoint: config.sqs.endpoint, credentials: { accessKeyId: "local", secretAccessKey: "local" } }
+    region: config.aws.region,
+    ...(config.aws.sqsEndpoint
+      ? { endpoint: config.aws.sqsEndpoint, credentials: { accessKeyId: "local", secretAccessKey: "local" } }
       : {}),
   });
+}
+
+function secretReaderFor(config: Config, deps: AppDeps): SecretReader {
+  return (
+    deps.secretReader ??
+    createAwsSecretReader({
+      region: config.aws.region,
+      ssmEndpoint: config.aws.ssmEndpoint,
+      secretsManagerEndpoint: config.aws.secretsManagerEndpoint,
+    })
+  );
 }
 
 export interface IngestApi {
   handle(req: HttpRequest): Promise<HttpResponse>;
 }
 
-export function createIngestApiFromConfig(config: Config, deps: { sqs?: SQSClient; logger?: Logger } = {}): IngestApi {
-  const logger = deps.logger ?? createLogger({ level: config.logLevel, base: { component: "ingest-api" } });
+export async function createIngestApiFromConfig(config: Config, deps: AppDeps = {}): Promise<IngestApi> {
+  const resolved = await resolveSecrets(config, secretReaderFor(config, deps), { apiKeys: true });
   return createIngestApi({
-    apiKeys: required(config.apiKeys, "METERHOOK_API_KEYS"),
+    apiKeys: required(resolved.apiKeys, "METERHOOK_API_KEYS (or METERHOOK_API_KEYS_SSM_PARAMETER)"),
     ingestQueue: createSqsSender(
       deps.sqs ?? createSqsClient(config),
       required(config.ingestQueueUrl, "METERHOOK_INGEST_QUEUE_URL"),
     ),
-    logger,
+    logger: deps.logger ?? createLogger({ level: config.logLevel, base: { component: "http-api" } }),
+    metrics: deps.metrics,
     maxBodyBytes: config.maxBodyBytes,
     maxEventsPerRequest: config.maxEventsPerRequest,
   });
 }
 
-export function createSubmitter(config: Config, transport: HttpTransport, logger: Logger): MeterEventSubmitter {
+export function createSubmitter(
+  config: Config,
+  transport: HttpTransport,
+  logger: Logger,
+  metrics: Metrics = noMetrics,
+): MeterEventSubmitter {
   const s = config.stripe;
   const client = new StripeClient(
     {
-      apiKey: required(s.apiKey, "STRIPE_API_KEY"),
+      apiKey: required(s.apiKey, "STRIPE_API_KEY (or STRIPE_API_KEY_SSM_PARAMETER)"),
       apiBase: s.apiBase,
       meterEventsBase: s.meterEventsBase,
       apiVersion: s.apiVersion,
@@ -57,6 +86,8 @@ export function createSubmitter(config: Config, transport: HttpTransport, logger
     },
     transport,
     logger,
+    realRetryEnv,
+    metrics,
   );
   const common = { concurrency: s.concurrency, stopMarginMs: config.stopMarginMs };
   return config.stripeApi === "v1"
@@ -65,26 +96,31 @@ export function createSubmitter(config: Config, transport: HttpTransport, logger
 }
 
 export interface Consumer {
+  readonly deps: ConsumerDeps;
   process(messages: readonly QueueMessage[], deadline: number): Promise<BatchResult>;
   close(): Promise<void>;
 }
 
-export function createConsumerFromConfig(config: Config, deps: { sqs?: SQSClient; logger?: Logger } = {}): Consumer {
+/** The pipeline's consumer side: customer resolution, Stripe submission, dead letters. */
+export async function createConsumerFromConfig(config: Config, deps: AppDeps = {}): Promise<Consumer> {
+  const resolved = await resolveSecrets(config, secretReaderFor(config, deps), { stripeKey: true });
   const logger = deps.logger ?? createLogger({ level: config.logLevel, base: { component: "consumer" } });
+  const metrics = deps.metrics ?? noMetrics;
   const transport = createUndiciTransport({ connections: config.stripe.maxConnections });
-  const submitter = createSubmitter(config, transport, logger);
-  const consumerDeps = {
+  const consumerDeps: ConsumerDeps = {
     resolver: new CustomerResolver([stripeIdLookup, staticTableLookup(config.customers)]),
-    submitter,
+    submitter: createSubmitter(resolved, transport, logger, metrics),
     deadLetterQueue: createSqsSender(
       deps.sqs ?? createSqsClient(config),
       required(config.deadLetterQueueUrl, "METERHOOK_DLQ_URL"),
     ),
     logger,
+    metrics,
     maxAttempts: config.maxAttempts,
     stopMarginMs: config.stopMarginMs,
   };
   return {
+    deps: consumerDeps,
     async process(messages, deadline) {
       const result = await processBatch(messages, deadline, consumerDeps);
       logger.info("batch done", {
@@ -98,4 +134,20 @@ export function createConsumerFromConfig(config: Config, deps: { sqs?: SQSClient
     },
     close: () => transport.close(),
   };
+}
+
+/** DLQ replay through the current pipeline (`npm run replay`, the dlq-replay function). */
+export async function replayFromConfig(
+  config: Config,
+  options: { limit: number; dryRun: boolean },
+  deps: AppDeps = {},
+): Promise<ReplayReport> {
+  const sqs = deps.sqs ?? createSqsClient(config);
+  const consumer = await createConsumerFromConfig(config, { ...deps, sqs });
+  try {
+    const reader = createSqsReader(sqs, required(config.deadLetterQueueUrl, "METERHOOK_DLQ_URL"));
+    return await replayDeadLetters(reader, consumer.deps, options);
+  } finally {
+    await consumer.close();
+  }
 }

@@ -22,6 +22,8 @@ const csv = z
 
 export const EnvSchema = z.object({
   METERHOOK_API_KEYS: csv,
+  METERHOOK_API_KEYS_SSM_PARAMETER: z.string().min(1).optional(),
+  METERHOOK_API_KEYS_SECRET_ID: z.string().min(1).optional(),
   METERHOOK_INGEST_QUEUE_URL: z.string().url().optional(),
   METERHOOK_DLQ_URL: z.string().url().optional(),
   METERHOOK_STRIPE_API: z.enum(["v1", "v2"]).default("v2"),
@@ -33,6 +35,8 @@ export const EnvSchema = z.object({
   METERHOOK_STOP_MARGIN_MS: int(2_000, 0, 60_000),
   METERHOOK_LOG_LEVEL: z.enum(["debug", "info", "warn", "error"]).default("info"),
   STRIPE_API_KEY: z.string().optional(),
+  STRIPE_API_KEY_SSM_PARAMETER: z.string().min(1).optional(),
+  STRIPE_API_KEY_SECRET_ID: z.string().min(1).optional(),
   STRIPE_API_BASE: z.string().url().default("https://api.stripe.com"),
   STRIPE_METER_EVENTS_BASE: z.string().url().default("https://meter-events.stripe.com"),
   STRIPE_API_VERSION: z.string().default(STRIPE_API_VERSION),
@@ -42,6 +46,8 @@ export const EnvSchema = z.object({
   STRIPE_CONCURRENCY: int(8, 1, 256),
   STRIPE_STREAM_BATCH_SIZE: int(100, 1, 100),
   SQS_ENDPOINT: z.string().url().optional(),
+  SSM_ENDPOINT: z.string().url().optional(),
+  SECRETS_MANAGER_ENDPOINT: z.string().url().optional(),
   AWS_REGION: z.string().default("us-east-1"),
 });
 
@@ -49,8 +55,12 @@ const KNOWN = new Set(Object.keys(EnvSchema.shape));
 // Set by local/ for its own use, or by the shell: not settings of the pipeline.
 const IGNORED = new Set(["METERHOOK_LOCAL"]);
 
+/** Where a secret lives on AWS: read at cold start, never put in the template or environment. */
+export type SecretSource = { store: "ssm"; name: string } | { store: "secretsmanager"; name: string };
+
 export interface Config {
   apiKeys: readonly string[];
+  apiKeysSource: SecretSource | undefined;
   ingestQueueUrl: string | undefined;
   deadLetterQueueUrl: string | undefined;
   stripeApi: "v1" | "v2";
@@ -62,6 +72,7 @@ export interface Config {
   logLevel: "debug" | "info" | "warn" | "error";
   stripe: {
     apiKey: string | undefined;
+    apiKeySource: SecretSource | undefined;
     apiBase: string;
     meterEventsBase: string;
     apiVersion: string;
@@ -71,7 +82,13 @@ export interface Config {
     concurrency: number;
     streamBatchSize: number;
   };
-  sqs: { endpoint: string | undefined; region: string };
+  aws: {
+    region: string;
+    /** Endpoint overrides (local runtime and tests); unset on AWS. */
+    sqsEndpoint: string | undefined;
+    ssmEndpoint: string | undefined;
+    secretsManagerEndpoint: string | undefined;
+  };
 }
 
 const CustomerTableSchema = z.record(z.string().min(1), z.string().regex(/^cus_[A-Za-z0-9]+$/, "must be a cus_ id"));
@@ -105,6 +122,13 @@ function parseCustomers(inline: string | undefined, file: string | undefined): M
   return table;
 }
 
+function secretSource(name: string, ssm: string | undefined, secretId: string | undefined): SecretSource | undefined {
+  if (ssm && secretId) throw new ConfigError(`set ${name}_SSM_PARAMETER or ${name}_SECRET_ID, not both`);
+  if (ssm) return { store: "ssm", name: ssm };
+  if (secretId) return { store: "secretsmanager", name: secretId };
+  return undefined;
+}
+
 export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
   const unknown = Object.keys(env).filter((k) => k.startsWith("METERHOOK_") && !KNOWN.has(k) && !IGNORED.has(k));
   if (unknown.length > 0) throw new ConfigError(`unknown setting(s): ${unknown.join(", ")}`);
@@ -118,6 +142,11 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   for (const k of e.METERHOOK_API_KEYS) registerSecret(k);
   return Object.freeze({
     apiKeys: e.METERHOOK_API_KEYS,
+    apiKeysSource: secretSource(
+      "METERHOOK_API_KEYS",
+      e.METERHOOK_API_KEYS_SSM_PARAMETER,
+      e.METERHOOK_API_KEYS_SECRET_ID,
+    ),
     ingestQueueUrl: e.METERHOOK_INGEST_QUEUE_URL,
     deadLetterQueueUrl: e.METERHOOK_DLQ_URL,
     stripeApi: e.METERHOOK_STRIPE_API,
@@ -129,6 +158,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     logLevel: e.METERHOOK_LOG_LEVEL,
     stripe: {
       apiKey: e.STRIPE_API_KEY,
+      apiKeySource: secretSource("STRIPE_API_KEY", e.STRIPE_API_KEY_SSM_PARAMETER, e.STRIPE_API_KEY_SECRET_ID),
       apiBase: e.STRIPE_API_BASE,
       meterEventsBase: e.STRIPE_METER_EVENTS_BASE,
       apiVersion: e.STRIPE_API_VERSION,
@@ -138,7 +168,12 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       concurrency: e.STRIPE_CONCURRENCY,
       streamBatchSize: e.STRIPE_STREAM_BATCH_SIZE,
     },
-    sqs: { endpoint: e.SQS_ENDPOINT, region: e.AWS_REGION },
+    aws: {
+      region: e.AWS_REGION,
+      sqsEndpoint: e.SQS_ENDPOINT,
+      ssmEndpoint: e.SSM_ENDPOINT,
+      secretsManagerEndpoint: e.SECRETS_MANAGER_ENDPOINT,
+    },
   });
 }
 

@@ -3,6 +3,7 @@ import { type DeadLetter, sendDeadLetters } from "./dead-letter.js";
 import { DeadLetterCode, MeterhookError } from "./errors.js";
 import type { Logger } from "./logger.js";
 import { type MeterEvent, toMeterEvent } from "./meter-event.js";
+import { Metric, type Metrics, noMetrics } from "./metrics.js";
 import type { QueueSender } from "./queue.js";
 import type { MeterEventSubmitter, SubmitOutcome } from "./stripe/submitter.js";
 import { parseUsageEvent } from "./usage-event.js";
@@ -17,6 +18,8 @@ export interface QueueMessage {
   sentAt: number;
   /** Epoch ms of the first delivery. */
   firstReceivedAt: number;
+  /** Set when replaying a dead letter: its earlier failures carry on in the new one. */
+  previousFailure?: { attempts: number; firstFailedAt: number };
 }
 
 export interface ConsumerDeps {
@@ -28,6 +31,7 @@ export interface ConsumerDeps {
   maxAttempts: number;
   /** Below this much time left, no new work is started. */
   stopMarginMs: number;
+  metrics?: Metrics;
   now?: () => number;
 }
 
@@ -77,6 +81,7 @@ export async function processBatch(
     eventId?: string,
   ): Extract<Step, { kind: "dead" }> => {
     const t = now();
+    const prev = m.previousFailure;
     return {
       kind: "dead",
       letter: {
@@ -84,9 +89,10 @@ export async function processBatch(
         event: input,
         code,
         message,
-        attempts: m.receiveCount,
-        firstFailedAt: code === DeadLetterCode.retriesExhausted ? m.firstReceivedAt : t,
+        attempts: prev ? prev.attempts + 1 : m.receiveCount,
+        firstFailedAt: prev?.firstFailedAt ?? (code === DeadLetterCode.retriesExhausted ? m.firstReceivedAt : t),
         lastFailedAt: t,
+        receivedAt: m.sentAt,
         eventId: eventId && PRINTABLE.test(eventId) ? eventId : undefined,
       },
     };
@@ -154,7 +160,7 @@ export async function processBatch(
         m,
         step.input,
         DeadLetterCode.retriesExhausted,
-        `gave up after ${m.receiveCount} deliveries; last error: ${step.reason}`,
+        `still failing after ${m.previousFailure ? m.previousFailure.attempts + 1 : m.receiveCount} attempts; last error: ${step.reason}`,
         step.eventId,
       );
     }
@@ -183,5 +189,11 @@ export async function processBatch(
       });
     }
   }
+  const metrics = deps.metrics ?? noMetrics;
+  metrics.count(Metric.eventsReceived, messages.length);
+  metrics.count(Metric.eventsBilled, result.billed);
+  metrics.count(Metric.eventsDuplicate, result.duplicates);
+  metrics.count(Metric.eventsRetried, result.failedMessageIds.length);
+  for (const [code, n] of Object.entries(result.deadLettered)) metrics.count(Metric.eventsDeadLettered, n, { code });
   return result;
 }

@@ -10,6 +10,8 @@ export interface DeadLetterBody {
   attempts: number;
   firstFailedAt: string;
   lastFailedAt: string;
+  /** When meterhook first received the event: its time when the event carries none (used by replay). */
+  receivedAt?: string;
 }
 
 export interface DeadLetter {
@@ -20,6 +22,7 @@ export interface DeadLetter {
   attempts: number;
   firstFailedAt: number;
   lastFailedAt: number;
+  receivedAt?: number;
   /** The app's event id, when known: also set as a message attribute for filtering. */
   eventId?: string;
 }
@@ -31,6 +34,7 @@ export function deadLetterBody(d: DeadLetter): DeadLetterBody {
     attempts: d.attempts,
     firstFailedAt: new Date(d.firstFailedAt).toISOString(),
     lastFailedAt: new Date(d.lastFailedAt).toISOString(),
+    ...(d.receivedAt !== undefined ? { receivedAt: new Date(d.receivedAt).toISOString() } : {}),
   };
 }
 

@@ -3,6 +3,7 @@ import { InvalidEventError } from "./errors.js";
 import { type HttpRequest, type HttpResponse, httpError, json } from "./http.js";
 import type { Logger } from "./logger.js";
 import { validateUsageEvent } from "./meter-event.js";
+import { Metric, type Metrics, noMetrics } from "./metrics.js";
 import type { QueueSender } from "./queue.js";
 import { parseUsageEvent, toCanonicalJson, type UsageEvent } from "./usage-event.js";
 
@@ -12,6 +13,7 @@ export interface IngestApiDeps {
   logger: Logger;
   maxBodyBytes: number;
   maxEventsPerRequest: number;
+  metrics?: Metrics;
   now?: () => number;
 }
 
@@ -39,6 +41,7 @@ function rejectionOf(item: unknown, index: number, err: unknown): Rejection {
 export function createIngestApi(deps: IngestApiDeps): { handle(req: HttpRequest): Promise<HttpResponse> } {
   const authorized = createApiKeyCheck(deps.apiKeys);
   const now = deps.now ?? Date.now;
+  const metrics = deps.metrics ?? noMetrics;
 
   const postEvents = async (req: HttpRequest): Promise<HttpResponse> => {
     const rid = req.requestId;
@@ -87,6 +90,7 @@ export function createIngestApi(deps: IngestApiDeps): { handle(req: HttpRequest)
         rejected.push(rejectionOf(item, index, err));
       }
     });
+    metrics.count(Metric.eventsRejected, rejected.length);
     if (accepted.length === 0) {
       const first = rejected[0] as Rejection;
       return httpError(
@@ -115,6 +119,7 @@ export function createIngestApi(deps: IngestApiDeps): { handle(req: HttpRequest)
         { "retry-after": "1" },
       );
     }
+    metrics.count(Metric.eventsAccepted, accepted.length);
     deps.logger.info("events accepted", { requestId: rid, accepted: accepted.length, rejected: rejected.length });
     return json(202, { accepted: accepted.map((e) => e.id), rejected, requestId: rid });
   };

@@ -1,4 +1,11 @@
-import { type MessageAttributeValue, SendMessageBatchCommand, type SQSClient } from "@aws-sdk/client-sqs";
+import {
+  ChangeMessageVisibilityBatchCommand,
+  DeleteMessageBatchCommand,
+  type MessageAttributeValue,
+  ReceiveMessageCommand,
+  SendMessageBatchCommand,
+  type SQSClient,
+} from "@aws-sdk/client-sqs";
 
 export interface OutgoingMessage {
   /** Unique within one call; used to report which messages failed. */
@@ -79,6 +86,68 @@ export function createSqsSender(client: SQSClient, queueUrl: string): QueueSende
     async send(messages) {
       const results = await Promise.all(chunk(messages).map(sendChunk));
       return { failed: results.flat() };
+    },
+  };
+}
+
+export interface ReceivedQueueMessage {
+  messageId: string;
+  receiptHandle: string;
+  body: string;
+  /** Epoch ms the message was sent to this queue. */
+  sentAt: number;
+  receiveCount: number;
+}
+
+/** Takes messages off a queue (the DLQ, for replay). */
+export interface QueueReader {
+  receive(max: number, visibilityTimeoutSeconds: number): Promise<ReceivedQueueMessage[]>;
+  delete(receiptHandles: readonly string[]): Promise<void>;
+  /** Makes messages visible again at once. */
+  release(receiptHandles: readonly string[]): Promise<void>;
+}
+
+export function createSqsReader(client: SQSClient, queueUrl: string): QueueReader {
+  return {
+    async receive(max, visibilityTimeoutSeconds) {
+      const res = await client.send(
+        new ReceiveMessageCommand({
+          QueueUrl: queueUrl,
+          MaxNumberOfMessages: Math.min(10, max),
+          VisibilityTimeout: visibilityTimeoutSeconds,
+          WaitTimeSeconds: 1,
+          MessageSystemAttributeNames: ["SentTimestamp", "ApproximateReceiveCount"],
+        }),
+      );
+      return (res.Messages ?? []).map((m) => ({
+        messageId: m.MessageId ?? "",
+        receiptHandle: m.ReceiptHandle ?? "",
+        body: m.Body ?? "",
+        sentAt: Number(m.Attributes?.SentTimestamp) || Date.now(),
+        receiveCount: Number(m.Attributes?.ApproximateReceiveCount) || 1,
+      }));
+    },
+    async delete(handles) {
+      for (let i = 0; i < handles.length; i += 10) {
+        await client.send(
+          new DeleteMessageBatchCommand({
+            QueueUrl: queueUrl,
+            Entries: handles.slice(i, i + 10).map((h, j) => ({ Id: String(j), ReceiptHandle: h })),
+          }),
+        );
+      }
+    },
+    async release(handles) {
+      for (let i = 0; i < handles.length; i += 10) {
+        await client.send(
+          new ChangeMessageVisibilityBatchCommand({
+            QueueUrl: queueUrl,
+            Entries: handles
+              .slice(i, i + 10)
+              .map((h, j) => ({ Id: String(j), ReceiptHandle: h, VisibilityTimeout: 0 })),
+          }),
+        );
+      }
     },
   };
 }

@@ -65,17 +65,17 @@ export async function startLocalRuntime(options: LocalRuntimeOptions = {}): Prom
 
   const config = loadConfig(env);
   const sqs = createSqsClient(config);
-  const consumer = createConsumerFromConfig(config, { sqs });
-  const api = createIngestApiFromConfig(config, { sqs });
+  const consumer = await createConsumerFromConfig(config, { sqs });
+  const api = await createIngestApiFromConfig(config, { sqs });
   const gateway = await startGateway(
-    createHttpHandler(() => api),
+    createHttpHandler(async () => api),
     options.port ?? 0,
   );
   const log = createLogger({ level: config.logLevel, base: { component: "local" } });
   const poller = startPoller({
     sqs,
     queueUrl: queues.ingestQueueUrl,
-    handler: createQueueHandler(() => consumer),
+    handler: createQueueHandler(async () => consumer),
     functionTimeoutMs: options.functionTimeoutMs ?? 30_000,
     onError: (error) => log.error("consumer invocation failed", { error }),
   });

@@ -1,5 +1,6 @@
 import { randomUUID } from "node:crypto";
 import type { Logger } from "../logger.js";
+import { Metric, type Metrics, noMetrics } from "../metrics.js";
 import {
   classifyNetworkError,
   classifyResponse,
@@ -53,6 +54,7 @@ export class StripeClient {
     private readonly transport: HttpTransport,
     private readonly logger: Logger,
     private readonly env: RetryEnv = realRetryEnv,
+    private readonly metrics: Metrics = noMetrics,
   ) {
     this.config = {
       apiBase: "https://api.stripe.com",
@@ -91,16 +93,21 @@ export class StripeClient {
           });
           verdict = classifyResponse(res, this.env.now());
           if (verdict.kind === "retry" && verdict.sessionExpired) call.auth?.expired(bearer);
-          this.logger.debug("stripe call", {
+          const ms = this.env.now() - started;
+          this.metrics.timing(Metric.stripeLatency, ms);
+          this.metrics.count(Metric.stripeRequests, 1, { status: String(res.status) });
+          // One line per Stripe request: its request id is what Stripe support asks for.
+          this.logger.info("stripe request", {
             path: call.path,
             status: res.status,
-            requestId: res.headers["request-id"],
+            stripeRequestId: res.headers["request-id"],
             verdict: verdict.kind,
-            ms: this.env.now() - started,
+            ms,
           });
         } catch (err) {
           verdict = classifyNetworkError(err);
-          this.logger.warn("stripe call failed", {
+          this.metrics.count(Metric.stripeRequests, 1, { status: "network_error" });
+          this.logger.warn("stripe request failed", {
             path: call.path,
             reason: verdict.kind === "retry" ? verdict.reason : "",
           });

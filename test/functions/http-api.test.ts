@@ -19,8 +19,8 @@ before(async () => {
     METERHOOK_INGEST_QUEUE_URL: queues.ingestQueueUrl,
     SQS_ENDPOINT: queues.endpoint,
   });
-  const api = createIngestApiFromConfig(config, { sqs: queues.sqs, logger: silentLogger });
-  handler = createHttpHandler(() => api);
+  const api = await createIngestApiFromConfig(config, { sqs: queues.sqs, logger: silentLogger });
+  handler = createHttpHandler(async () => api);
 });
 after(() => queues.stop());
 beforeEach(() => drain(queues.sqs, queues.ingestQueueUrl));
@@ -158,8 +158,8 @@ describe("POST /v1/events", () => {
       METERHOOK_INGEST_QUEUE_URL: queues.ingestQueueUrl.replace("meterhook-ingest", "gone"),
       SQS_ENDPOINT: queues.endpoint,
     });
-    const api = createIngestApiFromConfig(config, { sqs: queues.sqs, logger: silentLogger });
-    const res = await createHttpHandler(() => api)(
+    const api = await createIngestApiFromConfig(config, { sqs: queues.sqs, logger: silentLogger });
+    const res = await createHttpHandler(async () => api)(
       httpEvent({ body: JSON.stringify(usageEvent()), headers: headers() }),
     );
     assert.equal(res.statusCode, 503);

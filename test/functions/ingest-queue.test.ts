@@ -134,7 +134,7 @@ describe("ingest-queue handler", () => {
     assert.deepEqual(res2.batchItemFailures, []);
     const [letter] = await drainDeadLetters(queues.sqs, queues.deadLetterQueueUrl);
     assert.equal(letter?.error.code, "retries_exhausted");
-    assert.match(letter?.error.message ?? "", /after 4 deliveries; last error: Stripe answered 503/);
+    assert.match(letter?.error.message ?? "", /still failing after 4 attempts; last error: Stripe answered 503/);
     assert.equal(letter?.attempts, 4);
     assert.equal(letter?.firstFailedAt, new Date(firstReceived).toISOString());
   });

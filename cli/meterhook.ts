@@ -1,0 +1,45 @@
+/**
+ * meterhook's command line. `replay` takes dead letters off the DLQ and runs them through the
+ * current pipeline, with the same settings as the functions (METERHOOK_DLQ_URL, STRIPE_API_KEY or
+ * STRIPE_API_KEY_SSM_PARAMETER, ...; SQS_ENDPOINT for the local runtime's fauxqs).
+ */
+import { parseArgs } from "node:util";
+import { replayFromConfig } from "../lib/app.js";
+import { loadConfig } from "../lib/config.js";
+import { MeterhookError } from "../lib/errors.js";
+
+const USAGE = `usage: meterhook replay [--limit N] [--dry-run]
+
+  --limit N   take at most N dead letters off the DLQ (default 100)
+  --dry-run   only report what would happen: nothing is sent, deleted or re-queued`;
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  if (command !== "replay") {
+    console.error(USAGE);
+    return 2;
+  }
+  const { values } = parseArgs({
+    args: rest,
+    options: { limit: { type: "string", default: "100" }, "dry-run": { type: "boolean", default: false } },
+    strict: true,
+  });
+  const limit = Number(values.limit);
+  if (!Number.isInteger(limit) || limit < 1) {
+    console.error(`--limit must be a positive whole number\n${USAGE}`);
+    return 2;
+  }
+  const report = await replayFromConfig(loadConfig(), { limit, dryRun: values["dry-run"] ?? false });
+  console.log(JSON.stringify(report, null, 2));
+  return 0;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (err) => {
+    console.error(
+      `meterhook: ${err instanceof MeterhookError || err instanceof TypeError ? err.message : String(err)}`,
+    );
+    process.exit(1);
+  },
+);

@@ -1,0 +1,33 @@
+import type { SecretReader } from "./secrets.js";
+
+/**
+ * Reads secrets with Powertools Parameters (SSM SecureString with decryption, or Secrets Manager).
+ * Imported lazily: only cold starts that need a secret pay for loading the SDK clients.
+ * `endpoints` points the clients elsewhere (tests); on Lambda they use the region's endpoints.
+ */
+export function createAwsSecretReader(options: {
+  region: string;
+  ssmEndpoint?: string;
+  secretsManagerEndpoint?: string;
+}): SecretReader {
+  const credentials = (endpoint: string | undefined) =>
+    endpoint ? { endpoint, credentials: { accessKeyId: "local", secretAccessKey: "local" } } : {};
+  return async (source) => {
+    if (source.store === "ssm") {
+      const { SSMProvider } = await import("@aws-lambda-powertools/parameters/ssm");
+      const provider = new SSMProvider({
+        clientConfig: { region: options.region, ...credentials(options.ssmEndpoint) },
+      });
+      const value = await provider.get(source.name, { decrypt: true, maxAge: 3600 });
+      if (typeof value !== "string") throw new Error("parameter has no string value");
+      return value;
+    }
+    const { SecretsProvider } = await import("@aws-lambda-powertools/parameters/secrets");
+    const provider = new SecretsProvider({
+      clientConfig: { region: options.region, ...credentials(options.secretsManagerEndpoint) },
+    });
+    const value = await provider.get(source.name, { maxAge: 3600 });
+    if (typeof value !== "string") throw new Error("secret has no string value");
+    return value;
+  };
+}

@@ -1,0 +1,59 @@
+import type { Config, SecretSource } from "./config.js";
+import { ConfigError } from "./errors.js";
+import { registerSecret } from "./redact.js";
+
+/** Reads one secret's value from wherever it is stored. */
+export type SecretReader = (source: SecretSource) => Promise<string>;
+
+function describe(source: SecretSource): string {
+  return source.store === "ssm" ? `SSM parameter ${source.name}` : `secret ${source.name}`;
+}
+
+async function read(reader: SecretReader, source: SecretSource): Promise<string> {
+  let value: string;
+  try {
+    value = (await reader(source)).trim();
+  } catch (err) {
+    // The cause may be an SDK error; its message names the parameter, never the value.
+    throw new ConfigError(`cannot read ${describe(source)}: ${(err as Error).message}`);
+  }
+  if (!value) throw new ConfigError(`${describe(source)} is empty`);
+  return value;
+}
+
+/**
+ * Fills the secrets a config points at (SSM Parameter Store or Secrets Manager) into a copy of
+ * it. Called once per cold start; the values are registered for redaction before any use.
+ */
+export async function resolveSecrets(
+  config: Config,
+  reader: SecretReader,
+  needs: { apiKeys?: boolean; stripeKey?: boolean },
+): Promise<Config> {
+  let apiKeys = config.apiKeys;
+  let stripeKey = config.stripe.apiKey;
+  const jobs: Promise<void>[] = [];
+  if (needs.apiKeys && config.apiKeysSource) {
+    const source = config.apiKeysSource;
+    jobs.push(
+      read(reader, source).then((v) => {
+        apiKeys = v
+          .split(",")
+          .map((k) => k.trim())
+          .filter(Boolean);
+        for (const k of apiKeys) registerSecret(k);
+      }),
+    );
+  }
+  if (needs.stripeKey && config.stripe.apiKeySource) {
+    const source = config.stripe.apiKeySource;
+    jobs.push(
+      read(reader, source).then((v) => {
+        stripeKey = v;
+        registerSecret(v);
+      }),
+    );
+  }
+  await Promise.all(jobs);
+  return Object.freeze({ ...config, apiKeys, stripe: { ...config.stripe, apiKey: stripeKey } });
+}

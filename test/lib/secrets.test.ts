@@ -1,0 +1,61 @@
+import assert from "node:assert/strict";
+import { after, before, test } from "node:test";
+import { createAwsSecretReader } from "../../lib/aws-secrets.js";
+import { loadConfig } from "../../lib/config.js";
+import { ConfigError } from "../../lib/errors.js";
+import { redact } from "../../lib/redact.js";
+import { resolveSecrets } from "../../lib/secrets.js";
+import { startFakeSecretStores } from "../helpers/fake-secret-stores.js";
+
+let stores: Awaited<ReturnType<typeof startFakeSecretStores>>;
+before(async () => {
+  stores = await startFakeSecretStores({
+    ssm: {
+      "/meterhook/test/stripe-api-key": "sk_test_fromSsm0001",
+      "/meterhook/test/api-keys": "key-one-0001, key-two-0002",
+    },
+    secrets: { "meterhook/test/stripe": "sk_test_fromSecretsManager" },
+  });
+});
+after(() => stores.stop());
+
+const reader = () =>
+  createAwsSecretReader({ region: "us-east-1", ssmEndpoint: stores.url, secretsManagerEndpoint: stores.url });
+
+test("reads the Stripe key and the API keys from SSM SecureStrings, decrypted", async () => {
+  const config = loadConfig({
+    STRIPE_API_KEY_SSM_PARAMETER: "/meterhook/test/stripe-api-key",
+    METERHOOK_API_KEYS_SSM_PARAMETER: "/meterhook/test/api-keys",
+  });
+  const resolved = await resolveSecrets(config, reader(), { apiKeys: true, stripeKey: true });
+  assert.equal(resolved.stripe.apiKey, "sk_test_fromSsm0001");
+  assert.deepEqual(resolved.apiKeys, ["key-one-0001", "key-two-0002"]);
+  assert.ok(stores.calls.every((c) => c.target !== "AmazonSSM.GetParameter" || c.decrypt === true));
+  assert.equal(redact("x key-two-0002 y"), "x [REDACTED] y", "loaded secrets are redacted from then on");
+});
+
+test("reads from Secrets Manager", async () => {
+  const config = loadConfig({ STRIPE_API_KEY_SECRET_ID: "meterhook/test/stripe" });
+  const resolved = await resolveSecrets(config, reader(), { stripeKey: true });
+  assert.equal(resolved.stripe.apiKey, "sk_test_fromSecretsManager");
+});
+
+test("only what an entry point needs is read", async () => {
+  const before = stores.calls.length;
+  const config = loadConfig({ STRIPE_API_KEY_SSM_PARAMETER: "/meterhook/test/stripe-api-key" });
+  await resolveSecrets(config, reader(), { apiKeys: true });
+  assert.equal(stores.calls.length, before);
+});
+
+test("a missing parameter fails start-up naming it, without any value", async () => {
+  const config = loadConfig({ STRIPE_API_KEY_SSM_PARAMETER: "/meterhook/test/missing" });
+  await assert.rejects(resolveSecrets(config, reader(), { stripeKey: true }), (e: unknown) => {
+    assert.ok(e instanceof ConfigError);
+    assert.match(e.message, /\/meterhook\/test\/missing/);
+    return true;
+  });
+});
+
+test("both stores for one secret is a configuration error", () => {
+  assert.throws(() => loadConfig({ STRIPE_API_KEY_SSM_PARAMETER: "/a", STRIPE_API_KEY_SECRET_ID: "b" }), /not both/);
+});
