@@ -2,7 +2,7 @@ import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2 } from "
 import { createIngestApiFromConfig, type IngestApi } from "../lib/app.js";
 import { loadConfig } from "../lib/config.js";
 import { MetricsRecorder } from "../lib/metrics.js";
-import { publishMetrics } from "./observability.js";
+import { publishMetrics } from "./support/observability.js";
 
 /** Translates an API Gateway HTTP API (payload 2.0) or Function URL event for lib/ingest-api. */
 export function createHttpHandler(getApi: () => Promise<IngestApi>, onDone?: () => void) {

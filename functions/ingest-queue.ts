@@ -2,7 +2,7 @@ import type { Context, SQSBatchResponse, SQSEvent } from "aws-lambda";
 import { type Consumer, createConsumerFromConfig } from "../lib/app.js";
 import { loadConfig } from "../lib/config.js";
 import { MetricsRecorder } from "../lib/metrics.js";
-import { publishMetrics } from "./observability.js";
+import { publishMetrics } from "./support/observability.js";
 
 /**
  * The ingest-queue consumer (SQS trigger with ReportBatchItemFailures): only the messages that

@@ -1,5 +1,5 @@
 import { Metrics as PowertoolsMetrics } from "@aws-lambda-powertools/metrics";
-import type { MetricPoint, MetricsRecorder } from "../lib/metrics.js";
+import type { MetricPoint, MetricsRecorder } from "../../lib/metrics.js";
 
 /**
  * Publishes what lib/ recorded during an invocation as CloudWatch Embedded Metric Format, through

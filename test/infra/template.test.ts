@@ -1,0 +1,155 @@
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { before, describe, test } from "node:test";
+import { promisify } from "node:util";
+import { BUDGET_KIB } from "../../scripts/bundle-budgets.js";
+
+// biome-ignore lint/suspicious/noExplicitAny: CloudFormation JSON, asserted field by field
+type Json = any;
+let template: Json;
+let resources: Record<string, Json>;
+const ofType = (type: string) => Object.entries(resources).filter(([, r]) => r.Type === type);
+
+before(async () => {
+  // The real `osls package`, offline: no AWS account, no credentials.
+  const env = { ...process.env };
+  for (const k of Object.keys(env)) if (k.startsWith("AWS_")) delete env[k];
+  await promisify(execFile)("npm", ["run", "package"], { env, maxBuffer: 16 * 1024 * 1024 });
+  template = JSON.parse(readFileSync(".serverless/cloudformation-template-update-stack.json", "utf8"));
+  resources = template.Resources;
+});
+
+describe("packaged CloudFormation template", () => {
+  test("the ingest queue redrives to the DLQ after more receives than the consumer's own attempts", () => {
+    const ingest = resources.IngestQueue.Properties;
+    assert.deepEqual(ingest.RedrivePolicy.deadLetterTargetArn, { "Fn::GetAtt": ["DeadLetterQueue", "Arn"] });
+    const maxAttempts = Number(
+      resources.IngestQueueLambdaFunction.Properties.Environment.Variables.METERHOOK_MAX_ATTEMPTS,
+    );
+    assert.ok(ingest.RedrivePolicy.maxReceiveCount > maxAttempts);
+  });
+
+  test("the DLQ keeps messages 14 days; both queues are encrypted", () => {
+    assert.equal(resources.DeadLetterQueue.Properties.MessageRetentionPeriod, 1209600);
+    for (const q of ["IngestQueue", "DeadLetterQueue"])
+      assert.equal(resources[q].Properties.SqsManagedSseEnabled, true, q);
+  });
+
+  test("the visibility timeout is at least six times the consumer's timeout", () => {
+    assert.ok(
+      resources.IngestQueue.Properties.VisibilityTimeout >= 6 * resources.IngestQueueLambdaFunction.Properties.Timeout,
+    );
+  });
+
+  test("the consumer reports partial batch failures, with bounded concurrency", () => {
+    const esm = ofType("AWS::Lambda::EventSourceMapping")[0]?.[1];
+    assert.deepEqual(esm.Properties.FunctionResponseTypes, ["ReportBatchItemFailures"]);
+    assert.deepEqual(esm.Properties.EventSourceArn, { "Fn::GetAtt": ["IngestQueue", "Arn"] });
+    assert.ok(esm.Properties.BatchSize <= 100);
+    assert.ok(esm.Properties.ScalingConfig.MaximumConcurrency >= 2);
+  });
+
+  test("every function runs on arm64 with a supported Node.js runtime", () => {
+    const fns = ofType("AWS::Lambda::Function");
+    assert.equal(fns.length, 3);
+    for (const [name, fn] of fns) {
+      assert.match(fn.Properties.Runtime, /^nodejs(22|24)\.x$/, name);
+      assert.deepEqual(fn.Properties.Architectures, ["arm64"], name);
+    }
+  });
+
+  test("alarms watch DLQ depth, backlog age, and consumer errors and throttles", () => {
+    const alarms = ofType("AWS::CloudWatch::Alarm").map(([, a]) => a.Properties);
+    const find = (metric: string, dim: unknown) =>
+      alarms.find((a) => a.MetricName === metric && JSON.stringify(a.Dimensions[0].Value) === JSON.stringify(dim));
+    assert.ok(find("ApproximateNumberOfMessagesVisible", { "Fn::GetAtt": ["DeadLetterQueue", "QueueName"] }));
+    assert.ok(find("ApproximateAgeOfOldestMessage", { "Fn::GetAtt": ["IngestQueue", "QueueName"] }));
+    assert.ok(find("Errors", { Ref: "IngestQueueLambdaFunction" }));
+    assert.ok(find("Throttles", { Ref: "IngestQueueLambdaFunction" }));
+  });
+
+  test("IAM: one role per function, every statement scoped to named resources", () => {
+    const roles = ofType("AWS::IAM::Role");
+    for (const [, fn] of ofType("AWS::Lambda::Function")) {
+      assert.ok(roles.some(([name]) => JSON.stringify(fn.Properties.Role).includes(name)));
+    }
+    for (const [roleName, role] of roles) {
+      for (const policy of role.Properties.Policies ?? []) {
+        for (const st of policy.PolicyDocument.Statement) {
+          const resourcesOf = [st.Resource].flat();
+          for (const r of resourcesOf) {
+            assert.notEqual(r, "*", `${roleName}: ${JSON.stringify(st.Action)} on *`);
+            assert.doesNotMatch(JSON.stringify(r), /:\*"?$|parameter\/\*/, `${roleName}: wildcard resource`);
+          }
+        }
+      }
+    }
+  });
+
+  test("IAM: each function gets only what it uses", () => {
+    const actions = (role: string) =>
+      resources[role].Properties.Policies.flatMap((p: Json) =>
+        p.PolicyDocument.Statement.flatMap((s: Json) => [s.Action].flat()),
+      );
+    assert.deepEqual(actions("HttpApiRole").sort(), [
+      "logs:CreateLogStream",
+      "logs:PutLogEvents",
+      "sqs:SendMessage",
+      "ssm:GetParameter",
+    ]);
+    assert.ok(
+      !JSON.stringify(resources.HttpApiRole).includes("stripe-api-key"),
+      "the HTTP API cannot read the Stripe key",
+    );
+    assert.ok(!JSON.stringify(resources.IngestQueueRole).includes("api-keys"), "the consumer cannot read the API keys");
+  });
+
+  test("no secret value is in the template or the environment; secrets are parameter names", () => {
+    const text = JSON.stringify(template);
+    assert.doesNotMatch(text, /sk_(live|test)_|rk_(live|test)_|whsec_|mh_local_dev_key/);
+    for (const [name, fn] of ofType("AWS::Lambda::Function")) {
+      const vars = Object.keys(fn.Properties.Environment?.Variables ?? {});
+      assert.ok(!vars.includes("STRIPE_API_KEY") && !vars.includes("METERHOOK_API_KEYS"), name);
+    }
+    assert.equal(
+      resources.IngestQueueLambdaFunction.Properties.Environment.Variables.STRIPE_API_KEY_SSM_PARAMETER,
+      "/meterhook/dev/stripe-api-key",
+    );
+  });
+
+  test("the HTTP API routes POST /v1/events and GET /v1/health", () => {
+    const routes = ofType("AWS::ApiGatewayV2::Route")
+      .map(([, r]) => r.Properties.RouteKey)
+      .sort();
+    assert.deepEqual(routes, ["GET /v1/health", "POST /v1/events"]);
+  });
+});
+
+describe("bundles", () => {
+  test("each handler bundle is within its size budget", () => {
+    const sizes = JSON.parse(readFileSync("dist/sizes.json", "utf8")) as Record<string, number>;
+    assert.deepEqual(Object.keys(sizes).sort(), Object.keys(BUDGET_KIB).sort());
+    for (const [name, kib] of Object.entries(sizes))
+      assert.ok(kib <= (BUDGET_KIB[name] as number), `${name}: ${kib} KiB`);
+  });
+
+  test("the bundled HTTP handler loads and answers, as Lambda would run it", async () => {
+    process.env.METERHOOK_API_KEYS = "bundle-test-key";
+    process.env.METERHOOK_INGEST_QUEUE_URL = "http://127.0.0.1:9/q";
+    const mod = await import(`${process.cwd()}/dist/http-api/index.mjs`);
+    const res = await mod.handler({
+      rawPath: "/v1/health",
+      headers: {},
+      requestContext: { http: { method: "GET" }, requestId: "r1", stage: "$default" },
+    });
+    assert.equal(res.statusCode, 200);
+    const bad = await mod.handler({
+      rawPath: "/v1/events",
+      headers: { "content-type": "application/json" },
+      body: "{}",
+      requestContext: { http: { method: "POST" }, requestId: "r2", stage: "$default" },
+    });
+    assert.equal(bad.statusCode, 401);
+  });
+});
