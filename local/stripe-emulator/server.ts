@@ -16,6 +16,8 @@ export interface EmulatorOptions {
   customers?: LedgerOptions["customers"];
   /** Lifetime of a v2 meter event session (Stripe: 15 minutes). */
   sessionTtlMs?: number;
+  /** Added to every answer, to stand for the network between Lambda and Stripe. */
+  latencyMs?: number;
   /** Requests per second per key on v1 meter events before 429 (off when unset). */
   v1RateLimit?: number;
   now?: () => number;
@@ -192,6 +194,7 @@ export class StripeEmulator {
     const url = new URL(req.url ?? "/", "http://emulator");
     const path = url.pathname;
     const fault = this.takeFault(path);
+    if (this.options.latencyMs) await new Promise((r) => setTimeout(r, this.options.latencyMs));
     if (fault?.delayMs) await new Promise((r) => setTimeout(r, fault.delayMs));
     if (fault?.action === "reset") {
       this.requests.push({ method: req.method ?? "", path, status: "dropped", headers: req.headers });

@@ -1,0 +1,101 @@
+/**
+ * Measures what the deployed functions would spend per event, to price them (README "Cost"):
+ * the bundled handlers (dist/, as Lambda loads them) against fauxqs and the Stripe emulator with
+ * 20 ms of added latency per Stripe request. Run: `npm run bench:cost` (builds first).
+ *
+ * Prints per-invocation wall time (median and p90 of the runs) and the process's peak RSS.
+ */
+import { SQSClient } from "@aws-sdk/client-sqs";
+import { startLocalQueues } from "../local/queues.js";
+import { EMULATOR_DEFAULT_KEY, StripeEmulator } from "../local/stripe-emulator/server.js";
+
+const RUNS = Number(process.env.BENCH_RUNS ?? 30);
+const LATENCY_MS = Number(process.env.BENCH_STRIPE_LATENCY_MS ?? 20);
+
+const queues = await startLocalQueues({ port: 0 });
+const emulator = new StripeEmulator({ latencyMs: LATENCY_MS });
+await emulator.start(0);
+Object.assign(process.env, {
+  METERHOOK_API_KEYS: "bench-key-0001",
+  METERHOOK_INGEST_QUEUE_URL: queues.ingestQueueUrl,
+  METERHOOK_DLQ_URL: queues.deadLetterQueueUrl,
+  SQS_ENDPOINT: queues.endpoint,
+  STRIPE_API_KEY: EMULATOR_DEFAULT_KEY,
+  STRIPE_API_BASE: emulator.url,
+  STRIPE_METER_EVENTS_BASE: emulator.url,
+  METERHOOK_LOG_LEVEL: "error",
+});
+// The bundles print EMF metric lines to stdout, as on Lambda; keep the report readable.
+const write = process.stdout.write.bind(process.stdout);
+const report = (line: string) => write(`${line}\n`);
+process.stdout.write = (() => true) as typeof process.stdout.write;
+
+const http = (await import(`${process.cwd()}/dist/http-api/index.mjs`)).handler;
+const queue = (await import(`${process.cwd()}/dist/ingest-queue/index.mjs`)).handler;
+const sqs = new SQSClient({
+  endpoint: queues.endpoint,
+  region: "us-east-1",
+  credentials: { accessKeyId: "b", secretAccessKey: "b" },
+});
+
+let seq = 0;
+const event = () => ({ id: `bench_${++seq}`, event_name: "api_requests", customer: "cus_bench", value: 1 });
+const stats = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return { median: s[Math.floor(s.length / 2)] as number, p90: s[Math.floor(s.length * 0.9)] as number };
+};
+async function time(fn: () => Promise<unknown>): Promise<number[]> {
+  await fn(); // warm: the cold start is measured separately
+  const out: number[] = [];
+  for (let i = 0; i < RUNS; i++) {
+    const t = performance.now();
+    await fn();
+    out.push(performance.now() - t);
+  }
+  return out;
+}
+const httpEvent = (body: unknown) => ({
+  rawPath: "/v1/events",
+  headers: { authorization: "Bearer bench-key-0001", "content-type": "application/json" },
+  body: JSON.stringify(body),
+  isBase64Encoded: false,
+  requestContext: { http: { method: "POST" }, requestId: `r${seq}`, stage: "$default" },
+});
+const sqsBatch = (n: number) => ({
+  Records: Array.from({ length: n }, () => ({
+    messageId: `m${++seq}`,
+    body: JSON.stringify(event()),
+    attributes: {
+      ApproximateReceiveCount: "1",
+      SentTimestamp: String(Date.now()),
+      ApproximateFirstReceiveTimestamp: String(Date.now()),
+    },
+  })),
+});
+const context = { getRemainingTimeInMillis: () => 60_000 };
+
+const rows: Array<[string, number[], number]> = [
+  ["http-api, 1 event per request", await time(() => http(httpEvent(event()))), 1],
+  [
+    "http-api, 100 events per request",
+    await time(() => http(httpEvent({ events: Array.from({ length: 100 }, event) }))),
+    100,
+  ],
+  ["ingest-queue, batch of 100 (v2 stream)", await time(() => queue(sqsBatch(100), context)), 100],
+  ["ingest-queue, batch of 10 (v2 stream)", await time(() => queue(sqsBatch(10), context)), 10],
+];
+const rssMb = process.memoryUsage().rss / 1024 / 1024;
+report(`Stripe latency ${LATENCY_MS} ms, ${RUNS} runs each, Node ${process.version}, ${process.arch}`);
+report("| invocation | median ms | p90 ms | events | median ms per event |");
+report("|---|---:|---:|---:|---:|");
+for (const [name, xs, n] of rows) {
+  const s = stats(xs);
+  report(`| ${name} | ${s.median.toFixed(1)} | ${s.p90.toFixed(1)} | ${n} | ${(s.median / n).toFixed(2)} |`);
+}
+report(`peak RSS of this process (both handlers, fauxqs and the emulator): ${rssMb.toFixed(0)} MB`);
+
+process.stdout.write = write;
+sqs.destroy();
+await emulator.stop();
+await queues.stop();
+process.exit(0);
