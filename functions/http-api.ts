@@ -2,6 +2,7 @@ import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2 } from "
 import { createIngestApiFromConfig, type IngestApi } from "../lib/app.js";
 import { loadConfig } from "../lib/config.js";
 import { MetricsRecorder } from "../lib/metrics.js";
+import { oncePerColdStart } from "./support/cold-start.js";
 import { publishMetrics } from "./support/observability.js";
 
 /** Translates an API Gateway HTTP API (payload 2.0) or Function URL event for lib/ingest-api. */
@@ -28,15 +29,7 @@ export function createHttpHandler(getApi: () => Promise<IngestApi>, onDone?: () 
 }
 
 const metrics = new MetricsRecorder();
-let api: Promise<IngestApi> | undefined;
 export const handler = createHttpHandler(
-  () => {
-    // A failed cold start is not cached: the next request tries again.
-    api ??= createIngestApiFromConfig(loadConfig(), { metrics }).catch((err) => {
-      api = undefined;
-      throw err;
-    });
-    return api;
-  },
+  oncePerColdStart(() => createIngestApiFromConfig(loadConfig(), { metrics })),
   () => publishMetrics(metrics, "http-api"),
 );

@@ -2,6 +2,7 @@ import type { Context, SQSBatchResponse, SQSEvent } from "aws-lambda";
 import { type Consumer, createConsumerFromConfig } from "../lib/app.js";
 import { loadConfig } from "../lib/config.js";
 import { MetricsRecorder } from "../lib/metrics.js";
+import { oncePerColdStart } from "./support/cold-start.js";
 import { publishMetrics } from "./support/observability.js";
 
 /**
@@ -32,14 +33,7 @@ export function createQueueHandler(getConsumer: () => Promise<Consumer>, onDone?
 }
 
 const metrics = new MetricsRecorder();
-let consumer: Promise<Consumer> | undefined;
 export const handler = createQueueHandler(
-  () => {
-    consumer ??= createConsumerFromConfig(loadConfig(), { metrics }).catch((err) => {
-      consumer = undefined;
-      throw err;
-    });
-    return consumer;
-  },
+  oncePerColdStart(() => createConsumerFromConfig(loadConfig(), { metrics })),
   () => publishMetrics(metrics, "ingest-queue"),
 );
