@@ -22,6 +22,11 @@ export function createQueueHandler(getConsumer: () => Promise<Consumer>, onDone?
           receiveCount: Number(r.attributes.ApproximateReceiveCount) || 1,
           sentAt: Number(r.attributes.SentTimestamp) || Date.now(),
           firstReceivedAt: Number(r.attributes.ApproximateFirstReceiveTimestamp) || Date.now(),
+          attributes: Object.fromEntries(
+            Object.entries(r.messageAttributes ?? {}).flatMap(([k, v]) =>
+              v.stringValue === undefined ? [] : [[k, v.stringValue]],
+            ),
+          ),
         })),
         deadline,
       );

@@ -2,11 +2,13 @@ import type { CustomerResolver } from "./customers.js";
 import { type DeadLetter, sendDeadLetters } from "./dead-letter.js";
 import { DeadLetterCode, MeterhookError } from "./errors.js";
 import type { Logger } from "./logger.js";
+import { mapTrigger, type Source, type Trigger } from "./mapping/engine.js";
 import { type MeterEvent, toMeterEvent } from "./meter-event.js";
 import { Metric, type Metrics, noMetrics } from "./metrics.js";
 import type { QueueSender } from "./queue.js";
 import type { MeterEventSubmitter, SubmitOutcome } from "./stripe/submitter.js";
-import { parseUsageEvent } from "./usage-event.js";
+import { isTriggerMessage, SOURCE_ATTRIBUTE } from "./triggers.js";
+import { parseUsageEvent, type UsageEvent } from "./usage-event.js";
 
 /** One message from the ingest queue, as the consumer needs it (no Lambda types). */
 export interface QueueMessage {
@@ -18,12 +20,24 @@ export interface QueueMessage {
   sentAt: number;
   /** Epoch ms of the first delivery. */
   firstReceivedAt: number;
+  /** SQS message attributes (string values). */
+  attributes?: Record<string, string>;
   /** Set when replaying a dead letter: its earlier failures carry on in the new one. */
   previousFailure?: { attempts: number; firstFailedAt: number };
 }
 
+/** Mapping sources and their customer resolvers (from the mapping config or defineSource). */
+export interface Mapping {
+  sources: ReadonlyMap<string, Source>;
+  resolvers: ReadonlyMap<string, CustomerResolver>;
+  /** Source for app messages without the meterhook_source attribute that are not canonical events. */
+  defaultSqsSource?: string;
+}
+
 export interface ConsumerDeps {
+  /** Resolves canonical events' customers. */
   resolver: CustomerResolver;
+  mapping?: Mapping;
   submitter: MeterEventSubmitter;
   deadLetterQueue: QueueSender;
   logger: Logger;
@@ -38,24 +52,32 @@ export interface ConsumerDeps {
 export interface BatchResult {
   /** Messages to leave on the queue for another try (Lambda's batchItemFailures). */
   failedMessageIds: string[];
+  /** Messages whose every meter event is billed. */
   billed: number;
+  /** Meter events Stripe already had. */
   duplicates: number;
+  /** Triggers no rule matched, acknowledged (the source's `unmatched: ignore`). */
+  ignored: number;
   retried: number;
   deadLettered: Partial<Record<DeadLetterCode, number>>;
 }
 
-type Step =
-  | { kind: "ready"; event: MeterEvent; eventId: string; input: unknown }
-  | { kind: "dead"; letter: DeadLetter }
-  | { kind: "retry"; reason: string; eventId?: string; input: unknown };
+type Ready = { kind: "ready"; events: MeterEvent[]; eventId?: string; input: unknown; source?: string };
+type Dead = { kind: "dead"; letter: DeadLetter };
+type Retry = { kind: "retry"; reason: string; eventId?: string; input: unknown; source?: string };
+type Step = Ready | Dead | Retry | { kind: "ignored" };
 
 const PRINTABLE = /^[\x20-\x7e]{1,255}$/;
+const looksCanonical = (x: unknown) =>
+  !!x && typeof x === "object" && "id" in x && "event_name" in x && "customer" in x;
 
 /**
- * The ingest-queue consumer: parse, resolve the customer, validate against Stripe's rules,
- * submit, and decide for each message: billed (deleted), retry (left on the queue), or dead
- * letter (sent to the DLQ with its reason, then deleted). A message is deleted only once its
- * event is billed or safely in the DLQ.
+ * The ingest-queue consumer: decode each message (canonical event, raw trigger, or an app
+ * message for a source), map it to meter events, resolve customers, validate against Stripe's
+ * rules, submit, and decide: billed (deleted), retry (left on the queue), or dead letter (sent to
+ * the DLQ with its reason, then deleted). A message is deleted only once all its meter events are
+ * billed or the message is safely in the DLQ. A trigger's events are checked together before any
+ * is sent, so a bad mapping bills none of them.
  */
 export async function processBatch(
   messages: readonly QueueMessage[],
@@ -63,12 +85,14 @@ export async function processBatch(
   deps: ConsumerDeps,
 ): Promise<BatchResult> {
   const now = deps.now ?? Date.now;
+  const metrics = deps.metrics ?? noMetrics;
   const customers = new Map<string, Promise<string>>();
-  const resolve = (c: string) => {
-    let p = customers.get(c);
+  const resolve = (resolver: CustomerResolver, scope: string, c: string) => {
+    const key = `${scope}\u0000${c}`;
+    let p = customers.get(key);
     if (!p) {
-      p = deps.resolver.resolve(c);
-      customers.set(c, p);
+      p = resolver.resolve(c);
+      customers.set(key, p);
     }
     return p;
   };
@@ -79,7 +103,8 @@ export async function processBatch(
     code: DeadLetterCode,
     message: string,
     eventId?: string,
-  ): Extract<Step, { kind: "dead" }> => {
+    source?: string,
+  ): Dead => {
     const t = now();
     const prev = m.previousFailure;
     return {
@@ -94,8 +119,62 @@ export async function processBatch(
         lastFailedAt: t,
         receivedAt: m.sentAt,
         eventId: eventId && PRINTABLE.test(eventId) ? eventId : undefined,
+        source,
       },
     };
+  };
+
+  /** Turns a message into usage events: canonical, or mapped by a source. */
+  const decode = (
+    m: QueueMessage,
+    input: unknown,
+  ): { events: UsageEvent[]; source?: Source; resolver: CustomerResolver } | "ignored" | Dead => {
+    const mapping = deps.mapping;
+    let trigger: Trigger | undefined;
+    let sourceName: string | undefined;
+    if (isTriggerMessage(input)) {
+      let body: unknown = input.body;
+      try {
+        body = JSON.parse(input.body);
+      } catch {
+        // not JSON: expressions see the text
+      }
+      sourceName = input.source;
+      if (!sourceName && input.kind === "eventbridge" && mapping) sourceName = matchEventBridge(mapping, body);
+      trigger = {
+        source: sourceName ?? "",
+        headers: input.headers,
+        body,
+        receivedAt: Date.parse(input.receivedAt) || m.sentAt,
+      };
+    } else {
+      sourceName = m.attributes?.[SOURCE_ATTRIBUTE] ?? (looksCanonical(input) ? undefined : mapping?.defaultSqsSource);
+      if (sourceName) trigger = { source: sourceName, headers: m.attributes ?? {}, body: input, receivedAt: m.sentAt };
+    }
+    if (!trigger) return { events: [parseUsageEvent(input, m.sentAt / 1000)], resolver: deps.resolver };
+    const source = sourceName ? mapping?.sources.get(sourceName) : undefined;
+    if (!source) {
+      return dead(
+        m,
+        input,
+        DeadLetterCode.unknownSource,
+        sourceName ? `no source "${sourceName}" in the mapping config` : "no source matches this trigger",
+      );
+    }
+    const outcome = mapTrigger(source, trigger);
+    if (outcome.kind === "unmatched") {
+      return source.unmatched === "ignore"
+        ? "ignored"
+        : dead(
+            m,
+            input,
+            DeadLetterCode.noMatchingRule,
+            `no rule of source "${source.name}" matches`,
+            undefined,
+            source.name,
+          );
+    }
+    return { events: outcome.events, source, resolver: mapping?.resolvers.get(source.name) ?? deps.resolver };
   };
 
   const prepare = async (m: QueueMessage): Promise<Step> => {
@@ -103,65 +182,122 @@ export async function processBatch(
     try {
       input = JSON.parse(m.body);
     } catch {
-      return dead(m, m.body, DeadLetterCode.invalidMessage, "message body is not valid JSON");
+      // An app message for a named source may be plain text; anything else must be JSON.
+      if (!m.attributes?.[SOURCE_ATTRIBUTE])
+        return dead(m, m.body, DeadLetterCode.invalidMessage, "message body is not valid JSON");
+      input = m.body;
     }
     const rawId = (input as { id?: unknown } | null)?.id;
-    const eventId = typeof rawId === "string" ? rawId : undefined;
+    let eventId = typeof rawId === "string" ? rawId : undefined;
+    const sourceHint = isTriggerMessage(input) ? input.source : m.attributes?.[SOURCE_ATTRIBUTE];
     if (deadline - now() < deps.stopMarginMs) {
-      return { kind: "retry", reason: "not started: the invocation was about to time out", eventId, input };
+      return {
+        kind: "retry",
+        reason: "not started: the invocation was about to time out",
+        eventId,
+        input,
+        source: sourceHint,
+      };
     }
+    let resolver: CustomerResolver = deps.resolver;
+    let sourceName = sourceHint;
     try {
-      const usage = parseUsageEvent(input, m.sentAt / 1000);
-      const customer = await resolve(usage.customer);
-      return { kind: "ready", event: toMeterEvent(usage, customer, now() / 1000), eventId: usage.id, input };
-    } catch (err) {
-      if (err instanceof MeterhookError && !err.retryable) {
-        return dead(m, input, err.code as DeadLetterCode, err.message, eventId);
+      const decoded = decode(m, input);
+      if (decoded === "ignored") return { kind: "ignored" };
+      if ("kind" in decoded) return decoded;
+      resolver = decoded.resolver;
+      sourceName = decoded.source?.name ?? sourceName;
+      const scope = decoded.source?.name ?? "";
+      if (decoded.events.length === 1) eventId = decoded.events[0]?.id;
+      const events: MeterEvent[] = [];
+      for (const usage of decoded.events) {
+        const customer = await resolve(resolver, scope, usage.customer);
+        events.push(toMeterEvent(usage, customer, now() / 1000));
       }
+      return { kind: "ready", events, eventId, input, source: sourceName };
+    } catch (err) {
+      if (
+        err instanceof MeterhookError &&
+        err.code === DeadLetterCode.customerNotFound &&
+        m.receiveCount < resolver.notFoundAttempts
+      ) {
+        return {
+          kind: "retry",
+          reason: `${err.message} (yet: attempt ${m.receiveCount} of ${resolver.notFoundAttempts})`,
+          eventId,
+          input,
+          source: sourceName,
+        };
+      }
+      if (err instanceof MeterhookError && !err.retryable)
+        return dead(m, input, err.code as DeadLetterCode, err.message, eventId, sourceName);
       const reason = err instanceof Error ? err.message : String(err);
-      return { kind: "retry", reason, eventId, input };
+      return { kind: "retry", reason, eventId, input, source: sourceName };
     }
   };
 
   const steps = await Promise.all(messages.map(prepare));
 
-  // One submission per identifier: a duplicate delivery in the same batch shares the outcome.
+  // One submission per identifier: duplicate deliveries in the same batch share the outcome.
   const unique = new Map<string, number>();
   const toSend: MeterEvent[] = [];
-  steps.forEach((s) => {
-    if (s.kind === "ready" && !unique.has(s.event.identifier)) {
-      unique.set(s.event.identifier, toSend.length);
-      toSend.push(s.event);
+  for (const s of steps) {
+    if (s.kind !== "ready") continue;
+    for (const e of s.events) {
+      if (!unique.has(e.identifier)) {
+        unique.set(e.identifier, toSend.length);
+        toSend.push(e);
+      }
     }
-  });
+  }
   const outcomes: SubmitOutcome[] = toSend.length > 0 ? await deps.submitter.submit(toSend, deadline) : [];
 
-  const result: BatchResult = { failedMessageIds: [], billed: 0, duplicates: 0, retried: 0, deadLettered: {} };
+  const result: BatchResult = {
+    failedMessageIds: [],
+    billed: 0,
+    duplicates: 0,
+    ignored: 0,
+    retried: 0,
+    deadLettered: {},
+  };
   const letters: DeadLetter[] = [];
   messages.forEach((m, i) => {
     const prepared = steps[i] as Step;
-    let step: Exclude<Step, { kind: "ready" }>;
+    if (prepared.kind === "ignored") {
+      result.ignored++;
+      return;
+    }
+    let step: Dead | Retry;
     if (prepared.kind === "ready") {
-      const outcome = outcomes[unique.get(prepared.event.identifier) as number] as SubmitOutcome;
-      if (outcome.kind === "billed") {
+      const results = prepared.events.map((e) => outcomes[unique.get(e.identifier) as number] as SubmitOutcome);
+      const rejected = results.find((o) => o.kind === "rejected");
+      const retry = results.find((o) => o.kind === "retry");
+      if (!rejected && !retry) {
         result.billed++;
-        if (outcome.duplicate) result.duplicates++;
+        result.duplicates += results.filter((o) => o.kind === "billed" && o.duplicate).length;
         return;
       }
-      step =
-        outcome.kind === "rejected"
-          ? dead(m, prepared.input, outcome.code, outcome.reason, prepared.eventId)
-          : { kind: "retry", reason: outcome.reason, eventId: prepared.eventId, input: prepared.input };
+      step = rejected
+        ? dead(m, prepared.input, rejected.code, rejected.reason, prepared.eventId, prepared.source)
+        : {
+            kind: "retry",
+            reason: (retry as { reason: string }).reason,
+            eventId: prepared.eventId,
+            input: prepared.input,
+            source: prepared.source,
+          };
     } else {
       step = prepared;
     }
     if (step.kind === "retry" && m.receiveCount >= deps.maxAttempts) {
+      const attempts = m.previousFailure ? m.previousFailure.attempts + 1 : m.receiveCount;
       step = dead(
         m,
         step.input,
         DeadLetterCode.retriesExhausted,
-        `still failing after ${m.previousFailure ? m.previousFailure.attempts + 1 : m.receiveCount} attempts; last error: ${step.reason}`,
+        `still failing after ${attempts} attempts; last error: ${step.reason}`,
         step.eventId,
+        step.source,
       );
     }
     if (step.kind === "dead") {
@@ -189,11 +325,28 @@ export async function processBatch(
       });
     }
   }
-  const metrics = deps.metrics ?? noMetrics;
   metrics.count(Metric.eventsReceived, messages.length);
   metrics.count(Metric.eventsBilled, result.billed);
   metrics.count(Metric.eventsDuplicate, result.duplicates);
+  metrics.count(Metric.eventsIgnored, result.ignored);
   metrics.count(Metric.eventsRetried, result.failedMessageIds.length);
   for (const [code, n] of Object.entries(result.deadLettered)) metrics.count(Metric.eventsDeadLettered, n, { code });
   return result;
+}
+
+/** The EventBridge source whose `match` takes this event (by `source` and `detail-type`). */
+function matchEventBridge(mapping: Mapping, event: unknown): string | undefined {
+  const e = event as { source?: unknown; "detail-type"?: unknown } | null;
+  const has = (want: string | string[] | undefined, got: unknown) =>
+    want === undefined || (typeof got === "string" && [want].flat().includes(got));
+  for (const s of mapping.sources.values()) {
+    if (
+      s.type === "eventbridge" &&
+      s.match &&
+      has(s.match.source, e?.source) &&
+      has(s.match.detailType, e?.["detail-type"])
+    )
+      return s.name;
+  }
+  return undefined;
 }

@@ -12,6 +12,8 @@ export interface DeadLetterBody {
   lastFailedAt: string;
   /** When meterhook first received the event: its time when the event carries none (used by replay). */
   receivedAt?: string;
+  /** The mapping source an app's own SQS message was for (its meterhook_source attribute). */
+  source?: string;
 }
 
 export interface DeadLetter {
@@ -23,6 +25,7 @@ export interface DeadLetter {
   firstFailedAt: number;
   lastFailedAt: number;
   receivedAt?: number;
+  source?: string;
   /** The app's event id, when known: also set as a message attribute for filtering. */
   eventId?: string;
 }
@@ -35,6 +38,7 @@ export function deadLetterBody(d: DeadLetter): DeadLetterBody {
     firstFailedAt: new Date(d.firstFailedAt).toISOString(),
     lastFailedAt: new Date(d.lastFailedAt).toISOString(),
     ...(d.receivedAt !== undefined ? { receivedAt: new Date(d.receivedAt).toISOString() } : {}),
+    ...(d.source !== undefined ? { source: d.source } : {}),
   };
 }
 

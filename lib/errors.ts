@@ -14,6 +14,9 @@ export const DeadLetterCode = {
   stripeRejected: "stripe_rejected",
   stripeUnauthorized: "stripe_unauthorized",
   retriesExhausted: "retries_exhausted",
+  mappingFailed: "mapping_failed",
+  noMatchingRule: "no_matching_rule",
+  unknownSource: "unknown_source",
 } as const;
 export type DeadLetterCode = (typeof DeadLetterCode)[keyof typeof DeadLetterCode];
 

@@ -154,7 +154,7 @@ export function toMeterEvent(e: UsageEvent, stripeCustomerId: string, nowSeconds
   payload[VALUE_KEY] = formatDecimal(e.value);
   const event: MeterEvent = {
     event_name: e.event_name,
-    identifier: meterEventIdentifier(e.id, e.event_name),
+    identifier: meterEventIdentifier(e.id, e.event_name, e.identifierPart),
     timestamp: e.timestamp,
     payload,
   };

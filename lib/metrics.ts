@@ -54,6 +54,7 @@ export const Metric = {
   eventsBilled: "EventsBilled",
   eventsDuplicate: "EventsAlreadyBilled",
   eventsRetried: "EventsRetried",
+  eventsIgnored: "EventsIgnored",
   eventsDeadLettered: "EventsDeadLettered",
   stripeRequests: "StripeRequests",
   stripeLatency: "StripeLatency",

@@ -2,6 +2,7 @@ import { type ConsumerDeps, processBatch, type QueueMessage } from "./consumer.j
 import type { DeadLetterBody } from "./dead-letter.js";
 import type { OutgoingMessage, QueueReader, QueueSender } from "./queue.js";
 import type { MeterEventSubmitter } from "./stripe/submitter.js";
+import { SOURCE_ATTRIBUTE } from "./triggers.js";
 
 export interface ReplayOptions {
   /** At most this many dead letters are taken off the queue. */
@@ -47,6 +48,7 @@ function toQueueMessage(
       body: typeof parsed.event === "string" ? parsed.event : JSON.stringify(parsed.event),
       sentAt: parsed.receivedAt ? Date.parse(parsed.receivedAt) : m.sentAt,
       previousFailure: { attempts: parsed.attempts, firstFailedAt: Date.parse(parsed.firstFailedAt) },
+      ...(parsed.source ? { attributes: { [SOURCE_ATTRIBUTE]: parsed.source } } : {}),
     };
   }
   // Moved by the redrive policy: the raw ingest message, no envelope.

@@ -41,6 +41,8 @@ export interface UsageEvent {
   value: number;
   timestamp: number;
   properties: Record<string, string | number>;
+  /** Set by a mapping source: keeps apart the meter events one trigger makes (see meterEventIdentifier). */
+  identifierPart?: string;
 }
 
 const ISO_8601 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})$/i;

@@ -28,9 +28,12 @@ export interface StripeClientConfig {
 export interface StripeCall {
   base: "api" | "meterEvents";
   path: string;
+  /** GET (with `query`) or POST (with `body`); POST by default. */
+  method?: "GET" | "POST";
+  query?: Record<string, string>;
   /** Form-encoded (v1) or JSON (v2) body, already serialised. */
-  body: string;
-  contentType: "application/x-www-form-urlencoded" | "application/json";
+  body?: string;
+  contentType?: "application/x-www-form-urlencoded" | "application/json";
   /** Replaces the secret key (the v2 stream authenticates with a session token). */
   auth?: BearerSource;
   deadline: number;
@@ -70,7 +73,10 @@ export class StripeClient {
   async call(call: StripeCall): Promise<Verdict> {
     const idempotencyKey = randomUUID();
     const base = call.base === "api" ? this.config.apiBase : this.config.meterEventsBase;
-    const url = new URL(call.path, base).toString();
+    const u = new URL(call.path, base);
+    for (const [k, v] of Object.entries(call.query ?? {})) u.searchParams.set(k, v);
+    const url = u.toString();
+    const method = call.method ?? "POST";
     return withRetries(
       async (timeoutMs) => {
         const bearer = call.auth ? await call.auth.token(call.deadline) : this.config.apiKey;
@@ -79,16 +85,17 @@ export class StripeClient {
         let verdict: Verdict;
         try {
           const res = await this.transport.send({
-            method: "POST",
+            method,
             url,
             timeoutMs,
             body: call.body,
             headers: {
               authorization: `Bearer ${bearer}`,
-              "content-type": call.contentType,
               "stripe-version": this.config.apiVersion,
-              "idempotency-key": idempotencyKey,
               "user-agent": "meterhook/0.1",
+              ...(method === "POST"
+                ? { "content-type": call.contentType ?? "application/json", "idempotency-key": idempotencyKey }
+                : {}),
             },
           });
           verdict = classifyResponse(res, this.env.now());

@@ -1,0 +1,153 @@
+import { z } from "zod";
+
+/**
+ * The mapping config: how each source's triggers (webhooks, EventBridge events, SQS messages in
+ * the app's own shape) become meter events. Values are JMESPath expressions evaluated over
+ * `{ headers, body, source, receivedAt }`. `npm run schema` writes the JSON Schema generated from
+ * this file to schema/meterhook-config.schema.json.
+ */
+const Expression = z.string().min(1).describe("A JMESPath expression over { headers, body, source, receivedAt }");
+
+export const SecretRefSchema = z
+  .union([
+    z.strictObject({ env: z.string().min(1).describe("name of an environment variable") }),
+    z.strictObject({ ssm: z.string().startsWith("/").describe("name of an SSM SecureString parameter") }),
+    z.strictObject({ secretsManager: z.string().min(1).describe("id or ARN of a Secrets Manager secret") }),
+    z.strictObject({ value: z.string().min(1).describe("the secret itself: for local use and tests only") }),
+  ])
+  .describe("Where a secret comes from");
+export type SecretRef = z.infer<typeof SecretRefSchema>;
+
+const Secrets = z.array(SecretRefSchema).min(1).max(5).describe("Accepted secrets; several during a rotation");
+const Tolerance = z.number().int().min(1).max(86_400).default(300).describe("Timestamp tolerance in seconds");
+
+export const AuthSchema = z
+  .discriminatedUnion("scheme", [
+    z.strictObject({ scheme: z.literal("standard-webhooks"), secrets: Secrets, toleranceSeconds: Tolerance }),
+    z.strictObject({ scheme: z.literal("stripe"), secrets: Secrets, toleranceSeconds: Tolerance }),
+    z.strictObject({ scheme: z.literal("github"), secrets: Secrets }),
+    z.strictObject({ scheme: z.literal("shopify"), secrets: Secrets }),
+    z.strictObject({
+      scheme: z.literal("hmac-sha256"),
+      secrets: Secrets,
+      header: z.string().min(1).describe("header carrying the signature"),
+      encoding: z.enum(["hex", "base64"]).default("hex"),
+      prefix: z.string().default("").describe('text before the signature, e.g. "sha256="'),
+      timestampHeader: z
+        .string()
+        .optional()
+        .describe("header with a Unix-seconds timestamp; signs '{timestamp}.{body}'"),
+      toleranceSeconds: Tolerance,
+    }),
+    z.strictObject({ scheme: z.literal("api-key").describe("Authorization: Bearer <one of METERHOOK_API_KEYS>") }),
+    z.strictObject({ scheme: z.literal("none").describe("no check: for EventBridge and SQS sources only") }),
+  ])
+  .describe("How webhook requests to this source are authenticated");
+export type Auth = z.infer<typeof AuthSchema>;
+
+const CacheSettings = {
+  cacheTtlSeconds: z.number().int().min(0).max(86_400).default(300),
+  negativeCacheTtlSeconds: z.number().int().min(0).max(3_600).default(30),
+  notFoundAttempts: z
+    .number()
+    .int()
+    .min(1)
+    .max(100)
+    .default(1)
+    .describe(
+      "deliveries that may find no customer before customer_not_found: mappings often appear moments after first usage",
+    ),
+};
+
+export const CustomerLookupSchema = z
+  .discriminatedUnion("lookup", [
+    z.strictObject({
+      lookup: z.literal("event").describe("the customer expression gives a cus_ id"),
+      ...CacheSettings,
+    }),
+    z.strictObject({
+      lookup: z.literal("table"),
+      table: z.record(z.string(), z.string().regex(/^cus_\w+$/)).default({}),
+      file: z.string().optional().describe("JSON file of the same shape, relative to the working directory"),
+      ...CacheSettings,
+    }),
+    z.strictObject({
+      lookup: z.literal("http"),
+      url: z
+        .string()
+        .regex(/\{customer\}/, "must contain {customer}")
+        .describe("e.g. https://app.example.com/billing/{customer}"),
+      headers: z.record(z.string(), z.union([z.string(), SecretRefSchema])).default({}),
+      timeoutMs: z.number().int().min(50).max(30_000).default(2_000),
+      stripeIdPath: Expression.default("stripe_customer_id").describe("JMESPath to the cus_ id in the JSON answer"),
+      ...CacheSettings,
+    }),
+    z.strictObject({
+      lookup: z.literal("stripe-search"),
+      metadataKey: z.string().regex(/^\w+$/).default("account_id").describe("searches metadata['<key>']:'<customer>'"),
+      ...CacheSettings,
+    }),
+  ])
+  .describe("How this source's customer values become Stripe customer ids");
+export type CustomerLookupConfig = z.infer<typeof CustomerLookupSchema>;
+
+const PropertyName = z.string().regex(/^[A-Za-z0-9_.:-]{1,100}$/, "1-100 letters, digits, _ . : -");
+
+export const EmitSchema = z
+  .strictObject({
+    event_name: z.string().min(1).max(100).describe("the Stripe meter's event_name"),
+    value: Expression.default("`1`").describe("the usage value; `1` to count"),
+    id: Expression.optional().describe("the event's unique id (default: the rule's id)"),
+    customer: Expression.optional().describe("default: the rule's customer"),
+    timestamp: Expression.optional().describe("ISO-8601 or Unix seconds (default: the rule's, else when received)"),
+    properties: z.record(PropertyName, Expression).optional(),
+  })
+  .describe("One meter event made from a matching trigger");
+
+export const RuleSchema = z.strictObject({
+  name: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, "1-64 letters, digits, _ . -"),
+  when: Expression.optional().describe("the rule applies when this is truthy; always when absent"),
+  id: Expression.optional(),
+  customer: Expression.optional(),
+  timestamp: Expression.optional(),
+  emit: z.array(EmitSchema).min(1).max(20),
+});
+export type Rule = z.infer<typeof RuleSchema>;
+
+export const SourceSchema = z.strictObject({
+  type: z.enum(["webhook", "eventbridge", "sqs"]),
+  auth: AuthSchema.default({ scheme: "none" }),
+  match: z
+    .strictObject({
+      source: z.union([z.string(), z.array(z.string())]).optional(),
+      detailType: z.union([z.string(), z.array(z.string())]).optional(),
+    })
+    .optional()
+    .describe("EventBridge: which events this source takes, by source and detail-type"),
+  customer: CustomerLookupSchema.default({
+    lookup: "event",
+    cacheTtlSeconds: 300,
+    negativeCacheTtlSeconds: 30,
+    notFoundAttempts: 1,
+  }),
+  unmatched: z.enum(["ignore", "dead-letter"]).default("ignore").describe("what to do with a trigger no rule matches"),
+  rules: z.array(RuleSchema).min(1),
+});
+export type SourceConfig = z.infer<typeof SourceSchema>;
+
+export const MappingConfigSchema = z.strictObject({
+  $schema: z.string().optional(),
+  version: z.literal(1),
+  sources: z.record(z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/, "lower-case letters, digits and -"), SourceSchema),
+  sqs: z
+    .strictObject({
+      defaultSource: z
+        .string()
+        .optional()
+        .describe(
+          "source for ingest-queue messages without a meterhook_source attribute that are not canonical events",
+        ),
+    })
+    .optional(),
+});
+export type MappingConfig = z.infer<typeof MappingConfigSchema>;

@@ -1,0 +1,62 @@
+import type { z } from "zod";
+import {
+  type Auth,
+  AuthSchema,
+  type CustomerLookupConfig,
+  CustomerLookupSchema,
+  type SourceConfig,
+} from "./config-schema.js";
+import { MappingError, type Source, type Trigger } from "./engine.js";
+
+/** One meter event, as a code source returns it. */
+export interface MeterEventSpec {
+  event_name: string;
+  value: number;
+  id: string | number;
+  customer: string;
+  timestamp?: string | number;
+  properties?: Record<string, string | number>;
+  /** Keeps apart several events of one trigger that share an event_name (default "code"). */
+  key?: string;
+}
+
+export interface SourceDefinition<S extends z.ZodType> {
+  name: string;
+  type: SourceConfig["type"];
+  auth?: z.input<typeof AuthSchema>;
+  match?: SourceConfig["match"];
+  customer?: z.input<typeof CustomerLookupSchema>;
+  unmatched?: SourceConfig["unmatched"];
+  /** Validates the trigger body; a body that fails it is dead-lettered with mapping_failed. */
+  schema: S;
+  /** The meter events for a body that passed the schema; [] when none apply. */
+  map: (body: z.infer<S>, trigger: Trigger) => MeterEventSpec[];
+}
+
+/**
+ * The typed TypeScript way to write a source: a zod schema for the body and a function from the
+ * body to meter events. It runs through the same engine as config sources (validation,
+ * identifiers, customer lookups, dead letters).
+ */
+export function defineSource<S extends z.ZodType>(def: SourceDefinition<S>): Source {
+  const auth: Auth = AuthSchema.parse(def.auth ?? { scheme: "none" });
+  const customer: CustomerLookupConfig = CustomerLookupSchema.parse(def.customer ?? { lookup: "event" });
+  return {
+    name: def.name,
+    type: def.type,
+    auth,
+    match: def.match,
+    customer,
+    unmatched: def.unmatched ?? "ignore",
+    produce(trigger) {
+      const parsed = def.schema.safeParse(trigger.body);
+      if (!parsed.success) {
+        const issue = parsed.error.issues[0];
+        throw new MappingError(
+          `body does not match the source's schema: ${issue?.path.join(".") || "(body)"}: ${issue?.message}`,
+        );
+      }
+      return def.map(parsed.data, trigger).map((e) => ({ ...e, key: e.key ?? "code" }));
+    },
+  };
+}

@@ -1,0 +1,163 @@
+import { DeadLetterCode, MeterhookError } from "../errors.js";
+import { parseUsageEvent, type UsageEvent } from "../usage-event.js";
+import type { Auth, CustomerLookupConfig, SourceConfig } from "./config-schema.js";
+import { evaluate } from "./expressions.js";
+
+/** A trigger as the mapping sees it: expressions are evaluated over this object. */
+export interface Trigger {
+  source: string;
+  /** Lower-case header names (webhooks) or message attributes (SQS). */
+  headers: Record<string, string>;
+  /** Parsed JSON, or the raw text when the body is not JSON. */
+  body: unknown;
+  /** Epoch ms when meterhook received it: the default event time. */
+  receivedAt: number;
+}
+
+/** One meter event a source wants, before validation. Values may be anything the mapping produced. */
+export interface Emitted {
+  event_name: string;
+  value: unknown;
+  id: unknown;
+  customer: unknown;
+  timestamp?: unknown;
+  properties?: Record<string, unknown>;
+  /** Tells apart the events one trigger makes (rule name for declarative sources). */
+  key: string;
+  /** For error messages: which expression gave which field. */
+  expressions?: Partial<Record<string, string>>;
+}
+
+/** What every source is, declarative or code: the engine needs nothing else. */
+export interface Source {
+  name: string;
+  type: SourceConfig["type"];
+  auth: Auth;
+  match?: SourceConfig["match"];
+  customer: CustomerLookupConfig;
+  unmatched: SourceConfig["unmatched"];
+  /** The events a trigger produces; an empty list when no rule matches. Throws MappingError. */
+  produce(trigger: Trigger): Emitted[];
+}
+
+export class MappingError extends MeterhookError {
+  constructor(message: string) {
+    super(DeadLetterCode.mappingFailed, message);
+  }
+}
+
+export type MapOutcome = { kind: "events"; events: UsageEvent[] } | { kind: "unmatched" };
+
+function view(t: Trigger) {
+  return { headers: t.headers, body: t.body, source: t.source, receivedAt: new Date(t.receivedAt).toISOString() };
+}
+
+function run(expression: string, data: unknown, where: string): unknown {
+  try {
+    return evaluate(expression, data);
+  } catch (err) {
+    throw new MappingError(`${where}: expression \`${expression}\` failed: ${(err as Error).message}`);
+  }
+}
+
+/** Compiles a declarative source from the mapping config. */
+export function compileSource(name: string, config: SourceConfig): Source {
+  return {
+    name,
+    type: config.type,
+    auth: config.auth,
+    match: config.match,
+    customer: config.customer,
+    unmatched: config.unmatched,
+    produce(trigger) {
+      const data = view(trigger);
+      const out: Emitted[] = [];
+      for (const rule of config.rules) {
+        if (rule.when && !truthy(run(rule.when, data, `rule ${rule.name}: when`))) continue;
+        for (const emit of rule.emit) {
+          const where = `rule ${rule.name}, ${emit.event_name}`;
+          const expressions = {
+            value: emit.value,
+            id: emit.id ?? rule.id,
+            customer: emit.customer ?? rule.customer,
+            timestamp: emit.timestamp ?? rule.timestamp,
+          };
+          const properties: Record<string, unknown> = {};
+          for (const [k, e] of Object.entries(emit.properties ?? {})) {
+            properties[k] = run(e, data, `${where}: properties.${k}`);
+            expressions[`properties.${k}` as "value"] = e;
+          }
+          out.push({
+            event_name: emit.event_name,
+            value: run(expressions.value, data, `${where}: value`),
+            id: expressions.id ? run(expressions.id, data, `${where}: id`) : undefined,
+            customer: expressions.customer ? run(expressions.customer, data, `${where}: customer`) : undefined,
+            timestamp: expressions.timestamp ? run(expressions.timestamp, data, `${where}: timestamp`) : undefined,
+            properties,
+            key: rule.name,
+            expressions,
+          });
+        }
+      }
+      return out;
+    },
+  };
+}
+
+/** JMESPath truthiness: false, null, "", [] and {} are false. */
+function truthy(v: unknown): boolean {
+  if (v === null || v === undefined || v === false || v === "") return false;
+  if (Array.isArray(v)) return v.length > 0;
+  if (typeof v === "object") return Object.keys(v as object).length > 0;
+  return true;
+}
+
+function fieldError(e: Emitted, field: string, got: unknown, want: string): MappingError {
+  const expr = e.expressions?.[field];
+  const shown = got === undefined || got === null ? "nothing (missing field?)" : JSON.stringify(got).slice(0, 80);
+  return new MappingError(
+    `${e.key}, ${e.event_name}: ${field}${expr ? ` (expression \`${expr}\`)` : ""} gave ${shown}; expected ${want}`,
+  );
+}
+
+/**
+ * The one engine both kinds of sources go through: runs the source, checks every field of every
+ * event it produced, and gives canonical usage events whose identifiers are derived from the
+ * source, rule and id, so a redelivered trigger makes the same meter events.
+ */
+export function mapTrigger(source: Source, trigger: Trigger): MapOutcome {
+  const emitted = source.produce(trigger);
+  if (emitted.length === 0) return { kind: "unmatched" };
+  const receivedAt = trigger.receivedAt / 1000;
+  const events = emitted.map((e) => {
+    if (typeof e.value !== "number" || !Number.isFinite(e.value)) throw fieldError(e, "value", e.value, "a number");
+    if (!((typeof e.id === "string" && e.id !== "") || typeof e.id === "number"))
+      throw fieldError(e, "id", e.id, "a string or number");
+    if (typeof e.customer !== "string" || e.customer === "") throw fieldError(e, "customer", e.customer, "a string");
+    if (
+      e.timestamp !== undefined &&
+      e.timestamp !== null &&
+      typeof e.timestamp !== "string" &&
+      typeof e.timestamp !== "number"
+    ) {
+      throw fieldError(e, "timestamp", e.timestamp, "ISO-8601 or Unix seconds");
+    }
+    for (const [k, v] of Object.entries(e.properties ?? {})) {
+      if (typeof v !== "string" && typeof v !== "number")
+        throw fieldError(e, `properties.${k}`, v, "a string or number");
+    }
+    const event = parseUsageEvent(
+      {
+        id: String(e.id),
+        event_name: e.event_name,
+        customer: e.customer,
+        value: e.value,
+        ...(e.timestamp !== undefined && e.timestamp !== null ? { timestamp: e.timestamp } : {}),
+        ...(e.properties && Object.keys(e.properties).length > 0 ? { properties: e.properties } : {}),
+      },
+      receivedAt,
+    );
+    return { ...event, identifierPart: `${source.name}/${e.key}` };
+  });
+  return { kind: "events", events };
+}

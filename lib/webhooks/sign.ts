@@ -1,0 +1,40 @@
+import { createHmac, randomUUID } from "node:crypto";
+import type { Auth } from "../mapping/config-schema.js";
+import { standardWebhooksKey } from "./signatures.js";
+
+/**
+ * Signs a body the way each provider does, giving the headers to send: for tests, fixtures and
+ * for apps that send their own signed webhooks to meterhook.
+ */
+export function signWebhook(
+  auth: Exclude<Auth, { scheme: "api-key" } | { scheme: "none" }>,
+  secret: string,
+  body: string | Buffer,
+  options: { timestamp?: number; id?: string } = {},
+): Record<string, string> {
+  const ts = String(options.timestamp ?? Math.floor(Date.now() / 1000));
+  const mac = (key: Buffer | string, prefix = "") => createHmac("sha256", key).update(prefix).update(body).digest();
+  switch (auth.scheme) {
+    case "standard-webhooks": {
+      const id = options.id ?? `msg_${randomUUID()}`;
+      return {
+        "webhook-id": id,
+        "webhook-timestamp": ts,
+        "webhook-signature": `v1,${mac(standardWebhooksKey(secret), `${id}.${ts}.`).toString("base64")}`,
+      };
+    }
+    case "stripe":
+      return { "stripe-signature": `t=${ts},v1=${mac(secret, `${ts}.`).toString("hex")}` };
+    case "github":
+      return { "x-hub-signature-256": `sha256=${mac(secret).toString("hex")}` };
+    case "shopify":
+      return { "x-shopify-hmac-sha256": mac(secret).toString("base64") };
+    case "hmac-sha256": {
+      const sig = `${auth.prefix}${mac(secret, auth.timestampHeader ? `${ts}.` : "").toString(auth.encoding)}`;
+      return {
+        [auth.header.toLowerCase()]: sig,
+        ...(auth.timestampHeader ? { [auth.timestampHeader.toLowerCase()]: ts } : {}),
+      };
+    }
+  }
+}

@@ -1,0 +1,142 @@
+import { createHmac, timingSafeEqual } from "node:crypto";
+import type { Auth } from "../mapping/config-schema.js";
+
+/**
+ * Webhook signature schemes, verified on the raw body bytes. Every comparison is constant-time;
+ * every configured secret is tried (several are accepted during a rotation).
+ */
+export type SignatureFailure = "signature_missing" | "signature_malformed" | "signature_expired" | "signature_mismatch";
+export type VerifyResult = { ok: true } | { ok: false; code: SignatureFailure; message: string };
+
+type SignedAuth = Exclude<Auth, { scheme: "api-key" } | { scheme: "none" }>;
+
+const fail = (code: SignatureFailure, message: string): VerifyResult => ({ ok: false, code, message });
+
+const hmac = (key: Buffer | string, ...parts: Array<string | Buffer>) => {
+  const h = createHmac("sha256", key);
+  for (const p of parts) h.update(p);
+  return h.digest();
+};
+
+/** True if any candidate equals the expected digest; every candidate is compared in full. */
+function anyEqual(expected: Buffer[], candidates: Buffer[]): boolean {
+  let ok = false;
+  for (const e of expected) for (const c of candidates) ok = (c.length === e.length && timingSafeEqual(c, e)) || ok;
+  return ok;
+}
+
+/** Standard Webhooks secrets are `whsec_` + base64 of the key bytes. */
+export function standardWebhooksKey(secret: string): Buffer {
+  return Buffer.from(secret.startsWith("whsec_") ? secret.slice(6) : secret, "base64");
+}
+
+const BASE64 = /^[A-Za-z0-9+/]+={0,2}$/;
+
+export function verifySignature(
+  auth: SignedAuth,
+  secrets: readonly string[],
+  headers: Record<string, string | undefined>,
+  body: Buffer,
+  nowSeconds: number,
+): VerifyResult {
+  switch (auth.scheme) {
+    case "standard-webhooks": {
+      const id = headers["webhook-id"];
+      const ts = headers["webhook-timestamp"];
+      const sig = headers["webhook-signature"];
+      if (!id || !ts || !sig)
+        return fail("signature_missing", "webhook-id, webhook-timestamp and webhook-signature headers are required");
+      if (!/^\d{1,12}$/.test(ts)) return fail("signature_malformed", "webhook-timestamp is not Unix seconds");
+      const candidates = sig
+        .split(" ")
+        .filter((p) => p.startsWith("v1,"))
+        .map((p) => p.slice(3));
+      if (candidates.length === 0 || !candidates.every((c) => BASE64.test(c))) {
+        return fail("signature_malformed", "webhook-signature has no v1,<base64> signature");
+      }
+      const expected = secrets.map((s) => hmac(standardWebhooksKey(s), `${id}.${ts}.`, body));
+      if (
+        !anyEqual(
+          expected,
+          candidates.map((c) => Buffer.from(c, "base64")),
+        )
+      ) {
+        return fail("signature_mismatch", "no signature matches a configured secret");
+      }
+      if (Math.abs(nowSeconds - Number(ts)) > auth.toleranceSeconds) {
+        return fail("signature_expired", `webhook-timestamp is more than ${auth.toleranceSeconds} s from now`);
+      }
+      return { ok: true };
+    }
+    case "stripe": {
+      const header = headers["stripe-signature"];
+      if (!header) return fail("signature_missing", "Stripe-Signature header is required");
+      let t: string | undefined;
+      const v1: string[] = [];
+      for (const item of header.split(",")) {
+        const [k, v] = item.split("=", 2);
+        if (k?.trim() === "t") t = v;
+        else if (k?.trim() === "v1" && v) v1.push(v.trim());
+      }
+      if (!t || !/^\d{1,12}$/.test(t) || v1.length === 0 || !v1.every((s) => /^[0-9a-f]{64}$/i.test(s))) {
+        return fail("signature_malformed", "Stripe-Signature must be t=<seconds>,v1=<hex>");
+      }
+      const expected = secrets.map((s) => hmac(s, `${t}.`, body));
+      if (
+        !anyEqual(
+          expected,
+          v1.map((s) => Buffer.from(s, "hex")),
+        )
+      )
+        return fail("signature_mismatch", "no signature matches a configured secret");
+      // As Stripe's libraries do: only a timestamp that is too old is refused.
+      if (nowSeconds - Number(t) > auth.toleranceSeconds)
+        return fail("signature_expired", `timestamp is more than ${auth.toleranceSeconds} s old`);
+      return { ok: true };
+    }
+    case "github": {
+      const header = headers["x-hub-signature-256"];
+      if (!header) return fail("signature_missing", "X-Hub-Signature-256 header is required");
+      if (!/^sha256=[0-9a-f]{64}$/i.test(header))
+        return fail("signature_malformed", "X-Hub-Signature-256 must be sha256=<hex>");
+      const expected = secrets.map((s) => hmac(s, body));
+      if (!anyEqual(expected, [Buffer.from(header.slice(7), "hex")]))
+        return fail("signature_mismatch", "no signature matches a configured secret");
+      return { ok: true };
+    }
+    case "shopify": {
+      const header = headers["x-shopify-hmac-sha256"];
+      if (!header) return fail("signature_missing", "X-Shopify-Hmac-Sha256 header is required");
+      if (!BASE64.test(header) || Buffer.from(header, "base64").length !== 32) {
+        return fail("signature_malformed", "X-Shopify-Hmac-Sha256 must be the base64 of a SHA-256 HMAC");
+      }
+      const expected = secrets.map((s) => hmac(s, body));
+      if (!anyEqual(expected, [Buffer.from(header, "base64")]))
+        return fail("signature_mismatch", "no signature matches a configured secret");
+      return { ok: true };
+    }
+    case "hmac-sha256": {
+      const raw = headers[auth.header.toLowerCase()];
+      if (!raw) return fail("signature_missing", `${auth.header} header is required`);
+      const ts = auth.timestampHeader ? headers[auth.timestampHeader.toLowerCase()] : undefined;
+      if (auth.timestampHeader && !ts) return fail("signature_missing", `${auth.timestampHeader} header is required`);
+      if (ts !== undefined && !/^\d{1,12}$/.test(ts))
+        return fail("signature_malformed", `${auth.timestampHeader} is not Unix seconds`);
+      if (!raw.startsWith(auth.prefix))
+        return fail("signature_malformed", `${auth.header} must start with "${auth.prefix}"`);
+      const sig = raw.slice(auth.prefix.length);
+      const valid =
+        auth.encoding === "hex"
+          ? /^[0-9a-f]{64}$/i.test(sig)
+          : BASE64.test(sig) && Buffer.from(sig, "base64").length === 32;
+      if (!valid) return fail("signature_malformed", `${auth.header} is not a ${auth.encoding} SHA-256 HMAC`);
+      const expected = secrets.map((s) => (ts === undefined ? hmac(s, body) : hmac(s, `${ts}.`, body)));
+      if (!anyEqual(expected, [Buffer.from(sig, auth.encoding)]))
+        return fail("signature_mismatch", "no signature matches a configured secret");
+      if (ts !== undefined && Math.abs(nowSeconds - Number(ts)) > auth.toleranceSeconds) {
+        return fail("signature_expired", `${auth.timestampHeader} is more than ${auth.toleranceSeconds} s from now`);
+      }
+      return { ok: true };
+    }
+  }
+}
