@@ -1,5 +1,5 @@
 /**
- * meterhook's command line. `replay` takes dead letters off the DLQ and runs them through the
+ * meterhook's command line. `validate` checks a mapping config. `replay` takes dead letters off the DLQ and runs them through the
  * current pipeline, with the same settings as the functions (METERHOOK_DLQ_URL, STRIPE_API_KEY or
  * STRIPE_API_KEY_SSM_PARAMETER, ...; SQS_ENDPOINT for the local runtime's fauxqs).
  */
@@ -7,14 +7,35 @@ import { parseArgs } from "node:util";
 import { replayFromConfig } from "../lib/app.js";
 import { loadConfig } from "../lib/config.js";
 import { MeterhookError } from "../lib/errors.js";
+import { readMappingConfig } from "../lib/mapping/load.js";
 
-const USAGE = `usage: meterhook replay [--limit N] [--dry-run]
+const USAGE = `usage:
+  meterhook validate <config.yaml|config.json>
+      check a mapping config; prints every problem with its path
+  meterhook replay [--limit N] [--dry-run]
+      --limit N   take at most N dead letters off the DLQ (default 100)
+      --dry-run   only report what would happen: nothing is sent, deleted or re-queued`;
 
-  --limit N   take at most N dead letters off the DLQ (default 100)
-  --dry-run   only report what would happen: nothing is sent, deleted or re-queued`;
+function validate(files: string[]): number {
+  if (files.length !== 1) {
+    console.error(USAGE);
+    return 2;
+  }
+  const file = files[0] as string;
+  const { config, issues } = readMappingConfig(file);
+  if (!config) {
+    for (const i of issues) console.error(`${file}: ${i.path}: ${i.message}`);
+    console.error(`${issues.length} problem${issues.length === 1 ? "" : "s"}`);
+    return 1;
+  }
+  const n = Object.keys(config.sources).length;
+  console.log(`${file}: ok (${n} source${n === 1 ? "" : "s"})`);
+  return 0;
+}
 
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
+  if (command === "validate") return validate(rest);
   if (command !== "replay") {
     console.error(USAGE);
     return 2;

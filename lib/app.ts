@@ -2,10 +2,17 @@ import { SQSClient } from "@aws-sdk/client-sqs";
 import { createAwsSecretReader } from "./aws-secrets.js";
 import { type Config, required } from "./config.js";
 import { type BatchResult, type ConsumerDeps, processBatch, type QueueMessage } from "./consumer.js";
-import { CustomerResolver, staticTableLookup, stripeIdLookup } from "./customers.js";
+import { CustomerResolver, type StripeGet, staticTableLookup, stripeIdLookup } from "./customers.js";
 import type { HttpRequest, HttpResponse } from "./http.js";
-import { createIngestApi } from "./ingest-api.js";
+import { createIngestApi, type WebhookSources } from "./ingest-api.js";
 import { createLogger, type Logger } from "./logger.js";
+import {
+  customerResolvers,
+  type LoadedMapping,
+  loadMapping,
+  toConsumerMapping,
+  webhookSecrets,
+} from "./mapping/runtime.js";
 import { type Metrics, noMetrics } from "./metrics.js";
 import { createSqsReader, createSqsSender } from "./queue.js";
 import { type ReplayReport, replayDeadLetters } from "./replay.js";
@@ -27,6 +34,8 @@ export interface AppDeps {
   metrics?: Metrics;
   /** Reads secrets that config points at (default: SSM / Secrets Manager through Powertools). */
   secretReader?: SecretReader;
+  /** Sources given in code instead of METERHOOK_CONFIG. */
+  mapping?: LoadedMapping;
 }
 
 export function createSqsClient(config: Config): SQSClient {
@@ -53,10 +62,23 @@ export interface IngestApi {
   handle(req: HttpRequest): Promise<HttpResponse>;
 }
 
+async function mappingFor(config: Config, deps: AppDeps): Promise<LoadedMapping | undefined> {
+  return deps.mapping ?? (config.mappingConfigFile ? loadMapping(config.mappingConfigFile) : undefined);
+}
+
 export async function createIngestApiFromConfig(config: Config, deps: AppDeps = {}): Promise<IngestApi> {
-  const resolved = await resolveSecrets(config, secretReaderFor(config, deps), { apiKeys: true });
+  const reader = secretReaderFor(config, deps);
+  const resolved = await resolveSecrets(config, reader, { apiKeys: true });
+  const mapping = await mappingFor(config, deps);
+  const webhooks: WebhookSources | undefined = mapping
+    ? { sources: mapping.sources, secrets: await webhookSecrets(mapping, config.env, reader) }
+    : undefined;
+  const hasWebhooks = [...(mapping?.sources.values() ?? [])].some((s) => s.type === "webhook");
   return createIngestApi({
-    apiKeys: required(resolved.apiKeys, "METERHOOK_API_KEYS (or METERHOOK_API_KEYS_SSM_PARAMETER)"),
+    apiKeys: hasWebhooks
+      ? resolved.apiKeys
+      : required(resolved.apiKeys, "METERHOOK_API_KEYS (or METERHOOK_API_KEYS_SSM_PARAMETER)"),
+    webhooks,
     ingestQueue: createSqsSender(
       deps.sqs ?? createSqsClient(config),
       required(config.ingestQueueUrl, "METERHOOK_INGEST_QUEUE_URL"),
@@ -68,14 +90,14 @@ export async function createIngestApiFromConfig(config: Config, deps: AppDeps = 
   });
 }
 
-export function createSubmitter(
+export function createStripeClient(
   config: Config,
   transport: HttpTransport,
   logger: Logger,
   metrics: Metrics = noMetrics,
-): MeterEventSubmitter {
+): StripeClient {
   const s = config.stripe;
-  const client = new StripeClient(
+  return new StripeClient(
     {
       apiKey: required(s.apiKey, "STRIPE_API_KEY (or STRIPE_API_KEY_SSM_PARAMETER)"),
       apiBase: s.apiBase,
@@ -89,6 +111,10 @@ export function createSubmitter(
     realRetryEnv,
     metrics,
   );
+}
+
+export function createSubmitter(config: Config, client: StripeClient): MeterEventSubmitter {
+  const s = config.stripe;
   const common = { concurrency: s.concurrency, stopMarginMs: config.stopMarginMs };
   return config.stripeApi === "v1"
     ? createV1Submitter(client, common)
@@ -107,9 +133,33 @@ export async function createConsumerFromConfig(config: Config, deps: AppDeps = {
   const logger = deps.logger ?? createLogger({ level: config.logLevel, base: { component: "consumer" } });
   const metrics = deps.metrics ?? noMetrics;
   const transport = createUndiciTransport({ connections: config.stripe.maxConnections });
+  const client = createStripeClient(resolved, transport, logger, metrics);
+  const mapping = await mappingFor(config, deps);
+  const stripeGet: StripeGet = async (path, query) => {
+    const v = await client.call({
+      base: "api",
+      method: "GET",
+      path,
+      query,
+      deadline: Date.now() + config.stripe.timeoutMs * 2,
+    });
+    if (v.kind === "ok") return { status: 200, body: v.body };
+    return v.kind === "retry" ? { error: v.reason } : { status: v.status, body: "" };
+  };
   const consumerDeps: ConsumerDeps = {
     resolver: new CustomerResolver([stripeIdLookup, staticTableLookup(config.customers)]),
-    submitter: createSubmitter(resolved, transport, logger, metrics),
+    mapping: mapping
+      ? toConsumerMapping(
+          mapping,
+          await customerResolvers(mapping, {
+            transport,
+            stripeGet,
+            env: config.env,
+            reader: secretReaderFor(config, deps),
+          }),
+        )
+      : undefined,
+    submitter: createSubmitter(resolved, client),
     deadLetterQueue: createSqsSender(
       deps.sqs ?? createSqsClient(config),
       required(config.deadLetterQueueUrl, "METERHOOK_DLQ_URL"),

@@ -25,6 +25,7 @@ export const EnvSchema = z.object({
   METERHOOK_API_KEYS_SSM_PARAMETER: z.string().min(1).optional(),
   METERHOOK_API_KEYS_SECRET_ID: z.string().min(1).optional(),
   METERHOOK_INGEST_QUEUE_URL: z.string().url().optional(),
+  METERHOOK_CONFIG: z.string().min(1).optional(),
   METERHOOK_DLQ_URL: z.string().url().optional(),
   METERHOOK_STRIPE_API: z.enum(["v1", "v2"]).default("v2"),
   METERHOOK_CUSTOMERS: z.string().optional(),
@@ -59,6 +60,10 @@ const IGNORED = new Set(["METERHOOK_LOCAL"]);
 export type SecretSource = { store: "ssm"; name: string } | { store: "secretsmanager"; name: string };
 
 export interface Config {
+  /** The mapping config file (YAML, JSON, or a JS/TS module of defineSource sources). */
+  mappingConfigFile: string | undefined;
+  /** The environment, for `{ env: NAME }` secret references in the mapping config. */
+  env: Readonly<Record<string, string | undefined>>;
   apiKeys: readonly string[];
   apiKeysSource: SecretSource | undefined;
   ingestQueueUrl: string | undefined;
@@ -141,6 +146,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   registerSecret(e.STRIPE_API_KEY);
   for (const k of e.METERHOOK_API_KEYS) registerSecret(k);
   return Object.freeze({
+    mappingConfigFile: e.METERHOOK_CONFIG,
+    env: Object.freeze({ ...env }),
     apiKeys: e.METERHOOK_API_KEYS,
     apiKeysSource: secretSource(
       "METERHOOK_API_KEYS",

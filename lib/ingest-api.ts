@@ -2,13 +2,24 @@ import { createApiKeyCheck } from "./api-keys.js";
 import { InvalidEventError } from "./errors.js";
 import { type HttpRequest, type HttpResponse, httpError, json } from "./http.js";
 import type { Logger } from "./logger.js";
+import type { Source } from "./mapping/engine.js";
 import { validateUsageEvent } from "./meter-event.js";
 import { Metric, type Metrics, noMetrics } from "./metrics.js";
 import type { QueueSender } from "./queue.js";
+import { keptHeaders, TRIGGER_FORMAT, type TriggerMessage } from "./triggers.js";
 import { parseUsageEvent, toCanonicalJson, type UsageEvent } from "./usage-event.js";
+import { verifySignature } from "./webhooks/signatures.js";
+
+/** Signed webhook sources this API accepts at POST /v1/webhooks/{source}. */
+export interface WebhookSources {
+  sources: ReadonlyMap<string, Source>;
+  /** Secrets per source, read at cold start. */
+  secrets: ReadonlyMap<string, readonly string[]>;
+}
 
 export interface IngestApiDeps {
   apiKeys: readonly string[];
+  webhooks?: WebhookSources;
   ingestQueue: QueueSender;
   logger: Logger;
   maxBodyBytes: number;
@@ -124,6 +135,62 @@ export function createIngestApi(deps: IngestApiDeps): { handle(req: HttpRequest)
     return json(202, { accepted: accepted.map((e) => e.id), rejected, requestId: rid });
   };
 
+  /**
+   * `POST /v1/webhooks/{source}`: verify the signature on the raw bytes, queue the raw trigger,
+   * answer at once. Mapping happens in the consumer, so a fixed config can map it again later.
+   */
+  const postWebhook = async (req: HttpRequest, name: string): Promise<HttpResponse> => {
+    const rid = req.requestId;
+    const source = deps.webhooks?.sources.get(name);
+    if (!source || source.type !== "webhook")
+      return httpError(404, "unknown_source", `no webhook source "${name.slice(0, 64)}"`, rid);
+    if (req.body.length > deps.maxBodyBytes) {
+      return httpError(413, "payload_too_large", `body is larger than ${deps.maxBodyBytes} bytes`, rid);
+    }
+    const auth = source.auth;
+    if (auth.scheme === "api-key") {
+      if (!authorized(req.headers.authorization)) {
+        return httpError(401, "unauthorized", "missing or invalid API key (Authorization: Bearer <key>)", rid);
+      }
+    } else if (auth.scheme !== "none") {
+      const verdict = verifySignature(
+        auth,
+        deps.webhooks?.secrets.get(name) ?? [],
+        req.headers,
+        req.body,
+        Math.floor(now() / 1000),
+      );
+      if (!verdict.ok) {
+        metrics.count(Metric.webhooksRejected, 1, { code: verdict.code });
+        deps.logger.warn("webhook signature rejected", { requestId: rid, source: name, code: verdict.code });
+        return httpError(401, verdict.code, verdict.message, rid);
+      }
+    }
+    const trigger: TriggerMessage = {
+      meterhook: TRIGGER_FORMAT,
+      kind: "webhook",
+      source: name,
+      receivedAt: new Date(now()).toISOString(),
+      headers: keptHeaders(req.headers),
+      body: req.body.toString("utf8"),
+    };
+    const { failed } = await deps.ingestQueue.send([{ key: "0", body: JSON.stringify(trigger) }]);
+    if (failed.length > 0) {
+      deps.logger.error("enqueue failed", { requestId: rid, source: name });
+      return httpError(
+        503,
+        "enqueue_failed",
+        "could not queue the webhook; send it again",
+        rid,
+        {},
+        { "retry-after": "1" },
+      );
+    }
+    metrics.count(Metric.webhooksAccepted, 1, { source: name });
+    deps.logger.info("webhook accepted", { requestId: rid, source: name });
+    return json(202, { received: true, requestId: rid });
+  };
+
   return {
     async handle(req) {
       const route = req.path.replace(/\/+$/, "") || "/";
@@ -138,6 +205,12 @@ export function createIngestApi(deps: IngestApiDeps): { handle(req: HttpRequest)
             ? await postEvents(req)
             : httpError(405, "method_not_allowed", "use POST", req.requestId, {}, { allow: "POST" });
         }
+        const webhook = /^\/v1\/webhooks\/([^/]+)$/.exec(route);
+        if (webhook) {
+          return req.method === "POST"
+            ? await postWebhook(req, safeDecode(webhook[1] as string))
+            : httpError(405, "method_not_allowed", "use POST", req.requestId, {}, { allow: "POST" });
+        }
         return httpError(404, "not_found", `no route ${req.method} ${route}`.slice(0, 200), req.requestId);
       } catch (err) {
         // Details stay in the logs; the caller gets a request id to quote.
@@ -146,4 +219,12 @@ export function createIngestApi(deps: IngestApiDeps): { handle(req: HttpRequest)
       }
     },
   };
+}
+
+function safeDecode(s: string): string {
+  try {
+    return decodeURIComponent(s);
+  } catch {
+    return s;
+  }
 }

@@ -51,6 +51,8 @@ export const Metric = {
   eventsReceived: "EventsReceived",
   eventsAccepted: "EventsAccepted",
   eventsRejected: "EventsRejected",
+  webhooksAccepted: "WebhooksAccepted",
+  webhooksRejected: "WebhooksRejected",
   eventsBilled: "EventsBilled",
   eventsDuplicate: "EventsAlreadyBilled",
   eventsRetried: "EventsRetried",

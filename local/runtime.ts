@@ -3,6 +3,7 @@ import { createQueueHandler } from "../functions/ingest-queue.js";
 import { createConsumerFromConfig, createIngestApiFromConfig, createSqsClient } from "../lib/app.js";
 import { loadConfig } from "../lib/config.js";
 import { createLogger } from "../lib/logger.js";
+import { loadMapping } from "../lib/mapping/runtime.js";
 import { startGateway } from "./gateway.js";
 import { startPoller } from "./poller.js";
 import { startLocalQueues } from "./queues.js";
@@ -33,6 +34,8 @@ export interface LocalRuntime {
   emulator: StripeEmulator | undefined;
   apiKey: string;
   usingDefaultApiKey: boolean;
+  /** Sources of the mapping config (METERHOOK_CONFIG), by type. */
+  sources: Array<{ name: string; type: string }>;
   stop(): Promise<void>;
 }
 
@@ -64,9 +67,10 @@ export async function startLocalRuntime(options: LocalRuntimeOptions = {}): Prom
   if (options.quiet) env.METERHOOK_LOG_LEVEL ??= "error";
 
   const config = loadConfig(env);
+  const mapping = config.mappingConfigFile ? await loadMapping(config.mappingConfigFile) : undefined;
   const sqs = createSqsClient(config);
-  const consumer = await createConsumerFromConfig(config, { sqs });
-  const api = await createIngestApiFromConfig(config, { sqs });
+  const consumer = await createConsumerFromConfig(config, { sqs, mapping });
+  const api = await createIngestApiFromConfig(config, { sqs, mapping });
   const gateway = await startGateway(
     createHttpHandler(async () => api),
     options.port ?? 0,
@@ -89,6 +93,7 @@ export async function startLocalRuntime(options: LocalRuntimeOptions = {}): Prom
     emulator,
     apiKey: config.apiKeys[0] as string,
     usingDefaultApiKey,
+    sources: [...(mapping?.sources.values() ?? [])].map((s) => ({ name: s.name, type: s.type })),
     async stop() {
       await poller.stop();
       await new Promise<void>((resolve) => gateway.server.close(() => resolve()));

@@ -52,6 +52,11 @@ try {
     rt.usingDefaultApiKey
       ? `  API key         ${rt.apiKey}   (local default; set METERHOOK_API_KEYS to change)`
       : "  API key         from METERHOOK_API_KEYS",
+    ...rt.sources.map((src) =>
+      src.type === "webhook"
+        ? `  source ${src.name.padEnd(14)} POST ${rt.gatewayUrl}/v1/webhooks/${src.name}`
+        : `  source ${src.name.padEnd(14)} ${src.type}`,
+    ),
     "",
     "Send a usage event:",
     `  curl -sS -X POST ${rt.gatewayUrl}/v1/events -H 'Authorization: Bearer ${rt.usingDefaultApiKey ? rt.apiKey : "<your key>"}' -H 'Content-Type: application/json' -d '${sample}'`,

@@ -3,4 +3,5 @@ export const BUDGET_KIB: Record<string, number> = {
   "http-api": 2000,
   "ingest-queue": 2000,
   "dlq-replay": 2000,
+  eventbridge: 2000,
 };

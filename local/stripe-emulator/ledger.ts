@@ -32,8 +32,8 @@ export interface AsyncError {
 export interface LedgerOptions {
   /** `auto` creates a sum meter for any unknown event_name (local convenience; Stripe would report no_meter). */
   meters: "auto" | Array<Partial<MeterDefinition> & { event_name: string }>;
-  /** Customer ids that exist; `any` accepts every `cus_` id. */
-  customers: "any" | string[];
+  /** Customers that exist (ids, or ids with metadata); `any` accepts every `cus_` id. */
+  customers: "any" | Array<string | { id: string; metadata?: Record<string, string> }>;
   now: () => number;
 }
 
@@ -51,9 +51,17 @@ export class Ledger {
   /** meter id → customer → aggregate. */
   private readonly totals = new Map<string, Map<string, { value: number; count: number; last: number }>>();
   private nextMeter = 1;
+  /** Known customers and their metadata (searchable). */
+  readonly customers = new Map<string, Record<string, string>>();
 
   constructor(private readonly options: LedgerOptions) {
     if (options.meters !== "auto") for (const m of options.meters) this.defineMeter(m);
+    if (options.customers !== "any") {
+      for (const c of options.customers) {
+        if (typeof c === "string") this.customers.set(c, {});
+        else this.customers.set(c.id, c.metadata ?? {});
+      }
+    }
   }
 
   defineMeter(m: Partial<MeterDefinition> & { event_name: string }): MeterDefinition {
@@ -81,7 +89,7 @@ export class Ledger {
   }
 
   customerExists(id: string): boolean {
-    return this.options.customers === "any" ? id.startsWith("cus_") : this.options.customers.includes(id);
+    return this.customers.has(id) || (this.options.customers === "any" && id.startsWith("cus_"));
   }
 
   /** Why Stripe would refuse this event once it processes it, or undefined when it counts. */

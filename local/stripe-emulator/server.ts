@@ -260,6 +260,7 @@ export class StripeEmulator {
         },
       };
     }
+    if (method === "GET" && path === "/v1/customers/search") return this.searchCustomers(req, url);
     if (method !== "POST")
       return v1Error(404, "invalid_request_error", `Unrecognized request URL (${method}: ${path}).`);
     switch (path) {
@@ -271,9 +272,48 @@ export class StripeEmulator {
         return this.createSession(req);
       case "/v2/billing/meter_event_stream":
         return this.stream(req, raw);
+      case "/v1/customers":
+        return this.createCustomer(req, raw);
       default:
         return v1Error(404, "invalid_request_error", `Unrecognized request URL (POST: ${path}).`);
     }
+  }
+
+  /** Adds a customer (as `POST /v1/customers` does), e.g. one created after its first usage. */
+  addCustomer(id: string, metadata: Record<string, string> = {}): void {
+    this.ledger.customers.set(id, metadata);
+  }
+
+  private createCustomer(req: IncomingMessage, raw: string): Reply {
+    const denied = this.authError(this.credential(req));
+    if (denied) return denied;
+    const metadata: Record<string, string> = {};
+    for (const [k, v] of parseForm(raw)) {
+      const m = /^metadata\[(.+)\]$/.exec(k);
+      if (m) metadata[m[1] as string] = v;
+    }
+    const id = `cus_${randomBytes(7).toString("hex")}`;
+    this.addCustomer(id, metadata);
+    return { status: 200, body: { id, object: "customer", metadata } };
+  }
+
+  /** `GET /v1/customers/search?query=metadata['key']:'value'`: the one query form lookups use. */
+  private searchCustomers(req: IncomingMessage, url: URL): Reply {
+    const denied = this.authError(this.credential(req));
+    if (denied) return denied;
+    const query = url.searchParams.get("query") ?? "";
+    const m = /^metadata\['([^']+)'\]:'((?:[^'\\]|\\.)*)'$/.exec(query);
+    if (!m)
+      return v1Error(400, "invalid_request_error", `Unsupported search query: ${query}`, {
+        code: "parameter_invalid_string",
+        param: "query",
+      });
+    const key = m[1] as string;
+    const value = (m[2] as string).replace(/\\(.)/g, "$1");
+    const data = [...this.ledger.customers.entries()]
+      .filter(([, md]) => md[key] === value)
+      .map(([id, metadata]) => ({ id, object: "customer", metadata }));
+    return { status: 200, body: { object: "search_result", data, has_more: false, url: "/v1/customers/search" } };
   }
 
   private rateLimited(key: string): boolean {

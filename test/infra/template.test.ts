@@ -52,7 +52,7 @@ describe("packaged CloudFormation template", () => {
 
   test("every function runs on arm64 with a supported Node.js runtime", () => {
     const fns = ofType("AWS::Lambda::Function");
-    assert.equal(fns.length, 3);
+    assert.equal(fns.length, 4);
     for (const [name, fn] of fns) {
       assert.match(fn.Properties.Runtime, /^nodejs(22|24)\.x$/, name);
       assert.deepEqual(fn.Properties.Architectures, ["arm64"], name);
@@ -80,7 +80,12 @@ describe("packaged CloudFormation template", () => {
           const resourcesOf = [st.Resource].flat();
           for (const r of resourcesOf) {
             assert.notEqual(r, "*", `${roleName}: ${JSON.stringify(st.Action)} on *`);
-            assert.doesNotMatch(JSON.stringify(r), /:\*"?$|parameter\/\*/, `${roleName}: wildcard resource`);
+            // A wildcard only below a stage's own parameter path (webhook secrets), never broader.
+            assert.doesNotMatch(
+              JSON.stringify(r),
+              /parameter\/\*|parameter\/meterhook\/\*/,
+              `${roleName}: broad wildcard resource`,
+            );
           }
         }
       }
@@ -118,11 +123,25 @@ describe("packaged CloudFormation template", () => {
     );
   });
 
+  test("an EventBridge rule targets the EventBridge function", () => {
+    const rules = ofType("AWS::Events::Rule");
+    assert.equal(rules.length, 1);
+    const target = rules[0]?.[1].Properties.Targets[0];
+    assert.deepEqual(target.Arn, { "Fn::GetAtt": ["EventBridgeLambdaFunction", "Arn"] });
+    assert.ok(Array.isArray(rules[0]?.[1].Properties.EventPattern.source));
+  });
+
+  test("the mapping config is bundled with every function that maps or authenticates", () => {
+    for (const fn of ["HttpApiLambdaFunction", "IngestQueueLambdaFunction", "DlqReplayLambdaFunction"]) {
+      assert.equal(resources[fn].Properties.Environment.Variables.METERHOOK_CONFIG, "config/meterhook.yaml", fn);
+    }
+  });
+
   test("the HTTP API routes POST /v1/events and GET /v1/health", () => {
     const routes = ofType("AWS::ApiGatewayV2::Route")
       .map(([, r]) => r.Properties.RouteKey)
       .sort();
-    assert.deepEqual(routes, ["GET /v1/health", "POST /v1/events"]);
+    assert.deepEqual(routes, ["GET /v1/health", "POST /v1/events", "POST /v1/webhooks/{source}"]);
   });
 });
 

@@ -1,0 +1,210 @@
+import assert from "node:assert/strict";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, describe, test } from "node:test";
+import { SendMessageCommand, SQSClient } from "@aws-sdk/client-sqs";
+import { parse as parseYaml, stringify as toYaml } from "yaml";
+import { createEventBridgeHandler } from "../../functions/eventbridge.js";
+import { createEventBridgeIngest } from "../../lib/eventbridge-ingest.js";
+import { AuthSchema } from "../../lib/mapping/config-schema.js";
+import { createSqsSender } from "../../lib/queue.js";
+import { signWebhook } from "../../lib/webhooks/sign.js";
+import { type LocalRuntime, startLocalRuntime } from "../../local/runtime.js";
+import type { EmulatorOptions } from "../../local/stripe-emulator/server.js";
+import { loadTrigger } from "../helpers/fixtures.js";
+import { drainDeadLetters } from "../helpers/sqs.js";
+import { waitFor } from "../helpers/wait.js";
+
+const runtimes: LocalRuntime[] = [];
+after(async () => {
+  for (const rt of runtimes) await rt.stop();
+});
+
+async function start(configFile: string, env: Record<string, string> = {}, emulator: EmulatorOptions = {}) {
+  const rt = await startLocalRuntime({
+    env: { METERHOOK_LOG_LEVEL: "error", METERHOOK_CONFIG: configFile, ...env },
+    visibilityTimeoutSeconds: 1,
+    emulator,
+  });
+  runtimes.push(rt);
+  const sqs = new SQSClient({
+    endpoint: rt.sqsEndpoint,
+    region: "us-east-1",
+    credentials: { accessKeyId: "t", secretAccessKey: "t" },
+  });
+  const total = (customer: string, eventName: string) =>
+    rt.emulator?.ledger.summaries().find((s) => s.customer === customer && s.event_name === eventName)
+      ?.aggregated_value;
+  const billed = (customer: string, eventName: string, value: number) =>
+    waitFor(
+      () => total(customer, eventName) === value || undefined,
+      `${eventName} = ${value} for ${customer} (now ${total(customer, eventName)})`,
+    );
+  const webhook = (source: string, body: string, headers: Record<string, string>) =>
+    fetch(`${rt.gatewayUrl}/v1/webhooks/${source}`, {
+      method: "POST",
+      headers: { "content-type": "application/json", ...headers },
+      body,
+    });
+  return { rt, sqs, total, billed, webhook };
+}
+
+const schemeOf = (file: string, source: string) =>
+  AuthSchema.parse(parseYaml(readFileSync(file, "utf8")).sources[source].auth) as never;
+const settle = () => new Promise((r) => setTimeout(r, 400));
+
+describe("GitHub webhook: CI minutes", () => {
+  const file = "examples/github-ci-minutes.yaml";
+  const secret = "gh-webhook-secret-e2e-0001";
+
+  test("a signed workflow_job event is billed in minutes, once, however often GitHub redelivers it", async () => {
+    const { webhook, billed, total, rt } = await start(file, { GITHUB_WEBHOOK_SECRET: secret });
+    const body = JSON.stringify(loadTrigger("github-workflow-job-completed.json"));
+    const headers = {
+      "x-github-event": "workflow_job",
+      "x-github-delivery": "72d3162e-cc78-11e3-81ab-4c9367dc0958",
+      ...signWebhook(schemeOf(file, "github"), secret, body),
+    };
+    assert.equal((await webhook("github", body, headers)).status, 202);
+    assert.equal((await webhook("github", body, headers)).status, 202);
+    await billed("cus_OctoOrg0001", "ci_minutes", 7.5);
+    await settle();
+    assert.equal(total("cus_OctoOrg0001", "ci_minutes"), 7.5);
+    assert.equal(rt.emulator?.ledger.events.length, 1);
+  });
+
+  test("a wrong signature is a 401 and nothing is queued; other events are ignored", async () => {
+    const { webhook, rt } = await start(file, { GITHUB_WEBHOOK_SECRET: secret });
+    const body = JSON.stringify(loadTrigger("github-workflow-job-completed.json"));
+    const forged = await webhook("github", body, {
+      "x-github-event": "workflow_job",
+      ...signWebhook(schemeOf(file, "github"), "not-the-secret", body),
+    });
+    assert.equal(forged.status, 401);
+    assert.equal(((await forged.json()) as { error: { code: string } }).error.code, "signature_mismatch");
+    const queued = JSON.parse(body);
+    queued.action = "queued";
+    const other = JSON.stringify(queued);
+    assert.equal(
+      (
+        await webhook("github", other, {
+          "x-github-event": "workflow_job",
+          ...signWebhook(schemeOf(file, "github"), secret, other),
+        })
+      ).status,
+      202,
+    );
+    assert.equal((await webhook("gitlab", body, {})).status, 404);
+    await settle();
+    assert.equal(rt.emulator?.requests.filter((r) => r.path.includes("meter_event")).length, 0);
+  });
+});
+
+describe("Standard Webhooks sender", () => {
+  const file = "examples/standard-webhooks.yaml";
+  const current = `whsec_${Buffer.from("usage-service-secret-current").toString("base64")}`;
+  const previous = `whsec_${Buffer.from("usage-service-secret-previous").toString("base64")}`;
+
+  test("one usage record fans out to two meters; the previous secret still works during rotation", async () => {
+    const { webhook, billed } = await start(file, {
+      USAGE_WEBHOOK_SECRET: current,
+      USAGE_WEBHOOK_SECRET_PREVIOUS: previous,
+    });
+    const body = JSON.stringify(loadTrigger("standard-webhooks-usage-recorded.json"));
+    assert.equal(
+      (await webhook("usage-service", body, signWebhook(schemeOf(file, "usage-service"), previous, body))).status,
+      202,
+    );
+    const ignored = JSON.stringify(loadTrigger("standard-webhooks-account-updated.json"));
+    assert.equal(
+      (await webhook("usage-service", ignored, signWebhook(schemeOf(file, "usage-service"), current, ignored))).status,
+      202,
+    );
+    await billed("cus_UsageSvc0001", "api_requests", 1284);
+    await billed("cus_UsageSvc0001", "data_transfer_gb", 2.75);
+  });
+});
+
+describe("LLM usage: token fan-out with an HTTP customer lookup", () => {
+  test("input and output tokens are billed to the customer the app's service names, once it knows it", async () => {
+    const mapping: Record<string, string> = {};
+    let lookups = 0;
+    const service = createServer((req, res) => {
+      lookups++;
+      const ws = decodeURIComponent((req.url ?? "").split("/")[2] ?? "");
+      if (req.headers.authorization !== "Bearer billing-token-0001") return res.writeHead(401).end();
+      if (!mapping[ws]) return res.writeHead(404).end();
+      res
+        .writeHead(200, { "content-type": "application/json" })
+        .end(JSON.stringify({ stripe_customer_id: mapping[ws] }));
+    });
+    await new Promise<void>((r) => service.listen(0, "127.0.0.1", () => r()));
+    after(() => new Promise<void>((r) => service.close(() => r())));
+    const config = parseYaml(readFileSync("examples/llm-usage.yaml", "utf8"));
+    config.sources.llm.customer.url = `http://127.0.0.1:${(service.address() as AddressInfo).port}/workspaces/{customer}/stripe`;
+    config.sources.llm.customer.negativeCacheTtlSeconds = 0;
+    const file = join(mkdtempSync(join(tmpdir(), "mh-llm-")), "llm.yaml");
+    writeFileSync(file, toYaml(config));
+
+    const secret = "llm-signing-secret-0001";
+    const { webhook, billed, total } = await start(file, {
+      LLM_WEBHOOK_SECRET: secret,
+      BILLING_SERVICE_TOKEN: "Bearer billing-token-0001",
+    });
+    const body = JSON.stringify(loadTrigger("llm-completion.json"));
+    assert.equal((await webhook("llm", body, signWebhook(schemeOf(file, "llm"), secret, body))).status, 202);
+    // The workspace is not mapped yet: the event waits (notFoundAttempts: 3) instead of dead-lettering.
+    await waitFor(() => lookups >= 1 || undefined, "a first lookup");
+    assert.equal(total("cus_llm7Hq2", "llm_input_tokens"), undefined);
+    mapping.ws_7Hq2 = "cus_llm7Hq2";
+    await billed("cus_llm7Hq2", "llm_input_tokens", 1532);
+    await billed("cus_llm7Hq2", "llm_output_tokens", 418);
+  });
+});
+
+describe("EventBridge domain event", () => {
+  test("an OrderPlaced event bills its item count to the customer found by Stripe search; a bad one is dead-lettered and replayable", async () => {
+    const { rt, sqs, billed } = await start(
+      "examples/eventbridge-orders.yaml",
+      {},
+      {
+        customers: [{ id: "cus_acme42", metadata: { account_id: "acct_42" } }],
+      },
+    );
+    const handler = createEventBridgeHandler(async () =>
+      createEventBridgeIngest(createSqsSender(sqs, rt.ingestQueueUrl)),
+    );
+    const event = loadTrigger("eventbridge-order-placed.json");
+    await handler(event as never);
+    await handler(event as never); // EventBridge delivers at least once
+    await billed("cus_acme42", "items_ordered", 5);
+
+    const broken = { ...event, id: "evt-broken-1", detail: { accountId: "acct_42", channel: "web" } };
+    await handler(broken as never);
+    const [letter] = await waitFor(async () => {
+      const got = await drainDeadLetters(sqs, rt.deadLetterQueueUrl);
+      return got.length > 0 ? got : undefined;
+    }, "a dead letter");
+    assert.equal(letter?.error.code, "mapping_failed");
+    assert.match(letter?.error.message ?? "", /sum\(body\.detail\.items\[\]\.quantity\)/);
+  });
+});
+
+describe("an app's own SQS messages", () => {
+  test("a storage snapshot on the ingest queue is billed in GB-days through the default source", async () => {
+    const { rt, sqs, billed } = await start("examples/sqs-app-messages.yaml");
+    const snapshot = loadTrigger("sqs-storage-snapshot.json");
+    await sqs.send(new SendMessageCommand({ QueueUrl: rt.ingestQueueUrl, MessageBody: JSON.stringify(snapshot) }));
+    await sqs.send(
+      new SendMessageCommand({
+        QueueUrl: rt.ingestQueueUrl,
+        MessageBody: JSON.stringify({ ...snapshot, tenant: "tenant-42", day: "other-day", bytes: 1_000_000_000 }),
+        MessageAttributes: { meterhook_source: { DataType: "String", StringValue: "storage" } },
+      }),
+    );
+    await billed("cus_Tenant420001", "storage_gb_days", 735.0032);
+  });
+});

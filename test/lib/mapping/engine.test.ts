@@ -1,0 +1,235 @@
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+import { z } from "zod";
+import { DeadLetterCode, InvalidEventError } from "../../../lib/errors.js";
+import { SourceSchema } from "../../../lib/mapping/config-schema.js";
+import { defineSource } from "../../../lib/mapping/define-source.js";
+import { compileSource, MappingError, mapTrigger, type Trigger } from "../../../lib/mapping/engine.js";
+import { toMeterEvent } from "../../../lib/meter-event.js";
+
+const NOW_MS = 1_795_000_000_000;
+const trigger = (body: unknown, headers: Record<string, string> = {}): Trigger => ({
+  source: "app",
+  headers,
+  body,
+  receivedAt: NOW_MS,
+});
+const source = (rules: unknown, extra: Record<string, unknown> = {}) =>
+  compileSource("app", SourceSchema.parse({ type: "sqs", rules, ...extra }));
+const events = (s: ReturnType<typeof source>, t: Trigger) => {
+  const out = mapTrigger(s, t);
+  assert.equal(out.kind, "events");
+  return out.kind === "events" ? out.events : [];
+};
+
+describe("rules", () => {
+  test("select by header and by field values", () => {
+    const s = source([
+      {
+        name: "pushes",
+        when: "headers.\"x-event\" == 'push'",
+        id: "body.id",
+        customer: "body.c",
+        emit: [{ event_name: "pushes" }],
+      },
+      {
+        name: "big",
+        when: "body.size > `100`",
+        id: "body.id",
+        customer: "body.c",
+        emit: [{ event_name: "big_things" }],
+      },
+    ]);
+    assert.deepEqual(
+      events(s, trigger({ id: "1", c: "cus_1", size: 500 }, { "x-event": "push" })).map((e) => e.event_name),
+      ["pushes", "big_things"],
+    );
+    assert.deepEqual(
+      events(s, trigger({ id: "1", c: "cus_1", size: 5 }, { "x-event": "push" })).map((e) => e.event_name),
+      ["pushes"],
+    );
+    assert.equal(mapTrigger(s, trigger({ id: "1", c: "cus_1", size: 5 }, { "x-event": "pull" })).kind, "unmatched");
+  });
+
+  test("constants, counting, sums over arrays and unit conversions", () => {
+    const s = source([
+      {
+        name: "r",
+        id: "body.id",
+        customer: "body.c",
+        emit: [
+          { event_name: "calls" },
+          { event_name: "flat", value: "`2.5`" },
+          { event_name: "items", value: "sum(body.items[].qty)" },
+          { event_name: "lines", value: "length(body.items)" },
+          { event_name: "seconds", value: "divide(body.duration_ms, `1000`)" },
+          { event_name: "gb", value: "divide(body.bytes, `1000000000`)" },
+          { event_name: "minutes", value: "round_to(divide(seconds_between(body.start, body.end), `60`), `1`)" },
+        ],
+      },
+    ]);
+    const got = events(
+      s,
+      trigger({
+        id: "x",
+        c: "cus_1",
+        items: [{ qty: 2 }, { qty: 5 }],
+        duration_ms: 1500,
+        bytes: 2_500_000_000,
+        start: "2026-11-20T10:00:00Z",
+        end: "2026-11-20T10:07:30Z",
+      }),
+    );
+    assert.deepEqual(Object.fromEntries(got.map((e) => [e.event_name, e.value])), {
+      calls: 1,
+      flat: 2.5,
+      items: 7,
+      lines: 2,
+      seconds: 1.5,
+      gb: 2.5,
+      minutes: 7.5,
+    });
+  });
+
+  test("copies properties, takes the timestamp from the event, else the time received", () => {
+    const s = source([
+      {
+        name: "r",
+        id: "body.id",
+        customer: "body.c",
+        timestamp: "body.at",
+        emit: [{ event_name: "e", properties: { region: "body.region", n: "`3`" } }],
+      },
+    ]);
+    const [withTime] = events(s, trigger({ id: "1", c: "cus_1", at: "2026-11-26T12:00:00Z", region: "eu" }));
+    assert.equal(withTime?.timestamp, Date.parse("2026-11-26T12:00:00Z") / 1000);
+    assert.deepEqual({ ...withTime?.properties }, { region: "eu", n: 3 });
+    const [noTime] = events(s, trigger({ id: "1", c: "cus_1", region: "eu" }));
+    assert.equal(noTime?.timestamp, NOW_MS / 1000);
+  });
+});
+
+describe("fan-out identifiers", () => {
+  const s = source([
+    {
+      name: "llm",
+      id: "body.request_id",
+      customer: "body.c",
+      emit: [
+        { event_name: "input_tokens", value: "body.usage.input" },
+        { event_name: "output_tokens", value: "body.usage.output" },
+      ],
+    },
+  ]);
+  const body = { request_id: "req_1", c: "cus_1", usage: { input: 10, output: 4 } };
+
+  test("each meter event of a trigger has its own identifier, the same on every delivery", () => {
+    const first = events(s, trigger(body)).map((e) => toMeterEvent(e, "cus_1", NOW_MS / 1000).identifier);
+    const again = events(s, { ...trigger(structuredClone(body)), receivedAt: NOW_MS + 60_000 }).map(
+      (e) => toMeterEvent(e, "cus_1", NOW_MS / 1000).identifier,
+    );
+    assert.equal(new Set(first).size, 2);
+    assert.deepEqual(again, first);
+  });
+
+  test("the same id in another source or rule gives other identifiers", () => {
+    const other = compileSource(
+      "other",
+      SourceSchema.parse({
+        type: "sqs",
+        rules: [
+          {
+            name: "llm",
+            id: "body.request_id",
+            customer: "body.c",
+            emit: [{ event_name: "input_tokens", value: "body.usage.input" }],
+          },
+        ],
+      }),
+    );
+    const a = toMeterEvent(events(s, trigger(body))[0] as never, "cus_1", NOW_MS / 1000).identifier;
+    const b = toMeterEvent(events(other, trigger(body))[0] as never, "cus_1", NOW_MS / 1000).identifier;
+    assert.notEqual(a, b);
+  });
+});
+
+describe("failures", () => {
+  const s = source([{ name: "r", id: "body.id", customer: "body.c", emit: [{ event_name: "e", value: "body.n" }] }]);
+  const failure = (body: unknown) => {
+    try {
+      mapTrigger(s, trigger(body));
+    } catch (err) {
+      return err as Error & { code?: string };
+    }
+    return undefined;
+  };
+
+  test("a missing field is mapping_failed naming the expression", () => {
+    const err = failure({ id: "1", c: "cus_1" });
+    assert.ok(err instanceof MappingError);
+    assert.equal(err.code, DeadLetterCode.mappingFailed);
+    assert.match(err.message, /value \(expression `body\.n`\) gave nothing \(missing field\?\); expected a number/);
+  });
+
+  test("a non-numeric value is mapping_failed", () => {
+    assert.match(failure({ id: "1", c: "cus_1", n: "12" })?.message ?? "", /gave "12"; expected a number/);
+  });
+
+  test("a function given the wrong type is mapping_failed with the expression", () => {
+    const t = source([
+      { name: "r", id: "body.id", customer: "body.c", emit: [{ event_name: "e", value: "divide(body.n, `60`)" }] },
+    ]);
+    assert.throws(
+      () => mapTrigger(t, trigger({ id: "1", c: "cus_1" })),
+      (e: unknown) => e instanceof MappingError && /divide\(body\.n/.test(e.message),
+    );
+  });
+
+  test("a produced event that breaks Stripe's rules keeps its own code", () => {
+    const t = source([{ name: "r", id: "body.id", customer: "body.c", emit: [{ event_name: "e", value: "body.n" }] }]);
+    const [e] = events(t, trigger({ id: "1", c: "cus_1", n: 0.1 + 0.2 }));
+    assert.throws(
+      () => toMeterEvent(e as never, "cus_1", NOW_MS / 1000),
+      (x: unknown) => x instanceof InvalidEventError && x.code === "invalid_value",
+    );
+  });
+});
+
+describe("defineSource", () => {
+  test("a code source and the equivalent config source make the same events", () => {
+    const config = source([
+      {
+        name: "code",
+        id: "body.request_id",
+        customer: "body.c",
+        emit: [{ event_name: "input_tokens", value: "body.usage.input" }],
+      },
+    ]);
+    const code = defineSource({
+      name: "app",
+      type: "sqs",
+      schema: z.object({ request_id: z.string(), c: z.string(), usage: z.object({ input: z.number() }) }),
+      map: (b) => [{ event_name: "input_tokens", value: b.usage.input, id: b.request_id, customer: b.c }],
+    });
+    const body = { request_id: "req_9", c: "cus_1", usage: { input: 12 } };
+    assert.deepEqual(events(code, trigger(body)), events(config, trigger(body)));
+  });
+
+  test("a body that fails the schema is mapping_failed with the path", () => {
+    const code = defineSource({
+      name: "app",
+      type: "sqs",
+      schema: z.object({ usage: z.object({ input: z.number() }) }),
+      map: () => [],
+    });
+    assert.throws(
+      () => mapTrigger(code, trigger({ usage: { input: "x" } })),
+      (e: unknown) => e instanceof MappingError && /usage\.input/.test(e.message),
+    );
+  });
+
+  test("an empty result is unmatched", () => {
+    const code = defineSource({ name: "app", type: "sqs", schema: z.unknown(), map: () => [] });
+    assert.equal(mapTrigger(code, trigger({})).kind, "unmatched");
+  });
+});

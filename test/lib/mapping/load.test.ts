@@ -1,0 +1,132 @@
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { describe, test } from "node:test";
+import { promisify } from "node:util";
+import { parse as parseYaml } from "yaml";
+import { validateMappingConfig } from "../../../lib/mapping/load.js";
+import { mappingJsonSchema } from "../../../scripts/schema.js";
+
+const run = promisify(execFile);
+const valid = {
+  version: 1,
+  sources: {
+    app: {
+      type: "webhook",
+      auth: { scheme: "github", secrets: [{ env: "GH_SECRET" }] },
+      rules: [{ name: "r", id: "body.id", customer: "body.c", emit: [{ event_name: "e" }] }],
+    },
+  },
+};
+
+describe("mapping config validation", () => {
+  test("a valid config passes, with defaults applied", () => {
+    const { config, issues } = validateMappingConfig(valid);
+    assert.deepEqual(issues, []);
+    assert.equal(config?.sources.app?.unmatched, "ignore");
+    assert.equal(config?.sources.app?.rules[0]?.emit[0]?.value, "`1`");
+  });
+
+  test("reports every problem with its path", () => {
+    const { issues } = validateMappingConfig({
+      version: 1,
+      sources: {
+        Bad_Name: { type: "sqs", rules: [] },
+        app: {
+          type: "webhook",
+          auth: { scheme: "none" },
+          rules: [
+            {
+              name: "r",
+              when: "body.a ==",
+              emit: [
+                { event_name: "e", value: "nosuch(body.x)" },
+                { event_name: "e", id: "body.id", customer: "body.c" },
+              ],
+            },
+          ],
+        },
+        bus: {
+          type: "eventbridge",
+          rules: [{ name: "r", id: "body.id", customer: "body.c", emit: [{ event_name: "e", colour: "red" }] }],
+        },
+      },
+    });
+    const paths = issues.map((i) => i.path);
+    assert.ok(paths.includes("sources.Bad_Name"), paths.join(", "));
+    assert.ok(paths.includes("sources.bus.rules[0].emit[0]"), paths.join(", "));
+    const { issues: semantic } = validateMappingConfig({
+      version: 1,
+      sources: {
+        app: {
+          type: "webhook",
+          auth: { scheme: "none" },
+          rules: [
+            {
+              name: "r",
+              when: "body.a ==",
+              emit: [
+                { event_name: "e", value: "nosuch(body.x)" },
+                { event_name: "e", id: "body.id", customer: "body.c" },
+              ],
+            },
+          ],
+        },
+        bus: {
+          type: "eventbridge",
+          rules: [{ name: "r", id: "body.id", customer: "body.c", emit: [{ event_name: "e" }] }],
+        },
+      },
+      sqs: { defaultSource: "bus" },
+    });
+    const byPath = Object.fromEntries(semantic.map((i) => [i.path, i.message]));
+    assert.match(byPath["sources.app.auth"] ?? "", /needs a signature scheme/);
+    assert.match(byPath["sources.app.rules[0].when"] ?? "", /jmespath expression: parse error/);
+    assert.match(byPath["sources.app.rules[0].emit[0].value"] ?? "", /Unknown function: nosuch/);
+    assert.match(byPath["sources.app.rules[0].emit[0].id"] ?? "", /id expression is required/);
+    assert.match(byPath["sources.app.rules[0].emit[1].event_name"] ?? "", /its own event_name/);
+    assert.match(byPath["sources.bus.match"] ?? "", /match.source/);
+    assert.match(byPath["sqs.defaultSource"] ?? "", /not an sqs source/);
+  });
+
+  test("every shipped example is valid", () => {
+    for (const f of readdirSync("examples").filter((x) => x.endsWith(".yaml"))) {
+      const { issues } = validateMappingConfig(parseYaml(readFileSync(join("examples", f), "utf8")));
+      assert.deepEqual(issues, [], f);
+    }
+  });
+
+  test("the committed JSON Schema matches the zod schema", () => {
+    assert.equal(
+      readFileSync("schema/meterhook-config.schema.json", "utf8"),
+      mappingJsonSchema(),
+      "run `npm run schema`",
+    );
+  });
+});
+
+describe("meterhook validate", () => {
+  test("exits 0 and says ok for a valid file", async () => {
+    const { stdout } = await run("npx", ["tsx", "cli/meterhook.ts", "validate", "examples/llm-usage.yaml"]);
+    assert.match(stdout, /examples\/llm-usage\.yaml: ok \(1 source\)/);
+  });
+
+  test("exits 1 listing each error with its path", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "mh-validate-"));
+    const file = join(dir, "bad.yaml");
+    writeFileSync(
+      file,
+      "version: 1\nsources:\n  app:\n    type: webhook\n    auth: { scheme: github, secrets: [] }\n    rules:\n      - name: r\n        emit:\n          - event_name: ''\n",
+    );
+    const err = await run("npx", ["tsx", "cli/meterhook.ts", "validate", file]).then(
+      () => assert.fail("expected a non-zero exit"),
+      (e: { code: number; stderr: string }) => e,
+    );
+    assert.equal(err.code, 1);
+    assert.match(err.stderr, /sources\.app\.auth\.secrets: /);
+    assert.match(err.stderr, /sources\.app\.rules\[0\]\.emit\[0\]\.event_name: /);
+    assert.match(err.stderr, /\d+ problems/);
+  });
+});

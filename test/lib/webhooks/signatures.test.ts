@@ -1,0 +1,140 @@
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+import { AuthSchema } from "../../../lib/mapping/config-schema.js";
+import { signWebhook } from "../../../lib/webhooks/sign.js";
+import { verifySignature } from "../../../lib/webhooks/signatures.js";
+
+const NOW = 1_795_000_000;
+const body = Buffer.from(JSON.stringify({ type: "usage.recorded", data: { requests: 3 } }));
+
+type Signed = Exclude<ReturnType<typeof AuthSchema.parse>, { scheme: "api-key" } | { scheme: "none" }>;
+const schemes: Array<{
+  name: string;
+  auth: Signed;
+  secret: string;
+  other: string;
+  timestamped: "both" | "old" | false;
+}> = [
+  {
+    name: "Standard Webhooks",
+    auth: AuthSchema.parse({ scheme: "standard-webhooks", secrets: [{ value: "x" }] }) as Signed,
+    secret: `whsec_${Buffer.from("standard-webhooks-secret-0001").toString("base64")}`,
+    other: `whsec_${Buffer.from("another-secret-entirely-0002").toString("base64")}`,
+    timestamped: "both",
+  },
+  {
+    name: "Stripe-Signature",
+    auth: AuthSchema.parse({ scheme: "stripe", secrets: [{ value: "x" }] }) as Signed,
+    secret: "whsec_stripeEndpointSecret0001",
+    other: "whsec_stripeEndpointSecret0002",
+    timestamped: "old",
+  },
+  {
+    name: "GitHub X-Hub-Signature-256",
+    auth: AuthSchema.parse({ scheme: "github", secrets: [{ value: "x" }] }) as Signed,
+    secret: "github-webhook-secret-1",
+    other: "github-webhook-secret-2",
+    timestamped: false,
+  },
+  {
+    name: "Shopify X-Shopify-Hmac-Sha256",
+    auth: AuthSchema.parse({ scheme: "shopify", secrets: [{ value: "x" }] }) as Signed,
+    secret: "shpss_shopifyAppSecret0001",
+    other: "shpss_shopifyAppSecret0002",
+    timestamped: false,
+  },
+  {
+    name: "generic HMAC-SHA256, hex with prefix and timestamp",
+    auth: AuthSchema.parse({
+      scheme: "hmac-sha256",
+      header: "X-Signature",
+      prefix: "sha256=",
+      timestampHeader: "X-Timestamp",
+      secrets: [{ value: "x" }],
+    }) as Signed,
+    secret: "generic-secret-0001",
+    other: "generic-secret-0002",
+    timestamped: "both",
+  },
+  {
+    name: "generic HMAC-SHA256, base64, no timestamp",
+    auth: AuthSchema.parse({
+      scheme: "hmac-sha256",
+      header: "X-Sig",
+      encoding: "base64",
+      secrets: [{ value: "x" }],
+    }) as Signed,
+    secret: "generic-secret-0003",
+    other: "generic-secret-0004",
+    timestamped: false,
+  },
+];
+
+const verify = (s: (typeof schemes)[number], secrets: string[], headers: Record<string, string>, b = body, now = NOW) =>
+  verifySignature(s.auth, secrets, headers, b, now);
+const code = (r: ReturnType<typeof verifySignature>) => (r.ok ? "ok" : r.code);
+
+for (const s of schemes) {
+  describe(s.name, () => {
+    const headers = signWebhook(s.auth, s.secret, body, { timestamp: NOW - 10 });
+
+    test("accepts a body signed with the secret", () => assert.equal(code(verify(s, [s.secret], headers)), "ok"));
+
+    test("rejects the wrong secret", () => assert.equal(code(verify(s, [s.other], headers)), "signature_mismatch"));
+
+    test("rejects a tampered body, even by one byte", () => {
+      const tampered = Buffer.from(body);
+      tampered[tampered.length - 2] = 0x34;
+      assert.equal(code(verify(s, [s.secret], headers, tampered)), "signature_mismatch");
+    });
+
+    test("accepts either secret during a rotation", () => {
+      assert.equal(code(verify(s, [s.other, s.secret], headers)), "ok");
+      const newHeaders = signWebhook(s.auth, s.other, body, { timestamp: NOW - 10 });
+      assert.equal(code(verify(s, [s.secret, s.other], newHeaders)), "ok");
+    });
+
+    test("rejects a request without the signature header", () => {
+      for (const h of Object.keys(headers)) {
+        const missing = { ...headers };
+        delete missing[h];
+        assert.equal(code(verify(s, [s.secret], missing)), "signature_missing", h);
+      }
+    });
+
+    test("rejects a malformed signature header", () => {
+      const [first] = Object.keys(headers).filter((h) => /sig|hmac/i.test(h));
+      assert.equal(
+        code(verify(s, [s.secret], { ...headers, [first as string]: "not a signature" })),
+        "signature_malformed",
+      );
+    });
+
+    if (s.timestamped) {
+      test("rejects a replay past the tolerance (5 minutes by default)", () => {
+        const stale = signWebhook(s.auth, s.secret, body, { timestamp: NOW - 301 });
+        assert.equal(code(verify(s, [s.secret], stale)), "signature_expired");
+        const fresh = signWebhook(s.auth, s.secret, body, { timestamp: NOW - 299 });
+        assert.equal(code(verify(s, [s.secret], fresh)), "ok");
+      });
+      test(
+        s.timestamped === "both"
+          ? "rejects a timestamp far in the future"
+          : "accepts a future timestamp, as Stripe does",
+        () => {
+          const future = signWebhook(s.auth, s.secret, body, { timestamp: NOW + 600 });
+          assert.equal(code(verify(s, [s.secret], future)), s.timestamped === "both" ? "signature_expired" : "ok");
+        },
+      );
+    }
+  });
+}
+
+test("every failure message is specific and never contains the secret", () => {
+  const s = schemes[0] as (typeof schemes)[number];
+  const headers = signWebhook(s.auth, s.secret, body, { timestamp: NOW - 1000 });
+  const r = verify(s, [s.secret], headers);
+  assert.ok(!r.ok);
+  assert.match(r.message, /more than 300 s/);
+  assert.ok(!r.message.includes(s.secret));
+});
