@@ -16,6 +16,8 @@ export interface PollerOptions {
   functionTimeoutMs?: number;
   waitTimeSeconds?: number;
   onError?: (err: unknown) => void;
+  /** Fault injection: when it says true, a succeeded message is not deleted (SQS delivers it again). */
+  skipDelete?: (messageId: string) => boolean;
 }
 
 /**
@@ -32,7 +34,7 @@ export function startPoller(options: PollerOptions): { stop(): Promise<void> } {
         const received = await options.sqs.send(
           new ReceiveMessageCommand({
             QueueUrl: options.queueUrl,
-            MaxNumberOfMessages: options.batchSize ?? 10,
+            MaxNumberOfMessages: Math.min(10, options.batchSize ?? 10),
             WaitTimeSeconds: options.waitTimeSeconds ?? 1,
             MessageSystemAttributeNames: ["All"],
             MessageAttributeNames: ["All"],

@@ -6,7 +6,7 @@ import { createLogger } from "../lib/logger.js";
 import { loadMapping } from "../lib/mapping/runtime.js";
 import { startGateway } from "./gateway.js";
 import { startPoller } from "./poller.js";
-import { startLocalQueues } from "./queues.js";
+import { type LocalQueues, startLocalQueues } from "./queues.js";
 import { EMULATOR_DEFAULT_KEY, type EmulatorOptions, StripeEmulator } from "./stripe-emulator/server.js";
 
 export const LOCAL_API_KEY = "mh_local_dev_key";
@@ -21,6 +21,12 @@ export interface LocalRuntimeOptions {
   visibilityTimeoutSeconds?: number;
   maxReceiveCount?: number;
   functionTimeoutMs?: number;
+  /** Consumer batch size (Lambda's event source mapping batch size; SQS hands out 10 per receive). */
+  batchSize?: number;
+  /** Concurrent consumer invocations (pollers), like the event source mapping's concurrency. */
+  pollers?: number;
+  /** Fault injection for tests: see startPoller. */
+  skipDelete?: (messageId: string) => boolean;
   quiet?: boolean;
 }
 
@@ -29,6 +35,7 @@ export interface LocalRuntime {
   sqsEndpoint: string;
   ingestQueueUrl: string;
   deadLetterQueueUrl: string;
+  queues: LocalQueues;
   stripeApiBase: string;
   /** Present when the embedded Stripe emulator runs (STRIPE_API_BASE unset). */
   emulator: StripeEmulator | undefined;
@@ -76,26 +83,31 @@ export async function startLocalRuntime(options: LocalRuntimeOptions = {}): Prom
     options.port ?? 0,
   );
   const log = createLogger({ level: config.logLevel, base: { component: "local" } });
-  const poller = startPoller({
-    sqs,
-    queueUrl: queues.ingestQueueUrl,
-    handler: createQueueHandler(async () => consumer),
-    functionTimeoutMs: options.functionTimeoutMs ?? 30_000,
-    onError: (error) => log.error("consumer invocation failed", { error }),
-  });
+  const pollers = Array.from({ length: options.pollers ?? 1 }, () =>
+    startPoller({
+      sqs,
+      queueUrl: queues.ingestQueueUrl,
+      handler: createQueueHandler(async () => consumer),
+      functionTimeoutMs: options.functionTimeoutMs ?? 30_000,
+      batchSize: options.batchSize,
+      skipDelete: options.skipDelete,
+      onError: (error) => log.error("consumer invocation failed", { error }),
+    }),
+  );
 
   return {
     gatewayUrl: gateway.url,
     sqsEndpoint: queues.endpoint,
     ingestQueueUrl: queues.ingestQueueUrl,
     deadLetterQueueUrl: queues.deadLetterQueueUrl,
+    queues,
     stripeApiBase: config.stripe.apiBase,
     emulator,
     apiKey: config.apiKeys[0] as string,
     usingDefaultApiKey,
     sources: [...(mapping?.sources.values() ?? [])].map((s) => ({ name: s.name, type: s.type })),
     async stop() {
-      await poller.stop();
+      await Promise.all(pollers.map((p) => p.stop()));
       await new Promise<void>((resolve) => gateway.server.close(() => resolve()));
       gateway.server.closeAllConnections();
       await consumer.close();

@@ -15,6 +15,8 @@ export type Verdict =
       retryAfterMs?: number;
       /** The v2 session token expired: get a new one and resend at once. */
       sessionExpired?: boolean;
+      /** No answer after the request may have reached Stripe: it may have been applied. */
+      ambiguous?: boolean;
     }
   | {
       kind: "permanent";
@@ -97,11 +99,16 @@ export function classifyResponse(res: HttpResponse, nowMs: number): Verdict {
   return { kind: "permanent", code, reason, status: res.status, requestId };
 }
 
-/** No answer at all (refused, reset, timed out): the request may or may not have been applied. */
+/** No answer at all (refused, reset, timed out): unless refused, the request may have been applied. */
 export function classifyNetworkError(err: unknown): Verdict {
-  const e = err as { name?: string; code?: string; message?: string };
+  const e = err as { name?: string; code?: string; message?: string; cause?: { code?: string } };
   const what = e?.name === "TimeoutError" ? "timed out" : (e?.code ?? e?.name ?? "failed");
-  return { kind: "retry", reason: redact(`request to Stripe ${what}: ${e?.message ?? String(err)}`) };
+  const refused = e?.code === "ECONNREFUSED" || e?.cause?.code === "ECONNREFUSED";
+  return {
+    kind: "retry",
+    reason: redact(`request to Stripe ${what}: ${e?.message ?? String(err)}`),
+    ambiguous: !refused,
+  };
 }
 
 /** Capped exponential backoff with jitter in [50%, 100%] of the step, as stripe-node does. */
@@ -133,11 +140,24 @@ export async function withRetries(
   env: RetryEnv = realRetryEnv,
 ): Promise<Verdict> {
   let last: Verdict | undefined;
+  let ambiguous = false;
   for (let n = 0; n < opts.maxAttempts; n++) {
     const left = opts.deadline - env.now();
     if (left < 250) break;
     last = await attempt(Math.min(opts.timeoutMs, left));
+    if (last.kind === "permanent" && last.code === "stripe_rejected" && ambiguous) {
+      // An earlier attempt of this same request may have been applied: a rejection now does not
+      // prove the event is unbilled, so it must not be dead-lettered. Try again later, when
+      // Stripe answers with the event's real state (e.g. "already exists").
+      return {
+        kind: "retry",
+        reason: `${last.reason} (after an attempt whose outcome is unknown)`,
+        status: last.status,
+        requestId: last.requestId,
+      };
+    }
     if (last.kind !== "retry") return last;
+    ambiguous ||= last.ambiguous === true;
     if (n === opts.maxAttempts - 1) break;
     if (last.sessionExpired) continue;
     if (last.retryAfterMs !== undefined && last.retryAfterMs > opts.maxRetryAfterMs) break;

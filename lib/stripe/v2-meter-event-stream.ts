@@ -91,7 +91,7 @@ export function createV2StreamSubmitter(
       for (let i = 0; i < events.length; i += size) {
         batches.push(Array.from({ length: Math.min(size, events.length - i) }, (_, j) => i + j));
       }
-      await runPool(batches, options.concurrency, async (batch) => {
+      const send = async (batch: number[]): Promise<void> => {
         let outcome: SubmitOutcome;
         if (deadline - now() < options.stopMarginMs) {
           outcome = { kind: "retry", reason: "not sent: the invocation was about to time out" };
@@ -108,8 +108,17 @@ export function createV2StreamSubmitter(
             }),
           );
         }
+        if (outcome.kind === "rejected" && outcome.code === "stripe_rejected" && batch.length > 1) {
+          // Stripe refuses a whole batch for one bad event: halve it until the bad ones are
+          // alone, so only they are dead-lettered. Resending is safe: identifiers do not change.
+          const half = Math.ceil(batch.length / 2);
+          await send(batch.slice(0, half));
+          await send(batch.slice(half));
+          return;
+        }
         for (const i of batch) outcomes[i] = outcome;
-      });
+      };
+      await runPool(batches, options.concurrency, send);
       return outcomes;
     },
   };

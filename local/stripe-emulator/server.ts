@@ -31,10 +31,25 @@ export interface Fault {
   times?: number;
   /** Answer this instead of processing the request. */
   respond?: { status: number; body?: unknown; headers?: Record<string, string> };
-  /** `accept-then-drop`: process it, then close the connection without an answer. `reset`: close at once. */
-  action?: "accept-then-drop" | "reset";
+  /** Only requests whose raw body contains this text. */
+  bodyIncludes?: string;
+  /**
+   * `accept-then-drop`: process it, then close the connection without an answer. `reset`: close
+   * at once. `expire-session`: expire every session token, then handle the request.
+   */
+  action?: "accept-then-drop" | "reset" | "expire-session";
   /** Wait this long before doing anything else. */
   delayMs?: number;
+}
+
+/** What a fault policy sees of a request. */
+export interface FaultContext {
+  path: string;
+  body: string;
+  /** Meter event identifiers in the request. */
+  identifiers: string[];
+  /** Whether Stripe already has this event: a real Stripe then answers "already exists", never a fresh rejection. */
+  isRecorded: (identifier: string) => boolean;
 }
 
 const DEFAULT_KEY = "sk_test_meterhook_local";
@@ -86,6 +101,8 @@ export class StripeEmulator {
   private readonly idempotency = new Map<string, { hash: string; reply: Reply; at: number }>();
   private readonly rate = new Map<string, { second: number; count: number }>();
   private faults: Array<Fault & { left: number }> = [];
+  /** Chooses a fault for requests no scripted fault matched (seeded fault schedules). */
+  private faultPolicy: ((req: FaultContext) => Fault | undefined) | undefined;
   private server: Server | undefined;
   private readonly sockets = new Set<Socket>();
   /** Every request seen, for tests that count calls: method, path, status. */
@@ -136,6 +153,11 @@ export class StripeEmulator {
     await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
   }
 
+  /** Sets (or clears) a function that picks a fault for each request; scripted faults go first. */
+  setFaultPolicy(policy: ((req: FaultContext) => Fault | undefined) | undefined): void {
+    this.faultPolicy = policy;
+  }
+
   injectFaults(...faults: Fault[]): void {
     this.faults.push(...faults.map((f) => ({ ...f, left: f.times ?? 1 })));
   }
@@ -145,9 +167,15 @@ export class StripeEmulator {
     for (const token of this.sessions.keys()) this.sessions.set(token, this.now() - 1);
   }
 
-  private takeFault(path: string): Fault | undefined {
-    const f = this.faults.find((x) => x.left > 0 && path === x.path);
-    if (!f) return undefined;
+  private takeFault(path: string, body: string): Fault | undefined {
+    const f = this.faults.find(
+      (x) => x.left > 0 && path === x.path && (!x.bodyIncludes || body.includes(x.bodyIncludes)),
+    );
+    if (!f) {
+      if (!this.faultPolicy) return undefined;
+      const identifiers = [...body.matchAll(/identifier(?:=|":")([A-Za-z0-9_-]+)/g)].map((m) => m[1] as string);
+      return this.faultPolicy({ path, body, identifiers, isRecorded: (i) => this.ledger.isDuplicate(i) });
+    }
     f.left--;
     this.faults = this.faults.filter((x) => x.left > 0);
     return f;
@@ -193,7 +221,8 @@ export class StripeEmulator {
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = new URL(req.url ?? "/", "http://emulator");
     const path = url.pathname;
-    const fault = this.takeFault(path);
+    const raw = await this.readBody(req);
+    const fault = this.takeFault(path, raw ?? "");
     if (this.options.latencyMs) await new Promise((r) => setTimeout(r, this.options.latencyMs));
     if (fault?.delayMs) await new Promise((r) => setTimeout(r, fault.delayMs));
     if (fault?.action === "reset") {
@@ -201,7 +230,7 @@ export class StripeEmulator {
       req.socket.destroy();
       return;
     }
-    const raw = await this.readBody(req);
+    if (fault?.action === "expire-session") this.expireSessions();
     if (fault?.respond) {
       this.requests.push({ method: req.method ?? "", path, status: fault.respond.status, headers: req.headers });
       this.send(res, {

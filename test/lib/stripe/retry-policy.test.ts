@@ -180,3 +180,27 @@ describe("withRetries", () => {
     assert.equal(s.calls(), 1);
   });
 });
+
+describe("ambiguous attempts", () => {
+  test("a rejection after an attempt whose outcome is unknown is not final", async () => {
+    let t = NOW;
+    const env = { now: () => t, sleep: async (ms: number) => void (t += ms), random: () => 1 };
+    const verdicts: Verdict[] = [
+      classifyNetworkError(Object.assign(new Error("other side closed"), { code: "UND_ERR_SOCKET" })),
+      { kind: "permanent", code: "stripe_rejected", reason: "Stripe answered 400", status: 400 },
+    ];
+    let i = 0;
+    const v = await withRetries(
+      async () => verdicts[i++] as Verdict,
+      { ...DEFAULT_RETRY, timeoutMs: 1000, deadline: NOW + 60_000 },
+      env,
+    );
+    assert.equal(v.kind, "retry");
+    assert.match(v.kind === "retry" ? v.reason : "", /outcome is unknown/);
+  });
+
+  test("a refused connection never reached Stripe: not ambiguous", () => {
+    const v = classifyNetworkError(Object.assign(new Error("connect ECONNREFUSED"), { code: "ECONNREFUSED" }));
+    assert.equal(v.kind === "retry" && v.ambiguous, false);
+  });
+});

@@ -217,6 +217,23 @@ describe("v2 meter event stream", () => {
     assert.equal(requestsTo(SESSION).length - sessions, 2, "within a minute of expiry: renewed");
   });
 
+  test("a batch refused for one bad event is halved until only that event is rejected", async () => {
+    const events = fresh(10);
+    const bad = events[6]?.identifier as string;
+    emulator.injectFaults({
+      path: STREAM,
+      bodyIncludes: bad,
+      respond: { status: 400, body: { error: { code: "invalid_fields", message: "bad event" } } },
+      times: 20,
+    });
+    const outcomes = await submitter("v2").submit(events, inAMinute());
+    assert.deepEqual(
+      outcomes.map((o) => o.kind),
+      events.map((e) => (e.identifier === bad ? "rejected" : "billed")),
+    );
+    assert.equal(total(events[0]?.payload.stripe_customer_id as string), 18);
+  });
+
   test("concurrent batches share one session request", async () => {
     const { client, transport } = clientFor(emulator);
     closers.push(() => transport.close());
