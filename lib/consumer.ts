@@ -7,7 +7,7 @@ import { type MeterEvent, toMeterEvent } from "./meter-event.js";
 import { Metric, type Metrics, noMetrics } from "./metrics.js";
 import type { QueueSender } from "./queue.js";
 import type { MeterEventSubmitter, SubmitOutcome } from "./stripe/submitter.js";
-import { isTriggerMessage, SOURCE_ATTRIBUTE } from "./triggers.js";
+import { CORRELATION_ATTRIBUTE, isTriggerMessage, SOURCE_ATTRIBUTE } from "./triggers.js";
 import { parseUsageEvent, type UsageEvent } from "./usage-event.js";
 
 /** One message from the ingest queue, as the consumer needs it (no Lambda types). */
@@ -305,12 +305,18 @@ export async function processBatch(
     } else {
       result.retried++;
       result.failedMessageIds.push(m.messageId);
-      deps.logger.warn("event will be retried", { messageId: m.messageId, eventId: step.eventId, reason: step.reason });
+      deps.logger.warn("event will be retried", {
+        messageId: m.messageId,
+        correlationId: m.attributes?.[CORRELATION_ATTRIBUTE],
+        eventId: step.eventId,
+        reason: step.reason,
+      });
     }
   });
 
   // A dead letter that could not be written keeps its message on the queue: nothing is lost.
   const unsent = await sendDeadLetters(deps.deadLetterQueue, letters);
+  const correlation = new Map(messages.map((m) => [m.messageId, m.attributes?.[CORRELATION_ATTRIBUTE]]));
   for (const d of letters) {
     if (unsent.has(d.key)) {
       result.failedMessageIds.push(d.key);

@@ -6,7 +6,7 @@ import type { Source } from "./mapping/engine.js";
 import { validateUsageEvent } from "./meter-event.js";
 import { Metric, type Metrics, noMetrics } from "./metrics.js";
 import type { QueueSender } from "./queue.js";
-import { keptHeaders, TRIGGER_FORMAT, type TriggerMessage } from "./triggers.js";
+import { CORRELATION_ATTRIBUTE, keptHeaders, TRIGGER_FORMAT, type TriggerMessage } from "./triggers.js";
 import { parseUsageEvent, toCanonicalJson, type UsageEvent } from "./usage-event.js";
 import { verifySignature } from "./webhooks/signatures.js";
 
@@ -117,7 +117,11 @@ export function createIngestApi(deps: IngestApiDeps): { handle(req: HttpRequest)
     }
 
     const { failed } = await deps.ingestQueue.send(
-      accepted.map((e, i) => ({ key: String(i), body: JSON.stringify(toCanonicalJson(e)) })),
+      accepted.map((e, i) => ({
+        key: String(i),
+        body: JSON.stringify(toCanonicalJson(e)),
+        attributes: { [CORRELATION_ATTRIBUTE]: rid },
+      })),
     );
     if (failed.length > 0) {
       deps.logger.error("enqueue failed", { requestId: rid, failed: failed.length, of: accepted.length });
@@ -174,7 +178,9 @@ export function createIngestApi(deps: IngestApiDeps): { handle(req: HttpRequest)
       headers: keptHeaders(req.headers),
       body: req.body.toString("utf8"),
     };
-    const { failed } = await deps.ingestQueue.send([{ key: "0", body: JSON.stringify(trigger) }]);
+    const { failed } = await deps.ingestQueue.send([
+      { key: "0", body: JSON.stringify(trigger), attributes: { [CORRELATION_ATTRIBUTE]: rid } },
+    ]);
     if (failed.length > 0) {
       deps.logger.error("enqueue failed", { requestId: rid, source: name });
       return httpError(

@@ -48,3 +48,6 @@ export function isTriggerMessage(x: unknown): x is TriggerMessage {
 
 /** The message attribute that names the source of an app's own SQS message. */
 export const SOURCE_ATTRIBUTE = "meterhook_source";
+
+/** The message attribute carrying the id of the request that queued a message (log correlation). */
+export const CORRELATION_ATTRIBUTE = "correlation_id";

@@ -173,7 +173,7 @@ async function run(seed: number, api: "v1" | "v2"): Promise<Ledger> {
     functionTimeoutMs: 2_500,
     visibilityTimeoutSeconds: 4,
     maxReceiveCount: 1000,
-    pollers: 3,
+    pollers: api === "v1" ? 5 : 3,
     // Now and then a processed message is not deleted: SQS delivers it again.
     skipDelete: () => r() < 0.02,
   });

@@ -49,7 +49,9 @@ describe("POST /v1/events", () => {
     assert.equal(res.status, 202);
     assert.deepEqual(res.body.accepted, [event.id]);
     assert.deepEqual(res.body.rejected, []);
-    const [msg] = await queued();
+    const [raw] = await drain(queues.sqs, queues.ingestQueueUrl);
+    const msg = JSON.parse(raw?.body ?? "{}");
+    assert.equal(raw?.attributes.correlation_id, res.body.requestId, "the request id follows the event for log correlation");
     assert.equal(msg.id, event.id);
     assert.equal(msg.value, 3);
     assert.deepEqual(msg.properties, { region: "eu" });
