@@ -18,6 +18,7 @@ import { createSqsReader, createSqsSender } from "./queue.js";
 import { type ReplayReport, replayDeadLetters } from "./replay.js";
 import { resolveSecrets, type SecretReader } from "./secrets.js";
 import { StripeClient } from "./stripe/client.js";
+import { RateLimiter } from "./stripe/rate-limiter.js";
 import { DEFAULT_RETRY, realRetryEnv } from "./stripe/retry-policy.js";
 import type { MeterEventSubmitter } from "./stripe/submitter.js";
 import { createUndiciTransport, type HttpTransport } from "./stripe/transport.js";
@@ -105,6 +106,7 @@ export function createStripeClient(
       apiVersion: s.apiVersion,
       timeoutMs: s.timeoutMs,
       retry: { ...DEFAULT_RETRY, maxAttempts: s.maxAttempts },
+      limiter: s.maxRequestsPerSecond ? new RateLimiter(s.maxRequestsPerSecond) : undefined,
     },
     transport,
     logger,

@@ -46,6 +46,7 @@ export const EnvSchema = z.object({
   STRIPE_MAX_CONNECTIONS: int(32, 1, 1024),
   STRIPE_CONCURRENCY: int(8, 1, 256),
   STRIPE_STREAM_BATCH_SIZE: int(100, 1, 100),
+  STRIPE_MAX_REQUESTS_PER_SECOND: z.coerce.number().positive().max(10_000).optional(),
   SQS_ENDPOINT: z.string().url().optional(),
   SSM_ENDPOINT: z.string().url().optional(),
   SECRETS_MANAGER_ENDPOINT: z.string().url().optional(),
@@ -86,6 +87,8 @@ export interface Config {
     maxConnections: number;
     concurrency: number;
     streamBatchSize: number;
+    /** Client-side limit on Stripe requests per second, per process. */
+    maxRequestsPerSecond: number | undefined;
   };
   aws: {
     region: string;
@@ -174,6 +177,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       maxConnections: e.STRIPE_MAX_CONNECTIONS,
       concurrency: e.STRIPE_CONCURRENCY,
       streamBatchSize: e.STRIPE_STREAM_BATCH_SIZE,
+      maxRequestsPerSecond: e.STRIPE_MAX_REQUESTS_PER_SECOND,
     },
     aws: {
       region: e.AWS_REGION,

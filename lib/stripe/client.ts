@@ -1,6 +1,7 @@
 import { randomUUID } from "node:crypto";
 import type { Logger } from "../logger.js";
 import { Metric, type Metrics, noMetrics } from "../metrics.js";
+import type { RateLimiter } from "./rate-limiter.js";
 import {
   classifyNetworkError,
   classifyResponse,
@@ -23,6 +24,8 @@ export interface StripeClientConfig {
   apiVersion: string;
   timeoutMs: number;
   retry: RetryOptions;
+  /** Client-side request rate limit (all Stripe requests of this process); none when unset. */
+  limiter?: RateLimiter;
 }
 
 export interface StripeCall {
@@ -79,6 +82,9 @@ export class StripeClient {
     const method = call.method ?? "POST";
     return withRetries(
       async (timeoutMs) => {
+        if (this.config.limiter && !(await this.config.limiter.acquire(call.deadline - 250))) {
+          return { kind: "retry", reason: "not sent: the client-side rate limit left no time before the deadline" };
+        }
         const bearer = call.auth ? await call.auth.token(call.deadline) : this.config.apiKey;
         if (typeof bearer !== "string") return bearer;
         const started = this.env.now();

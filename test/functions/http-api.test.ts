@@ -51,7 +51,11 @@ describe("POST /v1/events", () => {
     assert.deepEqual(res.body.rejected, []);
     const [raw] = await drain(queues.sqs, queues.ingestQueueUrl);
     const msg = JSON.parse(raw?.body ?? "{}");
-    assert.equal(raw?.attributes.correlation_id, res.body.requestId, "the request id follows the event for log correlation");
+    assert.equal(
+      raw?.attributes.correlation_id,
+      res.body.requestId,
+      "the request id follows the event for log correlation",
+    );
     assert.equal(msg.id, event.id);
     assert.equal(msg.value, 3);
     assert.deepEqual(msg.properties, { region: "eu" });
