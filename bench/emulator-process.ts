@@ -1,0 +1,10 @@
+/**
+ * The Stripe emulator in its own process, so that a benchmark measures only the client's CPU.
+ * Prints {"url": ...} on stdout once listening; BENCH_STRIPE_LATENCY_MS adds latency per request.
+ */
+import { StripeEmulator } from "../local/stripe-emulator/server.js";
+
+const emulator = new StripeEmulator({ latencyMs: Number(process.env.BENCH_STRIPE_LATENCY_MS ?? 0) || undefined });
+const url = await emulator.start(0);
+process.stdout.write(`${JSON.stringify({ url })}\n`);
+process.on("SIGTERM", () => void emulator.stop().then(() => process.exit(0)));
