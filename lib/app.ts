@@ -88,6 +88,7 @@ export async function createIngestApiFromConfig(config: Config, deps: AppDeps = 
     metrics: deps.metrics,
     maxBodyBytes: config.maxBodyBytes,
     maxEventsPerRequest: config.maxEventsPerRequest,
+    valueRules: config.valueRules,
   });
 }
 
@@ -170,6 +171,7 @@ export async function createConsumerFromConfig(config: Config, deps: AppDeps = {
     metrics,
     maxAttempts: config.maxAttempts,
     stopMarginMs: config.stopMarginMs,
+    valueRules: config.valueRules,
   };
   return {
     deps: consumerDeps,

@@ -29,6 +29,7 @@ export const EnvSchema = z.object({
   METERHOOK_DLQ_URL: z.string().url().optional(),
   METERHOOK_STRIPE_API: z.enum(["v1", "v2"]).default("v2"),
   METERHOOK_CUSTOMERS: z.string().optional(),
+  METERHOOK_METER_VALUE_RULES: z.string().optional(),
   METERHOOK_CUSTOMERS_FILE: z.string().optional(),
   METERHOOK_MAX_ATTEMPTS: int(5, 1, 1000),
   METERHOOK_MAX_BODY_BYTES: int(1024 * 1024, 1024, 6 * 1024 * 1024),
@@ -71,6 +72,8 @@ export interface Config {
   deadLetterQueueUrl: string | undefined;
   stripeApi: "v1" | "v2";
   customers: ReadonlyMap<string, string>;
+  /** event_name → "positive" | "non-negative". */
+  valueRules: ReadonlyMap<string, "positive" | "non-negative">;
   maxAttempts: number;
   maxBodyBytes: number;
   maxEventsPerRequest: number;
@@ -130,6 +133,25 @@ function parseCustomers(inline: string | undefined, file: string | undefined): M
   return table;
 }
 
+const ValueRulesSchema = z.record(z.string().min(1).max(100), z.enum(["positive", "non-negative", "any"]));
+
+function parseValueRules(text: string | undefined): Map<string, "positive" | "non-negative"> {
+  if (!text) return new Map();
+  let data: unknown;
+  try {
+    data = JSON.parse(text);
+  } catch {
+    throw new ConfigError("METERHOOK_METER_VALUE_RULES is not valid JSON");
+  }
+  const parsed = ValueRulesSchema.safeParse(data);
+  if (!parsed.success) {
+    throw new ConfigError(
+      `METERHOOK_METER_VALUE_RULES: ${parsed.error.issues[0]?.message} (values: positive, non-negative, any)`,
+    );
+  }
+  return new Map(Object.entries(parsed.data).flatMap(([k, v]) => (v === "any" ? [] : [[k, v] as const])));
+}
+
 function secretSource(name: string, ssm: string | undefined, secretId: string | undefined): SecretSource | undefined {
   if (ssm && secretId) throw new ConfigError(`set ${name}_SSM_PARAMETER or ${name}_SECRET_ID, not both`);
   if (ssm) return { store: "ssm", name: ssm };
@@ -161,6 +183,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     deadLetterQueueUrl: e.METERHOOK_DLQ_URL,
     stripeApi: e.METERHOOK_STRIPE_API,
     customers: parseCustomers(e.METERHOOK_CUSTOMERS, e.METERHOOK_CUSTOMERS_FILE),
+    valueRules: parseValueRules(e.METERHOOK_METER_VALUE_RULES),
     maxAttempts: e.METERHOOK_MAX_ATTEMPTS,
     maxBodyBytes: e.METERHOOK_MAX_BODY_BYTES,
     maxEventsPerRequest: e.METERHOOK_MAX_EVENTS_PER_REQUEST,

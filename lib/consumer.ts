@@ -3,7 +3,7 @@ import { type DeadLetter, sendDeadLetters } from "./dead-letter.js";
 import { DeadLetterCode, MeterhookError } from "./errors.js";
 import type { Logger } from "./logger.js";
 import { mapTrigger, type Source, type Trigger } from "./mapping/engine.js";
-import { type MeterEvent, toMeterEvent } from "./meter-event.js";
+import { type MeterEvent, toMeterEvent, type ValueRules } from "./meter-event.js";
 import { Metric, type Metrics, noMetrics } from "./metrics.js";
 import type { QueueSender } from "./queue.js";
 import type { MeterEventSubmitter, SubmitOutcome } from "./stripe/submitter.js";
@@ -45,6 +45,8 @@ export interface ConsumerDeps {
   maxAttempts: number;
   /** Below this much time left, no new work is started. */
   stopMarginMs: number;
+  /** Per-meter value rules (e.g. values must be positive). */
+  valueRules?: ValueRules;
   metrics?: Metrics;
   now?: () => number;
 }
@@ -212,7 +214,7 @@ export async function processBatch(
       const events: MeterEvent[] = [];
       for (const usage of decoded.events) {
         const customer = await resolve(resolver, scope, usage.customer);
-        events.push(toMeterEvent(usage, customer, now() / 1000));
+        events.push(toMeterEvent(usage, customer, now() / 1000, deps.valueRules));
       }
       return { kind: "ready", events, eventId, input, source: sourceName };
     } catch (err) {

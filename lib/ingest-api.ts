@@ -3,7 +3,7 @@ import { InvalidEventError } from "./errors.js";
 import { type HttpRequest, type HttpResponse, httpError, json } from "./http.js";
 import type { Logger } from "./logger.js";
 import type { Source } from "./mapping/engine.js";
-import { validateUsageEvent } from "./meter-event.js";
+import { type ValueRules, validateUsageEvent } from "./meter-event.js";
 import { Metric, type Metrics, noMetrics } from "./metrics.js";
 import type { QueueSender } from "./queue.js";
 import { CORRELATION_ATTRIBUTE, keptHeaders, TRIGGER_FORMAT, type TriggerMessage } from "./triggers.js";
@@ -24,6 +24,7 @@ export interface IngestApiDeps {
   logger: Logger;
   maxBodyBytes: number;
   maxEventsPerRequest: number;
+  valueRules?: ValueRules;
   metrics?: Metrics;
   now?: () => number;
 }
@@ -95,7 +96,7 @@ export function createIngestApi(deps: IngestApiDeps): { handle(req: HttpRequest)
     items.forEach((item, index) => {
       try {
         const event = parseUsageEvent(item, receivedAt);
-        validateUsageEvent(event, receivedAt);
+        validateUsageEvent(event, receivedAt, deps.valueRules);
         accepted.push(event);
       } catch (err) {
         rejected.push(rejectionOf(item, index, err));

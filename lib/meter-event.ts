@@ -135,9 +135,36 @@ function checkValue(value: number): void {
   }
 }
 
+/**
+ * Per-meter value rules (METERHOOK_METER_VALUE_RULES): Stripe accepts negative values as
+ * corrections, but a meter that counts requests should never see one.
+ */
+export type ValueRule = "positive" | "non-negative";
+export type ValueRules = ReadonlyMap<string, ValueRule>;
+
+function checkValueRule(e: UsageEvent, rules: ValueRules | undefined): void {
+  const rule = rules?.get(e.event_name);
+  if (rule === "positive" && !(e.value > 0)) {
+    throw new InvalidEventError(
+      DeadLetterCode.invalidValue,
+      `value must be greater than 0 for ${e.event_name}`,
+      "value",
+    );
+  }
+  if (rule === "non-negative" && e.value < 0) {
+    throw new InvalidEventError(DeadLetterCode.invalidValue, `value must not be negative for ${e.event_name}`, "value");
+  }
+}
+
 /** Builds the meter event for a usage event whose customer is resolved, and validates it. */
-export function toMeterEvent(e: UsageEvent, stripeCustomerId: string, nowSeconds: number): MeterEvent {
+export function toMeterEvent(
+  e: UsageEvent,
+  stripeCustomerId: string,
+  nowSeconds: number,
+  rules?: ValueRules,
+): MeterEvent {
   checkValue(e.value);
+  checkValueRule(e, rules);
   const payload: Record<string, string> = Object.create(null);
   for (const [k, v] of Object.entries(e.properties)) {
     if (k === CUSTOMER_KEY || k === VALUE_KEY) {
@@ -166,6 +193,6 @@ export function toMeterEvent(e: UsageEvent, stripeCustomerId: string, nowSeconds
  * Checks everything Stripe will check except the customer mapping, which the queue consumer
  * resolves later: the HTTP entry point uses it to reject an event before it is queued.
  */
-export function validateUsageEvent(e: UsageEvent, nowSeconds: number): void {
-  toMeterEvent(e, e.customer.startsWith("cus_") ? e.customer : "cus_unresolved", nowSeconds);
+export function validateUsageEvent(e: UsageEvent, nowSeconds: number, rules?: ValueRules): void {
+  toMeterEvent(e, e.customer.startsWith("cus_") ? e.customer : "cus_unresolved", nowSeconds, rules);
 }

@@ -77,6 +77,10 @@ for (const [name, v] of [
 for (const v of ["NaN", "Infinity", "-Infinity", "nan", "inf"])
   events(`value is the string ${v}`, { ...good, value: v }, { status: 400, code: "invalid_value" });
 
+// Negative and zero values where the meter forbids them (the test sets api_requests: positive).
+for (const v of [0, -1, -0.5, -1e-9])
+  events(`value ${v} for a positive-only meter`, { ...good, value: v }, { status: 400, code: "invalid_value" });
+
 // Timestamps far in the past and future.
 for (const [name, t, code] of [
   ["Unix 0", 0, "timestamp_out_of_range"],
@@ -311,6 +315,8 @@ for (const [name, body, code] of [
     "invalid_event",
   ],
   ["unknown customer", JSON.stringify({ ...good, id: "s5", customer: "acct_nobody" }), "customer_not_found"],
+  ["zero value for a positive-only meter", JSON.stringify({ ...good, id: "s6", value: 0 }), "invalid_value"],
+  ["negative value for a positive-only meter", JSON.stringify({ ...good, id: "s7", value: -3 }), "invalid_value"],
   [
     "trigger for an unknown source",
     JSON.stringify({

@@ -79,6 +79,7 @@ before(async () => {
     METERHOOK_CONFIG: join(dir, "config.json"),
     SQS_ENDPOINT: queues.endpoint,
     STRIPE_API_KEY: STRIPE_KEY,
+    METERHOOK_METER_VALUE_RULES: JSON.stringify({ api_requests: "positive" }),
     STRIPE_API_BASE: emulator.url,
     STRIPE_METER_EVENTS_BASE: emulator.url,
     S_GITHUB: SECRETS.github,

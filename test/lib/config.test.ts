@@ -48,6 +48,12 @@ describe("loadConfig", () => {
     assert.throws(() => loadConfig({ METERHOOK_CUSTOMERS_FILE: "/nonexistent.json" }), /cannot read/);
   });
 
+  test("meter value rules", () => {
+    const c = loadConfig({ METERHOOK_METER_VALUE_RULES: '{"api_requests":"positive","credits":"any"}' });
+    assert.deepEqual(Object.fromEntries(c.valueRules), { api_requests: "positive" });
+    assert.throws(() => loadConfig({ METERHOOK_METER_VALUE_RULES: '{"a":"big"}' }), /METERHOOK_METER_VALUE_RULES/);
+  });
+
   test("required() names the missing setting", () => {
     assert.throws(() => required(undefined, "STRIPE_API_KEY"), /STRIPE_API_KEY is required/);
     assert.throws(() => required([], "METERHOOK_API_KEYS"), /METERHOOK_API_KEYS/);

@@ -117,6 +117,33 @@ describe("toMeterEvent", () => {
     );
   });
 
+  test("per-meter value rules: positive, non-negative", () => {
+    const rules = new Map([
+      ["api_requests", "positive" as const],
+      ["credits", "non-negative" as const],
+    ]);
+    assert.equal(
+      code(() => toMeterEvent(usage({ value: 0 }), "cus_9", NOW, rules)),
+      "invalid_value",
+    );
+    assert.equal(
+      code(() => toMeterEvent(usage({ value: -2 }), "cus_9", NOW, rules)),
+      "invalid_value",
+    );
+    assert.equal(
+      code(() => toMeterEvent(usage({ value: 0, event_name: "credits" }), "cus_9", NOW, rules)),
+      "accepted",
+    );
+    assert.equal(
+      code(() => toMeterEvent(usage({ value: -1, event_name: "credits" }), "cus_9", NOW, rules)),
+      "invalid_value",
+    );
+    assert.equal(
+      code(() => toMeterEvent(usage({ value: -1, event_name: "other" }), "cus_9", NOW, rules)),
+      "accepted",
+    );
+  });
+
   test("validateUsageEvent checks all but the customer mapping", () => {
     assert.doesNotThrow(() => validateUsageEvent(usage({ customer: "acct_unknown" }), NOW));
     assert.throws(() => validateUsageEvent(usage({ timestamp: NOW + 3600 }), NOW), /future/);
