@@ -327,6 +327,7 @@ export async function processBatch(
       result.deadLettered[d.code] = (result.deadLettered[d.code] ?? 0) + 1;
       deps.logger.warn("event dead-lettered", {
         messageId: d.key,
+        correlationId: correlation.get(d.key),
         eventId: d.eventId,
         code: d.code,
         reason: d.message,

@@ -147,7 +147,7 @@ export function createIngestApi(deps: IngestApiDeps): { handle(req: HttpRequest)
   const postWebhook = async (req: HttpRequest, name: string): Promise<HttpResponse> => {
     const rid = req.requestId;
     const source = deps.webhooks?.sources.get(name);
-    if (!source || source.type !== "webhook")
+    if (source?.type !== "webhook")
       return httpError(404, "unknown_source", `no webhook source "${name.slice(0, 64)}"`, rid);
     if (req.body.length > deps.maxBodyBytes) {
       return httpError(413, "payload_too_large", `body is larger than ${deps.maxBodyBytes} bytes`, rid);

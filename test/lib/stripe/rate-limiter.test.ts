@@ -12,7 +12,9 @@ describe("RateLimiter", () => {
       10,
       1,
       () => t,
-      async (ms) => void (t += ms),
+      async (ms) => {
+        t += ms;
+      },
     );
     const times: number[] = [];
     for (let i = 0; i < 5; i++) {

@@ -184,7 +184,13 @@ describe("withRetries", () => {
 describe("ambiguous attempts", () => {
   test("a rejection after an attempt whose outcome is unknown is not final", async () => {
     let t = NOW;
-    const env = { now: () => t, sleep: async (ms: number) => void (t += ms), random: () => 1 };
+    const env = {
+      now: () => t,
+      sleep: async (ms: number) => {
+        t += ms;
+      },
+      random: () => 1,
+    };
     const verdicts: Verdict[] = [
       classifyNetworkError(Object.assign(new Error("other side closed"), { code: "UND_ERR_SOCKET" })),
       { kind: "permanent", code: "stripe_rejected", reason: "Stripe answered 400", status: 400 },
