@@ -163,6 +163,10 @@ const scenarios: Scenario[] = [
   },
 ];
 
+// BENCH_ONLY=<text>: run only the scenarios whose name contains it (for profiling one).
+const only = process.env.BENCH_ONLY;
+if (only) scenarios.splice(0, scenarios.length, ...scenarios.filter((s) => s.name.includes(only)));
+
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
 console.log(
   `meterhook bench: ${EVENTS} events, ${ROUNDS} interleaved rounds, Node ${process.version}, ${cpus().length} x ${cpus()[0]?.model ?? "cpu"}`,
@@ -192,7 +196,7 @@ for (const rtt of RTTS) {
     );
   }
   const [sdk2, mh2, sdk1, mh1] = scenarios.map((s) => row(s.name));
-  if (sdk2 && mh2 && sdk1 && mh1) {
+  if (!only && sdk2 && mh2 && sdk1 && mh1) {
     console.log(
       `\nratios at ${rtt} ms: v2 pipeline/SDK events/s ${(mh2.eps / sdk2.eps).toFixed(2)}x (goal >= 1.0); ` +
         `v2 CPU per event pipeline/SDK ${(mh2.cpu / sdk2.cpu).toFixed(2)}x (goal <= 1.0); ` +
