@@ -45,6 +45,15 @@ const cases: Array<[string, string]> = [
        await m.handler({ Records: [] }, { getRemainingTimeInMillis: () => 30000 });`,
     ),
   ],
+  [
+    "ingest-queue with a mapping config (METERHOOK_CONFIG)",
+    script(
+      "queue-mapped",
+      `process.env.METERHOOK_CONFIG = ${JSON.stringify(join(cwd, "examples/sqs-app-messages.yaml"))};
+       const m = await import(${JSON.stringify(join(cwd, "dist/ingest-queue/index.mjs"))});
+       await m.handler({ Records: [] }, { getRemainingTimeInMillis: () => 30000 });`,
+    ),
+  ],
   ["eventbridge: import", script("eb", `await import(${JSON.stringify(join(cwd, "dist/eventbridge/index.mjs"))});`)],
 ];
 

@@ -1,5 +1,5 @@
 import type { EventBridgeEvent } from "aws-lambda";
-import { createSqsClient } from "../lib/app.js";
+import { sqsClientFor } from "../lib/app.js";
 import { loadConfig, required } from "../lib/config.js";
 import { createEventBridgeIngest } from "../lib/eventbridge-ingest.js";
 import { createSqsSender } from "../lib/queue.js";
@@ -16,7 +16,7 @@ export const handler = createEventBridgeHandler(
   oncePerColdStart(async () => {
     const config = loadConfig();
     return createEventBridgeIngest(
-      createSqsSender(createSqsClient(config), required(config.ingestQueueUrl, "METERHOOK_INGEST_QUEUE_URL")),
+      createSqsSender(sqsClientFor(config), required(config.ingestQueueUrl, "METERHOOK_INGEST_QUEUE_URL")),
     );
   }),
 );

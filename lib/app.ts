@@ -1,20 +1,15 @@
-import { SQSClient } from "@aws-sdk/client-sqs";
+import type { SQSClient } from "@aws-sdk/client-sqs";
 import { createAwsSecretReader } from "./aws-secrets.js";
 import { type Config, required } from "./config.js";
 import { type BatchResult, type ConsumerDeps, processBatch, type QueueMessage } from "./consumer.js";
-import { CustomerResolver, type StripeGet, staticTableLookup, stripeIdLookup } from "./customers.js";
+import { CustomerResolver, staticTableLookup, stripeIdLookup } from "./customers.js";
 import type { HttpRequest, HttpResponse } from "./http.js";
 import { createIngestApi, type WebhookSources } from "./ingest-api.js";
 import { createLogger, type Logger } from "./logger.js";
-import {
-  customerResolvers,
-  type LoadedMapping,
-  loadMapping,
-  toConsumerMapping,
-  webhookSecrets,
-} from "./mapping/runtime.js";
+import type { StripeGet } from "./mapping/lookups.js";
+import type { LoadedMapping } from "./mapping/runtime.js";
 import { type Metrics, noMetrics } from "./metrics.js";
-import { createSqsReader, createSqsSender } from "./queue.js";
+import { createSqsReader, createSqsSender, type SqsClientSource } from "./queue.js";
 import { type ReplayReport, replayDeadLetters } from "./replay.js";
 import { resolveSecrets, type SecretReader } from "./secrets.js";
 import { StripeClient } from "./stripe/client.js";
@@ -39,13 +34,18 @@ export interface AppDeps {
   mapping?: LoadedMapping;
 }
 
-export function createSqsClient(config: Config): SQSClient {
-  return new SQSClient({
-    region: config.aws.region,
-    ...(config.aws.sqsEndpoint
-      ? { endpoint: config.aws.sqsEndpoint, credentials: { accessKeyId: "local", secretAccessKey: "local" } }
-      : {}),
-  });
+/** Makes the SQS client on first use (loading the AWS SDK only then). */
+export function sqsClientFor(config: Config, given?: SQSClient): SqsClientSource {
+  if (given) return given;
+  return async () => {
+    const { SQSClient } = await import("@aws-sdk/client-sqs");
+    return new SQSClient({
+      region: config.aws.region,
+      ...(config.aws.sqsEndpoint
+        ? { endpoint: config.aws.sqsEndpoint, credentials: { accessKeyId: "local", secretAccessKey: "local" } }
+        : {}),
+    });
+  };
 }
 
 function secretReaderFor(config: Config, deps: AppDeps): SecretReader {
@@ -63,8 +63,12 @@ export interface IngestApi {
   handle(req: HttpRequest): Promise<HttpResponse>;
 }
 
+/** The mapping engine (YAML, JMESPath) is loaded only when a mapping is configured. */
+const mappingRuntime = () => import("./mapping/runtime.js");
+
 async function mappingFor(config: Config, deps: AppDeps): Promise<LoadedMapping | undefined> {
-  return deps.mapping ?? (config.mappingConfigFile ? loadMapping(config.mappingConfigFile) : undefined);
+  if (deps.mapping) return deps.mapping;
+  return config.mappingConfigFile ? (await mappingRuntime()).loadMapping(config.mappingConfigFile) : undefined;
 }
 
 export async function createIngestApiFromConfig(config: Config, deps: AppDeps = {}): Promise<IngestApi> {
@@ -72,7 +76,7 @@ export async function createIngestApiFromConfig(config: Config, deps: AppDeps = 
   const resolved = await resolveSecrets(config, reader, { apiKeys: true });
   const mapping = await mappingFor(config, deps);
   const webhooks: WebhookSources | undefined = mapping
-    ? { sources: mapping.sources, secrets: await webhookSecrets(mapping, config.env, reader) }
+    ? { sources: mapping.sources, secrets: await (await mappingRuntime()).webhookSecrets(mapping, config.env, reader) }
     : undefined;
   const hasWebhooks = [...(mapping?.sources.values() ?? [])].some((s) => s.type === "webhook");
   return createIngestApi({
@@ -81,7 +85,7 @@ export async function createIngestApiFromConfig(config: Config, deps: AppDeps = 
       : required(resolved.apiKeys, "METERHOOK_API_KEYS (or METERHOOK_API_KEYS_SSM_PARAMETER)"),
     webhooks,
     ingestQueue: createSqsSender(
-      deps.sqs ?? createSqsClient(config),
+      sqsClientFor(config, deps.sqs),
       required(config.ingestQueueUrl, "METERHOOK_INGEST_QUEUE_URL"),
     ),
     logger: deps.logger ?? createLogger({ level: config.logLevel, base: { component: "http-api" } }),
@@ -124,6 +128,14 @@ export function createSubmitter(config: Config, client: StripeClient): MeterEven
     : createV2StreamSubmitter(client, { ...common, batchSize: s.streamBatchSize });
 }
 
+async function consumerMapping(
+  mapping: LoadedMapping,
+  deps: Parameters<Awaited<ReturnType<typeof mappingRuntime>>["customerResolvers"]>[1],
+) {
+  const runtime = await mappingRuntime();
+  return runtime.toConsumerMapping(mapping, await runtime.customerResolvers(mapping, deps));
+}
+
 export interface Consumer {
   readonly deps: ConsumerDeps;
   process(messages: readonly QueueMessage[], deadline: number): Promise<BatchResult>;
@@ -152,19 +164,11 @@ export async function createConsumerFromConfig(config: Config, deps: AppDeps = {
   const consumerDeps: ConsumerDeps = {
     resolver: new CustomerResolver([stripeIdLookup, staticTableLookup(config.customers)]),
     mapping: mapping
-      ? toConsumerMapping(
-          mapping,
-          await customerResolvers(mapping, {
-            transport,
-            stripeGet,
-            env: config.env,
-            reader: secretReaderFor(config, deps),
-          }),
-        )
+      ? await consumerMapping(mapping, { transport, stripeGet, env: config.env, reader: secretReaderFor(config, deps) })
       : undefined,
     submitter: createSubmitter(resolved, client),
     deadLetterQueue: createSqsSender(
-      deps.sqs ?? createSqsClient(config),
+      sqsClientFor(config, deps.sqs),
       required(config.deadLetterQueueUrl, "METERHOOK_DLQ_URL"),
     ),
     logger,
@@ -196,8 +200,8 @@ export async function replayFromConfig(
   options: { limit: number; dryRun: boolean },
   deps: AppDeps = {},
 ): Promise<ReplayReport> {
-  const sqs = deps.sqs ?? createSqsClient(config);
-  const consumer = await createConsumerFromConfig(config, { ...deps, sqs });
+  const sqs = sqsClientFor(config, deps.sqs);
+  const consumer = await createConsumerFromConfig(config, deps);
   try {
     const reader = createSqsReader(sqs, required(config.deadLetterQueueUrl, "METERHOOK_DLQ_URL"));
     return await replayDeadLetters(reader, consumer.deps, options);

@@ -2,7 +2,7 @@ import type { CustomerResolver } from "./customers.js";
 import { type DeadLetter, sendDeadLetters } from "./dead-letter.js";
 import { DeadLetterCode, MeterhookError } from "./errors.js";
 import type { Logger } from "./logger.js";
-import { mapTrigger, type Source, type Trigger } from "./mapping/engine.js";
+import type { MapOutcome, Source, Trigger } from "./mapping/engine.js";
 import { type MeterEvent, toMeterEvent, type ValueRules } from "./meter-event.js";
 import { Metric, type Metrics, noMetrics } from "./metrics.js";
 import type { QueueSender } from "./queue.js";
@@ -32,6 +32,8 @@ export interface Mapping {
   resolvers: ReadonlyMap<string, CustomerResolver>;
   /** Source for app messages without the meterhook_source attribute that are not canonical events. */
   defaultSqsSource?: string;
+  /** The mapping engine (lib/mapping/engine.ts mapTrigger), passed in so it loads only when used. */
+  map: (source: Source, trigger: Trigger) => MapOutcome;
 }
 
 export interface ConsumerDeps {
@@ -163,7 +165,7 @@ export async function processBatch(
         sourceName ? `no source "${sourceName}" in the mapping config` : "no source matches this trigger",
       );
     }
-    const outcome = mapTrigger(source, trigger);
+    const outcome = (mapping as Mapping).map(source, trigger);
     if (outcome.kind === "unmatched") {
       return source.unmatched === "ignore"
         ? "ignored"

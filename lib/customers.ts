@@ -1,6 +1,4 @@
-import { CustomerNotFoundError, TransientError } from "./errors.js";
-import { evaluate } from "./mapping/expressions.js";
-import type { HttpTransport } from "./stripe/transport.js";
+import { CustomerNotFoundError } from "./errors.js";
 
 /**
  * Maps an app's customer reference to a Stripe customer id. Every kind of lookup (a static table
@@ -57,71 +55,6 @@ export function cachedLookup(
         .finally(() => inflight.delete(customer));
       inflight.set(customer, p);
       return p;
-    },
-  };
-}
-
-/**
- * Asks the app's own service: GET the URL (with `{customer}` filled in, URL-encoded) and read the
- * Stripe id from the JSON answer with a JMESPath expression. 404 or no id: not found. Anything
- * else that is not a 200 (5xx, 429, timeout, refused) is a transient failure: retried via the queue.
- */
-export function httpLookup(
-  transport: HttpTransport,
-  options: { url: string; headers: Record<string, string>; timeoutMs: number; stripeIdPath: string },
-): CustomerLookup {
-  return {
-    name: "http",
-    async resolve(customer) {
-      const url = options.url.replaceAll("{customer}", encodeURIComponent(customer));
-      let res: Awaited<ReturnType<HttpTransport["send"]>>;
-      try {
-        res = await transport.send({
-          method: "GET",
-          url,
-          headers: { accept: "application/json", ...options.headers },
-          timeoutMs: options.timeoutMs,
-        });
-      } catch (err) {
-        throw new TransientError(
-          "customer_lookup_failed",
-          `customer lookup failed: ${(err as Error).name}: ${(err as Error).message}`,
-        );
-      }
-      if (res.status === 404) return undefined;
-      if (res.status !== 200)
-        throw new TransientError("customer_lookup_failed", `customer lookup answered ${res.status}`);
-      let id: unknown;
-      try {
-        id = evaluate(options.stripeIdPath, JSON.parse(res.body));
-      } catch {
-        throw new TransientError("customer_lookup_failed", "customer lookup answered with unreadable JSON");
-      }
-      return typeof id === "string" && id.startsWith(STRIPE_CUSTOMER_PREFIX) ? id : undefined;
-    },
-  };
-}
-
-/** What the Stripe customer search lookup needs from the Stripe client. */
-export type StripeGet = (
-  path: string,
-  query: Record<string, string>,
-) => Promise<{ status: number; body: string } | { error: string }>;
-
-/** Searches Stripe customers by metadata: `metadata['account_id']:'acct_42'`. */
-export function stripeSearchLookup(get: StripeGet, metadataKey: string): CustomerLookup {
-  return {
-    name: "stripe-search",
-    async resolve(customer) {
-      const quoted = customer.replaceAll("\\", "\\\\").replaceAll("'", "\\'");
-      const res = await get("/v1/customers/search", { query: `metadata['${metadataKey}']:'${quoted}'`, limit: "2" });
-      if ("error" in res)
-        throw new TransientError("customer_lookup_failed", `Stripe customer search failed: ${res.error}`);
-      if (res.status !== 200)
-        throw new TransientError("customer_lookup_failed", `Stripe customer search answered ${res.status}`);
-      const data = (JSON.parse(res.body) as { data?: Array<{ id?: string }> }).data ?? [];
-      // Two customers with the same account id is a data problem: bill neither rather than guess.
-      return data.length === 1 ? data[0]?.id : undefined;
     },
   };
 }

@@ -1,11 +1,21 @@
-import {
-  ChangeMessageVisibilityBatchCommand,
-  DeleteMessageBatchCommand,
-  type MessageAttributeValue,
-  ReceiveMessageCommand,
-  SendMessageBatchCommand,
-  type SQSClient,
-} from "@aws-sdk/client-sqs";
+import type { MessageAttributeValue, SQSClient } from "@aws-sdk/client-sqs";
+
+/**
+ * An SQS client, or a function that makes one on first use: the AWS SDK takes about 100 ms to
+ * load, and the consumer needs it only when it has a dead letter to send.
+ */
+export type SqsClientSource = SQSClient | (() => Promise<SQSClient>);
+
+const sdk = () => import("@aws-sdk/client-sqs");
+
+function clientOf(source: SqsClientSource): () => Promise<SQSClient> {
+  if (typeof source !== "function") return async () => source;
+  let pending: Promise<SQSClient> | undefined;
+  return () => {
+    pending ??= source();
+    return pending;
+  };
+}
 
 export interface OutgoingMessage {
   /** Unique within one call; used to report which messages failed. */
@@ -53,8 +63,10 @@ function toAttributes(attrs: Record<string, string> | undefined): Record<string,
  * SendMessageBatch in chunks of ten, retrying the entries SQS reports as failed. The SDK already
  * retries whole requests on throttling and network errors.
  */
-export function createSqsSender(client: SQSClient, queueUrl: string): QueueSender {
+export function createSqsSender(source: SqsClientSource, queueUrl: string): QueueSender {
+  const getClient = clientOf(source);
   const sendChunk = async (entries: OutgoingMessage[]): Promise<string[]> => {
+    const [client, { SendMessageBatchCommand }] = await Promise.all([getClient(), sdk()]);
     let pending = entries;
     for (let attempt = 0; attempt < ATTEMPTS && pending.length > 0; attempt++) {
       try {
@@ -107,9 +119,11 @@ export interface QueueReader {
   release(receiptHandles: readonly string[]): Promise<void>;
 }
 
-export function createSqsReader(client: SQSClient, queueUrl: string): QueueReader {
+export function createSqsReader(source: SqsClientSource, queueUrl: string): QueueReader {
+  const getClient = clientOf(source);
   return {
     async receive(max, visibilityTimeoutSeconds) {
+      const [client, { ReceiveMessageCommand }] = await Promise.all([getClient(), sdk()]);
       const res = await client.send(
         new ReceiveMessageCommand({
           QueueUrl: queueUrl,
@@ -128,6 +142,7 @@ export function createSqsReader(client: SQSClient, queueUrl: string): QueueReade
       }));
     },
     async delete(handles) {
+      const [client, { DeleteMessageBatchCommand }] = await Promise.all([getClient(), sdk()]);
       for (let i = 0; i < handles.length; i += 10) {
         await client.send(
           new DeleteMessageBatchCommand({
@@ -138,6 +153,7 @@ export function createSqsReader(client: SQSClient, queueUrl: string): QueueReade
       }
     },
     async release(handles) {
+      const [client, { ChangeMessageVisibilityBatchCommand }] = await Promise.all([getClient(), sdk()]);
       for (let i = 0; i < handles.length; i += 10) {
         await client.send(
           new ChangeMessageVisibilityBatchCommand({

@@ -1,6 +1,7 @@
+import { SQSClient } from "@aws-sdk/client-sqs";
 import { createHttpHandler } from "../functions/http-api.js";
 import { createQueueHandler } from "../functions/ingest-queue.js";
-import { createConsumerFromConfig, createIngestApiFromConfig, createSqsClient } from "../lib/app.js";
+import { createConsumerFromConfig, createIngestApiFromConfig } from "../lib/app.js";
 import { loadConfig } from "../lib/config.js";
 import { createLogger } from "../lib/logger.js";
 import { loadMapping } from "../lib/mapping/runtime.js";
@@ -75,7 +76,11 @@ export async function startLocalRuntime(options: LocalRuntimeOptions = {}): Prom
 
   const config = loadConfig(env);
   const mapping = config.mappingConfigFile ? await loadMapping(config.mappingConfigFile) : undefined;
-  const sqs = createSqsClient(config);
+  const sqs = new SQSClient({
+    region: config.aws.region,
+    endpoint: queues.endpoint,
+    credentials: { accessKeyId: "local", secretAccessKey: "local" },
+  });
   const consumer = await createConsumerFromConfig(config, { sqs, mapping });
   const api = await createIngestApiFromConfig(config, { sqs, mapping });
   const gateway = await startGateway(

@@ -1,4 +1,4 @@
-/** Bundle size budgets in KiB (minified index.mjs, source map excluded), enforced by the build. */
+/** Bundle size budgets in KiB (all minified .mjs of a function, source maps excluded), enforced by the build. */
 export const BUDGET_KIB: Record<string, number> = {
   "http-api": 2000,
   "ingest-queue": 2000,

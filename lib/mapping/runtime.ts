@@ -6,19 +6,17 @@ import {
   type CustomerLookup,
   CustomerResolver,
   cachedLookup,
-  httpLookup,
-  type StripeGet,
   staticTableLookup,
   stripeIdLookup,
-  stripeSearchLookup,
 } from "../customers.js";
 import { ConfigError } from "../errors.js";
 import { registerSecret } from "../redact.js";
 import type { SecretReader } from "../secrets.js";
 import type { HttpTransport } from "../stripe/transport.js";
 import type { CustomerLookupConfig, SecretRef } from "./config-schema.js";
-import { compileSource, type Source } from "./engine.js";
+import { compileSource, mapTrigger, type Source } from "./engine.js";
 import { readMappingConfig } from "./load.js";
+import { httpLookup, type StripeGet, stripeSearchLookup } from "./lookups.js";
 
 /** A mapping as loaded at cold start: its sources, and the SQS default source. */
 export interface LoadedMapping {
@@ -151,5 +149,5 @@ export async function customerResolvers(
 }
 
 export function toConsumerMapping(mapping: LoadedMapping, resolvers: Map<string, CustomerResolver>): Mapping {
-  return { sources: mapping.sources, resolvers, defaultSqsSource: mapping.defaultSqsSource };
+  return { sources: mapping.sources, resolvers, defaultSqsSource: mapping.defaultSqsSource, map: mapTrigger };
 }

@@ -2,11 +2,12 @@ import assert from "node:assert/strict";
 import { createServer, type IncomingMessage } from "node:http";
 import type { AddressInfo } from "node:net";
 import { after, before, describe, test } from "node:test";
-import { cachedLookup, httpLookup, stripeSearchLookup } from "../../lib/customers.js";
-import { TransientError } from "../../lib/errors.js";
-import { createUndiciTransport } from "../../lib/stripe/transport.js";
-import type { StripeEmulator } from "../../local/stripe-emulator/server.js";
-import { clientFor, startEmulator } from "../helpers/stripe.js";
+import { cachedLookup } from "../../../lib/customers.js";
+import { TransientError } from "../../../lib/errors.js";
+import { httpLookup, stripeSearchLookup } from "../../../lib/mapping/lookups.js";
+import { createUndiciTransport } from "../../../lib/stripe/transport.js";
+import type { StripeEmulator } from "../../../local/stripe-emulator/server.js";
+import { clientFor, startEmulator } from "../../helpers/stripe.js";
 
 /** The app's own billing service, on loopback: answers per account, can be told to fail or stall. */
 const accounts: Record<string, string> = { ws_1: "cus_ws1", "ws 2/x": "cus_ws2" };
