@@ -1,0 +1,49 @@
+/**
+ * `npm run bench:http`: HTTP ingest under load. autocannon drives `POST /v1/events` on the local
+ * runtime (gateway -> the same HTTP handler Lambda runs -> SendMessageBatch to fauxqs), with 1 and
+ * with 100 events per request. The consumer is not running, so only ingest is measured; latency
+ * is the gateway's whole round trip on loopback, which includes fauxqs.
+ *
+ * BENCH_SECONDS (10), BENCH_CONNECTIONS (16).
+ */
+import autocannon from "autocannon";
+import { startLocalRuntime } from "../local/runtime.js";
+
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
+const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 16);
+
+const rt = await startLocalRuntime({ env: { METERHOOK_LOG_LEVEL: "error" }, pollers: 0 });
+let seq = 0;
+const event = () => ({ id: `http-bench-${++seq}`, event_name: "api_requests", customer: "cus_bench", value: 1 });
+
+async function run(perRequest: number) {
+  const result = await autocannon({
+    url: `${rt.gatewayUrl}/v1/events`,
+    method: "POST",
+    connections: CONNECTIONS,
+    duration: SECONDS,
+    headers: { authorization: `Bearer ${rt.apiKey}`, "content-type": "application/json" },
+    requests: [
+      {
+        setupRequest: (req) => ({
+          ...req,
+          body: JSON.stringify(perRequest === 1 ? event() : { events: Array.from({ length: perRequest }, event) }),
+        }),
+      },
+    ],
+  });
+  return { perRequest, result };
+}
+
+const rows = [await run(1), await run(100)];
+console.log(`HTTP ingest, ${CONNECTIONS} connections, ${SECONDS} s each, Node ${process.version}`);
+console.log("| events per request | requests/s | events/s | p50 ms | p99 ms | non-2xx |");
+console.log("|---:|---:|---:|---:|---:|---:|");
+for (const { perRequest, result } of rows) {
+  const rps = result.requests.average;
+  console.log(
+    `| ${perRequest} | ${Math.round(rps).toLocaleString("en-US")} | ${Math.round(rps * perRequest).toLocaleString("en-US")} | ${result.latency.p50} | ${result.latency.p99} | ${result.non2xx} |`,
+  );
+}
+await rt.stop();
+process.exit(0);
