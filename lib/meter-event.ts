@@ -1,4 +1,4 @@
-import { createHash } from "node:crypto";
+import { hash } from "node:crypto";
 import { DeadLetterCode, InvalidEventError } from "./errors.js";
 import type { UsageEvent } from "./usage-event.js";
 
@@ -34,9 +34,9 @@ export const PAST_SAFETY_SECONDS = 15 * 60;
  * several meter events made from one trigger.
  */
 export function meterEventIdentifier(id: string, eventName: string, part?: string): string {
-  const h = createHash("sha256").update(eventName).update("\n").update(id);
-  if (part !== undefined) h.update("\n").update(part);
-  return `mh_${h.digest("base64url").slice(0, 40)}`;
+  // One-shot hash (Node >= 20.12): a Hash object per event cost a tenth of the consumer's CPU.
+  const input = part === undefined ? `${eventName}\n${id}` : `${eventName}\n${id}\n${part}`;
+  return `mh_${hash("sha256", input, "base64url").slice(0, 40)}`;
 }
 
 /** Shortest decimal string for a number, never in exponent form (Stripe wants plain decimals). */

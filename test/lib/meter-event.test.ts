@@ -36,6 +36,17 @@ describe("meterEventIdentifier", () => {
   });
 });
 
+describe("identifier stability", () => {
+  test("identifiers never change between releases: Stripe deduplicates on them", () => {
+    // Pinned values: a change here would bill again every event replayed after an upgrade.
+    assert.equal(meterEventIdentifier("req_8f2c", "api_requests"), "mh_pdD6kzbX0_ApqHGJ64qRN5RmVlvyOdzRPotIw2ZH");
+    assert.equal(
+      meterEventIdentifier("req_1", "llm_input_tokens", "llm/completion"),
+      "mh_s6j97KRmLs3V1V9g2qVgzuPBr_iJlVbA-AYik7rn",
+    );
+  });
+});
+
 describe("formatDecimal and significantDigits", () => {
   test("never uses exponent notation", () => {
     assert.equal(formatDecimal(1e21), "1000000000000000000000");
