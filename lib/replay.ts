@@ -2,7 +2,7 @@ import { type ConsumerDeps, processBatch, type QueueMessage } from "./consumer.j
 import type { DeadLetterBody } from "./dead-letter.js";
 import type { OutgoingMessage, QueueReader, QueueSender } from "./queue.js";
 import type { MeterEventSubmitter } from "./stripe/submitter.js";
-import { SOURCE_ATTRIBUTE } from "./triggers.js";
+import { SOURCE_ATTRIBUTE, TRIGGER_FORMAT, type TriggerMessage } from "./triggers.js";
 
 export interface ReplayOptions {
   /** At most this many dead letters are taken off the queue. */
@@ -23,6 +23,17 @@ export interface ReplayReport {
   deadLettered: Record<string, number>;
   /** Could not be settled (e.g. the DLQ write failed): left on the DLQ as they were. */
   leftUntouched: number;
+}
+
+function isEventBridgeEvent(x: unknown): boolean {
+  const e = x as Record<string, unknown> | null;
+  return (
+    !!e &&
+    typeof e === "object" &&
+    typeof e.source === "string" &&
+    typeof e["detail-type"] === "string" &&
+    "detail" in e
+  );
 }
 
 function isEnvelope(x: unknown): x is DeadLetterBody {
@@ -51,13 +62,20 @@ function toQueueMessage(
       ...(parsed.source ? { attributes: { [SOURCE_ATTRIBUTE]: parsed.source } } : {}),
     };
   }
+  const previousFailure = { attempts: m.receiveCount, firstFailedAt: m.sentAt };
+  if (isEventBridgeEvent(parsed)) {
+    // Put here by EventBridge after it failed to deliver: queue it as the eventBridge function would.
+    const trigger: TriggerMessage = {
+      meterhook: TRIGGER_FORMAT,
+      kind: "eventbridge",
+      receivedAt: new Date(m.sentAt).toISOString(),
+      headers: {},
+      body: m.body,
+    };
+    return { ...base, body: JSON.stringify(trigger), sentAt: m.sentAt, previousFailure };
+  }
   // Moved by the redrive policy: the raw ingest message, no envelope.
-  return {
-    ...base,
-    body: m.body,
-    sentAt: m.sentAt,
-    previousFailure: { attempts: m.receiveCount, firstFailedAt: m.sentAt },
-  };
+  return { ...base, body: m.body, sentAt: m.sentAt, previousFailure };
 }
 
 const dryRunSubmitter: MeterEventSubmitter = {

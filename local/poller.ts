@@ -65,17 +65,24 @@ export function startPoller(options: PollerOptions): { stop(): Promise<void> } {
         }));
         const started = Date.now();
         let failed: Set<string>;
+        let timer: NodeJS.Timeout | undefined;
         try {
-          const res = await options.handler(
-            { Records: records },
-            { getRemainingTimeInMillis: () => timeout - (Date.now() - started) },
-          );
+          // Like Lambda, an invocation that outlives its timeout fails as a whole batch.
+          const timedOut = new Promise<never>((_, reject) => {
+            timer = setTimeout(() => reject(new Error(`invocation timed out after ${timeout} ms`)), timeout);
+          });
+          const res = await Promise.race([
+            options.handler({ Records: records }, { getRemainingTimeInMillis: () => timeout - (Date.now() - started) }),
+            timedOut,
+          ]);
           failed = new Set((res?.batchItemFailures ?? []).map((f) => f.itemIdentifier));
         } catch (err) {
           options.onError?.(err);
           failed = new Set(records.map((r) => r.messageId));
+        } finally {
+          clearTimeout(timer);
         }
-        const done = records.filter((r) => !failed.has(r.messageId));
+        const done = records.filter((r) => !failed.has(r.messageId) && !options.skipDelete?.(r.messageId));
         if (done.length > 0) {
           await options.sqs.send(
             new DeleteMessageBatchCommand({

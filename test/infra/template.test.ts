@@ -129,6 +129,11 @@ describe("packaged CloudFormation template", () => {
     const target = rules[0]?.[1].Properties.Targets[0];
     assert.deepEqual(target.Arn, { "Fn::GetAtt": ["EventBridgeLambdaFunction", "Arn"] });
     assert.ok(Array.isArray(rules[0]?.[1].Properties.EventPattern.source));
+    assert.deepEqual(
+      target.DeadLetterConfig.Arn,
+      { "Fn::GetAtt": ["DeadLetterQueue", "Arn"] },
+      "undeliverable events go to the DLQ",
+    );
   });
 
   test("the mapping config is bundled with every function that maps or authenticates", () => {

@@ -1,8 +1,12 @@
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { after, before, beforeEach, describe, test } from "node:test";
 import { promisify } from "node:util";
 import { SendMessageCommand } from "@aws-sdk/client-sqs";
+import { parse as parseYaml } from "yaml";
 import { createQueueHandler } from "../../functions/ingest-queue.js";
 import { createConsumerFromConfig, replayFromConfig } from "../../lib/app.js";
 import { loadConfig } from "../../lib/config.js";
@@ -10,6 +14,7 @@ import { silentLogger } from "../../lib/logger.js";
 import { meterEventIdentifier } from "../../lib/meter-event.js";
 import { EMULATOR_DEFAULT_KEY, type StripeEmulator } from "../../local/stripe-emulator/server.js";
 import { lambdaContext, sqsEvent, sqsRecord, usageEvent } from "../helpers/factories.js";
+import { loadTrigger } from "../helpers/fixtures.js";
 import { drain, drainDeadLetters, queueDepth, startTestQueues, type TestQueues } from "../helpers/sqs.js";
 import { startEmulator } from "../helpers/stripe.js";
 
@@ -129,6 +134,27 @@ describe("DLQ replay", () => {
     assert.equal(total("cus_redriven"), 2);
     const identifier = meterEventIdentifier(event.id as string, "api_requests");
     assert.equal(emulator.ledger.events.filter((e) => e.identifier === identifier).length, 1);
+  });
+
+  test("replays an event EventBridge put in the DLQ after failing to deliver it", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "mh-replay-eb-"));
+    const file = join(dir, "config.yaml");
+    const config = parseYaml(readFileSync("examples/eventbridge-orders.yaml", "utf8"));
+    config.sources.orders.customer = { lookup: "table", table: { acct_42: "cus_eb42" } };
+    writeFileSync(file, JSON.stringify(config));
+    await queues.sqs.send(
+      new SendMessageCommand({
+        QueueUrl: queues.deadLetterQueueUrl,
+        MessageBody: JSON.stringify(loadTrigger("eventbridge-order-placed.json")),
+      }),
+    );
+    const report = await replayFromConfig(
+      loadConfig({ ...env(), METERHOOK_CONFIG: file }),
+      { limit: 10, dryRun: false },
+      { sqs: queues.sqs, logger: silentLogger },
+    );
+    assert.deepEqual(report, { dryRun: false, examined: 1, billed: 1, deadLettered: {}, leftUntouched: 0 });
+    assert.equal(emulator.ledger.summaries().find((x) => x.customer === "cus_eb42")?.aggregated_value, 5);
   });
 
   test("`npm run replay -- --dry-run` prints the report", async () => {
