@@ -7,9 +7,6 @@ export interface LocalQueues {
   endpoint: string;
   ingestQueueUrl: string;
   deadLetterQueueUrl: string;
-  /** Takes the DLQ away (sends to it fail) until `restoreDeadLetterQueue`: for fault tests. */
-  removeDeadLetterQueue(): void;
-  restoreDeadLetterQueue(): void;
   stop(): Promise<void>;
 }
 
@@ -22,8 +19,7 @@ export async function startLocalQueues(
   options: { port?: number; visibilityTimeoutSeconds?: number; maxReceiveCount?: number } = {},
 ): Promise<LocalQueues> {
   const server = await startFauxqs({ port: options.port ?? 0, host: "localhost", logger: false });
-  const createDlq = () => server.createQueue(DEAD_LETTER_QUEUE, { attributes: { MessageRetentionPeriod: "1209600" } });
-  const dlq = createDlq();
+  const dlq = server.createQueue(DEAD_LETTER_QUEUE, { attributes: { MessageRetentionPeriod: "1209600" } });
   const ingest = server.createQueue(INGEST_QUEUE, {
     attributes: {
       VisibilityTimeout: String(options.visibilityTimeoutSeconds ?? 30),
@@ -37,8 +33,6 @@ export async function startLocalQueues(
     endpoint: server.address,
     ingestQueueUrl: ingest.queueUrl,
     deadLetterQueueUrl: dlq.queueUrl,
-    removeDeadLetterQueue: () => server.deleteQueue(DEAD_LETTER_QUEUE),
-    restoreDeadLetterQueue: () => void createDlq(),
     stop: () => server.stop(),
   };
 }

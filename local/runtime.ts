@@ -26,6 +26,11 @@ export interface LocalRuntimeOptions {
   batchSize?: number;
   /** Concurrent consumer invocations (pollers), like the event source mapping's concurrency. */
   pollers?: number;
+  /**
+   * Fault injection for tests: called before every SQS call of the pipeline (the real SDK client,
+   * through its middleware stack); an error returned is thrown as if the call had failed.
+   */
+  sqsFault?: (call: { command: string; queueUrl?: string }) => Error | undefined;
   /** Fault injection for tests: see startPoller. */
   skipDelete?: (messageId: string) => boolean;
   quiet?: boolean;
@@ -81,6 +86,20 @@ export async function startLocalRuntime(options: LocalRuntimeOptions = {}): Prom
     endpoint: queues.endpoint,
     credentials: { accessKeyId: "local", secretAccessKey: "local" },
   });
+  const sqsFault = options.sqsFault;
+  if (sqsFault) {
+    sqs.middlewareStack.add(
+      (next, context) => async (args) => {
+        const err = sqsFault({
+          command: context.commandName ?? "",
+          queueUrl: (args.input as { QueueUrl?: string }).QueueUrl,
+        });
+        if (err) throw err;
+        return next(args);
+      },
+      { step: "initialize", name: "meterhookFaultInjection" },
+    );
+  }
   const consumer = await createConsumerFromConfig(config, { sqs, mapping });
   const api = await createIngestApiFromConfig(config, { sqs, mapping });
   const gateway = await startGateway(

@@ -155,6 +155,7 @@ after(async () => {
 async function run(seed: number, api: "v1" | "v2"): Promise<Ledger> {
   const started = Date.now();
   const r = prng(seed * 7919);
+  let dlqDownUntil = 0;
   // About one valid event in 400 is one Stripe refuses for good.
   const poisoned = (identifier: string) =>
     createHash("sha256").update(`${seed}:${identifier}`).digest()[0] === 7 && identifier.charCodeAt(5) % 2 === 0;
@@ -178,6 +179,13 @@ async function run(seed: number, api: "v1" | "v2"): Promise<Ledger> {
     pollers: api === "v1" ? 5 : 3,
     // Now and then a processed message is not deleted: SQS delivers it again.
     skipDelete: () => r() < 0.02,
+    // For two seconds, every write to the DLQ fails (the SDK call throws).
+    sqsFault: ({ command, queueUrl }) => {
+      if (Date.now() >= dlqDownUntil || command !== "SendMessageBatchCommand" || !queueUrl?.endsWith("/meterhook-dlq"))
+        return undefined;
+      faults["DLQ write failed"] = (faults["DLQ write failed"] ?? 0) + 1;
+      return Object.assign(new Error("DLQ unavailable (injected)"), { name: "ServiceUnavailable" });
+    },
   });
   runtimes.push(rt);
   const emulator = rt.emulator;
@@ -251,9 +259,6 @@ async function run(seed: number, api: "v1" | "v2"): Promise<Ledger> {
   ];
   let next = 0;
   let dlqOutage = false;
-  // The emulator's queue is deleted to make sends fail; what the DLQ held is kept aside first,
-  // as a real outage would keep it.
-  const keptLetters: Array<{ body: string }> = [];
   await Promise.all(
     Array.from({ length: 4 }, async () => {
       while (next < jobs.length) {
@@ -261,10 +266,8 @@ async function run(seed: number, api: "v1" | "v2"): Promise<Ledger> {
         // Once, a third of the way in, the DLQ goes away for two seconds: its sends fail.
         if (!dlqOutage && next > jobs.length / 3) {
           dlqOutage = true;
-          keptLetters.push(...(await drain(sqs, rt.deadLetterQueueUrl)));
-          rt.queues.removeDeadLetterQueue();
-          setTimeout(() => rt.queues.restoreDeadLetterQueue(), 2_000);
-          faults["DLQ unavailable (2 s)"] = 1;
+          dlqDownUntil = Date.now() + 2_000;
+          faults["DLQ unavailable for 2 s"] = 1;
         }
         await job();
       }
@@ -292,7 +295,7 @@ async function run(seed: number, api: "v1" | "v2"): Promise<Ledger> {
     billedByIdentifier.set(e.identifier, (billedByIdentifier.get(e.identifier) ?? 0) + 1);
   }
   const dead = new Map<string, string[]>();
-  for (const m of [...keptLetters, ...(await drain(sqs, rt.deadLetterQueueUrl))]) {
+  for (const m of await drain(sqs, rt.deadLetterQueueUrl)) {
     const body = JSON.parse(m.body) as { event?: unknown; error?: { code: string } };
     const event = body.event;
     const id = typeof event === "string" ? /s\d+-e\d+/.exec(event)?.[0] : (event as { id?: string } | undefined)?.id;
