@@ -55,8 +55,6 @@ export const EnvSchema = z.object({
 });
 
 const KNOWN = new Set(Object.keys(EnvSchema.shape));
-// Set by local/ for its own use, or by the shell: not settings of the pipeline.
-const IGNORED = new Set(["METERHOOK_LOCAL"]);
 
 /** Where a secret lives on AWS: read at cold start, never put in the template or environment. */
 export type SecretSource = { store: "ssm"; name: string } | { store: "secretsmanager"; name: string };
@@ -160,7 +158,7 @@ function secretSource(name: string, ssm: string | undefined, secretId: string | 
 }
 
 export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
-  const unknown = Object.keys(env).filter((k) => k.startsWith("METERHOOK_") && !KNOWN.has(k) && !IGNORED.has(k));
+  const unknown = Object.keys(env).filter((k) => k.startsWith("METERHOOK_") && !KNOWN.has(k));
   if (unknown.length > 0) throw new ConfigError(`unknown setting(s): ${unknown.join(", ")}`);
   const parsed = EnvSchema.safeParse(env);
   if (!parsed.success) {

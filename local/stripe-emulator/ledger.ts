@@ -124,9 +124,14 @@ export class Ledger {
     return undefined;
   }
 
+  /** Counts one arrival of an identifier, duplicates included (for ledger checks). */
+  noteReceipt(identifier: string): void {
+    this.receipts.set(identifier, (this.receipts.get(identifier) ?? 0) + 1);
+  }
+
   /** Records an event Stripe accepted for processing; counts it unless it fails the async checks. */
   record(e: ReceivedEvent): void {
-    this.receipts.set(e.identifier, (this.receipts.get(e.identifier) ?? 0) + 1);
+    this.noteReceipt(e.identifier);
     if (this.isDuplicate(e.identifier)) {
       // On the stream a duplicate is dropped asynchronously; it never counts twice.
       this.errors.push({

@@ -437,7 +437,7 @@ export class StripeEmulator {
     const id = identifier ?? `emu_${randomBytes(12).toString("hex")}`;
     let reply: Reply;
     if (this.ledger.isDuplicate(id)) {
-      this.ledger.receipts.set(id, (this.ledger.receipts.get(id) ?? 0) + 1);
+      this.ledger.noteReceipt(id);
       reply = v1Error(
         400,
         "invalid_request_error",
@@ -507,7 +507,7 @@ export class StripeEmulator {
       return v2Error(400, "payload_invalid_value", `Value ${value} is invalid.`);
     const identifier = typeof body.identifier === "string" ? body.identifier : `emu_${randomBytes(12).toString("hex")}`;
     if (this.ledger.isDuplicate(identifier)) {
-      this.ledger.receipts.set(identifier, (this.ledger.receipts.get(identifier) ?? 0) + 1);
+      this.ledger.noteReceipt(identifier);
       return v2Error(400, "duplicate_meter_event", `An event already exists with identifier ${identifier}.`);
     }
     const ts =
