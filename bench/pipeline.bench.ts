@@ -4,7 +4,9 @@
  * submission alone, both against the Stripe emulator in another process with added latency.
  * Runs are interleaved (A B C D, A B C D, ...) and the table shows medians.
  *
- * BENCH_EVENTS (20000), BENCH_ROUNDS (3), BENCH_RTTS ("0,20" ms), BENCH_QUICK=1 for a CI smoke run.
+ * BENCH_EVENTS (20000), BENCH_ROUNDS (3), BENCH_WARMUP (1 uncounted round), BENCH_RTTS ("0,20" ms),
+ * BENCH_QUICK=1 for a CI smoke run. `npm run bench` runs Node with --expose-gc so that each run
+ * starts from a collected heap.
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
@@ -18,6 +20,7 @@ import { silentLogger } from "../lib/logger.js";
 const QUICK = process.env.BENCH_QUICK === "1";
 const EVENTS = Number(process.env.BENCH_EVENTS ?? (QUICK ? 2000 : 20_000));
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? (QUICK ? 1 : 3));
+const WARMUP = Number(process.env.BENCH_WARMUP ?? (QUICK ? 0 : 1));
 const RTTS = (process.env.BENCH_RTTS ?? (QUICK ? "0" : "0,20")).split(",").map(Number);
 const KEY = "sk_test_meterhook_local";
 
@@ -44,7 +47,12 @@ interface Result {
   cpuMsPer1000: number;
   rssMb: number;
 }
+/** With --expose-gc: collect before each run, so inputs built for it are not swept inside it. */
+const collect = (globalThis as { gc?: () => void }).gc ?? (() => {});
+
 async function measure(run: () => Promise<void>): Promise<Result> {
+  collect();
+  collect();
   let peak = process.memoryUsage().rss;
   const sampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 20);
   const cpu0 = process.cpuUsage();
@@ -174,8 +182,12 @@ console.log(
 for (const rtt of RTTS) {
   const { url, child } = await startEmulator(rtt);
   const results = new Map<string, Result[]>(scenarios.map((s) => [s.name, []]));
-  for (let round = 0; round < ROUNDS; round++) {
-    for (const s of scenarios) results.get(s.name)?.push(await s.run(url));
+  // Warm-up rounds let the JIT settle and are not counted (cold starts have their own bench).
+  for (let round = 0; round < WARMUP + ROUNDS; round++) {
+    for (const s of scenarios) {
+      const r = await s.run(url);
+      if (round >= WARMUP) results.get(s.name)?.push(r);
+    }
   }
   child.kill("SIGTERM");
   const row = (name: string) => {

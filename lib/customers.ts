@@ -8,6 +8,11 @@ import { CustomerNotFoundError } from "./errors.js";
 export interface CustomerLookup {
   readonly name: string;
   resolve(customer: string): Promise<string | undefined>;
+  /**
+   * The answer when it is known without I/O (a table, a cache hit): the id, or null for "not
+   * mapped". Undefined means "ask resolve()". Lets the consumer skip a promise per event.
+   */
+  known?(customer: string): string | null | undefined;
 }
 
 export const STRIPE_CUSTOMER_PREFIX = "cus_";
@@ -16,11 +21,16 @@ export const STRIPE_CUSTOMER_PREFIX = "cus_";
 export const stripeIdLookup: CustomerLookup = {
   name: "stripe-id",
   resolve: async (customer) => (customer.startsWith(STRIPE_CUSTOMER_PREFIX) ? customer : undefined),
+  known: (customer) => (customer.startsWith(STRIPE_CUSTOMER_PREFIX) ? customer : null),
 };
 
 /** A fixed table from app account ids to Stripe customer ids (from config). */
 export function staticTableLookup(table: ReadonlyMap<string, string>): CustomerLookup {
-  return { name: "static-table", resolve: async (customer) => table.get(customer) };
+  return {
+    name: "static-table",
+    resolve: async (customer) => table.get(customer),
+    known: (customer) => table.get(customer) ?? null,
+  };
 }
 
 /**
@@ -37,6 +47,10 @@ export function cachedLookup(
   const inflight = new Map<string, Promise<string | undefined>>();
   return {
     name: `cached ${inner.name}`,
+    known(customer) {
+      const hit = cache.get(customer);
+      return hit && hit.expires > now() ? (hit.id ?? null) : undefined;
+    },
     resolve(customer) {
       const hit = cache.get(customer);
       if (hit && hit.expires > now()) return Promise.resolve(hit.id);
@@ -66,6 +80,19 @@ export class CustomerResolver {
     /** Deliveries that may find nothing before the event is dead-lettered as customer_not_found. */
     readonly notFoundAttempts = 1,
   ) {}
+
+  /**
+   * The Stripe id when every lookup it depends on answers without I/O; undefined when one must
+   * be asked. Throws CustomerNotFoundError when all of them know the customer is not mapped.
+   */
+  known(customer: string): string | undefined {
+    for (const lookup of this.lookups) {
+      const id = lookup.known?.(customer);
+      if (id === undefined) return undefined;
+      if (id !== null) return id;
+    }
+    throw new CustomerNotFoundError(customer);
+  }
 
   /** Resolves or throws CustomerNotFoundError (permanent) / a retryable error (transient). */
   async resolve(customer: string): Promise<string> {

