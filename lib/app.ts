@@ -147,7 +147,10 @@ export async function createConsumerFromConfig(config: Config, deps: AppDeps = {
   const resolved = await resolveSecrets(config, secretReaderFor(config, deps), { stripeKey: true });
   const logger = deps.logger ?? createLogger({ level: config.logLevel, base: { component: "consumer" } });
   const metrics = deps.metrics ?? noMetrics;
-  const transport = createUndiciTransport({ connections: config.stripe.maxConnections });
+  const transport = createUndiciTransport({
+    connections: config.stripe.maxConnections,
+    pipelining: config.stripe.pipelining,
+  });
   const client = createStripeClient(resolved, transport, logger, metrics);
   const mapping = await mappingFor(config, deps);
   const stripeGet: StripeGet = async (path, query) => {
@@ -161,21 +164,28 @@ export async function createConsumerFromConfig(config: Config, deps: AppDeps = {
     if (v.kind === "ok") return { status: 200, body: v.body };
     return v.kind === "retry" ? { error: v.reason } : { status: v.status, body: "" };
   };
+  // One SQS client (made on first use) for the DLQ and, with pre-aggregation, the ingest queue.
+  const sqs = sqsClientFor(config, deps.sqs);
   const consumerDeps: ConsumerDeps = {
     resolver: new CustomerResolver([stripeIdLookup, staticTableLookup(config.customers)]),
     mapping: mapping
       ? await consumerMapping(mapping, { transport, stripeGet, env: config.env, reader: secretReaderFor(config, deps) })
       : undefined,
     submitter: createSubmitter(resolved, client),
-    deadLetterQueue: createSqsSender(
-      sqsClientFor(config, deps.sqs),
-      required(config.deadLetterQueueUrl, "METERHOOK_DLQ_URL"),
-    ),
+    deadLetterQueue: createSqsSender(sqs, required(config.deadLetterQueueUrl, "METERHOOK_DLQ_URL")),
     logger,
     metrics,
     maxAttempts: config.maxAttempts,
     stopMarginMs: config.stopMarginMs,
     valueRules: config.valueRules,
+    aggregation: config.aggregation,
+    // A combined event that fails goes back on the ingest queue as itself (lib/aggregation.ts).
+    requeue: config.aggregation
+      ? createSqsSender(
+          sqs,
+          required(config.ingestQueueUrl, "METERHOOK_INGEST_QUEUE_URL (METERHOOK_AGGREGATE requeues through it)"),
+        )
+      : undefined,
   };
   return {
     deps: consumerDeps,
@@ -185,6 +195,7 @@ export async function createConsumerFromConfig(config: Config, deps: AppDeps = {
         messages: messages.length,
         billed: result.billed,
         duplicates: result.duplicates,
+        requeued: result.requeued,
         retried: result.retried,
         deadLettered: result.deadLettered,
       });

@@ -1,5 +1,6 @@
 import { readFileSync } from "node:fs";
 import { z } from "zod";
+import type { AggregationRules } from "./aggregation.js";
 import { ConfigError } from "./errors.js";
 import { registerSecret } from "./redact.js";
 import { STRIPE_API_VERSION } from "./stripe/client.js";
@@ -30,6 +31,8 @@ export const EnvSchema = z.object({
   METERHOOK_STRIPE_API: z.enum(["v1", "v2"]).default("v2"),
   METERHOOK_CUSTOMERS: z.string().optional(),
   METERHOOK_METER_VALUE_RULES: z.string().optional(),
+  METERHOOK_AGGREGATE: z.string().optional(),
+  METERHOOK_AGGREGATE_WINDOW_SECONDS: int(60, 1, 3600),
   METERHOOK_CUSTOMERS_FILE: z.string().optional(),
   METERHOOK_MAX_ATTEMPTS: int(5, 1, 1000),
   METERHOOK_MAX_BODY_BYTES: int(1024 * 1024, 1024, 6 * 1024 * 1024),
@@ -45,6 +48,7 @@ export const EnvSchema = z.object({
   STRIPE_TIMEOUT_MS: int(10_000, 100, 80_000),
   STRIPE_MAX_ATTEMPTS: int(3, 1, 10),
   STRIPE_MAX_CONNECTIONS: int(32, 1, 1024),
+  STRIPE_PIPELINING: int(1, 1, 16),
   STRIPE_CONCURRENCY: int(8, 1, 256),
   STRIPE_STREAM_BATCH_SIZE: int(100, 1, 100),
   STRIPE_MAX_REQUESTS_PER_SECOND: z.coerce.number().positive().max(10_000).optional(),
@@ -72,6 +76,8 @@ export interface Config {
   customers: ReadonlyMap<string, string>;
   /** event_name → "positive" | "non-negative". */
   valueRules: ReadonlyMap<string, "positive" | "non-negative">;
+  /** Pre-aggregation (off unless METERHOOK_AGGREGATE names meters). */
+  aggregation: AggregationRules | undefined;
   maxAttempts: number;
   maxBodyBytes: number;
   maxEventsPerRequest: number;
@@ -86,6 +92,8 @@ export interface Config {
     timeoutMs: number;
     maxAttempts: number;
     maxConnections: number;
+    /** Requests sent on one connection before the first answer (1: no pipelining). */
+    pipelining: number;
     concurrency: number;
     streamBatchSize: number;
     /** Client-side limit on Stripe requests per second, per process. */
@@ -150,6 +158,24 @@ function parseValueRules(text: string | undefined): Map<string, "positive" | "no
   return new Map(Object.entries(parsed.data).flatMap(([k, v]) => (v === "any" ? [] : [[k, v] as const])));
 }
 
+const AggregateSchema = z.record(z.string().min(1).max(100), z.enum(["sum", "count"]));
+
+function parseAggregation(text: string | undefined, windowSeconds: number): AggregationRules | undefined {
+  if (!text) return undefined;
+  let data: unknown;
+  try {
+    data = JSON.parse(text);
+  } catch {
+    throw new ConfigError("METERHOOK_AGGREGATE is not valid JSON");
+  }
+  const parsed = AggregateSchema.safeParse(data);
+  if (!parsed.success) {
+    throw new ConfigError(`METERHOOK_AGGREGATE: ${parsed.error.issues[0]?.message} (values: sum, count)`);
+  }
+  const meters = new Map(Object.entries(parsed.data));
+  return meters.size > 0 ? { meters, windowSeconds } : undefined;
+}
+
 function secretSource(name: string, ssm: string | undefined, secretId: string | undefined): SecretSource | undefined {
   if (ssm && secretId) throw new ConfigError(`set ${name}_SSM_PARAMETER or ${name}_SECRET_ID, not both`);
   if (ssm) return { store: "ssm", name: ssm };
@@ -182,6 +208,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     stripeApi: e.METERHOOK_STRIPE_API,
     customers: parseCustomers(e.METERHOOK_CUSTOMERS, e.METERHOOK_CUSTOMERS_FILE),
     valueRules: parseValueRules(e.METERHOOK_METER_VALUE_RULES),
+    aggregation: parseAggregation(e.METERHOOK_AGGREGATE, e.METERHOOK_AGGREGATE_WINDOW_SECONDS),
     maxAttempts: e.METERHOOK_MAX_ATTEMPTS,
     maxBodyBytes: e.METERHOOK_MAX_BODY_BYTES,
     maxEventsPerRequest: e.METERHOOK_MAX_EVENTS_PER_REQUEST,
@@ -196,6 +223,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       timeoutMs: e.STRIPE_TIMEOUT_MS,
       maxAttempts: e.STRIPE_MAX_ATTEMPTS,
       maxConnections: e.STRIPE_MAX_CONNECTIONS,
+      pipelining: e.STRIPE_PIPELINING,
       concurrency: e.STRIPE_CONCURRENCY,
       streamBatchSize: e.STRIPE_STREAM_BATCH_SIZE,
       maxRequestsPerSecond: e.STRIPE_MAX_REQUESTS_PER_SECOND,

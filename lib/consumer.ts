@@ -1,3 +1,10 @@
+import {
+  type AggregationRules,
+  continuationBody,
+  isContinuation,
+  parseContinuation,
+  planAggregation,
+} from "./aggregation.js";
 import type { CustomerResolver } from "./customers.js";
 import { type DeadLetter, sendDeadLetters } from "./dead-letter.js";
 import { DeadLetterCode, MeterhookError } from "./errors.js";
@@ -51,6 +58,9 @@ export interface ConsumerDeps {
   valueRules?: ValueRules;
   metrics?: Metrics;
   now?: () => number;
+  /** Pre-aggregation rules; with them, `requeue` (the ingest queue) takes combined events that failed. */
+  aggregation?: AggregationRules;
+  requeue?: QueueSender;
 }
 
 export interface BatchResult {
@@ -62,12 +72,21 @@ export interface BatchResult {
   duplicates: number;
   /** Triggers no rule matched, acknowledged (the source's `unmatched: ignore`). */
   ignored: number;
+  /** Messages whose combined event failed and went back on the ingest queue as one message. */
+  requeued: number;
   retried: number;
   deadLettered: Partial<Record<DeadLetterCode, number>>;
 }
 
 /** Ready to submit. The parsed message is not kept while Stripe answers (see inputOf). */
-type Ready = { kind: "ready"; events: MeterEvent[]; eventId?: string; source?: string };
+type Ready = {
+  kind: "ready";
+  events: MeterEvent[];
+  eventId?: string;
+  source?: string;
+  /** A combined event back from the queue: sent as it is, never combined again. */
+  fixed?: boolean;
+};
 type Dead = { kind: "dead"; letter: DeadLetter };
 type Retry = { kind: "retry"; reason: string; eventId?: string; input: unknown; source?: string };
 type Step = Ready | Dead | Retry | { kind: "ignored" };
@@ -244,6 +263,14 @@ export async function processBatch(
         return dead(m, m.body, DeadLetterCode.invalidMessage, "message body is not valid JSON");
       input = m.body;
     }
+    if (isContinuation(input)) {
+      try {
+        const event = parseContinuation(input, now() / 1000);
+        return { kind: "ready", events: [event], eventId: event.identifier, fixed: true };
+      } catch (err) {
+        return failed(m, input, err, deps.resolver);
+      }
+    }
     const rawId = (input as { id?: unknown } | null)?.id;
     let eventId = typeof rawId === "string" ? rawId : undefined;
     const sourceHint = isTriggerMessage(input) ? input.source : m.attributes?.[SOURCE_ATTRIBUTE];
@@ -317,22 +344,25 @@ export async function processBatch(
   // One submission per identifier: duplicate deliveries in the same batch share the outcome.
   const unique = new Map<string, number>();
   const toSend: MeterEvent[] = [];
+  const fixed: boolean[] = [];
   for (const s of steps) {
     if (s.kind !== "ready") continue;
     for (const e of s.events) {
       if (!unique.has(e.identifier)) {
         unique.set(e.identifier, toSend.length);
         toSend.push(e);
+        fixed.push(s.fixed === true);
       }
     }
   }
-  const outcomes: SubmitOutcome[] = toSend.length > 0 ? await deps.submitter.submit(toSend, deadline) : [];
+  const outcomes = await submitAll(toSend, fixed, deadline, deps);
 
   const result: BatchResult = {
     failedMessageIds: [],
     billed: 0,
     duplicates: 0,
     ignored: 0,
+    requeued: 0,
     retried: 0,
     deadLettered: {},
   };
@@ -348,14 +378,17 @@ export async function processBatch(
       let rejected: Extract<SubmitOutcome, { kind: "rejected" }> | undefined;
       let retry: Extract<SubmitOutcome, { kind: "retry" }> | undefined;
       let duplicates = 0;
+      let requeued = false;
       for (const e of prepared.events) {
-        const o = outcomes[unique.get(e.identifier) as number] as SubmitOutcome;
+        const o = outcomes[unique.get(e.identifier) as number] as Outcome;
         if (o.kind === "rejected") rejected ??= o;
         else if (o.kind === "retry") retry ??= o;
+        else if (o.kind === "requeued") requeued = true;
         else if (o.duplicate) duplicates++;
       }
       if (!rejected && !retry) {
-        result.billed++;
+        if (requeued) result.requeued++;
+        else result.billed++;
         result.duplicates += duplicates;
         return;
       }
@@ -419,6 +452,7 @@ export async function processBatch(
   metrics.count(Metric.eventsBilled, result.billed);
   metrics.count(Metric.eventsDuplicate, result.duplicates);
   metrics.count(Metric.eventsIgnored, result.ignored);
+  if (result.requeued > 0) metrics.count(Metric.eventsRequeued, result.requeued);
   metrics.count(Metric.eventsRetried, result.failedMessageIds.length);
   for (const [code, n] of Object.entries(result.deadLettered)) metrics.count(Metric.eventsDeadLettered, n, { code });
   return result;
@@ -439,4 +473,50 @@ function matchEventBridge(mapping: Mapping, event: unknown): string | undefined 
       return s.name;
   }
   return undefined;
+}
+
+/** What became of one event: Stripe's answer, or handed back to the queue inside a combined event. */
+type Outcome = SubmitOutcome | { kind: "requeued" };
+
+/**
+ * Submits the batch's events, combined first when pre-aggregation is on. A combined event that
+ * must be retried goes back on the ingest queue as itself (see lib/aggregation.ts); only when
+ * that write fails do its members stay on the queue to be retried one by one.
+ */
+async function submitAll(
+  events: MeterEvent[],
+  fixed: boolean[],
+  deadline: number,
+  deps: ConsumerDeps,
+): Promise<Outcome[]> {
+  if (events.length === 0) return [];
+  if (!deps.aggregation) return deps.submitter.submit(events, deadline);
+  const plan = planAggregation(events, fixed, deps.aggregation);
+  const sent = await deps.submitter.submit(plan.submit, deadline);
+  const outcomes: Outcome[] = plan.carriedBy.map((j) => sent[j] as SubmitOutcome);
+  const back = [...plan.members].filter(([j]) => sent[j]?.kind === "retry");
+  if (back.length === 0) return outcomes;
+  const { failed } = deps.requeue
+    ? await deps.requeue.send(
+        back.map(([j, members]) => ({
+          key: String(j),
+          body: continuationBody(
+            plan.submit[j] as MeterEvent,
+            members.map((i) => (events[i] as MeterEvent).identifier),
+          ),
+        })),
+      )
+    : { failed: back.map(([j]) => String(j)) };
+  const unsent = new Set(failed);
+  for (const [j, members] of back) {
+    if (unsent.has(String(j))) {
+      deps.logger.error("combined event could not be requeued; its members stay on the queue", {
+        identifier: plan.submit[j]?.identifier,
+        members: members.length,
+      });
+      continue;
+    }
+    for (const i of members) outcomes[i] = { kind: "requeued" };
+  }
+  return outcomes;
 }

@@ -57,6 +57,8 @@ export const Metric = {
   eventsDuplicate: "EventsAlreadyBilled",
   eventsRetried: "EventsRetried",
   eventsIgnored: "EventsIgnored",
+  /** Messages whose combined (pre-aggregated) event went back on the queue to be retried. */
+  eventsRequeued: "EventsRequeued",
   eventsDeadLettered: "EventsDeadLettered",
   stripeRequests: "StripeRequests",
   stripeLatency: "StripeLatency",

@@ -108,6 +108,17 @@ describe("packaged CloudFormation template", () => {
       "the HTTP API cannot read the Stripe key",
     );
     assert.ok(!JSON.stringify(resources.IngestQueueRole).includes("api-keys"), "the consumer cannot read the API keys");
+    // The consumer writes to the DLQ, and to its own queue for pre-aggregated events to retry.
+    const sends = resources.IngestQueueRole.Properties.Policies.flatMap((p: Json) =>
+      p.PolicyDocument.Statement.filter((s: Json) => [s.Action].flat().includes("sqs:SendMessage")),
+    );
+    assert.deepEqual(
+      sends.flatMap((s: Json) => [s.Resource].flat()),
+      [{ "Fn::GetAtt": ["DeadLetterQueue", "Arn"] }, { "Fn::GetAtt": ["IngestQueue", "Arn"] }],
+    );
+    const env = resources.IngestQueueLambdaFunction.Properties.Environment.Variables;
+    assert.deepEqual(env.METERHOOK_INGEST_QUEUE_URL, { Ref: "IngestQueue" });
+    assert.equal(env.METERHOOK_AGGREGATE, "", "pre-aggregation is off by default");
   });
 
   test("no secret value is in the template or the environment; secrets are parameter names", () => {

@@ -54,6 +54,24 @@ describe("loadConfig", () => {
     assert.throws(() => loadConfig({ METERHOOK_METER_VALUE_RULES: '{"a":"big"}' }), /METERHOOK_METER_VALUE_RULES/);
   });
 
+  test("pre-aggregation is off by default; METERHOOK_AGGREGATE names meters and their formula", () => {
+    assert.equal(loadConfig({}).aggregation, undefined);
+    assert.equal(loadConfig({ METERHOOK_AGGREGATE: "" }).aggregation, undefined);
+    const c = loadConfig({ METERHOOK_AGGREGATE: '{"api_requests":"sum","messages":"count"}' });
+    assert.deepEqual(Object.fromEntries(c.aggregation?.meters ?? []), { api_requests: "sum", messages: "count" });
+    assert.equal(c.aggregation?.windowSeconds, 60);
+    assert.equal(
+      loadConfig({ METERHOOK_AGGREGATE: '{"a":"sum"}', METERHOOK_AGGREGATE_WINDOW_SECONDS: "3600" }).aggregation
+        ?.windowSeconds,
+      3600,
+    );
+    assert.throws(() => loadConfig({ METERHOOK_AGGREGATE: '{"a":"last"}' }), /METERHOOK_AGGREGATE.*sum, count/);
+    assert.throws(() => loadConfig({ METERHOOK_AGGREGATE: "api_requests" }), /not valid JSON/);
+    assert.throws(() => loadConfig({ METERHOOK_AGGREGATE_WINDOW_SECONDS: "0" }), /METERHOOK_AGGREGATE_WINDOW_SECONDS/);
+    assert.equal(loadConfig({}).stripe.pipelining, 1);
+    assert.equal(loadConfig({ STRIPE_PIPELINING: "4" }).stripe.pipelining, 4);
+  });
+
   test("required() names the missing setting", () => {
     assert.throws(() => required(undefined, "STRIPE_API_KEY"), /STRIPE_API_KEY is required/);
     assert.throws(() => required([], "METERHOOK_API_KEYS"), /METERHOOK_API_KEYS/);

@@ -1,0 +1,79 @@
+import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
+import { createConsumerFromConfig } from "../../lib/app.js";
+import { loadConfig } from "../../lib/config.js";
+import { silentLogger } from "../../lib/logger.js";
+import { EMULATOR_DEFAULT_KEY, type StripeEmulator } from "../../local/stripe-emulator/server.js";
+import { queueMessage, usageEvent } from "../helpers/factories.js";
+import { drain, startTestQueues, type TestQueues } from "../helpers/sqs.js";
+import { startEmulator } from "../helpers/stripe.js";
+
+// A combined event whose outcome is unknown must be retried as itself: its members, delivered
+// again, could be grouped differently and billed a second time under a new identifier.
+
+let queues: TestQueues;
+let emulator: StripeEmulator;
+before(async () => {
+  queues = await startTestQueues();
+  emulator = await startEmulator();
+});
+after(async () => {
+  await emulator.stop();
+  await queues.stop();
+});
+
+async function consumer(ingestQueueUrl = queues.ingestQueueUrl) {
+  return createConsumerFromConfig(
+    loadConfig({
+      STRIPE_API_KEY: EMULATOR_DEFAULT_KEY,
+      STRIPE_API_BASE: emulator.url,
+      STRIPE_METER_EVENTS_BASE: emulator.url,
+      STRIPE_MAX_ATTEMPTS: "1",
+      METERHOOK_DLQ_URL: queues.deadLetterQueueUrl,
+      METERHOOK_INGEST_QUEUE_URL: ingestQueueUrl,
+      SQS_ENDPOINT: queues.endpoint,
+      METERHOOK_AGGREGATE: JSON.stringify({ api_requests: "sum" }),
+    }),
+    { sqs: queues.sqs, logger: silentLogger },
+  );
+}
+
+const total = (customer: string) =>
+  emulator.ledger.summaries().find((s) => s.customer === customer)?.aggregated_value ?? 0;
+const inAMinute = () => Date.now() + 60_000;
+
+describe("requeued combined events", () => {
+  test("recorded by Stripe but unanswered: requeued as one message, then counted once", async () => {
+    const c = await consumer();
+    const messages = [2, 3, 5].map((value) => queueMessage(usageEvent({ customer: "cus_requeue", value })));
+    emulator.injectFaults({ path: "/v2/billing/meter_event_stream", action: "accept-then-drop" });
+
+    const first = await c.process(messages, inAMinute());
+    assert.deepEqual([first.requeued, first.billed, first.failedMessageIds], [3, 0, []]);
+    assert.equal(total("cus_requeue"), 10, "Stripe did record it");
+
+    const requeued = await drain(queues.sqs, queues.ingestQueueUrl);
+    assert.equal(requeued.length, 1);
+    const body = JSON.parse(requeued[0]?.body ?? "{}");
+    assert.equal(body.meterhook, "meterhook.aggregate/1");
+    assert.equal(body.event.payload.value, "10");
+    assert.equal(body.members.length, 3);
+
+    // Delivered again: the same identifier, so Stripe drops it as a duplicate (the stream does
+    // so after answering 202).
+    const again = await c.process([queueMessage(requeued[0]?.body)], inAMinute());
+    assert.equal(again.billed, 1);
+    assert.equal(total("cus_requeue"), 10);
+    await c.close();
+  });
+
+  test("when the requeue cannot be written, the members stay on the queue", async () => {
+    const c = await consumer(`${queues.endpoint}/000000000000/no-such-queue`);
+    const messages = [1, 1].map((value) => queueMessage(usageEvent({ customer: "cus_stay", value })));
+    emulator.injectFaults({ path: "/v2/billing/meter_event_stream", respond: { status: 503 } });
+    const res = await c.process(messages, inAMinute());
+    assert.equal(res.requeued, 0);
+    assert.deepEqual(new Set(res.failedMessageIds), new Set(messages.map((m) => m.messageId)));
+    await c.close();
+  });
+});
