@@ -351,7 +351,9 @@ export async function processBatch(
       if (!unique.has(e.identifier)) {
         unique.set(e.identifier, toSend.length);
         toSend.push(e);
-        fixed.push(s.fixed === true);
+        // Only a message's sole event may be combined: a message must not be half requeued
+        // inside a combined event and half left on the queue (its redelivery would bill again).
+        fixed.push(s.fixed === true || s.events.length > 1);
       }
     }
   }

@@ -5,7 +5,7 @@ import { loadConfig } from "../../lib/config.js";
 import { silentLogger } from "../../lib/logger.js";
 import { EMULATOR_DEFAULT_KEY, type StripeEmulator } from "../../local/stripe-emulator/server.js";
 import { queueMessage, usageEvent } from "../helpers/factories.js";
-import { drain, startTestQueues, type TestQueues } from "../helpers/sqs.js";
+import { drain, drainDeadLetters, startTestQueues, type TestQueues } from "../helpers/sqs.js";
 import { startEmulator } from "../helpers/stripe.js";
 
 // A combined event whose outcome is unknown must be retried as itself: its members, delivered
@@ -22,7 +22,7 @@ after(async () => {
   await queues.stop();
 });
 
-async function consumer(ingestQueueUrl = queues.ingestQueueUrl) {
+async function consumer(ingestQueueUrl = queues.ingestQueueUrl, env: Record<string, string> = {}) {
   return createConsumerFromConfig(
     loadConfig({
       STRIPE_API_KEY: EMULATOR_DEFAULT_KEY,
@@ -33,6 +33,7 @@ async function consumer(ingestQueueUrl = queues.ingestQueueUrl) {
       METERHOOK_INGEST_QUEUE_URL: ingestQueueUrl,
       SQS_ENDPOINT: queues.endpoint,
       METERHOOK_AGGREGATE: JSON.stringify({ api_requests: "sum" }),
+      ...env,
     }),
     { sqs: queues.sqs, logger: silentLogger },
   );
@@ -74,6 +75,56 @@ describe("requeued combined events", () => {
     const res = await c.process(messages, inAMinute());
     assert.equal(res.requeued, 0);
     assert.deepEqual(new Set(res.failedMessageIds), new Set(messages.map((m) => m.messageId)));
+    await c.close();
+  });
+
+  test("a combined event Stripe refuses dead-letters each member with the code", async () => {
+    const c = await consumer();
+    const messages = [1, 2].map((value) => queueMessage(usageEvent({ customer: "cus_refused", value })));
+    emulator.injectFaults({
+      path: "/v2/billing/meter_event_stream",
+      respond: {
+        status: 400,
+        headers: { "stripe-should-retry": "false" },
+        body: { error: { type: "invalid_request_error", message: "refused" } },
+      },
+    });
+    const res = await c.process(messages, inAMinute());
+    assert.deepEqual([res.billed, res.requeued, res.deadLettered], [0, 0, { stripe_rejected: 2 }]);
+    const letters = await drainDeadLetters(queues.sqs, queues.deadLetterQueueUrl);
+    assert.deepEqual(letters.map((l) => [l.error.code, (l.event as { value?: number }).value]).sort(), [
+      ["stripe_rejected", 1],
+      ["stripe_rejected", 2],
+    ]);
+    assert.equal(total("cus_refused"), 0);
+    await c.close();
+  });
+
+  test("a malformed requeued message is dead-lettered as invalid_message", async () => {
+    const c = await consumer();
+    const res = await c.process(
+      [queueMessage({ meterhook: "meterhook.aggregate/1", event: { event_name: "api_requests" }, members: [] })],
+      inAMinute(),
+    );
+    assert.deepEqual(res.deadLettered, { invalid_message: 1 });
+    const [letter] = await drainDeadLetters(queues.sqs, queues.deadLetterQueueUrl);
+    assert.equal(letter?.error.code, "invalid_message");
+    await c.close();
+  });
+
+  test("events of a message that fans out are never combined", async () => {
+    const c = await consumer(queues.ingestQueueUrl, { METERHOOK_CONFIG: "test/fixtures/sources/fan-out.ts" });
+    const jobs = ["job-a", "job-b"].map((job) => queueMessage({ job, team: "team-1", calls: 3, gb: 1 }));
+    const res = await c.process(jobs, inAMinute());
+    assert.equal(res.billed, 2);
+    const calls = emulator.ledger.events.filter(
+      (e) => e.payload.stripe_customer_id === "cus_FanOut1" && e.event_name === "api_requests",
+    );
+    assert.deepEqual(
+      calls.map((e) => e.payload.value),
+      ["3", "3"],
+      "sent one by one, not as one combined event of 6",
+    );
     await c.close();
   });
 });
