@@ -45,15 +45,16 @@ export function cachedLookup(
   const max = options.maxEntries ?? 10_000;
   const cache = new Map<string, { id: string | undefined; expires: number }>();
   const inflight = new Map<string, Promise<string | undefined>>();
+  const known = (customer: string) => {
+    const hit = cache.get(customer);
+    return hit && hit.expires > now() ? (hit.id ?? null) : undefined;
+  };
   return {
     name: `cached ${inner.name}`,
-    known(customer) {
-      const hit = cache.get(customer);
-      return hit && hit.expires > now() ? (hit.id ?? null) : undefined;
-    },
+    known,
     resolve(customer) {
-      const hit = cache.get(customer);
-      if (hit && hit.expires > now()) return Promise.resolve(hit.id);
+      const hit = known(customer);
+      if (hit !== undefined) return Promise.resolve(hit ?? undefined);
       const pending = inflight.get(customer);
       if (pending) return pending;
       const p = inner

@@ -6,6 +6,9 @@ const FORBIDDEN_KEYS = new Set(["__proto__", "constructor", "prototype"]);
 const MAX_PROPERTIES = 50;
 // Control characters make ids and names unreadable in the dashboard and in logs.
 const CONTROL_CHARS = /[\u0000-\u001f\u007f]/;
+/** Longest id and customer reference, and longest event name (Stripe's limit). */
+const MAX_ID_LENGTH = 255;
+const MAX_EVENT_NAME_LENGTH = 100;
 
 const Text = (max: number) =>
   z
@@ -21,9 +24,9 @@ const PropertyKeySchema = Text(100).refine(
 
 /** The canonical usage event an app sends to `POST /v1/events` or the ingest queue. */
 export const UsageEventSchema = z.strictObject({
-  id: Text(255),
-  event_name: Text(100),
-  customer: Text(255),
+  id: Text(MAX_ID_LENGTH),
+  event_name: Text(MAX_EVENT_NAME_LENGTH),
+  customer: Text(MAX_ID_LENGTH),
   value: z.number().default(1),
   timestamp: z.union([z.string(), z.number()]).optional(),
   properties: z
@@ -97,7 +100,8 @@ function parsePlainEvent(input: unknown, receivedAt: number): UsageEvent | undef
     if (k !== "id" && k !== "event_name" && k !== "customer" && k !== "value" && k !== "timestamp") return undefined;
   }
   const { id, event_name, customer, value, timestamp } = o;
-  if (!isText(id, 255) || !isText(event_name, 100) || !isText(customer, 255)) return undefined;
+  if (!isText(id, MAX_ID_LENGTH) || !isText(event_name, MAX_EVENT_NAME_LENGTH) || !isText(customer, MAX_ID_LENGTH))
+    return undefined;
   if (value !== undefined && !(typeof value === "number" && Number.isFinite(value))) return undefined;
   if (
     timestamp !== undefined &&
