@@ -25,7 +25,8 @@ import { createV2StreamSubmitter } from "./stripe/v2-meter-event-stream.js";
  * what it uses, so the HTTP function needs no Stripe key and the consumer no API keys.
  */
 export interface AppDeps {
-  sqs?: SQSClient;
+  /** An SQS client, or a function that makes one (called once, on first use). */
+  sqs?: SqsClientSource;
   logger?: Logger;
   metrics?: Metrics;
   /** Reads secrets that config points at (default: SSM / Secrets Manager through Powertools). */
@@ -35,16 +36,21 @@ export interface AppDeps {
 }
 
 /** Makes the SQS client on first use (loading the AWS SDK only then). */
-export function sqsClientFor(config: Config, given?: SQSClient): SqsClientSource {
+export function sqsClientFor(config: Config, given?: SqsClientSource): SqsClientSource {
   if (given) return given;
-  return async () => {
-    const { SQSClient } = await import("@aws-sdk/client-sqs");
-    return new SQSClient({
-      region: config.aws.region,
-      ...(config.aws.sqsEndpoint
-        ? { endpoint: config.aws.sqsEndpoint, credentials: { accessKeyId: "local", secretAccessKey: "local" } }
-        : {}),
-    });
+  // Memoised here, so that every queue a part writes to or reads from shares one client.
+  let client: Promise<SQSClient> | undefined;
+  return () => {
+    client ??= import("@aws-sdk/client-sqs").then(
+      ({ SQSClient }) =>
+        new SQSClient({
+          region: config.aws.region,
+          ...(config.aws.sqsEndpoint
+            ? { endpoint: config.aws.sqsEndpoint, credentials: { accessKeyId: "local", secretAccessKey: "local" } }
+            : {}),
+        }),
+    );
+    return client;
   };
 }
 
@@ -212,7 +218,7 @@ export async function replayFromConfig(
   deps: AppDeps = {},
 ): Promise<ReplayReport> {
   const sqs = sqsClientFor(config, deps.sqs);
-  const consumer = await createConsumerFromConfig(config, deps);
+  const consumer = await createConsumerFromConfig(config, { ...deps, sqs });
   try {
     const reader = createSqsReader(sqs, required(config.deadLetterQueueUrl, "METERHOOK_DLQ_URL"));
     return await replayDeadLetters(reader, consumer.deps, options);
