@@ -5,34 +5,25 @@ import { createConsumerFromConfig } from "../../lib/app.js";
 import { loadConfig } from "../../lib/config.js";
 import { silentLogger } from "../../lib/logger.js";
 import { meterEventIdentifier } from "../../lib/meter-event.js";
-import { EMULATOR_DEFAULT_KEY, type StripeEmulator } from "../../local/stripe-emulator/server.js";
+import type { StripeEmulator } from "../../local/stripe-emulator/server.js";
 import { lambdaContext, sqsEvent, sqsRecord, usageEvent } from "../helpers/factories.js";
-import { drainDeadLetters, startTestQueues, type TestQueues } from "../helpers/sqs.js";
-import { startEmulator } from "../helpers/stripe.js";
+import { consumerEnv, type PipelineParts, startPipelineParts } from "../helpers/pipeline.js";
+import { drainDeadLetters, type TestQueues } from "../helpers/sqs.js";
 
+let parts: PipelineParts;
 let queues: TestQueues;
 let emulator: StripeEmulator;
-
 before(async () => {
-  queues = await startTestQueues();
-  emulator = await startEmulator();
+  parts = await startPipelineParts();
+  ({ queues, emulator } = parts);
 });
-after(async () => {
-  await emulator.stop();
-  await queues.stop();
-});
+after(() => parts.stop());
 
 /** The queue handler as Lambda runs it, on config from an environment like the deployed one. */
 function handlerWith(env: Record<string, string> = {}) {
-  const config = loadConfig({
-    STRIPE_API_KEY: EMULATOR_DEFAULT_KEY,
-    STRIPE_API_BASE: emulator.url,
-    STRIPE_METER_EVENTS_BASE: emulator.url,
-    METERHOOK_DLQ_URL: queues.deadLetterQueueUrl,
-    SQS_ENDPOINT: queues.endpoint,
-    METERHOOK_CUSTOMERS: JSON.stringify({ acct_42: "cus_mapped42" }),
-    ...env,
-  });
+  const config = loadConfig(
+    consumerEnv(parts, { METERHOOK_CUSTOMERS: JSON.stringify({ acct_42: "cus_mapped42" }), ...env }),
+  );
   const consumer = createConsumerFromConfig(config, { sqs: queues.sqs, logger: silentLogger });
   return createQueueHandler(() => consumer);
 }

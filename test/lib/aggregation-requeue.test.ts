@@ -3,37 +3,32 @@ import { after, before, describe, test } from "node:test";
 import { createConsumerFromConfig } from "../../lib/app.js";
 import { loadConfig } from "../../lib/config.js";
 import { silentLogger } from "../../lib/logger.js";
-import { EMULATOR_DEFAULT_KEY, type StripeEmulator } from "../../local/stripe-emulator/server.js";
+import type { StripeEmulator } from "../../local/stripe-emulator/server.js";
 import { queueMessage, usageEvent } from "../helpers/factories.js";
-import { drain, drainDeadLetters, startTestQueues, type TestQueues } from "../helpers/sqs.js";
-import { startEmulator } from "../helpers/stripe.js";
+import { consumerEnv, type PipelineParts, startPipelineParts } from "../helpers/pipeline.js";
+import { drain, drainDeadLetters, type TestQueues } from "../helpers/sqs.js";
 
 // A combined event whose outcome is unknown must be retried as itself: its members, delivered
 // again, could be grouped differently and billed a second time under a new identifier.
 
+let parts: PipelineParts;
 let queues: TestQueues;
 let emulator: StripeEmulator;
 before(async () => {
-  queues = await startTestQueues();
-  emulator = await startEmulator();
+  parts = await startPipelineParts();
+  ({ queues, emulator } = parts);
 });
-after(async () => {
-  await emulator.stop();
-  await queues.stop();
-});
+after(() => parts.stop());
 
 async function consumer(ingestQueueUrl = queues.ingestQueueUrl, env: Record<string, string> = {}) {
   return createConsumerFromConfig(
     loadConfig({
-      STRIPE_API_KEY: EMULATOR_DEFAULT_KEY,
-      STRIPE_API_BASE: emulator.url,
-      STRIPE_METER_EVENTS_BASE: emulator.url,
-      STRIPE_MAX_ATTEMPTS: "1",
-      METERHOOK_DLQ_URL: queues.deadLetterQueueUrl,
-      METERHOOK_INGEST_QUEUE_URL: ingestQueueUrl,
-      SQS_ENDPOINT: queues.endpoint,
-      METERHOOK_AGGREGATE: JSON.stringify({ api_requests: "sum" }),
-      ...env,
+      ...consumerEnv(parts, {
+        STRIPE_MAX_ATTEMPTS: "1",
+        METERHOOK_INGEST_QUEUE_URL: ingestQueueUrl,
+        METERHOOK_AGGREGATE: JSON.stringify({ api_requests: "sum" }),
+        ...env,
+      }),
     }),
     { sqs: queues.sqs, logger: silentLogger },
   );

@@ -12,33 +12,24 @@ import { createConsumerFromConfig, replayFromConfig } from "../../lib/app.js";
 import { loadConfig } from "../../lib/config.js";
 import { silentLogger } from "../../lib/logger.js";
 import { meterEventIdentifier } from "../../lib/meter-event.js";
-import { EMULATOR_DEFAULT_KEY, type StripeEmulator } from "../../local/stripe-emulator/server.js";
+import type { StripeEmulator } from "../../local/stripe-emulator/server.js";
 import { lambdaContext, sqsEvent, sqsRecord, usageEvent } from "../helpers/factories.js";
 import { loadTrigger } from "../helpers/fixtures.js";
-import { drain, drainDeadLetters, queueDepth, startTestQueues, type TestQueues } from "../helpers/sqs.js";
-import { startEmulator } from "../helpers/stripe.js";
+import { consumerEnv, type PipelineParts, startPipelineParts } from "../helpers/pipeline.js";
+import { drain, drainDeadLetters, queueDepth, type TestQueues } from "../helpers/sqs.js";
 
+let parts: PipelineParts;
 let queues: TestQueues;
 let emulator: StripeEmulator;
 before(async () => {
-  queues = await startTestQueues();
-  emulator = await startEmulator();
+  parts = await startPipelineParts();
+  ({ queues, emulator } = parts);
 });
-after(async () => {
-  await emulator.stop();
-  await queues.stop();
-});
+after(() => parts.stop());
 beforeEach(() => drain(queues.sqs, queues.deadLetterQueueUrl));
 
-const env = (customers: Record<string, string> = {}) => ({
-  STRIPE_API_KEY: EMULATOR_DEFAULT_KEY,
-  STRIPE_API_BASE: emulator.url,
-  STRIPE_METER_EVENTS_BASE: emulator.url,
-  METERHOOK_DLQ_URL: queues.deadLetterQueueUrl,
-  SQS_ENDPOINT: queues.endpoint,
-  METERHOOK_CUSTOMERS: JSON.stringify(customers),
-  METERHOOK_LOG_LEVEL: "error",
-});
+const env = (customers: Record<string, string> = {}) =>
+  consumerEnv(parts, { METERHOOK_CUSTOMERS: JSON.stringify(customers), METERHOOK_LOG_LEVEL: "error" });
 
 /** Runs events through the real consumer so they are dead-lettered as in production. */
 async function deadLetter(events: Array<Record<string, unknown> | string>) {
