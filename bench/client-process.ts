@@ -1,0 +1,20 @@
+/**
+ * One benchmark client in its own process (run by bench/pipeline.bench.ts over IPC): started once
+ * against the emulator, then measured on each "run" message. A process per client keeps one
+ * client's JIT state (the SDK's node:http, our undici) from slowing the other's shared Node code,
+ * which interleaving them in one process did; in production neither shares a process with the other.
+ */
+import { scenarios } from "./pipeline-clients.js";
+
+const name = process.env.BENCH_CLIENT as string;
+const scenario = scenarios.find((s) => s.name === name);
+if (!scenario) throw new Error(`no bench client "${name}"`);
+const client = await scenario.start(process.env.BENCH_STRIPE_URL as string);
+process.on("message", (msg: string) => {
+  if (msg === "run") {
+    void client.run().then((r) => process.send?.(r));
+  } else {
+    void client.close().then(() => process.exit(0));
+  }
+});
+process.send?.("ready");

@@ -1,0 +1,183 @@
+/**
+ * The clients `npm run bench` compares, each run in its own process by bench/client-process.ts:
+ * the official `stripe` SDK doing submission alone, and the meterhook consumer pipeline.
+ */
+import { randomUUID } from "node:crypto";
+import Stripe from "stripe";
+import { type Consumer, createConsumerFromConfig } from "../lib/app.js";
+import { loadConfig } from "../lib/config.js";
+import type { QueueMessage } from "../lib/consumer.js";
+import { silentLogger } from "../lib/logger.js";
+
+const KEY = "sk_test_meterhook_local";
+/** Events per run; the coordinator (bench/pipeline.bench.ts) sets it for every client process. */
+const EVENTS = Number(process.env.BENCH_EVENTS ?? 20_000);
+
+async function pool<T>(items: T[], limit: number, work: (t: T) => Promise<unknown>): Promise<void> {
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: Math.min(limit, items.length) }, async () => {
+      while (next < items.length) await work(items[next++] as T);
+    }),
+  );
+}
+
+export interface Result {
+  eventsPerSecond: number;
+  cpuMsPer1000: number;
+  rssMb: number;
+}
+/** With --expose-gc: collect before each run, so inputs built for it are not swept inside it. */
+const collect = (globalThis as { gc?: () => void }).gc ?? (() => {});
+
+async function measure(run: () => Promise<void>): Promise<Result> {
+  collect();
+  collect();
+  let peak = process.memoryUsage().rss;
+  const sampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 20);
+  const cpu0 = process.cpuUsage();
+  const t0 = performance.now();
+  await run();
+  const ms = performance.now() - t0;
+  const cpu = process.cpuUsage(cpu0);
+  clearInterval(sampler);
+  return {
+    eventsPerSecond: (EVENTS / ms) * 1000,
+    cpuMsPer1000: ((cpu.user + cpu.system) / 1000 / EVENTS) * 1000,
+    rssMb: peak / 1024 / 1024,
+  };
+}
+
+let runId = 0;
+const now = () => Math.floor(Date.now() / 1000);
+
+/**
+ * SQS records as the event source mapping hands them to the consumer: canonical events. Ids are
+ * UUIDs, as SQS message ids and most apps' event ids are (V8's JSON.parse interns strings of up to
+ * 10 characters, so short counters would measure string-table work real traffic does not do).
+ */
+function records(n: number, customers = 200): QueueMessage[] {
+  const t = Date.now();
+  return Array.from({ length: n }, (_, i) => ({
+    messageId: randomUUID(),
+    body: JSON.stringify({
+      id: randomUUID(),
+      event_name: "api_requests",
+      customer: `acct_${i % customers}`,
+      value: 1 + (i % 7),
+      timestamp: now() - 60,
+    }),
+    receiveCount: 1,
+    sentAt: t,
+    firstReceivedAt: t,
+  }));
+}
+
+async function meterhook(url: string, api: "v1" | "v2", extra: Record<string, string> = {}): Promise<Consumer> {
+  const customers = Object.fromEntries(Array.from({ length: 200 }, (_, i) => [`acct_${i}`, `cus_bench${i}`]));
+  const config = loadConfig({
+    STRIPE_API_KEY: KEY,
+    STRIPE_API_BASE: url,
+    STRIPE_METER_EVENTS_BASE: url,
+    METERHOOK_STRIPE_API: api,
+    METERHOOK_DLQ_URL: "http://127.0.0.1:9/never-used",
+    SQS_ENDPOINT: "http://127.0.0.1:9",
+    METERHOOK_CUSTOMERS: JSON.stringify(customers),
+    STRIPE_CONCURRENCY: "8",
+    STRIPE_MAX_CONNECTIONS: "64",
+    ...extra,
+  });
+  return createConsumerFromConfig(config, { logger: silentLogger });
+}
+
+/**
+ * A client is built once per emulator and reused by the warm-up and every round, as a warm Lambda
+ * keeps its consumer and an app keeps its `Stripe` instance: building one per run measured V8
+ * compiling the new instances' code again rather than steady state.
+ */
+export type Scenario = {
+  name: string;
+  start: (url: string) => Promise<{ run: () => Promise<Result>; close: () => Promise<void> }>;
+};
+const sdkOptions = (url: string) => {
+  const u = new URL(url);
+  return { host: u.hostname, port: Number(u.port), protocol: "http" as const, maxNetworkRetries: 2 };
+};
+/** The pipeline on a batch of records per call, `inFlight` batches at a time. */
+async function pipeline(
+  url: string,
+  api: "v1" | "v2",
+  inFlight: number,
+  customers: number,
+  extra: Record<string, string> = {},
+) {
+  const consumer = await meterhook(url, api, extra);
+  return {
+    run: () => {
+      const batches = Array.from({ length: EVENTS / 100 }, () => records(100, customers));
+      return measure(() => pool(batches, inFlight, (batch) => consumer.process(batch, Date.now() + 120_000)));
+    },
+    close: () => consumer.close(),
+  };
+}
+export const scenarios: Scenario[] = [
+  {
+    name: "stripe SDK, v2 stream, batches of 100, 16 in flight",
+    start: async (url) => {
+      const session = await new Stripe(KEY, sdkOptions(url)).v2.billing.meterEventSession.create();
+      const stream = new Stripe(session.authentication_token, sdkOptions(url));
+      return {
+        run: () => {
+          const id = ++runId;
+          const batches = Array.from({ length: EVENTS / 100 }, (_, b) =>
+            Array.from({ length: 100 }, (_, i) => ({
+              event_name: "api_requests",
+              identifier: `sdk2-${id}-${b}-${i}`,
+              payload: { stripe_customer_id: `cus_bench${i}`, value: String(1 + (i % 7)) },
+              timestamp: new Date((now() - 60) * 1000).toISOString(),
+            })),
+          );
+          return measure(() => pool(batches, 16, (events) => stream.v2.billing.meterEventStream.create({ events })));
+        },
+        close: async () => {},
+      };
+    },
+  },
+  {
+    name: "meterhook pipeline, v2 stream, batches of 100, 16 in flight",
+    start: (url) => pipeline(url, "v2", 16, 200),
+  },
+  {
+    name: "stripe SDK, v1 meter events, 64 in flight",
+    start: async (url) => {
+      const stripe = new Stripe(KEY, sdkOptions(url));
+      return {
+        run: () => {
+          const id = ++runId;
+          const events = Array.from({ length: EVENTS }, (_, i) => ({
+            event_name: "api_requests",
+            identifier: `sdk1-${id}-${i}`,
+            payload: { stripe_customer_id: `cus_bench${i % 200}`, value: String(1 + (i % 7)) },
+            timestamp: now() - 60,
+          }));
+          return measure(() => pool(events, 64, (e) => stripe.billing.meterEvents.create(e)));
+        },
+        close: async () => {},
+      };
+    },
+  },
+  {
+    name: "meterhook pipeline, v1, batches of 100, 8 in flight x 8 lanes",
+    start: (url) => pipeline(url, "v1", 8, 200),
+  },
+  {
+    // Not part of the goals: what pre-aggregation saves when a batch holds several events per
+    // customer (10 customers here), against the v1 rows above.
+    name: "meterhook pipeline, v1, pre-aggregated (sum), 10 customers",
+    start: (url) =>
+      pipeline(url, "v1", 8, 10, {
+        METERHOOK_AGGREGATE: JSON.stringify({ api_requests: "sum" }),
+        METERHOOK_INGEST_QUEUE_URL: "http://127.0.0.1:9/000000000000/never-used",
+      }),
+  },
+];
