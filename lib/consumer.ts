@@ -15,7 +15,7 @@ import { Metric, type Metrics, noMetrics } from "./metrics.js";
 import type { QueueSender } from "./queue.js";
 import type { MeterEventSubmitter, SubmitOutcome } from "./stripe/submitter.js";
 import { CORRELATION_ATTRIBUTE, isTriggerMessage, SOURCE_ATTRIBUTE } from "./triggers.js";
-import { parseUsageEvent, type UsageEvent } from "./usage-event.js";
+import { parsePlainEventJson, parseUsageEvent, type UsageEvent } from "./usage-event.js";
 
 /** One message from the ingest queue, as the consumer needs it (no Lambda types). */
 export interface QueueMessage {
@@ -105,6 +105,7 @@ function inputOf(m: QueueMessage): unknown {
 }
 
 const PRINTABLE = /^[\x20-\x7e]{1,255}$/;
+const NOT_STARTED = "not started: the invocation was about to time out";
 const looksCanonical = (x: unknown) =>
   !!x && typeof x === "object" && "id" in x && "event_name" in x && "customer" in x;
 
@@ -217,7 +218,8 @@ export async function processBatch(
   /** A message turned into usage events, waiting for their customers. */
   interface Decoded {
     m: QueueMessage;
-    input: unknown;
+    /** The parsed body; undefined when read without parsing (parsePlainEventJson), see inputOf. */
+    input?: unknown;
     usage: UsageEvent[];
     resolver: CustomerResolver;
     scope: string;
@@ -254,6 +256,14 @@ export async function processBatch(
   };
 
   const decodeMessage = (m: QueueMessage): Decoded | Step => {
+    // Most messages are canonical events in the plain shape: read without JSON.parse.
+    const plain = m.attributes?.[SOURCE_ATTRIBUTE] ? undefined : parsePlainEventJson(m.body, m.sentAt / 1000);
+    if (plain) {
+      if (deadline - now() < deps.stopMarginMs) {
+        return { kind: "retry", reason: NOT_STARTED, eventId: plain.id, input: inputOf(m) };
+      }
+      return { m, usage: [plain], resolver: deps.resolver, scope: "", eventId: plain.id };
+    }
     let input: unknown;
     try {
       input = JSON.parse(m.body);
@@ -277,7 +287,7 @@ export async function processBatch(
     if (deadline - now() < deps.stopMarginMs) {
       return {
         kind: "retry",
-        reason: "not started: the invocation was about to time out",
+        reason: NOT_STARTED,
         eventId,
         input,
         source: sourceHint,
@@ -312,7 +322,7 @@ export async function processBatch(
       }
       return { kind: "ready", events, eventId: d.eventId, source: d.source };
     } catch (err) {
-      return failed(d.m, d.input, err, d.resolver, d.eventId, d.source);
+      return failed(d.m, d.input ?? inputOf(d.m), err, d.resolver, d.eventId, d.source);
     }
   };
 
@@ -333,7 +343,7 @@ export async function processBatch(
         events.push(toMeterEvent(usage, customer, nowSeconds, deps.valueRules));
       }
     } catch (err) {
-      return failed(m, d.input, err, d.resolver, d.eventId, d.source);
+      return failed(m, d.input ?? inputOf(m), err, d.resolver, d.eventId, d.source);
     }
     return { kind: "ready", events, eventId: d.eventId, source: d.source };
   };

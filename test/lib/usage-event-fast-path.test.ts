@@ -2,7 +2,12 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { describe, test } from "node:test";
 import { InvalidEventError } from "../../lib/errors.js";
-import { parseUsageEvent, parseUsageEventWithSchema } from "../../lib/usage-event.js";
+import {
+  parsePlainEventJson,
+  parseUsageEvent,
+  parseUsageEventWithSchema,
+  toCanonicalJson,
+} from "../../lib/usage-event.js";
 
 // parseUsageEvent checks the common shape by hand and leaves the rest to the zod schema. These
 // tests hold the two to the same answer for every input: a value, or an error with the same code
@@ -91,5 +96,94 @@ describe("parseUsageEvent's fast path", () => {
     assert.equal(parseUsageEvent(base, NOW).customer, "acct_42");
     assert.throws(() => parseUsageEvent({ ...base, id: "" }, NOW), InvalidEventError);
     assert.throws(() => parseUsageEvent({ ...base, extra: 1 }, NOW), /unknown field/);
+  });
+});
+
+/** The general path for a message body: JSON.parse, then parseUsageEvent (undefined: not JSON). */
+function general(text: string) {
+  let input: unknown;
+  try {
+    input = JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+  return outcome(parseUsageEvent, input);
+}
+
+/** Texts near the plain shape: as written, respaced, escaped, reordered, repeated, cut. */
+function texts(): string[] {
+  const out: string[] = [];
+  for (const input of inputs()) {
+    const text = JSON.stringify(input);
+    if (text === undefined) continue;
+    out.push(text, JSON.stringify(input, null, 1), text.replace(/"id":/, '"i\\u0064":'));
+  }
+  out.push(
+    JSON.stringify(toCanonicalJson(parseUsageEvent(base, NOW))),
+    '{"id":"a","event_name":"b","customer":"c","id":"d"}',
+    '{"id":"a","event_name":"b","customer":"c","value":1e3}',
+    '{"id":"a","event_name":"b","customer":"c","value":01}',
+    '{"id":"a","event_name":"b","customer":"c","value":-0}',
+    '{"id":"a","event_name":"b","customer":"c","value":1.}',
+    '{"id":"a","event_name":"b","customer":"c","value":.5}',
+    '{"id":"a","event_name":"b","customer":"c","value":-2.250}',
+    '{"id":"a","event_name":"b","customer":"c","value":12345678901234567890}',
+    '{"id":"a","event_name":"b","customer":"c","value":true}',
+    '{"id":"a","event_name":"b","customer":"c","value":null}',
+    '{"id":"a","event_name":"b","customer":"c","timestamp":-5}',
+    '{"id":"a","event_name":"b","customer":"c","timestamp":"2026-02-30T00:00:00Z"}',
+    '{"id":"a","event_name":"b","customer":"c","timestamp":"yesterday"}',
+    '{"id":"a","event_name":"b","customer":"c",}',
+    '{"id":"a","event_name":"b","customer":"c"}}',
+    '{"id":"a","event_name":"b","customer":"c"',
+    '{"id":"a\tb","event_name":"b","customer":"c"}',
+    '{"id":"a\u007f","event_name":"b","customer":"c"}',
+    '{"id":"\ud800","event_name":"b","customer":"c"}',
+    '{"id":"a","event_name":"b","customer":"c","":1}',
+    '{"id":"a","event_name":"b","customer":"c","valu":1}',
+    '{"id":"a","event_name":"b","customer":"c","values":1}',
+    '{"id""a","event_name":"b","customer":"c"}',
+    "{}",
+    "[]",
+    "",
+  );
+  return out;
+}
+
+describe("parsePlainEventJson: reading a canonical event without JSON.parse", () => {
+  test("answers as JSON.parse and parseUsageEvent do, or leaves the text to them", () => {
+    let read = 0;
+    const check = (text: string) => {
+      const fast = parsePlainEventJson(text, NOW + 0.5);
+      if (fast === undefined) return;
+      read++;
+      assert.deepEqual({ ok: { ...fast, properties: { ...fast.properties } } }, general(text), `differs for ${text}`);
+    };
+    const all = texts();
+    for (const text of all) check(text);
+    assert.ok(read > 40, `read only ${read} of ${all.length} texts`);
+    // Every text with one character changed, added or removed, from a few plain ones.
+    const seeds = [
+      JSON.stringify(base),
+      '{"id":"a","event_name":"b","customer":"c","value":-1.5,"timestamp":"2026-11-26T12:00:00Z"}',
+    ];
+    const alphabet = ['"', "\\", ",", ":", "{", "}", "-", ".", "0", "7", "e", " ", "\u0000", "\u007f", "a"];
+    for (const seed of seeds) {
+      for (let i = 0; i <= seed.length; i++) {
+        check(seed.slice(0, i) + seed.slice(i + 1));
+        for (const c of alphabet) {
+          check(seed.slice(0, i) + c + seed.slice(i + 1));
+          check(seed.slice(0, i) + c + seed.slice(i));
+        }
+      }
+    }
+  });
+
+  test("reads what the ingest API writes, and the plain shape apps send", () => {
+    const queued = JSON.stringify(toCanonicalJson(parseUsageEvent(base, NOW)));
+    assert.equal(parsePlainEventJson(queued, NOW)?.timestamp, NOW - 60);
+    assert.equal(parsePlainEventJson(JSON.stringify(base), NOW)?.value, 3);
+    assert.equal(parsePlainEventJson('{"id":"a","event_name":"b","customer":"c"}', NOW + 0.9)?.timestamp, NOW);
+    assert.equal(parsePlainEventJson(JSON.stringify({ ...base, properties: { a: 1 } }), NOW), undefined);
   });
 });
