@@ -8,6 +8,7 @@ import { type Consumer, createConsumerFromConfig } from "../lib/app.js";
 import { loadConfig } from "../lib/config.js";
 import type { QueueMessage } from "../lib/consumer.js";
 import { silentLogger } from "../lib/logger.js";
+import type { HttpTransport } from "../lib/stripe/transport.js";
 
 const KEY = "sk_test_meterhook_local";
 /** Events per run; the coordinator (bench/pipeline.bench.ts) sets it for every client process. */
@@ -56,7 +57,7 @@ const now = () => Math.floor(Date.now() / 1000);
  * UUIDs, as SQS message ids and most apps' event ids are (V8's JSON.parse interns strings of up to
  * 10 characters, so short counters would measure string-table work real traffic does not do).
  */
-function records(n: number, customers = 200): QueueMessage[] {
+export function records(n: number, customers = 200): QueueMessage[] {
   const t = Date.now();
   return Array.from({ length: n }, (_, i) => ({
     messageId: randomUUID(),
@@ -73,7 +74,13 @@ function records(n: number, customers = 200): QueueMessage[] {
   }));
 }
 
-async function meterhook(url: string, api: "v1" | "v2", extra: Record<string, string> = {}): Promise<Consumer> {
+/** The consumer as the ingest-queue Lambda builds it; `transport` replaces HTTP (bench/consumer-cpu). */
+export async function meterhook(
+  url: string,
+  api: "v1" | "v2",
+  extra: Record<string, string> = {},
+  transport?: HttpTransport,
+): Promise<Consumer> {
   const customers = Object.fromEntries(Array.from({ length: 200 }, (_, i) => [`acct_${i}`, `cus_bench${i}`]));
   const config = loadConfig({
     STRIPE_API_KEY: KEY,
@@ -87,7 +94,7 @@ async function meterhook(url: string, api: "v1" | "v2", extra: Record<string, st
     STRIPE_MAX_CONNECTIONS: "64",
     ...extra,
   });
-  return createConsumerFromConfig(config, { logger: silentLogger });
+  return createConsumerFromConfig(config, { logger: silentLogger, transport });
 }
 
 /**

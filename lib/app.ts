@@ -33,6 +33,8 @@ export interface AppDeps {
   secretReader?: SecretReader;
   /** Sources given in code instead of METERHOOK_CONFIG. */
   mapping?: LoadedMapping;
+  /** HTTP to Stripe and lookup services (default: undici, configured from config.stripe). */
+  transport?: HttpTransport;
 }
 
 /** Makes the SQS client on first use (loading the AWS SDK only then). */
@@ -153,10 +155,12 @@ export async function createConsumerFromConfig(config: Config, deps: AppDeps = {
   const resolved = await resolveSecrets(config, secretReaderFor(config, deps), { stripeKey: true });
   const logger = deps.logger ?? createLogger({ level: config.logLevel, base: { component: "consumer" } });
   const metrics = deps.metrics ?? noMetrics;
-  const transport = createUndiciTransport({
-    connections: config.stripe.maxConnections,
-    pipelining: config.stripe.pipelining,
-  });
+  const transport =
+    deps.transport ??
+    createUndiciTransport({
+      connections: config.stripe.maxConnections,
+      pipelining: config.stripe.pipelining,
+    });
   const client = createStripeClient(resolved, transport, logger, metrics);
   const mapping = await mappingFor(config, deps);
   const stripeGet: StripeGet = async (path, query) => {

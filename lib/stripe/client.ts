@@ -73,9 +73,9 @@ export class StripeClient {
     };
   }
 
-  private readonly urls = new Map<string, string>();
+  /** URLs by path, per base: those without a query are few (one per endpoint) and kept. */
+  private readonly urls = { api: new Map<string, string>(), meterEvents: new Map<string, string>() };
 
-  /** The call's URL; those without a query are few (one per endpoint) and kept. */
   private urlFor(call: StripeCall): string {
     const base = call.base === "api" ? this.config.apiBase : this.config.meterEventsBase;
     if (call.query) {
@@ -83,11 +83,11 @@ export class StripeClient {
       for (const [k, v] of Object.entries(call.query)) u.searchParams.set(k, v);
       return u.toString();
     }
-    const key = `${base}\u0000${call.path}`;
-    let url = this.urls.get(key);
+    const known = this.urls[call.base];
+    let url = known.get(call.path);
     if (url === undefined) {
       url = new URL(call.path, base).toString();
-      if (this.urls.size < 64) this.urls.set(key, url);
+      if (known.size < 64) known.set(call.path, url);
     }
     return url;
   }

@@ -1,0 +1,61 @@
+/**
+ * `npm run bench:consumer`: the consumer's own CPU per event, without a network. The consumer is
+ * built as the Lambda builds it, but its HTTP transport answers at once in process, so the
+ * figure is meterhook's work alone (parsing, validation, customer lookup, identifiers, request
+ * bodies, outcomes) and moves only when that code does. Batches of 100 run one at a time.
+ *
+ * BENCH_EVENTS (200000 per run), BENCH_ROUNDS (7; the table shows medians), one uncounted warm-up.
+ */
+import { randomUUID } from "node:crypto";
+import type { HttpRequest, HttpResponse, HttpTransport } from "../lib/stripe/transport.js";
+import { meterhook, records } from "./pipeline-clients.js";
+
+const EVENTS = Number(process.env.BENCH_EVENTS ?? 200_000);
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 7);
+
+/** Stripe's success answers, given without a socket. */
+const instant: HttpTransport = {
+  send(req: HttpRequest): Promise<HttpResponse> {
+    const headers = { "request-id": "req_local" };
+    if (req.url.endsWith("/v2/billing/meter_event_session")) {
+      const expires = new Date(Date.now() + 15 * 60_000).toISOString();
+      const body = JSON.stringify({ authentication_token: `mes_${randomUUID()}`, expires_at: expires });
+      return Promise.resolve({ status: 200, headers, body });
+    }
+    return Promise.resolve({ status: req.url.includes("/v2/") ? 202 : 200, headers, body: "{}" });
+  },
+  close: async () => {},
+};
+
+/** With --expose-gc (`npm run bench:consumer` passes it). */
+const collect = (globalThis as { gc?: () => void }).gc ?? (() => {});
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
+console.log(
+  `meterhook consumer CPU without a network: ${EVENTS} events per run, ${ROUNDS} runs, Node ${process.version}`,
+);
+console.log("| consumer | CPU µs per event (median) | fastest run | events/s (median) |");
+console.log("|---|---:|---:|---:|");
+for (const api of ["v2", "v1"] as const) {
+  const consumer = await meterhook("http://127.0.0.1:9", api, {}, instant);
+  const cpu: number[] = [];
+  const rate: number[] = [];
+  for (let round = 0; round <= ROUNDS; round++) {
+    const batches = Array.from({ length: EVENTS / 100 }, () => records(100));
+    collect(); // the garbage of building the input is not the consumer's
+    const c0 = process.cpuUsage();
+    const t0 = performance.now();
+    for (const batch of batches) {
+      const r = await consumer.process(batch, Date.now() + 60_000);
+      if (r.billed !== batch.length) throw new Error(`billed ${r.billed} of ${batch.length}`);
+    }
+    const ms = performance.now() - t0;
+    const c = process.cpuUsage(c0);
+    if (round === 0) continue; // warm-up
+    cpu.push((c.user + c.system) / EVENTS);
+    rate.push((EVENTS / ms) * 1000);
+  }
+  await consumer.close();
+  console.log(
+    `| ${api} | ${median(cpu).toFixed(2)} | ${Math.min(...cpu).toFixed(2)} | ${Math.round(median(rate)).toLocaleString("en-US")} |`,
+  );
+}
