@@ -26,6 +26,9 @@ for (const file of entries) {
     outExtension: { ".js": ".mjs" },
     bundle: true,
     platform: "node",
+    // ESM builds first: with Node's default ("main" first) the AWS SDK resolves to its CommonJS
+    // build, whose dynamic import gives a chunk without named exports (`SQSClient` undefined).
+    mainFields: ["module", "main"],
     format: "esm",
     target: "node22",
     minify: true,

@@ -1,9 +1,14 @@
 import assert from "node:assert/strict";
-import { execFile } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
+import { once } from "node:events";
 import { readFileSync } from "node:fs";
 import { before, describe, test } from "node:test";
 import { promisify } from "node:util";
+import { ReceiveMessageCommand } from "@aws-sdk/client-sqs";
 import { BUDGET_KIB } from "../../scripts/bundle-budgets.js";
+import { httpEvent, sqsEvent, sqsRecord, usageEvent } from "../helpers/factories.js";
+import { consumerEnv, startPipelineParts } from "../helpers/pipeline.js";
+import { drainDeadLetters } from "../helpers/sqs.js";
 
 // biome-ignore lint/suspicious/noExplicitAny: CloudFormation JSON, asserted field by field
 type Json = any;
@@ -186,5 +191,60 @@ describe("bundles", () => {
       requestContext: { http: { method: "POST" }, requestId: "r2", stage: "$default" },
     });
     assert.equal(bad.statusCode, 401);
+  });
+
+  test("the bundled HTTP handler and consumer bill an event through the queue and dead-letter another", async () => {
+    const parts = await startPipelineParts();
+    try {
+      const env = {
+        ...process.env,
+        ...consumerEnv(parts),
+        METERHOOK_API_KEYS: "bundle-test-key",
+        METERHOOK_INGEST_QUEUE_URL: parts.queues.ingestQueueUrl,
+        METERHOOK_LOG_LEVEL: "error",
+        AWS_REGION: "us-east-1",
+      };
+      const run = async (name: string, event: unknown) => {
+        const child = spawn(process.execPath, ["test/infra/run-bundle.mjs", name], { env });
+        let out = "";
+        child.stdout.on("data", (d: Buffer) => {
+          out += d.toString();
+        });
+        child.stdin.end(JSON.stringify(event));
+        const [code] = await once(child, "exit");
+        assert.equal(code, 0, `${name} exited with ${code}: ${out}`);
+        return JSON.parse(out.trim().split("\n").at(-1) as string);
+      };
+      const billed = usageEvent({ customer: "cus_bundle", value: 5 });
+      const unmapped = usageEvent({ customer: "acct_nobody" });
+      const res = await run(
+        "http-api",
+        httpEvent({
+          body: JSON.stringify({ events: [billed, unmapped] }),
+          headers: { authorization: "Bearer bundle-test-key", "content-type": "application/json" },
+        }),
+      );
+      assert.equal(res.statusCode, 202, res.body);
+      const got = await parts.queues.sqs.send(
+        new ReceiveMessageCommand({ QueueUrl: parts.queues.ingestQueueUrl, MaxNumberOfMessages: 10 }),
+      );
+      assert.equal(got.Messages?.length, 2);
+      const batch = await run("ingest-queue", sqsEvent((got.Messages ?? []).map((m) => sqsRecord(m.Body))));
+      assert.deepEqual(batch, { batchItemFailures: [] });
+      const summaries = (await (await fetch(`${parts.emulator.url}/v1/billing/meters/summaries`)).json()) as {
+        data: Array<{ customer: string; aggregated_value: number }>;
+      };
+      assert.deepEqual(
+        summaries.data.map((s) => [s.customer, s.aggregated_value]),
+        [["cus_bundle", 5]],
+      );
+      const letters = await drainDeadLetters(parts.queues.sqs, parts.queues.deadLetterQueueUrl);
+      assert.deepEqual(
+        letters.map((l) => [l.error.code, (l.event as { id?: string }).id]),
+        [["customer_not_found", unmapped.id]],
+      );
+    } finally {
+      await parts.stop();
+    }
   });
 });
