@@ -9,7 +9,8 @@
  * BENCH_EVENTS (20000 per v1 run), BENCH_V2_EVENTS (200000 per v2 run: a v2 run of 20000 lasts a
  * third of a second, too short to measure steadily), BENCH_ROUNDS (3), BENCH_WARMUP (1 uncounted
  * round), BENCH_RTTS ("0,20" ms),
- * BENCH_QUICK=1 for a CI smoke run. Client processes run Node with --expose-gc so that each run
+ * BENCH_QUICK=1 for a CI smoke run, BENCH_ONLY=<text> for the clients whose name has it,
+ * BENCH_NODE_ARGS for more Node flags in the client processes (--cpu-prof). Client processes run Node with --expose-gc so that each run
  * starts from a collected heap.
  */
 import { type ChildProcess, fork, spawn } from "node:child_process";
@@ -37,7 +38,8 @@ async function startEmulator(latencyMs: number): Promise<{ url: string; child: C
 /** A client in its own process, started against the emulator at `url`. */
 async function startClient(name: string, url: string): Promise<ChildProcess> {
   const child = fork("bench/client-process.ts", {
-    execArgv: ["--expose-gc", "--import", "tsx"],
+    // BENCH_NODE_ARGS: more Node flags for the client processes, e.g. --cpu-prof to profile them.
+    execArgv: ["--expose-gc", ...(process.env.BENCH_NODE_ARGS ?? "").split(" ").filter(Boolean), "--import", "tsx"],
     env: { ...process.env, BENCH_CLIENT: name, BENCH_STRIPE_URL: url, BENCH_EVENTS: String(eventsFor(name)) },
     stdio: ["ignore", "inherit", "inherit", "ipc"],
   });
