@@ -5,10 +5,11 @@ import { readFileSync } from "node:fs";
 import { before, describe, test } from "node:test";
 import { promisify } from "node:util";
 import { ReceiveMessageCommand } from "@aws-sdk/client-sqs";
+import type { DeadLetterBody } from "../../lib/dead-letter.js";
 import { BUDGET_KIB } from "../../scripts/bundle-budgets.js";
 import { httpEvent, sqsEvent, sqsRecord, usageEvent } from "../helpers/factories.js";
 import { consumerEnv, startPipelineParts } from "../helpers/pipeline.js";
-import { drainDeadLetters } from "../helpers/sqs.js";
+import { queueDepth } from "../helpers/sqs.js";
 
 // biome-ignore lint/suspicious/noExplicitAny: CloudFormation JSON, asserted field by field
 type Json = any;
@@ -193,7 +194,7 @@ describe("bundles", () => {
     assert.equal(bad.statusCode, 401);
   });
 
-  test("the bundled HTTP handler and consumer bill an event through the queue and dead-letter another", async () => {
+  test("the bundled functions, run as Lambda runs them, carry events through fauxqs to the emulator", async () => {
     const parts = await startPipelineParts();
     try {
       const env = {
@@ -204,8 +205,8 @@ describe("bundles", () => {
         METERHOOK_LOG_LEVEL: "error",
         AWS_REGION: "us-east-1",
       };
-      const run = async (name: string, event: unknown) => {
-        const child = spawn(process.execPath, ["test/infra/run-bundle.mjs", name], { env });
+      const run = async (name: string, event: unknown, extra: Record<string, string> = {}) => {
+        const child = spawn(process.execPath, ["test/infra/run-bundle.mjs", name], { env: { ...env, ...extra } });
         let out = "";
         child.stdout.on("data", (d: Buffer) => {
           out += d.toString();
@@ -231,17 +232,56 @@ describe("bundles", () => {
       assert.equal(got.Messages?.length, 2);
       const batch = await run("ingest-queue", sqsEvent((got.Messages ?? []).map((m) => sqsRecord(m.Body))));
       assert.deepEqual(batch, { batchItemFailures: [] });
-      const summaries = (await (await fetch(`${parts.emulator.url}/v1/billing/meters/summaries`)).json()) as {
-        data: Array<{ customer: string; aggregated_value: number }>;
+      const totals = async () => {
+        const res = await fetch(`${parts.emulator.url}/v1/billing/meters/summaries`);
+        const body = (await res.json()) as { data: Array<{ customer: string; aggregated_value: number }> };
+        return body.data.map((s) => [s.customer, s.aggregated_value]).sort();
       };
-      assert.deepEqual(
-        summaries.data.map((s) => [s.customer, s.aggregated_value]),
-        [["cus_bundle", 5]],
+      assert.deepEqual(await totals(), [["cus_bundle", 5]]);
+      const peek = await parts.queues.sqs.send(
+        new ReceiveMessageCommand({
+          QueueUrl: parts.queues.deadLetterQueueUrl,
+          MaxNumberOfMessages: 10,
+          VisibilityTimeout: 0,
+        }),
       );
-      const letters = await drainDeadLetters(parts.queues.sqs, parts.queues.deadLetterQueueUrl);
+      const letters = (peek.Messages ?? []).map((m) => JSON.parse(m.Body ?? "") as DeadLetterBody);
       assert.deepEqual(
         letters.map((l) => [l.error.code, (l.event as { id?: string }).id]),
         [["customer_not_found", unmapped.id]],
+      );
+
+      // The customer is mapped now: the replay function bills the dead letter and deletes it.
+      const report = await run("dlq-replay", { limit: 10 }, { METERHOOK_CUSTOMERS: '{"acct_nobody":"cus_later"}' });
+      assert.deepEqual(report, { dryRun: false, examined: 1, billed: 1, deadLettered: {}, leftUntouched: 0 });
+      assert.deepEqual(await totals(), [
+        ["cus_bundle", 5],
+        ["cus_later", 3],
+      ]);
+      assert.equal(await queueDepth(parts.queues.sqs, parts.queues.deadLetterQueueUrl), 0);
+
+      // An EventBridge event is queued as a trigger for the consumer to map.
+      const answer = await run("eventbridge", {
+        version: "0",
+        id: "eb-bundle-1",
+        "detail-type": "Invoice Paid",
+        source: "app.billing",
+        account: "000000000000",
+        time: new Date().toISOString(),
+        region: "us-east-1",
+        resources: [],
+        detail: { account: "acct_1", amount: 2 },
+      });
+      assert.equal(answer, null);
+      const queued = await parts.queues.sqs.send(
+        new ReceiveMessageCommand({ QueueUrl: parts.queues.ingestQueueUrl, MaxNumberOfMessages: 10 }),
+      );
+      assert.deepEqual(
+        (queued.Messages ?? []).map((m) => {
+          const t = JSON.parse(m.Body ?? "") as { meterhook?: string; kind?: string };
+          return [t.meterhook, t.kind];
+        }),
+        [["trigger/1", "eventbridge"]],
       );
     } finally {
       await parts.stop();
