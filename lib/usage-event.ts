@@ -177,10 +177,11 @@ function fieldAt(text: string, at: number, length: number): number {
 /**
  * A canonical event read straight from its JSON text, as `JSON.parse` then parseUsageEvent
  * would read it, when the text is the plain shape the ingest API writes: an object of the five
- * canonical fields (a repeated one: the last counts, as in JSON.parse), strings without escapes, numbers without exponents, no
- * whitespace. Undefined for anything else (never throws), which then takes the general path.
- * On the queue consumer's hot path this replaces `JSON.parse`, the costliest step per event;
- * a test holds it to the general path's answer for every input.
+ * canonical fields (a repeated one: the last counts, as in JSON.parse), strings without
+ * escapes, numbers without exponents, no whitespace. Undefined for anything else (never
+ * throws), which then takes the general path. On the queue consumer's hot path this replaces
+ * `JSON.parse` and the copy into a UsageEvent (BENCHMARKS.md); a test holds it to the general
+ * path's answer for every input.
  */
 export function parsePlainEventJson(text: string, receivedAt: number): UsageEvent | undefined {
   const n = text.length;
