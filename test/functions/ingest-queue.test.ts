@@ -75,6 +75,20 @@ describe("ingest-queue handler", () => {
     }
   });
 
+  test("an invocation about to time out starts nothing: every message is left on the queue", async () => {
+    const handler = handlerWith({ METERHOOK_STOP_MARGIN_MS: "5000" });
+    // One plain canonical body (read without JSON.parse), one with properties (the general path).
+    const plain = sqsRecord(usageEvent({ id: "evt_late_plain", customer: "cus_late" }));
+    const general = sqsRecord(usageEvent({ id: "evt_late_props", customer: "cus_late", properties: { a: "b" } }));
+    const res = await handler(sqsEvent([plain, general]), lambdaContext(1_000));
+    assert.deepEqual(res.batchItemFailures, [
+      { itemIdentifier: plain.messageId },
+      { itemIdentifier: general.messageId },
+    ]);
+    assert.equal(totalFor("cus_late"), 0);
+    assert.deepEqual(await drainDeadLetters(queues.sqs, queues.deadLetterQueueUrl), []);
+  });
+
   test("the default event time is when SQS received the message", async () => {
     const handler = handlerWith();
     const sent = Date.now() - 120_000;
