@@ -9,6 +9,7 @@ import { spawnSync } from "node:child_process";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { median } from "./stats.js";
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 15);
 const dir = mkdtempSync(join(tmpdir(), "mh-cold-"));
@@ -66,7 +67,6 @@ for (let i = 0; i < RUNS; i++) {
     times.get(name)?.push(performance.now() - t);
   }
 }
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
 const empty = median(times.get("empty Node process") ?? []);
 const undici = median(times.get("import undici") ?? []) - empty;
 console.log(`cold start, Node ${process.version}, median of ${RUNS} processes each (interleaved)`);

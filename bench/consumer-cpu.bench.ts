@@ -9,6 +9,7 @@
 import { randomUUID } from "node:crypto";
 import type { HttpRequest, HttpResponse, HttpTransport } from "../lib/stripe/transport.js";
 import { meterhook, records } from "./pipeline-clients.js";
+import { collectGarbage, median } from "./stats.js";
 
 const EVENTS = Number(process.env.BENCH_EVENTS ?? 200_000);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 7);
@@ -27,9 +28,6 @@ const instant: HttpTransport = {
   close: async () => {},
 };
 
-/** With --expose-gc (`npm run bench:consumer` passes it). */
-const collect = (globalThis as { gc?: () => void }).gc ?? (() => {});
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
 console.log(
   `meterhook consumer CPU without a network: ${EVENTS} events per run, ${ROUNDS} runs, Node ${process.version}`,
 );
@@ -41,7 +39,7 @@ for (const api of ["v2", "v1"] as const) {
   const rate: number[] = [];
   for (let round = 0; round <= ROUNDS; round++) {
     const batches = Array.from({ length: EVENTS / 100 }, () => records(100));
-    collect(); // the garbage of building the input is not the consumer's
+    collectGarbage(); // the garbage of building the input is not the consumer's
     const c0 = process.cpuUsage();
     const t0 = performance.now();
     for (const batch of batches) {

@@ -8,32 +8,30 @@ import { type Consumer, createConsumerFromConfig } from "../lib/app.js";
 import { loadConfig } from "../lib/config.js";
 import type { QueueMessage } from "../lib/consumer.js";
 import { silentLogger } from "../lib/logger.js";
+import { runPool } from "../lib/stripe/submitter.js";
 import type { HttpTransport } from "../lib/stripe/transport.js";
+import { collectGarbage } from "./stats.js";
 
 const KEY = "sk_test_meterhook_local";
 /** Events per run; the coordinator (bench/pipeline.bench.ts) sets it for every client process. */
 const EVENTS = Number(process.env.BENCH_EVENTS ?? 20_000);
 
-async function pool<T>(items: T[], limit: number, work: (t: T) => Promise<unknown>): Promise<void> {
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: Math.min(limit, items.length) }, async () => {
-      while (next < items.length) await work(items[next++] as T);
-    }),
-  );
-}
+/** `work` on every item, `limit` at a time. */
+const pool = <T>(items: T[], limit: number, work: (t: T) => Promise<unknown>) =>
+  runPool(items, limit, async (t) => {
+    await work(t);
+  });
 
 export interface Result {
   eventsPerSecond: number;
   cpuMsPer1000: number;
   rssMb: number;
 }
-/** With --expose-gc: collect before each run, so inputs built for it are not swept inside it. */
-const collect = (globalThis as { gc?: () => void }).gc ?? (() => {});
 
 async function measure(run: () => Promise<void>): Promise<Result> {
-  collect();
-  collect();
+  // Collected before each run, so inputs built for it are not swept inside it.
+  collectGarbage();
+  collectGarbage();
   let peak = process.memoryUsage().rss;
   const sampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 20);
   const cpu0 = process.cpuUsage();

@@ -17,6 +17,7 @@ import { type ChildProcess, fork, spawn } from "node:child_process";
 import { once } from "node:events";
 import { cpus } from "node:os";
 import { scenarios as allScenarios, type Result } from "./pipeline-clients.js";
+import { median } from "./stats.js";
 
 const QUICK = process.env.BENCH_QUICK === "1";
 const EVENTS = Number(process.env.BENCH_EVENTS ?? (QUICK ? 2000 : 20_000));
@@ -59,7 +60,6 @@ const scenarios = [...allScenarios];
 const only = process.env.BENCH_ONLY;
 if (only) scenarios.splice(0, scenarios.length, ...scenarios.filter((s) => s.name.includes(only)));
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
 console.log(
   `meterhook bench: ${EVENTS} events per v1 run, ${V2_EVENTS} per v2 run, ${ROUNDS} interleaved rounds, Node ${process.version}, ${cpus().length} x ${cpus()[0]?.model ?? "cpu"}`,
 );
