@@ -80,9 +80,10 @@ class ResponseCollector implements Dispatcher.DispatchHandler {
     headers: Record<string, string | string[] | undefined>,
   ): void {
     this.status = statusCode;
+    // undici gives header names lower-cased (test/lib/stripe/transport.test.ts holds it to that).
     for (const k in headers) {
       const v = headers[k];
-      if (v !== undefined) this.headers[k.toLowerCase()] = Array.isArray(v) ? v.join(", ") : v;
+      if (v !== undefined) this.headers[k] = Array.isArray(v) ? v.join(", ") : v;
     }
   }
 
