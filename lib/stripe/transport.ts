@@ -1,4 +1,8 @@
-import { Agent, type Dispatcher } from "undici";
+import type { Dispatcher } from "undici";
+// undici's index also loads fetch, WebSocket, cookies and EventSource, about two thirds of its
+// import time; a cold start needs only the Agent (BENCHMARKS.md, "Cold start"). undici has no
+// "exports" map, so this file is public by Node's rules; the transport tests fail if it moves.
+import Agent from "undici/lib/dispatcher/agent.js";
 
 export interface HttpRequest {
   method: "GET" | "POST";
