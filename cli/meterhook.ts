@@ -16,13 +16,13 @@ const USAGE = `usage:
       --limit N   take at most N dead letters off the DLQ (default 100)
       --dry-run   only report what would happen: nothing is sent, deleted or re-queued`;
 
-function validate(files: string[]): number {
+async function validate(files: string[]): Promise<number> {
   if (files.length !== 1) {
     console.error(USAGE);
     return 2;
   }
   const file = files[0] as string;
-  const { config, issues } = readMappingConfig(file);
+  const { config, issues } = await readMappingConfig(file);
   if (!config) {
     for (const i of issues) console.error(`${file}: ${i.path}: ${i.message}`);
     console.error(`${issues.length} problem${issues.length === 1 ? "" : "s"}`);

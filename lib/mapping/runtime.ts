@@ -44,7 +44,7 @@ export async function loadMapping(file: string): Promise<LoadedMapping> {
       throw new ConfigError(`${file}: default export must be { sources: [...] }`);
     return { sources: new Map(code.sources.map((s) => [s.name, s])), defaultSqsSource: code.defaultSqsSource };
   }
-  const { config, issues } = readMappingConfig(file);
+  const { config, issues } = await readMappingConfig(file);
   if (!config) {
     throw new ConfigError(
       `METERHOOK_CONFIG ${file} is invalid:\n${issues.map((i) => `  ${i.path}: ${i.message}`).join("\n")}`,

@@ -283,6 +283,18 @@ describe("bundles", () => {
         }),
         [["trigger/1", "eventbridge"]],
       );
+
+      // With a YAML mapping config: the consumer loads the mapping engine and YAML parser chunks.
+      const snapshot = { type: "storage.snapshot", tenant: "tenant-42", day: "2026-11-25", bytes: 2_500_000_000 };
+      const mapped = await run("ingest-queue", sqsEvent([sqsRecord(JSON.stringify(snapshot))]), {
+        METERHOOK_CONFIG: "examples/sqs-app-messages.yaml",
+      });
+      assert.deepEqual(mapped, { batchItemFailures: [] });
+      assert.deepEqual(await totals(), [
+        ["cus_Tenant420001", 2.5],
+        ["cus_bundle", 5],
+        ["cus_later", 3],
+      ]);
     } finally {
       await parts.stop();
     }

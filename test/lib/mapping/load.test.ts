@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { describe, test } from "node:test";
 import { promisify } from "node:util";
 import { parse as parseYaml } from "yaml";
-import { validateMappingConfig } from "../../../lib/mapping/load.js";
+import { readMappingConfig, validateMappingConfig } from "../../../lib/mapping/load.js";
 import { mappingJsonSchema } from "../../../scripts/schema.js";
 
 const run = promisify(execFile);
@@ -104,6 +104,63 @@ describe("mapping config validation", () => {
       mappingJsonSchema(),
       "run `npm run schema`",
     );
+  });
+});
+
+describe("reading a config file", () => {
+  const dir = mkdtempSync(join(tmpdir(), "mh-config-"));
+
+  test("each shipped example reads to what the `yaml` package (the parser before js-yaml) gives", async () => {
+    for (const f of readdirSync("examples").filter((x) => x.endsWith(".yaml"))) {
+      const file = join("examples", f);
+      const read = await readMappingConfig(file);
+      assert.deepEqual(read.issues, [], f);
+      assert.deepEqual(read.config, validateMappingConfig(parseYaml(readFileSync(file, "utf8"))).config, f);
+    }
+  });
+
+  test("a .json config reads to the same config as its YAML twin", async () => {
+    const yamlFile = "examples/standard-webhooks.yaml";
+    const jsonFile = join(dir, "standard-webhooks.json");
+    writeFileSync(jsonFile, JSON.stringify(parseYaml(readFileSync(yamlFile, "utf8"))));
+    const fromJson = await readMappingConfig(jsonFile);
+    assert.deepEqual(fromJson.issues, []);
+    assert.deepEqual(fromJson.config, (await readMappingConfig(yamlFile)).config);
+  });
+
+  test("YAML 1.2 core schema: an unquoted date stays a string, and a duplicate key is an error", async () => {
+    const dated = join(dir, "dated.yaml");
+    writeFileSync(
+      dated,
+      "version: 1\nsources:\n  q:\n    type: sqs\n    customer: { lookup: table, table: { 2024-01-01: cus_Dated0001 } }\n    rules:\n      - { name: r, id: body.id, customer: body.c, emit: [{ event_name: e }] }\n",
+    );
+    const read = await readMappingConfig(dated);
+    assert.deepEqual(read.issues, []);
+    const lookup = read.config?.sources.q?.customer;
+    assert.deepEqual(lookup?.lookup === "table" && lookup.table, { "2024-01-01": "cus_Dated0001" });
+
+    const twice = join(dir, "twice.yaml");
+    writeFileSync(twice, "version: 1\nversion: 1\nsources: {}\n");
+    const dup = await readMappingConfig(twice);
+    assert.equal(dup.config, undefined);
+    assert.equal(dup.issues[0]?.path, "(file)");
+    assert.match(dup.issues[0]?.message ?? "", /^not valid YAML\/JSON: duplicated mapping key \(2:1\)/);
+  });
+
+  test("a .json file that is not JSON is refused as JSON, with the parser's reason", async () => {
+    const file = join(dir, "broken.json");
+    writeFileSync(file, "{ version: 1 }");
+    const { config, issues } = await readMappingConfig(file);
+    assert.equal(config, undefined);
+    assert.equal(issues.length, 1);
+    assert.equal(issues[0]?.path, "(file)");
+    assert.match(issues[0]?.message ?? "", /^not valid JSON: .*property name/);
+  });
+
+  test("a missing file is one issue naming the file", async () => {
+    const { issues } = await readMappingConfig(join(dir, "nope.yaml"));
+    assert.equal(issues.length, 1);
+    assert.match(issues[0]?.message ?? "", /^cannot read .*nope\.yaml/);
   });
 });
 
