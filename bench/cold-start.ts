@@ -4,11 +4,16 @@
  * invocation's init (config, clients; a health request for the HTTP API). Compared, side by side
  * and interleaved, with an empty Node process and one that only imports undici, the floor for a
  * client built on it. Median wall time of BENCH_RUNS (15) processes each.
+ *
+ * The HTTP API is measured twice: with a health request, and with a first `POST /v1/events`,
+ * which also loads the SQS client and sends to fauxqs (started here, on loopback).
  */
-import { spawnSync } from "node:child_process";
+import { spawn } from "node:child_process";
+import { once } from "node:events";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { startLocalQueues } from "../local/queues.js";
 import { median } from "./stats.js";
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 15);
@@ -19,10 +24,15 @@ const script = (name: string, body: string) => {
   writeFileSync(file, body);
   return file;
 };
+const queues = await startLocalQueues();
 const env = {
   ...process.env,
   METERHOOK_API_KEYS: "cold-start-key-0001",
-  METERHOOK_INGEST_QUEUE_URL: "http://127.0.0.1:9/q",
+  METERHOOK_INGEST_QUEUE_URL: queues.ingestQueueUrl,
+  SQS_ENDPOINT: queues.endpoint,
+  AWS_REGION: "us-east-1",
+  AWS_ACCESS_KEY_ID: "local",
+  AWS_SECRET_ACCESS_KEY: "local",
   METERHOOK_DLQ_URL: "http://127.0.0.1:9/dlq",
   STRIPE_API_KEY: "sk_test_coldstart",
   NODE_NO_WARNINGS: "1",
@@ -30,12 +40,28 @@ const env = {
 const cases: Array<[string, string]> = [
   ["empty Node process", script("empty", "")],
   ["import undici", script("undici", `await import(${JSON.stringify(join(cwd, "node_modules/undici/index.js"))});`)],
+  // What lib/stripe/transport.ts imports: the Agent without fetch, WebSocket and cookies.
+  [
+    "import undici's Agent alone",
+    script("agent", `await import(${JSON.stringify(join(cwd, "node_modules/undici/lib/dispatcher/agent.js"))});`),
+  ],
   [
     "http-api: import + first request",
     script(
       "http",
       `const m = await import(${JSON.stringify(join(cwd, "dist/http-api/index.mjs"))});
        await m.handler({ rawPath: "/v1/health", headers: {}, requestContext: { http: { method: "GET" }, requestId: "r", stage: "$default" } });`,
+    ),
+  ],
+  [
+    "http-api: import + first POST /v1/events (to fauxqs)",
+    script(
+      "http-post",
+      `const m = await import(${JSON.stringify(join(cwd, "dist/http-api/index.mjs"))});
+       const r = await m.handler({ rawPath: "/v1/events", headers: { authorization: "Bearer cold-start-key-0001", "content-type": "application/json" },
+         body: JSON.stringify({ id: "cold-" + process.pid, event_name: "api_requests", customer: "cus_ColdStart0001", value: 1 }),
+         isBase64Encoded: false, requestContext: { http: { method: "POST" }, requestId: "r", stage: "$default" } });
+       if (r.statusCode !== 202) throw new Error("first POST answered " + r.statusCode + " " + r.body);`,
     ),
   ],
   [
@@ -61,10 +87,17 @@ const cases: Array<[string, string]> = [
 const times = new Map<string, number[]>(cases.map(([n]) => [n, []]));
 for (let i = 0; i < RUNS; i++) {
   for (const [name, file] of cases) {
+    // spawn, not spawnSync: fauxqs answers from this process's event loop.
     const t = performance.now();
-    const r = spawnSync(process.execPath, [file], { env, stdio: ["ignore", "ignore", "pipe"] });
-    if (r.status !== 0) throw new Error(`${name} failed: ${r.stderr}`);
-    times.get(name)?.push(performance.now() - t);
+    const child = spawn(process.execPath, [file], { env, stdio: ["ignore", "ignore", "pipe"] });
+    let stderr = "";
+    child.stderr.on("data", (d: Buffer) => {
+      stderr += d.toString();
+    });
+    const [code] = await once(child, "exit");
+    const ms = performance.now() - t;
+    if (code !== 0) throw new Error(`${name} failed: ${stderr}`);
+    times.get(name)?.push(ms);
   }
 }
 const empty = median(times.get("empty Node process") ?? []);
@@ -78,3 +111,4 @@ for (const [name] of cases) {
     `| ${name} | ${m.toFixed(0)} | ${(m - empty).toFixed(0)} | ${name.startsWith("empty") ? "" : ((m - empty) / undici).toFixed(2)} |`,
   );
 }
+await queues.stop();
