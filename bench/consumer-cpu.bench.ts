@@ -33,7 +33,7 @@ console.log(
 );
 console.log("| consumer | CPU µs per event (median) | fastest run | events/s (median) |");
 console.log("|---|---:|---:|---:|");
-for (const api of ["v2", "v1"] as const) {
+for (const api of (process.env.BENCH_APIS ?? "v2,v1").split(",") as Array<"v2" | "v1">) {
   const consumer = await meterhook("http://127.0.0.1:9", api, {}, instant);
   const cpu: number[] = [];
   const rate: number[] = [];
