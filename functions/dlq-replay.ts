@@ -1,4 +1,4 @@
-import { z } from "zod";
+import * as z from "zod";
 import { replayFromConfig } from "../lib/app.js";
 import { loadConfig } from "../lib/config.js";
 import type { ReplayReport } from "../lib/replay.js";

@@ -1,4 +1,4 @@
-import { z } from "zod";
+import * as z from "zod";
 import { DeadLetterCode, InvalidEventError } from "./errors.js";
 import {
   CUSTOMER_KEY,

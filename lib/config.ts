@@ -1,5 +1,5 @@
 import { readFileSync } from "node:fs";
-import { z } from "zod";
+import * as z from "zod";
 import type { AggregationRules } from "./aggregation.js";
 import { ConfigError } from "./errors.js";
 import { registerSecret } from "./redact.js";

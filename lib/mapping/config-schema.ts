@@ -1,4 +1,4 @@
-import { z } from "zod";
+import * as z from "zod";
 
 /**
  * The mapping config: how each source's triggers (webhooks, EventBridge events, SQS messages in

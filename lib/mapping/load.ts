@@ -1,5 +1,5 @@
 import { readFileSync } from "node:fs";
-import type { z } from "zod";
+import type * as z from "zod";
 import { type MappingConfig, MappingConfigSchema } from "./config-schema.js";
 import { checkExpression } from "./expressions.js";
 
