@@ -16,7 +16,7 @@ import { StripeClient } from "./stripe/client.js";
 import { RateLimiter } from "./stripe/rate-limiter.js";
 import { DEFAULT_RETRY, realRetryEnv } from "./stripe/retry-policy.js";
 import type { MeterEventSubmitter } from "./stripe/submitter.js";
-import { createUndiciTransport, type HttpTransport } from "./stripe/transport.js";
+import type { HttpTransport } from "./stripe/transport.js";
 import { createV1Submitter } from "./stripe/v1-meter-events.js";
 import { createV2StreamSubmitter } from "./stripe/v2-meter-event-stream.js";
 
@@ -155,9 +155,11 @@ export async function createConsumerFromConfig(config: Config, deps: AppDeps = {
   const resolved = await resolveSecrets(config, secretReaderFor(config, deps), { stripeKey: true });
   const logger = deps.logger ?? createLogger({ level: config.logLevel, base: { component: "consumer" } });
   const metrics = deps.metrics ?? noMetrics;
+  // Imported here, not at the top: the HTTP API and EventBridge functions never call Stripe, and
+  // undici is about a third of what a consumer loads at cold start.
   const transport =
     deps.transport ??
-    createUndiciTransport({
+    (await import("./stripe/transport.js")).createUndiciTransport({
       connections: config.stripe.maxConnections,
       pipelining: config.stripe.pipelining,
     });
