@@ -6,7 +6,7 @@ import { before, describe, test } from "node:test";
 import { promisify } from "node:util";
 import { ReceiveMessageCommand } from "@aws-sdk/client-sqs";
 import type { DeadLetterBody } from "../../lib/dead-letter.js";
-import { BUDGET_KIB } from "../../scripts/bundle-budgets.js";
+import { BUDGET_KIB, COLD_START_BUDGET_KIB } from "../../scripts/bundle-budgets.js";
 import { httpEvent, sqsEvent, sqsRecord, usageEvent } from "../helpers/factories.js";
 import { consumerEnv, startPipelineParts } from "../helpers/pipeline.js";
 import { queueDepth } from "../helpers/sqs.js";
@@ -173,6 +173,12 @@ describe("bundles", () => {
     assert.deepEqual(Object.keys(sizes).sort(), Object.keys(BUDGET_KIB).sort());
     for (const [name, kib] of Object.entries(sizes))
       assert.ok(kib <= (BUDGET_KIB[name] as number), `${name}: ${kib} KiB`);
+    const cold = JSON.parse(readFileSync("dist/cold-start-sizes.json", "utf8")) as Record<string, number>;
+    assert.deepEqual(Object.keys(cold).sort(), Object.keys(COLD_START_BUDGET_KIB).sort());
+    for (const [name, kib] of Object.entries(cold)) {
+      assert.ok(kib > 0 && kib <= (sizes[name] as number), `${name}: ${kib} KiB at cold start`);
+      assert.ok(kib <= (COLD_START_BUDGET_KIB[name] as number), `${name}: ${kib} KiB loaded at cold start`);
+    }
   });
 
   test("the bundled HTTP handler loads and answers, as Lambda would run it", async () => {
