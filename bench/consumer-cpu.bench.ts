@@ -4,7 +4,8 @@
  * figure is meterhook's work alone (parsing, validation, customer lookup, identifiers, request
  * bodies, outcomes) and moves only when that code does. Batches of 100 run one at a time.
  *
- * BENCH_EVENTS (200000 per run), BENCH_ROUNDS (7; the table shows medians), one uncounted warm-up.
+ * BENCH_EVENTS (200000 per run), BENCH_ROUNDS (7; the table shows medians), one uncounted warm-up;
+ * BENCH_APIS (v2,v1) for the consumers to run.
  */
 import { randomUUID } from "node:crypto";
 import type { HttpRequest, HttpResponse, HttpTransport } from "../lib/stripe/transport.js";
