@@ -160,6 +160,19 @@ for (const api of ["v1", "v2"] as const) {
       assert.ok(sent[0]?.headers["idempotency-key"]);
       assert.equal(sent[0]?.headers["idempotency-key"], sent[1]?.headers["idempotency-key"]);
     });
+
+    test("every call has an Idempotency-Key of its own", async () => {
+      const before = requestsTo(path).length;
+      const s = submitter(api);
+      await s.submit(fresh(1), inAMinute());
+      await s.submit(fresh(1), inAMinute());
+      const keys = requestsTo(path)
+        .slice(before)
+        .map((r) => r.headers["idempotency-key"]);
+      assert.equal(keys.length, 2);
+      assert.notEqual(keys[0], keys[1]);
+      for (const k of keys) assert.ok(typeof k === "string" && k.length >= 16 && k.length <= 255, String(k));
+    });
   });
 }
 
