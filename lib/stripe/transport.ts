@@ -36,41 +36,88 @@ export class RequestTimeoutError extends Error {
 }
 
 /**
+ * Deadlines of the requests in flight, checked by one timer while any is pending. A timer per
+ * request cost about 400 bytes and a timer-list insertion each (BENCHMARKS.md); a timeout fires
+ * within `TICK_MS` of its due time, which is precise enough for timeouts of seconds.
+ */
+const TICK_MS = 25;
+class Deadlines {
+  private readonly pending: ResponseCollector[] = [];
+  private timer: NodeJS.Timeout | undefined;
+
+  add(c: ResponseCollector): void {
+    c.slot = this.pending.length;
+    this.pending.push(c);
+    this.timer ??= setTimeout(this.sweep, TICK_MS);
+  }
+
+  remove(c: ResponseCollector): void {
+    const last = this.pending.pop() as ResponseCollector;
+    if (last !== c) {
+      this.pending[c.slot] = last;
+      last.slot = c.slot;
+    }
+    c.slot = -1;
+  }
+
+  private readonly sweep = (): void => {
+    const now = Date.now();
+    // Backwards: an expiring collector removes itself, moving the last one into its slot.
+    for (let i = this.pending.length - 1; i >= 0; i--) {
+      const c = this.pending[i];
+      if (c && c.dueAt <= now) c.expire();
+    }
+    this.timer = this.pending.length > 0 ? setTimeout(this.sweep, TICK_MS) : undefined;
+  };
+}
+
+/**
  * Collects one response through undici's dispatch handler API. Compared with `request()` this
  * skips a Readable body stream and an AbortSignal per request; together they were two thirds of
- * the client's CPU per v1 call (BENCHMARKS.md). One timer bounds the whole exchange: time queued
- * for a connection, connecting, sending, and receiving.
+ * the client's CPU per v1 call (BENCHMARKS.md). One deadline bounds the whole exchange: time
+ * queued for a connection, connecting, sending, and receiving.
  */
 class ResponseCollector implements Dispatcher.DispatchHandler {
+  /** Index in Deadlines' list while pending. */
+  slot = -1;
+  readonly dueAt: number;
   private controller: Dispatcher.DispatchController | undefined;
   private status = 0;
   private headers: Record<string, string> = {};
-  private chunks: Buffer[] = [];
+  /** The body's first chunk; most answers are one. */
+  private first: Buffer | undefined;
+  private rest: Buffer[] | undefined;
   private bytes = 0;
   private settled = false;
   private failure: Error | undefined;
-  private readonly timer: NodeJS.Timeout;
 
   constructor(
-    timeoutMs: number,
+    private readonly timeoutMs: number,
+    private readonly deadlines: Deadlines,
     private readonly resolve: (res: HttpResponse) => void,
     private readonly reject: (err: Error) => void,
   ) {
-    this.timer = setTimeout(() => this.fail(new RequestTimeoutError(timeoutMs)), timeoutMs);
+    this.dueAt = Date.now() + timeoutMs;
+    deadlines.add(this);
+  }
+
+  expire(): void {
+    this.fail(new RequestTimeoutError(this.timeoutMs));
   }
 
   /** Settles now, and aborts the exchange if it started (or as soon as it starts). */
   private fail(err: Error): void {
     this.failure ??= err;
     this.controller?.abort(err);
-    this.settle(() => this.reject(err));
+    if (this.settle()) this.reject(err);
   }
 
-  private settle(done: () => void): void {
-    if (this.settled) return;
+  /** True the first time: the caller then resolves or rejects. */
+  private settle(): boolean {
+    if (this.settled) return false;
     this.settled = true;
-    clearTimeout(this.timer);
-    done();
+    this.deadlines.remove(this);
+    return true;
   }
 
   onRequestStart(controller: Dispatcher.DispatchController): void {
@@ -84,11 +131,14 @@ class ResponseCollector implements Dispatcher.DispatchHandler {
     headers: Record<string, string | string[] | undefined>,
   ): void {
     this.status = statusCode;
-    // undici gives header names lower-cased (test/lib/stripe/transport.test.ts holds it to that).
+    // undici gives header names lower-cased (test/lib/stripe/transport.test.ts holds it to that),
+    // in an object of this response's own: kept, with repeated headers joined.
     for (const k in headers) {
       const v = headers[k];
-      if (v !== undefined) this.headers[k] = Array.isArray(v) ? v.join(", ") : v;
+      if (Array.isArray(v)) headers[k] = v.join(", ");
+      else if (v === undefined) delete headers[k];
     }
+    this.headers = headers as Record<string, string>;
   }
 
   onResponseData(_controller: Dispatcher.DispatchController, chunk: Buffer): void {
@@ -97,19 +147,21 @@ class ResponseCollector implements Dispatcher.DispatchHandler {
       this.fail(new Error(`response body larger than ${MAX_RESPONSE_BYTES} bytes`));
       return;
     }
-    this.chunks.push(chunk);
+    if (this.first === undefined) this.first = chunk;
+    else if (this.rest === undefined) this.rest = [chunk];
+    else this.rest.push(chunk);
   }
 
   onResponseEnd(): void {
     const body =
-      this.chunks.length === 1
-        ? (this.chunks[0] as Buffer).toString("utf8")
-        : Buffer.concat(this.chunks).toString("utf8");
-    this.settle(() => this.resolve({ status: this.status, headers: this.headers, body }));
+      this.rest === undefined
+        ? (this.first?.toString("utf8") ?? "")
+        : Buffer.concat([this.first as Buffer, ...this.rest]).toString("utf8");
+    if (this.settle()) this.resolve({ status: this.status, headers: this.headers, body });
   }
 
   onResponseError(_controller: Dispatcher.DispatchController, err: Error): void {
-    this.settle(() => this.reject(err));
+    if (this.settle()) this.reject(err);
   }
 }
 
@@ -130,6 +182,7 @@ export function createUndiciTransport(
     connect: { timeout: options.connectTimeoutMs ?? 5_000 },
   });
   const pipelined = (options.pipelining ?? 1) > 1;
+  const deadlines = new Deadlines();
   // Parsing a URL per request shows in the profile; Stripe's endpoints are few.
   const targets = new Map<string, { origin: string; path: string }>();
   const target = (href: string) => {
@@ -145,7 +198,7 @@ export function createUndiciTransport(
     send(req) {
       const { origin, path } = target(req.url);
       return new Promise<HttpResponse>((resolve, reject) => {
-        const handler = new ResponseCollector(req.timeoutMs, resolve, reject);
+        const handler = new ResponseCollector(req.timeoutMs, deadlines, resolve, reject);
         agent.dispatch(
           {
             origin,

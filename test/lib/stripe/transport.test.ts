@@ -16,6 +16,15 @@ before(async () => {
     req.on("data", (c: Buffer) => chunks.push(c));
     req.on("end", () => {
       if (req.url === "/stall") return; // never answers
+      if (req.url === "/twice") {
+        res.writeHead(200, [
+          ["Set-Cookie", "a=1"],
+          ["Set-Cookie", "b=2"],
+          ["Request-Id", "req_twice"],
+        ]);
+        res.end("{}");
+        return;
+      }
       if (req.url === "/huge") {
         res.writeHead(200, { "content-type": "application/json" });
         res.end(Buffer.alloc(MAX_RESPONSE_BYTES + 1, 0x20));
@@ -63,6 +72,34 @@ describe("undici transport", () => {
     const queued = t.send({ method: "POST", url: `${base}/echo`, headers: {}, body: "{}", timeoutMs: 200 });
     await assert.rejects(queued, (err: Error) => err.name === "TimeoutError");
     await assert.rejects(stalled, (err: Error) => err.name === "TimeoutError");
+    await t.close();
+  });
+
+  test("a repeated response header is joined into one value", async () => {
+    const t = createUndiciTransport({ connections: 1 });
+    const res = await t.send({ method: "GET", url: `${base}/twice`, headers: {}, timeoutMs: 2_000 });
+    assert.equal(res.headers["set-cookie"], "a=1, b=2");
+    assert.equal(res.headers["request-id"], "req_twice");
+    await t.close();
+  });
+
+  test("each of many stalled requests times out on its own, and an answered one never does", async () => {
+    const t = createUndiciTransport({ connections: 8 });
+    const answered = t.send({ method: "POST", url: `${base}/echo`, headers: {}, body: "{}", timeoutMs: 150 });
+    const stalled = Array.from({ length: 6 }, (_, i) =>
+      t.send({ method: "POST", url: `${base}/stall`, headers: {}, body: "{}", timeoutMs: 100 + i * 50 }),
+    );
+    assert.equal((await answered).status, 201);
+    const started = Date.now();
+    const outcomes = await Promise.allSettled(stalled);
+    for (const o of outcomes) {
+      assert.equal(o.status, "rejected");
+      assert.equal((o as PromiseRejectedResult).reason.name, "TimeoutError");
+    }
+    // The last one was due 350 ms after it was sent, not at the first one's time.
+    assert.ok(Date.now() - started >= 200, `all timed out after ${Date.now() - started} ms`);
+    // Past every deadline, the answered request's promise is still the answer (settled once).
+    assert.equal((await answered).status, 201);
     await t.close();
   });
 
