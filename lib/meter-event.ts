@@ -41,6 +41,8 @@ export function meterEventIdentifier(id: string, eventName: string, part?: strin
 
 /** Shortest decimal string for a number, never in exponent form (Stripe wants plain decimals). */
 export function formatDecimal(n: number): string {
+  // Integers below 10^21 never print with an exponent: most usage values, without the regex.
+  if (Number.isInteger(n) && n < 1e21 && n > -1e21) return String(n);
   const s = String(n);
   if (!/e/i.test(s)) return s;
   const [mantissa = "", expPart = "0"] = s.toLowerCase().split("e");

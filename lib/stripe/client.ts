@@ -180,7 +180,7 @@ export class StripeClient {
  */
 const KEY_PREFIX = `mh-${randomUUID()}-`;
 let keyCounter = 0;
-export const nextIdempotencyKey = (): string => KEY_PREFIX + (++keyCounter).toString(36);
+export const nextIdempotencyKey = (): string => KEY_PREFIX + String(++keyCounter);
 
 /** Metric dimensions per status, shared: the same few objects for every request. */
 const statusDimensions = new Map<number | string, Record<string, string>>();

@@ -55,6 +55,12 @@ describe("formatDecimal and significantDigits", () => {
     assert.equal(formatDecimal(3), "3");
     assert.equal(formatDecimal(0.25), "0.25");
   });
+  test("integers on both sides of 10^21, negative ones and -0", () => {
+    assert.equal(formatDecimal(999999999999999900000), "999999999999999900000");
+    assert.equal(formatDecimal(-1e21), "-1000000000000000000000");
+    assert.equal(formatDecimal(-42), "-42");
+    assert.equal(formatDecimal(-0), "0");
+  });
   test("counts significant digits", () => {
     assert.equal(significantDigits(100), 1);
     assert.equal(significantDigits(0.0012), 2);
