@@ -255,14 +255,8 @@ export async function processBatch(
     return { kind: "retry", reason, eventId, input, source };
   };
 
-  /** `plain`: the message read by parsePlainEventJson, when it could be. */
-  const decodeMessage = (m: QueueMessage, plain: UsageEvent | undefined): Decoded | Step => {
-    if (plain) {
-      if (deadline - now() < deps.stopMarginMs) {
-        return { kind: "retry", reason: NOT_STARTED, eventId: plain.id, input: inputOf(m) };
-      }
-      return { m, usage: [plain], resolver: deps.resolver, scope: "", eventId: plain.id };
-    }
+  /** A message that is not a plain canonical event (see preparePlain). */
+  const decodeMessage = (m: QueueMessage): Decoded | Step => {
     let input: unknown;
     try {
       input = JSON.parse(m.body);
@@ -329,23 +323,31 @@ export async function processBatch(
    * Synchronous while customers are known without I/O (a table, a cache hit), which is the
    * common case: a promise per message was a tenth of the consumer's CPU.
    */
-  const prepare = (m: QueueMessage): Step | Promise<Step> => {
-    // Most messages are canonical events in the plain shape: read without JSON.parse, and with a
-    // known customer, made into their meter event without the Decoded record.
-    const plain = m.attributes?.[SOURCE_ATTRIBUTE] ? undefined : parsePlainEventJson(m.body, m.sentAt / 1000);
-    if (plain && deadline - now() >= deps.stopMarginMs) {
-      try {
-        // known() throws for a customer it knows has no Stripe id.
-        const customer = deps.resolver.known(plain.customer);
-        if (customer !== undefined) {
-          const event = toMeterEvent(plain, customer, now() / 1000, deps.valueRules);
-          return { kind: "ready", events: [event], eventId: plain.id, source: undefined };
-        }
-      } catch (err) {
-        return failed(m, inputOf(m), err, deps.resolver, plain.id);
-      }
+  /**
+   * A canonical event in the plain shape (most messages), read without JSON.parse and, with a
+   * customer known without I/O, made into its meter event without a Decoded record.
+   */
+  const preparePlain = (m: QueueMessage, plain: UsageEvent): Step | Promise<Step> => {
+    if (deadline - now() < deps.stopMarginMs) {
+      return { kind: "retry", reason: NOT_STARTED, eventId: plain.id, input: inputOf(m) };
     }
-    const d = decodeMessage(m, plain);
+    try {
+      // known() throws for a customer it knows has no Stripe id.
+      const customer = deps.resolver.known(plain.customer);
+      if (customer === undefined) {
+        return resolveRest({ m, usage: [plain], resolver: deps.resolver, scope: "", eventId: plain.id }, [], 0);
+      }
+      const event = toMeterEvent(plain, customer, now() / 1000, deps.valueRules);
+      return { kind: "ready", events: [event], eventId: plain.id, source: undefined };
+    } catch (err) {
+      return failed(m, inputOf(m), err, deps.resolver, plain.id);
+    }
+  };
+
+  const prepare = (m: QueueMessage): Step | Promise<Step> => {
+    const plain = m.attributes?.[SOURCE_ATTRIBUTE] ? undefined : parsePlainEventJson(m.body, m.sentAt / 1000);
+    if (plain) return preparePlain(m, plain);
+    const d = decodeMessage(m);
     if ("kind" in d) return d;
     const events: MeterEvent[] = [];
     try {
