@@ -13,11 +13,11 @@
  * BENCH_NODE_ARGS for more Node flags in the client processes (--cpu-prof). Client processes run Node with --expose-gc so that each run
  * starts from a collected heap.
  */
-import { type ChildProcess, fork, spawn } from "node:child_process";
+import { type ChildProcess, fork } from "node:child_process";
 import { once } from "node:events";
 import { cpus } from "node:os";
 import { scenarios as allScenarios, type Result } from "./pipeline-clients.js";
-import { median } from "./stats.js";
+import { median, startEmulator } from "./stats.js";
 
 const QUICK = process.env.BENCH_QUICK === "1";
 const EVENTS = Number(process.env.BENCH_EVENTS ?? (QUICK ? 2000 : 20_000));
@@ -26,15 +26,6 @@ const eventsFor = (name: string) => (name.includes("v2") ? V2_EVENTS : EVENTS);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? (QUICK ? 1 : 3));
 const WARMUP = Number(process.env.BENCH_WARMUP ?? (QUICK ? 0 : 1));
 const RTTS = (process.env.BENCH_RTTS ?? (QUICK ? "0" : "0,20")).split(",").map(Number);
-
-async function startEmulator(latencyMs: number): Promise<{ url: string; child: ChildProcess }> {
-  const child = spawn(process.execPath, ["--import", "tsx", "bench/emulator-process.ts"], {
-    env: { ...process.env, BENCH_STRIPE_LATENCY_MS: String(latencyMs) },
-    stdio: ["ignore", "pipe", "inherit"],
-  });
-  const [line] = (await once(child.stdout as NodeJS.ReadableStream, "data")) as [Buffer];
-  return { url: JSON.parse(line.toString()).url as string, child };
-}
 
 /** A client in its own process, started against the emulator at `url`. */
 async function startClient(name: string, url: string): Promise<ChildProcess> {

@@ -1,7 +1,19 @@
 /** Helpers the benches share. */
+import { type ChildProcess, spawn } from "node:child_process";
+import { once } from "node:events";
 
 /** The middle value (the upper one of an even count). */
 export const median = (xs: readonly number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
 
 /** A full garbage collection when Node runs with --expose-gc (the bench scripts pass it); else nothing. */
 export const collectGarbage = (globalThis as { gc?: () => void }).gc ?? (() => {});
+
+/** The Stripe emulator in a process of its own (bench/emulator-process.ts), `latencyMs` added per request. */
+export async function startEmulator(latencyMs: number): Promise<{ url: string; child: ChildProcess }> {
+  const child = spawn(process.execPath, ["--import", "tsx", "bench/emulator-process.ts"], {
+    env: { ...process.env, BENCH_STRIPE_LATENCY_MS: String(latencyMs) },
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  const [line] = (await once(child.stdout as NodeJS.ReadableStream, "data")) as [Buffer];
+  return { url: JSON.parse(line.toString()).url as string, child };
+}

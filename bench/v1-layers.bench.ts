@@ -10,7 +10,7 @@
  * BENCH_EVENTS (20000 per run), BENCH_ROUNDS (3 processes per layer, 3 measured runs each after one
  * warm-up), BENCH_LAYERS (all; e.g. "client,pipeline").
  */
-import { type ChildProcess, fork, spawn } from "node:child_process";
+import { type ChildProcess, fork } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { once } from "node:events";
 import Agent from "undici/lib/dispatcher/agent.js";
@@ -21,7 +21,7 @@ import { runPool } from "../lib/stripe/submitter.js";
 import { createUndiciTransport } from "../lib/stripe/transport.js";
 import { encodeV1Form } from "../lib/stripe/v1-meter-events.js";
 import { meterhook, records } from "./pipeline-clients.js";
-import { median } from "./stats.js";
+import { median, startEmulator } from "./stats.js";
 
 const LAYERS = ["dispatch", "transport", "client", "pipeline"] as const;
 type Layer = (typeof LAYERS)[number];
@@ -103,13 +103,8 @@ async function child(layer: Layer, url: string): Promise<void> {
 }
 
 async function main(): Promise<void> {
-  const latency = process.env.BENCH_STRIPE_LATENCY_MS ?? "20";
-  const emulator = spawn(process.execPath, ["--import", "tsx", "bench/emulator-process.ts"], {
-    env: { ...process.env, BENCH_STRIPE_LATENCY_MS: latency },
-    stdio: ["ignore", "pipe", "inherit"],
-  });
-  const [line] = (await once(emulator.stdout as NodeJS.ReadableStream, "data")) as [Buffer];
-  const url = JSON.parse(line.toString()).url as string;
+  const latency = Number(process.env.BENCH_STRIPE_LATENCY_MS ?? 20);
+  const { url, child: emulator } = await startEmulator(latency);
   const only = process.env.BENCH_LAYERS?.split(",");
   const layers = LAYERS.filter((l) => !only || only.includes(l));
   const results = new Map<Layer, number[]>(layers.map((l) => [l, []]));
