@@ -3,11 +3,15 @@
  * the official `stripe` SDK doing submission alone, and the meterhook consumer pipeline.
  */
 import { randomUUID } from "node:crypto";
+import type { SQSEvent, SQSRecord } from "aws-lambda";
 import Stripe from "stripe";
-import { type Consumer, createConsumerFromConfig } from "../lib/app.js";
+import { createQueueHandler } from "../functions/ingest-queue.js";
+import { publishMetrics } from "../functions/support/observability.js";
+import { type AppDeps, type Consumer, createConsumerFromConfig } from "../lib/app.js";
 import { loadConfig } from "../lib/config.js";
 import type { QueueMessage } from "../lib/consumer.js";
 import { silentLogger } from "../lib/logger.js";
+import { MetricsRecorder } from "../lib/metrics.js";
 import { runPool } from "../lib/stripe/submitter.js";
 import type { HttpTransport } from "../lib/stripe/transport.js";
 import { collectGarbage } from "./stats.js";
@@ -73,12 +77,42 @@ export function records(n: number, customers = 200): QueueMessage[] {
   }));
 }
 
-/** The consumer as the ingest-queue Lambda builds it; `transport` replaces HTTP (bench/consumer-cpu). */
+/** An SQS event of `n` canonical events, as the event source mapping hands it to the ingest-queue handler. */
+export function sqsEvent(n: number, customers = 200): SQSEvent {
+  const sent = String(Date.now());
+  return {
+    Records: records(n, customers).map(
+      (m): SQSRecord => ({
+        messageId: m.messageId,
+        receiptHandle: `rh-${m.messageId}`,
+        body: m.body,
+        attributes: {
+          ApproximateReceiveCount: "1",
+          SentTimestamp: sent,
+          SenderId: "AIDAEXAMPLE",
+          ApproximateFirstReceiveTimestamp: sent,
+        },
+        messageAttributes: {},
+        md5OfBody: "",
+        eventSource: "aws:sqs",
+        eventSourceARN: "arn:aws:sqs:us-east-1:000000000000:meterhook-ingest",
+        awsRegion: "us-east-1",
+      }),
+    ),
+  };
+}
+
+/**
+ * The consumer as the ingest-queue Lambda builds it. `transport` replaces HTTP (bench/consumer-cpu);
+ * `observability` replaces the production logger (JSON lines to stdout at METERHOOK_LOG_LEVEL's
+ * default) and metrics, which the benches that print to the terminal silence.
+ */
 export async function meterhook(
   url: string,
   api: "v1" | "v2",
   extra: Record<string, string> = {},
   transport?: HttpTransport,
+  observability: Pick<AppDeps, "logger" | "metrics"> = { logger: silentLogger },
 ): Promise<Consumer> {
   const customers = Object.fromEntries(Array.from({ length: 200 }, (_, i) => [`acct_${i}`, `cus_bench${i}`]));
   const config = loadConfig({
@@ -93,7 +127,7 @@ export async function meterhook(
     STRIPE_MAX_CONNECTIONS: "64",
     ...extra,
   });
-  return createConsumerFromConfig(config, { logger: silentLogger, transport });
+  return createConsumerFromConfig(config, { ...observability, transport });
 }
 
 /**
@@ -109,7 +143,13 @@ const sdkOptions = (url: string) => {
   const u = new URL(url);
   return { host: u.hostname, port: Number(u.port), protocol: "http" as const, maxNetworkRetries: 2 };
 };
-/** The pipeline on a batch of records per call, `inFlight` batches at a time. */
+/**
+ * The ingest-queue Lambda handler as deployed (functions/ingest-queue.ts), on an SQS event of 100
+ * records per invocation, `inFlight` invocations at a time: SQS records in, partial batch response
+ * out, the production logger at its default level and the CloudWatch metrics it publishes after
+ * each invocation. The client process's stdout is /dev/null (bench/pipeline.bench.ts), so each
+ * log and metrics line costs a write, as Lambda's stdout does.
+ */
 async function pipeline(
   url: string,
   api: "v1" | "v2",
@@ -117,11 +157,22 @@ async function pipeline(
   customers: number,
   extra: Record<string, string> = {},
 ) {
-  const consumer = await meterhook(url, api, extra);
+  const metrics = new MetricsRecorder();
+  const consumer = await meterhook(url, api, extra, undefined, { metrics });
+  const handler = createQueueHandler(
+    () => Promise.resolve(consumer),
+    () => publishMetrics(metrics, "ingest-queue"),
+  );
+  const context = { getRemainingTimeInMillis: () => 120_000 };
   return {
     run: () => {
-      const batches = Array.from({ length: EVENTS / 100 }, () => records(100, customers));
-      return measure(() => pool(batches, inFlight, (batch) => consumer.process(batch, Date.now() + 120_000)));
+      const events = Array.from({ length: EVENTS / 100 }, () => sqsEvent(100, customers));
+      return measure(() =>
+        pool(events, inFlight, async (event) => {
+          const res = await handler(event, context);
+          if (res.batchItemFailures.length > 0) throw new Error(`${res.batchItemFailures.length} messages failed`);
+        }),
+      );
     },
     close: () => consumer.close(),
   };

@@ -33,7 +33,8 @@ async function startClient(name: string, url: string): Promise<ChildProcess> {
     // BENCH_NODE_ARGS: more Node flags for the client processes, e.g. --cpu-prof to profile them.
     execArgv: ["--expose-gc", ...(process.env.BENCH_NODE_ARGS ?? "").split(" ").filter(Boolean), "--import", "tsx"],
     env: { ...process.env, BENCH_CLIENT: name, BENCH_STRIPE_URL: url, BENCH_EVENTS: String(eventsFor(name)) },
-    stdio: ["ignore", "inherit", "inherit", "ipc"],
+    // stdout is /dev/null: the pipeline's log and metrics lines cost a write each, as on Lambda.
+    stdio: ["ignore", "ignore", "inherit", "ipc"],
   });
   const [msg] = await once(child, "message");
   if (msg !== "ready") throw new Error(`bench client "${name}" did not start`);
