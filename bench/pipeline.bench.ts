@@ -9,7 +9,7 @@
  * BENCH_EVENTS (20000 per v1 run), BENCH_V2_EVENTS (200000 per v2 run: a v2 run of 20000 lasts a
  * third of a second, too short to measure steadily), BENCH_ROUNDS (3), BENCH_WARMUP (1 uncounted
  * round), BENCH_RTTS ("0,20" ms),
- * BENCH_QUICK=1 for a CI smoke run, BENCH_ONLY=<text> for the clients whose name has it,
+ * BENCH_QUICK=1 for a CI smoke run, BENCH_ONLY=<text>[|<text>...] for the clients whose name has one,
  * BENCH_NODE_ARGS for more Node flags in the client processes (--cpu-prof). Client processes run Node with --expose-gc so that each run
  * starts from a collected heap.
  */
@@ -48,9 +48,13 @@ async function runOnce(child: ChildProcess): Promise<Result> {
 }
 
 const scenarios = [...allScenarios];
-// BENCH_ONLY=<text>: run only the scenarios whose name contains it (for profiling one).
+// BENCH_ONLY=<text>[|<text>...]: run only the scenarios whose name contains one of them (to profile
+// one, or to pair two).
 const only = process.env.BENCH_ONLY;
-if (only) scenarios.splice(0, scenarios.length, ...scenarios.filter((s) => s.name.includes(only)));
+if (only) {
+  const wanted = only.split("|");
+  scenarios.splice(0, scenarios.length, ...scenarios.filter((s) => wanted.some((w) => s.name.includes(w))));
+}
 
 console.log(
   `meterhook bench: ${EVENTS} events per v1 run, ${V2_EVENTS} per v2 run, ${ROUNDS} interleaved rounds, Node ${process.version}, ${cpus().length} x ${cpus()[0]?.model ?? "cpu"}`,
