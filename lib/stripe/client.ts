@@ -153,14 +153,18 @@ export class StripeClient {
       const ms = this.env.now() - started;
       this.metrics.timing(Metric.stripeLatency, ms);
       this.metrics.count(Metric.stripeRequests, 1, statusDimension(res.status));
-      // One line per Stripe request: its request id is what Stripe support asks for.
-      this.logger.info("stripe request", {
+      const fields = {
         path: call.path,
         status: res.status,
         stripeRequestId: res.headers["request-id"],
         verdict: verdict.kind,
         ms,
-      });
+      };
+      // Any answer but a 2xx gets a line at `info` with its request id, which is what Stripe
+      // support asks for. A 2xx only at `debug`: in v1 that was a line per event, a write and
+      // CloudWatch ingestion each (BENCHMARKS.md); the StripeRequests metric counts them.
+      if (res.status < 300) this.logger.debug("stripe request", fields);
+      else this.logger.info("stripe request", fields);
       return verdict;
     } catch (err) {
       const verdict = classifyNetworkError(err);
