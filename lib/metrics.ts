@@ -16,23 +16,41 @@ export interface Metrics {
   timing(name: string, ms: number, dimensions?: Record<string, string>): void;
 }
 
+/**
+ * Dimension sets as map keys. The Stripe client records every request with one of a few shared,
+ * frozen dimension objects, whose keys are kept: serialising one per request was the recorder's
+ * main cost in v1, a metric per event. Any other object may change, so it is serialised each time.
+ */
+const frozenKeys = new WeakMap<Record<string, string>, string>();
+function dimensionsKey(dimensions: Record<string, string>): string {
+  let key = frozenKeys.get(dimensions);
+  if (key === undefined) {
+    key = JSON.stringify(Object.entries(dimensions).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+    if (Object.isFrozen(dimensions)) frozenKeys.set(dimensions, key);
+  }
+  return key;
+}
+
 /** Aggregates points by name and dimensions until drained, so one invocation emits a few lines. */
 export class MetricsRecorder implements Metrics {
   private points = new Map<string, MetricPoint>();
 
-  private add(name: string, unit: Unit, value: number, dimensions: Record<string, string>): void {
-    const key = `${name}|${JSON.stringify(dimensions)}`;
+  private add(name: string, unit: Unit, value: number, dimensions: Record<string, string> | undefined): void {
+    const key = dimensions ? `${name}|${dimensionsKey(dimensions)}` : name;
     const p = this.points.get(key);
-    if (!p) this.points.set(key, { name, unit, dimensions, values: [value] });
-    else if (unit === "Count") p.values[0] = (p.values[0] ?? 0) + value;
+    if (!p) {
+      // A copy unless frozen: the caller may reuse and change its object.
+      const dims = dimensions === undefined ? {} : Object.isFrozen(dimensions) ? dimensions : { ...dimensions };
+      this.points.set(key, { name, unit, dimensions: dims, values: [value] });
+    } else if (unit === "Count") p.values[0] = (p.values[0] ?? 0) + value;
     else p.values.push(value);
   }
 
-  count(name: string, value = 1, dimensions: Record<string, string> = {}): void {
+  count(name: string, value = 1, dimensions?: Record<string, string>): void {
     if (value !== 0) this.add(name, "Count", value, dimensions);
   }
 
-  timing(name: string, ms: number, dimensions: Record<string, string> = {}): void {
+  timing(name: string, ms: number, dimensions?: Record<string, string>): void {
     this.add(name, "Milliseconds", Math.round(ms * 100) / 100, dimensions);
   }
 
