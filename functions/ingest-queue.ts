@@ -1,4 +1,4 @@
-import type { Context, SQSBatchResponse, SQSEvent } from "aws-lambda";
+import type { Context, SQSBatchResponse, SQSEvent, SQSRecord } from "aws-lambda";
 import { type Consumer, createConsumerFromConfig } from "../lib/app.js";
 import { loadConfig } from "../lib/config.js";
 import { MetricsRecorder } from "../lib/metrics.js";
@@ -22,11 +22,7 @@ export function createQueueHandler(getConsumer: () => Promise<Consumer>, onDone?
           receiveCount: Number(r.attributes.ApproximateReceiveCount) || 1,
           sentAt: Number(r.attributes.SentTimestamp) || Date.now(),
           firstReceivedAt: Number(r.attributes.ApproximateFirstReceiveTimestamp) || Date.now(),
-          attributes: Object.fromEntries(
-            Object.entries(r.messageAttributes ?? {}).flatMap(([k, v]) =>
-              v.stringValue === undefined ? [] : [[k, v.stringValue]],
-            ),
-          ),
+          attributes: stringAttributes(r.messageAttributes),
         })),
         deadline,
       );
@@ -35,6 +31,19 @@ export function createQueueHandler(getConsumer: () => Promise<Consumer>, onDone?
       onDone?.();
     }
   };
+}
+
+/** A record's string message attributes; undefined when it has none, as most canonical events. */
+function stringAttributes(attributes: SQSRecord["messageAttributes"] | undefined): Record<string, string> | undefined {
+  let out: Record<string, string> | undefined;
+  for (const k in attributes) {
+    const v = attributes[k]?.stringValue;
+    if (v === undefined) continue;
+    // Null prototype: an attribute may be named __proto__ (SQS allows it).
+    out ??= Object.create(null) as Record<string, string>;
+    out[k] = v;
+  }
+  return out;
 }
 
 const metrics = new MetricsRecorder();

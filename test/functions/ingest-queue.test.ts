@@ -162,6 +162,32 @@ describe("ingest-queue handler", () => {
     assert.equal(emulator.requests.length, before);
   });
 
+  test("string message attributes reach the consumer; binary ones and odd names do not get in the way", async () => {
+    const handler = handlerWith();
+    const named = sqsRecord({ order: 1 });
+    named.messageAttributes = {
+      meterhook_source: {
+        stringValue: "no_such_source",
+        dataType: "String",
+        stringListValues: [],
+        binaryListValues: [],
+      },
+    };
+    const canonical = sqsRecord(usageEvent({ customer: "cus_attrs", value: 3 }));
+    canonical.messageAttributes = {
+      __proto__: { stringValue: "x", dataType: "String", stringListValues: [], binaryListValues: [] },
+      blob: { binaryValue: "AAEC", dataType: "Binary", stringListValues: [], binaryListValues: [] },
+    };
+    const res = await handler(sqsEvent([named, canonical]), lambdaContext());
+    assert.deepEqual(res.batchItemFailures, []);
+    assert.equal(totalFor("cus_attrs"), 3);
+    const letters = await drainDeadLetters(queues.sqs, queues.deadLetterQueueUrl);
+    assert.deepEqual(
+      letters.map((l) => [l.error.code, l.error.message]),
+      [["unknown_source", 'no source "no_such_source" in the mapping config']],
+    );
+  });
+
   test("the Stripe key never reaches the dead-letter queue", async () => {
     const handler = handlerWith({ STRIPE_API_KEY: "sk_test_notTheEmulatorsKey123" });
     await handler(sqsEvent([sqsRecord(usageEvent({ customer: "cus_key" }))]), lambdaContext());
