@@ -1,21 +1,68 @@
-import { Metrics as PowertoolsMetrics } from "@aws-lambda-powertools/metrics";
 import type { MetricPoint, MetricsRecorder } from "../../lib/metrics.js";
 
 /**
- * Publishes what lib/ recorded during an invocation as CloudWatch Embedded Metric Format, through
- * Powertools Metrics: one EMF line per dimension set, namespace `meterhook`.
+ * CloudWatch Embedded Metric Format for what lib/ recorded during an invocation: one JSON line per
+ * dimension set on stdout, namespace `meterhook`, dimensions `service` and `function` plus the
+ * set's own. Written here rather than through Powertools Metrics, which reads the environment on
+ * every value it stores (to scope values per invocation): with a latency value per v1 request,
+ * that was more CPU than the rest of the metrics path (BENCHMARKS.md).
  */
-const emf = new PowertoolsMetrics({ namespace: "meterhook", serviceName: "meterhook" });
+const NAMESPACE = "meterhook";
+const SERVICE = "meterhook";
+/** EMF's limits per document: 100 metrics, and 100 values per metric. */
+const MAX_METRICS = 100;
+const MAX_VALUES = 100;
 
-export function publishMetrics(recorder: MetricsRecorder, functionName: string): void {
+/** The EMF documents for `points`, timestamped `timestamp` (epoch ms). */
+export function emfDocuments(
+  points: readonly MetricPoint[],
+  functionName: string,
+  timestamp: number,
+): Array<Record<string, unknown>> {
   const groups = new Map<string, MetricPoint[]>();
-  for (const p of recorder.drain()) {
-    const key = JSON.stringify(p.dimensions);
-    groups.set(key, [...(groups.get(key) ?? []), p]);
+  for (const p of points) {
+    const key = JSON.stringify(Object.entries(p.dimensions).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+    const group = groups.get(key);
+    if (group) group.push(p);
+    else groups.set(key, [p]);
   }
-  for (const points of groups.values()) {
-    emf.addDimensions({ function: functionName, ...points[0]?.dimensions });
-    for (const p of points) for (const v of p.values) emf.addMetric(p.name, p.unit, v);
-    emf.publishStoredMetrics();
+  const docs: Array<Record<string, unknown>> = [];
+  for (const group of groups.values()) {
+    const dimensions = { service: SERVICE, function: functionName, ...group[0]?.dimensions };
+    // A metric with more than MAX_VALUES values continues in further documents.
+    for (let from = 0; group.some((p) => p.values.length > from); from += MAX_VALUES) {
+      const chunk = group.filter((p) => p.values.length > from);
+      for (let i = 0; i < chunk.length; i += MAX_METRICS) {
+        const doc: Record<string, unknown> = {
+          _aws: {
+            Timestamp: timestamp,
+            CloudWatchMetrics: [
+              {
+                Namespace: NAMESPACE,
+                Dimensions: [Object.keys(dimensions)],
+                Metrics: chunk.slice(i, i + MAX_METRICS).map((p) => ({ Name: p.name, Unit: p.unit })),
+              },
+            ],
+          },
+          ...dimensions,
+        };
+        for (const p of chunk.slice(i, i + MAX_METRICS)) {
+          const values = p.values.slice(from, from + MAX_VALUES);
+          doc[p.name] = values.length === 1 ? values[0] : values;
+        }
+        docs.push(doc);
+      }
+    }
   }
+  return docs;
+}
+
+/** Writes what `recorder` holds as EMF lines to stdout (where Lambda sends it to CloudWatch Logs), and empties it. */
+export function publishMetrics(
+  recorder: MetricsRecorder,
+  functionName: string,
+  write: (line: string) => void = (line) => process.stdout.write(line),
+): void {
+  const docs = emfDocuments(recorder.drain(), functionName, Date.now());
+  if (docs.length > 0) write(`${docs.map((d) => JSON.stringify(d)).join("\n")}\n`);
 }
