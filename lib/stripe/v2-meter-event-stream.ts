@@ -109,16 +109,15 @@ export function createV2StreamSubmitter(
     api: "v2",
     async submit(events, deadline) {
       const outcomes: SubmitOutcome[] = new Array(events.length);
-      const batches: number[][] = [];
-      for (let i = 0; i < events.length; i += size) {
-        batches.push(Array.from({ length: Math.min(size, events.length - i) }, (_, j) => i + j));
-      }
-      const send = async (batch: number[]): Promise<void> => {
+      // Batches are ranges of `events`: [from, to).
+      const batches: Array<[number, number]> = [];
+      for (let i = 0; i < events.length; i += size) batches.push([i, Math.min(i + size, events.length)]);
+      const send = async ([from, to]: [number, number]): Promise<void> => {
         let outcome: SubmitOutcome;
         if (deadline - now() < options.stopMarginMs) {
           outcome = { kind: "retry", reason: "not sent: the invocation was about to time out" };
         } else {
-          const body = streamBody(batch.map((i) => events[i] as MeterEvent));
+          const body = streamBody(events.slice(from, to));
           outcome = toOutcome(
             await client.call({
               base: "meterEvents",
@@ -130,15 +129,15 @@ export function createV2StreamSubmitter(
             }),
           );
         }
-        if (outcome.kind === "rejected" && outcome.code === "stripe_rejected" && batch.length > 1) {
+        if (outcome.kind === "rejected" && outcome.code === "stripe_rejected" && to - from > 1) {
           // Stripe refuses a whole batch for one bad event: halve it until the bad ones are
           // alone, so only they are dead-lettered. Resending is safe: identifiers do not change.
-          const half = Math.ceil(batch.length / 2);
-          await send(batch.slice(0, half));
-          await send(batch.slice(half));
+          const half = from + Math.ceil((to - from) / 2);
+          await send([from, half]);
+          await send([half, to]);
           return;
         }
-        for (const i of batch) outcomes[i] = outcome;
+        outcomes.fill(outcome, from, to);
       };
       await runPool(batches, options.concurrency, send);
       return outcomes;
