@@ -328,7 +328,7 @@ export async function processBatch(
    * customer known without I/O, made into its meter event without a Decoded record.
    */
   const preparePlain = (m: QueueMessage, plain: UsageEvent): Step | Promise<Step> => {
-    if (deadline - now() < deps.stopMarginMs) {
+    if (deadline - startedAt < deps.stopMarginMs) {
       return { kind: "retry", reason: NOT_STARTED, eventId: plain.id, input: inputOf(m) };
     }
     try {
@@ -337,7 +337,7 @@ export async function processBatch(
       if (customer === undefined) {
         return resolveRest({ m, usage: [plain], resolver: deps.resolver, scope: "", eventId: plain.id }, [], 0);
       }
-      const event = toMeterEvent(plain, customer, now() / 1000, deps.valueRules);
+      const event = toMeterEvent(plain, customer, startedAt / 1000, deps.valueRules);
       return { kind: "ready", events: [event], eventId: plain.id, source: undefined };
     } catch (err) {
       return failed(m, inputOf(m), err, deps.resolver, plain.id);
@@ -364,22 +364,25 @@ export async function processBatch(
     return { kind: "ready", events, eventId: d.eventId, source: d.source };
   };
 
+  // Plain events read the clock once for the batch: preparing them is one synchronous pass.
+  const startedAt = now();
   const pending = messages.map(prepare);
   const steps = pending.some((s) => s instanceof Promise) ? await Promise.all(pending) : (pending as Step[]);
 
   // One submission per identifier: duplicate deliveries in the same batch share the outcome.
   const unique = new Map<string, number>();
   const toSend: MeterEvent[] = [];
-  const fixed: boolean[] = [];
+  // Only with pre-aggregation: which events must be sent as they are.
+  const fixed: boolean[] | undefined = deps.aggregation ? [] : undefined;
   for (const s of steps) {
     if (s.kind !== "ready") continue;
     for (const e of s.events) {
-      if (!unique.has(e.identifier)) {
+      if (unique.get(e.identifier) === undefined) {
         unique.set(e.identifier, toSend.length);
         toSend.push(e);
         // Only a message's sole event may be combined: a message must not be half requeued
         // inside a combined event and half left on the queue (its redelivery would bill again).
-        fixed.push(s.fixed === true || s.events.length > 1);
+        fixed?.push(s.fixed === true || s.events.length > 1);
       }
     }
   }
@@ -513,12 +516,12 @@ type Outcome = SubmitOutcome | { kind: "requeued" };
  */
 async function submitAll(
   events: MeterEvent[],
-  fixed: boolean[],
+  fixed: boolean[] | undefined,
   deadline: number,
   deps: ConsumerDeps,
 ): Promise<Outcome[]> {
   if (events.length === 0) return [];
-  if (!deps.aggregation) return deps.submitter.submit(events, deadline);
+  if (!deps.aggregation || !fixed) return deps.submitter.submit(events, deadline);
   const plan = planAggregation(events, fixed, deps.aggregation);
   const sent = await deps.submitter.submit(plan.submit, deadline);
   const outcomes: Outcome[] = plan.carriedBy.map((j) => sent[j] as SubmitOutcome);
