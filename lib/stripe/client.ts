@@ -113,7 +113,8 @@ export class StripeClient {
     const idempotencyKey = nextIdempotencyKey();
     return withRetries(
       (timeoutMs) => this.sendOnce(call, url, idempotencyKey, timeoutMs),
-      { ...this.retryOptions, deadline: call.deadline },
+      this.retryOptions,
+      call.deadline,
       this.env,
     );
   }

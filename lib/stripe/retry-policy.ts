@@ -136,13 +136,14 @@ export const realRetryEnv: RetryEnv = {
  */
 export async function withRetries(
   attempt: (timeoutMs: number) => Promise<Verdict>,
-  opts: RetryOptions & { timeoutMs: number; deadline: number },
+  opts: RetryOptions & { timeoutMs: number },
+  deadline: number,
   env: RetryEnv = realRetryEnv,
 ): Promise<Verdict> {
   let last: Verdict | undefined;
   let ambiguous = false;
   for (let n = 0; n < opts.maxAttempts; n++) {
-    const left = opts.deadline - env.now();
+    const left = deadline - env.now();
     if (left < 250) break;
     last = await attempt(Math.min(opts.timeoutMs, left));
     if (last.kind === "permanent" && last.code === "stripe_rejected" && ambiguous) {
@@ -162,7 +163,7 @@ export async function withRetries(
     if (last.sessionExpired) continue;
     if (last.retryAfterMs !== undefined && last.retryAfterMs > opts.maxRetryAfterMs) break;
     const delay = Math.max(backoffDelayMs(n, opts, env.random), last.retryAfterMs ?? 0);
-    if (env.now() + delay + 250 > opts.deadline) break;
+    if (env.now() + delay + 250 > deadline) break;
     await env.sleep(delay);
   }
   return last ?? { kind: "retry", reason: "no time left before the invocation deadline" };

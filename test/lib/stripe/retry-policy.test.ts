@@ -134,48 +134,48 @@ describe("withRetries", () => {
 
   test("retries then succeeds, with backoff between attempts", async () => {
     const s = scripted([retry(), retry(), ok]);
-    const v = await withRetries(s.attempt, { ...DEFAULT_RETRY, timeoutMs: 1000, deadline: NOW + 60_000 }, s.env);
+    const v = await withRetries(s.attempt, { ...DEFAULT_RETRY, timeoutMs: 1000 }, NOW + 60_000, s.env);
     assert.equal(v.kind, "ok");
     assert.deepEqual(s.sleeps, [500, 1000]);
   });
 
   test("honours Retry-After when longer than the backoff", async () => {
     const s = scripted([retry({ retryAfterMs: 3000 }), ok]);
-    await withRetries(s.attempt, { ...DEFAULT_RETRY, timeoutMs: 1000, deadline: NOW + 60_000 }, s.env);
+    await withRetries(s.attempt, { ...DEFAULT_RETRY, timeoutMs: 1000 }, NOW + 60_000, s.env);
     assert.deepEqual(s.sleeps, [3000]);
   });
 
   test("leaves a Retry-After beyond the cap to the queue", async () => {
     const s = scripted([retry({ retryAfterMs: 60_000 }), ok]);
-    const v = await withRetries(s.attempt, { ...DEFAULT_RETRY, timeoutMs: 1000, deadline: NOW + 600_000 }, s.env);
+    const v = await withRetries(s.attempt, { ...DEFAULT_RETRY, timeoutMs: 1000 }, NOW + 600_000, s.env);
     assert.equal(v.kind, "retry");
     assert.equal(s.calls(), 1);
   });
 
   test("stops at maxAttempts and returns the last retryable verdict", async () => {
     const s = scripted([retry()]);
-    const v = await withRetries(s.attempt, { ...DEFAULT_RETRY, timeoutMs: 1000, deadline: NOW + 60_000 }, s.env);
+    const v = await withRetries(s.attempt, { ...DEFAULT_RETRY, timeoutMs: 1000 }, NOW + 60_000, s.env);
     assert.equal(v.kind, "retry");
     assert.equal(s.calls(), DEFAULT_RETRY.maxAttempts);
   });
 
   test("does not sleep past the deadline", async () => {
     const s = scripted([retry(), ok]);
-    const v = await withRetries(s.attempt, { ...DEFAULT_RETRY, timeoutMs: 1000, deadline: NOW + 400 }, s.env);
+    const v = await withRetries(s.attempt, { ...DEFAULT_RETRY, timeoutMs: 1000 }, NOW + 400, s.env);
     assert.equal(v.kind, "retry");
     assert.deepEqual(s.sleeps, []);
   });
 
   test("resends at once after a session expiry", async () => {
     const s = scripted([retry({ sessionExpired: true }), ok]);
-    const v = await withRetries(s.attempt, { ...DEFAULT_RETRY, timeoutMs: 1000, deadline: NOW + 60_000 }, s.env);
+    const v = await withRetries(s.attempt, { ...DEFAULT_RETRY, timeoutMs: 1000 }, NOW + 60_000, s.env);
     assert.equal(v.kind, "ok");
     assert.deepEqual(s.sleeps, []);
   });
 
   test("a permanent verdict is not retried", async () => {
     const s = scripted([{ kind: "permanent", code: "stripe_rejected", reason: "no", status: 400 }, ok]);
-    const v = await withRetries(s.attempt, { ...DEFAULT_RETRY, timeoutMs: 1000, deadline: NOW + 60_000 }, s.env);
+    const v = await withRetries(s.attempt, { ...DEFAULT_RETRY, timeoutMs: 1000 }, NOW + 60_000, s.env);
     assert.equal(v.kind, "permanent");
     assert.equal(s.calls(), 1);
   });
@@ -198,7 +198,8 @@ describe("ambiguous attempts", () => {
     let i = 0;
     const v = await withRetries(
       async () => verdicts[i++] as Verdict,
-      { ...DEFAULT_RETRY, timeoutMs: 1000, deadline: NOW + 60_000 },
+      { ...DEFAULT_RETRY, timeoutMs: 1000 },
+      NOW + 60_000,
       env,
     );
     assert.equal(v.kind, "retry");
