@@ -35,41 +35,7 @@ export class RequestTimeoutError extends Error {
   }
 }
 
-/**
- * Deadlines of the requests in flight, checked by one timer while any is pending. A timer per
- * request cost about 400 bytes and a timer-list insertion each (BENCHMARKS.md); a timeout fires
- * within `TICK_MS` of its due time, which is precise enough for timeouts of seconds.
- */
-const TICK_MS = 25;
-class Deadlines {
-  private readonly pending: ResponseCollector[] = [];
-  private timer: NodeJS.Timeout | undefined;
-
-  add(c: ResponseCollector): void {
-    c.slot = this.pending.length;
-    this.pending.push(c);
-    this.timer ??= setTimeout(this.sweep, TICK_MS);
-  }
-
-  remove(c: ResponseCollector): void {
-    const last = this.pending.pop() as ResponseCollector;
-    if (last !== c) {
-      this.pending[c.slot] = last;
-      last.slot = c.slot;
-    }
-    c.slot = -1;
-  }
-
-  private readonly sweep = (): void => {
-    const now = Date.now();
-    // Backwards: an expiring collector removes itself, moving the last one into its slot.
-    for (let i = this.pending.length - 1; i >= 0; i--) {
-      const c = this.pending[i];
-      if (c && c.dueAt <= now) c.expire();
-    }
-    this.timer = this.pending.length > 0 ? setTimeout(this.sweep, TICK_MS) : undefined;
-  };
-}
+const expire = (c: ResponseCollector) => c.expire();
 
 /**
  * Collects one response through undici's dispatch handler API. Compared with `request()` this
@@ -78,9 +44,8 @@ class Deadlines {
  * queued for a connection, connecting, sending, and receiving.
  */
 class ResponseCollector implements Dispatcher.DispatchHandler {
-  /** Index in Deadlines' list while pending. */
-  slot = -1;
-  readonly dueAt: number;
+  /** Bounds the whole exchange; cleared once it settles. */
+  private readonly timer: NodeJS.Timeout;
   private controller: Dispatcher.DispatchController | undefined;
   private status = 0;
   private headers: Record<string, string> = {};
@@ -93,12 +58,10 @@ class ResponseCollector implements Dispatcher.DispatchHandler {
 
   constructor(
     private readonly timeoutMs: number,
-    private readonly deadlines: Deadlines,
     private readonly resolve: (res: HttpResponse) => void,
     private readonly reject: (err: Error) => void,
   ) {
-    this.dueAt = Date.now() + timeoutMs;
-    deadlines.add(this);
+    this.timer = setTimeout(expire, timeoutMs, this);
   }
 
   expire(): void {
@@ -116,7 +79,7 @@ class ResponseCollector implements Dispatcher.DispatchHandler {
   private settle(): boolean {
     if (this.settled) return false;
     this.settled = true;
-    this.deadlines.remove(this);
+    clearTimeout(this.timer);
     return true;
   }
 
@@ -182,7 +145,6 @@ export function createUndiciTransport(
     connect: { timeout: options.connectTimeoutMs ?? 5_000 },
   });
   const pipelined = (options.pipelining ?? 1) > 1;
-  const deadlines = new Deadlines();
   // Parsing a URL per request shows in the profile; Stripe's endpoints are few.
   const targets = new Map<string, { origin: string; path: string }>();
   const target = (href: string) => {
@@ -198,7 +160,7 @@ export function createUndiciTransport(
     send(req) {
       const { origin, path } = target(req.url);
       return new Promise<HttpResponse>((resolve, reject) => {
-        const handler = new ResponseCollector(req.timeoutMs, deadlines, resolve, reject);
+        const handler = new ResponseCollector(req.timeoutMs, resolve, reject);
         agent.dispatch(
           {
             origin,
