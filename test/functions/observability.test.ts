@@ -90,7 +90,7 @@ test("more than 100 values of a metric continue in further documents, each withi
     Array.from({ length: 250 }, (_, i) => i),
   );
   for (const d of docs) {
-    const names = (d._aws.CloudWatchMetrics[0]?.Metrics as Array<{ Name: string }>).map((m) => m.Name);
+    const names = ((d._aws.CloudWatchMetrics[0]?.Metrics ?? []) as Array<{ Name: string }>).map((m) => m.Name);
     assert.deepEqual(
       names,
       Object.keys(d).filter((k) => k === "StripeLatency" || k === "EventsBilled"),
