@@ -17,12 +17,13 @@ export interface Metrics {
 }
 
 /**
- * Dimension sets as map keys. The Stripe client records every request with one of a few shared,
- * frozen dimension objects, whose keys are kept: serialising one per request was the recorder's
- * main cost in v1, a metric per event. Any other object may change, so it is serialised each time.
+ * A dimension set as a map key, the same whatever the order of its keys. The Stripe client
+ * records every request with one of a few shared, frozen dimension objects, whose keys are kept:
+ * serialising one per request was the recorder's main cost in v1, a metric per event. Any other
+ * object may change, so it is serialised each time.
  */
 const frozenKeys = new WeakMap<Record<string, string>, string>();
-function dimensionsKey(dimensions: Record<string, string>): string {
+export function dimensionsKey(dimensions: Record<string, string>): string {
   let key = frozenKeys.get(dimensions);
   if (key === undefined) {
     key = JSON.stringify(Object.entries(dimensions).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));

@@ -1,4 +1,4 @@
-import type { MetricPoint, MetricsRecorder } from "../../lib/metrics.js";
+import { dimensionsKey, type MetricPoint, type MetricsRecorder } from "../../lib/metrics.js";
 
 /**
  * CloudWatch Embedded Metric Format for what lib/ recorded during an invocation: one JSON line per
@@ -21,7 +21,7 @@ export function emfDocuments(
 ): Array<Record<string, unknown>> {
   const groups = new Map<string, MetricPoint[]>();
   for (const p of points) {
-    const key = JSON.stringify(Object.entries(p.dimensions).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+    const key = dimensionsKey(p.dimensions);
     const group = groups.get(key);
     if (group) group.push(p);
     else groups.set(key, [p]);
