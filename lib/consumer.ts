@@ -320,10 +320,6 @@ export async function processBatch(
   };
 
   /**
-   * Synchronous while customers are known without I/O (a table, a cache hit), which is the
-   * common case: a promise per message was a tenth of the consumer's CPU.
-   */
-  /**
    * A canonical event in the plain shape (most messages), read without JSON.parse and, with a
    * customer known without I/O, made into its meter event without a Decoded record.
    */
@@ -344,6 +340,10 @@ export async function processBatch(
     }
   };
 
+  /**
+   * Synchronous while customers are known without I/O (a table, a cache hit), which is the
+   * common case: a promise per message was a tenth of the consumer's CPU.
+   */
   const prepare = (m: QueueMessage): Step | Promise<Step> => {
     const plain = m.attributes?.[SOURCE_ATTRIBUTE] ? undefined : parsePlainEventJson(m.body, m.sentAt / 1000);
     if (plain) return preparePlain(m, plain);
