@@ -4,7 +4,7 @@
  */
 import { randomUUID } from "node:crypto";
 import { type PerformanceEntry, PerformanceObserver } from "node:perf_hooks";
-import type { SQSEvent, SQSRecord } from "aws-lambda";
+import type { SQSEvent } from "aws-lambda";
 import Stripe from "stripe";
 import { createQueueHandler } from "../functions/ingest-queue.js";
 import { publishMetrics } from "../functions/support/observability.js";
@@ -15,6 +15,7 @@ import { silentLogger } from "../lib/logger.js";
 import { MetricsRecorder } from "../lib/metrics.js";
 import { runPool } from "../lib/stripe/submitter.js";
 import type { HttpTransport } from "../lib/stripe/transport.js";
+import { sqsRecord } from "../test/helpers/factories.js";
 import { collectGarbage } from "./stats.js";
 
 const KEY = "sk_test_meterhook_local";
@@ -97,29 +98,9 @@ export function records(n: number, customers = 200): QueueMessage[] {
 }
 
 /** An SQS event of `n` canonical events, as the event source mapping hands it to the ingest-queue handler. */
-export function sqsEvent(n: number, customers = 200): SQSEvent {
-  const sent = String(Date.now());
-  return {
-    Records: records(n, customers).map(
-      (m): SQSRecord => ({
-        messageId: m.messageId,
-        receiptHandle: `rh-${m.messageId}`,
-        body: m.body,
-        attributes: {
-          ApproximateReceiveCount: "1",
-          SentTimestamp: sent,
-          SenderId: "AIDAEXAMPLE",
-          ApproximateFirstReceiveTimestamp: sent,
-        },
-        messageAttributes: {},
-        md5OfBody: "",
-        eventSource: "aws:sqs",
-        eventSourceARN: "arn:aws:sqs:us-east-1:000000000000:meterhook-ingest",
-        awsRegion: "us-east-1",
-      }),
-    ),
-  };
-}
+export const sqsEvent = (n: number, customers = 200): SQSEvent => ({
+  Records: records(n, customers).map((m) => sqsRecord(m.body)),
+});
 
 /**
  * The consumer as the ingest-queue Lambda builds it. `transport` replaces HTTP (bench/consumer-cpu);
