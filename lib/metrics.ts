@@ -34,15 +34,25 @@ export function dimensionsKey(dimensions: Record<string, string>): string {
 
 /** Aggregates points by name and dimensions until drained, so one invocation emits a few lines. */
 export class MetricsRecorder implements Metrics {
-  private points = new Map<string, MetricPoint>();
+  /**
+   * Points by name, then by dimensions key ("" for none): both keys are strings V8 has already
+   * hashed (names are literals, frozen sets' keys are cached), where one `name|dimensions` key
+   * was a new string to hash per value (about 1 % of a v1 event's CPU).
+   */
+  private points = new Map<string, Map<string, MetricPoint>>();
 
   private add(name: string, unit: Unit, value: number, dimensions: Record<string, string> | undefined): void {
-    const key = dimensions ? `${name}|${dimensionsKey(dimensions)}` : name;
-    const p = this.points.get(key);
+    const key = dimensions ? dimensionsKey(dimensions) : "";
+    let byDimensions = this.points.get(name);
+    if (!byDimensions) {
+      byDimensions = new Map();
+      this.points.set(name, byDimensions);
+    }
+    const p = byDimensions.get(key);
     if (!p) {
       // A copy unless frozen: the caller may reuse and change its object.
       const dims = dimensions === undefined ? {} : Object.isFrozen(dimensions) ? dimensions : { ...dimensions };
-      this.points.set(key, { name, unit, dimensions: dims, values: [value] });
+      byDimensions.set(key, { name, unit, dimensions: dims, values: [value] });
     } else if (unit === "Count") p.values[0] = (p.values[0] ?? 0) + value;
     else p.values.push(value);
   }
@@ -57,7 +67,8 @@ export class MetricsRecorder implements Metrics {
 
   /** Returns everything recorded since the last drain, and forgets it. */
   drain(): MetricPoint[] {
-    const out = [...this.points.values()];
+    const out: MetricPoint[] = [];
+    for (const byDimensions of this.points.values()) for (const p of byDimensions.values()) out.push(p);
     this.points = new Map();
     return out;
   }
