@@ -372,8 +372,8 @@ export async function processBatch(
   // One submission per identifier: duplicate deliveries in the same batch share the outcome.
   const unique = new Map<string, number>();
   const toSend: MeterEvent[] = [];
-  // Only with pre-aggregation: which events must be sent as they are.
-  const fixed: boolean[] | undefined = deps.aggregation ? [] : undefined;
+  // Only with pre-aggregation: its rules, and which events must be sent as they are.
+  const aggregating = deps.aggregation ? { rules: deps.aggregation, fixed: [] as boolean[] } : undefined;
   for (const s of steps) {
     if (s.kind !== "ready") continue;
     for (const e of s.events) {
@@ -382,11 +382,11 @@ export async function processBatch(
         toSend.push(e);
         // Only a message's sole event may be combined: a message must not be half requeued
         // inside a combined event and half left on the queue (its redelivery would bill again).
-        fixed?.push(s.fixed === true || s.events.length > 1);
+        aggregating?.fixed.push(s.fixed === true || s.events.length > 1);
       }
     }
   }
-  const outcomes = await submitAll(toSend, fixed, deadline, deps);
+  const outcomes = await submitAll(toSend, aggregating, deadline, deps);
 
   const result: BatchResult = {
     failedMessageIds: [],
@@ -516,13 +516,13 @@ type Outcome = SubmitOutcome | { kind: "requeued" };
  */
 async function submitAll(
   events: MeterEvent[],
-  fixed: boolean[] | undefined,
+  aggregating: { rules: AggregationRules; fixed: boolean[] } | undefined,
   deadline: number,
   deps: ConsumerDeps,
 ): Promise<Outcome[]> {
   if (events.length === 0) return [];
-  if (!deps.aggregation || !fixed) return deps.submitter.submit(events, deadline);
-  const plan = planAggregation(events, fixed, deps.aggregation);
+  if (!aggregating) return deps.submitter.submit(events, deadline);
+  const plan = planAggregation(events, aggregating.fixed, aggregating.rules);
   const sent = await deps.submitter.submit(plan.submit, deadline);
   const outcomes: Outcome[] = plan.carriedBy.map((j) => sent[j] as SubmitOutcome);
   const back = [...plan.members].filter(([j]) => sent[j]?.kind === "retry");
