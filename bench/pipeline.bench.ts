@@ -83,16 +83,19 @@ for (const rtt of RTTS) {
       eps: median(rs.map((r) => r.eventsPerSecond)),
       cpu: median(rs.map((r) => r.cpuMsPer1000)),
       gc: median(rs.map((r) => r.gcMsPer1000)),
+      others: median(rs.map((r) => r.otherThreadsMsPer1000)),
       rss: Math.max(...rs.map((r) => r.rssMb)),
     };
   };
   console.log(`\nStripe emulator latency ${rtt} ms (medians of ${ROUNDS})`);
-  console.log("| client | events/s | CPU ms per 1,000 events | of which GC pauses | peak RSS MB |");
-  console.log("|---|---:|---:|---:|---:|");
+  console.log(
+    "| client | events/s | CPU ms per 1,000 events | of which GC pauses | of which other threads | peak RSS MB |",
+  );
+  console.log("|---|---:|---:|---:|---:|---:|");
   for (const s of scenarios) {
     const r = row(s.name);
     console.log(
-      `| ${s.name} | ${Math.round(r.eps).toLocaleString("en-US")} | ${r.cpu.toFixed(1)} | ${r.gc.toFixed(1)} | ${r.rss.toFixed(0)} |`,
+      `| ${s.name} | ${Math.round(r.eps).toLocaleString("en-US")} | ${r.cpu.toFixed(1)} | ${r.gc.toFixed(1)} | ${r.others.toFixed(1)} | ${r.rss.toFixed(0)} |`,
     );
   }
   const [sdk2, mh2, sdk1, mh1] = scenarios.map((s) => row(s.name));
