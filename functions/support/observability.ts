@@ -33,6 +33,7 @@ export function emfDocuments(
     for (let from = 0; group.some((p) => p.values.length > from); from += MAX_VALUES) {
       const chunk = group.filter((p) => p.values.length > from);
       for (let i = 0; i < chunk.length; i += MAX_METRICS) {
+        const metrics = chunk.slice(i, i + MAX_METRICS);
         const doc: Record<string, unknown> = {
           _aws: {
             Timestamp: timestamp,
@@ -40,13 +41,13 @@ export function emfDocuments(
               {
                 Namespace: NAMESPACE,
                 Dimensions: [Object.keys(dimensions)],
-                Metrics: chunk.slice(i, i + MAX_METRICS).map((p) => ({ Name: p.name, Unit: p.unit })),
+                Metrics: metrics.map((p) => ({ Name: p.name, Unit: p.unit })),
               },
             ],
           },
           ...dimensions,
         };
-        for (const p of chunk.slice(i, i + MAX_METRICS)) {
+        for (const p of metrics) {
           const values = p.values.slice(from, from + MAX_VALUES);
           doc[p.name] = values.length === 1 ? values[0] : values;
         }
