@@ -1,6 +1,6 @@
 import { hash } from "node:crypto";
 import { DeadLetterCode, InvalidEventError } from "./errors.js";
-import type { UsageEvent } from "./usage-event.js";
+import { NOT_WELL_FORMED, type UsageEvent } from "./usage-event.js";
 
 /** A Stripe meter event as both APIs take it; payload values are strings on the wire. */
 export interface MeterEvent {
@@ -82,6 +82,10 @@ export function validateMeterEvent(e: MeterEvent, nowSeconds: number): void {
       "identifier",
     );
   }
+  // Checked here too: a customer id from a lookup, or an event back from the queue, skipped parsing.
+  if (!e.event_name.isWellFormed() || !e.identifier.isWellFormed()) {
+    throw new InvalidEventError(DeadLetterCode.invalidEvent, `event_name and identifier ${NOT_WELL_FORMED}`);
+  }
   const age = nowSeconds - e.timestamp;
   if (age > MAX_PAST_SECONDS - PAST_SAFETY_SECONDS) {
     throw new InvalidEventError(
@@ -104,6 +108,13 @@ export function validateMeterEvent(e: MeterEvent, nowSeconds: number): void {
       throw new InvalidEventError(
         DeadLetterCode.invalidPayload,
         `payload key must be 1-${MAX_NAME_LENGTH} characters`,
+        `payload.${key}`,
+      );
+    }
+    if (!key.isWellFormed() || !value.isWellFormed()) {
+      throw new InvalidEventError(
+        DeadLetterCode.invalidPayload,
+        `payload.${key}: ${NOT_WELL_FORMED}`,
         `payload.${key}`,
       );
     }

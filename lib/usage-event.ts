@@ -10,12 +10,19 @@ const CONTROL_CHARS = /[\u0000-\u001f\u007f]/;
 const MAX_ID_LENGTH = 255;
 const MAX_EVENT_NAME_LENGTH = 100;
 
+/**
+ * A lone surrogate (a JSON escape like "\\ud800") is valid JSON but no UTF-8 can carry it: a form
+ * body cannot encode it, and a hash would see U+FFFD, so two ids would share an identifier.
+ */
+export const NOT_WELL_FORMED = "must be well-formed Unicode (it has a lone surrogate)";
+
 const Text = (max: number) =>
   z
     .string()
     .min(1)
     .max(max)
-    .refine((s) => !CONTROL_CHARS.test(s), "must not contain control characters");
+    .refine((s) => !CONTROL_CHARS.test(s), "must not contain control characters")
+    .refine((s) => s.isWellFormed(), NOT_WELL_FORMED);
 
 const PropertyKeySchema = Text(100).refine(
   (k) => !FORBIDDEN_KEYS.has(k) && !/[[\]]/.test(k),
@@ -30,7 +37,16 @@ export const UsageEventSchema = z.strictObject({
   value: z.number().default(1),
   timestamp: z.union([z.string(), z.number()]).optional(),
   properties: z
-    .record(PropertyKeySchema, z.union([z.string().max(100), z.number()]))
+    .record(
+      PropertyKeySchema,
+      z.union([
+        z
+          .string()
+          .max(100)
+          .refine((s) => s.isWellFormed(), NOT_WELL_FORMED),
+        z.number(),
+      ]),
+    )
     .refine((p) => Object.keys(p).length <= MAX_PROPERTIES, `at most ${MAX_PROPERTIES} properties`)
     .optional(),
 });
@@ -89,7 +105,7 @@ function describeIssue(issue: z.core.$ZodIssue): { path: string; message: string
 }
 
 const isText = (x: unknown, max: number): x is string =>
-  typeof x === "string" && x.length >= 1 && x.length <= max && !CONTROL_CHARS.test(x);
+  typeof x === "string" && x.length >= 1 && x.length <= max && !CONTROL_CHARS.test(x) && x.isWellFormed();
 
 /**
  * The common shape (no properties, every field plainly valid) checked without zod, which

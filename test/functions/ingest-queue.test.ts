@@ -75,6 +75,30 @@ describe("ingest-queue handler", () => {
     }
   });
 
+  for (const api of ["v1", "v2"]) {
+    test(`${api}: text that is not well-formed Unicode (a lone surrogate) is dead-lettered, and the rest billed`, async () => {
+      const handler = handlerWith({ METERHOOK_STRIPE_API: api });
+      const customer = `cus_surrogate_${api}`;
+      const good = sqsRecord(usageEvent({ customer, value: 3 }));
+      // JSON escapes decode to a lone surrogate: valid JSON, but no UTF-8 encodes it.
+      const inProperty = sqsRecord(
+        `{"id":"evt_lone_prop_${api}","event_name":"api_requests","customer":"${customer}","properties":{"region":"eu\\ud800"}}`,
+      );
+      const inId = sqsRecord(`{"id":"evt_lone_\\udfff_${api}","event_name":"api_requests","customer":"${customer}"}`);
+
+      const res = await handler(sqsEvent([good, inProperty, inId]), lambdaContext());
+
+      assert.deepEqual(res.batchItemFailures, []);
+      assert.equal(totalFor(customer), 3);
+      const letters = await drainDeadLetters(queues.sqs, queues.deadLetterQueueUrl);
+      assert.deepEqual(letters.map((l) => [l.error.code, l.error.message.split(":")[0]]).sort(), [
+        ["invalid_event", "id"],
+        ["invalid_event", "properties.region"],
+      ]);
+      for (const l of letters) assert.match(l.error.message, /well-formed Unicode/);
+    });
+  }
+
   test("an invocation about to time out starts nothing: every message is left on the queue", async () => {
     const handler = handlerWith({ METERHOOK_STOP_MARGIN_MS: "5000" });
     // One plain canonical body (read without JSON.parse), one with properties (the general path).

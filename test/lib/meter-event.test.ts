@@ -134,6 +134,33 @@ describe("toMeterEvent", () => {
     );
   });
 
+  test("refuses text with a lone surrogate wherever it reaches the meter event", () => {
+    // A customer id from an HTTP lookup, a property that skipped parsing, an event back from the queue.
+    assert.equal(
+      code(() => toMeterEvent(usage(), "cus_\ud800", NOW)),
+      "invalid_payload",
+    );
+    const parsed = usage();
+    const props = { ...parsed, properties: { region: "\udc00eu" } };
+    assert.equal(
+      code(() => toMeterEvent(props, "cus_9", NOW)),
+      "invalid_payload",
+    );
+    assert.equal(
+      code(() => toMeterEvent({ ...parsed, event_name: "api\ud800" }, "cus_9", NOW)),
+      "invalid_event",
+    );
+    // The schema refuses them first, where an event enters.
+    assert.equal(
+      code(() => usage({ properties: { region: "\udc00eu" } })),
+      "invalid_event",
+    );
+    assert.equal(
+      code(() => toMeterEvent(usage({ properties: { region: "eu \ud83d\ude80" } }), "cus_9", NOW)),
+      "accepted",
+    );
+  });
+
   test("per-meter value rules: positive, non-negative", () => {
     const rules = new Map([
       ["api_requests", "positive" as const],
