@@ -15,10 +15,6 @@ const awkward = [
   "naïve ☃ 🚀",
   "line\nbreak",
   "~._-",
-  "",
-  "lone \ud800 surrogate",
-  "tab\tand\u0001control\u007f",
-  "2026-11-27T05:00:00.000Z",
 ];
 
 function events(): MeterEvent[] {
@@ -32,9 +28,7 @@ function events(): MeterEvent[] {
 
 describe("wire formats", () => {
   test("the v1 form decodes to the event, whatever its strings hold", () => {
-    // A lone surrogate never reaches the encoder: validation refuses it (test/lib/meter-event.test.ts).
-    const wellFormed = (e: MeterEvent) => Object.values(e.payload).every((v) => v.isWellFormed());
-    for (const e of events().filter(wellFormed)) {
+    for (const e of events()) {
       const form = new URLSearchParams(encodeV1Form(e));
       assert.equal(form.get("event_name"), e.event_name);
       assert.equal(form.get("identifier"), e.identifier);
@@ -56,39 +50,5 @@ describe("wire formats", () => {
         payload: e.payload,
       })),
     );
-  });
-
-  test("the v2 stream body is byte for byte what JSON.stringify writes for the events", () => {
-    const list: MeterEvent[] = [
-      ...events(),
-      // Integer-like keys come first in JSON.stringify's order; an empty payload.
-      {
-        event_name: "e",
-        identifier: "mh_x",
-        timestamp: 0,
-        payload: { z: "1", "10": "a", "2": "b", stripe_customer_id: "c" },
-      },
-      { event_name: "e", identifier: "mh_y", timestamp: 1_795_000_000, payload: {} },
-      ...awkward.map((s, i) => ({
-        event_name: s,
-        identifier: s,
-        timestamp: 1_795_000_100 + i,
-        payload: { [s]: s, stripe_customer_id: s, value: s },
-      })),
-    ];
-    // Twice: the second pass reads the strings the first one kept.
-    for (let pass = 0; pass < 2; pass++) {
-      assert.equal(
-        streamBody(list),
-        JSON.stringify({
-          events: list.map((e) => ({
-            event_name: e.event_name,
-            identifier: e.identifier,
-            timestamp: new Date(e.timestamp * 1000).toISOString(),
-            payload: e.payload,
-          })),
-        }),
-      );
-    }
   });
 });
