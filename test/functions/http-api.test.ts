@@ -96,6 +96,15 @@ describe("POST /v1/events", () => {
     assert.equal((await queued()).length, 0);
   });
 
+  test("400 for text that is not well-formed Unicode (a lone surrogate, sent as a JSON escape); nothing queued", async () => {
+    // JSON.stringify writes the lone surrogate as the escape "\\ud800".
+    const res = await post(usageEvent({ properties: { region: "eu\ud800" } }));
+    assert.equal(res.status, 400);
+    assert.equal(res.body.error.code, "invalid_event");
+    assert.match(res.body.error.message, /properties\.region: .*well-formed Unicode/);
+    assert.equal((await queued()).length, 0);
+  });
+
   test("400 all_events_rejected when no event of a batch is valid", async () => {
     const res = await post({ events: [{ id: "a" }, { id: "b" }] });
     assert.equal(res.status, 400);
