@@ -9,7 +9,8 @@ import { scenarios } from "./pipeline-clients.js";
 // tsx turns on source maps, which make every formatted stack trace look each frame up. The SDK
 // formats one per call (StripeResource captures its caller's stack), which cost it 30-50 µs per
 // request here; plain `node`, where an app runs the SDK, has them off. The pipeline formats none.
-process.setSourceMapsEnabled(false);
+// BENCH_SOURCE_MAPS=1 leaves them on, as the bench ran before 2026-11-27 05:20.
+if (process.env.BENCH_SOURCE_MAPS !== "1") process.setSourceMapsEnabled(false);
 
 const name = process.env.BENCH_CLIENT as string;
 const scenario = scenarios.find((s) => s.name === name);

@@ -12,7 +12,8 @@
  * BENCH_QUICK=1 for a CI smoke run, BENCH_ONLY=<text>[|<text>...] for the clients whose name has one,
  * BENCH_NODE_ARGS for more Node flags in the client processes (--cpu-prof). Client processes run Node with --expose-gc so that each run
  * starts from a collected heap; BENCH_REWARM_EVENTS (a tenth of a run) are then processed unmeasured
- * before the run's window opens (bench/pipeline-clients.ts says why).
+ * before the run's window opens (bench/pipeline-clients.ts says why). Client processes run with
+ * source maps off (BENCH_SOURCE_MAPS=1 leaves tsx's on; bench/client-process.ts says why).
  */
 import { type ChildProcess, fork } from "node:child_process";
 import { once } from "node:events";
