@@ -11,12 +11,12 @@
 import { randomUUID } from "node:crypto";
 import type { HttpRequest, HttpResponse, HttpTransport } from "../lib/stripe/transport.js";
 import { meterhook, records } from "./pipeline-clients.js";
-import { collectGarbage, median } from "./stats.js";
+import { collectGarbage, median, rewarmEvents } from "./stats.js";
 
 const EVENTS = Number(process.env.BENCH_EVENTS ?? 200_000);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 7);
-/** Batches of 100 processed unmeasured after each forced collection: BENCH_REWARM_EVENTS (a tenth of a run). */
-const REWARM_BATCHES = Math.round(Number(process.env.BENCH_REWARM_EVENTS ?? EVENTS / 10) / 100);
+/** Batches of 100 processed unmeasured after each forced collection (BENCH_REWARM_EVENTS). */
+const REWARM_BATCHES = rewarmEvents(EVENTS) / 100;
 
 /** Stripe's success answers, given without a socket. */
 const instant: HttpTransport = {

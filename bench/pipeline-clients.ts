@@ -17,7 +17,7 @@ import { MetricsRecorder } from "../lib/metrics.js";
 import { runPool } from "../lib/stripe/submitter.js";
 import type { HttpTransport } from "../lib/stripe/transport.js";
 import { sqsRecord } from "../test/helpers/factories.js";
-import { collectGarbage } from "./stats.js";
+import { collectGarbage, rewarmEvents } from "./stats.js";
 
 const KEY = "sk_test_meterhook_local";
 /** Events per run; the coordinator (bench/pipeline.bench.ts) sets it for every client process. */
@@ -70,7 +70,7 @@ const settle = () => new Promise((resolve) => setTimeout(resolve, 20));
 
 /**
  * Events each client processes after the forced collection and before its measured window
- * (BENCH_REWARM_EVENTS; default a tenth of a run). A full collection frees objects that V8's
+ * (BENCH_REWARM_EVENTS; default a tenth of a run, see rewarmEvents). A full collection frees objects that V8's
  * optimized code refers to weakly (shapes of per-request objects nothing holds any more), and
  * that code is thrown away (`--trace-deopt`: "weak objects") and compiled again over the next
  * thousands of events. The bench's own collections come at idle, when no request holds anything,
@@ -78,7 +78,7 @@ const settle = () => new Promise((resolve) => setTimeout(resolve, 20));
  * which come while it works and throw away less, stay inside the window. Rounded to whole
  * batches of 100; 0 measures from the collection on, as the bench did before 2026-11-27.
  */
-const REWARM = 100 * Math.round(Number(process.env.BENCH_REWARM_EVENTS ?? EVENTS / 10) / 100);
+const REWARM = rewarmEvents(EVENTS);
 
 /**
  * Runs `work` over `items` (`perItem` events each): the first REWARM events unmeasured, after a

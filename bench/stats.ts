@@ -8,6 +8,14 @@ export const median = (xs: readonly number[]) => [...xs].sort((a, b) => a - b)[M
 /** A full garbage collection when Node runs with --expose-gc (the bench scripts pass it); else nothing. */
 export const collectGarbage = (globalThis as { gc?: () => void }).gc ?? (() => {});
 
+/**
+ * Events a run processes unmeasured after its forced collection (BENCH_REWARM_EVENTS; a tenth of
+ * the run's `events` when unset or empty), in whole batches of 100: the collection throws away
+ * optimized code that the run would otherwise pay to compile again (bench/pipeline-clients.ts).
+ */
+export const rewarmEvents = (events: number): number =>
+  100 * Math.round(Number(process.env.BENCH_REWARM_EVENTS || events / 10) / 100);
+
 /** The Stripe emulator in a process of its own (bench/emulator-process.ts), `latencyMs` added per request. */
 export async function startEmulator(latencyMs: number): Promise<{ url: string; child: ChildProcess }> {
   const child = spawn(process.execPath, ["--import", "tsx", "bench/emulator-process.ts"], {
