@@ -50,7 +50,11 @@ const headers = () => ({
  */
 async function layerRun(layer: Layer, url: string): Promise<() => () => Promise<void>> {
   const origin = new URL(url).origin;
-  const forms = () => Array.from({ length: EVENTS }, (_, i) => encodeV1Form(event(i)));
+  // A run over fresh request bodies, built when the run is prepared.
+  const overBodies = (send: (body: string) => Promise<void>) => () => {
+    const bodies = Array.from({ length: EVENTS }, (_, i) => encodeV1Form(event(i)));
+    return () => runPool(bodies, 64, send);
+  };
   if (layer === "dispatch") {
     const agent = new Agent({ connections: 64, keepAliveTimeout: 30_000 });
     const one = (body: string) =>
@@ -63,20 +67,13 @@ async function layerRun(layer: Layer, url: string): Promise<() => () => Promise<
           onResponseError: (_c: unknown, err: Error) => reject(err),
         } as never);
       });
-    return () => {
-      const bodies = forms();
-      return () => runPool(bodies, 64, one);
-    };
+    return overBodies(one);
   }
   const transport = createUndiciTransport({ connections: 64 });
   if (layer === "transport") {
-    return () => {
-      const bodies = forms();
-      return () =>
-        runPool(bodies, 64, async (body) => {
-          await transport.send({ method: "POST", url: `${url}${PATH}`, headers: headers(), body, timeoutMs: 10_000 });
-        });
-    };
+    return overBodies(async (body) => {
+      await transport.send({ method: "POST", url: `${url}${PATH}`, headers: headers(), body, timeoutMs: 10_000 });
+    });
   }
   if (layer === "client") {
     const client = new StripeClient({ apiKey: KEY, apiBase: url, meterEventsBase: url }, transport, silentLogger);
@@ -89,10 +86,7 @@ async function layerRun(layer: Layer, url: string): Promise<() => () => Promise<
         contentType: "application/x-www-form-urlencoded",
         deadline: deadline(),
       });
-    return () => {
-      const bodies = forms();
-      return () => runPool(bodies, 64, async (body) => void (await call(body)));
-    };
+    return overBodies(async (body) => void (await call(body)));
   }
   const consumer = await meterhook(url, "v1");
   return () => {
