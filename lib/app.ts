@@ -150,19 +150,28 @@ export interface Consumer {
   close(): Promise<void>;
 }
 
+/**
+ * The HTTP client for Stripe and lookups. Imported here, not at the top: the HTTP API and
+ * EventBridge functions never call Stripe. Pipelining is undici's (lib/stripe/wire.ts sends one
+ * request per connection at a time).
+ */
+async function transportFor(config: Config): Promise<HttpTransport> {
+  const { maxConnections, pipelining, httpClient } = config.stripe;
+  if (httpClient === "undici" || pipelining > 1) {
+    return (await import("./stripe/undici-transport.js")).createUndiciTransport({
+      connections: maxConnections,
+      pipelining,
+    });
+  }
+  return (await import("./stripe/wire.js")).createWireTransport({ connections: maxConnections });
+}
+
 /** The pipeline's consumer side: customer resolution, Stripe submission, dead letters. */
 export async function createConsumerFromConfig(config: Config, deps: AppDeps = {}): Promise<Consumer> {
   const resolved = await resolveSecrets(config, secretReaderFor(config, deps), { stripeKey: true });
   const logger = deps.logger ?? createLogger({ level: config.logLevel, base: { component: "consumer" } });
   const metrics = deps.metrics ?? noMetrics;
-  // Imported here, not at the top: the HTTP API and EventBridge functions never call Stripe, and
-  // undici is about a third of what a consumer loads at cold start.
-  const transport =
-    deps.transport ??
-    (await import("./stripe/transport.js")).createUndiciTransport({
-      connections: config.stripe.maxConnections,
-      pipelining: config.stripe.pipelining,
-    });
+  const transport = deps.transport ?? (await transportFor(config));
   const client = createStripeClient(resolved, transport, logger, metrics);
   const mapping = await mappingFor(config, deps);
   const stripeGet: StripeGet = async (path, query) => {

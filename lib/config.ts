@@ -49,6 +49,7 @@ export const EnvSchema = z.object({
   STRIPE_MAX_ATTEMPTS: int(3, 1, 10),
   STRIPE_MAX_CONNECTIONS: int(32, 1, 1024),
   STRIPE_PIPELINING: int(1, 1, 16),
+  STRIPE_HTTP_CLIENT: z.enum(["wire", "undici"]).default("wire"),
   STRIPE_CONCURRENCY: int(8, 1, 256),
   STRIPE_STREAM_BATCH_SIZE: int(100, 1, 100),
   STRIPE_MAX_REQUESTS_PER_SECOND: z.coerce.number().positive().max(10_000).optional(),
@@ -94,6 +95,8 @@ export interface Config {
     maxConnections: number;
     /** Requests sent on one connection before the first answer (1: no pipelining). */
     pipelining: number;
+    /** HTTP client for Stripe and lookups: meterhook's own (lib/stripe/wire.ts) or undici. */
+    httpClient: "wire" | "undici";
     concurrency: number;
     streamBatchSize: number;
     /** Client-side limit on Stripe requests per second, per process. */
@@ -224,6 +227,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       maxAttempts: e.STRIPE_MAX_ATTEMPTS,
       maxConnections: e.STRIPE_MAX_CONNECTIONS,
       pipelining: e.STRIPE_PIPELINING,
+      httpClient: e.STRIPE_HTTP_CLIENT,
       concurrency: e.STRIPE_CONCURRENCY,
       streamBatchSize: e.STRIPE_STREAM_BATCH_SIZE,
       maxRequestsPerSecond: e.STRIPE_MAX_REQUESTS_PER_SECOND,

@@ -3,7 +3,7 @@ import type { MeterEvent } from "../../lib/meter-event.js";
 import { meterEventIdentifier } from "../../lib/meter-event.js";
 import { StripeClient } from "../../lib/stripe/client.js";
 import { DEFAULT_RETRY } from "../../lib/stripe/retry-policy.js";
-import { createUndiciTransport } from "../../lib/stripe/transport.js";
+import { createWireTransport } from "../../lib/stripe/wire.js";
 import { EMULATOR_DEFAULT_KEY, type EmulatorOptions, StripeEmulator } from "../../local/stripe-emulator/server.js";
 
 /** Retries fast: the policy is the production one, only the base delay is shorter. */
@@ -19,7 +19,7 @@ export function clientFor(
   emulator: StripeEmulator,
   overrides: { apiKey?: string; timeoutMs?: number; maxAttempts?: number } = {},
 ) {
-  const transport = createUndiciTransport({ connections: 8 });
+  const transport = createWireTransport({ connections: 8 });
   const client = new StripeClient(
     {
       apiKey: overrides.apiKey ?? EMULATOR_DEFAULT_KEY,

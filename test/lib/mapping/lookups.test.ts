@@ -5,7 +5,7 @@ import { after, before, describe, test } from "node:test";
 import { cachedLookup } from "../../../lib/customers.js";
 import { TransientError } from "../../../lib/errors.js";
 import { httpLookup, stripeSearchLookup } from "../../../lib/mapping/lookups.js";
-import { createUndiciTransport } from "../../../lib/stripe/transport.js";
+import { createWireTransport } from "../../../lib/stripe/wire.js";
 import type { StripeEmulator } from "../../../local/stripe-emulator/server.js";
 import { clientFor, startEmulator } from "../../helpers/stripe.js";
 
@@ -33,7 +33,7 @@ const server = createServer(async (req: IncomingMessage, res) => {
     .writeHead(200, { "content-type": "application/json" })
     .end(JSON.stringify({ billing: { stripe_customer_id: cus } }));
 });
-const transport = createUndiciTransport();
+const transport = createWireTransport();
 let emulator: StripeEmulator;
 
 before(async () => {

@@ -2,8 +2,8 @@ import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import { createLogger, type LogLevel } from "../../../lib/logger.js";
 import { StripeClient } from "../../../lib/stripe/client.js";
-import { createUndiciTransport } from "../../../lib/stripe/transport.js";
 import { encodeV1Form } from "../../../lib/stripe/v1-meter-events.js";
+import { createWireTransport } from "../../../lib/stripe/wire.js";
 import { EMULATOR_DEFAULT_KEY, type StripeEmulator } from "../../../local/stripe-emulator/server.js";
 import { FAST_RETRY, inAMinute, meterEvent, startEmulator } from "../../helpers/stripe.js";
 
@@ -18,7 +18,7 @@ let n = 0;
 /** Sends one v1 meter event through a client logging at `level`; answers the lines it logged. */
 async function send(level: LogLevel): Promise<Array<Record<string, unknown>>> {
   const lines: Array<Record<string, unknown>> = [];
-  const transport = createUndiciTransport({ connections: 2 });
+  const transport = createWireTransport({ connections: 2 });
   const client = new StripeClient(
     { apiKey: EMULATOR_DEFAULT_KEY, apiBase: emulator.url, meterEventsBase: emulator.url, retry: FAST_RETRY },
     transport,

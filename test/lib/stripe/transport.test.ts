@@ -3,7 +3,9 @@ import { once } from "node:events";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { after, before, describe, test } from "node:test";
-import { createUndiciTransport, MAX_RESPONSE_BYTES } from "../../../lib/stripe/transport.js";
+import { type HttpTransport, MAX_RESPONSE_BYTES } from "../../../lib/stripe/transport.js";
+import { createUndiciTransport } from "../../../lib/stripe/undici-transport.js";
+import { createWireTransport } from "../../../lib/stripe/wire.js";
 
 // The transport against a real HTTP server on loopback: answers, stalls, oversized bodies.
 
@@ -47,77 +49,88 @@ after(() => {
   server.close();
 });
 
-describe("undici transport", () => {
-  test("returns status, lower-cased headers and the whole body", async () => {
-    const t = createUndiciTransport({ connections: 2 });
-    const res = await t.send({ method: "POST", url: `${base}/echo`, headers: {}, body: "héllo", timeoutMs: 2_000 });
-    assert.equal(res.status, 201);
-    assert.equal(res.headers["request-id"], "req_123");
-    assert.deepEqual(JSON.parse(res.body), { echo: "héllo", snow: "☃" });
-    await t.close();
+// The contract both transports keep (lib/stripe/wire.ts is the default, undici the alternative).
+const transports: Array<[string, (o: { connections?: number }) => HttpTransport]> = [
+  ["undici", createUndiciTransport],
+  ["wire", createWireTransport],
+];
+for (const [name, createTransport] of transports)
+  describe(`${name} transport`, () => {
+    test("returns status, lower-cased headers and the whole body", async () => {
+      const t = createTransport({ connections: 2 });
+      const res = await t.send({ method: "POST", url: `${base}/echo`, headers: {}, body: "héllo", timeoutMs: 2_000 });
+      assert.equal(res.status, 201);
+      assert.equal(res.headers["request-id"], "req_123");
+      assert.deepEqual(JSON.parse(res.body), { echo: "héllo", snow: "☃" });
+      await t.close();
+    });
+
+    test("a request that gets no answer fails with a TimeoutError", async () => {
+      const t = createTransport({ connections: 2 });
+      await assert.rejects(
+        t.send({ method: "POST", url: `${base}/stall`, headers: {}, body: "{}", timeoutMs: 200 }),
+        (err: Error) => err.name === "TimeoutError",
+      );
+      await t.close();
+    });
+
+    test("a request still queued behind a stalled one times out too", async () => {
+      const t = createTransport({ connections: 1 });
+      const stalled = t.send({ method: "POST", url: `${base}/stall`, headers: {}, body: "{}", timeoutMs: 1_000 });
+      const queued = t.send({ method: "POST", url: `${base}/echo`, headers: {}, body: "{}", timeoutMs: 200 });
+      await assert.rejects(queued, (err: Error) => err.name === "TimeoutError");
+      await assert.rejects(stalled, (err: Error) => err.name === "TimeoutError");
+      await t.close();
+    });
+
+    test("a repeated response header is joined into one value", async () => {
+      const t = createTransport({ connections: 1 });
+      const res = await t.send({ method: "GET", url: `${base}/twice`, headers: {}, timeoutMs: 2_000 });
+      assert.equal(res.headers["set-cookie"], "a=1, b=2");
+      assert.equal(res.headers["request-id"], "req_twice");
+      await t.close();
+    });
+
+    test("each of many stalled requests times out on its own, and an answered one never does", async () => {
+      const t = createTransport({ connections: 8 });
+      const answered = t.send({ method: "POST", url: `${base}/echo`, headers: {}, body: "{}", timeoutMs: 150 });
+      const stalled = Array.from({ length: 6 }, (_, i) =>
+        t.send({ method: "POST", url: `${base}/stall`, headers: {}, body: "{}", timeoutMs: 100 + i * 50 }),
+      );
+      assert.equal((await answered).status, 201);
+      const started = Date.now();
+      const outcomes = await Promise.allSettled(stalled);
+      for (const o of outcomes) {
+        assert.equal(o.status, "rejected");
+        assert.equal((o as PromiseRejectedResult).reason.name, "TimeoutError");
+      }
+      // The last one was due 350 ms after it was sent, not at the first one's time.
+      assert.ok(Date.now() - started >= 200, `all timed out after ${Date.now() - started} ms`);
+      // Past every deadline, the answered request's promise is still the answer (settled once).
+      assert.equal((await answered).status, 201);
+      await t.close();
+    });
+
+    test("refuses a response body over the size limit", async () => {
+      const t = createTransport({ connections: 1 });
+      await assert.rejects(
+        t.send({ method: "GET", url: `${base}/huge`, headers: {}, timeoutMs: 5_000 }),
+        /larger than/,
+      );
+      await t.close();
+    });
+
+    test("a refused connection is an error with ECONNREFUSED", async () => {
+      const t = createTransport({ connections: 1 });
+      await assert.rejects(
+        t.send({ method: "POST", url: "http://127.0.0.1:9/x", headers: {}, body: "{}", timeoutMs: 2_000 }),
+        (err: Error & { code?: string }) => err.code === "ECONNREFUSED",
+      );
+      await t.close();
+    });
   });
 
-  test("a request that gets no answer fails with a TimeoutError", async () => {
-    const t = createUndiciTransport({ connections: 2 });
-    await assert.rejects(
-      t.send({ method: "POST", url: `${base}/stall`, headers: {}, body: "{}", timeoutMs: 200 }),
-      (err: Error) => err.name === "TimeoutError",
-    );
-    await t.close();
-  });
-
-  test("a request still queued behind a stalled one times out too", async () => {
-    const t = createUndiciTransport({ connections: 1 });
-    const stalled = t.send({ method: "POST", url: `${base}/stall`, headers: {}, body: "{}", timeoutMs: 1_000 });
-    const queued = t.send({ method: "POST", url: `${base}/echo`, headers: {}, body: "{}", timeoutMs: 200 });
-    await assert.rejects(queued, (err: Error) => err.name === "TimeoutError");
-    await assert.rejects(stalled, (err: Error) => err.name === "TimeoutError");
-    await t.close();
-  });
-
-  test("a repeated response header is joined into one value", async () => {
-    const t = createUndiciTransport({ connections: 1 });
-    const res = await t.send({ method: "GET", url: `${base}/twice`, headers: {}, timeoutMs: 2_000 });
-    assert.equal(res.headers["set-cookie"], "a=1, b=2");
-    assert.equal(res.headers["request-id"], "req_twice");
-    await t.close();
-  });
-
-  test("each of many stalled requests times out on its own, and an answered one never does", async () => {
-    const t = createUndiciTransport({ connections: 8 });
-    const answered = t.send({ method: "POST", url: `${base}/echo`, headers: {}, body: "{}", timeoutMs: 150 });
-    const stalled = Array.from({ length: 6 }, (_, i) =>
-      t.send({ method: "POST", url: `${base}/stall`, headers: {}, body: "{}", timeoutMs: 100 + i * 50 }),
-    );
-    assert.equal((await answered).status, 201);
-    const started = Date.now();
-    const outcomes = await Promise.allSettled(stalled);
-    for (const o of outcomes) {
-      assert.equal(o.status, "rejected");
-      assert.equal((o as PromiseRejectedResult).reason.name, "TimeoutError");
-    }
-    // The last one was due 350 ms after it was sent, not at the first one's time.
-    assert.ok(Date.now() - started >= 200, `all timed out after ${Date.now() - started} ms`);
-    // Past every deadline, the answered request's promise is still the answer (settled once).
-    assert.equal((await answered).status, 201);
-    await t.close();
-  });
-
-  test("refuses a response body over the size limit", async () => {
-    const t = createUndiciTransport({ connections: 1 });
-    await assert.rejects(t.send({ method: "GET", url: `${base}/huge`, headers: {}, timeoutMs: 5_000 }), /larger than/);
-    await t.close();
-  });
-
-  test("a refused connection is an error with ECONNREFUSED", async () => {
-    const t = createUndiciTransport({ connections: 1 });
-    await assert.rejects(
-      t.send({ method: "POST", url: "http://127.0.0.1:9/x", headers: {}, body: "{}", timeoutMs: 2_000 }),
-      (err: Error & { code?: string }) => err.code === "ECONNREFUSED",
-    );
-    await t.close();
-  });
-
+describe("undici transport, pipelined", () => {
   test("pipelining sends several requests on one connection and all are answered", async () => {
     const t = createUndiciTransport({ connections: 1, pipelining: 4 });
     const before = connections;
