@@ -170,6 +170,8 @@ export async function meterhook(
     METERHOOK_CUSTOMERS: JSON.stringify(customers),
     STRIPE_CONCURRENCY: "8",
     STRIPE_MAX_CONNECTIONS: "64",
+    // STRIPE_HTTP_CLIENT=undici in the bench's environment measures the undici client instead.
+    ...(process.env.STRIPE_HTTP_CLIENT ? { STRIPE_HTTP_CLIENT: process.env.STRIPE_HTTP_CLIENT } : {}),
     ...extra,
   });
   return createConsumerFromConfig(config, { ...observability, transport });

@@ -4,8 +4,9 @@
  * runs in a process of its own, rounds interleaved, and the table shows the median CPU µs per
  * request (or per event, for the pipeline) of every process of that layer:
  *   dispatch   undici's Agent.dispatch with a minimal handler: the floor for a client on undici
- *   transport  lib/stripe/transport.ts
- *   client     StripeClient.call (headers, idempotency key, retry policy, logging hooks)
+ *   transport  lib/stripe/undici-transport.ts (STRIPE_HTTP_CLIENT=undici)
+ *   wire       lib/stripe/wire.ts, the default HTTP client
+ *   client     StripeClient.call on the wire client (headers, idempotency key, retry policy, logging hooks)
  *   pipeline   the whole consumer, v1, batches of 100, 8 in flight (as `npm run bench`)
  * BENCH_EVENTS (20000 per run), BENCH_ROUNDS (3 processes per layer, 3 measured runs each after one
  * warm-up), BENCH_LAYERS (all; e.g. "client,pipeline").
@@ -18,12 +19,13 @@ import { silentLogger } from "../lib/logger.js";
 import type { MeterEvent } from "../lib/meter-event.js";
 import { StripeClient } from "../lib/stripe/client.js";
 import { runPool } from "../lib/stripe/submitter.js";
-import { createUndiciTransport } from "../lib/stripe/transport.js";
+import { createUndiciTransport } from "../lib/stripe/undici-transport.js";
 import { encodeV1Form } from "../lib/stripe/v1-meter-events.js";
+import { createWireTransport } from "../lib/stripe/wire.js";
 import { meterhook, records } from "./pipeline-clients.js";
 import { median, startEmulator } from "./stats.js";
 
-const LAYERS = ["dispatch", "transport", "client", "pipeline"] as const;
+const LAYERS = ["dispatch", "transport", "wire", "client", "pipeline"] as const;
 type Layer = (typeof LAYERS)[number];
 const EVENTS = Number(process.env.BENCH_EVENTS ?? 20_000);
 const KEY = "sk_test_meterhook_local";
@@ -69,8 +71,9 @@ async function layerRun(layer: Layer, url: string): Promise<() => () => Promise<
       });
     return overBodies(one);
   }
-  const transport = createUndiciTransport({ connections: 64 });
-  if (layer === "transport") {
+  const transport =
+    layer === "transport" ? createUndiciTransport({ connections: 64 }) : createWireTransport({ connections: 64 });
+  if (layer === "transport" || layer === "wire") {
     return overBodies(async (body) => {
       await transport.send({ method: "POST", url: `${url}${PATH}`, headers: headers(), body, timeoutMs: 10_000 });
     });
