@@ -35,6 +35,7 @@ const CRLF = Buffer.from("\r\n");
 /** A header value may not end a line or the header block (request splitting). */
 const UNSAFE_VALUE = /[\r\n\0]/;
 const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+const NON_ASCII = /[^\x00-\x7f]/;
 
 /** A network failure, named by `code` as Node's socket errors are. */
 class WireError extends Error {
@@ -71,6 +72,7 @@ class Exchange {
   constructor(
     readonly origin: Origin,
     readonly text: string,
+    readonly encoding: BufferEncoding,
     readonly method: string,
     readonly timeoutMs: number,
     private readonly resolve: (res: HttpResponse) => void,
@@ -165,7 +167,7 @@ class Connection {
     this.current = x;
     x.conn = this;
     this.received = 0;
-    this.socket.write(x.text);
+    this.socket.write(x.text, x.encoding);
   }
 
   destroy(): void {
@@ -483,17 +485,27 @@ function targetOf(href: string): { target: Target; path: string } {
   };
 }
 
-/** The request head and body as one string: one write, one segment for a short request. */
-function requestText(req: HttpRequest, authority: string, path: string): string {
-  let text = `${req.method} ${path} HTTP/1.1\r\nhost: ${authority}\r\n`;
+/**
+ * The request head and body as one string (one write, one segment for a short request), and the
+ * encoding to write it in: "latin1" when every character is ASCII, where it gives the same bytes
+ * as UTF-8 and is a plain copy (UTF-8 encoding a v2 batch's 20 KB showed in the profile).
+ */
+function requestText(req: HttpRequest, authority: string, path: string): { text: string; encoding: BufferEncoding } {
+  let head = `${req.method} ${path} HTTP/1.1\r\nhost: ${authority}\r\n`;
   for (const name in req.headers) {
     const value = req.headers[name] as string;
     if (!TOKEN.test(name) || UNSAFE_VALUE.test(value)) throw new TypeError(`invalid header ${JSON.stringify(name)}`);
-    text += `${name}: ${value}\r\n`;
+    head += `${name}: ${value}\r\n`;
   }
-  if (req.body !== undefined) text += `content-length: ${Buffer.byteLength(req.body)}\r\n\r\n${req.body}`;
-  else text += req.method === "POST" ? "content-length: 0\r\n\r\n" : "\r\n";
-  return text;
+  let ascii = !NON_ASCII.test(head);
+  if (req.body === undefined) {
+    head += req.method === "POST" ? "content-length: 0\r\n\r\n" : "\r\n";
+    return { text: head, encoding: ascii ? "latin1" : "utf8" };
+  }
+  // UTF-8 needs more than one byte for any character past ASCII (a lone surrogate included).
+  const bytes = Buffer.byteLength(req.body);
+  ascii &&= bytes === req.body.length;
+  return { text: `${head}content-length: ${bytes}\r\n\r\n${req.body}`, encoding: ascii ? "latin1" : "utf8" };
 }
 
 /** See the comment at the top of this file. */
@@ -528,8 +540,8 @@ export function createWireTransport(options: WireOptions = {}): HttpTransport {
       return new Promise<HttpResponse>((ok, fail) => {
         if (closing) throw new Error("transport closed");
         const { origin, path } = resolve(req.url);
-        const text = requestText(req, origin.target.authority, path);
-        origin.send(new Exchange(origin, text, req.method, req.timeoutMs, ok, fail));
+        const { text, encoding } = requestText(req, origin.target.authority, path);
+        origin.send(new Exchange(origin, text, encoding, req.method, req.timeoutMs, ok, fail));
       });
     },
     async close() {

@@ -84,6 +84,9 @@ describe("wire transport", () => {
     assert.match(raw, new RegExp(`\\r\\nhost: 127\\.0\\.0\\.1:${port}\\r\\n`));
     assert.match(raw, /\r\nidempotency-key: k1\r\n/);
     assert.match(raw, /\r\ncontent-length: 8\r\n\r\na=1&b=\xc3\xa9$/);
+    // An ASCII request goes out byte for byte too (written as latin1, the same bytes).
+    await t.send(post(`${s.url}/v1/x`, "plain=1"));
+    assert.match(s.seen.requests[1] as string, /\r\ncontent-length: 7\r\n\r\nplain=1$/);
     await t.close();
   });
 
