@@ -90,6 +90,24 @@ describe("wire transport", () => {
     await t.close();
   });
 
+  test("a large body (a v2 batch) arrives whole and exact, ASCII or not", async () => {
+    const s = await scripted(() => ok("{}"));
+    cleanups.push(s.stop);
+    const t = createWireTransport({ connections: 1 });
+    const ascii = JSON.stringify({
+      events: Array.from({ length: 100 }, (_, i) => ({ identifier: `mh_${i}`.padEnd(43, "x") })),
+    });
+    const utf8 = `${ascii.slice(0, -2)}"☃é"}`;
+    for (const body of [ascii, utf8]) {
+      await t.send(post(`${s.url}/v2/billing/meter_event_stream`, body));
+      const raw = Buffer.from(s.seen.requests.at(-1) as string, "latin1");
+      const sent = Buffer.from(body, "utf8");
+      assert.ok(raw.toString("latin1").includes(`\r\ncontent-length: ${sent.length}\r\n\r\n`));
+      assert.ok(raw.subarray(raw.length - sent.length).equals(sent), "the body's bytes, UTF-8");
+    }
+    await t.close();
+  });
+
   test("reads a chunked answer, with chunk extensions, trailers and every byte in its own packet", async () => {
     const body = JSON.stringify({ object: "billing.meter_event", snow: "☃" });
     const bytes = Buffer.from(body);
