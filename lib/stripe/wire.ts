@@ -392,7 +392,8 @@ class Origin {
   private open = 0;
   private active = 0;
   tlsSession: Buffer | undefined;
-  private drained: (() => void) | undefined;
+  /** close() calls waiting for the requests in flight. */
+  private readonly drained: Array<() => void> = [];
 
   constructor(
     readonly target: Target,
@@ -463,12 +464,12 @@ class Origin {
       x.queued = false;
       this.queue.splice(this.queue.indexOf(x), 1);
     }
-    if (--this.active === 0 && this.drained) this.drained();
+    if (--this.active === 0) for (const r of this.drained.splice(0)) r();
   }
 
   /** Resolves once nothing is in flight; then closes every connection. */
   async close(): Promise<void> {
-    if (this.active > 0) await new Promise<void>((r) => (this.drained = r));
+    if (this.active > 0) await new Promise<void>((r) => this.drained.push(r));
     for (const c of this.idleConns.splice(0)) c.destroy();
   }
 }

@@ -300,7 +300,8 @@ describe("wire transport", () => {
     cleanups.push(s.stop);
     const t = createWireTransport();
     const pending = t.send(post(`${s.url}/x`));
-    await t.close();
+    // Two callers closing at once both see it closed.
+    await Promise.all([t.close(), t.close()]);
     assert.equal((await pending).status, 200);
     await assert.rejects(t.send(post(`${s.url}/x`)), /transport closed/);
   });
