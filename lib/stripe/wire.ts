@@ -24,6 +24,9 @@ import {
  * Keep-Alive timeout (or `idleTimeoutMs`) is not reused. Like undici, it never resends on its
  * own: a connection lost under a request is an error, and the Stripe client's retry policy
  * decides (with the same Idempotency-Key), so STRIPE_MAX_ATTEMPTS counts every send.
+ *
+ * What it leaves out, because meterhook's requests do not need it: proxies (neither this nor
+ * undici's Agent reads HTTPS_PROXY), redirects, pipelining, compression, HTTP/2.
  */
 
 /** Response headers larger than this are refused (Node's http server uses 16 KiB). */

@@ -306,6 +306,20 @@ describe("wire transport", () => {
     await assert.rejects(t.send(post(`${s.url}/x`)), /transport closed/);
   });
 
+  test("a TLS handshake that never completes fails at the connect timeout, not the request's", async () => {
+    // A TCP server that accepts and says nothing: the handshake waits forever.
+    const s = await scripted(() => undefined);
+    cleanups.push(s.stop);
+    const t = createWireTransport({ connectTimeoutMs: 100 });
+    const started = Date.now();
+    await assert.rejects(
+      t.send(post(s.url.replace("http:", "https:"), "{}", 5_000)),
+      (err: Error & { code?: string }) => err.code === "ETIMEDOUT",
+    );
+    assert.ok(Date.now() - started < 4_000, "long before the request's own 5 s");
+    await t.close();
+  });
+
   test("speaks HTTPS, checking the server's certificate against the CA it is given", async () => {
     const dir = mkdtempSync(join(tmpdir(), "wire-tls-"));
     cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
