@@ -115,7 +115,6 @@ class Connection {
   current: Exchange | undefined;
   idleSince = 0;
   idleLimitMs: number;
-  private closed = false;
   private error: Error | undefined;
   // The answer being read.
   private buf: Buffer | undefined;
@@ -185,7 +184,6 @@ class Connection {
   }
 
   private onClose(): void {
-    this.closed = true;
     const x = this.current;
     this.current = undefined;
     this.origin.lost(this);
@@ -233,7 +231,7 @@ class Connection {
         if (this.status < 200) continue; // 1xx: the answer follows
         this.inBody = true;
         if (this.framing === "length" && this.remaining === 0) {
-          this.complete(x, buf);
+          this.finish(x, buf);
           return;
         }
       }
@@ -242,7 +240,7 @@ class Connection {
         if (take > 0 && !this.keep(buf.subarray(0, take))) return;
         this.remaining -= take;
         if (this.framing === "close" || this.remaining > 0) return;
-        this.complete(x, buf.subarray(take));
+        this.finish(x, buf.subarray(take));
         return;
       }
       // Chunked: `remaining` is what is left of the current chunk's data, then its CRLF.
@@ -279,7 +277,7 @@ class Connection {
         // Trailer lines until an empty one; their contents are not used.
         buf = buf.subarray(eol + 2);
         if (eol === 0) {
-          this.complete(x, buf);
+          this.finish(x, buf);
           return;
         }
         continue;
@@ -356,17 +354,15 @@ class Connection {
     return undefined;
   }
 
-  /** The answer is whole; `rest` is anything after it, which no request of ours asked for. */
-  private complete(x: Exchange, rest: Buffer): void {
-    if (rest.length > 0) this.keepAlive = false;
-    this.finish(x);
-  }
-
-  private finish(x: Exchange): void {
+  /**
+   * The answer is whole. `rest` is what came after it, which no request of ours asked for: the
+   * connection is then not reused. (An answer ended by the connection's close is never reused.)
+   */
+  private finish(x: Exchange, rest?: Buffer): void {
     const chunks = this.chunks;
     const body = (chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks)).toString("utf8");
     const res = { status: this.status, headers: this.headers, body };
-    const reusable = this.keepAlive && !this.closed;
+    const reusable = this.keepAlive && (rest === undefined || rest.length === 0);
     this.current = undefined;
     this.inBody = false;
     this.chunks = [];
