@@ -34,3 +34,20 @@ export class RequestTimeoutError extends Error {
     super(`no complete answer within ${ms} ms`);
   }
 }
+
+/**
+ * `make(url)`, remembered for up to 256 URLs: parsing a URL per request shows in a profile, and
+ * the endpoints meterhook calls are few (a lookup URL with a query per customer is not kept past
+ * the cap).
+ */
+export function perUrl<T>(make: (href: string) => T): (href: string) => T {
+  const known = new Map<string, T>();
+  return (href) => {
+    let t = known.get(href);
+    if (t === undefined) {
+      t = make(href);
+      if (known.size < 256) known.set(href, t);
+    }
+    return t;
+  };
+}

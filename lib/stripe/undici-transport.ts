@@ -3,7 +3,7 @@ import type { Dispatcher } from "undici";
 // import time; a cold start needs only the Agent (BENCHMARKS.md, "Cold start"). undici has no
 // "exports" map, so this file is public by Node's rules; the transport tests fail if it moves.
 import Agent from "undici/lib/dispatcher/agent.js";
-import { type HttpResponse, type HttpTransport, MAX_RESPONSE_BYTES, RequestTimeoutError } from "./transport.js";
+import { type HttpResponse, type HttpTransport, MAX_RESPONSE_BYTES, perUrl, RequestTimeoutError } from "./transport.js";
 
 const expire = (c: ResponseCollector) => c.expire();
 
@@ -115,17 +115,10 @@ export function createUndiciTransport(
     connect: { timeout: options.connectTimeoutMs ?? 5_000 },
   });
   const pipelined = (options.pipelining ?? 1) > 1;
-  // Parsing a URL per request shows in the profile; Stripe's endpoints are few.
-  const targets = new Map<string, { origin: string; path: string }>();
-  const target = (href: string) => {
-    let t = targets.get(href);
-    if (!t) {
-      const u = new URL(href);
-      t = { origin: u.origin, path: u.pathname + u.search };
-      if (targets.size < 256) targets.set(href, t);
-    }
-    return t;
-  };
+  const target = perUrl((href) => {
+    const u = new URL(href);
+    return { origin: u.origin, path: u.pathname + u.search };
+  });
   return {
     send(req) {
       const { origin, path } = target(req.url);

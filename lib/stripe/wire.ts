@@ -5,6 +5,7 @@ import {
   type HttpResponse,
   type HttpTransport,
   MAX_RESPONSE_BYTES,
+  perUrl,
   RequestTimeoutError,
 } from "./transport.js";
 
@@ -511,30 +512,23 @@ function requestText(req: HttpRequest, authority: string, path: string): { text:
 /** See the comment at the top of this file. */
 export function createWireTransport(options: WireOptions = {}): HttpTransport {
   const origins = new Map<string, Origin>();
-  // Parsing a URL per request shows in a profile; Stripe's endpoints are few.
-  const targets = new Map<string, { origin: Origin; path: string }>();
   let closing = false;
-  const resolve = (href: string) => {
-    let t = targets.get(href);
-    if (!t) {
-      const { target, path } = targetOf(href);
-      const key = `${target.secure ? "https" : "http"}://${target.authority}`;
-      let origin = origins.get(key);
-      if (!origin) {
-        origin = new Origin(
-          target,
-          options.connections ?? 32,
-          options.connectTimeoutMs ?? 5_000,
-          options.idleTimeoutMs ?? DEFAULT_IDLE_MS,
-          options.tls ?? {},
-        );
-        origins.set(key, origin);
-      }
-      t = { origin, path };
-      if (targets.size < 256) targets.set(href, t);
+  const resolve = perUrl((href) => {
+    const { target, path } = targetOf(href);
+    const key = `${target.secure ? "https" : "http"}://${target.authority}`;
+    let origin = origins.get(key);
+    if (!origin) {
+      origin = new Origin(
+        target,
+        options.connections ?? 32,
+        options.connectTimeoutMs ?? 5_000,
+        options.idleTimeoutMs ?? DEFAULT_IDLE_MS,
+        options.tls ?? {},
+      );
+      origins.set(key, origin);
     }
-    return t;
-  };
+    return { origin, path };
+  });
   return {
     send(req) {
       return new Promise<HttpResponse>((ok, fail) => {
