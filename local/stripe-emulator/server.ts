@@ -34,10 +34,11 @@ export interface Fault {
   /** Only requests whose raw body contains this text. */
   bodyIncludes?: string;
   /**
-   * `accept-then-drop`: process it, then close the connection without an answer. `reset`: close
+   * `accept-then-drop`: process it, then close the connection without an answer.
+   * `accept-then-garble`: process it, then answer bytes that are not HTTP and close. `reset`: close
    * at once. `expire-session`: expire every session token, then handle the request.
    */
-  action?: "accept-then-drop" | "reset" | "expire-session";
+  action?: "accept-then-drop" | "accept-then-garble" | "reset" | "expire-session";
   /** Wait this long before doing anything else. */
   delayMs?: number;
 }
@@ -244,9 +245,11 @@ export class StripeEmulator {
       raw === undefined
         ? v1Error(413, "invalid_request_error", "Request body too large.")
         : await this.route(req, path, url, raw);
-    if (fault?.action === "accept-then-drop") {
+    if (fault?.action === "accept-then-drop" || fault?.action === "accept-then-garble") {
       this.requests.push({ method: req.method ?? "", path, status: "dropped", headers: req.headers });
-      req.socket.destroy();
+      // Written on the socket itself: Node's response object would only send valid HTTP.
+      if (fault.action === "accept-then-garble") req.socket.end("HTTP/1.1 200 OK\r\nthis is not a header\r\n\r\n{}");
+      else req.socket.destroy();
       return;
     }
     this.requests.push({ method: req.method ?? "", path, status: reply.status, headers: req.headers });

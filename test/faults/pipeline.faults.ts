@@ -64,6 +64,7 @@ const TRANSIENT: Array<[string, (r: () => number) => Fault]> = [
     () => ({ path: "", respond: { status: 400, headers: { "stripe-should-retry": "true" } } }),
   ],
   ["accept then drop", () => ({ path: "", action: "accept-then-drop" })],
+  ["accept then an answer that is not HTTP", () => ({ path: "", action: "accept-then-garble" })],
   ["stall past timeout", () => ({ path: "", delayMs: 700 })],
   ["connection reset", () => ({ path: "", action: "reset" })],
   ["session expired", () => ({ path: "", action: "expire-session" })],

@@ -99,6 +99,17 @@ for (const api of ["v1", "v2"] as const) {
       assert.equal(emulator.ledger.events.filter((e) => e.identifier === identifier).length, 1, "counted once");
     });
 
+    test("recorded, then an answer that is not HTTP: retried, billed once", async () => {
+      const events = fresh(1);
+      const before = requestsTo(path).length;
+      emulator.injectFaults({ path, action: "accept-then-garble" });
+      const [outcome] = await submitter(api).submit(events, inAMinute());
+      assert.equal(outcome?.kind, "billed");
+      const identifier = events[0]?.identifier as string;
+      assert.equal(requestsTo(path).length - before, 2, "sent twice");
+      assert.equal(emulator.ledger.events.filter((e) => e.identifier === identifier).length, 1, "counted once");
+    });
+
     test("a reset connection is retried", async () => {
       const events = fresh(1);
       emulator.injectFaults({ path, action: "reset" });
