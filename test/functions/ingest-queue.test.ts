@@ -99,6 +99,23 @@ describe("ingest-queue handler", () => {
     });
   }
 
+  for (const [client, env] of [
+    ["wire (default)", {}],
+    ["undici", { STRIPE_HTTP_CLIENT: "undici" }],
+    ["undici, pipelined", { STRIPE_PIPELINING: "4" }],
+  ] as const) {
+    for (const api of ["v1", "v2"] as const) {
+      test(`${api} on the ${client} HTTP client: the batch is billed, each event once`, async () => {
+        const handler = handlerWith({ METERHOOK_STRIPE_API: api, ...env });
+        const customer = `cus_client_${api}_${client.replace(/\W+/g, "_")}`;
+        const events = [2, 5].map((value) => usageEvent({ customer, value }));
+        const res = await handler(sqsEvent([...events, events[0]].map((e) => sqsRecord(e))), lambdaContext());
+        assert.deepEqual(res.batchItemFailures, []);
+        assert.equal(totalFor(customer), 7);
+      });
+    }
+  }
+
   test("an invocation about to time out starts nothing: every message is left on the queue", async () => {
     const handler = handlerWith({ METERHOOK_STOP_MARGIN_MS: "5000" });
     // One plain canonical body (read without JSON.parse), one with properties (the general path).

@@ -70,6 +70,9 @@ describe("loadConfig", () => {
     assert.throws(() => loadConfig({ METERHOOK_AGGREGATE_WINDOW_SECONDS: "0" }), /METERHOOK_AGGREGATE_WINDOW_SECONDS/);
     assert.equal(loadConfig({}).stripe.pipelining, 1);
     assert.equal(loadConfig({ STRIPE_PIPELINING: "4" }).stripe.pipelining, 4);
+    assert.equal(loadConfig({}).stripe.httpClient, "wire");
+    assert.equal(loadConfig({ STRIPE_HTTP_CLIENT: "undici" }).stripe.httpClient, "undici");
+    assert.throws(() => loadConfig({ STRIPE_HTTP_CLIENT: "fetch" }), /STRIPE_HTTP_CLIENT/);
   });
 
   test("required() names the missing setting", () => {
