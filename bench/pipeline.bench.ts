@@ -10,7 +10,10 @@
  * third of a second, too short to measure steadily), BENCH_ROUNDS (3), BENCH_WARMUP (1 uncounted
  * round), BENCH_RTTS ("0,20" ms),
  * BENCH_QUICK=1 for a CI smoke run, BENCH_ONLY=<text>[|<text>...] for the clients whose name has one,
- * BENCH_NODE_ARGS for more Node flags in the client processes (--cpu-prof). Client processes run Node with --expose-gc so that each run
+ * BENCH_NODE_ARGS for more Node flags in the client processes (--cpu-prof). Client processes run
+ * with the semi-space size the Lambda runtime gives the ingest-queue function (bench/stats.ts
+ * lambdaYoungGenerationFlags; a later --max-semi-space-size in BENCH_NODE_ARGS wins), and with
+ * --expose-gc so that each run
  * starts from a collected heap; BENCH_REWARM_EVENTS (a tenth of a run) are then processed unmeasured
  * before the run's window opens (bench/pipeline-clients.ts says why). Client processes run with
  * source maps off (BENCH_SOURCE_MAPS=1 leaves tsx's on; bench/client-process.ts says why).
@@ -19,7 +22,7 @@ import { type ChildProcess, fork } from "node:child_process";
 import { once } from "node:events";
 import { cpus } from "node:os";
 import { scenarios as allScenarios, type Result } from "./pipeline-clients.js";
-import { median, startEmulator } from "./stats.js";
+import { INGEST_QUEUE_MEMORY_MB, lambdaYoungGenerationFlags, median, startEmulator } from "./stats.js";
 
 const QUICK = process.env.BENCH_QUICK === "1";
 const EVENTS = Number(process.env.BENCH_EVENTS ?? (QUICK ? 2000 : 20_000));
@@ -32,8 +35,15 @@ const RTTS = (process.env.BENCH_RTTS ?? (QUICK ? "0" : "0,20")).split(",").map(N
 /** A client in its own process, started against the emulator at `url`. */
 async function startClient(name: string, url: string): Promise<ChildProcess> {
   const child = fork("bench/client-process.ts", {
-    // BENCH_NODE_ARGS: more Node flags for the client processes, e.g. --cpu-prof to profile them.
-    execArgv: ["--expose-gc", ...(process.env.BENCH_NODE_ARGS ?? "").split(" ").filter(Boolean), "--import", "tsx"],
+    // Every client runs with the young generation Lambda gives the ingest-queue function (the SDK
+    // too, as if it ran there); BENCH_NODE_ARGS adds Node flags, e.g. --cpu-prof to profile.
+    execArgv: [
+      "--expose-gc",
+      ...lambdaYoungGenerationFlags(INGEST_QUEUE_MEMORY_MB),
+      ...(process.env.BENCH_NODE_ARGS ?? "").split(" ").filter(Boolean),
+      "--import",
+      "tsx",
+    ],
     env: { ...process.env, BENCH_CLIENT: name, BENCH_STRIPE_URL: url, BENCH_EVENTS: String(eventsFor(name)) },
     // stdout is /dev/null: the pipeline's log and metrics lines cost a write each, as on Lambda.
     stdio: ["ignore", "ignore", "inherit", "ipc"],
@@ -59,7 +69,7 @@ if (only) {
 }
 
 console.log(
-  `meterhook bench: ${EVENTS} events per v1 run, ${V2_EVENTS} per v2 run, ${ROUNDS} interleaved rounds, Node ${process.version}, ${cpus().length} x ${cpus()[0]?.model ?? "cpu"}`,
+  `meterhook bench: ${EVENTS} events per v1 run, ${V2_EVENTS} per v2 run, ${ROUNDS} interleaved rounds, Node ${process.version} ${lambdaYoungGenerationFlags(INGEST_QUEUE_MEMORY_MB).join(" ")} (Lambda, ${INGEST_QUEUE_MEMORY_MB} MB), ${cpus().length} x ${cpus()[0]?.model ?? "cpu"}`,
 );
 for (const rtt of RTTS) {
   const { url, child } = await startEmulator(rtt);

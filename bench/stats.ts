@@ -25,3 +25,20 @@ export async function startEmulator(latencyMs: number): Promise<{ url: string; c
   const [line] = (await once(child.stdout as NodeJS.ReadableStream, "data")) as [Buffer];
   return { url: JSON.parse(line.toString()).url as string, child };
 }
+
+/**
+ * Memory of the ingest-queue function (serverless.yml `ingestQueue.memorySize`; a template test
+ * holds the two equal): the bench runs its clients with the heap flags Lambda gives it.
+ */
+export const INGEST_QUEUE_MEMORY_MB = 512;
+
+/**
+ * The heap flags the Lambda Node.js runtime starts `node` with for a function of `memoryMb`: its
+ * bootstrap gives a tenth of the memory to the young generation (two semi-spaces) and the rest
+ * to the old one. Only the semi-space is applied here: the bench keeps every run's input in
+ * memory (hundreds of MB that a Lambda never holds), so the old-space limit would measure that
+ * instead. Young-generation size sets how often V8 scavenges, which is most of a consumer's GC.
+ */
+export const lambdaYoungGenerationFlags = (memoryMb: number): string[] => [
+  `--max-semi-space-size=${Math.floor(Math.floor(memoryMb / 10) / 2)}`,
+];

@@ -5,6 +5,7 @@ import { readFileSync } from "node:fs";
 import { before, describe, test } from "node:test";
 import { promisify } from "node:util";
 import { ReceiveMessageCommand } from "@aws-sdk/client-sqs";
+import { INGEST_QUEUE_MEMORY_MB, lambdaYoungGenerationFlags } from "../../bench/stats.js";
 import type { DeadLetterBody } from "../../lib/dead-letter.js";
 import { BUDGET_KIB, COLD_START_BUDGET_KIB } from "../../scripts/bundle-budgets.js";
 import { httpEvent, sqsEvent, sqsRecord, usageEvent } from "../helpers/factories.js";
@@ -63,6 +64,12 @@ describe("packaged CloudFormation template", () => {
       assert.match(fn.Properties.Runtime, /^nodejs(22|24)\.x$/, name);
       assert.deepEqual(fn.Properties.Architectures, ["arm64"], name);
     }
+  });
+
+  test("npm run bench gives its clients the young generation of the ingest-queue function's memory", () => {
+    // The Lambda runtime sizes V8's heap from the function's memory; the bench copies that.
+    assert.equal(resources.IngestQueueLambdaFunction.Properties.MemorySize, INGEST_QUEUE_MEMORY_MB);
+    assert.deepEqual(lambdaYoungGenerationFlags(512), ["--max-semi-space-size=25"]);
   });
 
   test("alarms watch DLQ depth, backlog age, and consumer errors and throttles", () => {
