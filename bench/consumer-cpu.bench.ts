@@ -6,9 +6,13 @@
  *
  * BENCH_EVENTS (200000 per run), BENCH_ROUNDS (7; the table shows medians), one uncounted warm-up;
  * BENCH_APIS (v2,v1) for the consumers to run; BENCH_REWARM_EVENTS (a tenth of a run) processed
- * unmeasured after each run's forced collection.
+ * unmeasured after each run's forced collection. BENCH_LATENCY_MS (0) delays each answer and
+ * BENCH_IN_FLIGHT (1) batches run at a time: with 20 and 16, the consumer works in the pattern of
+ * `npm run bench`'s v2 rows (bursts of work between waits), still without a socket.
  */
 import { randomUUID } from "node:crypto";
+import type { QueueMessage } from "../lib/consumer.js";
+import { runPool } from "../lib/stripe/submitter.js";
 import type { HttpRequest, HttpResponse, HttpTransport } from "../lib/stripe/transport.js";
 import { meterhook, records } from "./pipeline-clients.js";
 import { collectGarbage, median, rewarmEvents } from "./stats.js";
@@ -17,6 +21,12 @@ const EVENTS = Number(process.env.BENCH_EVENTS ?? 200_000);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 7);
 /** Batches of 100 processed unmeasured after each forced collection (BENCH_REWARM_EVENTS). */
 const REWARM_BATCHES = rewarmEvents(EVENTS) / 100;
+const LATENCY_MS = Number(process.env.BENCH_LATENCY_MS ?? 0);
+const IN_FLIGHT = Number(process.env.BENCH_IN_FLIGHT ?? 1);
+
+/** `answer` now, or after LATENCY_MS. */
+const after = <T>(answer: T): Promise<T> =>
+  LATENCY_MS > 0 ? new Promise((resolve) => setTimeout(() => resolve(answer), LATENCY_MS)) : Promise.resolve(answer);
 
 /** Stripe's success answers, given without a socket. */
 const instant: HttpTransport = {
@@ -27,13 +37,13 @@ const instant: HttpTransport = {
       const body = JSON.stringify({ authentication_token: `mes_${randomUUID()}`, expires_at: expires });
       return Promise.resolve({ status: 200, headers, body });
     }
-    return Promise.resolve({ status: req.url.includes("/v2/") ? 202 : 200, headers, body: "{}" });
+    return after({ status: req.url.includes("/v2/") ? 202 : 200, headers, body: "{}" });
   },
   close: async () => {},
 };
 
 console.log(
-  `meterhook consumer CPU without a network: ${EVENTS} events per run, ${ROUNDS} runs, Node ${process.version}`,
+  `meterhook consumer CPU without a network: ${EVENTS} events per run, ${ROUNDS} runs, answers after ${LATENCY_MS} ms, ${IN_FLIGHT} batches in flight, Node ${process.version}`,
 );
 console.log("| consumer | CPU µs per event (median) | fastest run | events/s (median) |");
 console.log("|---|---:|---:|---:|");
@@ -47,13 +57,14 @@ for (const api of (process.env.BENCH_APIS ?? "v2,v1").split(",") as Array<"v2" |
     collectGarbage(); // the garbage of building the input is not the consumer's
     // The collection throws away optimized code (bench/pipeline-clients.ts, REWARM): compiled
     // again here, unmeasured, as `npm run bench` does since 2026-11-27.
-    for (const batch of rewarm) await consumer.process(batch, Date.now() + 60_000);
+    const work = (batch: QueueMessage[]) =>
+      consumer.process(batch, Date.now() + 60_000).then((r) => {
+        if (r.billed !== batch.length) throw new Error(`billed ${r.billed} of ${batch.length}`);
+      });
+    await runPool(rewarm, IN_FLIGHT, work);
     const c0 = process.cpuUsage();
     const t0 = performance.now();
-    for (const batch of batches) {
-      const r = await consumer.process(batch, Date.now() + 60_000);
-      if (r.billed !== batch.length) throw new Error(`billed ${r.billed} of ${batch.length}`);
-    }
+    await runPool(batches, IN_FLIGHT, work);
     const ms = performance.now() - t0;
     const c = process.cpuUsage(c0);
     if (round === 0) continue; // warm-up

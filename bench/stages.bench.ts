@@ -1,0 +1,72 @@
+/**
+ * `npm run bench:stages`: the consumer's per-event stages measured hot, one at a time, on 2,000
+ * canonical events (UUID ids) passed over again and again: each stage's fastest pass of
+ * BENCH_ROUNDS (100). A floor for each stage, not what it costs inside the pipeline, where the
+ * process idles between batches and its caches are cold when it wakes (BENCHMARKS.md).
+ */
+import { randomUUID } from "node:crypto";
+import { type MeterEvent, meterEventIdentifier, toMeterEvent } from "../lib/meter-event.js";
+import { streamBody } from "../lib/stripe/v2-meter-event-stream.js";
+import { parsePlainEventJson, type UsageEvent } from "../lib/usage-event.js";
+
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 100);
+const EVENTS = 2000;
+const now = Math.floor(Date.now() / 1000);
+const bodies = Array.from({ length: EVENTS }, (_, i) =>
+  JSON.stringify({
+    id: randomUUID(),
+    event_name: "api_requests",
+    customer: `acct_${i % 200}`,
+    value: 1 + (i % 7),
+    timestamp: now - 60,
+  }),
+);
+const usage = bodies.map((b) => parsePlainEventJson(b, now) as UsageEvent);
+const meterEvents = usage.map((e, i) => toMeterEvent(e, `cus_bench${i % 200}`, now));
+
+/** Each stage does one pass over the events and returns something that depends on all of them. */
+const stages: Record<string, () => number> = {
+  "read the body (parsePlainEventJson)": () => {
+    let sum = 0;
+    for (const b of bodies) sum += (parsePlainEventJson(b, now) as UsageEvent).value;
+    return sum;
+  },
+  "identifier (SHA-256)": () => {
+    let sum = 0;
+    for (const e of usage) sum += meterEventIdentifier(e.id, e.event_name).length;
+    return sum;
+  },
+  "meter event, identifier included (toMeterEvent)": () => {
+    let sum = 0;
+    for (const e of usage) sum += toMeterEvent(e, "cus_bench1", now).identifier.length;
+    return sum;
+  },
+  "v2 stream body (streamBody, batches of 100)": () => {
+    let sum = 0;
+    for (let i = 0; i < meterEvents.length; i += 100) sum += streamBody(meterEvents.slice(i, i + 100)).length;
+    return sum;
+  },
+  "duplicate check (a Map by identifier)": () => {
+    const seen = new Map<string, number>();
+    meterEvents.forEach((e: MeterEvent, i) => {
+      if (seen.get(e.identifier) === undefined) seen.set(e.identifier, i);
+    });
+    return seen.size;
+  },
+};
+
+const fastest: Record<string, number> = {};
+let sink = 0;
+for (let round = 0; round < ROUNDS; round++) {
+  for (const [name, pass] of Object.entries(stages)) {
+    const t0 = process.hrtime.bigint();
+    sink += pass();
+    const ns = Number(process.hrtime.bigint() - t0) / EVENTS;
+    fastest[name] = Math.min(fastest[name] ?? Number.POSITIVE_INFINITY, ns);
+  }
+}
+console.log(`meterhook consumer stages, hot: ${EVENTS} events, fastest of ${ROUNDS} passes, Node ${process.version}`);
+console.log("| stage | ns per event |");
+console.log("|---|---:|");
+for (const [name, ns] of Object.entries(fastest)) console.log(`| ${name} | ${ns.toFixed(0)} |`);
+if (sink === 0) throw new Error("no work was done");
