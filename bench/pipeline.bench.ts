@@ -13,10 +13,10 @@
  * BENCH_NODE_ARGS for more Node flags in the client processes (--cpu-prof). Client processes run
  * with the semi-space size the Lambda runtime gives the ingest-queue function (bench/stats.ts
  * lambdaYoungGenerationFlags; a later --max-semi-space-size in BENCH_NODE_ARGS wins), and with
- * --expose-gc so that each run
- * starts from a collected heap; BENCH_REWARM_EVENTS (a tenth of a run) are then processed unmeasured
- * before the run's window opens (bench/pipeline-clients.ts says why). Client processes run with
- * source maps off (BENCH_SOURCE_MAPS=1 leaves tsx's on; bench/client-process.ts says why).
+ * --expose-gc so that each run starts from a collected heap; BENCH_REWARM_EVENTS (a tenth of a
+ * run) are then processed unmeasured before the run's window opens (bench/pipeline-clients.ts
+ * says why). Client processes run with source maps off (BENCH_SOURCE_MAPS=1 leaves tsx's on;
+ * bench/client-process.ts says why).
  */
 import { type ChildProcess, fork } from "node:child_process";
 import { once } from "node:events";
