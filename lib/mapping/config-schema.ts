@@ -77,7 +77,13 @@ export const CustomerLookupSchema = z
         .string()
         .regex(/\{customer\}/, "must contain {customer}")
         .describe("e.g. https://app.example.com/billing/{customer}"),
-      headers: z.record(z.string(), z.union([z.string(), SecretRefSchema])).default({}),
+      // Checked here, at load: a name or value HTTP cannot carry would fail every lookup at run time.
+      headers: z
+        .record(
+          z.string().regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/, "must be an HTTP header name"),
+          z.union([z.string().regex(/^[^\r\n\0]*$/, "must not contain CR, LF or NUL"), SecretRefSchema]),
+        )
+        .default({}),
       timeoutMs: z.number().int().min(50).max(30_000).default(2_000),
       stripeIdPath: Expression.default("stripe_customer_id").describe("JMESPath to the cus_ id in the JSON answer"),
       ...CacheSettings,

@@ -91,6 +91,31 @@ describe("mapping config validation", () => {
     assert.match(byPath["sqs.defaultSource"] ?? "", /not an sqs source/);
   });
 
+  test("an HTTP lookup header that HTTP cannot carry is refused at load, with its path", () => {
+    const withHeaders = (headers: Record<string, string>) =>
+      validateMappingConfig({
+        ...valid,
+        sources: {
+          app: {
+            ...valid.sources.app,
+            customer: { lookup: "http", url: "https://app.example.com/billing/{customer}", headers },
+          },
+        },
+      }).issues;
+    assert.deepEqual(withHeaders({ "x-api-version": "2" }), []);
+    const value = withHeaders({ "x-api-version": "2\r\nx-injected: 1" });
+    assert.ok(
+      value.some((i) => i.path.startsWith("sources.app.customer.headers") && /CR, LF or NUL/.test(i.message)),
+      JSON.stringify(value),
+    );
+    const name = withHeaders({ "x api": "2" });
+    // zod reports a bad record key as "Invalid key in record"; the path names the header.
+    assert.ok(
+      name.some((i) => i.path === "sources.app.customer.headers.x api"),
+      JSON.stringify(name),
+    );
+  });
+
   test("the committed JSON Schema matches the zod schema", () => {
     assert.equal(
       readFileSync("schema/meterhook-config.schema.json", "utf8"),
