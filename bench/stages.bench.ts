@@ -4,23 +4,16 @@
  * BENCH_ROUNDS (100). A floor for each stage, not what it costs inside the pipeline, where the
  * process idles between batches and its caches are cold when it wakes (BENCHMARKS.md).
  */
-import { randomUUID } from "node:crypto";
 import { type MeterEvent, meterEventIdentifier, toMeterEvent } from "../lib/meter-event.js";
 import { streamBody } from "../lib/stripe/v2-meter-event-stream.js";
 import { parsePlainEventJson, type UsageEvent } from "../lib/usage-event.js";
+import { records } from "./pipeline-clients.js";
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 100);
 const EVENTS = 2000;
 const now = Math.floor(Date.now() / 1000);
-const bodies = Array.from({ length: EVENTS }, (_, i) =>
-  JSON.stringify({
-    id: randomUUID(),
-    event_name: "api_requests",
-    customer: `acct_${i % 200}`,
-    value: 1 + (i % 7),
-    timestamp: now - 60,
-  }),
-);
+// The bodies `npm run bench` queues: canonical events with UUID ids, 200 customers.
+const bodies = records(EVENTS).map((m) => m.body);
 const usage = bodies.map((b) => parsePlainEventJson(b, now) as UsageEvent);
 const meterEvents = usage.map((e, i) => toMeterEvent(e, `cus_bench${i % 200}`, now));
 
