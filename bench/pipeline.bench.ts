@@ -16,7 +16,8 @@
  * --expose-gc so that each run starts from a collected heap; BENCH_REWARM_EVENTS (a tenth of a
  * run) are then processed unmeasured before the run's window opens (bench/pipeline-clients.ts
  * says why). Client processes run with source maps off (BENCH_SOURCE_MAPS=1 leaves tsx's on;
- * bench/client-process.ts says why).
+ * bench/client-process.ts says why). BENCH_RUNTIME_PARSE=1 adds the Lambda runtime's JSON.parse
+ * of each SQS event to the pipeline rows (bench/pipeline-clients.ts).
  */
 import { type ChildProcess, fork } from "node:child_process";
 import { once } from "node:events";
@@ -69,7 +70,7 @@ if (only) {
 }
 
 console.log(
-  `meterhook bench: ${EVENTS} events per v1 run, ${V2_EVENTS} per v2 run, ${ROUNDS} interleaved rounds, Node ${process.version} ${lambdaYoungGenerationFlags(INGEST_QUEUE_MEMORY_MB).join(" ")} (Lambda, ${INGEST_QUEUE_MEMORY_MB} MB), ${cpus().length} x ${cpus()[0]?.model ?? "cpu"}`,
+  `meterhook bench: ${EVENTS} events per v1 run, ${V2_EVENTS} per v2 run, ${ROUNDS} interleaved rounds, Node ${process.version} ${lambdaYoungGenerationFlags(INGEST_QUEUE_MEMORY_MB).join(" ")} (Lambda, ${INGEST_QUEUE_MEMORY_MB} MB), ${cpus().length} x ${cpus()[0]?.model ?? "cpu"}${process.env.BENCH_RUNTIME_PARSE === "1" ? "; pipeline rows include the Lambda runtime's JSON.parse of each SQS event" : ""}`,
 );
 for (const rtt of RTTS) {
   const { url, child } = await startEmulator(rtt);
