@@ -12,9 +12,12 @@ import { readMappingConfig } from "../lib/mapping/load.js";
 const USAGE = `usage:
   meterhook validate <config.yaml|config.json>
       check a mapping config; prints every problem with its path
-  meterhook replay [--limit N] [--dry-run]
+  meterhook replay [--limit N] [--dry-run] [--after-dedupe-window]
       --limit N   take at most N dead letters off the DLQ (default 100)
-      --dry-run   only report what would happen: nothing is sent, deleted or re-queued`;
+      --dry-run   only report what would happen: nothing is sent, deleted or re-queued
+      --after-dedupe-window
+                  also resend letters Stripe may have recorded more than 23 hours ago
+                  (held otherwise: Stripe would bill them again); check Stripe first`;
 
 async function validate(files: string[]): Promise<number> {
   if (files.length !== 1) {
@@ -42,7 +45,11 @@ async function main(argv: string[]): Promise<number> {
   }
   const { values } = parseArgs({
     args: rest,
-    options: { limit: { type: "string", default: "100" }, "dry-run": { type: "boolean", default: false } },
+    options: {
+      limit: { type: "string", default: "100" },
+      "dry-run": { type: "boolean", default: false },
+      "after-dedupe-window": { type: "boolean", default: false },
+    },
     strict: true,
   });
   const limit = Number(values.limit);
@@ -50,7 +57,11 @@ async function main(argv: string[]): Promise<number> {
     console.error(`--limit must be a positive whole number\n${USAGE}`);
     return 2;
   }
-  const report = await replayFromConfig(loadConfig(), { limit, dryRun: values["dry-run"] ?? false });
+  const report = await replayFromConfig(loadConfig(), {
+    limit,
+    dryRun: values["dry-run"] ?? false,
+    afterDedupeWindow: values["after-dedupe-window"] ?? false,
+  });
   console.log(JSON.stringify(report, null, 2));
   return 0;
 }

@@ -3,10 +3,14 @@ import { replayFromConfig } from "../lib/app.js";
 import { loadConfig } from "../lib/config.js";
 import type { ReplayReport } from "../lib/replay.js";
 
-/** Invoke with `{"limit": 100, "dryRun": true}` (both optional; default limit 100, not a dry run). */
+/**
+ * Invoke with `{"limit": 100, "dryRun": true}` (all optional; default limit 100, not a dry run;
+ * `"afterDedupeWindow": true` also resends letters held as past Stripe's duplicate window).
+ */
 const ReplayRequestSchema = z.strictObject({
   limit: z.number().int().min(1).max(10_000).default(100),
   dryRun: z.boolean().default(false),
+  afterDedupeWindow: z.boolean().default(false),
 });
 
 export const handler = async (event: unknown): Promise<ReplayReport> => {

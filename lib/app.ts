@@ -10,7 +10,7 @@ import type { StripeGet } from "./mapping/lookups.js";
 import type { LoadedMapping } from "./mapping/runtime.js";
 import { type Metrics, noMetrics } from "./metrics.js";
 import { createSqsReader, createSqsSender, type SqsClientSource } from "./queue.js";
-import { type ReplayReport, replayDeadLetters } from "./replay.js";
+import { type ReplayOptions, type ReplayReport, replayDeadLetters } from "./replay.js";
 import { resolveSecrets, type SecretReader } from "./secrets.js";
 import { StripeClient } from "./stripe/client.js";
 import { RateLimiter } from "./stripe/rate-limiter.js";
@@ -229,7 +229,7 @@ export async function createConsumerFromConfig(config: Config, deps: AppDeps = {
 /** DLQ replay through the current pipeline (`npm run replay`, the dlq-replay function). */
 export async function replayFromConfig(
   config: Config,
-  options: { limit: number; dryRun: boolean },
+  options: ReplayOptions,
   deps: AppDeps = {},
 ): Promise<ReplayReport> {
   const sqs = sqsClientFor(config, deps.sqs);

@@ -30,7 +30,12 @@ export interface QueueMessage {
   /** SQS message attributes (string values). */
   attributes?: Record<string, string>;
   /** Set when replaying a dead letter: its earlier failures carry on in the new one. */
-  previousFailure?: { attempts: number; firstFailedAt: number };
+  previousFailure?: {
+    attempts: number;
+    firstFailedAt: number;
+    /** Stripe may have recorded some of its events before (see DeadLetterBody.stripeMayHaveRecorded). */
+    stripeMayHaveRecorded?: boolean;
+  };
 }
 
 /** Mapping sources and their customer resolvers (from the mapping config or defineSource). */
@@ -142,9 +147,13 @@ export async function processBatch(
     message: string,
     eventId?: string,
     source?: string,
+    /** Some of the message's events got an answer from Stripe other than a refusal. */
+    submitted = false,
   ): Dead => {
     const t = now();
     const prev = m.previousFailure;
+    // A delivery before the last may have reached Stripe, whatever the last one's error.
+    const mayHaveRecorded = submitted || code === DeadLetterCode.retriesExhausted || prev?.stripeMayHaveRecorded;
     return {
       kind: "dead",
       letter: {
@@ -158,6 +167,7 @@ export async function processBatch(
         receivedAt: m.sentAt,
         eventId: eventId && PRINTABLE.test(eventId) ? eventId : undefined,
         source,
+        ...(mayHaveRecorded ? { stripeMayHaveRecorded: true } : {}),
       },
     };
   };
@@ -410,12 +420,17 @@ export async function processBatch(
       let retry: Extract<SubmitOutcome, { kind: "retry" }> | undefined;
       let duplicates = 0;
       let requeued = false;
+      // Billed, a duplicate, requeued or an unknown answer: Stripe may hold one of its events.
+      let submitted = false;
       for (const e of prepared.events) {
         const o = outcomes[unique.get(e.identifier) as number] as Outcome;
         if (o.kind === "rejected") rejected ??= o;
-        else if (o.kind === "retry") retry ??= o;
-        else if (o.kind === "requeued") requeued = true;
-        else if (o.duplicate) duplicates++;
+        else {
+          submitted = true;
+          if (o.kind === "retry") retry ??= o;
+          else if (o.kind === "requeued") requeued = true;
+          else if (o.duplicate) duplicates++;
+        }
       }
       if (!rejected && !retry) {
         if (requeued) result.requeued++;
@@ -424,7 +439,7 @@ export async function processBatch(
         return;
       }
       step = rejected
-        ? dead(m, inputOf(m), rejected.code, rejected.reason, prepared.eventId, prepared.source)
+        ? dead(m, inputOf(m), rejected.code, rejected.reason, prepared.eventId, prepared.source, submitted)
         : {
             kind: "retry",
             reason: (retry as { reason: string }).reason,

@@ -14,6 +14,12 @@ export interface DeadLetterBody {
   receivedAt?: string;
   /** The mapping source an app's own SQS message was for (its meterhook_source attribute). */
   source?: string;
+  /**
+   * Stripe may have recorded some of its meter events: one of them was billed, or an attempt
+   * got no clear answer (always so for retries_exhausted). Stripe drops a repeated identifier
+   * for 24 hours only, so replay holds such a letter once that has passed (lib/replay.ts).
+   */
+  stripeMayHaveRecorded?: true;
 }
 
 export interface DeadLetter {
@@ -28,6 +34,7 @@ export interface DeadLetter {
   source?: string;
   /** The app's event id, when known: also set as a message attribute for filtering. */
   eventId?: string;
+  stripeMayHaveRecorded?: true;
 }
 
 export function deadLetterBody(d: DeadLetter): DeadLetterBody {
@@ -39,6 +46,7 @@ export function deadLetterBody(d: DeadLetter): DeadLetterBody {
     lastFailedAt: new Date(d.lastFailedAt).toISOString(),
     ...(d.receivedAt !== undefined ? { receivedAt: new Date(d.receivedAt).toISOString() } : {}),
     ...(d.source !== undefined ? { source: d.source } : {}),
+    ...(d.stripeMayHaveRecorded ? { stripeMayHaveRecorded: true as const } : {}),
   };
 }
 

@@ -1,14 +1,28 @@
 import { type ConsumerDeps, processBatch, type QueueMessage } from "./consumer.js";
 import type { DeadLetterBody } from "./dead-letter.js";
+import { DeadLetterCode } from "./errors.js";
 import type { OutgoingMessage, QueueReader, QueueSender } from "./queue.js";
 import type { MeterEventSubmitter } from "./stripe/submitter.js";
 import { SOURCE_ATTRIBUTE, TRIGGER_FORMAT, type TriggerMessage } from "./triggers.js";
+
+/**
+ * Stripe drops a repeated identifier only within a rolling window of at least 24 hours
+ * (../shared/stripe/METER_API.md). A dead letter whose events Stripe may already have recorded
+ * is resent only while that window still covers them: first received by meterhook less than
+ * this long ago, an hour short of 24 for clock skew and the time a batch takes.
+ */
+export const DEDUPE_WINDOW_MS = 23 * 60 * 60 * 1000;
 
 export interface ReplayOptions {
   /** At most this many dead letters are taken off the queue. */
   limit: number;
   /** Parse, resolve and validate only: nothing is sent to Stripe, nothing deleted or re-queued. */
   dryRun: boolean;
+  /**
+   * Resend letters Stripe may have recorded even when first received more than DEDUPE_WINDOW_MS
+   * ago, where Stripe would bill them again: only after checking in Stripe that it did not.
+   */
+  afterDedupeWindow?: boolean;
   /** How long received messages stay hidden from other readers while being replayed. */
   visibilityTimeoutSeconds?: number;
   now?: () => number;
@@ -23,6 +37,11 @@ export interface ReplayReport {
   deadLettered: Record<string, number>;
   /** Could not be settled (e.g. the DLQ write failed): left on the DLQ as they were. */
   leftUntouched: number;
+  /**
+   * Left on the DLQ as they were: Stripe may have recorded them, and it was first received more
+   * than DEDUPE_WINDOW_MS ago, so resending could bill twice (see afterDedupeWindow).
+   */
+  pastDedupeWindow: number;
 }
 
 function isEventBridgeEvent(x: unknown): boolean {
@@ -41,7 +60,10 @@ function isEnvelope(x: unknown): x is DeadLetterBody {
   return !!e && typeof e === "object" && "event" in e && typeof e.error?.code === "string";
 }
 
-/** A dead letter back in the shape of an ingest message, its history carried along. */
+/**
+ * A dead letter back in the shape of an ingest message, its history carried along. Its sentAt
+ * is when meterhook first received the event, so no attempt to bill it can be older.
+ */
 function toQueueMessage(
   m: { messageId: string; body: string; sentAt: number; receiveCount: number },
   maxAttempts: number,
@@ -54,17 +76,29 @@ function toQueueMessage(
   }
   const base = { messageId: m.messageId, receiveCount: maxAttempts, firstReceivedAt: m.sentAt };
   if (isEnvelope(parsed)) {
+    const firstFailedAt = Date.parse(parsed.firstFailedAt);
     return {
       ...base,
       body: typeof parsed.event === "string" ? parsed.event : JSON.stringify(parsed.event),
-      sentAt: parsed.receivedAt ? Date.parse(parsed.receivedAt) : m.sentAt,
-      previousFailure: { attempts: parsed.attempts, firstFailedAt: Date.parse(parsed.firstFailedAt) },
+      // Letters written before receivedAt existed: their first failure, when that is earlier.
+      sentAt: parsed.receivedAt
+        ? Date.parse(parsed.receivedAt)
+        : Number.isNaN(firstFailedAt)
+          ? m.sentAt
+          : Math.min(m.sentAt, firstFailedAt),
+      previousFailure: {
+        attempts: parsed.attempts,
+        firstFailedAt,
+        // Letters written before the flag existed: retries_exhausted is the code that implies it.
+        stripeMayHaveRecorded:
+          parsed.stripeMayHaveRecorded === true || parsed.error.code === DeadLetterCode.retriesExhausted,
+      },
       ...(parsed.source ? { attributes: { [SOURCE_ATTRIBUTE]: parsed.source } } : {}),
     };
   }
-  const previousFailure = { attempts: m.receiveCount, firstFailedAt: m.sentAt };
   if (isEventBridgeEvent(parsed)) {
-    // Put here by EventBridge after it failed to deliver: queue it as the eventBridge function would.
+    // Put here by EventBridge after it failed to deliver: queue it as the eventBridge function
+    // would. It never reached meterhook, so never Stripe.
     const trigger: TriggerMessage = {
       meterhook: TRIGGER_FORMAT,
       kind: "eventbridge",
@@ -72,11 +106,18 @@ function toQueueMessage(
       headers: {},
       body: m.body,
     };
+    const previousFailure = { attempts: m.receiveCount, firstFailedAt: m.sentAt };
     return { ...base, body: JSON.stringify(trigger), sentAt: m.sentAt, previousFailure };
   }
-  // Moved by the redrive policy: the raw ingest message, no envelope.
+  // Moved by the redrive policy: the raw ingest message, no envelope, after deliveries that
+  // each may have reached Stripe. SQS keeps its first SentTimestamp when it moves it.
+  const previousFailure = { attempts: m.receiveCount, firstFailedAt: m.sentAt, stripeMayHaveRecorded: true };
   return { ...base, body: m.body, sentAt: m.sentAt, previousFailure };
 }
+
+/** Stripe may hold some of the letter's events and would no longer see a resend as a repeat. */
+const pastDedupeWindow = (m: QueueMessage, now: number) =>
+  m.previousFailure?.stripeMayHaveRecorded === true && !(now - m.sentAt < DEDUPE_WINDOW_MS);
 
 const dryRunSubmitter: MeterEventSubmitter = {
   api: "v2",
@@ -87,7 +128,9 @@ const dryRunSubmitter: MeterEventSubmitter = {
  * DLQ replay: takes dead letters off the DLQ, runs them through the current pipeline (mapping,
  * validation, Stripe), deletes those that are now billed, and replaces the rest with a dead
  * letter carrying the updated reason and attempt count. Identifiers are unchanged, so an event
- * that was in fact billed before is recognised by Stripe and not billed again.
+ * that was in fact billed before is recognised by Stripe and not billed again, for as long as
+ * Stripe checks for repeats: letters Stripe may have recorded that are older than that are
+ * left as they are (pastDedupeWindow) unless options.afterDedupeWindow.
  */
 export async function replayDeadLetters(
   reader: QueueReader,
@@ -96,7 +139,14 @@ export async function replayDeadLetters(
 ): Promise<ReplayReport> {
   const now = options.now ?? Date.now;
   const started = now();
-  const report: ReplayReport = { dryRun: options.dryRun, examined: 0, billed: 0, deadLettered: {}, leftUntouched: 0 };
+  const report: ReplayReport = {
+    dryRun: options.dryRun,
+    examined: 0,
+    billed: 0,
+    deadLettered: {},
+    leftUntouched: 0,
+    pastDedupeWindow: 0,
+  };
   const captured: OutgoingMessage[] = [];
   const capture: QueueSender = {
     send: async (messages) => {
@@ -119,18 +169,32 @@ export async function replayDeadLetters(
     if (todo.length === 0) break;
     report.examined += todo.length;
 
-    const result = await processBatch(
-      todo.map((m) => toQueueMessage(m, deps.maxAttempts)),
-      now() + 10 * 60_000,
-      runDeps,
-    );
+    const messages: QueueMessage[] = [];
+    const resend: typeof todo = [];
+    for (const m of todo) {
+      const message = toQueueMessage(m, deps.maxAttempts);
+      if (options.afterDedupeWindow || !pastDedupeWindow(message, now())) {
+        messages.push(message);
+        resend.push(m);
+        continue;
+      }
+      // Left as it is, hidden until the replay ends so that it is not taken again.
+      report.pastDedupeWindow++;
+      held.push(m.receiptHandle);
+      deps.logger.warn("dead letter held: Stripe may have recorded it and no longer dedupes it", {
+        messageId: m.messageId,
+        firstReceivedAt: new Date(message.sentAt).toISOString(),
+      });
+    }
+    if (messages.length === 0) continue;
+    const result = await processBatch(messages, now() + 10 * 60_000, runDeps);
     report.billed += result.billed;
     for (const [code, n] of Object.entries(result.deadLettered))
       report.deadLettered[code] = (report.deadLettered[code] ?? 0) + n;
     const keep = new Set(result.failedMessageIds);
     report.leftUntouched += keep.size;
-    if (options.dryRun) held.push(...todo.map((m) => m.receiptHandle));
-    else await reader.delete(todo.filter((m) => !keep.has(m.messageId)).map((m) => m.receiptHandle));
+    if (options.dryRun) held.push(...resend.map((m) => m.receiptHandle));
+    else await reader.delete(resend.filter((m) => !keep.has(m.messageId)).map((m) => m.receiptHandle));
   }
   // A dry run changes nothing: what it looked at is visible again at once.
   if (held.length > 0) await reader.release(held);

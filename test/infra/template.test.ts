@@ -265,8 +265,19 @@ describe("bundles", () => {
       );
 
       // The customer is mapped now: the replay function bills the dead letter and deletes it.
-      const report = await run("dlq-replay", { limit: 10 }, { METERHOOK_CUSTOMERS: '{"acct_nobody":"cus_later"}' });
-      assert.deepEqual(report, { dryRun: false, examined: 1, billed: 1, deadLettered: {}, leftUntouched: 0 });
+      const report = await run(
+        "dlq-replay",
+        { limit: 10, afterDedupeWindow: false },
+        { METERHOOK_CUSTOMERS: '{"acct_nobody":"cus_later"}' },
+      );
+      assert.deepEqual(report, {
+        dryRun: false,
+        examined: 1,
+        billed: 1,
+        deadLettered: {},
+        leftUntouched: 0,
+        pastDedupeWindow: 0,
+      });
       assert.deepEqual(await totals(), [
         ["cus_bundle", 5],
         ["cus_later", 3],

@@ -10,6 +10,7 @@ import { parse as parseYaml } from "yaml";
 import { createQueueHandler } from "../../functions/ingest-queue.js";
 import { createConsumerFromConfig, replayFromConfig } from "../../lib/app.js";
 import { loadConfig } from "../../lib/config.js";
+import type { DeadLetterBody } from "../../lib/dead-letter.js";
 import { silentLogger } from "../../lib/logger.js";
 import { meterEventIdentifier } from "../../lib/meter-event.js";
 import type { StripeEmulator } from "../../local/stripe-emulator/server.js";
@@ -38,10 +39,13 @@ async function deadLetter(events: Array<Record<string, unknown> | string>) {
   );
   await handler(sqsEvent(events.map((e) => sqsRecord(e))), lambdaContext());
 }
-const replay = (options: { limit?: number; dryRun?: boolean }, customers: Record<string, string> = {}) =>
+const replay = (
+  options: { limit?: number; dryRun?: boolean; afterDedupeWindow?: boolean; now?: () => number },
+  customers: Record<string, string> = {},
+) =>
   replayFromConfig(
     loadConfig(env(customers)),
-    { limit: options.limit ?? 100, dryRun: options.dryRun ?? false },
+    { limit: 100, dryRun: false, ...options },
     {
       sqs: queues.sqs,
       logger: silentLogger,
@@ -75,6 +79,7 @@ describe("DLQ replay", () => {
       billed: 1,
       deadLettered: { invalid_event: 1 },
       leftUntouched: 0,
+      pastDedupeWindow: 0,
     });
     assert.equal(total("cus_late"), 6);
     const after = await drainDeadLetters(queues.sqs, queues.deadLetterQueueUrl);
@@ -97,6 +102,7 @@ describe("DLQ replay", () => {
       billed: 1,
       deadLettered: { customer_not_found: 1 },
       leftUntouched: 0,
+      pastDedupeWindow: 0,
     });
     assert.equal(emulator.requests.length, requests);
     assert.equal(await queueDepth(queues.sqs, queues.deadLetterQueueUrl), 2);
@@ -144,15 +150,165 @@ describe("DLQ replay", () => {
       { limit: 10, dryRun: false },
       { sqs: queues.sqs, logger: silentLogger },
     );
-    assert.deepEqual(report, { dryRun: false, examined: 1, billed: 1, deadLettered: {}, leftUntouched: 0 });
+    assert.deepEqual(report, {
+      dryRun: false,
+      examined: 1,
+      billed: 1,
+      deadLettered: {},
+      leftUntouched: 0,
+      pastDedupeWindow: 0,
+    });
     assert.equal(emulator.ledger.summaries().find((x) => x.customer === "cus_eb42")?.aggregated_value, 5);
+  });
+
+  /** Letters back on the DLQ as they were (drainDeadLetters took them off). */
+  const putBack = async (letters: Array<DeadLetterBody & { attributes: Record<string, string> }>) => {
+    for (const { attributes, ...letter } of letters) {
+      await queues.sqs.send(
+        new SendMessageCommand({
+          QueueUrl: queues.deadLetterQueueUrl,
+          MessageBody: JSON.stringify(letter),
+          MessageAttributes: Object.fromEntries(
+            Object.entries(attributes).map(([k, v]) => [k, { DataType: "String", StringValue: v }]),
+          ),
+        }),
+      );
+    }
+  };
+  const hoursLater = (h: number) => () => Date.now() + h * 3_600_000;
+
+  /**
+   * An event Stripe recorded though meterhook never heard so: every attempt is processed, then
+   * its connection dropped, until the message is out of deliveries.
+   */
+  async function recordedButUnknown(customer: string) {
+    const event = usageEvent({ customer, value: 4 });
+    const identifier = meterEventIdentifier(event.id as string, "api_requests");
+    emulator.setFaultPolicy((req) =>
+      req.identifiers.includes(identifier) ? { path: req.path, action: "accept-then-drop" } : undefined,
+    );
+    const handler = createQueueHandler(() =>
+      createConsumerFromConfig(loadConfig({ ...env(), METERHOOK_MAX_ATTEMPTS: "1", STRIPE_MAX_ATTEMPTS: "2" }), {
+        sqs: queues.sqs,
+        logger: silentLogger,
+      }),
+    );
+    try {
+      await handler(sqsEvent([sqsRecord(event)]), lambdaContext());
+    } finally {
+      emulator.setFaultPolicy(undefined);
+    }
+    return { event, identifier, letters: await drainDeadLetters(queues.sqs, queues.deadLetterQueueUrl) };
+  }
+
+  test("holds a letter Stripe may have recorded once Stripe's 24-hour duplicate check has passed; resends it only when asked", async () => {
+    const { identifier, letters } = await recordedButUnknown("cus_window");
+    assert.equal(letters.length, 1);
+    assert.equal(letters[0]?.error.code, "retries_exhausted");
+    assert.equal(letters[0]?.stripeMayHaveRecorded, true);
+    assert.equal(emulator.ledger.events.filter((e) => e.identifier === identifier).length, 1);
+    await putBack(letters);
+
+    const requests = emulator.requests.length;
+    const held = await replay({ now: hoursLater(25) });
+    assert.deepEqual(held, {
+      dryRun: false,
+      examined: 1,
+      billed: 0,
+      deadLettered: {},
+      leftUntouched: 0,
+      pastDedupeWindow: 1,
+    });
+    assert.equal(emulator.requests.length, requests, "nothing sent to Stripe");
+    const untouched = await drainDeadLetters(queues.sqs, queues.deadLetterQueueUrl);
+    assert.deepEqual(untouched, letters);
+
+    // Inside the window (22 hours on), or when the operator asks, it is resent and Stripe dedupes it.
+    await putBack(untouched);
+    const inside = await replay({ now: hoursLater(22) });
+    assert.equal(inside.billed, 1);
+    assert.equal(inside.pastDedupeWindow, 0);
+    await putBack(letters);
+    const asked = await replay({ now: hoursLater(25), afterDedupeWindow: true });
+    assert.equal(asked.billed, 1);
+    assert.equal(asked.pastDedupeWindow, 0);
+    assert.equal(await queueDepth(queues.sqs, queues.deadLetterQueueUrl), 0);
+    assert.equal(emulator.ledger.events.filter((e) => e.identifier === identifier).length, 1);
+  });
+
+  test("a letter that fails again on replay still says Stripe may have recorded it", async () => {
+    const { letters } = await recordedButUnknown("cus_window_again");
+    await putBack(letters);
+    emulator.injectFaults({
+      path: "/v2/billing/meter_event_stream",
+      respond: {
+        status: 400,
+        headers: { "stripe-should-retry": "false" },
+        body: { error: { type: "invalid_request_error", message: "refused" } },
+      },
+    });
+    const report = await replay({});
+    assert.deepEqual(report.deadLettered, { stripe_rejected: 1 });
+    const [again] = await drainDeadLetters(queues.sqs, queues.deadLetterQueueUrl);
+    assert.equal(again?.error.code, "stripe_rejected");
+    assert.equal(again?.stripeMayHaveRecorded, true);
+    assert.equal(again?.receivedAt, letters[0]?.receivedAt);
+  });
+
+  test("a message whose one meter event Stripe refused and other it billed says Stripe may have recorded it", async () => {
+    const handler = createQueueHandler(() =>
+      createConsumerFromConfig(
+        loadConfig({ ...env(), METERHOOK_CONFIG: "test/fixtures/sources/fan-out.ts", METERHOOK_STRIPE_API: "v1" }),
+        { sqs: queues.sqs, logger: silentLogger },
+      ),
+    );
+    const refused = {
+      status: 400,
+      headers: { "stripe-should-retry": "false" },
+      body: { error: { type: "invalid_request_error", message: "refused" } },
+    };
+    const job = (id: string) => sqsRecord({ job: id, team: "team-1", calls: 2, gb: 1 });
+    emulator.injectFaults({ path: "/v1/billing/meter_events", bodyIncludes: "storage_gb", respond: refused });
+    await handler(sqsEvent([job("job-half")]), lambdaContext());
+    emulator.injectFaults({ path: "/v1/billing/meter_events", respond: refused, times: 2 });
+    await handler(sqsEvent([job("job-none")]), lambdaContext());
+
+    const letters = await drainDeadLetters(queues.sqs, queues.deadLetterQueueUrl);
+    const byJob = new Map(letters.map((l) => [(l.event as { job: string }).job, l]));
+    assert.equal(byJob.get("job-half")?.error.code, "stripe_rejected");
+    assert.equal(byJob.get("job-half")?.stripeMayHaveRecorded, true);
+    assert.equal(byJob.get("job-none")?.error.code, "stripe_rejected");
+    assert.equal(byJob.get("job-none")?.stripeMayHaveRecorded, undefined);
+  });
+
+  test("a letter Stripe never saw is replayed however old, and a raw redriven message is held past the window", async () => {
+    await deadLetter([usageEvent({ customer: "acct_old", value: 3 })]);
+    const [letter] = await drainDeadLetters(queues.sqs, queues.deadLetterQueueUrl);
+    assert.equal(letter?.error.code, "customer_not_found");
+    assert.equal(letter?.stripeMayHaveRecorded, undefined);
+    await putBack(letter ? [letter] : []);
+    const report = await replay({ now: hoursLater(48) }, { acct_old: "cus_old" });
+    assert.equal(report.billed, 1);
+    assert.equal(report.pastDedupeWindow, 0);
+    assert.equal(total("cus_old"), 3);
+
+    await queues.sqs.send(
+      new SendMessageCommand({
+        QueueUrl: queues.deadLetterQueueUrl,
+        MessageBody: JSON.stringify(usageEvent({ customer: "cus_redriven_old" })),
+      }),
+    );
+    const raw = await replay({ now: hoursLater(25) });
+    assert.equal(raw.pastDedupeWindow, 1);
+    assert.equal(total("cus_redriven_old"), 0);
+    assert.equal(await queueDepth(queues.sqs, queues.deadLetterQueueUrl), 1);
   });
 
   test("`npm run replay -- --dry-run` prints the report", async () => {
     await deadLetter([usageEvent({ customer: "acct_cli" })]);
     const { stdout } = await promisify(execFile)(
       "npx",
-      ["tsx", "cli/meterhook.ts", "replay", "--dry-run", "--limit", "10"],
+      ["tsx", "cli/meterhook.ts", "replay", "--dry-run", "--limit", "10", "--after-dedupe-window"],
       {
         env: { ...process.env, ...env() },
       },
@@ -160,5 +316,6 @@ describe("DLQ replay", () => {
     const report = JSON.parse(stdout.slice(stdout.indexOf("{\n")));
     assert.deepEqual(report.deadLettered, { customer_not_found: 1 });
     assert.equal(report.dryRun, true);
+    assert.equal(report.pastDedupeWindow, 0);
   });
 });
