@@ -10,7 +10,7 @@ import { type DeadLetter, sendDeadLetters } from "./dead-letter.js";
 import { DeadLetterCode, MeterhookError } from "./errors.js";
 import type { Logger } from "./logger.js";
 import type { MapOutcome, Source, Trigger } from "./mapping/engine.js";
-import { type MeterEvent, toMeterEvent, type ValueRules } from "./meter-event.js";
+import { DEDUPE_WINDOW_MS, type MeterEvent, toMeterEvent, type ValueRules } from "./meter-event.js";
 import { Metric, type Metrics, noMetrics } from "./metrics.js";
 import type { QueueSender } from "./queue.js";
 import type { MeterEventSubmitter, SubmitOutcome } from "./stripe/submitter.js";
@@ -351,10 +351,33 @@ export async function processBatch(
   };
 
   /**
+   * A message delivered again more than DEDUPE_WINDOW_MS after its first delivery: an earlier
+   * delivery may have reached Stripe, which no longer drops the repeat, so it is dead-lettered
+   * rather than sent (replay then holds it until an operator has checked Stripe). Not for
+   * replayed letters (previousFailure): replay makes that choice itself.
+   */
+  const lateRedelivery = (m: QueueMessage): Dead => {
+    const input = inputOf(m);
+    const id = (input as { id?: unknown } | null)?.id;
+    const hours = Math.floor((startedAt - m.firstReceivedAt) / 3_600_000);
+    return dead(
+      m,
+      input,
+      DeadLetterCode.dedupeWindowPassed,
+      `delivered again ${hours} h after its first delivery; an earlier delivery may have reached Stripe, which drops a repeated identifier for 24 h only: check Stripe before replaying it with --after-dedupe-window`,
+      typeof id === "string" ? id : undefined,
+      m.attributes?.[SOURCE_ATTRIBUTE],
+      true,
+    );
+  };
+
+  /**
    * Synchronous while customers are known without I/O (a table, a cache hit), which is the
    * common case: a promise per message was a tenth of the consumer's CPU.
    */
   const prepare = (m: QueueMessage): Step | Promise<Step> => {
+    if (m.receiveCount > 1 && !m.previousFailure && !(startedAt - m.firstReceivedAt < DEDUPE_WINDOW_MS))
+      return lateRedelivery(m);
     const plain = m.attributes?.[SOURCE_ATTRIBUTE] ? undefined : parsePlainEventJson(m.body, m.sentAt / 1000);
     if (plain) return preparePlain(m, plain);
     const d = decodeMessage(m);

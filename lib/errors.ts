@@ -14,6 +14,7 @@ export const DeadLetterCode = {
   stripeRejected: "stripe_rejected",
   stripeUnauthorized: "stripe_unauthorized",
   retriesExhausted: "retries_exhausted",
+  dedupeWindowPassed: "dedupe_window_passed",
   mappingFailed: "mapping_failed",
   noMatchingRule: "no_matching_rule",
   unknownSource: "unknown_source",

@@ -27,6 +27,13 @@ export const MAX_FUTURE_SECONDS = 5 * 60;
  * inside it when it reaches Stripe after queueing and retries.
  */
 export const PAST_SAFETY_SECONDS = 15 * 60;
+/**
+ * Stripe drops a repeated identifier only within a rolling window of at least 24 hours
+ * (METER_API.md §1.1). An event Stripe may already have recorded is resent only while that
+ * window still covers it: first received by meterhook less than this long ago, an hour short of
+ * 24 for clock skew and the time a batch takes.
+ */
+export const DEDUPE_WINDOW_MS = 23 * 60 * 60 * 1000;
 
 /**
  * The meter event identifier: the same (id, event_name) always gives the same identifier, so a

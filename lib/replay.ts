@@ -1,17 +1,10 @@
 import { type ConsumerDeps, processBatch, type QueueMessage } from "./consumer.js";
 import type { DeadLetterBody } from "./dead-letter.js";
 import { DeadLetterCode } from "./errors.js";
+import { DEDUPE_WINDOW_MS } from "./meter-event.js";
 import type { OutgoingMessage, QueueReader, QueueSender } from "./queue.js";
 import type { MeterEventSubmitter } from "./stripe/submitter.js";
 import { SOURCE_ATTRIBUTE, TRIGGER_FORMAT, type TriggerMessage } from "./triggers.js";
-
-/**
- * Stripe drops a repeated identifier only within a rolling window of at least 24 hours
- * (../shared/stripe/METER_API.md). A dead letter whose events Stripe may already have recorded
- * is resent only while that window still covers them: first received by meterhook less than
- * this long ago, an hour short of 24 for clock skew and the time a batch takes.
- */
-export const DEDUPE_WINDOW_MS = 23 * 60 * 60 * 1000;
 
 export interface ReplayOptions {
   /** At most this many dead letters are taken off the queue. */

@@ -281,6 +281,48 @@ describe("DLQ replay", () => {
     assert.equal(byJob.get("job-none")?.stripeMayHaveRecorded, undefined);
   });
 
+  test("a message delivered again more than 23 h after its first delivery is dead-lettered, not resent, and replay holds it", async () => {
+    const handler = createQueueHandler(() =>
+      createConsumerFromConfig(loadConfig(env()), { sqs: queues.sqs, logger: silentLogger }),
+    );
+    const dayAgo = String(Date.now() - 24 * 3_600_000);
+    const late = usageEvent({ customer: "cus_late_redelivery", value: 5 });
+    const early = usageEvent({ customer: "cus_early_redelivery", value: 7 });
+    const requests = emulator.requests.length;
+    const res = await handler(
+      sqsEvent([
+        sqsRecord(late, {
+          ApproximateReceiveCount: "3",
+          ApproximateFirstReceiveTimestamp: dayAgo,
+          SentTimestamp: dayAgo,
+        }),
+        // A first delivery a day after it was sent (a backlog) is no repeat: it is billed.
+        sqsRecord(early, {
+          ApproximateReceiveCount: "1",
+          ApproximateFirstReceiveTimestamp: String(Date.now()),
+          SentTimestamp: dayAgo,
+        }),
+      ]),
+      lambdaContext(),
+    );
+    assert.deepEqual(res.batchItemFailures, []);
+    assert.equal(total("cus_late_redelivery"), 0);
+    assert.equal(total("cus_early_redelivery"), 7);
+    assert.ok(emulator.requests.length > requests, "the early one was sent");
+    const letters = await drainDeadLetters(queues.sqs, queues.deadLetterQueueUrl);
+    assert.equal(letters.length, 1);
+    assert.equal(letters[0]?.error.code, "dedupe_window_passed");
+    assert.match(letters[0]?.error.message ?? "", /24 h after its first delivery/);
+    assert.equal(letters[0]?.stripeMayHaveRecorded, true);
+    assert.equal(letters[0]?.attributes.event_id, late.id);
+    assert.deepEqual(letters[0]?.event, late);
+
+    await putBack(letters);
+    const report = await replay({});
+    assert.equal(report.pastDedupeWindow, 1);
+    assert.equal(total("cus_late_redelivery"), 0);
+  });
+
   test("a letter Stripe never saw is replayed however old, and a raw redriven message is held past the window", async () => {
     await deadLetter([usageEvent({ customer: "acct_old", value: 3 })]);
     const [letter] = await drainDeadLetters(queues.sqs, queues.deadLetterQueueUrl);
