@@ -277,6 +277,11 @@ export async function processBatch(
       input = m.body;
     }
     if (isContinuation(input)) {
+      // Queued after its combined event was sent without a clear answer, so no later than that.
+      if (pastWindow(m, m.sentAt)) {
+        const what = `a combined event sent ${hoursSince(m.sentAt)} h ago without a clear answer`;
+        return lateRedelivery(m, input, what);
+      }
       try {
         const event = parseContinuation(input, now() / 1000);
         return { kind: "ready", events: [event], eventId: event.identifier, fixed: true };
@@ -356,28 +361,31 @@ export async function processBatch(
    * rather than sent (replay then holds it until an operator has checked Stripe). Not for
    * replayed letters (previousFailure): replay makes that choice itself.
    */
-  const lateRedelivery = (m: QueueMessage): Dead => {
-    const input = inputOf(m);
+  const lateRedelivery = (m: QueueMessage, input: unknown, what: string): Dead => {
     const id = (input as { id?: unknown } | null)?.id;
-    const hours = Math.floor((startedAt - m.firstReceivedAt) / 3_600_000);
     return dead(
       m,
       input,
       DeadLetterCode.dedupeWindowPassed,
-      `delivered again ${hours} h after its first delivery; an earlier delivery may have reached Stripe, which drops a repeated identifier for 24 h only: check Stripe before replaying it with --after-dedupe-window`,
+      `${what}; Stripe may have recorded it and drops a repeated identifier for 24 h only: check Stripe before replaying it with --after-dedupe-window`,
       typeof id === "string" ? id : undefined,
       m.attributes?.[SOURCE_ATTRIBUTE],
       true,
     );
   };
+  const hoursSince = (t: number) => Math.floor((startedAt - t) / 3_600_000);
+  /** Past DEDUPE_WINDOW_MS since `t` (or `t` unknown); never for a replayed letter. */
+  const pastWindow = (m: QueueMessage, t: number) => !m.previousFailure && !(startedAt - t < DEDUPE_WINDOW_MS);
 
   /**
    * Synchronous while customers are known without I/O (a table, a cache hit), which is the
    * common case: a promise per message was a tenth of the consumer's CPU.
    */
   const prepare = (m: QueueMessage): Step | Promise<Step> => {
-    if (m.receiveCount > 1 && !m.previousFailure && !(startedAt - m.firstReceivedAt < DEDUPE_WINDOW_MS))
-      return lateRedelivery(m);
+    if (m.receiveCount > 1 && pastWindow(m, m.firstReceivedAt)) {
+      const what = `delivered again ${hoursSince(m.firstReceivedAt)} h after its first delivery, which may have reached Stripe`;
+      return lateRedelivery(m, inputOf(m), what);
+    }
     const plain = m.attributes?.[SOURCE_ATTRIBUTE] ? undefined : parsePlainEventJson(m.body, m.sentAt / 1000);
     if (plain) return preparePlain(m, plain);
     const d = decodeMessage(m);

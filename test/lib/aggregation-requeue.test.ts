@@ -55,6 +55,18 @@ describe("requeued combined events", () => {
     assert.equal(body.event.payload.value, "10");
     assert.equal(body.members.length, 3);
 
+    // Only inside Stripe's 24-hour duplicate check: a day later it is dead-lettered, not resent.
+    const requests = emulator.requests.length;
+    const late = await c.process(
+      [queueMessage(requeued[0]?.body, { sentAt: Date.now() - 24 * 3_600_000 })],
+      inAMinute(),
+    );
+    assert.deepEqual([late.billed, late.deadLettered], [0, { dedupe_window_passed: 1 }]);
+    assert.equal(emulator.requests.length, requests);
+    const [letter] = await drainDeadLetters(queues.sqs, queues.deadLetterQueueUrl);
+    assert.match(letter?.error.message ?? "", /combined event sent 24 h ago/);
+    assert.equal(letter?.stripeMayHaveRecorded, true);
+
     // Delivered again: the same identifier, so Stripe drops it as a duplicate (the stream does
     // so after answering 202).
     const again = await c.process([queueMessage(requeued[0]?.body)], inAMinute());

@@ -312,7 +312,7 @@ describe("DLQ replay", () => {
     const letters = await drainDeadLetters(queues.sqs, queues.deadLetterQueueUrl);
     assert.equal(letters.length, 1);
     assert.equal(letters[0]?.error.code, "dedupe_window_passed");
-    assert.match(letters[0]?.error.message ?? "", /24 h after its first delivery/);
+    assert.match(letters[0]?.error.message ?? "", /delivered again 24 h after its first delivery/);
     assert.equal(letters[0]?.stripeMayHaveRecorded, true);
     assert.equal(letters[0]?.attributes.event_id, late.id);
     assert.deepEqual(letters[0]?.event, late);
