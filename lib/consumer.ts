@@ -6,7 +6,7 @@ import {
   planAggregation,
 } from "./aggregation.js";
 import type { CustomerResolver } from "./customers.js";
-import { type DeadLetter, sendDeadLetters } from "./dead-letter.js";
+import { type DeadLetter, fromDeadLetter, pastDedupeWindow, redrivenLetter, sendDeadLetters } from "./dead-letter.js";
 import { DeadLetterCode, MeterhookError } from "./errors.js";
 import type { Logger } from "./logger.js";
 import type { MapOutcome, Source, Trigger } from "./mapping/engine.js";
@@ -36,6 +36,8 @@ export interface QueueMessage {
     /** Stripe may have recorded some of its events before (see DeadLetterBody.stripeMayHaveRecorded). */
     stripeMayHaveRecorded?: boolean;
   };
+  /** A dead letter SQS's DLQ redrive put back on the ingest queue (see redrivenLetter), unwrapped. */
+  redriven?: boolean;
 }
 
 /** Mapping sources and their customer resolvers (from the mapping config or defineSource). */
@@ -123,10 +125,15 @@ const looksCanonical = (x: unknown) =>
  * is sent, so a bad mapping bills none of them.
  */
 export async function processBatch(
-  messages: readonly QueueMessage[],
+  received: readonly QueueMessage[],
   deadline: number,
   deps: ConsumerDeps,
 ): Promise<BatchResult> {
+  // Dead letters put back by SQS's DLQ redrive go on as replay takes them, history included.
+  const messages = received.map((m) => {
+    const letter = redrivenLetter(m);
+    return letter ? { ...fromDeadLetter(m, letter), redriven: true } : m;
+  });
   const now = deps.now ?? Date.now;
   const metrics = deps.metrics ?? noMetrics;
   const customers = new Map<string, Promise<string>>();
@@ -382,6 +389,10 @@ export async function processBatch(
    * common case: a promise per message was a tenth of the consumer's CPU.
    */
   const prepare = (m: QueueMessage): Step | Promise<Step> => {
+    if (m.redriven && pastDedupeWindow(m, startedAt)) {
+      const what = `put back on the ingest queue by SQS's DLQ redrive ${hoursSince(m.sentAt)} h after meterhook first received it`;
+      return lateRedelivery(m, inputOf(m), what);
+    }
     if (m.receiveCount > 1 && pastWindow(m, m.firstReceivedAt)) {
       const what = `delivered again ${hoursSince(m.firstReceivedAt)} h after its first delivery, which may have reached Stripe`;
       return lateRedelivery(m, inputOf(m), what);

@@ -1,6 +1,9 @@
-import type { DeadLetterCode } from "./errors.js";
+import type { QueueMessage } from "./consumer.js";
+import { DeadLetterCode } from "./errors.js";
+import { DEDUPE_WINDOW_MS } from "./meter-event.js";
 import type { QueueSender } from "./queue.js";
 import { redact } from "./redact.js";
+import { SOURCE_ATTRIBUTE } from "./triggers.js";
 
 /** The JSON body of every dead-letter message (a documented contract; see README). */
 export interface DeadLetterBody {
@@ -62,3 +65,73 @@ export async function sendDeadLetters(queue: QueueSender, letters: readonly Dead
   );
   return new Set(failed);
 }
+
+/** The body of a dead letter, wherever it turns up again (replay, or put back by SQS's DLQ redrive). */
+export function isDeadLetterBody(x: unknown): x is DeadLetterBody {
+  const e = x as DeadLetterBody | null;
+  return !!e && typeof e === "object" && "event" in e && typeof e.error?.code === "string";
+}
+
+const CODES = new Set<string>(Object.values(DeadLetterCode));
+/** Start of every dead letter's body as deadLetterBody writes it. */
+const LETTER_START = '{"event":';
+
+/**
+ * A message on the ingest queue that is one of meterhook's dead letters, put back by SQS's DLQ
+ * redrive (the console's "Start DLQ redrive") instead of `npm run replay`: the strict shape,
+ * so that an app's own message is not taken for one.
+ */
+export function redrivenLetter(m: QueueMessage): DeadLetterBody | undefined {
+  if (m.previousFailure || m.attributes?.[SOURCE_ATTRIBUTE] || !m.body.startsWith(LETTER_START)) return undefined;
+  let x: unknown;
+  try {
+    x = JSON.parse(m.body);
+  } catch {
+    return undefined;
+  }
+  if (!isDeadLetterBody(x)) return undefined;
+  return CODES.has(x.error.code) &&
+    typeof x.attempts === "number" &&
+    typeof x.firstFailedAt === "string" &&
+    typeof x.lastFailedAt === "string"
+    ? x
+    : undefined;
+}
+
+/**
+ * A dead letter back in the shape of an ingest message, its history carried along. Its sentAt
+ * is when meterhook first received the event, so no attempt to bill it can be older.
+ */
+export function fromDeadLetter(
+  m: { messageId: string; sentAt: number; receiveCount: number },
+  letter: DeadLetterBody,
+): QueueMessage {
+  const firstFailedAt = Date.parse(letter.firstFailedAt);
+  return {
+    messageId: m.messageId,
+    receiveCount: m.receiveCount,
+    firstReceivedAt: m.sentAt,
+    body: typeof letter.event === "string" ? letter.event : JSON.stringify(letter.event),
+    // Letters written before receivedAt existed: their first failure, when that is earlier.
+    sentAt: letter.receivedAt
+      ? Date.parse(letter.receivedAt)
+      : Number.isNaN(firstFailedAt)
+        ? m.sentAt
+        : Math.min(m.sentAt, firstFailedAt),
+    previousFailure: {
+      attempts: letter.attempts,
+      firstFailedAt,
+      // Letters written before the flag existed: retries_exhausted is the code that implies it.
+      stripeMayHaveRecorded:
+        letter.stripeMayHaveRecorded === true || letter.error.code === DeadLetterCode.retriesExhausted,
+    },
+    ...(letter.source ? { attributes: { [SOURCE_ATTRIBUTE]: letter.source } } : {}),
+  };
+}
+
+/**
+ * Stripe may hold some of a former dead letter's events, and it was first received more than
+ * DEDUPE_WINDOW_MS before `now`: Stripe would no longer see a resend as a repeat.
+ */
+export const pastDedupeWindow = (m: QueueMessage, now: number) =>
+  m.previousFailure?.stripeMayHaveRecorded === true && !(now - m.sentAt < DEDUPE_WINDOW_MS);

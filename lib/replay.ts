@@ -1,10 +1,8 @@
 import { type ConsumerDeps, processBatch, type QueueMessage } from "./consumer.js";
-import type { DeadLetterBody } from "./dead-letter.js";
-import { DeadLetterCode } from "./errors.js";
-import { DEDUPE_WINDOW_MS } from "./meter-event.js";
+import { fromDeadLetter, isDeadLetterBody, pastDedupeWindow } from "./dead-letter.js";
 import type { OutgoingMessage, QueueReader, QueueSender } from "./queue.js";
 import type { MeterEventSubmitter } from "./stripe/submitter.js";
-import { SOURCE_ATTRIBUTE, TRIGGER_FORMAT, type TriggerMessage } from "./triggers.js";
+import { TRIGGER_FORMAT, type TriggerMessage } from "./triggers.js";
 
 export interface ReplayOptions {
   /** At most this many dead letters are taken off the queue. */
@@ -48,14 +46,9 @@ function isEventBridgeEvent(x: unknown): boolean {
   );
 }
 
-function isEnvelope(x: unknown): x is DeadLetterBody {
-  const e = x as DeadLetterBody | null;
-  return !!e && typeof e === "object" && "event" in e && typeof e.error?.code === "string";
-}
-
 /**
- * A dead letter back in the shape of an ingest message, its history carried along. Its sentAt
- * is when meterhook first received the event, so no attempt to bill it can be older.
+ * A message from the DLQ in the shape of an ingest message: a dead letter (fromDeadLetter), an
+ * event EventBridge could not deliver, or a raw message the redrive policy moved.
  */
 function toQueueMessage(
   m: { messageId: string; body: string; sentAt: number; receiveCount: number },
@@ -68,27 +61,7 @@ function toQueueMessage(
     parsed = undefined;
   }
   const base = { messageId: m.messageId, receiveCount: maxAttempts, firstReceivedAt: m.sentAt };
-  if (isEnvelope(parsed)) {
-    const firstFailedAt = Date.parse(parsed.firstFailedAt);
-    return {
-      ...base,
-      body: typeof parsed.event === "string" ? parsed.event : JSON.stringify(parsed.event),
-      // Letters written before receivedAt existed: their first failure, when that is earlier.
-      sentAt: parsed.receivedAt
-        ? Date.parse(parsed.receivedAt)
-        : Number.isNaN(firstFailedAt)
-          ? m.sentAt
-          : Math.min(m.sentAt, firstFailedAt),
-      previousFailure: {
-        attempts: parsed.attempts,
-        firstFailedAt,
-        // Letters written before the flag existed: retries_exhausted is the code that implies it.
-        stripeMayHaveRecorded:
-          parsed.stripeMayHaveRecorded === true || parsed.error.code === DeadLetterCode.retriesExhausted,
-      },
-      ...(parsed.source ? { attributes: { [SOURCE_ATTRIBUTE]: parsed.source } } : {}),
-    };
-  }
+  if (isDeadLetterBody(parsed)) return fromDeadLetter({ ...m, receiveCount: maxAttempts }, parsed);
   if (isEventBridgeEvent(parsed)) {
     // Put here by EventBridge after it failed to deliver: queue it as the eventBridge function
     // would. It never reached meterhook, so never Stripe.
@@ -107,10 +80,6 @@ function toQueueMessage(
   const previousFailure = { attempts: m.receiveCount, firstFailedAt: m.sentAt, stripeMayHaveRecorded: true };
   return { ...base, body: m.body, sentAt: m.sentAt, previousFailure };
 }
-
-/** Stripe may hold some of the letter's events and would no longer see a resend as a repeat. */
-const pastDedupeWindow = (m: QueueMessage, now: number) =>
-  m.previousFailure?.stripeMayHaveRecorded === true && !(now - m.sentAt < DEDUPE_WINDOW_MS);
 
 const dryRunSubmitter: MeterEventSubmitter = {
   api: "v2",

@@ -323,6 +323,51 @@ describe("DLQ replay", () => {
     assert.equal(total("cus_late_redelivery"), 0);
   });
 
+  test("a dead letter put back on the ingest queue by SQS's DLQ redrive is handled as replay handles it", async () => {
+    const handler = createQueueHandler(() =>
+      createConsumerFromConfig(loadConfig(env({ acct_redrive: "cus_redrive" })), {
+        sqs: queues.sqs,
+        logger: silentLogger,
+      }),
+    );
+    // Never seen by Stripe: billed now that the customer is mapped, no new letter.
+    await deadLetter([usageEvent({ customer: "acct_redrive", value: 2 })]);
+    const [unmapped] = await drainDeadLetters(queues.sqs, queues.deadLetterQueueUrl);
+    const { attributes: _a, ...unmappedBody } = unmapped as NonNullable<typeof unmapped>;
+    // Recorded by Stripe without a clear answer: resent inside Stripe's duplicate window (and
+    // deduplicated), dead-lettered again past it.
+    const inside = await recordedButUnknown("cus_redrive_inside");
+    const past = await recordedButUnknown("cus_redrive_past");
+    const { attributes: _b, ...insideBody } = inside.letters[0] as NonNullable<(typeof inside.letters)[0]>;
+    const { attributes: _c, ...pastBody } = past.letters[0] as NonNullable<(typeof past.letters)[0]>;
+    const yesterday = new Date(Date.now() - 25 * 3_600_000).toISOString();
+    const receipts = (identifier: string) => emulator.ledger.receipts.get(identifier) ?? 0;
+    const [insideBefore, pastBefore] = [receipts(inside.identifier), receipts(past.identifier)];
+
+    const res = await handler(
+      sqsEvent([
+        sqsRecord(unmappedBody),
+        sqsRecord(insideBody),
+        sqsRecord({ ...pastBody, receivedAt: yesterday, firstFailedAt: yesterday }),
+      ]),
+      lambdaContext(),
+    );
+    assert.deepEqual(res.batchItemFailures, []);
+    assert.equal(total("cus_redrive"), 2);
+    assert.equal(emulator.ledger.events.filter((e) => e.identifier === inside.identifier).length, 1);
+    assert.equal(emulator.ledger.events.filter((e) => e.identifier === past.identifier).length, 1);
+    assert.equal(receipts(inside.identifier), insideBefore + 1, "resent inside the window");
+    assert.equal(receipts(past.identifier), pastBefore, "not sent past the window");
+    const letters = await drainDeadLetters(queues.sqs, queues.deadLetterQueueUrl);
+    assert.equal(letters.length, 1);
+    assert.equal(letters[0]?.error.code, "dedupe_window_passed");
+    assert.match(letters[0]?.error.message ?? "", /DLQ redrive 25 h after meterhook first received it/);
+    assert.deepEqual(letters[0]?.event, past.event);
+    assert.equal(letters[0]?.attempts, (pastBody.attempts as number) + 1);
+    assert.equal(letters[0]?.receivedAt, yesterday);
+    assert.equal(letters[0]?.stripeMayHaveRecorded, true);
+  });
+
   test("a letter Stripe never saw is replayed however old, and a raw redriven message is held past the window", async () => {
     await deadLetter([usageEvent({ customer: "acct_old", value: 3 })]);
     const [letter] = await drainDeadLetters(queues.sqs, queues.deadLetterQueueUrl);
