@@ -394,7 +394,7 @@ export async function processBatch(
       return lateRedelivery(m, inputOf(m), what);
     }
     if (m.receiveCount > 1 && pastWindow(m, m.firstReceivedAt)) {
-      const what = `delivered again ${hoursSince(m.firstReceivedAt)} h after its first delivery, which may have reached Stripe`;
+      const what = `delivered again ${hoursSince(m.firstReceivedAt)} h after its first delivery`;
       return lateRedelivery(m, inputOf(m), what);
     }
     const plain = m.attributes?.[SOURCE_ATTRIBUTE] ? undefined : parsePlainEventJson(m.body, m.sentAt / 1000);
