@@ -265,11 +265,7 @@ describe("bundles", () => {
       );
 
       // The customer is mapped now: the replay function bills the dead letter and deletes it.
-      const report = await run(
-        "dlq-replay",
-        { limit: 10, afterDedupeWindow: false },
-        { METERHOOK_CUSTOMERS: '{"acct_nobody":"cus_later"}' },
-      );
+      const report = await run("dlq-replay", { limit: 10 }, { METERHOOK_CUSTOMERS: '{"acct_nobody":"cus_later"}' });
       assert.deepEqual(report, {
         dryRun: false,
         examined: 1,
@@ -283,6 +279,16 @@ describe("bundles", () => {
         ["cus_later", 3],
       ]);
       assert.equal(await queueDepth(parts.queues.sqs, parts.queues.deadLetterQueueUrl), 0);
+      // The bundle takes the operator's go-ahead for letters past Stripe's duplicate window.
+      const empty = await run("dlq-replay", { limit: 10, dryRun: true, afterDedupeWindow: true });
+      assert.deepEqual(empty, {
+        dryRun: true,
+        examined: 0,
+        billed: 0,
+        deadLettered: {},
+        leftUntouched: 0,
+        pastDedupeWindow: 0,
+      });
 
       // An EventBridge event is queued as a trigger for the consumer to map.
       const answer = await run("eventbridge", {
