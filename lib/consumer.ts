@@ -363,10 +363,10 @@ export async function processBatch(
   };
 
   /**
-   * A message delivered again more than DEDUPE_WINDOW_MS after its first delivery: an earlier
-   * delivery may have reached Stripe, which no longer drops the repeat, so it is dead-lettered
-   * rather than sent (replay then holds it until an operator has checked Stripe). Not for
-   * replayed letters (previousFailure): replay makes that choice itself.
+   * A message Stripe may have recorded more than DEDUPE_WINDOW_MS ago (delivered again that long
+   * after its first delivery, a combined event requeued that long ago, a dead letter put back
+   * by SQS's redrive): Stripe no longer drops the repeat, so it is dead-lettered rather than
+   * sent, and replay holds it until an operator has checked Stripe.
    */
   const lateRedelivery = (m: QueueMessage, input: unknown, what: string): Dead => {
     const id = (input as { id?: unknown } | null)?.id;
@@ -381,7 +381,7 @@ export async function processBatch(
     );
   };
   const hoursSince = (t: number) => Math.floor((startedAt - t) / 3_600_000);
-  /** Past DEDUPE_WINDOW_MS since `t` (or `t` unknown); never for a replayed letter. */
+  /** Past DEDUPE_WINDOW_MS since `t` (or `t` unknown); never for a replayed letter, whose replay decides. */
   const pastWindow = (m: QueueMessage, t: number) => !m.previousFailure && !(startedAt - t < DEDUPE_WINDOW_MS);
 
   /**
