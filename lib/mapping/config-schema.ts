@@ -1,4 +1,5 @@
 import * as z from "zod";
+import { HEADER_NAME, HEADER_VALUE } from "../stripe/transport.js";
 
 /**
  * The mapping config: how each source's triggers (webhooks, EventBridge events, SQS messages in
@@ -80,8 +81,8 @@ export const CustomerLookupSchema = z
       // Checked here, at load: a name or value HTTP cannot carry would fail every lookup at run time.
       headers: z
         .record(
-          z.string().regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/, "must be an HTTP header name"),
-          z.union([z.string().regex(/^[^\r\n\0]*$/, "must not contain CR, LF or NUL"), SecretRefSchema]),
+          z.string().regex(HEADER_NAME, "must be an HTTP header name"),
+          z.union([z.string().regex(HEADER_VALUE, "must not contain CR, LF or NUL"), SecretRefSchema]),
         )
         .default({}),
       timeoutMs: z.number().int().min(50).max(30_000).default(2_000),

@@ -4,6 +4,14 @@
  * loading one does not load the other.
  */
 
+/** A header name: an HTTP token (RFC 9110), in requests and in answers alike. */
+export const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+/**
+ * A request header value both clients send: nothing that would end a line or the header block
+ * (request splitting). The mapping config checks lookup headers against the same two rules.
+ */
+export const HEADER_VALUE = /^[^\r\n\0]*$/;
+
 export interface HttpRequest {
   method: "GET" | "POST";
   url: string;

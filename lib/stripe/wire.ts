@@ -1,6 +1,8 @@
 import net from "node:net";
 import tls from "node:tls";
 import {
+  HEADER_NAME,
+  HEADER_VALUE,
   type HttpRequest,
   type HttpResponse,
   type HttpTransport,
@@ -36,9 +38,6 @@ const MAX_HEADER_BYTES = 64 * 1024;
 const DEFAULT_IDLE_MS = 30_000;
 const CRLFCRLF = Buffer.from("\r\n\r\n");
 const CRLF = Buffer.from("\r\n");
-/** A header value may not end a line or the header block (request splitting). */
-const UNSAFE_VALUE = /[\r\n\0]/;
-const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 const NON_ASCII = /[^\x00-\x7f]/;
 
 /** A network failure, named by `code` as Node's socket errors are. */
@@ -318,7 +317,7 @@ class Connection {
       const colon = line.indexOf(":");
       if (colon <= 0) return "malformed header line";
       const name = line.slice(0, colon).toLowerCase();
-      if (!TOKEN.test(name)) return "malformed header name";
+      if (!HEADER_NAME.test(name)) return "malformed header name";
       const value = line.slice(colon + 1).trim();
       const had = headers[name];
       headers[name] = had === undefined ? value : `${had}, ${value}`;
@@ -495,7 +494,8 @@ function requestText(req: HttpRequest, authority: string, path: string): { text:
   let head = `${req.method} ${path} HTTP/1.1\r\nhost: ${authority}\r\n`;
   for (const name in req.headers) {
     const value = req.headers[name] as string;
-    if (!TOKEN.test(name) || UNSAFE_VALUE.test(value)) throw new TypeError(`invalid header ${JSON.stringify(name)}`);
+    if (!HEADER_NAME.test(name) || !HEADER_VALUE.test(value))
+      throw new TypeError(`invalid header ${JSON.stringify(name)}`);
     head += `${name}: ${value}\r\n`;
   }
   let ascii = !NON_ASCII.test(head);
