@@ -10,7 +10,7 @@ import { type DeadLetter, fromDeadLetter, pastDedupeWindow, redrivenLetter, send
 import { DeadLetterCode, MeterhookError } from "./errors.js";
 import type { Logger } from "./logger.js";
 import type { MapOutcome, Source, Trigger } from "./mapping/engine.js";
-import { DEDUPE_WINDOW_MS, type MeterEvent, toMeterEvent, type ValueRules } from "./meter-event.js";
+import { type MeterEvent, outsideDedupeWindow, toMeterEvent, type ValueRules } from "./meter-event.js";
 import { Metric, type Metrics, noMetrics } from "./metrics.js";
 import type { QueueSender } from "./queue.js";
 import type { MeterEventSubmitter, SubmitOutcome } from "./stripe/submitter.js";
@@ -382,7 +382,7 @@ export async function processBatch(
   };
   const hoursSince = (t: number) => Math.floor((startedAt - t) / 3_600_000);
   /** Past DEDUPE_WINDOW_MS since `t` (or `t` unknown); never for a replayed letter, whose replay decides. */
-  const pastWindow = (m: QueueMessage, t: number) => !m.previousFailure && !(startedAt - t < DEDUPE_WINDOW_MS);
+  const pastWindow = (m: QueueMessage, t: number) => !m.previousFailure && outsideDedupeWindow(t, startedAt);
 
   /**
    * Synchronous while customers are known without I/O (a table, a cache hit), which is the

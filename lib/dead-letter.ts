@@ -1,6 +1,6 @@
 import type { QueueMessage } from "./consumer.js";
 import { DeadLetterCode } from "./errors.js";
-import { DEDUPE_WINDOW_MS } from "./meter-event.js";
+import { outsideDedupeWindow } from "./meter-event.js";
 import type { QueueSender } from "./queue.js";
 import { redact } from "./redact.js";
 import { SOURCE_ATTRIBUTE } from "./triggers.js";
@@ -134,4 +134,4 @@ export function fromDeadLetter(
  * DEDUPE_WINDOW_MS before `now`: Stripe would no longer see a resend as a repeat.
  */
 export const pastDedupeWindow = (m: QueueMessage, now: number) =>
-  m.previousFailure?.stripeMayHaveRecorded === true && !(now - m.sentAt < DEDUPE_WINDOW_MS);
+  m.previousFailure?.stripeMayHaveRecorded === true && outsideDedupeWindow(m.sentAt, now);

@@ -34,6 +34,8 @@ export const PAST_SAFETY_SECONDS = 15 * 60;
  * 24 for clock skew and the time a batch takes.
  */
 export const DEDUPE_WINDOW_MS = 23 * 60 * 60 * 1000;
+/** `since` is DEDUPE_WINDOW_MS or more before `now`, or unknown (NaN): too late to trust Stripe's check. */
+export const outsideDedupeWindow = (since: number, now: number) => !(now - since < DEDUPE_WINDOW_MS);
 
 /**
  * The meter event identifier: the same (id, event_name) always gives the same identifier, so a

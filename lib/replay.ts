@@ -76,7 +76,8 @@ function toQueueMessage(
     return { ...base, body: JSON.stringify(trigger), sentAt: m.sentAt, previousFailure };
   }
   // Moved by the redrive policy: the raw ingest message, no envelope, after deliveries that
-  // each may have reached Stripe. SQS keeps its first SentTimestamp when it moves it.
+  // each may have reached Stripe. A standard queue keeps a message's enqueue time when it moves
+  // it to the DLQ (SQS Developer Guide, "dead-letter queue retention").
   const previousFailure = { attempts: m.receiveCount, firstFailedAt: m.sentAt, stripeMayHaveRecorded: true };
   return { ...base, body: m.body, sentAt: m.sentAt, previousFailure };
 }
