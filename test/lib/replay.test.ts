@@ -32,13 +32,37 @@ beforeEach(() => drain(queues.sqs, queues.deadLetterQueueUrl));
 const env = (customers: Record<string, string> = {}) =>
   consumerEnv(parts, { METERHOOK_CUSTOMERS: JSON.stringify(customers), METERHOOK_LOG_LEVEL: "error" });
 
+/** The ingest-queue handler as deployed, against fauxqs and the emulator. */
+const ingestHandler = (extra: Record<string, string> = {}, customers: Record<string, string> = {}) =>
+  createQueueHandler(() =>
+    createConsumerFromConfig(loadConfig({ ...env(customers), ...extra }), { sqs: queues.sqs, logger: silentLogger }),
+  );
 /** Runs events through the real consumer so they are dead-lettered as in production. */
 async function deadLetter(events: Array<Record<string, unknown> | string>) {
-  const handler = createQueueHandler(() =>
-    createConsumerFromConfig(loadConfig(env()), { sqs: queues.sqs, logger: silentLogger }),
-  );
-  await handler(sqsEvent(events.map((e) => sqsRecord(e))), lambdaContext());
+  await ingestHandler()(sqsEvent(events.map((e) => sqsRecord(e))), lambdaContext());
 }
+/** Letters back on the DLQ as they were (drainDeadLetters took them off). */
+async function putBack(letters: Array<DeadLetterBody & { attributes: Record<string, string> }>) {
+  for (const { attributes, ...letter } of letters) {
+    await queues.sqs.send(
+      new SendMessageCommand({
+        QueueUrl: queues.deadLetterQueueUrl,
+        MessageBody: JSON.stringify(letter),
+        MessageAttributes: Object.fromEntries(
+          Object.entries(attributes).map(([k, v]) => [k, { DataType: "String", StringValue: v }]),
+        ),
+      }),
+    );
+  }
+  // Replay leaves letters sent at or after its start (its own) alone: start it a moment later.
+  await new Promise((r) => setTimeout(r, 5));
+}
+/** Stripe's permanent refusal, as the emulator is told to answer it. */
+const refused = {
+  status: 400,
+  headers: { "stripe-should-retry": "false" },
+  body: { error: { type: "invalid_request_error", message: "refused" } },
+};
 const replay = (
   options: { limit?: number; dryRun?: boolean; afterDedupeWindow?: boolean; now?: () => number },
   customers: Record<string, string> = {},
@@ -60,16 +84,7 @@ describe("DLQ replay", () => {
     await deadLetter([late, { id: "evt_broken", customer: "cus_1" }]);
     const before = await drainDeadLetters(queues.sqs, queues.deadLetterQueueUrl);
     assert.deepEqual(before.map((l) => l.error.code).sort(), ["customer_not_found", "invalid_event"]);
-    for (const l of before) {
-      await queues.sqs.send(
-        new SendMessageCommand({
-          QueueUrl: queues.deadLetterQueueUrl,
-          MessageBody: JSON.stringify(l),
-          MessageAttributes: { code: { DataType: "String", StringValue: l.error.code } },
-        }),
-      );
-    }
-    await new Promise((r) => setTimeout(r, 5));
+    await putBack(before);
 
     const report = await replay({}, { acct_late: "cus_late" });
 
@@ -161,20 +176,6 @@ describe("DLQ replay", () => {
     assert.equal(emulator.ledger.summaries().find((x) => x.customer === "cus_eb42")?.aggregated_value, 5);
   });
 
-  /** Letters back on the DLQ as they were (drainDeadLetters took them off). */
-  const putBack = async (letters: Array<DeadLetterBody & { attributes: Record<string, string> }>) => {
-    for (const { attributes, ...letter } of letters) {
-      await queues.sqs.send(
-        new SendMessageCommand({
-          QueueUrl: queues.deadLetterQueueUrl,
-          MessageBody: JSON.stringify(letter),
-          MessageAttributes: Object.fromEntries(
-            Object.entries(attributes).map(([k, v]) => [k, { DataType: "String", StringValue: v }]),
-          ),
-        }),
-      );
-    }
-  };
   const hoursLater = (h: number) => () => Date.now() + h * 3_600_000;
 
   /**
@@ -187,12 +188,7 @@ describe("DLQ replay", () => {
     emulator.setFaultPolicy((req) =>
       req.identifiers.includes(identifier) ? { path: req.path, action: "accept-then-drop" } : undefined,
     );
-    const handler = createQueueHandler(() =>
-      createConsumerFromConfig(loadConfig({ ...env(), METERHOOK_MAX_ATTEMPTS: "1", STRIPE_MAX_ATTEMPTS: "2" }), {
-        sqs: queues.sqs,
-        logger: silentLogger,
-      }),
-    );
+    const handler = ingestHandler({ METERHOOK_MAX_ATTEMPTS: "1", STRIPE_MAX_ATTEMPTS: "2" });
     try {
       await handler(sqsEvent([sqsRecord(event)]), lambdaContext());
     } finally {
@@ -239,14 +235,7 @@ describe("DLQ replay", () => {
   test("a letter that fails again on replay still says Stripe may have recorded it", async () => {
     const { letters } = await recordedButUnknown("cus_window_again");
     await putBack(letters);
-    emulator.injectFaults({
-      path: "/v2/billing/meter_event_stream",
-      respond: {
-        status: 400,
-        headers: { "stripe-should-retry": "false" },
-        body: { error: { type: "invalid_request_error", message: "refused" } },
-      },
-    });
+    emulator.injectFaults({ path: "/v2/billing/meter_event_stream", respond: refused });
     const report = await replay({});
     assert.deepEqual(report.deadLettered, { stripe_rejected: 1 });
     const [again] = await drainDeadLetters(queues.sqs, queues.deadLetterQueueUrl);
@@ -256,17 +245,7 @@ describe("DLQ replay", () => {
   });
 
   test("a message whose one meter event Stripe refused and other it billed says Stripe may have recorded it", async () => {
-    const handler = createQueueHandler(() =>
-      createConsumerFromConfig(
-        loadConfig({ ...env(), METERHOOK_CONFIG: "test/fixtures/sources/fan-out.ts", METERHOOK_STRIPE_API: "v1" }),
-        { sqs: queues.sqs, logger: silentLogger },
-      ),
-    );
-    const refused = {
-      status: 400,
-      headers: { "stripe-should-retry": "false" },
-      body: { error: { type: "invalid_request_error", message: "refused" } },
-    };
+    const handler = ingestHandler({ METERHOOK_CONFIG: "test/fixtures/sources/fan-out.ts", METERHOOK_STRIPE_API: "v1" });
     const job = (id: string) => sqsRecord({ job: id, team: "team-1", calls: 2, gb: 1 });
     emulator.injectFaults({ path: "/v1/billing/meter_events", bodyIncludes: "storage_gb", respond: refused });
     await handler(sqsEvent([job("job-half")]), lambdaContext());
@@ -282,9 +261,7 @@ describe("DLQ replay", () => {
   });
 
   test("a message delivered again more than 23 h after its first delivery is dead-lettered, not resent, and replay holds it", async () => {
-    const handler = createQueueHandler(() =>
-      createConsumerFromConfig(loadConfig(env()), { sqs: queues.sqs, logger: silentLogger }),
-    );
+    const handler = ingestHandler();
     const dayAgo = String(Date.now() - 24 * 3_600_000);
     const late = usageEvent({ customer: "cus_late_redelivery", value: 5 });
     const early = usageEvent({ customer: "cus_early_redelivery", value: 7 });
@@ -324,12 +301,7 @@ describe("DLQ replay", () => {
   });
 
   test("a dead letter put back on the ingest queue by SQS's DLQ redrive is handled as replay handles it", async () => {
-    const handler = createQueueHandler(() =>
-      createConsumerFromConfig(loadConfig(env({ acct_redrive: "cus_redrive" })), {
-        sqs: queues.sqs,
-        logger: silentLogger,
-      }),
-    );
+    const handler = ingestHandler({}, { acct_redrive: "cus_redrive" });
     // Never seen by Stripe: billed now that the customer is mapped, no new letter.
     await deadLetter([usageEvent({ customer: "acct_redrive", value: 2 })]);
     const [unmapped] = await drainDeadLetters(queues.sqs, queues.deadLetterQueueUrl);
