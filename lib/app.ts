@@ -100,6 +100,7 @@ export async function createIngestApiFromConfig(config: Config, deps: AppDeps = 
     metrics: deps.metrics,
     maxBodyBytes: config.maxBodyBytes,
     maxEventsPerRequest: config.maxEventsPerRequest,
+    eventsPerMessage: config.eventsPerMessage,
     valueRules: config.valueRules,
   });
 }

@@ -37,6 +37,7 @@ export const EnvSchema = z.object({
   METERHOOK_MAX_ATTEMPTS: int(5, 1, 1000),
   METERHOOK_MAX_BODY_BYTES: int(1024 * 1024, 1024, 6 * 1024 * 1024),
   METERHOOK_MAX_EVENTS_PER_REQUEST: int(500, 1, 500),
+  METERHOOK_EVENTS_PER_MESSAGE: int(1, 1, 100),
   METERHOOK_STOP_MARGIN_MS: int(2_000, 0, 60_000),
   METERHOOK_LOG_LEVEL: z.enum(["debug", "info", "warn", "error"]).default("info"),
   STRIPE_API_KEY: z.string().optional(),
@@ -82,6 +83,8 @@ export interface Config {
   maxAttempts: number;
   maxBodyBytes: number;
   maxEventsPerRequest: number;
+  /** Events the HTTP API puts in one ingest-queue message (lib/pack.ts); 1 = one per message. */
+  eventsPerMessage: number;
   stopMarginMs: number;
   logLevel: "debug" | "info" | "warn" | "error";
   stripe: {
@@ -215,6 +218,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     maxAttempts: e.METERHOOK_MAX_ATTEMPTS,
     maxBodyBytes: e.METERHOOK_MAX_BODY_BYTES,
     maxEventsPerRequest: e.METERHOOK_MAX_EVENTS_PER_REQUEST,
+    eventsPerMessage: e.METERHOOK_EVENTS_PER_MESSAGE,
     stopMarginMs: e.METERHOOK_STOP_MARGIN_MS,
     logLevel: e.METERHOOK_LOG_LEVEL,
     stripe: {

@@ -12,6 +12,7 @@ import type { Logger } from "./logger.js";
 import type { MapOutcome, Source, Trigger } from "./mapping/engine.js";
 import { type MeterEvent, outsideDedupeWindow, toMeterEvent, type ValueRules } from "./meter-event.js";
 import { Metric, type Metrics, noMetrics } from "./metrics.js";
+import { unpack } from "./pack.js";
 import type { QueueSender } from "./queue.js";
 import type { MeterEventSubmitter, SubmitOutcome } from "./stripe/submitter.js";
 import { CORRELATION_ATTRIBUTE, isTriggerMessage, SOURCE_ATTRIBUTE } from "./triggers.js";
@@ -38,6 +39,8 @@ export interface QueueMessage {
   };
   /** A dead letter SQS's DLQ redrive put back on the ingest queue (see redrivenLetter), unwrapped. */
   redriven?: boolean;
+  /** The message id of the pack (lib/pack.ts) this event came in. */
+  pack?: string;
 }
 
 /** Mapping sources and their customer resolvers (from the mapping config or defineSource). */
@@ -129,11 +132,18 @@ export async function processBatch(
   deadline: number,
   deps: ConsumerDeps,
 ): Promise<BatchResult> {
-  // Dead letters put back by SQS's DLQ redrive go on as replay takes them, history included.
-  const messages = received.map((m) => {
+  const messages: QueueMessage[] = [];
+  let packed = false;
+  for (const m of received) {
+    // Dead letters put back by SQS's DLQ redrive go on as replay takes them, history included.
     const letter = redrivenLetter(m);
-    return letter ? { ...fromDeadLetter(m, letter), redriven: true } : m;
-  });
+    const events = letter ? undefined : unpack(m);
+    if (letter) messages.push({ ...fromDeadLetter(m, letter), redriven: true });
+    else if (events) {
+      packed = true;
+      messages.push(...events);
+    } else messages.push(m);
+  }
   const now = deps.now ?? Date.now;
   const metrics = deps.metrics ?? noMetrics;
   const customers = new Map<string, Promise<string>>();
@@ -426,18 +436,19 @@ export async function processBatch(
   const toSend: MeterEvent[] = [];
   // Only with pre-aggregation: its rules, and which events must be sent as they are.
   const aggregating = deps.aggregation ? { rules: deps.aggregation, fixed: [] as boolean[] } : undefined;
-  for (const s of steps) {
-    if (s.kind !== "ready") continue;
+  steps.forEach((s, i) => {
+    if (s.kind !== "ready") return;
     for (const e of s.events) {
       if (unique.get(e.identifier) === undefined) {
         unique.set(e.identifier, toSend.length);
         toSend.push(e);
         // Only a message's sole event may be combined: a message must not be half requeued
         // inside a combined event and half left on the queue (its redelivery would bill again).
-        aggregating?.fixed.push(s.fixed === true || s.events.length > 1);
+        // For the same reason, never an event of a pack, which goes back whole.
+        aggregating?.fixed.push(s.fixed === true || s.events.length > 1 || messages[i]?.pack !== undefined);
       }
     }
-  }
+  });
   const outcomes = await submitAll(toSend, aggregating, deadline, deps);
 
   const result: BatchResult = {
@@ -517,11 +528,20 @@ export async function processBatch(
     }
   });
 
+  // A pack goes back whole when one of its events must be retried, so its other events' dead
+  // letters wait for its last delivery: each is written once.
+  const packOf = packed ? new Map(messages.map((m) => [m.messageId, m.pack])) : undefined;
+  let toWrite = letters;
+  if (packOf) {
+    const back = new Set(result.failedMessageIds.map((id) => packOf.get(id)).filter((p) => p !== undefined));
+    toWrite = letters.filter((d) => !back.has(packOf.get(d.key) as string));
+    result.retried += letters.length - toWrite.length;
+  }
   // A dead letter that could not be written keeps its message on the queue: nothing is lost.
-  const unsent = await sendDeadLetters(deps.deadLetterQueue, letters);
+  const unsent = await sendDeadLetters(deps.deadLetterQueue, toWrite);
   const correlation =
-    letters.length > 0 ? new Map(messages.map((m) => [m.messageId, m.attributes?.[CORRELATION_ATTRIBUTE]])) : undefined;
-  for (const d of letters) {
+    toWrite.length > 0 ? new Map(messages.map((m) => [m.messageId, m.attributes?.[CORRELATION_ATTRIBUTE]])) : undefined;
+  for (const d of toWrite) {
     if (unsent.has(d.key)) {
       result.failedMessageIds.push(d.key);
       deps.logger.error("dead-letter send failed; message left on the queue", { messageId: d.key, code: d.code });
@@ -541,8 +561,10 @@ export async function processBatch(
   metrics.count(Metric.eventsDuplicate, result.duplicates);
   metrics.count(Metric.eventsIgnored, result.ignored);
   if (result.requeued > 0) metrics.count(Metric.eventsRequeued, result.requeued);
-  metrics.count(Metric.eventsRetried, result.failedMessageIds.length);
+  metrics.count(Metric.eventsRetried, result.failedMessageIds.length + letters.length - toWrite.length);
   for (const [code, n] of Object.entries(result.deadLettered)) metrics.count(Metric.eventsDeadLettered, n, { code });
+  // SQS knows the pack, not its events.
+  if (packOf) result.failedMessageIds = [...new Set(result.failedMessageIds.map((id) => packOf.get(id) ?? id))];
   return result;
 }
 

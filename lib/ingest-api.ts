@@ -5,6 +5,7 @@ import type { Logger } from "./logger.js";
 import type { Source } from "./mapping/engine.js";
 import { type ValueRules, validateUsageEvent } from "./meter-event.js";
 import { Metric, type Metrics, noMetrics } from "./metrics.js";
+import { packBodies } from "./pack.js";
 import type { QueueSender } from "./queue.js";
 import { CORRELATION_ATTRIBUTE, keptHeaders, TRIGGER_FORMAT, type TriggerMessage } from "./triggers.js";
 import { parseUsageEvent, toCanonicalJson, type UsageEvent } from "./usage-event.js";
@@ -24,6 +25,8 @@ export interface IngestApiDeps {
   logger: Logger;
   maxBodyBytes: number;
   maxEventsPerRequest: number;
+  /** Events per ingest-queue message (lib/pack.ts); default 1, one message per event. */
+  eventsPerMessage?: number;
   valueRules?: ValueRules;
   metrics?: Metrics;
   now?: () => number;
@@ -117,12 +120,12 @@ export function createIngestApi(deps: IngestApiDeps): { handle(req: HttpRequest)
       );
     }
 
+    const bodies = packBodies(
+      accepted.map((e) => JSON.stringify(toCanonicalJson(e))),
+      deps.eventsPerMessage ?? 1,
+    );
     const { failed } = await deps.ingestQueue.send(
-      accepted.map((e, i) => ({
-        key: String(i),
-        body: JSON.stringify(toCanonicalJson(e)),
-        attributes: { [CORRELATION_ATTRIBUTE]: rid },
-      })),
+      bodies.map((body, i) => ({ key: String(i), body, attributes: { [CORRELATION_ATTRIBUTE]: rid } })),
     );
     if (failed.length > 0) {
       deps.logger.error("enqueue failed", { requestId: rid, failed: failed.length, of: accepted.length });

@@ -54,6 +54,14 @@ for (const api of ["v2", "v1"] as const) {
   });
 }
 
+test("METERHOOK_EVENTS_PER_MESSAGE=100: 250 events in one request are billed once each through packed messages", async () => {
+  const { send, total, rt } = await start({ METERHOOK_EVENTS_PER_MESSAGE: "100" });
+  const events = Array.from({ length: 250 }, (_, i) => usageEvent({ id: `packed_${i}`, customer: "cus_packed" }));
+  assert.equal((await send({ events })).status, 202);
+  await waitFor(() => total("cus_packed") === 750 || undefined, "every event to be billed");
+  assert.equal(rt.emulator?.ledger.events.filter((e) => e.payload.stripe_customer_id === "cus_packed").length, 250);
+});
+
 describe("failures through the real queues", () => {
   test("an unmapped customer lands in the DLQ with its reason", async () => {
     const { rt, sqs, send } = await start();

@@ -1,0 +1,61 @@
+import type { QueueMessage } from "./consumer.js";
+import { SOURCE_ATTRIBUTE } from "./triggers.js";
+
+/**
+ * Several canonical events in one ingest-queue message (METERHOOK_EVENTS_PER_MESSAGE): SQS bills
+ * per request and Lambda's runtime parses each record, so one message per event cost most of a
+ * million events' price. Each event is kept as the JSON text a one-event message would carry, so
+ * the consumer turns a pack back into such messages and handles them exactly as before.
+ */
+export const PACK_FORMAT = "pack/1";
+const PACK_START = `{"meterhook":"${PACK_FORMAT}","events":[`;
+
+/**
+ * SQS bills each 64 KiB of a request as one request; and a consumer batch of 100 packs at this
+ * size stays under Lambda's 6 MB invocation payload.
+ */
+export const MAX_PACK_BYTES = 48 * 1024;
+
+/**
+ * Message bodies for `events` (each a canonical event's JSON text): packs of at most `perMessage`
+ * events and MAX_PACK_BYTES, in order. An event alone, or too big to share, goes as itself.
+ */
+export function packBodies(events: readonly string[], perMessage: number): string[] {
+  if (perMessage <= 1) return [...events];
+  const out: string[] = [];
+  let current: string[] = [];
+  let bytes = PACK_START.length + 2;
+  const flush = () => {
+    if (current.length === 1) out.push(current[0] as string);
+    else if (current.length > 1) out.push(JSON.stringify({ meterhook: PACK_FORMAT, events: current }));
+    current = [];
+    bytes = PACK_START.length + 2;
+  };
+  for (const e of events) {
+    // The event's size as a JSON string inside the pack: quotes and escapes included.
+    const size = Buffer.byteLength(JSON.stringify(e)) + 1;
+    if (current.length === perMessage || (current.length > 0 && bytes + size > MAX_PACK_BYTES)) flush();
+    current.push(e);
+    bytes += size;
+  }
+  flush();
+  return out;
+}
+
+/**
+ * The one-event messages a pack carries, each with the pack's delivery history, so that retry
+ * counts and the dedupe-window rules hold for every event; undefined when `m` is not a pack.
+ * Not a pack: anything in another shape, and an app's message for a source (its own format).
+ */
+export function unpack(m: QueueMessage): QueueMessage[] | undefined {
+  if (!m.body.startsWith(PACK_START) || m.attributes?.[SOURCE_ATTRIBUTE]) return undefined;
+  let x: { meterhook?: unknown; events?: unknown };
+  try {
+    x = JSON.parse(m.body);
+  } catch {
+    return undefined;
+  }
+  const events = x.events;
+  if (!Array.isArray(events) || events.length === 0 || !events.every((e) => typeof e === "string")) return undefined;
+  return (events as string[]).map((body, i) => ({ ...m, messageId: `${m.messageId}#${i}`, body, pack: m.messageId }));
+}

@@ -1,0 +1,272 @@
+import assert from "node:assert/strict";
+import { after, before, beforeEach, describe, test } from "node:test";
+import type { SQSRecord } from "aws-lambda";
+import { createHttpHandler } from "../../functions/http-api.js";
+import { createQueueHandler } from "../../functions/ingest-queue.js";
+import { createConsumerFromConfig, createIngestApiFromConfig, replayFromConfig } from "../../lib/app.js";
+import { loadConfig } from "../../lib/config.js";
+import { silentLogger } from "../../lib/logger.js";
+import { meterEventIdentifier } from "../../lib/meter-event.js";
+import { MAX_PACK_BYTES, PACK_FORMAT, packBodies } from "../../lib/pack.js";
+import { createSqsSender } from "../../lib/queue.js";
+import type { StripeEmulator } from "../../local/stripe-emulator/server.js";
+import { httpEvent, lambdaContext, sqsEvent, sqsRecord, usageEvent } from "../helpers/factories.js";
+import { consumerEnv, type PipelineParts, startPipelineParts } from "../helpers/pipeline.js";
+import { drain, drainDeadLetters, type ReceivedMessage, type TestQueues } from "../helpers/sqs.js";
+
+const KEY = "mh_test_pack_key";
+let parts: PipelineParts;
+let queues: TestQueues;
+let emulator: StripeEmulator;
+before(async () => {
+  parts = await startPipelineParts();
+  ({ queues, emulator } = parts);
+});
+after(() => parts.stop());
+beforeEach(async () => {
+  await drain(queues.sqs, queues.ingestQueueUrl);
+  await drain(queues.sqs, queues.deadLetterQueueUrl);
+});
+
+/** The HTTP API function as deployed, with METERHOOK_EVENTS_PER_MESSAGE set. */
+async function httpApi(perMessage: number) {
+  const config = loadConfig({
+    METERHOOK_API_KEYS: KEY,
+    METERHOOK_INGEST_QUEUE_URL: queues.ingestQueueUrl,
+    SQS_ENDPOINT: queues.endpoint,
+    METERHOOK_EVENTS_PER_MESSAGE: String(perMessage),
+  });
+  const api = await createIngestApiFromConfig(config, { sqs: queues.sqs, logger: silentLogger });
+  const handler = createHttpHandler(async () => api);
+  return async (events: unknown[]) => {
+    const res = await handler(
+      httpEvent({
+        body: JSON.stringify({ events }),
+        headers: { authorization: `Bearer ${KEY}`, "content-type": "application/json" },
+      }),
+    );
+    return res.statusCode;
+  };
+}
+
+/** The queue consumer function as deployed. */
+function consumer(env: Record<string, string> = {}) {
+  const config = loadConfig(
+    consumerEnv(parts, {
+      METERHOOK_CUSTOMERS: JSON.stringify({ acct_7: "cus_packmapped" }),
+      METERHOOK_INGEST_QUEUE_URL: queues.ingestQueueUrl,
+      ...env,
+    }),
+  );
+  return createQueueHandler(async () => createConsumerFromConfig(config, { sqs: queues.sqs, logger: silentLogger }));
+}
+
+/** What Lambda's event source mapping hands the consumer for a message taken off the ingest queue. */
+function asRecord(m: ReceivedMessage, receiveCount = 1, id = m.systemAttributes.MessageId ?? "pack"): SQSRecord {
+  const r = sqsRecord(m.body, {
+    ApproximateReceiveCount: String(receiveCount),
+    SentTimestamp: m.systemAttributes.SentTimestamp,
+  });
+  r.messageId = id;
+  r.messageAttributes = Object.fromEntries(
+    Object.entries(m.attributes).map(([k, v]) => [k, { stringValue: v, dataType: "String" }]),
+  ) as SQSRecord["messageAttributes"];
+  return r;
+}
+
+const totalFor = (customer: string) =>
+  emulator.ledger.summaries().find((s) => s.customer === customer)?.aggregated_value ?? 0;
+const receipts = (id: unknown) => emulator.ledger.receipts.get(meterEventIdentifier(id as string, "api_requests")) ?? 0;
+
+describe("packBodies", () => {
+  const events = (n: number, size = 10) =>
+    Array.from({ length: n }, (_, i) => JSON.stringify({ id: `e${i}`, pad: "x".repeat(size) }));
+
+  test("packs at most the given number of events, in order; an event left alone goes as itself", () => {
+    const bodies = packBodies(events(201), 100);
+    assert.equal(bodies.length, 3);
+    const [a, b, c] = bodies.map((b) => JSON.parse(b));
+    assert.equal(a.meterhook, PACK_FORMAT);
+    assert.deepEqual(
+      [...a.events, ...b.events].map((e: string) => JSON.parse(e).id),
+      Array.from({ length: 200 }, (_, i) => `e${i}`),
+    );
+    assert.equal(c.id, "e200", "the 201st event is a plain one-event message");
+  });
+
+  test("one event per message (the default) leaves bodies as they are", () => {
+    assert.deepEqual(packBodies(events(3), 1), events(3));
+  });
+
+  test("no pack is larger than MAX_PACK_BYTES, escapes counted", () => {
+    // Quotes in the event's text are escaped inside the pack, growing it.
+    const quoted = Array.from({ length: 100 }, (_, i) => JSON.stringify({ id: `q${i}`, pad: '"'.repeat(1_000) }));
+    const bodies = packBodies(quoted, 100);
+    assert.ok(bodies.length > 1);
+    for (const b of bodies) assert.ok(Buffer.byteLength(b) <= MAX_PACK_BYTES, `${Buffer.byteLength(b)} bytes`);
+    assert.equal(bodies.flatMap((b) => JSON.parse(b).events).length, 100);
+  });
+});
+
+describe("several events per ingest-queue message", () => {
+  test("250 events in one request become 3 messages, and each event is billed once", async () => {
+    const post = await httpApi(100);
+    const events = Array.from({ length: 250 }, (_, i) =>
+      usageEvent({ id: `pk_${i}`, customer: "cus_packa", value: 1 }),
+    );
+    assert.equal(await post(events), 202);
+    const queued = await drain(queues.sqs, queues.ingestQueueUrl);
+    assert.equal(queued.length, 3);
+    assert.ok(
+      queued.every((m) => m.attributes.correlation_id),
+      "the request id follows every pack",
+    );
+
+    const res = await consumer()(sqsEvent(queued.map((m) => asRecord(m))), lambdaContext());
+    assert.deepEqual(res.batchItemFailures, []);
+    assert.equal(totalFor("cus_packa"), 250);
+    assert.deepEqual(await drainDeadLetters(queues.sqs, queues.deadLetterQueueUrl), []);
+  });
+
+  test("each event of a pack that cannot be billed gets its own dead letter, as if sent alone", async () => {
+    const post = await httpApi(100);
+    const good = usageEvent({ customer: "acct_7", value: 2 });
+    const unmapped = usageEvent({ id: "pk_unmapped", customer: "acct_missing" });
+    assert.equal(await post([good, unmapped]), 202);
+    const [pack] = await drain(queues.sqs, queues.ingestQueueUrl);
+    assert.equal(JSON.parse(pack?.body ?? "{}").meterhook, PACK_FORMAT);
+
+    const res = await consumer()(sqsEvent([asRecord(pack as ReceivedMessage)]), lambdaContext());
+    assert.deepEqual(res.batchItemFailures, []);
+    assert.equal(totalFor("cus_packmapped"), 2);
+    const letters = await drainDeadLetters(queues.sqs, queues.deadLetterQueueUrl);
+    assert.equal(letters.length, 1);
+    assert.equal(letters[0]?.error.code, "customer_not_found");
+    assert.equal((letters[0]?.event as { id?: string } | undefined)?.id, "pk_unmapped");
+    assert.equal(letters[0]?.attributes.event_id, "pk_unmapped");
+  });
+
+  test("v1: a pack with one event to retry goes back whole; its dead letter is written once, nothing billed twice", async () => {
+    const handle = consumer({ METERHOOK_STRIPE_API: "v1", STRIPE_MAX_ATTEMPTS: "1", STRIPE_CONCURRENCY: "1" });
+    const post = await httpApi(100);
+    const billed = usageEvent({ customer: "cus_packb", value: 5 });
+    const flaky = usageEvent({ customer: "cus_packflaky", value: 7 });
+    const unmapped = usageEvent({ id: "pk_unmapped_once", customer: "acct_missing" });
+    assert.equal(await post([billed, flaky, unmapped]), 202);
+    const [pack] = (await drain(queues.sqs, queues.ingestQueueUrl)) as [ReceivedMessage];
+    emulator.injectFaults({
+      path: "/v1/billing/meter_events",
+      bodyIncludes: "cus_packflaky",
+      respond: { status: 503 },
+      times: 1,
+    });
+
+    const first = await handle(sqsEvent([asRecord(pack, 1)]), lambdaContext());
+    assert.deepEqual(first.batchItemFailures, [{ itemIdentifier: asRecord(pack).messageId }]);
+    assert.equal(totalFor("cus_packb"), 5);
+    assert.equal(totalFor("cus_packflaky"), 0);
+    assert.deepEqual(
+      await drainDeadLetters(queues.sqs, queues.deadLetterQueueUrl),
+      [],
+      "held for the pack's last word",
+    );
+
+    const second = await handle(sqsEvent([asRecord(pack, 2)]), lambdaContext());
+    assert.deepEqual(second.batchItemFailures, []);
+    assert.deepEqual([totalFor("cus_packb"), totalFor("cus_packflaky")], [5, 7]);
+    assert.equal(receipts(billed.id), 2, "sent again with the pack and recognised by Stripe as a repeat");
+    const letters = await drainDeadLetters(queues.sqs, queues.deadLetterQueueUrl);
+    assert.deepEqual(
+      letters.map((l) => [l.error.code, (l.event as { id: string }).id, l.attempts]),
+      [["customer_not_found", "pk_unmapped_once", 2]],
+    );
+  });
+
+  test("at METERHOOK_MAX_ATTEMPTS the pack's failing event is dead-lettered as retries_exhausted and the pack is done", async () => {
+    const handle = consumer({ METERHOOK_STRIPE_API: "v1", STRIPE_MAX_ATTEMPTS: "1", METERHOOK_MAX_ATTEMPTS: "3" });
+    const post = await httpApi(100);
+    const billed = usageEvent({ customer: "cus_packc", value: 1 });
+    const failing = usageEvent({ id: "pk_exhausted", customer: "cus_packdown" });
+    assert.equal(await post([billed, failing]), 202);
+    const [pack] = (await drain(queues.sqs, queues.ingestQueueUrl)) as [ReceivedMessage];
+    emulator.injectFaults({
+      path: "/v1/billing/meter_events",
+      bodyIncludes: "cus_packdown",
+      respond: { status: 503 },
+    });
+    const res = await handle(sqsEvent([asRecord(pack, 3)]), lambdaContext());
+    assert.deepEqual(res.batchItemFailures, []);
+    assert.equal(totalFor("cus_packc"), 1);
+    const [letter, ...rest] = await drainDeadLetters(queues.sqs, queues.deadLetterQueueUrl);
+    assert.deepEqual(rest, []);
+    assert.equal(letter?.error.code, "retries_exhausted");
+    assert.equal((letter?.event as { id?: string } | undefined)?.id, "pk_exhausted");
+    assert.equal(letter?.attempts, 3);
+    assert.equal(letter?.stripeMayHaveRecorded, true);
+  });
+
+  test("with pre-aggregation on, a pack's events are sent as they are, never combined", async () => {
+    const handle = consumer({ METERHOOK_AGGREGATE: JSON.stringify({ api_requests: "sum" }) });
+    const post = await httpApi(100);
+    const events = Array.from({ length: 3 }, () => usageEvent({ customer: "cus_packagg", value: 2 }));
+    assert.equal(await post(events), 202);
+    const queued = await drain(queues.sqs, queues.ingestQueueUrl);
+    const res = await handle(sqsEvent(queued.map((m) => asRecord(m))), lambdaContext());
+    assert.deepEqual(res.batchItemFailures, []);
+    assert.equal(totalFor("cus_packagg"), 6);
+    assert.deepEqual(
+      events.map((e) => receipts(e.id)),
+      [1, 1, 1],
+    );
+  });
+
+  test("a pack delivered again more than 23 h after its first delivery is dead-lettered event by event, unsent", async () => {
+    const post = await httpApi(100);
+    const events = [usageEvent({ customer: "cus_packlate" }), usageEvent({ customer: "cus_packlate" })];
+    assert.equal(await post(events), 202);
+    const [pack] = (await drain(queues.sqs, queues.ingestQueueUrl)) as [ReceivedMessage];
+    const record = asRecord(pack, 2);
+    record.attributes.ApproximateFirstReceiveTimestamp = String(Date.now() - 24 * 3_600_000);
+    const before = emulator.requests.length;
+    const res = await consumer()(sqsEvent([record]), lambdaContext());
+    assert.deepEqual(res.batchItemFailures, []);
+    assert.equal(emulator.requests.length, before);
+    const letters = await drainDeadLetters(queues.sqs, queues.deadLetterQueueUrl);
+    assert.deepEqual(
+      letters.map((l) => [l.error.code, (l.event as { id: string }).id, l.stripeMayHaveRecorded]).sort(),
+      events.map((e) => ["dedupe_window_passed", e.id, true]).sort(),
+    );
+  });
+
+  test("a pack that is not well formed is dead-lettered whole, as any message that is not an event", async () => {
+    const body = JSON.stringify({ meterhook: PACK_FORMAT, events: [usageEvent(), 42] });
+    const res = await consumer()(sqsEvent([sqsRecord(body)]), lambdaContext());
+    assert.deepEqual(res.batchItemFailures, []);
+    const letters = await drainDeadLetters(queues.sqs, queues.deadLetterQueueUrl);
+    assert.deepEqual(
+      letters.map((l) => [l.error.code, l.event]),
+      [["invalid_event", JSON.parse(body)]],
+    );
+  });
+
+  test("replay takes a pack the redrive policy moved to the DLQ and bills each event", async () => {
+    const post = await httpApi(100);
+    const events = [usageEvent({ customer: "cus_packmoved", value: 4 }), usageEvent({ customer: "cus_packmoved" })];
+    assert.equal(await post(events), 202);
+    const [pack] = (await drain(queues.sqs, queues.ingestQueueUrl)) as [ReceivedMessage];
+    // As the redrive policy moves it: the raw message, no envelope.
+    const dlq = createSqsSender(queues.sqs, queues.deadLetterQueueUrl);
+    assert.deepEqual(await dlq.send([{ key: "0", body: pack.body }]), { failed: [] });
+    await new Promise((r) => setTimeout(r, 5));
+
+    const report = await replayFromConfig(
+      loadConfig(consumerEnv(parts)),
+      { limit: 10, dryRun: false },
+      { sqs: queues.sqs, logger: silentLogger },
+    );
+    assert.equal(report.examined, 1);
+    assert.equal(report.billed, 2);
+    assert.equal(totalFor("cus_packmoved"), 7);
+    assert.deepEqual(await drain(queues.sqs, queues.deadLetterQueueUrl), []);
+  });
+});
