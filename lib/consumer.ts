@@ -530,7 +530,10 @@ export async function processBatch(
 
   // A pack goes back whole when one of its events must be retried, so its other events' dead
   // letters wait for its last delivery: each is written once.
-  const packOf = packed ? new Map(messages.map((m) => [m.messageId, m.pack])) : undefined;
+  const packOf =
+    packed && (letters.length > 0 || result.failedMessageIds.length > 0)
+      ? new Map(messages.map((m) => [m.messageId, m.pack]))
+      : undefined;
   let toWrite = letters;
   if (packOf) {
     const back = new Set(result.failedMessageIds.map((id) => packOf.get(id)).filter((p) => p !== undefined));

@@ -56,6 +56,22 @@ export function unpack(m: QueueMessage): QueueMessage[] | undefined {
     return undefined;
   }
   const events = x.events;
-  if (!Array.isArray(events) || events.length === 0 || !events.every((e) => typeof e === "string")) return undefined;
-  return (events as string[]).map((body, i) => ({ ...m, messageId: `${m.messageId}#${i}`, body, pack: m.messageId }));
+  if (!Array.isArray(events) || events.length === 0) return undefined;
+  const out: QueueMessage[] = new Array(events.length);
+  for (let i = 0; i < events.length; i++) {
+    const body: unknown = events[i];
+    if (typeof body !== "string") return undefined;
+    // Written out, not spread: a spread copy of the pack per event was most of unpack's time.
+    out[i] = {
+      messageId: `${m.messageId}#${i}`,
+      body,
+      receiveCount: m.receiveCount,
+      sentAt: m.sentAt,
+      firstReceivedAt: m.firstReceivedAt,
+      attributes: m.attributes,
+      previousFailure: m.previousFailure,
+      pack: m.messageId,
+    };
+  }
+  return out;
 }
