@@ -14,6 +14,7 @@ import { loadConfig } from "../lib/config.js";
 import type { QueueMessage } from "../lib/consumer.js";
 import { silentLogger } from "../lib/logger.js";
 import { MetricsRecorder } from "../lib/metrics.js";
+import { packBodies } from "../lib/pack.js";
 import { runPool } from "../lib/stripe/submitter.js";
 import type { HttpTransport } from "../lib/stripe/transport.js";
 import { sqsRecord } from "../test/helpers/factories.js";
@@ -147,6 +148,14 @@ export const sqsEvent = (n: number, customers = 200): SQSEvent => ({
   Records: records(n, customers).map((m) => sqsRecord(m.body)),
 });
 
+/** The same `n` events in one record, packed as the HTTP API does with METERHOOK_EVENTS_PER_MESSAGE=n. */
+const packedSqsEvent = (n: number, customers = 200): SQSEvent => ({
+  Records: packBodies(
+    records(n, customers).map((m) => m.body),
+    n,
+  ).map((body) => sqsRecord(body)),
+});
+
 /**
  * The consumer as the ingest-queue Lambda builds it. `transport` replaces HTTP (bench/consumer-cpu);
  * `observability` replaces the production logger (JSON lines to stdout at METERHOOK_LOG_LEVEL's
@@ -211,6 +220,7 @@ async function pipeline(
   inFlight: number,
   customers: number,
   extra: Record<string, string> = {},
+  batch = sqsEvent,
 ) {
   const metrics = new MetricsRecorder();
   const consumer = await meterhook(url, api, extra, undefined, { metrics });
@@ -225,7 +235,7 @@ async function pipeline(
   };
   return {
     run: () => {
-      const events = Array.from({ length: (REWARM + EVENTS) / 100 }, () => sqsEvent(100, customers));
+      const events = Array.from({ length: (REWARM + EVENTS) / 100 }, () => batch(100, customers));
       if (!RUNTIME_PARSE) return measure(events, 100, (slice) => pool(slice, inFlight, invoke));
       const texts = events.map((e) => JSON.stringify(e));
       return measure(texts, 100, (slice) => pool(slice, inFlight, (text) => invoke(JSON.parse(text))));
@@ -294,5 +304,11 @@ export const scenarios: Scenario[] = [
         METERHOOK_AGGREGATE: JSON.stringify({ api_requests: "sum" }),
         METERHOOK_INGEST_QUEUE_URL: "http://127.0.0.1:9/000000000000/never-used",
       }),
+  },
+  {
+    // Not part of the goals: the v2 row's events and Stripe traffic, 100 events per invocation,
+    // but in one record packed as the HTTP API writes them with METERHOOK_EVENTS_PER_MESSAGE=100.
+    name: "meterhook pipeline, v2 stream, 1 pack of 100 per invocation, 16 in flight",
+    start: (url) => pipeline(url, "v2", 16, 200, {}, packedSqsEvent),
   },
 ];

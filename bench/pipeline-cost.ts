@@ -6,6 +6,7 @@
  * Prints per-invocation wall time (median and p90 of the runs) and the process's peak RSS.
  */
 import { SQSClient } from "@aws-sdk/client-sqs";
+import { packBodies } from "../lib/pack.js";
 import { startLocalQueues } from "../local/queues.js";
 import { EMULATOR_DEFAULT_KEY, StripeEmulator } from "../local/stripe-emulator/server.js";
 
@@ -61,10 +62,14 @@ const httpEvent = (body: unknown) => ({
   isBase64Encoded: false,
   requestContext: { http: { method: "POST" }, requestId: `r${seq}`, stage: "$default" },
 });
-const sqsBatch = (n: number) => ({
+/** n messages, each one event, or a pack of `perMessage` as the HTTP API writes with METERHOOK_EVENTS_PER_MESSAGE. */
+const sqsBatch = (n: number, perMessage = 1) => ({
   Records: Array.from({ length: n }, () => ({
     messageId: `m${++seq}`,
-    body: JSON.stringify(event()),
+    body: packBodies(
+      Array.from({ length: perMessage }, () => JSON.stringify(event())),
+      perMessage,
+    )[0] as string,
     attributes: {
       ApproximateReceiveCount: "1",
       SentTimestamp: String(Date.now()),
@@ -75,12 +80,12 @@ const sqsBatch = (n: number) => ({
 const context = { getRemainingTimeInMillis: () => 60_000 };
 
 /** A figure for a failing handler would price the wrong thing: every invocation must succeed. */
-async function accepted(event: unknown): Promise<void> {
-  const res = (await http(event)) as { statusCode: number; body: string };
+async function accepted(event: unknown, handler = http): Promise<void> {
+  const res = (await handler(event)) as { statusCode: number; body: string };
   if (res.statusCode !== 202) throw new Error(`http-api answered ${res.statusCode}: ${res.body}`);
 }
-async function billed(n: number): Promise<void> {
-  const res = (await queue(sqsBatch(n), context)) as { batchItemFailures: unknown[] };
+async function billed(n: number, perMessage = 1): Promise<void> {
+  const res = (await queue(sqsBatch(n, perMessage), context)) as { batchItemFailures: unknown[] };
   if (res.batchItemFailures.length > 0) throw new Error(`ingest-queue left ${res.batchItemFailures.length} to retry`);
 }
 
@@ -94,6 +99,16 @@ const rows: Array<[string, number[], number]> = [
   ["ingest-queue, batch of 100 (v2 stream)", await time(() => billed(100)), 100],
   ["ingest-queue, batch of 10 (v2 stream)", await time(() => billed(10)), 10],
 ];
+// The same functions with METERHOOK_EVENTS_PER_MESSAGE=100: a second instance of the HTTP API's
+// bundle (a new module URL), which reads its config on its first request.
+process.env.METERHOOK_EVENTS_PER_MESSAGE = "100";
+const packedHttp = (await import(`${process.cwd()}/dist/http-api/index.mjs?packed`)).handler;
+const hundred = () => httpEvent({ events: Array.from({ length: 100 }, event) });
+rows.push(
+  ["http-api, 100 events per request, packed", await time(() => accepted(hundred(), packedHttp)), 100],
+  ["ingest-queue, batch of 10 packs of 100 (v2 stream)", await time(() => billed(10, 100)), 1_000],
+  ["ingest-queue, batch of 100 packs of 100 (v2 stream)", await time(() => billed(100, 100)), 10_000],
+);
 const rssMb = process.memoryUsage().rss / 1024 / 1024;
 report(`Stripe latency ${LATENCY_MS} ms, ${RUNS} runs each, Node ${process.version}, ${process.arch}`);
 report("| invocation | median ms | p90 ms | events | median ms per event |");
