@@ -134,6 +134,11 @@ describe("packaged CloudFormation template", () => {
     assert.equal(env.METERHOOK_AGGREGATE, "", "pre-aggregation is off by default");
   });
 
+  test("the HTTP API gets METERHOOK_EVENTS_PER_MESSAGE from the eventsPerMessage param, 1 (no packs) by default", () => {
+    const env = resources.HttpApiLambdaFunction.Properties.Environment.Variables;
+    assert.equal(String(env.METERHOOK_EVENTS_PER_MESSAGE), "1");
+  });
+
   test("no secret value is in the template or the environment; secrets are parameter names", () => {
     const text = JSON.stringify(template);
     assert.doesNotMatch(text, /sk_(live|test)_|rk_(live|test)_|whsec_|mh_local_dev_key/);
