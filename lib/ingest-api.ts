@@ -128,7 +128,12 @@ export function createIngestApi(deps: IngestApiDeps): { handle(req: HttpRequest)
       bodies.map((body, i) => ({ key: String(i), body, attributes: { [CORRELATION_ATTRIBUTE]: rid } })),
     );
     if (failed.length > 0) {
-      deps.logger.error("enqueue failed", { requestId: rid, failed: failed.length, of: accepted.length });
+      deps.logger.error("enqueue failed", {
+        requestId: rid,
+        failed: failed.length,
+        of: bodies.length,
+        events: accepted.length,
+      });
       return httpError(
         503,
         "enqueue_failed",
