@@ -2,6 +2,7 @@ import { readFileSync } from "node:fs";
 import * as z from "zod";
 import type { AggregationRules } from "./aggregation.js";
 import { ConfigError } from "./errors.js";
+import { MAX_PACK_EVENTS } from "./pack.js";
 import { registerSecret } from "./redact.js";
 import { STRIPE_API_VERSION } from "./stripe/client.js";
 
@@ -37,7 +38,7 @@ export const EnvSchema = z.object({
   METERHOOK_MAX_ATTEMPTS: int(5, 1, 1000),
   METERHOOK_MAX_BODY_BYTES: int(1024 * 1024, 1024, 6 * 1024 * 1024),
   METERHOOK_MAX_EVENTS_PER_REQUEST: int(500, 1, 500),
-  METERHOOK_EVENTS_PER_MESSAGE: int(1, 1, 100),
+  METERHOOK_EVENTS_PER_MESSAGE: int(1, 1, MAX_PACK_EVENTS),
   METERHOOK_STOP_MARGIN_MS: int(2_000, 0, 60_000),
   METERHOOK_LOG_LEVEL: z.enum(["debug", "info", "warn", "error"]).default("info"),
   STRIPE_API_KEY: z.string().optional(),

@@ -41,6 +41,8 @@ export interface QueueMessage {
   redriven?: boolean;
   /** The message id of the pack (lib/pack.ts) this event came in. */
   pack?: string;
+  /** Why this message, a pack, cannot be read (lib/pack.ts unpack). */
+  unreadablePack?: string;
 }
 
 /** Mapping sources and their customer resolvers (from the mapping config or defineSource). */
@@ -139,6 +141,7 @@ export async function processBatch(
     const letter = redrivenLetter(m);
     const events = letter ? undefined : unpack(m);
     if (letter) messages.push({ ...fromDeadLetter(m, letter), redriven: true });
+    else if (typeof events === "string") messages.push({ ...m, unreadablePack: events });
     else if (events) {
       packed = true;
       messages.push(...events);
@@ -399,6 +402,7 @@ export async function processBatch(
    * common case: a promise per message was a tenth of the consumer's CPU.
    */
   const prepare = (m: QueueMessage): Step | Promise<Step> => {
+    if (m.unreadablePack) return dead(m, inputOf(m), DeadLetterCode.invalidMessage, m.unreadablePack);
     if (m.redriven && pastDedupeWindow(m, startedAt)) {
       const what = `put back on the ingest queue by SQS's DLQ redrive ${hoursSince(m.sentAt)} h after meterhook first received it`;
       return lateRedelivery(m, inputOf(m), what);

@@ -42,25 +42,30 @@ export function packBodies(events: readonly string[], perMessage: number): strin
   return out;
 }
 
+/** The most events a pack may hold: a consumer batch of 100 packs is then at most 10,000 events. */
+export const MAX_PACK_EVENTS = 100;
+
 /**
  * The one-event messages a pack carries, each with the pack's delivery history, so that retry
- * counts and the dedupe-window rules hold for every event; undefined when `m` is not a pack.
- * Not a pack: anything in another shape, and an app's message for a source (its own format).
+ * counts and the dedupe-window rules hold for every event; undefined when `m` is not a pack,
+ * the reason when it is one that cannot be read. Not a pack: a body that does not start as one,
+ * and an app's message for a source (its own format).
  */
-export function unpack(m: QueueMessage): QueueMessage[] | undefined {
+export function unpack(m: QueueMessage): QueueMessage[] | string | undefined {
   if (!m.body.startsWith(PACK_START) || m.attributes?.[SOURCE_ATTRIBUTE]) return undefined;
+  const invalid = `not a valid ${PACK_FORMAT} message: events must be 1 to ${MAX_PACK_EVENTS} strings, each an event's JSON text`;
   let x: { meterhook?: unknown; events?: unknown };
   try {
     x = JSON.parse(m.body);
   } catch {
-    return undefined;
+    return `${PACK_FORMAT} message body is not valid JSON`;
   }
   const events = x.events;
-  if (!Array.isArray(events) || events.length === 0) return undefined;
+  if (!Array.isArray(events) || events.length === 0 || events.length > MAX_PACK_EVENTS) return invalid;
   const out: QueueMessage[] = new Array(events.length);
   for (let i = 0; i < events.length; i++) {
     const body: unknown = events[i];
-    if (typeof body !== "string") return undefined;
+    if (typeof body !== "string") return invalid;
     // Written out, not spread: a spread copy of the pack per event was most of unpack's time.
     out[i] = {
       messageId: `${m.messageId}#${i}`,

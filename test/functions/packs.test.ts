@@ -238,15 +238,28 @@ describe("several events per ingest-queue message", () => {
     );
   });
 
-  test("a pack that is not well formed is dead-lettered whole, as any message that is not an event", async () => {
-    const body = JSON.stringify({ meterhook: PACK_FORMAT, events: [usageEvent(), 42] });
-    const res = await consumer()(sqsEvent([sqsRecord(body)]), lambdaContext());
-    assert.deepEqual(res.batchItemFailures, []);
-    const letters = await drainDeadLetters(queues.sqs, queues.deadLetterQueueUrl);
-    assert.deepEqual(
-      letters.map((l) => [l.error.code, l.event]),
-      [["invalid_event", JSON.parse(body)]],
+  test("a pack that cannot be read is dead-lettered whole as invalid_message, with why", async () => {
+    const tooMany = { meterhook: PACK_FORMAT, events: Array.from({ length: 101 }, () => JSON.stringify(usageEvent())) };
+    const notStrings = { meterhook: PACK_FORMAT, events: [JSON.stringify(usageEvent()), usageEvent()] };
+    const notJson = `{"meterhook":"${PACK_FORMAT}","events":["{}"`;
+    const before = emulator.requests.length;
+    const res = await consumer()(
+      sqsEvent([sqsRecord(tooMany), sqsRecord(notStrings), sqsRecord(notJson)]),
+      lambdaContext(),
     );
+    assert.deepEqual(res.batchItemFailures, []);
+    assert.equal(emulator.requests.length, before, "no event of a pack that cannot be read is sent");
+    const letters = await drainDeadLetters(queues.sqs, queues.deadLetterQueueUrl);
+    const byEvent = (e: unknown) => letters.find((l) => JSON.stringify(l.event) === JSON.stringify(e));
+    for (const body of [tooMany, notStrings]) {
+      assert.equal(byEvent(body)?.error.code, "invalid_message");
+      assert.match(byEvent(body)?.error.message ?? "", /not a valid pack\/1 message: events must be 1 to 100 strings/);
+    }
+    assert.deepEqual(
+      [byEvent(notJson)?.error.code, byEvent(notJson)?.error.message],
+      ["invalid_message", "pack/1 message body is not valid JSON"],
+    );
+    assert.equal(letters.length, 3);
   });
 
   test("replay takes a pack the redrive policy moved to the DLQ and bills each event", async () => {
