@@ -201,13 +201,16 @@ export async function createConsumerFromConfig(config: Config, deps: AppDeps = {
     stopMarginMs: config.stopMarginMs,
     valueRules: config.valueRules,
     aggregation: config.aggregation,
-    // A combined event that fails goes back on the ingest queue as itself (lib/aggregation.ts).
-    requeue: config.aggregation
-      ? createSqsSender(
-          sqs,
-          required(config.ingestQueueUrl, "METERHOOK_INGEST_QUEUE_URL (METERHOOK_AGGREGATE requeues through it)"),
-        )
-      : undefined,
+    // A combined event that fails goes back on the ingest queue as itself (lib/aggregation.ts),
+    // and a pack's events to retry as a smaller pack (lib/pack.ts).
+    requeue:
+      config.aggregation || config.ingestQueueUrl
+        ? createSqsSender(
+            sqs,
+            required(config.ingestQueueUrl, "METERHOOK_INGEST_QUEUE_URL (METERHOOK_AGGREGATE requeues through it)"),
+          )
+        : undefined,
+    packRetryDelaySeconds: config.packRetryDelaySeconds,
   };
   return {
     deps: consumerDeps,

@@ -39,6 +39,7 @@ export const EnvSchema = z.object({
   METERHOOK_MAX_BODY_BYTES: int(1024 * 1024, 1024, 6 * 1024 * 1024),
   METERHOOK_MAX_EVENTS_PER_REQUEST: int(500, 1, 500),
   METERHOOK_EVENTS_PER_MESSAGE: int(1, 1, MAX_PACK_EVENTS),
+  METERHOOK_PACK_RETRY_DELAY_SECONDS: int(360, 0, 900),
   METERHOOK_STOP_MARGIN_MS: int(2_000, 0, 60_000),
   METERHOOK_LOG_LEVEL: z.enum(["debug", "info", "warn", "error"]).default("info"),
   STRIPE_API_KEY: z.string().optional(),
@@ -86,6 +87,8 @@ export interface Config {
   maxEventsPerRequest: number;
   /** Events the HTTP API puts in one ingest-queue message (lib/pack.ts); 1 = one per message. */
   eventsPerMessage: number;
+  /** How long a pack's events to retry, queued again as a smaller pack, wait before delivery. */
+  packRetryDelaySeconds: number;
   stopMarginMs: number;
   logLevel: "debug" | "info" | "warn" | "error";
   stripe: {
@@ -220,6 +223,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     maxBodyBytes: e.METERHOOK_MAX_BODY_BYTES,
     maxEventsPerRequest: e.METERHOOK_MAX_EVENTS_PER_REQUEST,
     eventsPerMessage: e.METERHOOK_EVENTS_PER_MESSAGE,
+    packRetryDelaySeconds: e.METERHOOK_PACK_RETRY_DELAY_SECONDS,
     stopMarginMs: e.METERHOOK_STOP_MARGIN_MS,
     logLevel: e.METERHOOK_LOG_LEVEL,
     stripe: {

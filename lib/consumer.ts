@@ -12,7 +12,7 @@ import type { Logger } from "./logger.js";
 import type { MapOutcome, Source, Trigger } from "./mapping/engine.js";
 import { type MeterEvent, outsideDedupeWindow, toMeterEvent, type ValueRules } from "./meter-event.js";
 import { Metric, type Metrics, noMetrics } from "./metrics.js";
-import { unpack } from "./pack.js";
+import { retryBody, unpack } from "./pack.js";
 import type { QueueSender } from "./queue.js";
 import type { MeterEventSubmitter, SubmitOutcome } from "./stripe/submitter.js";
 import { CORRELATION_ATTRIBUTE, isTriggerMessage, SOURCE_ATTRIBUTE } from "./triggers.js";
@@ -72,7 +72,10 @@ export interface ConsumerDeps {
   now?: () => number;
   /** Pre-aggregation rules; with them, `requeue` (the ingest queue) takes combined events that failed. */
   aggregation?: AggregationRules;
+  /** The ingest queue: combined events that failed, and packs' events to retry (see retryPacks). */
   requeue?: QueueSender;
+  /** SQS DelaySeconds of a pack's events to retry: the wait SQS's visibility timeout gives others. */
+  packRetryDelaySeconds?: number;
 }
 
 export interface BatchResult {
@@ -532,23 +535,11 @@ export async function processBatch(
     }
   });
 
-  // A pack goes back whole when one of its events must be retried, so its other events' dead
-  // letters wait for its last delivery: each is written once.
-  const packOf =
-    packed && (letters.length > 0 || result.failedMessageIds.length > 0)
-      ? new Map(messages.map((m) => [m.messageId, m.pack]))
-      : undefined;
-  let toWrite = letters;
-  if (packOf) {
-    const back = new Set(result.failedMessageIds.map((id) => packOf.get(id)).filter((p) => p !== undefined));
-    toWrite = letters.filter((d) => !back.has(packOf.get(d.key) as string));
-    result.retried += letters.length - toWrite.length;
-  }
   // A dead letter that could not be written keeps its message on the queue: nothing is lost.
-  const unsent = await sendDeadLetters(deps.deadLetterQueue, toWrite);
+  const unsent = await sendDeadLetters(deps.deadLetterQueue, letters);
   const correlation =
-    toWrite.length > 0 ? new Map(messages.map((m) => [m.messageId, m.attributes?.[CORRELATION_ATTRIBUTE]])) : undefined;
-  for (const d of toWrite) {
+    letters.length > 0 ? new Map(messages.map((m) => [m.messageId, m.attributes?.[CORRELATION_ATTRIBUTE]])) : undefined;
+  for (const d of letters) {
     if (unsent.has(d.key)) {
       result.failedMessageIds.push(d.key);
       deps.logger.error("dead-letter send failed; message left on the queue", { messageId: d.key, code: d.code });
@@ -563,16 +554,58 @@ export async function processBatch(
       });
     }
   }
+  // Events to retry are counted before packs turn them into their packs' ids.
+  const retrying = result.failedMessageIds.length;
+  if (packed && retrying > 0) result.failedMessageIds = await retryPacks(messages, result.failedMessageIds, deps);
   metrics.count(Metric.eventsReceived, messages.length);
   metrics.count(Metric.eventsBilled, result.billed);
   metrics.count(Metric.eventsDuplicate, result.duplicates);
   metrics.count(Metric.eventsIgnored, result.ignored);
   if (result.requeued > 0) metrics.count(Metric.eventsRequeued, result.requeued);
-  metrics.count(Metric.eventsRetried, result.failedMessageIds.length + letters.length - toWrite.length);
+  metrics.count(Metric.eventsRetried, retrying);
   for (const [code, n] of Object.entries(result.deadLettered)) metrics.count(Metric.eventsDeadLettered, n, { code });
-  // SQS knows the pack, not its events.
-  if (packOf) result.failedMessageIds = [...new Set(result.failedMessageIds.map((id) => packOf.get(id) ?? id))];
   return result;
+}
+
+/**
+ * The ids SQS must deliver again, for `failed` (messages and events of packs to retry). SQS
+ * retries a pack, not its events: when some of a pack's events are done (billed, dead-lettered),
+ * those to retry go back on the ingest queue as a smaller pack with the pack's history (retryBody)
+ * and the pack is done, so billed events are not sent again and each delivery makes progress.
+ * The pack goes back whole when all its events are to retry, or when that write fails; then its
+ * billed events are sent again (Stripe drops repeats) and its dead letters written again.
+ */
+async function retryPacks(messages: readonly QueueMessage[], failed: string[], deps: ConsumerDeps): Promise<string[]> {
+  const byId = new Map(messages.map((m) => [m.messageId, m]));
+  const sizes = new Map<string, number>();
+  for (const m of messages) if (m.pack) sizes.set(m.pack, (sizes.get(m.pack) ?? 0) + 1);
+  const out = new Set<string>();
+  const retry = new Map<string, QueueMessage[]>();
+  for (const id of failed) {
+    const m = byId.get(id);
+    if (!m?.pack) out.add(id);
+    else retry.set(m.pack, [...(retry.get(m.pack) ?? []), m]);
+  }
+  const partial = [...retry].filter(([pack, events]) => events.length < (sizes.get(pack) as number));
+  for (const [pack, events] of retry) if (events.length === sizes.get(pack)) out.add(pack);
+  if (partial.length === 0) return [...out];
+  const { failed: unsent } = deps.requeue
+    ? await deps.requeue.send(
+        partial.map(([pack, events]) => ({
+          key: pack,
+          body: retryBody(events),
+          attributes: events[0]?.attributes,
+          delaySeconds: deps.packRetryDelaySeconds,
+        })),
+      )
+    : { failed: partial.map(([pack]) => pack) };
+  for (const pack of unsent) {
+    out.add(pack);
+    deps.logger.error("a pack's events to retry could not be queued; the whole pack stays on the queue", {
+      messageId: pack,
+    });
+  }
+  return [...out];
 }
 
 /** The EventBridge source whose `match` takes this event (by `source` and `detail-type`). */

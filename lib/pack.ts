@@ -46,6 +46,19 @@ export function packBodies(events: readonly string[], perMessage: number): strin
 export const MAX_PACK_EVENTS = 100;
 
 /**
+ * A pack's delivery history, when it holds the events of an earlier pack that must be retried
+ * (retryBody): deliveries before this message, and when that earlier pack was first delivered
+ * and first queued. The consumer adds them to this message's own, so maxAttempts and the
+ * dedupe-window rules count from the first delivery.
+ */
+interface Carried {
+  attempts?: unknown;
+  firstReceivedAt?: unknown;
+  sentAt?: unknown;
+}
+const isCount = (x: unknown): x is number => typeof x === "number" && Number.isSafeInteger(x) && x >= 0;
+
+/**
  * The one-event messages a pack carries, each with the pack's delivery history, so that retry
  * counts and the dedupe-window rules hold for every event; undefined when `m` is not a pack,
  * the reason when it is one that cannot be read. Not a pack: a body that does not start as one,
@@ -54,7 +67,7 @@ export const MAX_PACK_EVENTS = 100;
 export function unpack(m: QueueMessage): QueueMessage[] | string | undefined {
   if (!m.body.startsWith(PACK_START) || m.attributes?.[SOURCE_ATTRIBUTE]) return undefined;
   const invalid = `not a valid ${PACK_FORMAT} message: events must be 1 to ${MAX_PACK_EVENTS} strings, each an event's JSON text`;
-  let x: { meterhook?: unknown; events?: unknown };
+  let x: { events?: unknown } & Carried;
   try {
     x = JSON.parse(m.body);
   } catch {
@@ -62,6 +75,13 @@ export function unpack(m: QueueMessage): QueueMessage[] | string | undefined {
   }
   const events = x.events;
   if (!Array.isArray(events) || events.length === 0 || events.length > MAX_PACK_EVENTS) return invalid;
+  const carried = x.attempts !== undefined || x.firstReceivedAt !== undefined || x.sentAt !== undefined;
+  if (carried && !(isCount(x.attempts) && isCount(x.firstReceivedAt) && isCount(x.sentAt))) {
+    return `not a valid ${PACK_FORMAT} message: attempts, firstReceivedAt and sentAt must be non-negative integers`;
+  }
+  const receiveCount = carried ? (x.attempts as number) + m.receiveCount : m.receiveCount;
+  const firstReceivedAt = carried ? (x.firstReceivedAt as number) : m.firstReceivedAt;
+  const sentAt = carried ? (x.sentAt as number) : m.sentAt;
   const out: QueueMessage[] = new Array(events.length);
   for (let i = 0; i < events.length; i++) {
     const body: unknown = events[i];
@@ -70,13 +90,29 @@ export function unpack(m: QueueMessage): QueueMessage[] | string | undefined {
     out[i] = {
       messageId: `${m.messageId}#${i}`,
       body,
-      receiveCount: m.receiveCount,
-      sentAt: m.sentAt,
-      firstReceivedAt: m.firstReceivedAt,
+      receiveCount,
+      sentAt,
+      firstReceivedAt,
       attributes: m.attributes,
       previousFailure: m.previousFailure,
       pack: m.messageId,
     };
   }
   return out;
+}
+
+/**
+ * A pack of the events of one pack that must be retried (unpack's messages), carrying its
+ * history: only those go back to the queue, so that its billed events are not sent again and
+ * each delivery makes progress, as it does for one-event messages.
+ */
+export function retryBody(events: readonly QueueMessage[]): string {
+  const first = events[0] as QueueMessage;
+  return JSON.stringify({
+    meterhook: PACK_FORMAT,
+    events: events.map((e) => e.body),
+    attempts: first.receiveCount,
+    firstReceivedAt: first.firstReceivedAt,
+    sentAt: first.sentAt,
+  });
 }

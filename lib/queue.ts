@@ -22,6 +22,8 @@ export interface OutgoingMessage {
   key: string;
   body: string;
   attributes?: Record<string, string>;
+  /** Hidden from consumers for this long after it is sent (SQS DelaySeconds, 0-900). */
+  delaySeconds?: number;
 }
 
 /** Writes messages to a queue; answers the keys that could not be written. Never throws. */
@@ -77,6 +79,7 @@ export function createSqsSender(source: SqsClientSource, queueUrl: string): Queu
               Id: String(i),
               MessageBody: m.body,
               MessageAttributes: toAttributes(m.attributes),
+              DelaySeconds: m.delaySeconds,
             })),
           }),
         );

@@ -77,6 +77,8 @@ export async function startLocalRuntime(options: LocalRuntimeOptions = {}): Prom
   env.METERHOOK_INGEST_QUEUE_URL = queues.ingestQueueUrl;
   env.METERHOOK_DLQ_URL = queues.deadLetterQueueUrl;
   env.SQS_ENDPOINT = queues.endpoint;
+  // A pack's events to retry wait as long as any other retry: the visibility timeout.
+  env.METERHOOK_PACK_RETRY_DELAY_SECONDS ??= String(options.visibilityTimeoutSeconds ?? 10);
   if (options.quiet) env.METERHOOK_LOG_LEVEL ??= "error";
 
   const config = loadConfig(env);

@@ -55,6 +55,8 @@ function consumer(env: Record<string, string> = {}) {
     consumerEnv(parts, {
       METERHOOK_CUSTOMERS: JSON.stringify({ acct_7: "cus_packmapped" }),
       METERHOOK_INGEST_QUEUE_URL: queues.ingestQueueUrl,
+      // A pack's events to retry are visible again at once (the stack waits 360 s).
+      METERHOOK_PACK_RETRY_DELAY_SECONDS: "0",
       ...env,
     }),
   );
@@ -146,8 +148,8 @@ describe("several events per ingest-queue message", () => {
     assert.equal(letters[0]?.attributes.event_id, "pk_unmapped");
   });
 
-  test("v1: a pack with one event to retry goes back whole; its dead letter is written once, nothing billed twice", async () => {
-    const handle = consumer({ METERHOOK_STRIPE_API: "v1", STRIPE_MAX_ATTEMPTS: "1", STRIPE_CONCURRENCY: "1" });
+  test("v1: only a pack's event to retry goes back, as a smaller pack; the rest is billed or dead-lettered at once", async () => {
+    const handle = consumer({ METERHOOK_STRIPE_API: "v1", STRIPE_MAX_ATTEMPTS: "1" });
     const post = await httpApi(100);
     const billed = usageEvent({ customer: "cus_packb", value: 5 });
     const flaky = usageEvent({ customer: "cus_packflaky", value: 7 });
@@ -158,51 +160,99 @@ describe("several events per ingest-queue message", () => {
       path: "/v1/billing/meter_events",
       bodyIncludes: "cus_packflaky",
       respond: { status: 503 },
-      times: 1,
     });
 
-    const first = await handle(sqsEvent([asRecord(pack, 1)]), lambdaContext());
-    assert.deepEqual(first.batchItemFailures, [{ itemIdentifier: asRecord(pack).messageId }]);
-    assert.equal(totalFor("cus_packb"), 5);
-    assert.equal(totalFor("cus_packflaky"), 0);
-    assert.deepEqual(
-      await drainDeadLetters(queues.sqs, queues.deadLetterQueueUrl),
-      [],
-      "held for the pack's last word",
-    );
-
-    const second = await handle(sqsEvent([asRecord(pack, 2)]), lambdaContext());
-    assert.deepEqual(second.batchItemFailures, []);
-    assert.deepEqual([totalFor("cus_packb"), totalFor("cus_packflaky")], [5, 7]);
-    assert.equal(receipts(billed.id), 2, "sent again with the pack and recognised by Stripe as a repeat");
+    const first = await handle(sqsEvent([asRecord(pack, 2)]), lambdaContext());
+    assert.deepEqual(first.batchItemFailures, [], "the pack is done: its event to retry is queued again");
+    assert.deepEqual([totalFor("cus_packb"), totalFor("cus_packflaky")], [5, 0]);
     const letters = await drainDeadLetters(queues.sqs, queues.deadLetterQueueUrl);
     assert.deepEqual(
       letters.map((l) => [l.error.code, (l.event as { id: string }).id, l.attempts]),
       [["customer_not_found", "pk_unmapped_once", 2]],
     );
+    const [retry, ...others] = await drain(queues.sqs, queues.ingestQueueUrl);
+    assert.deepEqual(others, []);
+    const body = JSON.parse(retry?.body ?? "{}");
+    assert.deepEqual(
+      body.events.map((e: string) => JSON.parse(e).id),
+      [flaky.id],
+    );
+    assert.equal(body.attempts, 2, "the pack's deliveries so far go along");
+    assert.equal(retry?.attributes.correlation_id, pack.attributes.correlation_id);
+
+    const second = await handle(sqsEvent([asRecord(retry as ReceivedMessage)]), lambdaContext());
+    assert.deepEqual(second.batchItemFailures, []);
+    assert.deepEqual([totalFor("cus_packb"), totalFor("cus_packflaky")], [5, 7]);
+    assert.equal(receipts(billed.id), 1, "the billed event was not sent again");
+    assert.deepEqual(await drainDeadLetters(queues.sqs, queues.deadLetterQueueUrl), []);
   });
 
-  test("at METERHOOK_MAX_ATTEMPTS the pack's failing event is dead-lettered as retries_exhausted and the pack is done", async () => {
+  test("a pack whose every event is to retry goes back whole, nothing queued in its place", async () => {
+    const handle = consumer({ STRIPE_MAX_ATTEMPTS: "1" });
+    const post = await httpApi(100);
+    assert.equal(await post([usageEvent({ customer: "cus_packall" }), usageEvent({ customer: "cus_packall" })]), 202);
+    const [pack] = (await drain(queues.sqs, queues.ingestQueueUrl)) as [ReceivedMessage];
+    emulator.injectFaults({ path: "/v2/billing/meter_event_stream", respond: { status: 503 } });
+    const res = await handle(sqsEvent([asRecord(pack)]), lambdaContext());
+    assert.deepEqual(res.batchItemFailures, [{ itemIdentifier: asRecord(pack).messageId }]);
+    assert.deepEqual(await drain(queues.sqs, queues.ingestQueueUrl), []);
+    assert.deepEqual(await drainDeadLetters(queues.sqs, queues.deadLetterQueueUrl), []);
+  });
+
+  test("when the events to retry cannot be queued, the whole pack goes back and its billed event is deduplicated", async () => {
+    const handle = consumer({
+      METERHOOK_STRIPE_API: "v1",
+      STRIPE_MAX_ATTEMPTS: "1",
+      METERHOOK_INGEST_QUEUE_URL: queues.ingestQueueUrl.replace("meterhook-ingest", "no-such-queue"),
+    });
+    const post = await httpApi(100);
+    const billed = usageEvent({ customer: "cus_packc", value: 2 });
+    const flaky = usageEvent({ customer: "cus_packflaky2", value: 3 });
+    assert.equal(await post([billed, flaky]), 202);
+    const [pack] = (await drain(queues.sqs, queues.ingestQueueUrl)) as [ReceivedMessage];
+    emulator.injectFaults({
+      path: "/v1/billing/meter_events",
+      bodyIncludes: "cus_packflaky2",
+      respond: { status: 503 },
+    });
+
+    const first = await handle(sqsEvent([asRecord(pack, 1)]), lambdaContext());
+    assert.deepEqual(first.batchItemFailures, [{ itemIdentifier: asRecord(pack).messageId }]);
+    const second = await handle(sqsEvent([asRecord(pack, 2)]), lambdaContext());
+    assert.deepEqual(second.batchItemFailures, []);
+    assert.deepEqual([totalFor("cus_packc"), totalFor("cus_packflaky2")], [2, 3]);
+    assert.equal(receipts(billed.id), 2, "sent again with the pack and recognised by Stripe as a repeat");
+  });
+
+  test("a pack's events to retry carry its history: METERHOOK_MAX_ATTEMPTS counts every delivery", async () => {
     const handle = consumer({ METERHOOK_STRIPE_API: "v1", STRIPE_MAX_ATTEMPTS: "1", METERHOOK_MAX_ATTEMPTS: "3" });
     const post = await httpApi(100);
-    const billed = usageEvent({ customer: "cus_packc", value: 1 });
+    const billed = usageEvent({ customer: "cus_packd", value: 1 });
     const failing = usageEvent({ id: "pk_exhausted", customer: "cus_packdown" });
     assert.equal(await post([billed, failing]), 202);
     const [pack] = (await drain(queues.sqs, queues.ingestQueueUrl)) as [ReceivedMessage];
+    const firstReceived = Date.now() - 60_000;
+    const record = asRecord(pack, 2);
+    record.attributes.ApproximateFirstReceiveTimestamp = String(firstReceived);
     emulator.injectFaults({
       path: "/v1/billing/meter_events",
       bodyIncludes: "cus_packdown",
       respond: { status: 503 },
+      times: 2,
     });
-    const res = await handle(sqsEvent([asRecord(pack, 3)]), lambdaContext());
-    assert.deepEqual(res.batchItemFailures, []);
-    assert.equal(totalFor("cus_packc"), 1);
+    assert.deepEqual((await handle(sqsEvent([record]), lambdaContext())).batchItemFailures, []);
+    const [retry] = (await drain(queues.sqs, queues.ingestQueueUrl)) as [ReceivedMessage];
+    // Its third delivery: two of the pack, one of its own.
+    assert.deepEqual((await handle(sqsEvent([asRecord(retry, 1)]), lambdaContext())).batchItemFailures, []);
+    assert.equal(totalFor("cus_packd"), 1);
     const [letter, ...rest] = await drainDeadLetters(queues.sqs, queues.deadLetterQueueUrl);
     assert.deepEqual(rest, []);
     assert.equal(letter?.error.code, "retries_exhausted");
     assert.equal((letter?.event as { id?: string } | undefined)?.id, "pk_exhausted");
     assert.equal(letter?.attempts, 3);
+    assert.equal(letter?.firstFailedAt, new Date(firstReceived).toISOString());
     assert.equal(letter?.stripeMayHaveRecorded, true);
+    assert.deepEqual(await drain(queues.sqs, queues.ingestQueueUrl), []);
   });
 
   test("with pre-aggregation on, a pack's events are sent as they are, never combined", async () => {
@@ -238,13 +288,35 @@ describe("several events per ingest-queue message", () => {
     );
   });
 
+  test("so are a pack's events to retry whose first delivery was more than 23 h ago, on their first delivery", async () => {
+    const event = usageEvent({ id: "pk_late_retry", customer: "cus_packlate" });
+    const dayAgo = Date.now() - 24 * 3_600_000;
+    const retry = {
+      meterhook: PACK_FORMAT,
+      events: [JSON.stringify(event)],
+      attempts: 1,
+      firstReceivedAt: dayAgo,
+      sentAt: dayAgo,
+    };
+    const before = emulator.requests.length;
+    const res = await consumer()(sqsEvent([sqsRecord(retry)]), lambdaContext());
+    assert.deepEqual(res.batchItemFailures, []);
+    assert.equal(emulator.requests.length, before);
+    const letters = await drainDeadLetters(queues.sqs, queues.deadLetterQueueUrl);
+    assert.deepEqual(
+      letters.map((l) => [l.error.code, (l.event as { id: string }).id, l.attempts]),
+      [["dedupe_window_passed", "pk_late_retry", 2]],
+    );
+  });
+
   test("a pack that cannot be read is dead-lettered whole as invalid_message, with why", async () => {
     const tooMany = { meterhook: PACK_FORMAT, events: Array.from({ length: 101 }, () => JSON.stringify(usageEvent())) };
     const notStrings = { meterhook: PACK_FORMAT, events: [JSON.stringify(usageEvent()), usageEvent()] };
     const notJson = `{"meterhook":"${PACK_FORMAT}","events":["{}"`;
+    const badHistory = { meterhook: PACK_FORMAT, events: [JSON.stringify(usageEvent())], attempts: -1 };
     const before = emulator.requests.length;
     const res = await consumer()(
-      sqsEvent([sqsRecord(tooMany), sqsRecord(notStrings), sqsRecord(notJson)]),
+      sqsEvent([sqsRecord(tooMany), sqsRecord(notStrings), sqsRecord(notJson), sqsRecord(badHistory)]),
       lambdaContext(),
     );
     assert.deepEqual(res.batchItemFailures, []);
@@ -259,7 +331,9 @@ describe("several events per ingest-queue message", () => {
       [byEvent(notJson)?.error.code, byEvent(notJson)?.error.message],
       ["invalid_message", "pack/1 message body is not valid JSON"],
     );
-    assert.equal(letters.length, 3);
+    assert.equal(byEvent(badHistory)?.error.code, "invalid_message");
+    assert.match(byEvent(badHistory)?.error.message ?? "", /attempts, firstReceivedAt and sentAt must be/);
+    assert.equal(letters.length, 4);
   });
 
   test("replay takes a pack the redrive policy moved to the DLQ and bills each event", async () => {
