@@ -586,8 +586,13 @@ async function retryPacks(messages: readonly QueueMessage[], failed: string[], d
     if (!m?.pack) out.add(id);
     else retry.set(m.pack, [...(retry.get(m.pack) ?? []), m]);
   }
-  const partial = [...retry].filter(([pack, events]) => events.length < (sizes.get(pack) as number));
-  for (const [pack, events] of retry) if (events.length === sizes.get(pack)) out.add(pack);
+  // A replayed pack (previousFailure) stays on the DLQ whole: a smaller pack on the ingest queue
+  // would lose what replay knows of it.
+  const partial = [...retry].filter(
+    ([pack, events]) => events.length < (sizes.get(pack) as number) && !events[0]?.previousFailure,
+  );
+  const smaller = new Set(partial.map(([pack]) => pack));
+  for (const pack of retry.keys()) if (!smaller.has(pack)) out.add(pack);
   if (partial.length === 0) return [...out];
   const { failed: unsent } = deps.requeue
     ? await deps.requeue.send(

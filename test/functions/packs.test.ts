@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { after, before, beforeEach, describe, test } from "node:test";
+import { SQSClient } from "@aws-sdk/client-sqs";
 import type { SQSRecord } from "aws-lambda";
 import { createHttpHandler } from "../../functions/http-api.js";
 import { createQueueHandler } from "../../functions/ingest-queue.js";
@@ -12,7 +13,7 @@ import { createSqsSender } from "../../lib/queue.js";
 import type { StripeEmulator } from "../../local/stripe-emulator/server.js";
 import { httpEvent, lambdaContext, sqsEvent, sqsRecord, usageEvent } from "../helpers/factories.js";
 import { consumerEnv, type PipelineParts, startPipelineParts } from "../helpers/pipeline.js";
-import { drain, drainDeadLetters, type ReceivedMessage, type TestQueues } from "../helpers/sqs.js";
+import { drain, drainDeadLetters, queueDepth, type ReceivedMessage, type TestQueues } from "../helpers/sqs.js";
 
 const KEY = "mh_test_pack_key";
 let parts: PipelineParts;
@@ -355,5 +356,42 @@ describe("several events per ingest-queue message", () => {
     assert.equal(report.billed, 2);
     assert.equal(totalFor("cus_packmoved"), 7);
     assert.deepEqual(await drain(queues.sqs, queues.deadLetterQueueUrl), []);
+  });
+  test("replay leaves a pack whose dead letter cannot be written on the DLQ whole, nothing queued elsewhere", async () => {
+    const post = await httpApi(100);
+    const events = [usageEvent({ customer: "cus_packreplay" }), usageEvent({ customer: "acct_missing" })];
+    assert.equal(await post(events), 202);
+    const [pack] = (await drain(queues.sqs, queues.ingestQueueUrl)) as [ReceivedMessage];
+    const dlq = createSqsSender(queues.sqs, queues.deadLetterQueueUrl);
+    assert.deepEqual(await dlq.send([{ key: "0", body: pack.body }]), { failed: [] });
+    await new Promise((r) => setTimeout(r, 5));
+    // The DLQ takes no writes (its reads work): the unmapped event's letter cannot be written.
+    const sqs = new SQSClient({
+      endpoint: queues.endpoint,
+      region: "us-east-1",
+      credentials: { accessKeyId: "t", secretAccessKey: "t" },
+    });
+    sqs.middlewareStack.add(
+      (next, context) => async (args) => {
+        const url = (args.input as { QueueUrl?: string }).QueueUrl;
+        if (context.commandName === "SendMessageBatchCommand" && url === queues.deadLetterQueueUrl)
+          throw Object.assign(new Error("DLQ unavailable (test)"), { name: "ServiceUnavailable" });
+        return next(args);
+      },
+      { step: "initialize", name: "failDlqWrites" },
+    );
+    try {
+      const report = await replayFromConfig(
+        loadConfig(consumerEnv(parts, { METERHOOK_INGEST_QUEUE_URL: queues.ingestQueueUrl })),
+        { limit: 10, dryRun: false },
+        { sqs, logger: silentLogger },
+      );
+      assert.equal(report.leftUntouched, 1);
+    } finally {
+      sqs.destroy();
+    }
+    assert.deepEqual(await drain(queues.sqs, queues.ingestQueueUrl), []);
+    // Still on the DLQ, in flight until replay's visibility timeout ends.
+    assert.equal(await queueDepth(queues.sqs, queues.deadLetterQueueUrl), 1);
   });
 });
