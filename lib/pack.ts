@@ -11,8 +11,9 @@ export const PACK_FORMAT = "pack/1";
 const PACK_START = `{"meterhook":"${PACK_FORMAT}","events":[`;
 
 /**
- * SQS bills each 64 KiB of a request as one request; and a consumer batch of 100 packs at this
- * size stays under Lambda's 6 MB invocation payload.
+ * SQS bills each 64 KiB of a request as one request: a pack stays inside one. (Lambda's event
+ * source mapping fills a batch only up to the 6 MB invocation payload, so big packs make smaller
+ * batches, never a failed one.)
  */
 export const MAX_PACK_BYTES = 48 * 1024;
 
