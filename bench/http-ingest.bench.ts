@@ -13,12 +13,17 @@ const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 16);
 
 const rt = await startLocalRuntime({ env: { METERHOOK_LOG_LEVEL: "error" }, pollers: 0 });
+// The same with METERHOOK_EVENTS_PER_MESSAGE=100: one SendMessageBatch entry per 100 events.
+const packed = await startLocalRuntime({
+  env: { METERHOOK_LOG_LEVEL: "error", METERHOOK_EVENTS_PER_MESSAGE: "100" },
+  pollers: 0,
+});
 let seq = 0;
 const event = () => ({ id: `http-bench-${++seq}`, event_name: "api_requests", customer: "cus_bench", value: 1 });
 
-async function run(perRequest: number) {
+async function run(perRequest: number, runtime = rt) {
   const result = await autocannon({
-    url: `${rt.gatewayUrl}/v1/events`,
+    url: `${runtime.gatewayUrl}/v1/events`,
     method: "POST",
     connections: CONNECTIONS,
     duration: SECONDS,
@@ -32,18 +37,20 @@ async function run(perRequest: number) {
       },
     ],
   });
-  return { perRequest, result };
+  return { perRequest: runtime === rt ? String(perRequest) : `${perRequest}, packed`, result };
 }
 
-const rows = [await run(1), await run(100)];
+const rows = [await run(1), await run(100), await run(100, packed)];
 console.log(`HTTP ingest, ${CONNECTIONS} connections, ${SECONDS} s each, Node ${process.version}`);
 console.log("| events per request | requests/s | events/s | p50 ms | p99 ms | non-2xx |");
 console.log("|---:|---:|---:|---:|---:|---:|");
 for (const { perRequest, result } of rows) {
   const rps = result.requests.average;
+  const events = rps * Number.parseInt(perRequest, 10);
   console.log(
-    `| ${perRequest} | ${Math.round(rps).toLocaleString("en-US")} | ${Math.round(rps * perRequest).toLocaleString("en-US")} | ${result.latency.p50} | ${result.latency.p99} | ${result.non2xx} |`,
+    `| ${perRequest} | ${Math.round(rps).toLocaleString("en-US")} | ${Math.round(events).toLocaleString("en-US")} | ${result.latency.p50} | ${result.latency.p99} | ${result.non2xx} |`,
   );
 }
 await rt.stop();
+await packed.stop();
 process.exit(0);

@@ -542,7 +542,7 @@ export async function processBatch(
   for (const d of letters) {
     if (unsent.has(d.key)) {
       result.failedMessageIds.push(d.key);
-      deps.logger.error("dead-letter send failed; message left on the queue", { messageId: d.key, code: d.code });
+      deps.logger.error("dead-letter send failed; the event will be retried", { messageId: d.key, code: d.code });
     } else {
       result.deadLettered[d.code] = (result.deadLettered[d.code] ?? 0) + 1;
       deps.logger.warn("event dead-lettered", {
