@@ -451,7 +451,7 @@ export async function processBatch(
         toSend.push(e);
         // Only a message's sole event may be combined: a message must not be half requeued
         // inside a combined event and half left on the queue (its redelivery would bill again).
-        // For the same reason, never an event of a pack, which goes back whole.
+        // For the same reason, never an event of a pack, which may go back whole (retryPacks).
         aggregating?.fixed.push(s.fixed === true || s.events.length > 1 || messages[i]?.pack !== undefined);
       }
     }
@@ -584,7 +584,8 @@ async function retryPacks(messages: readonly QueueMessage[], failed: string[], d
   for (const id of failed) {
     const m = byId.get(id);
     if (!m?.pack) out.add(id);
-    else retry.set(m.pack, [...(retry.get(m.pack) ?? []), m]);
+    else if (retry.has(m.pack)) retry.get(m.pack)?.push(m);
+    else retry.set(m.pack, [m]);
   }
   // A replayed pack (previousFailure) stays on the DLQ whole: a smaller pack on the ingest queue
   // would lose what replay knows of it.
