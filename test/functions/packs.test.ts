@@ -109,6 +109,17 @@ describe("packBodies", () => {
     for (const b of bodies) assert.ok(Buffer.byteLength(b) <= MAX_PACK_BYTES, `${Buffer.byteLength(b)} bytes`);
     assert.equal(bodies.flatMap((b) => JSON.parse(b).events).length, 100);
   });
+
+  test("an event too big to share a pack goes as a plain message between packs", () => {
+    const big = JSON.stringify({ id: "big", pad: "x".repeat(MAX_PACK_BYTES) });
+    const bodies = packBodies([...events(2), big, ...events(2)], 100);
+    assert.equal(bodies.length, 3);
+    assert.equal(bodies[1], big);
+    assert.deepEqual(
+      JSON.parse(bodies[0] as string).events.map((e: string) => JSON.parse(e).id),
+      ["e0", "e1"],
+    );
+  });
 });
 
 describe("several events per ingest-queue message", () => {
