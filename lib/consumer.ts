@@ -12,8 +12,8 @@ import type { Logger } from "./logger.js";
 import type { MapOutcome, Source, Trigger } from "./mapping/engine.js";
 import { type MeterEvent, outsideDedupeWindow, toMeterEvent, type ValueRules } from "./meter-event.js";
 import { Metric, type Metrics, noMetrics } from "./metrics.js";
-import { retryBody, unpack } from "./pack.js";
-import type { QueueSender } from "./queue.js";
+import { deferrable, retryBody, unpack } from "./pack.js";
+import type { OutgoingMessage, QueueSender } from "./queue.js";
 import type { MeterEventSubmitter, SubmitOutcome } from "./stripe/submitter.js";
 import { CORRELATION_ATTRIBUTE, isTriggerMessage, SOURCE_ATTRIBUTE } from "./triggers.js";
 import { parsePlainEventJson, parseUsageEvent, type UsageEvent } from "./usage-event.js";
@@ -43,6 +43,8 @@ export interface QueueMessage {
   pack?: string;
   /** Why this message, a pack, cannot be read (lib/pack.ts unpack). */
   unreadablePack?: string;
+  /** An event of a pack: deliveries not counted in receiveCount (lib/pack.ts deferrable). */
+  deferred?: number;
 }
 
 /** Mapping sources and their customer resolvers (from the mapping config or defineSource). */
@@ -103,7 +105,8 @@ type Ready = {
   fixed?: boolean;
 };
 type Dead = { kind: "dead"; letter: DeadLetter };
-type Retry = { kind: "retry"; reason: string; eventId?: string; input: unknown; source?: string };
+/** `unsent`: none of its events was sent to Stripe in this delivery (the invocation ran out of time). */
+type Retry = { kind: "retry"; reason: string; eventId?: string; input: unknown; source?: string; unsent?: boolean };
 type Step = Ready | Dead | Retry | { kind: "ignored" };
 const IGNORED: Step = { kind: "ignored" };
 
@@ -322,6 +325,7 @@ export async function processBatch(
         eventId,
         input,
         source: sourceHint,
+        unsent: true,
       };
     }
     try {
@@ -363,7 +367,7 @@ export async function processBatch(
    */
   const preparePlain = (m: QueueMessage, plain: UsageEvent): Step | Promise<Step> => {
     if (deadline - startedAt < deps.stopMarginMs) {
-      return { kind: "retry", reason: NOT_STARTED, eventId: plain.id, input: inputOf(m) };
+      return { kind: "retry", reason: NOT_STARTED, eventId: plain.id, input: inputOf(m), unsent: true };
     }
     try {
       // known() throws for a customer it knows has no Stripe id.
@@ -468,6 +472,7 @@ export async function processBatch(
     deadLettered: {},
   };
   const letters: DeadLetter[] = [];
+  const deferredIds = new Set<string>();
   messages.forEach((m, i) => {
     const prepared = steps[i] as Step;
     if (prepared.kind === "ignored") {
@@ -485,6 +490,7 @@ export async function processBatch(
       for (const e of prepared.events) {
         const o = outcomes[unique.get(e.identifier) as number] as Outcome;
         if (o.kind === "rejected") rejected ??= o;
+        else if (o.kind === "retry" && o.unsent) retry ??= o;
         else {
           submitted = true;
           if (o.kind === "retry") retry ??= o;
@@ -506,11 +512,16 @@ export async function processBatch(
             eventId: prepared.eventId,
             input: inputOf(m),
             source: prepared.source,
+            unsent: !submitted,
           };
     } else {
       step = prepared;
     }
-    if (step.kind === "retry" && m.receiveCount >= deps.maxAttempts) {
+    // An event of a pack that this delivery never sent goes back without spending an attempt
+    // (retryPacks), a bounded number of times: oversized batches must not exhaust its attempts.
+    const deferred = step.kind === "retry" && step.unsent === true && m.pack !== undefined && deferrable(m);
+    if (deferred) deferredIds.add(m.messageId);
+    else if (step.kind === "retry" && m.receiveCount >= deps.maxAttempts) {
       const attempts = m.previousFailure ? m.previousFailure.attempts + 1 : m.receiveCount;
       step = dead(
         m,
@@ -556,7 +567,9 @@ export async function processBatch(
   }
   // Events to retry are counted before packs turn them into their packs' ids.
   const retrying = result.failedMessageIds.length;
-  if (packed && retrying > 0) result.failedMessageIds = await retryPacks(messages, result.failedMessageIds, deps);
+  if (packed && retrying > 0) {
+    result.failedMessageIds = await retryPacks(messages, result.failedMessageIds, deferredIds, deps);
+  }
   metrics.count(Metric.eventsReceived, messages.length);
   metrics.count(Metric.eventsBilled, result.billed);
   metrics.count(Metric.eventsDuplicate, result.duplicates);
@@ -572,10 +585,17 @@ export async function processBatch(
  * retries a pack, not its events: when some of a pack's events are done (billed, dead-lettered),
  * those to retry go back on the ingest queue as a smaller pack with the pack's history (retryBody)
  * and the pack is done, so billed events are not sent again and each delivery makes progress.
- * The pack goes back whole when all its events are to retry, or when that write fails; then its
- * billed events are sent again (Stripe drops repeats) and its dead letters written again.
+ * Events this delivery never sent (`deferred`) go back in a pack of their own that does not
+ * count the delivery as an attempt. The pack goes back whole when all its events were tried and
+ * are to retry, or when a write fails; then its billed events are sent again (Stripe drops
+ * repeats) and its dead letters written again.
  */
-async function retryPacks(messages: readonly QueueMessage[], failed: string[], deps: ConsumerDeps): Promise<string[]> {
+async function retryPacks(
+  messages: readonly QueueMessage[],
+  failed: string[],
+  deferred: ReadonlySet<string>,
+  deps: ConsumerDeps,
+): Promise<string[]> {
   const byId = new Map(messages.map((m) => [m.messageId, m]));
   const sizes = new Map<string, number>();
   for (const m of messages) if (m.pack) sizes.set(m.pack, (sizes.get(m.pack) ?? 0) + 1);
@@ -587,25 +607,38 @@ async function retryPacks(messages: readonly QueueMessage[], failed: string[], d
     else if (retry.has(m.pack)) retry.get(m.pack)?.push(m);
     else retry.set(m.pack, [m]);
   }
-  // A replayed pack (previousFailure) stays on the DLQ whole: a smaller pack on the ingest queue
-  // would lose what replay knows of it.
-  const partial = [...retry].filter(
-    ([pack, events]) => events.length < (sizes.get(pack) as number) && !events[0]?.previousFailure,
-  );
-  const smaller = new Set(partial.map(([pack]) => pack));
-  for (const pack of retry.keys()) if (!smaller.has(pack)) out.add(pack);
-  if (partial.length === 0) return [...out];
-  const { failed: unsent } = deps.requeue
-    ? await deps.requeue.send(
-        partial.map(([pack, events]) => ({
-          key: pack,
-          body: retryBody(events),
-          attributes: events[0]?.attributes,
-          delaySeconds: deps.packRetryDelaySeconds,
-        })),
-      )
-    : { failed: partial.map(([pack]) => pack) };
-  for (const pack of unsent) {
+  const entries: OutgoingMessage[] = [];
+  const owners: string[] = [];
+  const queue = (pack: string, events: QueueMessage[], uncounted: boolean) => {
+    if (events.length === 0) return;
+    entries.push({
+      key: String(entries.length),
+      body: retryBody(events, uncounted),
+      attributes: events[0]?.attributes,
+      delaySeconds: deps.packRetryDelaySeconds,
+    });
+    owners.push(pack);
+  };
+  for (const [pack, events] of retry) {
+    const later = events.filter((e) => deferred.has(e.messageId));
+    // A replayed pack (previousFailure) stays on the DLQ whole: a smaller pack on the ingest
+    // queue would lose what replay knows of it.
+    if (events[0]?.previousFailure || (events.length === sizes.get(pack) && later.length === 0)) {
+      out.add(pack);
+      continue;
+    }
+    queue(
+      pack,
+      events.filter((e) => !deferred.has(e.messageId)),
+      false,
+    );
+    queue(pack, later, true);
+  }
+  if (entries.length === 0) return [...out];
+  const { failed: unsent } = deps.requeue ? await deps.requeue.send(entries) : { failed: entries.map((e) => e.key) };
+  for (const key of unsent) {
+    const pack = owners[Number(key)] as string;
+    if (out.has(pack)) continue;
     out.add(pack);
     deps.logger.error("a pack's events to retry could not be queued; the whole pack stays on the queue", {
       messageId: pack,

@@ -56,7 +56,17 @@ interface Carried {
   attempts?: unknown;
   firstReceivedAt?: unknown;
   sentAt?: unknown;
+  /** Deliveries not counted in attempts: none of these events was sent in them (see deferrable). */
+  deferred?: unknown;
 }
+
+/**
+ * How many deliveries that sent none of an event may go uncounted: an invocation that runs out
+ * of time must not spend the attempts of events it never got to, but a misconfiguration that
+ * never gets to any must still end, as retries_exhausted, instead of cycling forever.
+ */
+export const MAX_DEFERRED = 100;
+export const deferrable = (m: QueueMessage) => (m.deferred ?? 0) < MAX_DEFERRED;
 const isCount = (x: unknown): x is number => typeof x === "number" && Number.isSafeInteger(x) && x >= 0;
 
 /**
@@ -77,9 +87,13 @@ export function unpack(m: QueueMessage): QueueMessage[] | string | undefined {
   const events = x.events;
   if (!Array.isArray(events) || events.length === 0 || events.length > MAX_PACK_EVENTS) return invalid;
   const carried = x.attempts !== undefined || x.firstReceivedAt !== undefined || x.sentAt !== undefined;
-  if (carried && !(isCount(x.attempts) && isCount(x.firstReceivedAt) && isCount(x.sentAt))) {
-    return `not a valid ${PACK_FORMAT} message: attempts, firstReceivedAt and sentAt must be non-negative integers`;
+  if (
+    (carried && !(isCount(x.attempts) && isCount(x.firstReceivedAt) && isCount(x.sentAt))) ||
+    (x.deferred !== undefined && !isCount(x.deferred))
+  ) {
+    return `not a valid ${PACK_FORMAT} message: attempts, firstReceivedAt, sentAt and deferred must be non-negative integers`;
   }
+  const deferred = x.deferred as number | undefined;
   const receiveCount = carried ? (x.attempts as number) + m.receiveCount : m.receiveCount;
   const firstReceivedAt = carried ? (x.firstReceivedAt as number) : m.firstReceivedAt;
   const sentAt = carried ? (x.sentAt as number) : m.sentAt;
@@ -97,6 +111,7 @@ export function unpack(m: QueueMessage): QueueMessage[] | string | undefined {
       attributes: m.attributes,
       previousFailure: m.previousFailure,
       pack: m.messageId,
+      deferred,
     };
   }
   return out;
@@ -107,13 +122,16 @@ export function unpack(m: QueueMessage): QueueMessage[] | string | undefined {
  * history: only those go back to the queue, so that its billed events are not sent again and
  * each delivery makes progress, as it does for one-event messages.
  */
-export function retryBody(events: readonly QueueMessage[]): string {
+export function retryBody(events: readonly QueueMessage[], uncounted = false): string {
   const first = events[0] as QueueMessage;
+  const deferred = (first.deferred ?? 0) + (uncounted ? 1 : 0);
   return JSON.stringify({
     meterhook: PACK_FORMAT,
     events: events.map((e) => e.body),
-    attempts: first.receiveCount,
+    // This delivery is an attempt unless none of these events was sent in it.
+    attempts: first.receiveCount - (uncounted ? 1 : 0),
     firstReceivedAt: first.firstReceivedAt,
     sentAt: first.sentAt,
+    ...(deferred > 0 ? { deferred } : {}),
   });
 }

@@ -3,7 +3,8 @@ import type { MeterEvent } from "../meter-event.js";
 /** What became of one meter event after submission. */
 export type SubmitOutcome =
   | { kind: "billed"; duplicate: boolean; requestId?: string }
-  | { kind: "retry"; reason: string }
+  /** `unsent`: not sent to Stripe at all in this invocation (it ran out of time first). */
+  | { kind: "retry"; reason: string; unsent?: true }
   | {
       kind: "rejected";
       code: "stripe_rejected" | "stripe_unauthorized";

@@ -38,7 +38,7 @@ export function createV1Submitter(
         for (const i of lane) {
           const e = events[i] as MeterEvent;
           if (deadline - now() < options.stopMarginMs) {
-            outcomes[i] = { kind: "retry", reason: "not sent: the invocation was about to time out" };
+            outcomes[i] = { kind: "retry", reason: "not sent: the invocation was about to time out", unsent: true };
             continue;
           }
           const verdict = await client.call({

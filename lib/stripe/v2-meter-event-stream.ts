@@ -115,7 +115,7 @@ export function createV2StreamSubmitter(
       const send = async ([from, to]: [number, number]): Promise<void> => {
         let outcome: SubmitOutcome;
         if (deadline - now() < options.stopMarginMs) {
-          outcome = { kind: "retry", reason: "not sent: the invocation was about to time out" };
+          outcome = { kind: "retry", reason: "not sent: the invocation was about to time out", unsent: true };
         } else {
           const body = streamBody(events.slice(from, to));
           outcome = toOutcome(

@@ -8,7 +8,7 @@ import { createConsumerFromConfig, createIngestApiFromConfig, replayFromConfig }
 import { loadConfig } from "../../lib/config.js";
 import { silentLogger } from "../../lib/logger.js";
 import { meterEventIdentifier } from "../../lib/meter-event.js";
-import { MAX_PACK_BYTES, PACK_FORMAT, packBodies } from "../../lib/pack.js";
+import { MAX_DEFERRED, MAX_PACK_BYTES, PACK_FORMAT, packBodies } from "../../lib/pack.js";
 import { createSqsSender } from "../../lib/queue.js";
 import type { StripeEmulator } from "../../local/stripe-emulator/server.js";
 import { httpEvent, lambdaContext, sqsEvent, sqsRecord, usageEvent } from "../helpers/factories.js";
@@ -267,6 +267,53 @@ describe("several events per ingest-queue message", () => {
     assert.deepEqual(await drain(queues.sqs, queues.ingestQueueUrl), []);
   });
 
+  test("events an invocation had no time to send go back without spending an attempt", async () => {
+    const post = await httpApi(100);
+    const events = [usageEvent({ customer: "cus_packlater", value: 2 }), usageEvent({ customer: "cus_packlater" })];
+    assert.equal(await post(events), 202);
+    const [pack] = (await drain(queues.sqs, queues.ingestQueueUrl)) as [ReceivedMessage];
+    const before = emulator.requests.length;
+    // Its last attempt by METERHOOK_MAX_ATTEMPTS, with too little time left to start anything.
+    const late = consumer({ METERHOOK_MAX_ATTEMPTS: "3", METERHOOK_STOP_MARGIN_MS: "5000" });
+    const res = await late(sqsEvent([asRecord(pack, 3)]), lambdaContext(1_000));
+    assert.deepEqual(res.batchItemFailures, []);
+    assert.equal(emulator.requests.length, before);
+    assert.deepEqual(await drainDeadLetters(queues.sqs, queues.deadLetterQueueUrl), [], "not retries_exhausted");
+    const [retry] = (await drain(queues.sqs, queues.ingestQueueUrl)) as [ReceivedMessage];
+    const body = JSON.parse(retry.body);
+    assert.deepEqual(
+      [body.events.length, body.attempts, body.deferred],
+      [2, 2, 1],
+      "two attempts spent, this delivery not counted",
+    );
+
+    const res2 = await consumer({ METERHOOK_MAX_ATTEMPTS: "3" })(sqsEvent([asRecord(retry)]), lambdaContext());
+    assert.deepEqual(res2.batchItemFailures, []);
+    assert.equal(totalFor("cus_packlater"), 5);
+  });
+
+  test("uncounted deliveries are bounded: past MAX_DEFERRED they count, and attempts run out", async () => {
+    const event = usageEvent({ id: "pk_deferred_max", customer: "cus_packnever" });
+    const now = Date.now();
+    const retry = {
+      meterhook: PACK_FORMAT,
+      events: [JSON.stringify(event)],
+      attempts: 2,
+      firstReceivedAt: now - 60_000,
+      sentAt: now - 60_000,
+      deferred: MAX_DEFERRED,
+    };
+    const late = consumer({ METERHOOK_MAX_ATTEMPTS: "3", METERHOOK_STOP_MARGIN_MS: "5000" });
+    const res = await late(sqsEvent([sqsRecord(retry)]), lambdaContext(1_000));
+    assert.deepEqual(res.batchItemFailures, []);
+    const letters = await drainDeadLetters(queues.sqs, queues.deadLetterQueueUrl);
+    assert.deepEqual(
+      letters.map((l) => [l.error.code, (l.event as { id: string }).id, l.attempts]),
+      [["retries_exhausted", "pk_deferred_max", 3]],
+    );
+    assert.deepEqual(await drain(queues.sqs, queues.ingestQueueUrl), []);
+  });
+
   test("with pre-aggregation on, a pack's events are sent as they are, never combined", async () => {
     const handle = consumer({ METERHOOK_AGGREGATE: JSON.stringify({ api_requests: "sum" }) });
     const post = await httpApi(100);
@@ -344,7 +391,7 @@ describe("several events per ingest-queue message", () => {
       ["invalid_message", "pack/1 message body is not valid JSON"],
     );
     assert.equal(byEvent(badHistory)?.error.code, "invalid_message");
-    assert.match(byEvent(badHistory)?.error.message ?? "", /attempts, firstReceivedAt and sentAt must be/);
+    assert.match(byEvent(badHistory)?.error.message ?? "", /attempts, firstReceivedAt, sentAt and deferred must be/);
     assert.equal(letters.length, 4);
   });
 
