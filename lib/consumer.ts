@@ -485,12 +485,15 @@ export async function processBatch(
       let retry: Extract<SubmitOutcome, { kind: "retry" }> | undefined;
       let duplicates = 0;
       let requeued = false;
-      // Billed, a duplicate, requeued or an unknown answer: Stripe may hold one of its events.
+      // Billed, a duplicate, requeued or an unknown answer: Stripe may hold one of its events
+      // (an unsent one too, conservatively: an earlier delivery may have sent it).
       let submitted = false;
+      // None of its events was sent in this delivery (see retryPacks).
+      let unsent = true;
       for (const e of prepared.events) {
         const o = outcomes[unique.get(e.identifier) as number] as Outcome;
+        if (!(o.kind === "retry" && o.unsent)) unsent = false;
         if (o.kind === "rejected") rejected ??= o;
-        else if (o.kind === "retry" && o.unsent) retry ??= o;
         else {
           submitted = true;
           if (o.kind === "retry") retry ??= o;
@@ -512,7 +515,7 @@ export async function processBatch(
             eventId: prepared.eventId,
             input: inputOf(m),
             source: prepared.source,
-            unsent: !submitted,
+            unsent,
           };
     } else {
       step = prepared;

@@ -292,6 +292,28 @@ describe("several events per ingest-queue message", () => {
     assert.equal(totalFor("cus_packlater"), 5);
   });
 
+  test("v1: an event the submitter had no time to send is deferred, the one sent before it billed", async () => {
+    const post = await httpApi(100);
+    const first = usageEvent({ customer: "cus_packslow", value: 1 });
+    const second = usageEvent({ customer: "cus_packslow", value: 10 });
+    assert.equal(await post([first, second]), 202);
+    const [pack] = (await drain(queues.sqs, queues.ingestQueueUrl)) as [ReceivedMessage];
+    // One lane (same customer and meter): the first answer takes 3 s of the invocation's 4, so
+    // less than the 2 s stop margin is left for the second.
+    emulator.injectFaults({ path: "/v1/billing/meter_events", delayMs: 3_000 });
+    const handle = consumer({ METERHOOK_STRIPE_API: "v1", METERHOOK_STOP_MARGIN_MS: "2000" });
+    const res = await handle(sqsEvent([asRecord(pack, 2)]), lambdaContext(4_000));
+    assert.deepEqual(res.batchItemFailures, []);
+    assert.equal(totalFor("cus_packslow"), 1);
+    assert.equal(receipts(second.id), 0);
+    const [retry] = (await drain(queues.sqs, queues.ingestQueueUrl)) as [ReceivedMessage];
+    const body = JSON.parse(retry.body);
+    assert.deepEqual(
+      [body.events.map((e: string) => JSON.parse(e).id), body.attempts, body.deferred],
+      [[second.id], 1, 1],
+    );
+  });
+
   test("uncounted deliveries are bounded: past MAX_DEFERRED they count, and attempts run out", async () => {
     const event = usageEvent({ id: "pk_deferred_max", customer: "cus_packnever" });
     const now = Date.now();
