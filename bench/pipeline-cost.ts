@@ -103,9 +103,10 @@ const rows: Array<[string, number[], number]> = [
 // bundle (a new module URL), which reads its config on its first request.
 process.env.METERHOOK_EVENTS_PER_MESSAGE = "100";
 const packedHttp = (await import(`${process.cwd()}/dist/http-api/index.mjs?packed`)).handler;
-const hundred = () => httpEvent({ events: Array.from({ length: 100 }, event) });
+const request = (n: number) => httpEvent({ events: Array.from({ length: n }, event) });
 rows.push(
-  ["http-api, 100 events per request, packed", await time(() => accepted(hundred(), packedHttp)), 100],
+  ["http-api, 100 events per request, packed", await time(() => accepted(request(100), packedHttp)), 100],
+  ["http-api, 500 events per request, packed", await time(() => accepted(request(500), packedHttp)), 500],
   ["ingest-queue, batch of 10 packs of 100 (v2 stream)", await time(() => billed(10, 100)), 1_000],
   ["ingest-queue, batch of 100 packs of 100 (v2 stream)", await time(() => billed(100, 100)), 10_000],
 );
