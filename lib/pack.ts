@@ -8,7 +8,12 @@ import { SOURCE_ATTRIBUTE } from "./triggers.js";
  * the consumer turns a pack back into such messages and handles them exactly as before.
  */
 export const PACK_FORMAT = "pack/1";
-const PACK_START = `{"meterhook":"${PACK_FORMAT}","events":[`;
+/** How every pack starts: the consumer recognises one by this, without parsing other messages. */
+export const PACK_START = `{"meterhook":"${PACK_FORMAT}","events":[`;
+
+/** A pack's body; its first keys in PACK_START's order, which JSON.stringify keeps. */
+const packJson = (events: readonly string[], history?: Record<string, number>) =>
+  JSON.stringify({ meterhook: PACK_FORMAT, events, ...history });
 
 /**
  * SQS bills each 64 KiB of a request as one request: a pack stays inside one. (Lambda's event
@@ -28,7 +33,7 @@ export function packBodies(events: readonly string[], perMessage: number): strin
   let bytes = PACK_START.length + 2;
   const flush = () => {
     if (current.length === 1) out.push(current[0] as string);
-    else if (current.length > 1) out.push(JSON.stringify({ meterhook: PACK_FORMAT, events: current }));
+    else if (current.length > 1) out.push(packJson(current));
     current = [];
     bytes = PACK_START.length + 2;
   };
@@ -125,13 +130,14 @@ export function unpack(m: QueueMessage): QueueMessage[] | string | undefined {
 export function retryBody(events: readonly QueueMessage[], uncounted = false): string {
   const first = events[0] as QueueMessage;
   const deferred = (first.deferred ?? 0) + (uncounted ? 1 : 0);
-  return JSON.stringify({
-    meterhook: PACK_FORMAT,
-    events: events.map((e) => e.body),
-    // This delivery is an attempt unless none of these events was sent in it.
-    attempts: first.receiveCount - (uncounted ? 1 : 0),
-    firstReceivedAt: first.firstReceivedAt,
-    sentAt: first.sentAt,
-    ...(deferred > 0 ? { deferred } : {}),
-  });
+  return packJson(
+    events.map((e) => e.body),
+    {
+      // This delivery is an attempt unless none of these events was sent in it.
+      attempts: first.receiveCount - (uncounted ? 1 : 0),
+      firstReceivedAt: first.firstReceivedAt,
+      sentAt: first.sentAt,
+      ...(deferred > 0 ? { deferred } : {}),
+    },
+  );
 }
