@@ -12,7 +12,7 @@ import type { Logger } from "./logger.js";
 import type { MapOutcome, Source, Trigger } from "./mapping/engine.js";
 import { type MeterEvent, outsideDedupeWindow, toMeterEvent, type ValueRules } from "./meter-event.js";
 import { Metric, type Metrics, noMetrics } from "./metrics.js";
-import { deferrable, retryBody, unpack } from "./pack.js";
+import { deferrable, isMisshapenPack, PACK_FORMAT, PACK_START, retryBody, unpack } from "./pack.js";
 import type { OutgoingMessage, QueueSender } from "./queue.js";
 import type { MeterEventSubmitter, SubmitOutcome } from "./stripe/submitter.js";
 import { CORRELATION_ATTRIBUTE, isTriggerMessage, SOURCE_ATTRIBUTE } from "./triggers.js";
@@ -314,6 +314,15 @@ export async function processBatch(
       } catch (err) {
         return failed(m, input, err, deps.resolver);
       }
+    }
+    // unpack knows a pack by how it starts, without parsing; one laid out otherwise ends here.
+    if (isMisshapenPack(m, input)) {
+      return dead(
+        m,
+        input,
+        DeadLetterCode.invalidMessage,
+        `a ${PACK_FORMAT} message must start exactly with ${PACK_START}`,
+      );
     }
     const rawId = (input as { id?: unknown } | null)?.id;
     let eventId = typeof rawId === "string" ? rawId : undefined;

@@ -122,6 +122,10 @@ export function unpack(m: QueueMessage): QueueMessage[] | string | undefined {
   return out;
 }
 
+/** A parsed message that is a pack by its content but not by its start (other key order, spaces). */
+export const isMisshapenPack = (m: QueueMessage, parsed: unknown) =>
+  !m.attributes?.[SOURCE_ATTRIBUTE] && (parsed as { meterhook?: unknown } | null)?.meterhook === PACK_FORMAT;
+
 /**
  * A pack of the events of one pack that must be retried (unpack's messages), carrying its
  * history: only those go back to the queue, so that its billed events are not sent again and

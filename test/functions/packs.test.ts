@@ -417,6 +417,19 @@ describe("several events per ingest-queue message", () => {
     assert.equal(letters.length, 4);
   });
 
+  test("a pack that does not start exactly as packs do is refused with the start it needs, not taken for an event", async () => {
+    // As Python's json.dumps writes it: spaces after the separators.
+    const spaced = `{"meterhook": "${PACK_FORMAT}", "events": [${JSON.stringify(JSON.stringify(usageEvent()))}]}`;
+    const before = emulator.requests.length;
+    const res = await consumer()(sqsEvent([sqsRecord(spaced)]), lambdaContext());
+    assert.deepEqual(res.batchItemFailures, []);
+    assert.equal(emulator.requests.length, before);
+    const [letter, ...rest] = await drainDeadLetters(queues.sqs, queues.deadLetterQueueUrl);
+    assert.deepEqual(rest, []);
+    assert.equal(letter?.error.code, "invalid_message");
+    assert.match(letter?.error.message ?? "", /must start exactly with \{"meterhook":"pack\/1","events":\[/);
+  });
+
   test("replay takes a pack the redrive policy moved to the DLQ and bills each event", async () => {
     const post = await httpApi(100);
     const events = [usageEvent({ customer: "cus_packmoved", value: 4 }), usageEvent({ customer: "cus_packmoved" })];
