@@ -49,6 +49,13 @@ describe("packaged CloudFormation template", () => {
     );
   });
 
+  test("a pack's events to retry wait the ingest queue's visibility timeout, as other retries do", () => {
+    assert.equal(
+      Number(resources.IngestQueueLambdaFunction.Properties.Environment.Variables.METERHOOK_PACK_RETRY_DELAY_SECONDS),
+      resources.IngestQueue.Properties.VisibilityTimeout,
+    );
+  });
+
   test("the consumer reports partial batch failures, with bounded concurrency", () => {
     const esm = ofType("AWS::Lambda::EventSourceMapping")[0]?.[1];
     assert.deepEqual(esm.Properties.FunctionResponseTypes, ["ReportBatchItemFailures"]);
