@@ -531,7 +531,13 @@ export async function processBatch(
     }
     // An event of a pack that this delivery never sent goes back without spending an attempt
     // (retryPacks), a bounded number of times: oversized batches must not exhaust its attempts.
-    const deferred = step.kind === "retry" && step.unsent === true && m.pack !== undefined && deferrable(m);
+    // Only through the ingest queue: a pack SQS redelivers counts the delivery whatever we do.
+    const deferred =
+      step.kind === "retry" &&
+      step.unsent === true &&
+      m.pack !== undefined &&
+      deps.requeue !== undefined &&
+      deferrable(m);
     if (deferred) deferredIds.add(m.messageId);
     else if (step.kind === "retry" && m.receiveCount >= deps.maxAttempts) {
       const attempts = m.previousFailure ? m.previousFailure.attempts + 1 : m.receiveCount;

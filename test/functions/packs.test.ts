@@ -314,6 +314,23 @@ describe("several events per ingest-queue message", () => {
     );
   });
 
+  test("without the ingest queue to defer through, the last attempt with no time left is retries_exhausted", async () => {
+    const event = usageEvent({ id: "pk_no_requeue", customer: "cus_packnoqueue" });
+    const pack = { meterhook: PACK_FORMAT, events: [JSON.stringify(event), JSON.stringify(usageEvent())] };
+    const late = consumer({
+      METERHOOK_MAX_ATTEMPTS: "3",
+      METERHOOK_STOP_MARGIN_MS: "5000",
+      METERHOOK_INGEST_QUEUE_URL: undefined as unknown as string,
+    });
+    const res = await late(sqsEvent([sqsRecord(pack, { ApproximateReceiveCount: "3" })]), lambdaContext(1_000));
+    assert.deepEqual(res.batchItemFailures, []);
+    const letters = await drainDeadLetters(queues.sqs, queues.deadLetterQueueUrl);
+    assert.deepEqual(
+      letters.map((l) => l.error.code),
+      ["retries_exhausted", "retries_exhausted"],
+    );
+  });
+
   test("uncounted deliveries are bounded: past MAX_DEFERRED they count, and attempts run out", async () => {
     const event = usageEvent({ id: "pk_deferred_max", customer: "cus_packnever" });
     const now = Date.now();
