@@ -3,7 +3,8 @@
  * the official `stripe` SDK doing submission alone, and the meterhook consumer pipeline.
  */
 import { randomUUID } from "node:crypto";
-import { readdirSync, readFileSync } from "node:fs";
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { Session } from "node:inspector";
 import { type PerformanceEntry, PerformanceObserver } from "node:perf_hooks";
 import type { SQSEvent } from "aws-lambda";
 import Stripe from "stripe";
@@ -82,6 +83,30 @@ const settle = () => new Promise((resolve) => setTimeout(resolve, 20));
 const REWARM = rewarmEvents(EVENTS);
 
 /**
+ * BENCH_PROFILE_DIR=<dir>: a CPU profile of each measured window alone (not of building inputs,
+ * forced collections or re-warming, which --cpu-prof also records), one .cpuprofile per run.
+ * The profiler's sampling costs CPU: figures of a profiled run are not comparable.
+ */
+const PROFILE_DIR = process.env.BENCH_PROFILE_DIR;
+const profiler = PROFILE_DIR ? new Session() : undefined;
+let profiled = 0;
+const post = (method: string) =>
+  new Promise<unknown>((resolve, reject) => profiler?.post(method, (err, res) => (err ? reject(err) : resolve(res))));
+async function startProfile(): Promise<void> {
+  if (!profiler) return;
+  if (profiled === 0) profiler.connect();
+  await post("Profiler.enable");
+  await post("Profiler.start");
+}
+async function stopProfile(): Promise<void> {
+  if (!profiler || !PROFILE_DIR) return;
+  const { profile } = (await post("Profiler.stop")) as { profile: unknown };
+  mkdirSync(PROFILE_DIR, { recursive: true });
+  const name = (process.env.BENCH_CLIENT ?? "client").replace(/[^a-z0-9]+/gi, "-");
+  writeFileSync(`${PROFILE_DIR}/${name}-${++profiled}-${process.pid}.cpuprofile`, JSON.stringify(profile));
+}
+
+/**
  * Runs `work` over `items` (`perItem` events each): the first REWARM events unmeasured, after a
  * full collection, then the run's EVENTS measured.
  */
@@ -95,6 +120,7 @@ async function measure<T>(items: T[], perItem: number, work: (items: T[]) => Pro
   gcPauses.length = 0;
   recordingGc = true;
   const measured = items.slice(split);
+  await startProfile();
   // memoryUsage.rss() alone: memoryUsage() also walks V8's heap spaces, 1-2 % of a v1 run's CPU.
   let peak = process.memoryUsage.rss();
   const sampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage.rss())), 20);
@@ -106,6 +132,7 @@ async function measure<T>(items: T[], perItem: number, work: (items: T[]) => Pro
   const cpu = process.cpuUsage(cpu0);
   const othersMs = otherThreadsCpuMs() - others0;
   clearInterval(sampler);
+  await stopProfile();
   await settle();
   recordingGc = false;
   const gcMs = gcPauses.filter((e) => e.startTime >= t0 && e.startTime <= t1).reduce((sum, e) => sum + e.duration, 0);

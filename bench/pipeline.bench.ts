@@ -10,20 +10,21 @@
  * third of a second, too short to measure steadily), BENCH_ROUNDS (3), BENCH_WARMUP (1 uncounted
  * round), BENCH_RTTS ("0,20" ms),
  * BENCH_QUICK=1 for a CI smoke run, BENCH_ONLY=<text>[|<text>...] for the clients whose name has one,
- * BENCH_NODE_ARGS for more Node flags in the client processes (--cpu-prof). Client processes run
+ * BENCH_NODE_ARGS for more Node flags in the client processes (--cpu-prof), BENCH_PROFILE_DIR for a CPU profile of each measured window alone. Client processes run
  * with the semi-space size the Lambda runtime gives the ingest-queue function (bench/stats.ts
  * lambdaYoungGenerationFlags; a later --max-semi-space-size in BENCH_NODE_ARGS wins), and with
  * --expose-gc so that each run starts from a collected heap; BENCH_REWARM_EVENTS (a tenth of a
  * run) are then processed unmeasured before the run's window opens (bench/pipeline-clients.ts
  * says why). Client processes run with source maps off (BENCH_SOURCE_MAPS=1 leaves tsx's on;
  * bench/client-process.ts says why). BENCH_RUNTIME_PARSE=1 adds the Lambda runtime's JSON.parse
- * of each SQS event to the pipeline rows (bench/pipeline-clients.ts).
+ * of each SQS event to the pipeline rows (bench/pipeline-clients.ts). Before each run the emulator
+ * forgets the events earlier runs sent it (BENCH_KEEP_EMULATOR_HISTORY=1 keeps them).
  */
 import { type ChildProcess, fork } from "node:child_process";
 import { once } from "node:events";
 import { cpus } from "node:os";
 import { scenarios as allScenarios, type Result } from "./pipeline-clients.js";
-import { INGEST_QUEUE_MEMORY_MB, lambdaYoungGenerationFlags, median, startEmulator } from "./stats.js";
+import { forgetHistory, INGEST_QUEUE_MEMORY_MB, lambdaYoungGenerationFlags, median, startEmulator } from "./stats.js";
 
 const QUICK = process.env.BENCH_QUICK === "1";
 const EVENTS = Number(process.env.BENCH_EVENTS ?? (QUICK ? 2000 : 20_000));
@@ -31,6 +32,8 @@ const V2_EVENTS = Number(process.env.BENCH_V2_EVENTS ?? (QUICK ? 2000 : 200_000)
 const eventsFor = (name: string) => (name.includes("v2") ? V2_EVENTS : EVENTS);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? (QUICK ? 1 : 3));
 const WARMUP = Number(process.env.BENCH_WARMUP ?? (QUICK ? 0 : 1));
+/** BENCH_KEEP_EMULATOR_HISTORY=1: the emulator keeps every run's events, as the bench did before 2026-11-27 16:30. */
+const KEEP_HISTORY = process.env.BENCH_KEEP_EMULATOR_HISTORY === "1";
 const RTTS = (process.env.BENCH_RTTS ?? (QUICK ? "0" : "0,20")).split(",").map(Number);
 
 /** A client in its own process, started against the emulator at `url`. */
@@ -80,6 +83,8 @@ for (const rtt of RTTS) {
   // One client runs at a time, so each has the machine to itself.
   for (let round = 0; round < WARMUP + ROUNDS; round++) {
     for (const [i, s] of scenarios.entries()) {
+      // Every run meets the emulator in the same state (bench/stats.ts forgetHistory says why).
+      if (!KEEP_HISTORY) await forgetHistory(child);
       const r = await runOnce(clients[i] as ChildProcess);
       if (round >= WARMUP) results.get(s.name)?.push(r);
     }

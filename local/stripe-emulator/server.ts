@@ -154,6 +154,17 @@ export class StripeEmulator {
     await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
   }
 
+  /**
+   * Forgets what earlier requests left (the ledger's events, the request log, idempotency keys,
+   * rate counters); meters, customers and meter event sessions stay valid.
+   */
+  forgetHistory(): void {
+    this.ledger.forgetEvents();
+    this.requests.length = 0;
+    this.idempotency.clear();
+    this.rate.clear();
+  }
+
   /** Sets (or clears) a function that picks a fault for each request; scripted faults go first. */
   setFaultPolicy(policy: ((req: FaultContext) => Fault | undefined) | undefined): void {
     this.faultPolicy = policy;

@@ -239,3 +239,38 @@ describe("totals", () => {
     assert.equal(one.body.data[0].aggregated_value, 3);
   });
 });
+
+describe("forgetHistory (the benchmarks' reset between runs)", () => {
+  test("forgets events, totals, receipts and requests; keeps meters, customers and session tokens", async () => {
+    const own = await startEmulator({ apiKeys: [KEY], customers: ["cus_A"] });
+    try {
+      const post = (path: string, body: unknown, auth = `Bearer ${KEY}`) =>
+        fetch(`${own.url}${path}`, {
+          method: "POST",
+          headers: { "content-type": "application/json", authorization: auth },
+          body: JSON.stringify(body),
+        });
+      const session = (await (await post("/v2/billing/meter_event_session", {})).json()) as {
+        authentication_token: string;
+      };
+      const auth = `Bearer ${session.authentication_token}`;
+      const events = [
+        { event_name: "api_requests", identifier: "forget_1", payload: { stripe_customer_id: "cus_A", value: "4" } },
+      ];
+      assert.equal((await post("/v2/billing/meter_event_stream", { events }, auth)).status, 200);
+      assert.equal(own.ledger.summaries()[0]?.aggregated_value, 4);
+
+      own.forgetHistory();
+      assert.deepEqual(
+        [own.ledger.events.length, own.ledger.receipts.size, own.ledger.summaries().length, own.requests.length],
+        [0, 0, 0, 0],
+      );
+      assert.ok(own.ledger.meters.has("api_requests"), "meters stay");
+      // The same identifier counts again (forgotten), and the session token is still good.
+      assert.equal((await post("/v2/billing/meter_event_stream", { events }, auth)).status, 200);
+      assert.deepEqual([own.ledger.summaries()[0]?.aggregated_value, own.ledger.errors.length], [4, 0]);
+    } finally {
+      await own.stop();
+    }
+  });
+});
