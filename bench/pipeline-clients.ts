@@ -6,7 +6,8 @@ import { randomUUID } from "node:crypto";
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { Session } from "node:inspector";
 import { type PerformanceEntry, PerformanceObserver } from "node:perf_hooks";
-import type { SQSEvent } from "aws-lambda";
+import { pathToFileURL } from "node:url";
+import type { SQSBatchResponse, SQSEvent } from "aws-lambda";
 import Stripe from "stripe";
 import { createQueueHandler } from "../functions/ingest-queue.js";
 import { publishMetrics } from "../functions/support/observability.js";
@@ -195,8 +196,13 @@ export async function meterhook(
   transport?: HttpTransport,
   observability: Pick<AppDeps, "logger" | "metrics"> = { logger: silentLogger },
 ): Promise<Consumer> {
+  return createConsumerFromConfig(loadConfig(consumerEnv(url, api, extra)), { ...observability, transport });
+}
+
+/** The ingest-queue function's environment for the bench's consumer. */
+function consumerEnv(url: string, api: "v1" | "v2", extra: Record<string, string>): Record<string, string> {
   const customers = Object.fromEntries(Array.from({ length: 200 }, (_, i) => [`acct_${i}`, `cus_bench${i}`]));
-  const config = loadConfig({
+  return {
     STRIPE_API_KEY: KEY,
     STRIPE_API_BASE: url,
     STRIPE_METER_EVENTS_BASE: url,
@@ -209,8 +215,7 @@ export async function meterhook(
     // STRIPE_HTTP_CLIENT=undici in the bench's environment measures the undici client instead.
     ...(process.env.STRIPE_HTTP_CLIENT ? { STRIPE_HTTP_CLIENT: process.env.STRIPE_HTTP_CLIENT } : {}),
     ...extra,
-  });
-  return createConsumerFromConfig(config, { ...observability, transport });
+  };
 }
 
 /**
@@ -235,7 +240,16 @@ const sdkOptions = (url: string) => {
 const RUNTIME_PARSE = process.env.BENCH_RUNTIME_PARSE === "1";
 
 /**
- * The ingest-queue Lambda handler as deployed (functions/ingest-queue.ts), on an SQS event of 100
+ * The pipeline rows run the ingest-queue handler from its Lambda bundle (`npm run build`'s
+ * dist/ingest-queue/index.mjs, which `npm run bench` builds first), as deployed. BENCH_SOURCES=1
+ * runs it from the sources through tsx instead, as the bench did before 2026-11-27 16:10: tsx's
+ * transform calls a `__name` helper for each closure made per batch, and measured 5-8 % more CPU
+ * per v2 event than the bundle (BENCHMARKS.md).
+ */
+const BUNDLE = process.env.BENCH_SOURCES !== "1";
+
+/**
+ * The ingest-queue Lambda handler as deployed (functions/ingest-queue.ts, bundled), on an SQS event of 100
  * records per invocation, `inFlight` invocations at a time: SQS records in, partial batch response
  * out, the production logger at its default level and the CloudWatch metrics it publishes after
  * each invocation. The client process's stdout is /dev/null (bench/pipeline.bench.ts), so each
@@ -249,12 +263,21 @@ async function pipeline(
   extra: Record<string, string> = {},
   batch = sqsEvent,
 ) {
-  const metrics = new MetricsRecorder();
-  const consumer = await meterhook(url, api, extra, undefined, { metrics });
-  const handler = createQueueHandler(
-    () => Promise.resolve(consumer),
-    () => publishMetrics(metrics, "ingest-queue"),
-  );
+  let handler: (event: SQSEvent, context: { getRemainingTimeInMillis: () => number }) => Promise<SQSBatchResponse>;
+  let close = () => Promise.resolve();
+  if (BUNDLE) {
+    // The deployed artifact: dist/ingest-queue/index.mjs, configured from the environment as on Lambda.
+    Object.assign(process.env, consumerEnv(url, api, extra));
+    ({ handler } = await import(pathToFileURL("dist/ingest-queue/index.mjs").href));
+  } else {
+    const metrics = new MetricsRecorder();
+    const consumer = await meterhook(url, api, extra, undefined, { metrics });
+    handler = createQueueHandler(
+      () => Promise.resolve(consumer),
+      () => publishMetrics(metrics, "ingest-queue"),
+    );
+    close = () => consumer.close();
+  }
   const context = { getRemainingTimeInMillis: () => 120_000 };
   const invoke = async (event: SQSEvent) => {
     const res = await handler(event, context);
@@ -267,7 +290,7 @@ async function pipeline(
       const texts = events.map((e) => JSON.stringify(e));
       return measure(texts, 100, (slice) => pool(slice, inFlight, (text) => invoke(JSON.parse(text))));
     },
-    close: () => consumer.close(),
+    close,
   };
 }
 export const scenarios: Scenario[] = [

@@ -17,7 +17,8 @@
  * run) are then processed unmeasured before the run's window opens (bench/pipeline-clients.ts
  * says why). Client processes run with source maps off (BENCH_SOURCE_MAPS=1 leaves tsx's on;
  * bench/client-process.ts says why). BENCH_RUNTIME_PARSE=1 adds the Lambda runtime's JSON.parse
- * of each SQS event to the pipeline rows (bench/pipeline-clients.ts). Before each run the emulator
+ * of each SQS event to the pipeline rows (bench/pipeline-clients.ts). The pipeline rows run the
+ * ingest-queue Lambda bundle that `npm run bench` builds first (BENCH_SOURCES=1: the sources). Before each run the emulator
  * forgets the events earlier runs sent it (BENCH_KEEP_EMULATOR_HISTORY=1 keeps them).
  */
 import { type ChildProcess, fork } from "node:child_process";
