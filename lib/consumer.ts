@@ -454,19 +454,13 @@ export async function processBatch(
   // One submission per identifier: duplicate deliveries in the same batch share the outcome.
   const unique = new Map<string, number>();
   const toSend: MeterEvent[] = [];
-  // The index in toSend of each ready message's events, in order: read back below without a
-  // second lookup by identifier.
-  const slots: number[] = [];
   // Only with pre-aggregation: its rules, and which events must be sent as they are.
   const aggregating = deps.aggregation ? { rules: deps.aggregation, fixed: [] as boolean[] } : undefined;
   steps.forEach((s, i) => {
     if (s.kind !== "ready") return;
     for (const e of s.events) {
-      const slot = unique.get(e.identifier);
-      if (slot !== undefined) slots.push(slot);
-      else {
+      if (unique.get(e.identifier) === undefined) {
         unique.set(e.identifier, toSend.length);
-        slots.push(toSend.length);
         toSend.push(e);
         // Only a message's sole event may be combined: a message must not be half requeued
         // inside a combined event and half left on the queue (its redelivery would bill again).
@@ -488,7 +482,6 @@ export async function processBatch(
   };
   const letters: DeadLetter[] = [];
   const deferredIds = new Set<string>();
-  let slot = 0;
   messages.forEach((m, i) => {
     const prepared = steps[i] as Step;
     if (prepared.kind === "ignored") {
@@ -506,8 +499,8 @@ export async function processBatch(
       let submitted = false;
       // None of its events was sent in this delivery (see retryPacks).
       let unsent = true;
-      for (let k = 0; k < prepared.events.length; k++) {
-        const o = outcomes[slots[slot++] as number] as Outcome;
+      for (const e of prepared.events) {
+        const o = outcomes[unique.get(e.identifier) as number] as Outcome;
         if (!(o.kind === "retry" && o.unsent)) unsent = false;
         if (o.kind === "rejected") rejected ??= o;
         else {
