@@ -19,7 +19,8 @@
  * bench/client-process.ts says why). BENCH_RUNTIME_PARSE=1 adds the Lambda runtime's JSON.parse
  * of each SQS event to the pipeline rows (bench/pipeline-clients.ts). The pipeline rows run the
  * ingest-queue Lambda bundle that `npm run bench` builds first (BENCH_SOURCES=1: the sources). Before each run the emulator
- * forgets the events earlier runs sent it (BENCH_KEEP_EMULATOR_HISTORY=1 keeps them).
+ * forgets the events earlier runs sent it (BENCH_KEEP_EMULATOR_HISTORY=1 keeps them);
+ * BENCH_IDLE_MS pauses before each run.
  */
 import { type ChildProcess, fork } from "node:child_process";
 import { once } from "node:events";
@@ -35,6 +36,11 @@ const ROUNDS = Number(process.env.BENCH_ROUNDS ?? (QUICK ? 1 : 3));
 const WARMUP = Number(process.env.BENCH_WARMUP ?? (QUICK ? 0 : 1));
 /** BENCH_KEEP_EMULATOR_HISTORY=1: the emulator keeps every run's events, as the bench did before 2026-11-27 16:30. */
 const KEEP_HISTORY = process.env.BENCH_KEEP_EMULATOR_HISTORY === "1";
+/**
+ * BENCH_IDLE_MS: a pause before each run, so that every client idles between its runs about as
+ * long as it does in a full run (the other clients' runs) even when BENCH_ONLY picks two.
+ */
+const IDLE_MS = Number(process.env.BENCH_IDLE_MS ?? 0);
 const RTTS = (process.env.BENCH_RTTS ?? (QUICK ? "0" : "0,20")).split(",").map(Number);
 
 /** A client in its own process, started against the emulator at `url`. */
@@ -86,6 +92,7 @@ for (const rtt of RTTS) {
     for (const [i, s] of scenarios.entries()) {
       // Every run meets the emulator in the same state (bench/stats.ts forgetHistory says why).
       if (!KEEP_HISTORY) await forgetHistory(child);
+      if (IDLE_MS > 0) await new Promise((resolve) => setTimeout(resolve, IDLE_MS));
       const r = await runOnce(clients[i] as ChildProcess);
       if (round >= WARMUP) results.get(s.name)?.push(r);
     }

@@ -175,7 +175,26 @@ describe("parsePlainEventJson: reading a canonical event without JSON.parse", ()
       JSON.stringify(base),
       '{"id":"a","event_name":"b","customer":"c","value":-1.5,"timestamp":"2026-11-26T12:00:00Z"}',
     ];
-    const alphabet = ['"', "\\", ",", ":", "{", "}", "-", ".", "0", "7", "e", " ", "\u0000", "\u007f", "a", "\ud800", "é", "5"];
+    const alphabet = [
+      '"',
+      "\\",
+      ",",
+      ":",
+      "{",
+      "}",
+      "-",
+      ".",
+      "0",
+      "7",
+      "e",
+      " ",
+      "\u0000",
+      "\u007f",
+      "a",
+      "\ud800",
+      "é",
+      "5",
+    ];
     for (const seed of seeds) {
       for (let i = 0; i <= seed.length; i++) {
         check(seed.slice(0, i) + seed.slice(i + 1));
