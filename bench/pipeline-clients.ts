@@ -245,7 +245,15 @@ const RUNTIME_PARSE = process.env.BENCH_RUNTIME_PARSE === "1";
  * all. BENCH_SOURCES=1 runs it from the sources through tsx instead, as the bench did before
  * 2026-11-27 16:10; the two measured the same, interleaved in one run (BENCHMARKS.md).
  */
-const BUNDLE = process.env.BENCH_SOURCES !== "1";
+const BUNDLE = process.env.BENCH_SOURCES === "1" ? undefined : "dist/ingest-queue/index.mjs";
+
+/**
+ * BENCH_COMPARE_BUNDLE=<path to an ingest-queue index.mjs>: one more client, the v2 pipeline on
+ * that bundle (a copy of dist/ made before a change, say), interleaved with the others so that
+ * each round pairs the two builds under the same state of the machine; the bench prints their
+ * ratio. Run against a copy of the same build, it shows how fine a difference the pairing sees.
+ */
+const COMPARE_BUNDLE = process.env.BENCH_COMPARE_BUNDLE;
 
 /**
  * The ingest-queue Lambda handler as deployed (functions/ingest-queue.ts, bundled), on an SQS event of 100
@@ -261,13 +269,14 @@ async function pipeline(
   customers: number,
   extra: Record<string, string> = {},
   batch = sqsEvent,
+  bundle = BUNDLE,
 ) {
   let handler: (event: SQSEvent, context: { getRemainingTimeInMillis: () => number }) => Promise<SQSBatchResponse>;
   let close = () => Promise.resolve();
-  if (BUNDLE) {
-    // The deployed artifact: dist/ingest-queue/index.mjs, configured from the environment as on Lambda.
+  if (bundle) {
+    // The deployed artifact, configured from the environment as on Lambda.
     Object.assign(process.env, consumerEnv(url, api, extra));
-    ({ handler } = await import(pathToFileURL("dist/ingest-queue/index.mjs").href));
+    ({ handler } = await import(pathToFileURL(bundle).href));
   } else {
     const metrics = new MetricsRecorder();
     const consumer = await meterhook(url, api, extra, undefined, { metrics });
@@ -360,4 +369,13 @@ export const scenarios: Scenario[] = [
     name: "meterhook pipeline, v2 stream, 1 pack of 100 per invocation, 16 in flight",
     start: (url) => pipeline(url, "v2", 16, 200, {}, packedSqsEvent),
   },
+  ...(COMPARE_BUNDLE
+    ? [
+        {
+          // Not part of the goals: the v2 row on another build (BENCH_COMPARE_BUNDLE).
+          name: "meterhook pipeline on BENCH_COMPARE_BUNDLE, v2 stream, batches of 100, 16 in flight",
+          start: (url: string) => pipeline(url, "v2", 16, 200, {}, sqsEvent, COMPARE_BUNDLE),
+        },
+      ]
+    : []),
 ];

@@ -20,7 +20,8 @@
  * of each SQS event to the pipeline rows (bench/pipeline-clients.ts). The pipeline rows run the
  * ingest-queue Lambda bundle that `npm run bench` builds first (BENCH_SOURCES=1: the sources). Before each run the emulator
  * forgets the events earlier runs sent it (BENCH_KEEP_EMULATOR_HISTORY=1 keeps them);
- * BENCH_IDLE_MS pauses before each run.
+ * BENCH_IDLE_MS pauses before each run. BENCH_COMPARE_BUNDLE=<index.mjs> adds the v2 pipeline on
+ * another build of the ingest-queue bundle, to measure a change side by side (pipeline-clients.ts).
  */
 import { type ChildProcess, fork } from "node:child_process";
 import { once } from "node:events";
@@ -142,11 +143,12 @@ for (const rtt of RTTS) {
     const mid = div(row(pipeline)[metric], row(sdk)[metric]);
     return `${mid.toFixed(2)}x (rounds ${Math.min(...rounds).toFixed(2)}-${Math.max(...rounds).toFixed(2)}; goal ${goal})`;
   };
-  const [sdk2, mh2, sdk1, mh1, , packed] = allScenarios.map((s) => s.name);
+  const [sdk2, mh2, sdk1, mh1, , packed, compared] = allScenarios.map((s) => s.name);
   const lines = [
     ["v2 pipeline/SDK events/s", ratio(mh2, sdk2, "eps", false, ">= 1.0")],
     ["v2 CPU per event pipeline/SDK", ratio(mh2, sdk2, "cpu", false, "<= 1.0")],
     ["v2 CPU per event, packed pipeline/SDK", ratio(packed, sdk2, "cpu", false, "none, not a goal row")],
+    ["v2 CPU per event, pipeline/BENCH_COMPARE_BUNDLE", ratio(mh2, compared, "cpu", false, "none, a comparison")],
     // Events per CPU-second: the SDK's CPU per event over the pipeline's.
     ["v1 events per CPU-second pipeline/SDK", ratio(mh1, sdk1, "cpu", true, ">= 3")],
   ].filter(([, r]) => r !== undefined);
