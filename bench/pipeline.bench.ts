@@ -20,7 +20,8 @@
  * of each SQS event to the pipeline rows (bench/pipeline-clients.ts). The pipeline rows run the
  * ingest-queue Lambda bundle that `npm run bench` builds first (BENCH_SOURCES=1: the sources). Before each run the emulator
  * forgets the events earlier runs sent it (BENCH_KEEP_EMULATOR_HISTORY=1 keeps them);
- * BENCH_IDLE_MS pauses before each run. BENCH_COMPARE_BUNDLE=<index.mjs> adds the v2 pipeline on
+ * BENCH_IDLE_MS pauses before each run. Each round runs the clients in its own fixed shuffle
+ * (BENCH_SHUFFLE=0: the listed order every round). BENCH_COMPARE_BUNDLE=<index.mjs> adds the v2 pipeline on
  * another build of the ingest-queue bundle, to measure a change side by side (pipeline-clients.ts).
  */
 import { type ChildProcess, fork } from "node:child_process";
@@ -37,6 +38,31 @@ const ROUNDS = Number(process.env.BENCH_ROUNDS ?? (QUICK ? 1 : 3));
 const WARMUP = Number(process.env.BENCH_WARMUP ?? (QUICK ? 0 : 1));
 /** BENCH_KEEP_EMULATOR_HISTORY=1: the emulator keeps every run's events, as the bench did before 2026-11-27 16:30. */
 const KEEP_HISTORY = process.env.BENCH_KEEP_EMULATOR_HISTORY === "1";
+/** BENCH_SHUFFLE=0: every round runs the clients in the listed order, as the bench did before 2026-11-27 17:10. */
+const SHUFFLE = process.env.BENCH_SHUFFLE !== "0";
+
+/**
+ * The order of the clients in round `round`: a shuffle fixed by the round's number, so that no
+ * client always runs right after the same one (a client run right after the v1 ones paid more on
+ * V8's other threads, BENCHMARKS.md) and a rerun runs the same orders.
+ */
+function runOrder(n: number, round: number): number[] {
+  const order = Array.from({ length: n }, (_, k) => k);
+  if (!SHUFFLE) return order;
+  // mulberry32, seeded by the round: enough randomness for an order, and the same every run.
+  let seed = (round + 1) * 0x9e3779b9;
+  const next = () => {
+    seed = (seed + 0x6d2b79f5) | 0;
+    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
+  };
+  for (let k = n - 1; k > 0; k--) {
+    const j = Math.floor(next() * (k + 1));
+    [order[k], order[j]] = [order[j] as number, order[k] as number];
+  }
+  return order;
+}
 /**
  * BENCH_IDLE_MS: a pause before each run, so that every client idles between its runs about as
  * long as it does in a full run (the other clients' runs) even when BENCH_ONLY picks two.
@@ -90,7 +116,8 @@ for (const rtt of RTTS) {
   // Warm-up rounds let the JIT settle and are not counted (cold starts have their own bench).
   // One client runs at a time, so each has the machine to itself.
   for (let round = 0; round < WARMUP + ROUNDS; round++) {
-    for (const [i, s] of scenarios.entries()) {
+    for (const i of runOrder(scenarios.length, round)) {
+      const s = scenarios[i] as (typeof scenarios)[number];
       // Every run meets the emulator in the same state (bench/stats.ts forgetHistory says why).
       if (!KEEP_HISTORY) await forgetHistory(child);
       if (IDLE_MS > 0) await new Promise((resolve) => setTimeout(resolve, IDLE_MS));
