@@ -10,7 +10,8 @@
  * third of a second, too short to measure steadily), BENCH_ROUNDS (3), BENCH_WARMUP (1 uncounted
  * round), BENCH_RTTS ("0,20" ms),
  * BENCH_QUICK=1 for a CI smoke run, BENCH_ONLY=<text>[|<text>...] for the clients whose name has one,
- * BENCH_NODE_ARGS for more Node flags in the client processes (--cpu-prof), BENCH_PROFILE_DIR for a CPU profile of each measured window alone. Client processes run
+ * BENCH_NODE_ARGS for more Node flags in the client processes (--cpu-prof), BENCH_PROFILE_DIR for
+ * a CPU profile of each measured window alone. Client processes run
  * with the semi-space size the Lambda runtime gives the ingest-queue function (bench/stats.ts
  * lambdaYoungGenerationFlags; a later --max-semi-space-size in BENCH_NODE_ARGS wins), and with
  * --expose-gc so that each run starts from a collected heap; BENCH_REWARM_EVENTS (a tenth of a
@@ -18,11 +19,12 @@
  * says why). Client processes run with source maps off (BENCH_SOURCE_MAPS=1 leaves tsx's on;
  * bench/client-process.ts says why). BENCH_RUNTIME_PARSE=1 adds the Lambda runtime's JSON.parse
  * of each SQS event to the pipeline rows (bench/pipeline-clients.ts). The pipeline rows run the
- * ingest-queue Lambda bundle that `npm run bench` builds first (BENCH_SOURCES=1: the sources). Before each run the emulator
- * forgets the events earlier runs sent it (BENCH_KEEP_EMULATOR_HISTORY=1 keeps them);
- * BENCH_IDLE_MS pauses before each run. Each round runs the clients in its own fixed shuffle
- * (BENCH_SHUFFLE=0: the listed order every round). BENCH_COMPARE_BUNDLE=<index.mjs> adds the v2 pipeline on
- * another build of the ingest-queue bundle, to measure a change side by side (pipeline-clients.ts).
+ * ingest-queue Lambda bundle that `npm run bench` builds first (BENCH_SOURCES=1: the sources).
+ * Before each run the emulator forgets the events earlier runs sent it
+ * (BENCH_KEEP_EMULATOR_HISTORY=1 keeps them); BENCH_IDLE_MS pauses before each run. Each round
+ * runs the clients in its own fixed shuffle (BENCH_SHUFFLE=0: the listed order every round).
+ * BENCH_COMPARE_BUNDLE=<index.mjs> adds the v2 pipeline on another build of the ingest-queue
+ * bundle, to measure a change side by side (bench/pipeline-clients.ts).
  */
 import { type ChildProcess, fork } from "node:child_process";
 import { once } from "node:events";
@@ -36,15 +38,15 @@ const V2_EVENTS = Number(process.env.BENCH_V2_EVENTS ?? (QUICK ? 2000 : 200_000)
 const eventsFor = (name: string) => (name.includes("v2") ? V2_EVENTS : EVENTS);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? (QUICK ? 1 : 3));
 const WARMUP = Number(process.env.BENCH_WARMUP ?? (QUICK ? 0 : 1));
-/** BENCH_KEEP_EMULATOR_HISTORY=1: the emulator keeps every run's events, as the bench did before 2026-11-27 16:30. */
+/** BENCH_KEEP_EMULATOR_HISTORY=1: the emulator keeps every run's events, as the bench did before 2026-11-27 15:52. */
 const KEEP_HISTORY = process.env.BENCH_KEEP_EMULATOR_HISTORY === "1";
 /** BENCH_SHUFFLE=0: every round runs the clients in the listed order, as the bench did before 2026-11-27 17:10. */
 const SHUFFLE = process.env.BENCH_SHUFFLE !== "0";
 
 /**
  * The order of the clients in round `round`: a shuffle fixed by the round's number, so that no
- * client always runs right after the same one (a client run right after the v1 ones paid more on
- * V8's other threads, BENCHMARKS.md) and a rerun runs the same orders.
+ * client always runs right after the same one, and a rerun runs the same orders. (Order was one
+ * suspect for the SDK's higher v2 figure in full runs; it was not the cause, BENCHMARKS.md.)
  */
 function runOrder(n: number, round: number): number[] {
   const order = Array.from({ length: n }, (_, k) => k);
