@@ -8,7 +8,7 @@ import { createConsumerFromConfig, createIngestApiFromConfig, replayFromConfig }
 import { loadConfig } from "../../lib/config.js";
 import { silentLogger } from "../../lib/logger.js";
 import { meterEventIdentifier } from "../../lib/meter-event.js";
-import { MAX_DEFERRED, MAX_PACK_BYTES, PACK_FORMAT, packBodies } from "../../lib/pack.js";
+import { MAX_DEFERRED, MAX_PACK_BYTES, PACK_FORMAT, packBodies, retryBody } from "../../lib/pack.js";
 import { createSqsSender } from "../../lib/queue.js";
 import type { StripeEmulator } from "../../local/stripe-emulator/server.js";
 import { httpEvent, lambdaContext, sqsEvent, sqsRecord, usageEvent } from "../helpers/factories.js";
@@ -108,6 +108,37 @@ describe("packBodies", () => {
     assert.ok(bodies.length > 1);
     for (const b of bodies) assert.ok(Buffer.byteLength(b) <= MAX_PACK_BYTES, `${Buffer.byteLength(b)} bytes`);
     assert.equal(bodies.flatMap((b) => JSON.parse(b).events).length, 100);
+  });
+
+  test("a pack is exactly the JSON text JSON.stringify writes, escapes and history included", () => {
+    const odd = [
+      JSON.stringify({ id: 'q"1', name: "tab\there \\ back", emoji: "é🙂" }),
+      JSON.stringify({ id: "q2", ctl: "\u0001\n" }),
+    ];
+    const [pack] = packBodies(odd, 100);
+    assert.equal(pack, JSON.stringify({ meterhook: PACK_FORMAT, events: odd }));
+    const retried = retryBody(
+      odd.map((body, i) => ({
+        messageId: `m#${i}`,
+        body,
+        receiveCount: 3,
+        sentAt: 1_000,
+        firstReceivedAt: 2_000,
+        deferred: 4,
+      })),
+      true,
+    );
+    assert.equal(
+      retried,
+      JSON.stringify({
+        meterhook: PACK_FORMAT,
+        events: odd,
+        attempts: 2,
+        firstReceivedAt: 2_000,
+        sentAt: 1_000,
+        deferred: 5,
+      }),
+    );
   });
 
   test("an event too big to share a pack goes as a plain message between packs", () => {
