@@ -92,7 +92,54 @@ function toUnixSeconds(ts: string | number): number {
 }
 
 /** Unix seconds of an ISO-8601 time with a zone, or NaN. */
-const isoSeconds = (ts: string) => (ISO_8601.test(ts) ? Math.floor(Date.parse(ts) / 1000) : Number.NaN);
+function isoSeconds(ts: string): number {
+  const seconds = utcIsoSeconds(ts);
+  if (!Number.isNaN(seconds)) return seconds;
+  return ISO_8601.test(ts) ? Math.floor(Date.parse(ts) / 1000) : Number.NaN;
+}
+
+/** The number written in `length` digits at `at`, or -1 if one of them is not a digit. */
+function digitsAt(text: string, at: number, length: number): number {
+  let n = 0;
+  for (let k = at; k < at + length; k++) {
+    const d = text.charCodeAt(k) - 0x30;
+    if (d < 0 || d > 9) return -1;
+    n = n * 10 + d;
+  }
+  return n;
+}
+
+/**
+ * Unix seconds of a timestamp in the form the ingest API queues (`2026-11-26T12:00:00.000Z`,
+ * or without the fraction), read digit by digit: the regex and `Date.parse` cost about 350 ns
+ * an event, most of reading a canonical event. NaN for any other form or an impossible date
+ * (the general path then decides), so that the answer is always Date.parse's.
+ */
+function utcIsoSeconds(ts: string): number {
+  const n = ts.length;
+  if (n !== 20 && n !== 24) return Number.NaN;
+  if (
+    ts.charCodeAt(4) !== MINUS ||
+    ts.charCodeAt(7) !== MINUS ||
+    ts.charCodeAt(10) !== 0x54 /* T */ ||
+    ts.charCodeAt(13) !== COLON ||
+    ts.charCodeAt(16) !== COLON ||
+    ts.charCodeAt(n - 1) !== 0x5a /* Z */ ||
+    (n === 24 && (ts.charCodeAt(19) !== DOT || digitsAt(ts, 20, 3) < 0))
+  )
+    return Number.NaN;
+  const year = digitsAt(ts, 0, 4);
+  const month = digitsAt(ts, 5, 2);
+  const day = digitsAt(ts, 8, 2);
+  const hour = digitsAt(ts, 11, 2);
+  const minute = digitsAt(ts, 14, 2);
+  const second = digitsAt(ts, 17, 2);
+  // Before 1970 the floor of a fraction goes the other way, and Date.UTC reads years below 100
+  // as 19xx. A day past the month's end (02-30) rolls over in Date.UTC as in Date.parse.
+  if (year < 1970 || month < 1 || month > 12 || day < 1 || day > 31 || hour < 0 || hour > 23) return Number.NaN;
+  if (minute < 0 || minute > 59 || second < 0 || second > 59) return Number.NaN;
+  return Date.UTC(year, month - 1, day, hour, minute, second) / 1000;
+}
 
 function describeIssue(issue: z.core.$ZodIssue): { path: string; message: string } {
   const path = issue.path.map(String).join(".");

@@ -213,4 +213,58 @@ describe("parsePlainEventJson: reading a canonical event without JSON.parse", ()
     assert.equal(parsePlainEventJson('{"id":"a","event_name":"b","customer":"c"}', NOW + 0.9)?.timestamp, NOW);
     assert.equal(parsePlainEventJson(JSON.stringify({ ...base, properties: { a: 1 } }), NOW), undefined);
   });
+
+  test("an ISO-8601 timestamp reads as Date.parse reads it, on both paths, whatever its digits", () => {
+    // The form the ingest API queues is read digit by digit; Date.parse is the reference.
+    const ISO = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})$/i;
+    const expected = (ts: string) =>
+      ISO.test(ts) && !Number.isNaN(Date.parse(ts)) ? Math.floor(Date.parse(ts) / 1000) : undefined;
+    const stamps = new Set<string>([
+      "2026-11-26T12:00:00Z",
+      "2026-11-26T12:00:00.000Z",
+      "2026-11-26T12:00:00.999Z",
+      "2026-11-26t12:00:00.000z",
+      "2026-11-26T12:00:00.0Z",
+      "2026-11-26T12:00:00.0000Z",
+      "2026-11-26T12:00Z",
+      "2026-11-26T13:00:00.000+01:00",
+      "1970-01-01T00:00:00.000Z",
+      "1969-12-31T23:59:59.500Z",
+      "0099-06-01T00:00:00.000Z",
+      "9999-12-31T23:59:59.999Z",
+      "2026-11-26 12:00:00.000Z",
+      "2026/11/26T12:00:00.000Z",
+      "+02026-11-26T12:00:00Z",
+      "2026-11-26T12:00:00.00aZ",
+      "2026-11-26T12:00:00,000Z",
+    ]);
+    // Every field at and around its limits, in both lengths the digit reader takes.
+    const fields: Array<[number, string[]]> = [
+      [5, ["00", "01", "02", "09", "10", "12", "13", "1a", "99"]],
+      [8, ["00", "01", "28", "29", "30", "31", "32", "-1", "99"]],
+      [11, ["00", "23", "24", "25", "99"]],
+      [14, ["00", "59", "60"]],
+      [17, ["00", "59", "60", "61"]],
+    ];
+    for (const year of ["1970", "2000", "2023", "2024", "2100", "2400", "1900", "0000", "20x6"]) {
+      for (const [at, values] of fields) {
+        for (const v of values) {
+          for (const stamp of [`${year}-02-28T12:30:45.678Z`, `${year}-04-15T12:30:45Z`]) {
+            stamps.add(stamp.slice(0, at) + v + stamp.slice(at + 2));
+          }
+        }
+      }
+    }
+    for (const ts of stamps) {
+      const want = expected(ts);
+      for (const read of [parseUsageEvent, parseUsageEventWithSchema]) {
+        const got = outcome(read, { ...base, timestamp: ts });
+        if (want === undefined) assert.equal(got.error?.code, "invalid_event", ts);
+        else assert.equal(got.ok?.timestamp, want, ts);
+      }
+      const text = JSON.stringify({ ...base, timestamp: ts });
+      const plain = parsePlainEventJson(text, NOW);
+      assert.equal(plain?.timestamp, want, ts);
+    }
+  });
 });
