@@ -4,7 +4,7 @@
  * BENCH_ROUNDS (100). A floor for each stage, not what it costs inside the pipeline, where the
  * process idles between batches and its caches are cold when it wakes (BENCHMARKS.md).
  */
-import { type MeterEvent, meterEventIdentifier, toMeterEvent } from "../lib/meter-event.js";
+import { type MeterEvent, meterEventIdentifier, toMeterEvent, validateUsageEvent } from "../lib/meter-event.js";
 import { streamBody } from "../lib/stripe/v2-meter-event-stream.js";
 import { parsePlainEventJson, toCanonicalJson, type UsageEvent } from "../lib/usage-event.js";
 import { records } from "./pipeline-clients.js";
@@ -40,6 +40,10 @@ const stages: Record<string, () => number> = {
     let sum = 0;
     for (const e of usage) sum += toMeterEvent(e, "cus_bench1", now).identifier.length;
     return sum;
+  },
+  "the HTTP API's check of an event (validateUsageEvent)": () => {
+    for (const e of usage) validateUsageEvent(e, now);
+    return usage.length;
   },
   "v2 stream body (streamBody, batches of 100)": () => {
     let sum = 0;

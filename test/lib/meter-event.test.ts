@@ -192,4 +192,37 @@ describe("toMeterEvent", () => {
     assert.doesNotThrow(() => validateUsageEvent(usage({ customer: "acct_unknown" }), NOW));
     assert.throws(() => validateUsageEvent(usage({ timestamp: NOW + 3600 }), NOW), /future/);
   });
+
+  test("validateUsageEvent (which skips the identifier's hash) answers as toMeterEvent does", () => {
+    const answer = (fn: () => unknown) => {
+      try {
+        fn();
+        return "accepted";
+      } catch (err) {
+        assert.ok(err instanceof InvalidEventError);
+        return `${err.code}: ${err.message}`;
+      }
+    };
+    const events = [
+      usage(),
+      usage({ id: "x".repeat(255), event_name: "e".repeat(100) }),
+      { ...usage(), event_name: "e".repeat(101) },
+      usage({ timestamp: NOW - 40 * 86_400 }),
+      usage({ timestamp: NOW + 3600 }),
+      usage({ value: 1234567890123456 }),
+      usage({ properties: { region: "eu", weight: 2.5 } }),
+      { ...usage(), properties: { value: "reserved" } },
+      { ...usage(), properties: { ["k".repeat(101)]: "long key" } },
+      { ...usage(), properties: { note: "v".repeat(101) } },
+      { ...usage(), id: "lone \ud800 surrogate" },
+      { ...usage(), identifierPart: "1" },
+    ];
+    for (const e of events) {
+      assert.equal(
+        answer(() => validateUsageEvent(e, NOW)),
+        answer(() => toMeterEvent(e, "cus_1", NOW)),
+        JSON.stringify(e),
+      );
+    }
+  });
 });
