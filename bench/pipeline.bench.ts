@@ -24,13 +24,23 @@
  * (BENCH_KEEP_EMULATOR_HISTORY=1 keeps them); BENCH_IDLE_MS pauses before each run. Each round
  * runs the clients in its own fixed shuffle (BENCH_SHUFFLE=0: the listed order every round).
  * BENCH_COMPARE_BUNDLE=<index.mjs> adds the v2 pipeline on another build of the ingest-queue
- * bundle, to measure a change side by side (bench/pipeline-clients.ts).
+ * bundle, to measure a change side by side (bench/pipeline-clients.ts). BENCH_PIN=1 pins the
+ * clients to one CPU and the emulator to another (taskset); BENCH_SETTLE=1 waits for every
+ * process to go quiet before each run.
  */
 import { type ChildProcess, fork } from "node:child_process";
 import { once } from "node:events";
 import { cpus } from "node:os";
 import { scenarios as allScenarios, type Result } from "./pipeline-clients.js";
-import { forgetHistory, INGEST_QUEUE_MEMORY_MB, lambdaYoungGenerationFlags, median, startEmulator } from "./stats.js";
+import {
+  forgetHistory,
+  INGEST_QUEUE_MEMORY_MB,
+  lambdaYoungGenerationFlags,
+  median,
+  pinToCore,
+  settle,
+  startEmulator,
+} from "./stats.js";
 
 const QUICK = process.env.BENCH_QUICK === "1";
 const EVENTS = Number(process.env.BENCH_EVENTS ?? (QUICK ? 2000 : 20_000));
@@ -70,6 +80,18 @@ function runOrder(n: number, round: number): number[] {
  * long as it does in a full run (the other clients' runs) even when BENCH_ONLY picks two.
  */
 const IDLE_MS = Number(process.env.BENCH_IDLE_MS ?? 0);
+/**
+ * BENCH_PIN=1: every client process on the last CPU and the emulator on the first, so the
+ * client under measurement has one core to itself (the issue's "on one core"), its GC helper
+ * threads included, and the emulator's work never shares it.
+ */
+const PIN = process.env.BENCH_PIN === "1";
+/**
+ * BENCH_SETTLE=1: before each run, wait for every client and the emulator to go quiet
+ * (bench/stats.ts settle). A diagnostic: in the full runs of 2026-11-27 they always already were.
+ */
+const SETTLE = process.env.BENCH_SETTLE === "1";
+const CLIENT_CORE = cpus().length - 1;
 const RTTS = (process.env.BENCH_RTTS ?? (QUICK ? "0" : "0,20")).split(",").map(Number);
 
 /** A client in its own process, started against the emulator at `url`. */
@@ -90,6 +112,7 @@ async function startClient(name: string, url: string): Promise<ChildProcess> {
   });
   const [msg] = await once(child, "message");
   if (msg !== "ready") throw new Error(`bench client "${name}" did not start`);
+  if (PIN) await pinToCore(child.pid as number, CLIENT_CORE);
   return child;
 }
 
@@ -109,12 +132,14 @@ if (only) {
 }
 
 console.log(
-  `meterhook bench: ${EVENTS} events per v1 run, ${V2_EVENTS} per v2 run, ${ROUNDS} interleaved rounds, Node ${process.version} ${lambdaYoungGenerationFlags(INGEST_QUEUE_MEMORY_MB).join(" ")} (Lambda, ${INGEST_QUEUE_MEMORY_MB} MB), ${cpus().length} x ${cpus()[0]?.model ?? "cpu"}${process.env.BENCH_RUNTIME_PARSE === "1" ? "; pipeline rows include the Lambda runtime's JSON.parse of each SQS event" : ""}`,
+  `meterhook bench: ${EVENTS} events per v1 run, ${V2_EVENTS} per v2 run, ${ROUNDS} interleaved rounds, Node ${process.version} ${lambdaYoungGenerationFlags(INGEST_QUEUE_MEMORY_MB).join(" ")} (Lambda, ${INGEST_QUEUE_MEMORY_MB} MB), ${cpus().length} x ${cpus()[0]?.model ?? "cpu"}${PIN ? `; clients pinned to CPU ${CLIENT_CORE}, the emulator to CPU 0` : ""}${process.env.BENCH_RUNTIME_PARSE === "1" ? "; pipeline rows include the Lambda runtime's JSON.parse of each SQS event" : ""}`,
 );
 for (const rtt of RTTS) {
   const { url, child } = await startEmulator(rtt);
+  if (PIN) await pinToCore(child.pid as number, 0);
   const results = new Map<string, Result[]>(scenarios.map((s) => [s.name, []]));
   const clients = await Promise.all(scenarios.map((s) => startClient(s.name, url)));
+  const waits: number[] = [];
   // Warm-up rounds let the JIT settle and are not counted (cold starts have their own bench).
   // One client runs at a time, so each has the machine to itself.
   for (let round = 0; round < WARMUP + ROUNDS; round++) {
@@ -123,6 +148,7 @@ for (const rtt of RTTS) {
       // Every run meets the emulator in the same state (bench/stats.ts forgetHistory says why).
       if (!KEEP_HISTORY) await forgetHistory(child);
       if (IDLE_MS > 0) await new Promise((resolve) => setTimeout(resolve, IDLE_MS));
+      if (SETTLE) waits.push(await settle([child, ...clients].map((c) => c.pid as number)));
       const r = await runOnce(clients[i] as ChildProcess);
       if (round >= WARMUP) results.get(s.name)?.push(r);
     }
@@ -182,5 +208,10 @@ for (const rtt of RTTS) {
     ["v1 events per CPU-second pipeline/SDK", ratio(mh1, sdk1, "cpu", true, ">= 3")],
   ].filter(([, r]) => r !== undefined);
   if (lines.length > 0) console.log(`\nratios at ${rtt} ms: ${lines.map(([what, r]) => `${what} ${r}`).join("; ")}`);
+  if (waits.length > 0) {
+    console.log(
+      `waited for the processes to go quiet before each run: median ${median(waits)} ms, longest ${Math.max(...waits)} ms`,
+    );
+  }
 }
 process.exit(0);

@@ -1,6 +1,7 @@
 /** Helpers the benches share. */
 import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
+import { readFileSync } from "node:fs";
 
 /** The middle value (the upper one of an even count). */
 export const median = (xs: readonly number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
@@ -55,3 +56,45 @@ export const INGEST_QUEUE_MEMORY_MB = 512;
 export const lambdaYoungGenerationFlags = (memoryMb: number): string[] => [
   `--max-semi-space-size=${Math.floor(Math.floor(memoryMb / 10) / 2)}`,
 ];
+
+/**
+ * Pins every thread of process `pid` (V8's helpers and libuv's pool included; threads it starts
+ * later inherit the pin) to CPU `core` with util-linux's `taskset`. Throws when it fails, so a
+ * run asked to be pinned never silently runs unpinned.
+ */
+export async function pinToCore(pid: number, core: number): Promise<void> {
+  const child = spawn("taskset", ["-a", "-p", "-c", String(core), String(pid)], { stdio: "ignore" });
+  const [code] = (await once(child, "exit")) as [number | null];
+  if (code !== 0) throw new Error(`taskset could not pin process ${pid} to CPU ${core} (exit ${code})`);
+}
+
+/** CPU ms so far of process `pid`, every thread (utime + stime from /proc, ticks of 10 ms); NaN without /proc. */
+function processCpuMs(pid: number): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    // Fields after the command name, which may hold spaces: utime and stime are the 12th and 13th.
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return (Number(fields[11]) + Number(fields[12])) * 10;
+  } catch {
+    return Number.NaN;
+  }
+}
+
+/**
+ * Waits until the processes `pids` together have used at most `quietMs` of CPU over `windowMs`
+ * (at most `maxMs` in all), and answers how long it waited: so that a run never shares the
+ * machine with work another process left running in the background (BENCHMARKS.md, "One core
+ * each, and quiet neighbours").
+ */
+export async function settle(pids: readonly number[], quietMs = 10, windowMs = 200, maxMs = 10_000): Promise<number> {
+  const started = Date.now();
+  const total = () => pids.reduce((sum, pid) => sum + processCpuMs(pid), 0);
+  let before = total();
+  if (Number.isNaN(before)) return 0;
+  for (;;) {
+    await new Promise((resolve) => setTimeout(resolve, windowMs));
+    const now = total();
+    if (now - before <= quietMs || Date.now() - started >= maxMs) return Date.now() - started;
+    before = now;
+  }
+}
