@@ -111,9 +111,9 @@ function digitsAt(text: string, at: number, length: number): number {
 
 /**
  * Unix seconds of a timestamp in the form the ingest API queues (`2026-11-26T12:00:00.000Z`,
- * or without the fraction), read digit by digit: the regex and `Date.parse` cost about 350 ns
- * an event, most of reading a canonical event. NaN for any other form or an impossible date
- * (the general path then decides), so that the answer is always Date.parse's.
+ * or without the fraction), read digit by digit rather than through the regex and `Date.parse`
+ * (`npm run bench:stages`: 642 against 755 ns to read such an event). NaN for any other form or
+ * an out-of-range field (the general path then decides), so the answer is always Date.parse's.
  */
 function utcIsoSeconds(ts: string): number {
   const n = ts.length;
