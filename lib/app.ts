@@ -188,6 +188,10 @@ export async function createConsumerFromConfig(config: Config, deps: AppDeps = {
   };
   // One SQS client (made on first use) for the DLQ and, with pre-aggregation, the ingest queue.
   const sqs = sqsClientFor(config, deps.sqs);
+  // Pre-aggregation cannot work without the ingest queue; packs' retries use it when it is known.
+  const requeueUrl = config.aggregation
+    ? required(config.ingestQueueUrl, "METERHOOK_INGEST_QUEUE_URL (METERHOOK_AGGREGATE requeues through it)")
+    : config.ingestQueueUrl;
   const consumerDeps: ConsumerDeps = {
     resolver: new CustomerResolver([stripeIdLookup, staticTableLookup(config.customers)]),
     mapping: mapping
@@ -203,13 +207,7 @@ export async function createConsumerFromConfig(config: Config, deps: AppDeps = {
     aggregation: config.aggregation,
     // A combined event that fails goes back on the ingest queue as itself (lib/aggregation.ts),
     // and a pack's events to retry as a smaller pack (lib/pack.ts).
-    requeue:
-      config.aggregation || config.ingestQueueUrl
-        ? createSqsSender(
-            sqs,
-            required(config.ingestQueueUrl, "METERHOOK_INGEST_QUEUE_URL (METERHOOK_AGGREGATE requeues through it)"),
-          )
-        : undefined,
+    requeue: requeueUrl ? createSqsSender(sqs, requeueUrl) : undefined,
     packRetryDelaySeconds: config.packRetryDelaySeconds,
   };
   return {

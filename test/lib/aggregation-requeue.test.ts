@@ -39,6 +39,17 @@ const total = (customer: string) =>
 const inAMinute = () => Date.now() + 60_000;
 
 describe("requeued combined events", () => {
+  test("pre-aggregation without the ingest queue's URL is a configuration error that names it", async () => {
+    const env: Record<string, string | undefined> = {
+      ...consumerEnv(parts, { METERHOOK_AGGREGATE: JSON.stringify({ api_requests: "sum" }) }),
+    };
+    delete env.METERHOOK_INGEST_QUEUE_URL;
+    await assert.rejects(
+      createConsumerFromConfig(loadConfig(env), { sqs: queues.sqs, logger: silentLogger }),
+      /METERHOOK_INGEST_QUEUE_URL \(METERHOOK_AGGREGATE requeues through it\)/,
+    );
+  });
+
   test("recorded by Stripe but unanswered: requeued as one message, then counted once", async () => {
     const c = await consumer();
     const messages = [2, 3, 5].map((value) => queueMessage(usageEvent({ customer: "cus_requeue", value })));
