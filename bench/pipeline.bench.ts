@@ -37,7 +37,9 @@ import {
   INGEST_QUEUE_MEMORY_MB,
   lambdaYoungGenerationFlags,
   median,
+  medianInterval,
   pinToCore,
+  seededRandom,
   settle,
   startEmulator,
 } from "./stats.js";
@@ -61,14 +63,7 @@ const SHUFFLE = process.env.BENCH_SHUFFLE !== "0";
 function runOrder(n: number, round: number): number[] {
   const order = Array.from({ length: n }, (_, k) => k);
   if (!SHUFFLE) return order;
-  // mulberry32, seeded by the round: enough randomness for an order, and the same every run.
-  let seed = (round + 1) * 0x9e3779b9;
-  const next = () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
-  };
+  const next = seededRandom((round + 1) * 0x9e3779b9);
   for (let k = n - 1; k > 0; k--) {
     const j = Math.floor(next() * (k + 1));
     [order[k], order[j]] = [order[j] as number, order[k] as number];
@@ -196,7 +191,12 @@ for (const rtt of RTTS) {
     const div = (mh: number, k: number) => (sdkOverPipeline ? k / mh : mh / k);
     const rounds = mhs.map((m, i) => div(of(m), of(sdks[i] as Result)));
     const mid = div(row(pipeline)[metric], row(sdk)[metric]);
-    return `${mid.toFixed(2)}x (rounds ${Math.min(...rounds).toFixed(2)}-${Math.max(...rounds).toFixed(2)}; goal ${goal})`;
+    // The rounds' own median, with how far it can be trusted: each round's pair shares the machine.
+    const interval = medianInterval(rounds);
+    const trust = interval
+      ? `, median of the rounds ${median(rounds).toFixed(2)}x, 95 % interval ${interval[0].toFixed(2)}-${interval[1].toFixed(2)}`
+      : "";
+    return `${mid.toFixed(2)}x (rounds ${Math.min(...rounds).toFixed(2)}-${Math.max(...rounds).toFixed(2)}${trust}; goal ${goal})`;
   };
   const [sdk2, mh2, sdk1, mh1, , packed, compared] = allScenarios.map((s) => s.name);
   const lines = [

@@ -6,6 +6,33 @@ import { readFileSync } from "node:fs";
 /** The middle value (the upper one of an even count). */
 export const median = (xs: readonly number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
 
+/** Numbers in [0, 1) from `seed` (mulberry32): enough randomness for a bench, and the same every run. */
+export function seededRandom(seed: number): () => number {
+  let state = seed | 0;
+  return () => {
+    state = (state + 0x6d2b79f5) | 0;
+    let t = Math.imul(state ^ (state >>> 15), 1 | state);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
+  };
+}
+
+/**
+ * A 95 % bootstrap interval for the median of `xs` (percentiles of the medians of 4,000
+ * resamples, seeded so that the same figures give the same interval): how far the median of a
+ * handful of noisy rounds can be trusted. Undefined for fewer than 5 values.
+ */
+export function medianInterval(xs: readonly number[]): [number, number] | undefined {
+  if (xs.length < 5) return undefined;
+  const random = seededRandom(1);
+  const medians: number[] = [];
+  for (let r = 0; r < 4000; r++) {
+    medians.push(median(Array.from(xs, () => xs[Math.floor(random() * xs.length)] as number)));
+  }
+  medians.sort((a, b) => a - b);
+  return [medians[Math.floor(0.025 * medians.length)] as number, medians[Math.floor(0.975 * medians.length)] as number];
+}
+
 /** A full garbage collection when Node runs with --expose-gc (the bench scripts pass it); else nothing. */
 export const collectGarbage = (globalThis as { gc?: () => void }).gc ?? (() => {});
 
