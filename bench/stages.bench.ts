@@ -18,6 +18,8 @@ const usage = bodies.map((b) => parsePlainEventJson(b, now) as UsageEvent);
 // The same events as the ingest API queues them: timestamps as ISO-8601 text (toCanonicalJson).
 const queuedBodies = usage.map((e) => JSON.stringify(toCanonicalJson(e)));
 const meterEvents = usage.map((e, i) => toMeterEvent(e, `cus_bench${i % 200}`, now));
+// The same events spread over five seconds, out of order, as a batch from a standard queue comes.
+const spreadEvents = meterEvents.map((e, i) => ({ ...e, timestamp: now - ((i * 7919) % 5) }));
 
 /** Each stage does one pass over the events and returns something that depends on all of them. */
 const stages: Record<string, () => number> = {
@@ -48,6 +50,11 @@ const stages: Record<string, () => number> = {
   "v2 stream body (streamBody, batches of 100)": () => {
     let sum = 0;
     for (let i = 0; i < meterEvents.length; i += 100) sum += streamBody(meterEvents.slice(i, i + 100)).length;
+    return sum;
+  },
+  "v2 stream body, events over five seconds out of order": () => {
+    let sum = 0;
+    for (let i = 0; i < spreadEvents.length; i += 100) sum += streamBody(spreadEvents.slice(i, i + 100)).length;
     return sum;
   },
   "duplicate check (a Map by identifier)": () => {

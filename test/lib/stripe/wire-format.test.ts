@@ -51,4 +51,18 @@ describe("wire formats", () => {
       })),
     );
   });
+
+  test("v2 timestamps stay right when seconds interleave and share a cache slot", () => {
+    // Seconds 64 apart share a slot of the ISO cache; order as a standard queue may deliver them.
+    const base = 1_795_000_000;
+    const seconds = [0, 64, 0, 1, 65, 128, 1, 0, 63, 127, 2 ** 31 - base, 2 ** 31 - base + 64, 64].map((d) => base + d);
+    const list = seconds.map((timestamp, i) => ({ ...(events()[0] as MeterEvent), identifier: `mh_t${i}`, timestamp }));
+    for (let pass = 0; pass < 2; pass++) {
+      const body = JSON.parse(streamBody(list)) as { events: Array<{ timestamp: string }> };
+      assert.deepEqual(
+        body.events.map((e) => e.timestamp),
+        seconds.map((s) => new Date(s * 1000).toISOString()),
+      );
+    }
+  });
 });
