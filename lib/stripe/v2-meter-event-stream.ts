@@ -1,4 +1,5 @@
 import type { MeterEvent } from "../meter-event.js";
+import { isoFromSeconds } from "../timestamps.js";
 import type { BearerSource, StripeClient } from "./client.js";
 import type { Verdict } from "./retry-policy.js";
 import { type MeterEventSubmitter, runPool, type SubmitOutcome } from "./submitter.js";
@@ -56,23 +57,6 @@ export class MeterEventSession implements BearerSource {
   }
 }
 
-/**
- * ISO-8601 for Unix seconds, from a small cache by second: `toISOString` costs about half a
- * microsecond here, and a batch's events fall in a few seconds, interleaved (a standard queue
- * does not keep order), so one remembered second missed most of the time.
- */
-const ISO_SLOTS = 64;
-const slotSecond = new Float64Array(ISO_SLOTS).fill(Number.NaN);
-const slotIso: string[] = new Array(ISO_SLOTS).fill("");
-function isoTimestamp(seconds: number): string {
-  const slot = seconds & (ISO_SLOTS - 1);
-  if (slotSecond[slot] === seconds) return slotIso[slot] as string;
-  const iso = new Date(seconds * 1000).toISOString();
-  slotSecond[slot] = seconds;
-  slotIso[slot] = iso;
-  return iso;
-}
-
 /** One event as the stream takes it: the same shape for every event keeps JSON.stringify on its fast path. */
 export function toStreamEvent(e: MeterEvent): {
   event_name: string;
@@ -83,7 +67,7 @@ export function toStreamEvent(e: MeterEvent): {
   return {
     event_name: e.event_name,
     identifier: e.identifier,
-    timestamp: isoTimestamp(e.timestamp),
+    timestamp: isoFromSeconds(e.timestamp),
     payload: e.payload,
   };
 }
