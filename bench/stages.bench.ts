@@ -6,7 +6,7 @@
  */
 import { type MeterEvent, meterEventIdentifier, toMeterEvent, validateUsageEvent } from "../lib/meter-event.js";
 import { streamBody } from "../lib/stripe/v2-meter-event-stream.js";
-import { parsePlainEventJson, toCanonicalJson, type UsageEvent } from "../lib/usage-event.js";
+import { parsePlainEventJson, parseUsageEvent, toCanonicalJson, type UsageEvent } from "../lib/usage-event.js";
 import { records } from "./pipeline-clients.js";
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 100);
@@ -17,6 +17,10 @@ const bodies = records(EVENTS).map((m) => m.body);
 const usage = bodies.map((b) => parsePlainEventJson(b, now) as UsageEvent);
 // The same events as the ingest API queues them: timestamps as ISO-8601 text (toCanonicalJson).
 const queuedBodies = usage.map((e) => JSON.stringify(toCanonicalJson(e)));
+// And with two properties, which the consumer reads through JSON.parse and parseUsageEvent.
+const propertyBodies = usage.map((e) =>
+  JSON.stringify(toCanonicalJson({ ...e, properties: { region: "eu-west-1", tier: "pro" } })),
+);
 const meterEvents = usage.map((e, i) => toMeterEvent(e, `cus_bench${i % 200}`, now));
 // The same events spread over five seconds, out of order, as a batch from a standard queue comes.
 const spreadEvents = meterEvents.map((e, i) => ({ ...e, timestamp: now - ((i * 7919) % 5) }));
@@ -31,6 +35,11 @@ const stages: Record<string, () => number> = {
   "read the body, ISO timestamp as the ingest API queues it": () => {
     let sum = 0;
     for (const b of queuedBodies) sum += (parsePlainEventJson(b, now) as UsageEvent).timestamp;
+    return sum;
+  },
+  "read a body with two properties (JSON.parse, parseUsageEvent)": () => {
+    let sum = 0;
+    for (const b of propertyBodies) sum += parseUsageEvent(JSON.parse(b), now).timestamp;
     return sum;
   },
   "identifier (SHA-256)": () => {

@@ -64,6 +64,24 @@ function inputs(): unknown[] {
     out.push(without);
   }
   out.push({ ...base, properties: { region: "eu" } }, { ...base, properties: {} }, { ...base, extra: 1 });
+  // Properties: every key and value rule at and around its limit, and shapes that are not flat.
+  const keys = ["region", "", "k".repeat(100), "k".repeat(101), "constructor", "prototype", "a[b", "a]", "tab\tkey"];
+  keys.push("nul\u0000", "\ud800", "naïve ☃", "0", "10", "-1", "value", "stripe_customer_id");
+  for (const k of keys) out.push({ ...base, properties: { [k]: "x" } });
+  for (const v of tricky) out.push({ ...base, properties: { region: v } });
+  out.push({ ...base, properties: { note: "v".repeat(100) } }, { ...base, properties: { note: "v".repeat(101) } });
+  out.push({ ...base, properties: { note: "" } }, { ...base, properties: { note: "ctl\u0001" } });
+  const many = (n: number) => Object.fromEntries(Array.from({ length: n }, (_, i) => [`p${i}`, i]));
+  out.push({ ...base, properties: many(50) }, { ...base, properties: many(51) });
+  out.push({ ...base, properties: { b: 1, 2: "two", 1: "one", a: "x" } });
+  out.push({ ...base, properties: null }, { ...base, properties: [] }, { ...base, properties: ["a"] });
+  out.push({ ...base, properties: "text" }, { ...base, properties: 5 }, { ...base, properties: undefined });
+  out.push({ ...base, properties: Object.assign(Object.create(null), { region: "eu" }) });
+  out.push({ ...base, properties: Object.assign(Object.create({ inherited: "x" }), { region: "eu" }) });
+  out.push({ ...base, properties: new Map([["region", "eu"]]) });
+  out.push(JSON.parse(`{"id":"x","event_name":"y","customer":"z","properties":{"__proto__":"p"}}`));
+  out.push(JSON.parse(`{"id":"x","event_name":"y","customer":"z","properties":{"a":1,"a":"again"}}`));
+  out.push({ ...base, value: "3", properties: { region: "eu" } }, { ...base, id: "", properties: { region: "eu" } });
   out.push(JSON.parse(`{"id":"x","event_name":"y","customer":"z","__proto__":{"polluted":1}}`));
   out.push(null, undefined, "text", 42, [base], Object.assign(Object.create({ inherited: 1 }), base));
   const corpus = JSON.parse(readFileSync("test/fixtures/hostile-inputs.json", "utf8")) as Array<{ body?: unknown }>;
