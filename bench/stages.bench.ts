@@ -22,6 +22,9 @@ const propertyBodies = usage.map((e) =>
   JSON.stringify(toCanonicalJson({ ...e, properties: { region: "eu-west-1", tier: "pro" } })),
 );
 const meterEvents = usage.map((e, i) => toMeterEvent(e, `cus_bench${i % 200}`, now));
+// The same events with two properties, parsed and made into meter events.
+const propertyUsage = propertyBodies.map((b) => parseUsageEvent(JSON.parse(b), now));
+const propertyEvents = propertyUsage.map((e, i) => toMeterEvent(e, `cus_bench${i % 200}`, now));
 // The same events spread over five seconds, out of order, as a batch from a standard queue comes.
 const spreadEvents = meterEvents.map((e, i) => ({ ...e, timestamp: now - ((i * 7919) % 5) }));
 
@@ -52,6 +55,11 @@ const stages: Record<string, () => number> = {
     for (const e of usage) sum += toMeterEvent(e, "cus_bench1", now).identifier.length;
     return sum;
   },
+  "meter event with two properties (toMeterEvent)": () => {
+    let sum = 0;
+    for (const e of propertyUsage) sum += toMeterEvent(e, "cus_bench1", now).identifier.length;
+    return sum;
+  },
   "the HTTP API's check of an event (validateUsageEvent)": () => {
     for (const e of usage) validateUsageEvent(e, now);
     return usage.length;
@@ -64,6 +72,11 @@ const stages: Record<string, () => number> = {
   "v2 stream body, events over five seconds out of order": () => {
     let sum = 0;
     for (let i = 0; i < spreadEvents.length; i += 100) sum += streamBody(spreadEvents.slice(i, i + 100)).length;
+    return sum;
+  },
+  "v2 stream body, two properties per event": () => {
+    let sum = 0;
+    for (let i = 0; i < propertyEvents.length; i += 100) sum += streamBody(propertyEvents.slice(i, i + 100)).length;
     return sum;
   },
   "duplicate check (a Map by identifier)": () => {

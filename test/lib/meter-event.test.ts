@@ -193,6 +193,21 @@ describe("toMeterEvent", () => {
     assert.throws(() => validateUsageEvent(usage({ timestamp: NOW + 3600 }), NOW), /future/);
   });
 
+  test("a __proto__ property that reached it some other way is refused, not dropped", () => {
+    const properties = JSON.parse('{"region":"eu","__proto__":"x"}') as Record<string, string>;
+    const e = { ...usage(), properties };
+    assert.equal(
+      code(() => toMeterEvent(e, "cus_1", NOW)),
+      "invalid_payload",
+    );
+    // Other properties still reach the payload.
+    assert.deepEqual(toMeterEvent({ ...usage(), properties: { region: "eu" } }, "cus_1", NOW).payload, {
+      region: "eu",
+      stripe_customer_id: "cus_1",
+      value: "3",
+    });
+  });
+
   test("validateUsageEvent (which skips the identifier's hash) answers as toMeterEvent does", () => {
     const answer = (fn: () => unknown) => {
       try {
