@@ -76,6 +76,36 @@ describe("ingest-queue handler", () => {
   });
 
   for (const api of ["v1", "v2"]) {
+    test(`${api}: events as the HTTP API queues them (ISO timestamps over several seconds, properties) reach Stripe as sent`, async () => {
+      const handler = handlerWith({ METERHOOK_STRIPE_API: api });
+      const now = Math.floor(Date.now() / 1000);
+      // Interleaved seconds, 64 apart too (they share a slot of the ISO cache), with and without properties.
+      const offsets = [120, 184, 120, 121, 185, 184];
+      const events = offsets.map((ago, i) =>
+        usageEvent({
+          customer: "cus_queuedshape",
+          value: i + 1,
+          timestamp: new Date((now - ago) * 1000).toISOString(),
+          ...(i % 2 ? { properties: { region: "eu-west-1", weight: 2.5 } } : {}),
+        }),
+      );
+      const res = await handler(sqsEvent(events.map((e) => sqsRecord(e))), lambdaContext());
+      assert.deepEqual(res.batchItemFailures, []);
+      for (const [i, e] of events.entries()) {
+        const identifier = meterEventIdentifier(e.id as string, "api_requests");
+        const got = emulator.ledger.events.find((r) => r.identifier === identifier);
+        assert.equal(got?.timestamp, now - (offsets[i] as number), `timestamp of event ${i}`);
+        assert.deepEqual(
+          { ...got?.payload },
+          {
+            ...(i % 2 ? { region: "eu-west-1", weight: "2.5" } : {}),
+            stripe_customer_id: "cus_queuedshape",
+            value: String(i + 1),
+          },
+        );
+      }
+    });
+
     test(`${api}: text that is not well-formed Unicode (a lone surrogate) is dead-lettered, and the rest billed`, async () => {
       const handler = handlerWith({ METERHOOK_STRIPE_API: api });
       const customer = `cus_surrogate_${api}`;
