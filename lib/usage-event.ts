@@ -10,6 +10,10 @@ const CONTROL_CHARS = /[\u0000-\u001f\u007f]/;
 /** Longest id and customer reference, and longest event name (Stripe's limit). */
 const MAX_ID_LENGTH = 255;
 const MAX_EVENT_NAME_LENGTH = 100;
+/** Longest property name, and longest property text value (Stripe's payload limit). */
+const MAX_PROPERTY_LENGTH = 100;
+/** Not a prototype's name, and no brackets (property names become v1 form keys, payload[name]). */
+const isPropertyName = (k: string) => !FORBIDDEN_KEYS.has(k) && !k.includes("[") && !k.includes("]");
 
 /**
  * A lone surrogate (a JSON escape like "\\ud800") is valid JSON but no UTF-8 can carry it: a form
@@ -25,8 +29,8 @@ const Text = (max: number) =>
     .refine((s) => !CONTROL_CHARS.test(s), "must not contain control characters")
     .refine((s) => s.isWellFormed(), NOT_WELL_FORMED);
 
-const PropertyKeySchema = Text(100).refine(
-  (k) => !FORBIDDEN_KEYS.has(k) && !/[[\]]/.test(k),
+const PropertyKeySchema = Text(MAX_PROPERTY_LENGTH).refine(
+  isPropertyName,
   "property names must not be __proto__, constructor, prototype or contain brackets",
 );
 
@@ -43,7 +47,7 @@ export const UsageEventSchema = z.strictObject({
       z.union([
         z
           .string()
-          .max(100)
+          .max(MAX_PROPERTY_LENGTH)
           .refine((s) => s.isWellFormed(), NOT_WELL_FORMED),
         z.number(),
       ]),
@@ -131,9 +135,9 @@ function parsePlainEvent(input: unknown, receivedAt: number): UsageEvent | undef
 }
 
 /**
- * A null-prototype copy of properties the schema would take as they are (own keys of 1-100
- * characters, none forbidden, no brackets or control characters; values strings of at most 100
- * characters or finite numbers; at most MAX_PROPERTIES), or undefined for the schema to judge.
+ * A null-prototype copy of properties the schema would take as they are (by the schema's own
+ * rules: names isText and isPropertyName, values well-formed text of at most MAX_PROPERTY_LENGTH
+ * or finite numbers, at most MAX_PROPERTIES), or undefined for the schema to judge.
  */
 function plainProperties(p: unknown): Record<string, string | number> | undefined {
   if (typeof p !== "object" || p === null || Array.isArray(p)) return undefined;
@@ -146,10 +150,10 @@ function plainProperties(p: unknown): Record<string, string | number> | undefine
   let count = 0;
   for (const k in o) {
     if (++count > MAX_PROPERTIES) return undefined;
-    if (!isText(k, 100) || FORBIDDEN_KEYS.has(k) || k.includes("[") || k.includes("]")) return undefined;
+    if (!isText(k, MAX_PROPERTY_LENGTH) || !isPropertyName(k)) return undefined;
     const v = o[k];
     if (typeof v === "string") {
-      if (v.length > 100 || !v.isWellFormed()) return undefined;
+      if (v.length > MAX_PROPERTY_LENGTH || !v.isWellFormed()) return undefined;
     } else if (typeof v !== "number" || !Number.isFinite(v)) return undefined;
     out ??= Object.create(null) as Record<string, string | number>;
     out[k] = v;

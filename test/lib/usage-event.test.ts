@@ -70,6 +70,9 @@ describe("parseUsageEvent", () => {
     );
     rejects({ ...base, properties: { constructor: "x" } }, "invalid_event");
     rejects({ ...base, properties: { "a[b]": "x" } }, "invalid_event");
+    rejects({ ...base, properties: { prototype: "x" } }, "invalid_event");
+    rejects({ ...base, properties: { "a[": "x" } }, "invalid_event");
+    rejects({ ...base, properties: { "a]": "x" } }, "invalid_event");
     assert.equal(({} as Record<string, unknown>).x, undefined);
   });
 
