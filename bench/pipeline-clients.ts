@@ -3,7 +3,7 @@
  * the official `stripe` SDK doing submission alone, and the meterhook consumer pipeline.
  */
 import { randomUUID } from "node:crypto";
-import { mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdirSync, readdirSync, writeFileSync } from "node:fs";
 import { Session } from "node:inspector";
 import { type PerformanceEntry, PerformanceObserver } from "node:perf_hooks";
 import { pathToFileURL } from "node:url";
@@ -20,7 +20,7 @@ import { packBodies } from "../lib/pack.js";
 import { runPool } from "../lib/stripe/submitter.js";
 import type { HttpTransport } from "../lib/stripe/transport.js";
 import { sqsRecord } from "../test/helpers/factories.js";
-import { collectGarbage, rewarmEvents } from "./stats.js";
+import { collectGarbage, rewarmEvents, statCpuMs } from "./stats.js";
 
 const KEY = "sk_test_meterhook_local";
 /** Events per run; the coordinator (bench/pipeline.bench.ts) sets it for every client process. */
@@ -57,10 +57,7 @@ function otherThreadsCpuMs(): number {
   try {
     for (const tid of readdirSync("/proc/self/task")) {
       if (tid === String(process.pid)) continue;
-      const stat = readFileSync(`/proc/self/task/${tid}/stat`, "utf8");
-      // Fields after the command name: utime and stime are the 12th and 13th.
-      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-      ms += (Number(fields[11]) + Number(fields[12])) * 10;
+      ms += statCpuMs(`/proc/self/task/${tid}/stat`);
     }
   } catch {
     return Number.NaN;

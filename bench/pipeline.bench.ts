@@ -40,8 +40,8 @@ import {
   medianInterval,
   pinToCore,
   seededRandom,
-  settle,
   startEmulator,
+  waitUntilQuiet,
 } from "./stats.js";
 
 const QUICK = process.env.BENCH_QUICK === "1";
@@ -83,7 +83,7 @@ const IDLE_MS = Number(process.env.BENCH_IDLE_MS ?? 0);
 const PIN = process.env.BENCH_PIN === "1";
 /**
  * BENCH_SETTLE=1: before each run, wait for every client and the emulator to go quiet
- * (bench/stats.ts settle). A diagnostic: in the full runs of 2026-11-27 they always already were.
+ * (bench/stats.ts waitUntilQuiet). A diagnostic: in the full runs of 2026-11-27 they always already were.
  */
 const SETTLE = process.env.BENCH_SETTLE === "1";
 const CLIENT_CORE = cpus().length - 1;
@@ -143,7 +143,7 @@ for (const rtt of RTTS) {
       // Every run meets the emulator in the same state (bench/stats.ts forgetHistory says why).
       if (!KEEP_HISTORY) await forgetHistory(child);
       if (IDLE_MS > 0) await new Promise((resolve) => setTimeout(resolve, IDLE_MS));
-      if (SETTLE) waits.push(await settle([child, ...clients].map((c) => c.pid as number)));
+      if (SETTLE) waits.push(await waitUntilQuiet([child, ...clients].map((c) => c.pid as number)));
       const r = await runOnce(clients[i] as ChildProcess);
       if (round >= WARMUP) results.get(s.name)?.push(r);
     }

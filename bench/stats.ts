@@ -95,13 +95,21 @@ export async function pinToCore(pid: number, core: number): Promise<void> {
   if (code !== 0) throw new Error(`taskset could not pin process ${pid} to CPU ${core} (exit ${code})`);
 }
 
-/** CPU ms so far of process `pid`, every thread (utime + stime from /proc, ticks of 10 ms); NaN without /proc. */
+/**
+ * CPU ms so far from a /proc `stat` file (a process's, or one thread's under /proc/<pid>/task):
+ * utime + stime, in clock ticks of 10 ms. Throws where there is no such file.
+ */
+export function statCpuMs(path: string): number {
+  const stat = readFileSync(path, "utf8");
+  // Fields after the command name, which may hold spaces: utime and stime are the 12th and 13th.
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[11]) + Number(fields[12])) * 10;
+}
+
+/** CPU ms so far of process `pid`, every thread; NaN without /proc. */
 function processCpuMs(pid: number): number {
   try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    // Fields after the command name, which may hold spaces: utime and stime are the 12th and 13th.
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    return (Number(fields[11]) + Number(fields[12])) * 10;
+    return statCpuMs(`/proc/${pid}/stat`);
   } catch {
     return Number.NaN;
   }
@@ -113,7 +121,12 @@ function processCpuMs(pid: number): number {
  * machine with work another process left running in the background (BENCHMARKS.md, "One core
  * each, and quiet neighbours").
  */
-export async function settle(pids: readonly number[], quietMs = 10, windowMs = 200, maxMs = 10_000): Promise<number> {
+export async function waitUntilQuiet(
+  pids: readonly number[],
+  quietMs = 10,
+  windowMs = 200,
+  maxMs = 10_000,
+): Promise<number> {
   const started = Date.now();
   const total = () => pids.reduce((sum, pid) => sum + processCpuMs(pid), 0);
   let before = total();
