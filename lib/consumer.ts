@@ -1,22 +1,16 @@
-import {
-  type AggregationRules,
-  continuationBody,
-  isContinuation,
-  parseContinuation,
-  planAggregation,
-} from "./aggregation.js";
+import { type AggregationRules, continuationBody, planAggregation } from "./aggregation.js";
 import type { CustomerResolver } from "./customers.js";
-import { type DeadLetter, fromDeadLetter, pastDedupeWindow, redrivenLetter, sendDeadLetters } from "./dead-letter.js";
-import { DeadLetterCode, MeterhookError } from "./errors.js";
+import { type DeadLetter, fromDeadLetter, redrivenLetter, sendDeadLetters } from "./dead-letter.js";
+import { DeadLetterCode } from "./errors.js";
 import type { Logger } from "./logger.js";
 import type { MapOutcome, Source, Trigger } from "./mapping/engine.js";
-import { type MeterEvent, outsideDedupeWindow, toMeterEvent, type ValueRules } from "./meter-event.js";
+import type { MeterEvent, ValueRules } from "./meter-event.js";
 import { Metric, type Metrics, noMetrics } from "./metrics.js";
-import { deferrable, isMisshapenPack, PACK_FORMAT, PACK_START, retryBody, unpack } from "./pack.js";
+import { deferrable, retryBody, unpack } from "./pack.js";
+import { createPreparer, type Dead, type DeadLetterFor, inputOf, type Retry, type Step } from "./prepare.js";
 import type { OutgoingMessage, QueueSender } from "./queue.js";
 import type { MeterEventSubmitter, SubmitOutcome } from "./stripe/submitter.js";
-import { CORRELATION_ATTRIBUTE, isTriggerMessage, SOURCE_ATTRIBUTE } from "./triggers.js";
-import { parsePlainEventJson, parseUsageEvent, type UsageEvent } from "./usage-event.js";
+import { CORRELATION_ATTRIBUTE } from "./triggers.js";
 
 /** One message from the ingest queue, as the consumer needs it (no Lambda types). */
 export interface QueueMessage {
@@ -95,38 +89,6 @@ export interface BatchResult {
   deadLettered: Partial<Record<DeadLetterCode, number>>;
 }
 
-/** Ready to submit. The parsed message is not kept while Stripe answers (see inputOf). */
-type Ready = {
-  kind: "ready";
-  events: MeterEvent[];
-  eventId?: string;
-  source?: string;
-  /** A combined event back from the queue: sent as it is, never combined again. */
-  fixed?: boolean;
-};
-type Dead = { kind: "dead"; letter: DeadLetter };
-/** `unsent`: none of its events was sent to Stripe in this delivery (the invocation ran out of time). */
-type Retry = { kind: "retry"; reason: string; eventId?: string; input: unknown; source?: string; unsent?: boolean };
-type Step = Ready | Dead | Retry | { kind: "ignored" };
-const IGNORED: Step = { kind: "ignored" };
-
-/**
- * A submitted message's body as the dead letter carries it, parsed again: keeping every parsed
- * body alive while Stripe answers cost more in garbage collection than parsing the few that fail.
- */
-function inputOf(m: QueueMessage): unknown {
-  try {
-    return JSON.parse(m.body);
-  } catch {
-    return m.body;
-  }
-}
-
-const PRINTABLE = /^[\x20-\x7e]{1,255}$/;
-const NOT_STARTED = "not started: the invocation was about to time out";
-const looksCanonical = (x: unknown) =>
-  !!x && typeof x === "object" && "id" in x && "event_name" in x && "customer" in x;
-
 /**
  * The ingest-queue consumer: decode each message (canonical event, raw trigger, or an app
  * message for a source), map it to meter events, resolve customers, validate against Stripe's
@@ -140,314 +102,9 @@ export async function processBatch(
   deadline: number,
   deps: ConsumerDeps,
 ): Promise<BatchResult> {
-  const messages: QueueMessage[] = [];
-  let packed = false;
-  for (const m of received) {
-    // Dead letters put back by SQS's DLQ redrive go on as replay takes them, history included.
-    const letter = redrivenLetter(m);
-    const events = letter ? undefined : unpack(m);
-    if (letter) messages.push({ ...fromDeadLetter(m, letter), redriven: true });
-    else if (typeof events === "string") messages.push({ ...m, unreadablePack: events });
-    else if (events) {
-      packed = true;
-      messages.push(...events);
-    } else messages.push(m);
-  }
-  const now = deps.now ?? Date.now;
-  const metrics = deps.metrics ?? noMetrics;
-  const customers = new Map<string, Promise<string>>();
-  const resolve = (resolver: CustomerResolver, scope: string, c: string) => {
-    const key = `${scope}\u0000${c}`;
-    let p = customers.get(key);
-    if (!p) {
-      p = resolver.resolve(c);
-      customers.set(key, p);
-    }
-    return p;
-  };
-
-  const dead = (
-    m: QueueMessage,
-    input: unknown,
-    code: DeadLetterCode,
-    message: string,
-    eventId?: string,
-    source?: string,
-    /** Some of the message's events got an answer from Stripe other than a refusal. */
-    submitted = false,
-  ): Dead => {
-    const t = now();
-    const prev = m.previousFailure;
-    // A delivery before the last may have reached Stripe, whatever the last one's error.
-    const mayHaveRecorded = submitted || code === DeadLetterCode.retriesExhausted || prev?.stripeMayHaveRecorded;
-    return {
-      kind: "dead",
-      letter: {
-        key: m.messageId,
-        event: input,
-        code,
-        message,
-        attempts: prev ? prev.attempts + 1 : m.receiveCount,
-        firstFailedAt: prev?.firstFailedAt ?? (code === DeadLetterCode.retriesExhausted ? m.firstReceivedAt : t),
-        lastFailedAt: t,
-        receivedAt: m.sentAt,
-        eventId: eventId && PRINTABLE.test(eventId) ? eventId : undefined,
-        source,
-        ...(mayHaveRecorded ? { stripeMayHaveRecorded: true } : {}),
-      },
-    };
-  };
-
-  /** Turns a message into usage events: canonical, or mapped by a source. */
-  const decode = (
-    m: QueueMessage,
-    input: unknown,
-  ): { events: UsageEvent[]; source?: Source; resolver: CustomerResolver } | "ignored" | Dead => {
-    const mapping = deps.mapping;
-    let trigger: Trigger | undefined;
-    let sourceName: string | undefined;
-    if (isTriggerMessage(input)) {
-      let body: unknown = input.body;
-      try {
-        body = JSON.parse(input.body);
-      } catch {
-        // not JSON: expressions see the text
-      }
-      sourceName = input.source;
-      if (!sourceName && input.kind === "eventbridge" && mapping) sourceName = matchEventBridge(mapping, body);
-      trigger = {
-        source: sourceName ?? "",
-        headers: input.headers,
-        body,
-        receivedAt: Date.parse(input.receivedAt) || m.sentAt,
-      };
-    } else {
-      sourceName = m.attributes?.[SOURCE_ATTRIBUTE] ?? (looksCanonical(input) ? undefined : mapping?.defaultSqsSource);
-      if (sourceName) trigger = { source: sourceName, headers: m.attributes ?? {}, body: input, receivedAt: m.sentAt };
-    }
-    if (!trigger) return { events: [parseUsageEvent(input, m.sentAt / 1000)], resolver: deps.resolver };
-    const source = sourceName ? mapping?.sources.get(sourceName) : undefined;
-    if (!source) {
-      return dead(
-        m,
-        input,
-        DeadLetterCode.unknownSource,
-        sourceName ? `no source "${sourceName}" in the mapping config` : "no source matches this trigger",
-      );
-    }
-    const outcome = (mapping as Mapping).map(source, trigger);
-    if (outcome.kind === "unmatched") {
-      return source.unmatched === "ignore"
-        ? "ignored"
-        : dead(
-            m,
-            input,
-            DeadLetterCode.noMatchingRule,
-            `no rule of source "${source.name}" matches`,
-            undefined,
-            source.name,
-          );
-    }
-    return { events: outcome.events, source, resolver: mapping?.resolvers.get(source.name) ?? deps.resolver };
-  };
-
-  /** A message turned into usage events, waiting for their customers. */
-  interface Decoded {
-    m: QueueMessage;
-    /** The parsed body; undefined when read without parsing (parsePlainEventJson), see inputOf. */
-    input?: unknown;
-    usage: UsageEvent[];
-    resolver: CustomerResolver;
-    scope: string;
-    eventId?: string;
-    source?: string;
-  }
-
-  /** Where a message goes when decoding, resolving or validating threw. */
-  const failed = (
-    m: QueueMessage,
-    input: unknown,
-    err: unknown,
-    resolver: CustomerResolver,
-    eventId?: string,
-    source?: string,
-  ): Dead | Retry => {
-    if (
-      err instanceof MeterhookError &&
-      err.code === DeadLetterCode.customerNotFound &&
-      m.receiveCount < resolver.notFoundAttempts
-    ) {
-      return {
-        kind: "retry",
-        reason: `${err.message} (yet: attempt ${m.receiveCount} of ${resolver.notFoundAttempts})`,
-        eventId,
-        input,
-        source,
-      };
-    }
-    if (err instanceof MeterhookError && !err.retryable)
-      return dead(m, input, err.code as DeadLetterCode, err.message, eventId, source);
-    const reason = err instanceof Error ? err.message : String(err);
-    return { kind: "retry", reason, eventId, input, source };
-  };
-
-  /** A message that is not a plain canonical event (see preparePlain). */
-  const decodeMessage = (m: QueueMessage): Decoded | Step => {
-    let input: unknown;
-    try {
-      input = JSON.parse(m.body);
-    } catch {
-      // An app message for a named source may be plain text; anything else must be JSON.
-      if (!m.attributes?.[SOURCE_ATTRIBUTE])
-        return dead(m, m.body, DeadLetterCode.invalidMessage, "message body is not valid JSON");
-      input = m.body;
-    }
-    if (isContinuation(input)) {
-      // Queued after its combined event was sent without a clear answer, so no later than that.
-      if (pastWindow(m, m.sentAt)) {
-        const what = `a combined event sent ${hoursSince(m.sentAt)} h ago without a clear answer`;
-        return lateRedelivery(m, input, what);
-      }
-      try {
-        const event = parseContinuation(input, now() / 1000);
-        return { kind: "ready", events: [event], eventId: event.identifier, fixed: true };
-      } catch (err) {
-        return failed(m, input, err, deps.resolver);
-      }
-    }
-    // unpack knows a pack by how it starts, without parsing; one laid out otherwise ends here.
-    if (isMisshapenPack(m, input)) {
-      return dead(
-        m,
-        input,
-        DeadLetterCode.invalidMessage,
-        `a ${PACK_FORMAT} message must start exactly with ${PACK_START}`,
-      );
-    }
-    const rawId = (input as { id?: unknown } | null)?.id;
-    let eventId = typeof rawId === "string" ? rawId : undefined;
-    const sourceHint = isTriggerMessage(input) ? input.source : m.attributes?.[SOURCE_ATTRIBUTE];
-    if (deadline - now() < deps.stopMarginMs) {
-      return {
-        kind: "retry",
-        reason: NOT_STARTED,
-        eventId,
-        input,
-        source: sourceHint,
-        unsent: true,
-      };
-    }
-    try {
-      const decoded = decode(m, input);
-      if (decoded === "ignored") return IGNORED;
-      if ("kind" in decoded) return decoded;
-      if (decoded.events.length === 1) eventId = decoded.events[0]?.id;
-      return {
-        m,
-        input,
-        usage: decoded.events,
-        resolver: decoded.resolver,
-        scope: decoded.source?.name ?? "",
-        eventId,
-        source: decoded.source?.name ?? sourceHint,
-      };
-    } catch (err) {
-      return failed(m, input, err, deps.resolver, eventId, sourceHint);
-    }
-  };
-
-  /** Meter events from usage events, customers resolved from `from` on through lookups. */
-  const resolveRest = async (d: Decoded, events: MeterEvent[], from: number): Promise<Step> => {
-    try {
-      for (let i = from; i < d.usage.length; i++) {
-        const usage = d.usage[i] as UsageEvent;
-        const customer = await resolve(d.resolver, d.scope, usage.customer);
-        events.push(toMeterEvent(usage, customer, now() / 1000, deps.valueRules));
-      }
-      return { kind: "ready", events, eventId: d.eventId, source: d.source };
-    } catch (err) {
-      return failed(d.m, d.input ?? inputOf(d.m), err, d.resolver, d.eventId, d.source);
-    }
-  };
-
-  /**
-   * A canonical event in the plain shape (most messages), read without JSON.parse and, with a
-   * customer known without I/O, made into its meter event without a Decoded record.
-   */
-  const preparePlain = (m: QueueMessage, plain: UsageEvent): Step | Promise<Step> => {
-    if (deadline - startedAt < deps.stopMarginMs) {
-      return { kind: "retry", reason: NOT_STARTED, eventId: plain.id, input: inputOf(m), unsent: true };
-    }
-    try {
-      // known() throws for a customer it knows has no Stripe id.
-      const customer = deps.resolver.known(plain.customer);
-      if (customer === undefined) {
-        return resolveRest({ m, usage: [plain], resolver: deps.resolver, scope: "", eventId: plain.id }, [], 0);
-      }
-      const event = toMeterEvent(plain, customer, startedAt / 1000, deps.valueRules);
-      return { kind: "ready", events: [event], eventId: plain.id, source: undefined };
-    } catch (err) {
-      return failed(m, inputOf(m), err, deps.resolver, plain.id);
-    }
-  };
-
-  /**
-   * A message Stripe may have recorded more than DEDUPE_WINDOW_MS ago (delivered again that long
-   * after its first delivery, a combined event requeued that long ago, a dead letter put back
-   * by SQS's redrive): Stripe no longer drops the repeat, so it is dead-lettered rather than
-   * sent, and replay holds it until an operator has checked Stripe.
-   */
-  const lateRedelivery = (m: QueueMessage, input: unknown, what: string): Dead => {
-    const id = (input as { id?: unknown } | null)?.id;
-    return dead(
-      m,
-      input,
-      DeadLetterCode.dedupeWindowPassed,
-      `${what}; Stripe may have recorded it and drops a repeated identifier for 24 h only: check Stripe before replaying it with --after-dedupe-window`,
-      typeof id === "string" ? id : undefined,
-      m.attributes?.[SOURCE_ATTRIBUTE],
-      true,
-    );
-  };
-  const hoursSince = (t: number) => Math.floor((startedAt - t) / 3_600_000);
-  /** Past DEDUPE_WINDOW_MS since `t` (or `t` unknown); never for a replayed letter, whose replay decides. */
-  const pastWindow = (m: QueueMessage, t: number) => !m.previousFailure && outsideDedupeWindow(t, startedAt);
-
-  /**
-   * Synchronous while customers are known without I/O (a table, a cache hit), which is the
-   * common case: a promise per message was a tenth of the consumer's CPU.
-   */
-  const prepare = (m: QueueMessage): Step | Promise<Step> => {
-    if (m.unreadablePack) return dead(m, inputOf(m), DeadLetterCode.invalidMessage, m.unreadablePack);
-    if (m.redriven && pastDedupeWindow(m, startedAt)) {
-      const what = `put back on the ingest queue by SQS's DLQ redrive ${hoursSince(m.sentAt)} h after meterhook first received it`;
-      return lateRedelivery(m, inputOf(m), what);
-    }
-    if (m.receiveCount > 1 && pastWindow(m, m.firstReceivedAt)) {
-      const what = `delivered again ${hoursSince(m.firstReceivedAt)} h after its first delivery`;
-      return lateRedelivery(m, inputOf(m), what);
-    }
-    const plain = m.attributes?.[SOURCE_ATTRIBUTE] ? undefined : parsePlainEventJson(m.body, m.sentAt / 1000);
-    if (plain) return preparePlain(m, plain);
-    const d = decodeMessage(m);
-    if ("kind" in d) return d;
-    const events: MeterEvent[] = [];
-    try {
-      const nowSeconds = now() / 1000;
-      for (let i = 0; i < d.usage.length; i++) {
-        const usage = d.usage[i] as UsageEvent;
-        const customer = d.resolver.known(usage.customer);
-        if (customer === undefined) return resolveRest(d, events, i);
-        events.push(toMeterEvent(usage, customer, nowSeconds, deps.valueRules));
-      }
-    } catch (err) {
-      return failed(m, d.input ?? inputOf(m), err, d.resolver, d.eventId, d.source);
-    }
-    return { kind: "ready", events, eventId: d.eventId, source: d.source };
-  };
-
+  const { messages, packed } = unwrap(received);
   // Plain events read the clock once for the batch: preparing them is one synchronous pass.
-  const startedAt = now();
+  const { prepare, dead } = createPreparer(deps, deadline, (deps.now ?? Date.now)());
   const pending = messages.map(prepare);
   const steps = pending.some((s) => s instanceof Promise) ? await Promise.all(pending) : (pending as Step[]);
 
@@ -471,6 +128,59 @@ export async function processBatch(
   });
   const outcomes = await submitAll(toSend, aggregating, deadline, deps);
 
+  const { result, letters, deferredIds } = settle(
+    messages,
+    steps,
+    (e) => outcomes[unique.get(e.identifier) as number] as Outcome,
+    deps,
+    dead,
+  );
+  await writeDeadLetters(letters, messages, result, deps);
+  // Events to retry are counted before packs turn them into their packs' ids.
+  const retrying = result.failedMessageIds.length;
+  if (packed && retrying > 0) {
+    result.failedMessageIds = await retryPacks(messages, result.failedMessageIds, deferredIds, deps);
+  }
+  const metrics = deps.metrics ?? noMetrics;
+  metrics.count(Metric.eventsReceived, messages.length);
+  metrics.count(Metric.eventsBilled, result.billed);
+  metrics.count(Metric.eventsDuplicate, result.duplicates);
+  metrics.count(Metric.eventsIgnored, result.ignored);
+  if (result.requeued > 0) metrics.count(Metric.eventsRequeued, result.requeued);
+  metrics.count(Metric.eventsRetried, retrying);
+  for (const [code, n] of Object.entries(result.deadLettered)) metrics.count(Metric.eventsDeadLettered, n, { code });
+  return result;
+}
+
+/** The batch's messages, with dead letters put back by SQS's DLQ redrive and packs unwrapped. */
+function unwrap(received: readonly QueueMessage[]): { messages: QueueMessage[]; packed: boolean } {
+  const messages: QueueMessage[] = [];
+  let packed = false;
+  for (const m of received) {
+    // Dead letters put back by SQS's DLQ redrive go on as replay takes them, history included.
+    const letter = redrivenLetter(m);
+    const events = letter ? undefined : unpack(m);
+    if (letter) messages.push({ ...fromDeadLetter(m, letter), redriven: true });
+    else if (typeof events === "string") messages.push({ ...m, unreadablePack: events });
+    else if (events) {
+      packed = true;
+      messages.push(...events);
+    } else messages.push(m);
+  }
+  return { messages, packed };
+}
+
+/**
+ * What becomes of each message once Stripe has answered: billed, dead-lettered (with the letter
+ * to write), retried, or deferred (an event of a pack this delivery never sent).
+ */
+function settle(
+  messages: readonly QueueMessage[],
+  steps: readonly Step[],
+  outcomeOf: (e: MeterEvent) => Outcome,
+  deps: ConsumerDeps,
+  dead: DeadLetterFor,
+): { result: BatchResult; letters: DeadLetter[]; deferredIds: Set<string> } {
   const result: BatchResult = {
     failedMessageIds: [],
     billed: 0,
@@ -500,7 +210,7 @@ export async function processBatch(
       // None of its events was sent in this delivery (see retryPacks).
       let unsent = true;
       for (const e of prepared.events) {
-        const o = outcomes[unique.get(e.identifier) as number] as Outcome;
+        const o = outcomeOf(e);
         if (!(o.kind === "retry" && o.unsent)) unsent = false;
         if (o.kind === "rejected") rejected ??= o;
         else {
@@ -564,7 +274,16 @@ export async function processBatch(
     }
   });
 
-  // A dead letter that could not be written keeps its message on the queue: nothing is lost.
+  return { result, letters, deferredIds };
+}
+
+/** Writes the batch's dead letters; one that could not be written keeps its message on the queue. */
+async function writeDeadLetters(
+  letters: readonly DeadLetter[],
+  messages: readonly QueueMessage[],
+  result: BatchResult,
+  deps: ConsumerDeps,
+): Promise<void> {
   const unsent = await sendDeadLetters(deps.deadLetterQueue, letters);
   const correlation =
     letters.length > 0 ? new Map(messages.map((m) => [m.messageId, m.attributes?.[CORRELATION_ATTRIBUTE]])) : undefined;
@@ -583,19 +302,6 @@ export async function processBatch(
       });
     }
   }
-  // Events to retry are counted before packs turn them into their packs' ids.
-  const retrying = result.failedMessageIds.length;
-  if (packed && retrying > 0) {
-    result.failedMessageIds = await retryPacks(messages, result.failedMessageIds, deferredIds, deps);
-  }
-  metrics.count(Metric.eventsReceived, messages.length);
-  metrics.count(Metric.eventsBilled, result.billed);
-  metrics.count(Metric.eventsDuplicate, result.duplicates);
-  metrics.count(Metric.eventsIgnored, result.ignored);
-  if (result.requeued > 0) metrics.count(Metric.eventsRequeued, result.requeued);
-  metrics.count(Metric.eventsRetried, retrying);
-  for (const [code, n] of Object.entries(result.deadLettered)) metrics.count(Metric.eventsDeadLettered, n, { code });
-  return result;
 }
 
 /**
@@ -663,23 +369,6 @@ async function retryPacks(
     });
   }
   return [...out];
-}
-
-/** The EventBridge source whose `match` takes this event (by `source` and `detail-type`). */
-function matchEventBridge(mapping: Mapping, event: unknown): string | undefined {
-  const e = event as { source?: unknown; "detail-type"?: unknown } | null;
-  const has = (want: string | string[] | undefined, got: unknown) =>
-    want === undefined || (typeof got === "string" && [want].flat().includes(got));
-  for (const s of mapping.sources.values()) {
-    if (
-      s.type === "eventbridge" &&
-      s.match &&
-      has(s.match.source, e?.source) &&
-      has(s.match.detailType, e?.["detail-type"])
-    )
-      return s.name;
-  }
-  return undefined;
 }
 
 /** What became of one event: Stripe's answer, or handed back to the queue inside a combined event. */
