@@ -189,7 +189,23 @@ export function toMeterEvent(
   stripeCustomerId: string,
   nowSeconds: number,
   rules?: ValueRules,
-  identifier = meterEventIdentifier(e.id, e.event_name, e.identifierPart),
+): MeterEvent {
+  return buildMeterEvent(
+    e,
+    stripeCustomerId,
+    nowSeconds,
+    rules,
+    meterEventIdentifier(e.id, e.event_name, e.identifierPart),
+  );
+}
+
+/** toMeterEvent with the identifier given (validateUsageEvent's stand-in). */
+function buildMeterEvent(
+  e: UsageEvent,
+  stripeCustomerId: string,
+  nowSeconds: number,
+  rules: ValueRules | undefined,
+  identifier: string,
 ): MeterEvent {
   checkValue(e.value);
   checkValueRule(e, rules);
@@ -247,5 +263,6 @@ function toPayload(e: UsageEvent, stripeCustomerId: string): Record<string, stri
  * resolves later: the HTTP entry point uses it to reject an event before it is queued.
  */
 export function validateUsageEvent(e: UsageEvent, nowSeconds: number, rules?: ValueRules): void {
-  toMeterEvent(e, e.customer.startsWith("cus_") ? e.customer : "cus_unresolved", nowSeconds, rules, SAMPLE_IDENTIFIER);
+  const customer = e.customer.startsWith("cus_") ? e.customer : "cus_unresolved";
+  buildMeterEvent(e, customer, nowSeconds, rules, SAMPLE_IDENTIFIER);
 }
