@@ -240,7 +240,7 @@ const RUNTIME_PARSE = process.env.BENCH_RUNTIME_PARSE === "1";
  * The pipeline rows run the ingest-queue handler from its Lambda bundle (`npm run build`'s
  * dist/ingest-queue/index.mjs, which `npm run bench` builds first): what Lambda runs, chunks and
  * all. BENCH_SOURCES=1 runs it from the sources through tsx instead, as the bench did before
- * 2026-11-27 15:58; the two measured the same, interleaved in one run (BENCHMARKS.md).
+ * 2026-11-27 15:58; the two measured the same, interleaved in one run (HISTORY.md).
  */
 const BUNDLE = process.env.BENCH_SOURCES === "1" ? undefined : "dist/ingest-queue/index.mjs";
 

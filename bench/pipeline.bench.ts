@@ -58,7 +58,7 @@ const SHUFFLE = process.env.BENCH_SHUFFLE !== "0";
 /**
  * The order of the clients in round `round`: a shuffle fixed by the round's number, so that no
  * client always runs right after the same one, and a rerun runs the same orders. (Order was one
- * suspect for the SDK's higher v2 figure in full runs; it was not the cause, BENCHMARKS.md.)
+ * suspect for the SDK's higher v2 figure in full runs; it was not the cause, HISTORY.md.)
  */
 function runOrder(n: number, round: number): number[] {
   const order = Array.from({ length: n }, (_, k) => k);

@@ -2,7 +2,7 @@
  * `npm run bench:stages`: the consumer's per-event stages measured hot, one at a time, on 2,000
  * canonical events (UUID ids) passed over again and again: each stage's fastest pass of
  * BENCH_ROUNDS (100). A floor for each stage, not what it costs inside the pipeline, where the
- * process idles between batches and its caches are cold when it wakes (BENCHMARKS.md).
+ * process idles between batches and its caches are cold when it wakes (HISTORY.md).
  */
 import { type MeterEvent, meterEventIdentifier, toMeterEvent, validateUsageEvent } from "../lib/meter-event.js";
 import { streamBody } from "../lib/stripe/v2-meter-event-stream.js";

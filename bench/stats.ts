@@ -118,7 +118,7 @@ function processCpuMs(pid: number): number {
 /**
  * Waits until the processes `pids` together have used at most `quietMs` of CPU over `windowMs`
  * (at most `maxMs` in all), and answers how long it waited: so that a run never shares the
- * machine with work another process left running in the background (BENCHMARKS.md, "One core
+ * machine with work another process left running in the background (bench/HISTORY.md, "One core
  * each, and quiet neighbours").
  */
 export async function waitUntilQuiet(

@@ -236,7 +236,7 @@ function fieldAt(text: string, at: number, length: number): number {
  * canonical fields (a repeated one: the last counts, as in JSON.parse), strings without
  * escapes, numbers without exponents, no whitespace. Undefined for anything else (never
  * throws), which then takes the general path. On the queue consumer's hot path this replaces
- * `JSON.parse` and the copy into a UsageEvent (BENCHMARKS.md); a test holds it to the general
+ * `JSON.parse` and the copy into a UsageEvent (bench/HISTORY.md); a test holds it to the general
  * path's answer for every input.
  */
 export function parsePlainEventJson(text: string, receivedAt: number): UsageEvent | undefined {

@@ -5,7 +5,7 @@ import { dimensionsKey, type MetricPoint, type MetricsRecorder } from "../../lib
  * dimension set on stdout, namespace `meterhook`, dimensions `service` and `function` plus the
  * set's own. Written here rather than through Powertools Metrics, which reads the environment on
  * every value it stores (to scope values per invocation): with a latency value per v1 request,
- * that was more CPU than the rest of the metrics path (BENCHMARKS.md).
+ * that was more CPU than the rest of the metrics path (bench/HISTORY.md).
  */
 const NAMESPACE = "meterhook";
 const SERVICE = "meterhook";

@@ -163,7 +163,7 @@ export class StripeClient {
       };
       // Any answer but a 2xx gets a line at `info` with its request id, which is what Stripe
       // support asks for. A 2xx only at `debug`: in v1 that was a line per event, a write and
-      // CloudWatch ingestion each (BENCHMARKS.md); the StripeRequests metric counts them.
+      // CloudWatch ingestion each (bench/HISTORY.md); the StripeRequests metric counts them.
       if (res.status < 300) this.logger.debug("stripe request", fields);
       else this.logger.info("stripe request", fields);
       return verdict;

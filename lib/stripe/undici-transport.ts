@@ -10,7 +10,7 @@ const expire = (c: ResponseCollector) => c.expire();
 /**
  * Collects one response through undici's dispatch handler API. Compared with `request()` this
  * skips a Readable body stream and an AbortSignal per request; together they were two thirds of
- * the client's CPU per v1 call (BENCHMARKS.md). One deadline bounds the whole exchange: time
+ * the client's CPU per v1 call (bench/HISTORY.md). One deadline bounds the whole exchange: time
  * queued for a connection, connecting, sending, and receiving.
  */
 class ResponseCollector implements Dispatcher.DispatchHandler {

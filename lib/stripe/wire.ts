@@ -16,7 +16,7 @@ import {
  * one request per connection at a time), written on `node:net` and `node:tls`.
  *
  * Why not undici: against the same loopback emulator at 20 ms, undici's `dispatch` spends about
- * 70 µs of CPU per v1 request and this client about 50 (`npm run bench:v1-layers`, BENCHMARKS.md);
+ * 70 µs of CPU per v1 request and this client about 50 (`npm run bench:v1-layers`, bench/HISTORY.md);
  * v1 sends one request per event, so that difference is most of the pipeline's v1 cost. undici
  * stays available (`STRIPE_HTTP_CLIENT=undici`) and is used for HTTP/1.1 pipelining.
  *
