@@ -155,6 +155,14 @@ export class StripeEmulator {
   }
 
   /**
+   * Closes every keep-alive connection that is not serving a request, as Stripe's front ends do
+   * with connections idle too long (a Lambda's, across a freeze).
+   */
+  closeIdleConnections(): void {
+    this.server?.closeIdleConnections();
+  }
+
+  /**
    * Forgets what earlier requests left (the ledger's events, the request log, idempotency keys,
    * rate counters); meters, customers and meter event sessions stay valid.
    */

@@ -118,6 +118,25 @@ for (const api of ["v1", "v2"] as const) {
       assert.equal(total(events[0]?.payload.stripe_customer_id as string), 2);
     });
 
+    test("after a freeze in which Stripe closed the idle connections, the next events are billed once", async () => {
+      const s = submitter(api);
+      const before = fresh(1);
+      assert.deepEqual(
+        (await s.submit(before, inAMinute())).map((o) => o.kind),
+        ["billed"],
+      );
+      // Lambda freezes the process between invocations: its event loop does not run while the
+      // server closes the idle connection, so the client learns of it only by writing on it.
+      // Closing and submitting in the same turn of the loop is that case.
+      emulator.closeIdleConnections();
+      const after = fresh(3);
+      assert.deepEqual(
+        (await s.submit(after, inAMinute())).map((o) => o.kind),
+        ["billed", "billed", "billed"],
+      );
+      assert.equal(total(after[0]?.payload.stripe_customer_id as string), 6);
+    });
+
     test("a stall past the client timeout is retried and counted once", async () => {
       const events = fresh(1);
       emulator.injectFaults({ path, delayMs: 600 });

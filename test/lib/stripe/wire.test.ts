@@ -247,6 +247,21 @@ describe("wire transport", () => {
     await t.close();
   });
 
+  test("a connection idle past idleTimeoutMs is not reused, Keep-Alive header or not (a Lambda thawed after a long freeze)", async () => {
+    const s = await scripted(() => ok("{}"));
+    cleanups.push(s.stop);
+    const t = createWireTransport({ connections: 1, idleTimeoutMs: 50 });
+    await t.send(post(`${s.url}/x`));
+    await t.send(post(`${s.url}/x`));
+    assert.equal(s.seen.connections, 1, "reused while fresh");
+    // The clock runs on while Lambda freezes the process, so a connection idle across a long
+    // freeze is past its limit when the process thaws, whatever the server did meanwhile.
+    await new Promise((r) => setTimeout(r, 80));
+    await t.send(post(`${s.url}/x`));
+    assert.equal(s.seen.connections, 2);
+    await t.close();
+  });
+
   test("malformed answers are errors with code HPE_INVALID", async () => {
     const answers = [
       "HTTP/2 200\r\n\r\n",
