@@ -13,6 +13,7 @@ import { type MeterEvent, outsideDedupeWindow, toMeterEvent } from "./meter-even
 import { isMisshapenPack, PACK_FORMAT, PACK_START } from "./pack.js";
 import { isTriggerMessage, SOURCE_ATTRIBUTE } from "./triggers.js";
 import { parsePlainEventJson, parseUsageEvent, type UsageEvent } from "./usage-event.js";
+
 /** Ready to submit. The parsed message is not kept while Stripe answers (see inputOf). */
 export type Ready = {
   kind: "ready";
@@ -32,6 +33,7 @@ export type Retry = {
   source?: string;
   unsent?: boolean;
 };
+/** What becomes of a message before Stripe is called (ignored: a trigger no rule matched, acknowledged). */
 export type Step = Ready | Dead | Retry | { kind: "ignored" };
 const IGNORED: Step = { kind: "ignored" };
 
