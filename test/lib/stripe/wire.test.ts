@@ -250,13 +250,14 @@ describe("wire transport", () => {
   test("a connection idle past idleTimeoutMs is not reused, Keep-Alive header or not (a Lambda thawed after a long freeze)", async () => {
     const s = await scripted(() => ok("{}"));
     cleanups.push(s.stop);
-    const t = createWireTransport({ connections: 1, idleTimeoutMs: 50 });
+    // Wide margins both ways: a stalled machine must neither age the fresh one nor spare the old one.
+    const t = createWireTransport({ connections: 1, idleTimeoutMs: 400 });
     await t.send(post(`${s.url}/x`));
     await t.send(post(`${s.url}/x`));
     assert.equal(s.seen.connections, 1, "reused while fresh");
     // The clock runs on while Lambda freezes the process, so a connection idle across a long
     // freeze is past its limit when the process thaws, whatever the server did meanwhile.
-    await new Promise((r) => setTimeout(r, 80));
+    await new Promise((r) => setTimeout(r, 500));
     await t.send(post(`${s.url}/x`));
     assert.equal(s.seen.connections, 2);
     await t.close();
