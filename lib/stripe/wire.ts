@@ -23,8 +23,9 @@ import {
  * What it does: connection reuse per origin up to `connections`, requests queued beyond that;
  * one deadline per request over queueing, connecting, sending and receiving; responses framed by
  * Content-Length, chunked transfer coding or the connection's end; 1xx answers skipped; a
- * connection the server closes while idle is dropped at once, and one idle past the server's
- * Keep-Alive timeout (or `idleTimeoutMs`) is not reused. Like undici, it never resends on its
+ * connection the server closes while idle is dropped at once, one idle past the server's
+ * Keep-Alive timeout (or `idleTimeoutMs`) is not reused, and one idle for `staleCheckMs` or more
+ * is checked for a close first (after a Lambda freeze, see checkThenWrite). Like undici, it never resends on its
  * own: a connection lost under a request is an error, and the Stripe client's retry policy
  * decides (with the same Idempotency-Key), so STRIPE_MAX_ATTEMPTS counts every send.
  *
@@ -36,6 +37,8 @@ import {
 const MAX_HEADER_BYTES = 64 * 1024;
 /** Idle connections are not reused past this (or past the server's Keep-Alive timeout less 1 s). */
 const DEFAULT_IDLE_MS = 30_000;
+/** A connection idle this long is checked for a close the process could not see before reuse. */
+const DEFAULT_STALE_CHECK_MS = 1_000;
 const CRLFCRLF = Buffer.from("\r\n\r\n");
 const CRLF = Buffer.from("\r\n");
 const NON_ASCII = /[^\x00-\x7f]/;
@@ -57,6 +60,11 @@ export interface WireOptions {
   connectTimeoutMs?: number;
   /** Longest a connection is kept idle for reuse. */
   idleTimeoutMs?: number;
+  /**
+   * A connection idle at least this long (default 1 s) waits two turns of the event loop before
+   * it carries a request, so that a close the server sent meanwhile is seen first (Origin.dispatch).
+   */
+  staleCheckMs?: number;
   /** Extra TLS options (a test's CA); the host name is always checked. */
   tls?: tls.ConnectionOptions;
 }
@@ -174,6 +182,11 @@ class Connection {
 
   destroy(): void {
     this.socket.destroy();
+  }
+
+  /** Open both ways, as far as this process has seen. */
+  get usable(): boolean {
+    return !this.socket.destroyed && !this.socket.readableEnded && this.socket.writable;
   }
 
   private fail(err: Error): void {
@@ -399,6 +412,7 @@ class Origin {
     private readonly max: number,
     private readonly connectTimeoutMs: number,
     readonly idleTimeoutMs: number,
+    private readonly staleCheckMs: number,
     readonly tlsOptions: tls.ConnectionOptions,
   ) {}
 
@@ -414,11 +428,14 @@ class Origin {
   private dispatch(x: Exchange): void {
     const now = Date.now();
     for (let c = this.idleConns.pop(); c; c = this.idleConns.pop()) {
-      if (now - c.idleSince < c.idleLimitMs) {
-        c.write(x);
-        return;
+      const idleFor = now - c.idleSince;
+      if (idleFor >= c.idleLimitMs) {
+        c.destroy(); // idle too long: the server may be closing it
+        continue;
       }
-      c.destroy(); // idle too long: the server may be closing it
+      if (idleFor >= this.staleCheckMs) this.checkThenWrite(c, x);
+      else c.write(x);
+      return;
     }
     if (this.open < this.max) {
       this.open++;
@@ -436,6 +453,23 @@ class Origin {
       if (!x.settled) return x;
     }
     return undefined;
+  }
+
+  /**
+   * Writes `x` on `c` once the process has polled its sockets: Lambda freezes a function between
+   * invocations, and a close the server sent meanwhile waits unseen in the kernel until then.
+   * Written on at once, such a connection would fail the request (a retry, one attempt spent).
+   * Two turns of the event loop hold a poll between them.
+   */
+  private checkThenWrite(c: Connection, x: Exchange): void {
+    setImmediate(() =>
+      setImmediate(() => {
+        if (x.settled) {
+          if (c.usable) this.idle(c);
+        } else if (c.usable) c.write(x);
+        else this.dispatch(x); // closed meanwhile: its close reaches lost(), which forgets it
+      }),
+    );
   }
 
   /** A connection finished an answer and may carry the next request. */
@@ -523,6 +557,7 @@ export function createWireTransport(options: WireOptions = {}): HttpTransport {
         options.connections ?? 32,
         options.connectTimeoutMs ?? 5_000,
         options.idleTimeoutMs ?? DEFAULT_IDLE_MS,
+        options.staleCheckMs ?? DEFAULT_STALE_CHECK_MS,
         options.tls ?? {},
       );
       origins.set(key, origin);

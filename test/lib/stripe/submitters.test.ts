@@ -126,8 +126,10 @@ for (const api of ["v1", "v2"] as const) {
         ["billed"],
       );
       // Lambda freezes the process between invocations: its event loop does not run while the
-      // server closes the idle connection, so the client learns of it only by writing on it.
-      // Closing and submitting in the same turn of the loop is that case.
+      // server closes the idle connection. Closing and submitting in the same turn of the loop
+      // is that case, for a connection idle under the client's stale check (1 s): the client
+      // learns of the close only by writing on it, and the retry policy resends. (Idle longer,
+      // the check replaces it first: test/lib/stripe/wire.test.ts.)
       emulator.closeIdleConnections();
       const after = fresh(3);
       assert.deepEqual(

@@ -247,6 +247,58 @@ describe("wire transport", () => {
     await t.close();
   });
 
+  test("a connection idle past staleCheckMs is checked first: one the server closed unseen (a Lambda freeze) is replaced, the request sent once", async () => {
+    let serverSide: net.Socket | undefined;
+    const s = await scripted((_i, _raw, socket) => {
+      serverSide = socket;
+      return ok("{}");
+    });
+    cleanups.push(s.stop);
+    const closedUnseen = async (staleCheckMs: number) => {
+      const t = createWireTransport({ connections: 1, staleCheckMs });
+      await t.send(post(`${s.url}/x`, "first"));
+      // The server closes the idle connection and the request follows in the same turn of the
+      // event loop, before this process can read the close: as after a thaw.
+      serverSide?.destroy();
+      const sent = t.send(post(`${s.url}/x`, "second"));
+      return { t, sent };
+    };
+
+    const checked = await closedUnseen(0);
+    assert.equal((await checked.sent).status, 200);
+    assert.equal(s.seen.requests.filter((r) => r.endsWith("second")).length, 1);
+    assert.equal(s.seen.connections, 2);
+    await checked.t.close();
+
+    // Idle for less than staleCheckMs, the connection is written on at once: the request fails
+    // and resending is the retry policy's decision (test/lib/stripe/submitters.test.ts).
+    const unchecked = await closedUnseen(60_000);
+    await assert.rejects(unchecked.sent, (err: Error & { code?: string }) => {
+      assert.match(err.code ?? "", /ECONNRESET|EPIPE/);
+      return true;
+    });
+    await unchecked.t.close();
+  });
+
+  test("a request that times out while its connection is checked leaves the connection for the next one", async () => {
+    const s = await scripted(() => ok("{}"));
+    cleanups.push(s.stop);
+    const t = createWireTransport({ connections: 1, staleCheckMs: 0 });
+    await t.send(post(`${s.url}/x`, "first"));
+    // Its 1 ms timer is due before the check's second turn (the thread is held 5 ms), so it
+    // fires first: nothing is written for it.
+    const late = t.send(post(`${s.url}/x`, "late", 0));
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 5);
+    await assert.rejects(late, /timed out|timeout/i);
+    assert.equal((await t.send(post(`${s.url}/x`, "third"))).status, 200);
+    assert.equal(s.seen.connections, 1);
+    assert.deepEqual(
+      s.seen.requests.map((r) => r.slice(r.lastIndexOf("\n") + 1)),
+      ["first", "third"],
+    );
+    await t.close();
+  });
+
   test("a connection idle past idleTimeoutMs is not reused, Keep-Alive header or not (a Lambda thawed after a long freeze)", async () => {
     const s = await scripted(() => ok("{}"));
     cleanups.push(s.stop);
