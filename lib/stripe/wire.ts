@@ -403,6 +403,7 @@ class Origin {
   private readonly queue: Exchange[] = [];
   private open = 0;
   private active = 0;
+  private closed = false;
   tlsSession: Buffer | undefined;
   /** close() calls waiting for the requests in flight. */
   private readonly drained: Array<() => void> = [];
@@ -479,6 +480,11 @@ class Origin {
       c.write(x);
       return;
     }
+    // After close(), a connection that comes back (from a check, see checkThenWrite) is not kept.
+    if (this.closed) {
+      c.destroy();
+      return;
+    }
     c.idleSince = Date.now();
     this.idleConns.push(c);
   }
@@ -503,6 +509,7 @@ class Origin {
   /** Resolves once nothing is in flight; then closes every connection. */
   async close(): Promise<void> {
     if (this.active > 0) await new Promise<void>((r) => this.drained.push(r));
+    this.closed = true;
     for (const c of this.idleConns.splice(0)) c.destroy();
   }
 }

@@ -299,6 +299,24 @@ describe("wire transport", () => {
     await t.close();
   });
 
+  test("a connection back from its check after close() is closed, not kept", async () => {
+    let serverSide: net.Socket | undefined;
+    const s = await scripted((_i, _raw, socket) => {
+      serverSide = socket;
+      return ok("{}");
+    });
+    cleanups.push(s.stop);
+    const t = createWireTransport({ connections: 1, staleCheckMs: 0 });
+    await t.send(post(`${s.url}/x`, "first"));
+    const late = t.send(post(`${s.url}/x`, "late", 0));
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 5);
+    await assert.rejects(late, /timed out|timeout/i);
+    // Nothing is in flight, so close() ends before the check's second turn gives the
+    // connection back.
+    await t.close();
+    await once(serverSide as net.Socket, "close", { signal: AbortSignal.timeout(2_000) });
+  });
+
   test("a connection idle past idleTimeoutMs is not reused, Keep-Alive header or not (a Lambda thawed after a long freeze)", async () => {
     const s = await scripted(() => ok("{}"));
     cleanups.push(s.stop);
