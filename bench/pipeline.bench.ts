@@ -34,6 +34,7 @@ import { cpus } from "node:os";
 import { scenarios as allScenarios, type Result } from "./pipeline-clients.js";
 import {
   forgetHistory,
+  type Goal,
   INGEST_QUEUE_MEMORY_MB,
   lambdaYoungGenerationFlags,
   median,
@@ -41,6 +42,7 @@ import {
   pinToCore,
   seededRandom,
   startEmulator,
+  verdict,
   waitUntilQuiet,
 } from "./stats.js";
 
@@ -182,7 +184,7 @@ for (const rtt of RTTS) {
     sdk: string | undefined,
     metric: "eps" | "cpu",
     sdkOverPipeline: boolean,
-    goal: string,
+    goal: Goal | string,
   ) => {
     const mhs = results.get(pipeline ?? "") ?? [];
     const sdks = results.get(sdk ?? "") ?? [];
@@ -196,16 +198,20 @@ for (const rtt of RTTS) {
     const trust = interval
       ? `, median of the rounds ${median(rounds).toFixed(2)}x, 95 % interval ${interval[0].toFixed(2)}-${interval[1].toFixed(2)}`
       : "";
-    return `${mid.toFixed(2)}x (rounds ${Math.min(...rounds).toFixed(2)}-${Math.max(...rounds).toFixed(2)}${trust}; goal ${goal})`;
+    const goalText =
+      typeof goal === "string"
+        ? goal
+        : `${goal.op} ${goal.value.toFixed(1)}${interval ? `: ${verdict(interval, goal)} by the interval` : ""}`;
+    return `${mid.toFixed(2)}x (rounds ${Math.min(...rounds).toFixed(2)}-${Math.max(...rounds).toFixed(2)}${trust}; goal ${goalText})`;
   };
   const [sdk2, mh2, sdk1, mh1, , packed, compared] = allScenarios.map((s) => s.name);
   const lines = [
-    ["v2 pipeline/SDK events/s", ratio(mh2, sdk2, "eps", false, ">= 1.0")],
-    ["v2 CPU per event pipeline/SDK", ratio(mh2, sdk2, "cpu", false, "<= 1.0")],
+    ["v2 pipeline/SDK events/s", ratio(mh2, sdk2, "eps", false, { op: ">=", value: 1 })],
+    ["v2 CPU per event pipeline/SDK", ratio(mh2, sdk2, "cpu", false, { op: "<=", value: 1 })],
     ["v2 CPU per event, packed pipeline/SDK", ratio(packed, sdk2, "cpu", false, "none, not a goal row")],
     ["v2 CPU per event, pipeline/BENCH_COMPARE_BUNDLE", ratio(mh2, compared, "cpu", false, "none, a comparison")],
     // Events per CPU-second: the SDK's CPU per event over the pipeline's.
-    ["v1 events per CPU-second pipeline/SDK", ratio(mh1, sdk1, "cpu", true, ">= 3")],
+    ["v1 events per CPU-second pipeline/SDK", ratio(mh1, sdk1, "cpu", true, { op: ">=", value: 3 })],
   ].filter(([, r]) => r !== undefined);
   if (lines.length > 0) console.log(`\nratios at ${rtt} ms: ${lines.map(([what, r]) => `${what} ${r}`).join("; ")}`);
   if (waits.length > 0) {

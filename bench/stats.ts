@@ -33,6 +33,24 @@ export function medianInterval(xs: readonly number[]): [number, number] | undefi
   return [medians[Math.floor(0.025 * medians.length)] as number, medians[Math.floor(0.975 * medians.length)] as number];
 }
 
+/** A goal for a ratio: at least or at most `value`. */
+export interface Goal {
+  op: ">=" | "<=";
+  value: number;
+}
+
+/**
+ * Whether a goal is met, judged by the interval of the rounds' median (medianInterval): "met" or
+ * "not met" when the whole interval is on one side of the goal, "at the line" when it spans it.
+ */
+export function verdict(interval: readonly [number, number], goal: Goal): "met" | "not met" | "at the line" {
+  const [low, high] = interval;
+  const meets = (x: number) => (goal.op === ">=" ? x >= goal.value : x <= goal.value);
+  if (meets(low) && meets(high)) return "met";
+  if (!meets(low) && !meets(high)) return "not met";
+  return "at the line";
+}
+
 /** A full garbage collection when Node runs with --expose-gc (the bench scripts pass it); else nothing. */
 export const collectGarbage = (globalThis as { gc?: () => void }).gc ?? (() => {});
 
