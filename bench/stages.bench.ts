@@ -28,6 +28,13 @@ const propertyEvents = propertyUsage.map((e, i) => toMeterEvent(e, `cus_bench${i
 // The same events spread over five seconds, out of order, as a batch from a standard queue comes.
 const spreadEvents = meterEvents.map((e, i) => ({ ...e, timestamp: now - ((i * 7919) % 5) }));
 
+/** The v2 stream bodies of `events` in batches of 100: their total length. */
+function streamBodies(events: readonly MeterEvent[]): number {
+  let sum = 0;
+  for (let i = 0; i < events.length; i += 100) sum += streamBody(events.slice(i, i + 100)).length;
+  return sum;
+}
+
 /** Each stage does one pass over the events and returns something that depends on all of them. */
 const stages: Record<string, () => number> = {
   "read the body (parsePlainEventJson)": () => {
@@ -64,21 +71,9 @@ const stages: Record<string, () => number> = {
     for (const e of usage) validateUsageEvent(e, now);
     return usage.length;
   },
-  "v2 stream body (streamBody, batches of 100)": () => {
-    let sum = 0;
-    for (let i = 0; i < meterEvents.length; i += 100) sum += streamBody(meterEvents.slice(i, i + 100)).length;
-    return sum;
-  },
-  "v2 stream body, events over five seconds out of order": () => {
-    let sum = 0;
-    for (let i = 0; i < spreadEvents.length; i += 100) sum += streamBody(spreadEvents.slice(i, i + 100)).length;
-    return sum;
-  },
-  "v2 stream body, two properties per event": () => {
-    let sum = 0;
-    for (let i = 0; i < propertyEvents.length; i += 100) sum += streamBody(propertyEvents.slice(i, i + 100)).length;
-    return sum;
-  },
+  "v2 stream body (streamBody, batches of 100)": () => streamBodies(meterEvents),
+  "v2 stream body, events over five seconds out of order": () => streamBodies(spreadEvents),
+  "v2 stream body, two properties per event": () => streamBodies(propertyEvents),
   "duplicate check (a Map by identifier)": () => {
     const seen = new Map<string, number>();
     meterEvents.forEach((e: MeterEvent, i) => {

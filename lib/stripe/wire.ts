@@ -25,9 +25,10 @@ import {
  * Content-Length, chunked transfer coding or the connection's end; 1xx answers skipped; a
  * connection the server closes while idle is dropped at once, one idle past the server's
  * Keep-Alive timeout (or `idleTimeoutMs`) is not reused, and one idle for `staleCheckMs` or more
- * is checked for a close first (after a Lambda freeze, see checkThenWrite). Like undici, it never resends on its
- * own: a connection lost under a request is an error, and the Stripe client's retry policy
- * decides (with the same Idempotency-Key), so STRIPE_MAX_ATTEMPTS counts every send.
+ * is checked for a close first (after a Lambda freeze, see checkThenWrite). Like undici, it
+ * never resends on its own: a connection lost under a request is an error, and the Stripe
+ * client's retry policy decides (with the same Idempotency-Key), so STRIPE_MAX_ATTEMPTS counts
+ * every send.
  *
  * What it leaves out, because meterhook's requests do not need it: proxies (neither this nor
  * undici's Agent reads HTTPS_PROXY), redirects, pipelining, compression, HTTP/2.
