@@ -5,7 +5,7 @@
  * bodies, outcomes) and moves only when that code does. Batches of 100 run one at a time.
  *
  * BENCH_EVENTS (200000 per run), BENCH_ROUNDS (7; the table shows medians), one uncounted warm-up;
- * BENCH_APIS (v2,v1) for the consumers to run; BENCH_REWARM_EVENTS (a tenth of a run) processed
+ * BENCH_APIS (v2,v1) for the consumers to run; BENCH_REWARM_EVENTS (a run's worth) processed
  * unmeasured after each run's forced collection. BENCH_LATENCY_MS (0) delays each answer and
  * BENCH_IN_FLIGHT (1) batches run at a time: with 20 and 16, the consumer works in the pattern of
  * `npm run bench`'s v2 rows (bursts of work between waits), still without a socket.

@@ -70,10 +70,10 @@ const settle = () => new Promise((resolve) => setTimeout(resolve, 20));
 
 /**
  * Events each client processes after the forced collection and before its measured window
- * (BENCH_REWARM_EVENTS; default a tenth of a run, see rewarmEvents). A full collection frees objects that V8's
- * optimized code refers to weakly (shapes of per-request objects nothing holds any more), and
- * that code is thrown away (`--trace-deopt`: "weak objects") and compiled again over the next
- * thousands of events. The bench's own collections come at idle, when no request holds anything,
+ * (BENCH_REWARM_EVENTS; default a whole run's worth, see rewarmEvents). A full collection frees
+ * objects that V8's optimized code refers to weakly (shapes of per-request objects nothing holds
+ * any more), and that code is thrown away (`--trace-deopt`: "weak objects") and compiled again
+ * over the next thousands of events: in the SDK's v2 client, over the next 100,000 and more. The bench's own collections come at idle, when no request holds anything,
  * and cost 10-20 µs per v1 event of recompilation on both sides; a consumer's own collections,
  * which come while it works and throw away less, stay inside the window. Rounded to whole
  * batches of 100; 0 measures from the collection on, as the bench did before 2026-11-27.

@@ -14,8 +14,8 @@
  * a CPU profile of each measured window alone. Client processes run
  * with the semi-space size the Lambda runtime gives the ingest-queue function (bench/stats.ts
  * lambdaYoungGenerationFlags; a later --max-semi-space-size in BENCH_NODE_ARGS wins), and with
- * --expose-gc so that each run starts from a collected heap; BENCH_REWARM_EVENTS (a tenth of a
- * run) are then processed unmeasured before the run's window opens (bench/pipeline-clients.ts
+ * --expose-gc so that each run starts from a collected heap; BENCH_REWARM_EVENTS (a run's
+ * worth) are then processed unmeasured before the run's window opens (bench/pipeline-clients.ts
  * says why). Client processes run with source maps off (BENCH_SOURCE_MAPS=1 leaves tsx's on;
  * bench/client-process.ts says why). BENCH_RUNTIME_PARSE=1 adds the Lambda runtime's JSON.parse
  * of each SQS event to the pipeline rows (bench/pipeline-clients.ts). The pipeline rows run the

@@ -55,12 +55,14 @@ export function verdict(interval: readonly [number, number], goal: Goal): "met" 
 export const collectGarbage = (globalThis as { gc?: () => void }).gc ?? (() => {});
 
 /**
- * Events a run processes unmeasured after its forced collection (BENCH_REWARM_EVENTS; a tenth of
+ * Events a run processes unmeasured after its forced collection (BENCH_REWARM_EVENTS; as many as
  * the run's `events` when unset or empty), in whole batches of 100: the collection throws away
  * optimized code that the run would otherwise pay to compile again (bench/pipeline-clients.ts).
+ * A tenth of a run, the default until 2026-11-27 22:40, left the SDK's v2 client compiling on
+ * its helper threads through the window, about 2 µs per event (bench/HISTORY.md, 22:25).
  */
 export const rewarmEvents = (events: number): number =>
-  100 * Math.round(Number(process.env.BENCH_REWARM_EVENTS || events / 10) / 100);
+  100 * Math.round(Number(process.env.BENCH_REWARM_EVENTS || events) / 100);
 
 /** The Stripe emulator in a process of its own (bench/emulator-process.ts), `latencyMs` added per request. */
 export async function startEmulator(latencyMs: number): Promise<{ url: string; child: ChildProcess }> {
