@@ -204,11 +204,12 @@ for (const rtt of RTTS) {
         : `${goal.op} ${goal.value.toFixed(1)}${interval ? `: ${verdict(interval, goal)} by the interval` : ""}`;
     return `${mid.toFixed(2)}x (rounds ${Math.min(...rounds).toFixed(2)}-${Math.max(...rounds).toFixed(2)}${trust}; goal ${goalText})`;
   };
-  const [sdk2, mh2, sdk1, mh1, , packed, compared] = allScenarios.map((s) => s.name);
+  const [sdk2, mh2, sdk1, mh1, , packed, alone, compared] = allScenarios.map((s) => s.name);
   const lines = [
     ["v2 pipeline/SDK events/s", ratio(mh2, sdk2, "eps", false, { op: ">=", value: 1 })],
     ["v2 CPU per event pipeline/SDK", ratio(mh2, sdk2, "cpu", false, { op: "<=", value: 1 })],
     ["v2 CPU per event, packed pipeline/SDK", ratio(packed, sdk2, "cpu", false, "none, not a goal row")],
+    ["v2 CPU per event, meterhook's client alone/SDK", ratio(alone, sdk2, "cpu", false, "none, submission alone")],
     ["v2 CPU per event, pipeline/BENCH_COMPARE_BUNDLE", ratio(mh2, compared, "cpu", false, "none, a comparison")],
     // Events per CPU-second: the SDK's CPU per event over the pipeline's.
     ["v1 events per CPU-second pipeline/SDK", ratio(mh1, sdk1, "cpu", true, { op: ">=", value: 3 })],
