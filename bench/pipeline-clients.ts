@@ -75,10 +75,11 @@ const settle = () => new Promise((resolve) => setTimeout(resolve, 20));
  * (BENCH_REWARM_EVENTS; default a whole run's worth, see rewarmEvents). A full collection frees
  * objects that V8's optimized code refers to weakly (shapes of per-request objects nothing holds
  * any more), and that code is thrown away (`--trace-deopt`: "weak objects") and compiled again
- * over the next thousands of events: in the SDK's v2 client, over the next 100,000 and more. The bench's own collections come at idle, when no request holds anything,
- * and cost 10-20 µs per v1 event of recompilation on both sides; a consumer's own collections,
- * which come while it works and throw away less, stay inside the window. Rounded to whole
- * batches of 100; 0 measures from the collection on, as the bench did before 2026-11-27.
+ * over the next thousands of events: in the SDK's v2 client, over the next 100,000 and more.
+ * The bench's own collections come at idle, when no request holds anything, and cost 10-20 µs
+ * per v1 event of recompilation on both sides; a consumer's own collections, which come while it
+ * works and throw away less, stay inside the window. Rounded to whole batches of 100; 0 measures
+ * from the collection on, as the bench did before 2026-11-27.
  */
 const REWARM = rewarmEvents(EVENTS);
 
@@ -147,6 +148,9 @@ async function measure<T>(items: T[], perItem: number, work: (items: T[]) => Pro
 
 let runId = 0;
 const now = () => Math.floor(Date.now() / 1000);
+/** A v2 run's events, re-warm included, in batches of 100: event `i` of batch `b` is `make(b, i)`. */
+const v2Batches = <T>(make: (b: number, i: number) => T): T[][] =>
+  Array.from({ length: (REWARM + EVENTS) / 100 }, (_, b) => Array.from({ length: 100 }, (_, i) => make(b, i)));
 
 /**
  * SQS records as the event source mapping hands them to the consumer: canonical events. Ids are
@@ -321,14 +325,12 @@ export const scenarios: Scenario[] = [
         run: async () => {
           const stream = await renew();
           const id = ++runId;
-          const batches = Array.from({ length: (REWARM + EVENTS) / 100 }, (_, b) =>
-            Array.from({ length: 100 }, (_, i) => ({
-              event_name: "api_requests",
-              identifier: `sdk2-${id}-${b}-${i}`,
-              payload: { stripe_customer_id: `cus_bench${i}`, value: String(1 + (i % 7)) },
-              timestamp: new Date((now() - 60) * 1000).toISOString(),
-            })),
-          );
+          const batches = v2Batches((b, i) => ({
+            event_name: "api_requests",
+            identifier: `sdk2-${id}-${b}-${i}`,
+            payload: { stripe_customer_id: `cus_bench${i}`, value: String(1 + (i % 7)) },
+            timestamp: new Date((now() - 60) * 1000).toISOString(),
+          }));
           return measure(batches, 100, (slice) =>
             pool(slice, 16, (events) => stream.v2.billing.meterEventStream.create({ events })),
           );
@@ -395,16 +397,13 @@ export const scenarios: Scenario[] = [
       return {
         run: () => {
           const id = ++runId;
-          const batches = Array.from({ length: (REWARM + EVENTS) / 100 }, (_, b) =>
-            Array.from(
-              { length: 100 },
-              (_, i): MeterEvent => ({
-                event_name: "api_requests",
-                identifier: `mh2-${id}-${b}-${i}`,
-                timestamp: now() - 60,
-                payload: { stripe_customer_id: `cus_bench${i}`, value: String(1 + (i % 7)) },
-              }),
-            ),
+          const batches = v2Batches(
+            (b, i): MeterEvent => ({
+              event_name: "api_requests",
+              identifier: `mh2-${id}-${b}-${i}`,
+              timestamp: now() - 60,
+              payload: { stripe_customer_id: `cus_bench${i}`, value: String(1 + (i % 7)) },
+            }),
           );
           return measure(batches, 100, (slice) => pool(slice, 16, send));
         },

@@ -59,7 +59,7 @@ export const collectGarbage = (globalThis as { gc?: () => void }).gc ?? (() => {
  * the run's `events` when unset or empty), in whole batches of 100: the collection throws away
  * optimized code that the run would otherwise pay to compile again (bench/pipeline-clients.ts).
  * A tenth of a run, the default until 2026-11-27 22:40, left the SDK's v2 client compiling on
- * its helper threads through the window, about 2 µs per event (bench/HISTORY.md, 22:25).
+ * its helper threads through the window, about 2 µs per event (bench/HISTORY.md, 22:05).
  */
 export const rewarmEvents = (events: number): number =>
   100 * Math.round(Number(process.env.BENCH_REWARM_EVENTS || events) / 100);
