@@ -104,8 +104,8 @@ export async function processBatch(
 ): Promise<BatchResult> {
   const { messages, packed } = unwrap(received);
   // Plain events read the clock once for the batch: preparing them is one synchronous pass.
-  const { prepare, dead } = createPreparer(deps, deadline, (deps.now ?? Date.now)());
-  const pending = messages.map(prepare);
+  const { prepareAll, dead } = createPreparer(deps, deadline, (deps.now ?? Date.now)());
+  const pending = prepareAll(messages);
   const steps = pending.some((s) => s instanceof Promise) ? await Promise.all(pending) : (pending as Step[]);
 
   // One submission per identifier: duplicate deliveries in the same batch share the outcome.

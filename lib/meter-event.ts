@@ -183,20 +183,19 @@ function checkValueRule(e: UsageEvent, rules: ValueRules | undefined): void {
   }
 }
 
-/** Builds the meter event for a usage event whose customer is resolved, and validates it. */
+/**
+ * Builds the meter event for a usage event whose customer is resolved, and validates it.
+ * `identifier` is the event's meterEventIdentifier when the caller has already made it (the
+ * consumer hashes a batch's identifiers in one pass).
+ */
 export function toMeterEvent(
   e: UsageEvent,
   stripeCustomerId: string,
   nowSeconds: number,
   rules?: ValueRules,
+  identifier = meterEventIdentifier(e.id, e.event_name, e.identifierPart),
 ): MeterEvent {
-  return buildMeterEvent(
-    e,
-    stripeCustomerId,
-    nowSeconds,
-    rules,
-    meterEventIdentifier(e.id, e.event_name, e.identifierPart),
-  );
+  return buildMeterEvent(e, stripeCustomerId, nowSeconds, rules, identifier);
 }
 
 /** toMeterEvent with the identifier given (validateUsageEvent's stand-in). */

@@ -180,6 +180,19 @@ describe("ingest-queue handler", () => {
     assert.equal(totalFor("cus_dupe"), 5);
   });
 
+  test("an event is billed once whether its body takes the plain-shape reader or the general parser", async () => {
+    // The plain shape's identifiers are hashed in a pass of their own (lib/prepare.ts
+    // prepareAll); the same event written with spaces takes JSON.parse and toMeterEvent's hash.
+    const handler = handlerWith();
+    const event = usageEvent({ customer: "cus_twoshapes", value: 4 });
+    const plain = await handler(sqsEvent([sqsRecord(event)]), lambdaContext());
+    const spaced = await handler(sqsEvent([sqsRecord(JSON.stringify(event, null, 2))]), lambdaContext());
+    assert.deepEqual([plain.batchItemFailures, spaced.batchItemFailures], [[], []]);
+    const identifier = meterEventIdentifier(event.id as string, "api_requests");
+    assert.equal(emulator.ledger.events.filter((e) => e.identifier === identifier).length, 1);
+    assert.equal(totalFor("cus_twoshapes"), 4);
+  });
+
   test("a permanent Stripe rejection goes to the DLQ as stripe_rejected", async () => {
     const handler = handlerWith();
     emulator.injectFaults({
