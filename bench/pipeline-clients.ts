@@ -16,7 +16,7 @@ import { type AppDeps, type Consumer, createConsumerFromConfig } from "../lib/ap
 import { loadConfig } from "../lib/config.js";
 import type { QueueMessage } from "../lib/consumer.js";
 import { silentLogger } from "../lib/logger.js";
-import type { MeterEvent } from "../lib/meter-event.js";
+import { type MeterEvent, meterEventIdentifier } from "../lib/meter-event.js";
 import { MetricsRecorder } from "../lib/metrics.js";
 import { packBodies } from "../lib/pack.js";
 import { runPool } from "../lib/stripe/submitter.js";
@@ -146,11 +146,17 @@ async function measure<T>(items: T[], perItem: number, work: (items: T[]) => Pro
   };
 }
 
-let runId = 0;
 const now = () => Math.floor(Date.now() / 1000);
-/** A v2 run's events, re-warm included, in batches of 100: event `i` of batch `b` is `make(b, i)`. */
-const v2Batches = <T>(make: (b: number, i: number) => T): T[][] =>
-  Array.from({ length: (REWARM + EVENTS) / 100 }, (_, b) => Array.from({ length: 100 }, (_, i) => make(b, i)));
+/**
+ * An identifier as the pipeline makes one for a canonical event with a UUID id (`mh_` and 40
+ * characters), for the rows that submit events built beforehand, so that every row puts the
+ * same meter events on the wire. Until 2026-11-28 they sent counters (`sdk2-<run>-<batch>-<i>`),
+ * about 30 bytes shorter.
+ */
+const pipelineIdentifier = () => meterEventIdentifier(randomUUID(), "api_requests");
+/** A v2 run's events, re-warm included, in batches of 100: event `i` of each batch is `make(i)`. */
+const v2Batches = <T>(make: (i: number) => T): T[][] =>
+  Array.from({ length: (REWARM + EVENTS) / 100 }, () => Array.from({ length: 100 }, (_, i) => make(i)));
 
 /**
  * SQS records as the event source mapping hands them to the consumer: canonical events. Ids are
@@ -324,10 +330,9 @@ export const scenarios: Scenario[] = [
       return {
         run: async () => {
           const stream = await renew();
-          const id = ++runId;
-          const batches = v2Batches((b, i) => ({
+          const batches = v2Batches((i) => ({
             event_name: "api_requests",
-            identifier: `sdk2-${id}-${b}-${i}`,
+            identifier: pipelineIdentifier(),
             payload: { stripe_customer_id: `cus_bench${i}`, value: String(1 + (i % 7)) },
             timestamp: new Date((now() - 60) * 1000).toISOString(),
           }));
@@ -349,10 +354,9 @@ export const scenarios: Scenario[] = [
       const stripe = new Stripe(KEY, sdkOptions(url));
       return {
         run: () => {
-          const id = ++runId;
           const events = Array.from({ length: REWARM + EVENTS }, (_, i) => ({
             event_name: "api_requests",
-            identifier: `sdk1-${id}-${i}`,
+            identifier: pipelineIdentifier(),
             payload: { stripe_customer_id: `cus_bench${i % 200}`, value: String(1 + (i % 7)) },
             timestamp: now() - 60,
           }));
@@ -396,11 +400,10 @@ export const scenarios: Scenario[] = [
       };
       return {
         run: () => {
-          const id = ++runId;
           const batches = v2Batches(
-            (b, i): MeterEvent => ({
+            (i): MeterEvent => ({
               event_name: "api_requests",
-              identifier: `mh2-${id}-${b}-${i}`,
+              identifier: pipelineIdentifier(),
               timestamp: now() - 60,
               payload: { stripe_customer_id: `cus_bench${i}`, value: String(1 + (i % 7)) },
             }),
