@@ -1,35 +1,28 @@
 import assert from "node:assert/strict";
-import { after, before, describe, test } from "node:test";
+import { describe, test } from "node:test";
 import { createQueueHandler } from "../../functions/ingest-queue.js";
 import { createConsumerFromConfig } from "../../lib/app.js";
 import { loadConfig } from "../../lib/config.js";
 import { silentLogger } from "../../lib/logger.js";
 import { meterEventIdentifier } from "../../lib/meter-event.js";
-import type { StripeEmulator } from "../../local/stripe-emulator/server.js";
 import { lambdaContext, sqsEvent, sqsRecord, usageEvent } from "../helpers/factories.js";
-import { consumerEnv, type PipelineParts, startPipelineParts } from "../helpers/pipeline.js";
-import { drainDeadLetters, type TestQueues } from "../helpers/sqs.js";
+import { consumerEnv, usePipelineParts } from "../helpers/pipeline.js";
+import { drainDeadLetters } from "../helpers/sqs.js";
 
-let parts: PipelineParts;
-let queues: TestQueues;
-let emulator: StripeEmulator;
-before(async () => {
-  parts = await startPipelineParts();
-  ({ queues, emulator } = parts);
-});
-after(() => parts.stop());
+const parts = usePipelineParts();
 
 /** The queue handler as Lambda runs it, on config from an environment like the deployed one. */
 function handlerWith(env: Record<string, string> = {}) {
   const config = loadConfig(
     consumerEnv(parts, { METERHOOK_CUSTOMERS: JSON.stringify({ acct_42: "cus_mapped42" }), ...env }),
   );
-  const consumer = createConsumerFromConfig(config, { sqs: queues.sqs, logger: silentLogger });
+  const consumer = createConsumerFromConfig(config, { sqs: parts.queues.sqs, logger: silentLogger });
   return createQueueHandler(() => consumer);
 }
 
 const totalFor = (customer: string, eventName = "api_requests") =>
-  emulator.ledger.summaries().find((s) => s.customer === customer && s.event_name === eventName)?.aggregated_value ?? 0;
+  parts.emulator.ledger.summaries().find((s) => s.customer === customer && s.event_name === eventName)
+    ?.aggregated_value ?? 0;
 
 describe("ingest-queue handler", () => {
   test("a batch with mixed outcomes reports exactly the transient failures and dead-letters the rest", async () => {
@@ -44,7 +37,7 @@ describe("ingest-queue handler", () => {
     const tooOld = sqsRecord(usageEvent({ id: "evt_old", timestamp: Math.floor(Date.now() / 1000) - 40 * 86_400 }));
     const badValue = sqsRecord(usageEvent({ id: "evt_digits", value: 0.1 + 0.2 }));
     // The first event sent (the transient one; one lane at a time) fails on both attempts.
-    emulator.injectFaults({ path: "/v1/billing/meter_events", respond: { status: 503 }, times: 2 });
+    parts.emulator.injectFaults({ path: "/v1/billing/meter_events", respond: { status: 503 }, times: 2 });
 
     const res = await handler(
       sqsEvent([transient, mapped, unmapped, notJson, invalid, tooOld, badValue, redelivered]),
@@ -54,7 +47,7 @@ describe("ingest-queue handler", () => {
     assert.deepEqual(res.batchItemFailures, [{ itemIdentifier: transient.messageId }]);
     assert.equal(totalFor("cus_mapped42"), 7, "billed once although delivered twice in the batch");
     assert.equal(totalFor("cus_transient"), 0);
-    const letters = await drainDeadLetters(queues.sqs, queues.deadLetterQueueUrl);
+    const letters = await drainDeadLetters(parts.queues.sqs, parts.queues.deadLetterQueueUrl);
     const byCode = Object.fromEntries(letters.map((l) => [l.error.code, l]));
     assert.deepEqual(Object.keys(byCode).sort(), [
       "customer_not_found",
@@ -93,7 +86,7 @@ describe("ingest-queue handler", () => {
       assert.deepEqual(res.batchItemFailures, []);
       for (const [i, e] of events.entries()) {
         const identifier = meterEventIdentifier(e.id as string, "api_requests");
-        const got = emulator.ledger.events.find((r) => r.identifier === identifier);
+        const got = parts.emulator.ledger.events.find((r) => r.identifier === identifier);
         assert.equal(got?.timestamp, now - (offsets[i] as number), `timestamp of event ${i}`);
         assert.deepEqual(
           { ...got?.payload },
@@ -120,7 +113,7 @@ describe("ingest-queue handler", () => {
 
       assert.deepEqual(res.batchItemFailures, []);
       assert.equal(totalFor(customer), 3);
-      const letters = await drainDeadLetters(queues.sqs, queues.deadLetterQueueUrl);
+      const letters = await drainDeadLetters(parts.queues.sqs, parts.queues.deadLetterQueueUrl);
       assert.deepEqual(letters.map((l) => [l.error.code, l.error.message.split(":")[0]]).sort(), [
         ["invalid_event", "id"],
         ["invalid_event", "properties.region"],
@@ -157,7 +150,7 @@ describe("ingest-queue handler", () => {
       { itemIdentifier: general.messageId },
     ]);
     assert.equal(totalFor("cus_late"), 0);
-    assert.deepEqual(await drainDeadLetters(queues.sqs, queues.deadLetterQueueUrl), []);
+    assert.deepEqual(await drainDeadLetters(parts.queues.sqs, parts.queues.deadLetterQueueUrl), []);
   });
 
   test("the default event time is when SQS received the message", async () => {
@@ -165,7 +158,7 @@ describe("ingest-queue handler", () => {
     const sent = Date.now() - 120_000;
     const event = usageEvent({ customer: "cus_sentts" });
     await handler(sqsEvent([sqsRecord(event, { SentTimestamp: String(sent) })]), lambdaContext());
-    const got = emulator.ledger.events.find(
+    const got = parts.emulator.ledger.events.find(
       (e) => e.identifier === meterEventIdentifier(event.id as string, "api_requests"),
     );
     assert.equal(got?.timestamp, Math.floor(sent / 1000));
@@ -189,20 +182,20 @@ describe("ingest-queue handler", () => {
     const spaced = await handler(sqsEvent([sqsRecord(JSON.stringify(event, null, 2))]), lambdaContext());
     assert.deepEqual([plain.batchItemFailures, spaced.batchItemFailures], [[], []]);
     const identifier = meterEventIdentifier(event.id as string, "api_requests");
-    assert.equal(emulator.ledger.events.filter((e) => e.identifier === identifier).length, 1);
+    assert.equal(parts.emulator.ledger.events.filter((e) => e.identifier === identifier).length, 1);
     assert.equal(totalFor("cus_twoshapes"), 4);
   });
 
   test("a permanent Stripe rejection goes to the DLQ as stripe_rejected", async () => {
     const handler = handlerWith();
-    emulator.injectFaults({
+    parts.emulator.injectFaults({
       path: "/v2/billing/meter_event_stream",
       respond: { status: 400, body: { error: { code: "invalid_fields", message: "events[0]: bad" } } },
     });
     const record = sqsRecord(usageEvent({ id: "evt_rejected", customer: "cus_rej" }));
     const res = await handler(sqsEvent([record]), lambdaContext());
     assert.deepEqual(res.batchItemFailures, []);
-    const [letter] = await drainDeadLetters(queues.sqs, queues.deadLetterQueueUrl);
+    const [letter] = await drainDeadLetters(parts.queues.sqs, parts.queues.deadLetterQueueUrl);
     assert.equal(letter?.error.code, "stripe_rejected");
     assert.match(letter?.error.message ?? "", /400 invalid_fields/);
     assert.equal((letter?.event as { id?: string } | undefined)?.id, "evt_rejected");
@@ -210,7 +203,7 @@ describe("ingest-queue handler", () => {
 
   test("a message still failing at METERHOOK_MAX_ATTEMPTS deliveries is dead-lettered as retries_exhausted", async () => {
     const handler = handlerWith({ METERHOOK_MAX_ATTEMPTS: "4", STRIPE_MAX_ATTEMPTS: "1" });
-    emulator.injectFaults({ path: "/v2/billing/meter_event_stream", respond: { status: 503 }, times: 2 });
+    parts.emulator.injectFaults({ path: "/v2/billing/meter_event_stream", respond: { status: 503 }, times: 2 });
     const firstReceived = Date.now() - 60_000;
     const early = sqsRecord(usageEvent({ customer: "cus_ex1" }), { ApproximateReceiveCount: "3" });
     const last = sqsRecord(usageEvent({ id: "evt_exhausted", customer: "cus_ex2" }), {
@@ -221,7 +214,7 @@ describe("ingest-queue handler", () => {
     const res2 = await handler(sqsEvent([last]), lambdaContext());
     assert.deepEqual(res1.batchItemFailures, [{ itemIdentifier: early.messageId }]);
     assert.deepEqual(res2.batchItemFailures, []);
-    const [letter] = await drainDeadLetters(queues.sqs, queues.deadLetterQueueUrl);
+    const [letter] = await drainDeadLetters(parts.queues.sqs, parts.queues.deadLetterQueueUrl);
     assert.equal(letter?.error.code, "retries_exhausted");
     assert.match(letter?.error.message ?? "", /still failing after 4 attempts; last error: Stripe answered 503/);
     assert.equal(letter?.attempts, 4);
@@ -230,7 +223,7 @@ describe("ingest-queue handler", () => {
 
   test("when the dead-letter queue cannot be written, the message stays on the ingest queue", async () => {
     const handler = handlerWith({
-      METERHOOK_DLQ_URL: queues.deadLetterQueueUrl.replace("meterhook-dlq", "no-such-queue"),
+      METERHOOK_DLQ_URL: parts.queues.deadLetterQueueUrl.replace("meterhook-dlq", "no-such-queue"),
     });
     const record = sqsRecord(usageEvent({ customer: "acct_unmapped" }));
     const res = await handler(sqsEvent([record]), lambdaContext());
@@ -239,11 +232,11 @@ describe("ingest-queue handler", () => {
 
   test("with too little time left, nothing new is started and every message is reported for retry", async () => {
     const handler = handlerWith({ METERHOOK_STOP_MARGIN_MS: "5000" });
-    const before = emulator.requests.length;
+    const before = parts.emulator.requests.length;
     const records = [sqsRecord(usageEvent()), sqsRecord(usageEvent())];
     const res = await handler(sqsEvent(records), lambdaContext(3_000));
     assert.deepEqual(res.batchItemFailures.map((f) => f.itemIdentifier).sort(), records.map((r) => r.messageId).sort());
-    assert.equal(emulator.requests.length, before);
+    assert.equal(parts.emulator.requests.length, before);
   });
 
   test("string message attributes reach the consumer; binary ones and odd names do not get in the way", async () => {
@@ -265,7 +258,7 @@ describe("ingest-queue handler", () => {
     const res = await handler(sqsEvent([named, canonical]), lambdaContext());
     assert.deepEqual(res.batchItemFailures, []);
     assert.equal(totalFor("cus_attrs"), 3);
-    const letters = await drainDeadLetters(queues.sqs, queues.deadLetterQueueUrl);
+    const letters = await drainDeadLetters(parts.queues.sqs, parts.queues.deadLetterQueueUrl);
     assert.deepEqual(
       letters.map((l) => [l.error.code, l.error.message]),
       [["unknown_source", 'no source "no_such_source" in the mapping config']],
@@ -275,7 +268,7 @@ describe("ingest-queue handler", () => {
   test("the Stripe key never reaches the dead-letter queue", async () => {
     const handler = handlerWith({ STRIPE_API_KEY: "sk_test_notTheEmulatorsKey123" });
     await handler(sqsEvent([sqsRecord(usageEvent({ customer: "cus_key" }))]), lambdaContext());
-    const letters = await drainDeadLetters(queues.sqs, queues.deadLetterQueueUrl);
+    const letters = await drainDeadLetters(parts.queues.sqs, parts.queues.deadLetterQueueUrl);
     assert.equal(letters[0]?.error.code, "stripe_unauthorized");
     assert.doesNotMatch(JSON.stringify(letters), /notTheEmulatorsKey123/);
   });

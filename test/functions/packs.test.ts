@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { after, before, beforeEach, describe, test } from "node:test";
+import { beforeEach, describe, test } from "node:test";
 import { SQSClient } from "@aws-sdk/client-sqs";
 import type { SQSRecord } from "aws-lambda";
 import { createHttpHandler } from "../../functions/http-api.js";
@@ -10,34 +10,26 @@ import { silentLogger } from "../../lib/logger.js";
 import { meterEventIdentifier } from "../../lib/meter-event.js";
 import { MAX_DEFERRED, MAX_PACK_BYTES, PACK_FORMAT, packBodies, retryBody } from "../../lib/pack.js";
 import { createSqsSender } from "../../lib/queue.js";
-import type { StripeEmulator } from "../../local/stripe-emulator/server.js";
 import { httpEvent, lambdaContext, sqsEvent, sqsRecord, usageEvent } from "../helpers/factories.js";
-import { consumerEnv, type PipelineParts, startPipelineParts } from "../helpers/pipeline.js";
-import { drain, drainDeadLetters, queueDepth, type ReceivedMessage, type TestQueues } from "../helpers/sqs.js";
+import { consumerEnv, usePipelineParts } from "../helpers/pipeline.js";
+import { drain, drainDeadLetters, queueDepth, type ReceivedMessage } from "../helpers/sqs.js";
 
 const KEY = "mh_test_pack_key";
-let parts: PipelineParts;
-let queues: TestQueues;
-let emulator: StripeEmulator;
-before(async () => {
-  parts = await startPipelineParts();
-  ({ queues, emulator } = parts);
-});
-after(() => parts.stop());
+const parts = usePipelineParts();
 beforeEach(async () => {
-  await drain(queues.sqs, queues.ingestQueueUrl);
-  await drain(queues.sqs, queues.deadLetterQueueUrl);
+  await drain(parts.queues.sqs, parts.queues.ingestQueueUrl);
+  await drain(parts.queues.sqs, parts.queues.deadLetterQueueUrl);
 });
 
 /** The HTTP API function as deployed, with METERHOOK_EVENTS_PER_MESSAGE set. */
 async function httpApi(perMessage: number) {
   const config = loadConfig({
     METERHOOK_API_KEYS: KEY,
-    METERHOOK_INGEST_QUEUE_URL: queues.ingestQueueUrl,
-    SQS_ENDPOINT: queues.endpoint,
+    METERHOOK_INGEST_QUEUE_URL: parts.queues.ingestQueueUrl,
+    SQS_ENDPOINT: parts.queues.endpoint,
     METERHOOK_EVENTS_PER_MESSAGE: String(perMessage),
   });
-  const api = await createIngestApiFromConfig(config, { sqs: queues.sqs, logger: silentLogger });
+  const api = await createIngestApiFromConfig(config, { sqs: parts.queues.sqs, logger: silentLogger });
   const handler = createHttpHandler(async () => api);
   return async (events: unknown[]) => {
     const res = await handler(
@@ -55,13 +47,15 @@ function consumer(env: Record<string, string> = {}) {
   const config = loadConfig(
     consumerEnv(parts, {
       METERHOOK_CUSTOMERS: JSON.stringify({ acct_7: "cus_packmapped" }),
-      METERHOOK_INGEST_QUEUE_URL: queues.ingestQueueUrl,
+      METERHOOK_INGEST_QUEUE_URL: parts.queues.ingestQueueUrl,
       // A pack's events to retry are visible again at once (the stack waits 360 s).
       METERHOOK_PACK_RETRY_DELAY_SECONDS: "0",
       ...env,
     }),
   );
-  return createQueueHandler(async () => createConsumerFromConfig(config, { sqs: queues.sqs, logger: silentLogger }));
+  return createQueueHandler(async () =>
+    createConsumerFromConfig(config, { sqs: parts.queues.sqs, logger: silentLogger }),
+  );
 }
 
 /** What Lambda's event source mapping hands the consumer for a message taken off the ingest queue. */
@@ -78,8 +72,9 @@ function asRecord(m: ReceivedMessage, receiveCount = 1, id = m.systemAttributes.
 }
 
 const totalFor = (customer: string) =>
-  emulator.ledger.summaries().find((s) => s.customer === customer)?.aggregated_value ?? 0;
-const receipts = (id: unknown) => emulator.ledger.receipts.get(meterEventIdentifier(id as string, "api_requests")) ?? 0;
+  parts.emulator.ledger.summaries().find((s) => s.customer === customer)?.aggregated_value ?? 0;
+const receipts = (id: unknown) =>
+  parts.emulator.ledger.receipts.get(meterEventIdentifier(id as string, "api_requests")) ?? 0;
 
 describe("packBodies", () => {
   const events = (n: number, size = 10) =>
@@ -160,7 +155,7 @@ describe("several events per ingest-queue message", () => {
       usageEvent({ id: `pk_${i}`, customer: "cus_packa", value: 1 }),
     );
     assert.equal(await post(events), 202);
-    const queued = await drain(queues.sqs, queues.ingestQueueUrl);
+    const queued = await drain(parts.queues.sqs, parts.queues.ingestQueueUrl);
     assert.equal(queued.length, 3);
     assert.ok(
       queued.every((m) => m.attributes.correlation_id),
@@ -170,7 +165,7 @@ describe("several events per ingest-queue message", () => {
     const res = await consumer()(sqsEvent(queued.map((m) => asRecord(m))), lambdaContext());
     assert.deepEqual(res.batchItemFailures, []);
     assert.equal(totalFor("cus_packa"), 250);
-    assert.deepEqual(await drainDeadLetters(queues.sqs, queues.deadLetterQueueUrl), []);
+    assert.deepEqual(await drainDeadLetters(parts.queues.sqs, parts.queues.deadLetterQueueUrl), []);
   });
 
   test("each event of a pack that cannot be billed gets its own dead letter, as if sent alone", async () => {
@@ -178,13 +173,13 @@ describe("several events per ingest-queue message", () => {
     const good = usageEvent({ customer: "acct_7", value: 2 });
     const unmapped = usageEvent({ id: "pk_unmapped", customer: "acct_missing" });
     assert.equal(await post([good, unmapped]), 202);
-    const [pack] = await drain(queues.sqs, queues.ingestQueueUrl);
+    const [pack] = await drain(parts.queues.sqs, parts.queues.ingestQueueUrl);
     assert.equal(JSON.parse(pack?.body ?? "{}").meterhook, PACK_FORMAT);
 
     const res = await consumer()(sqsEvent([asRecord(pack as ReceivedMessage)]), lambdaContext());
     assert.deepEqual(res.batchItemFailures, []);
     assert.equal(totalFor("cus_packmapped"), 2);
-    const letters = await drainDeadLetters(queues.sqs, queues.deadLetterQueueUrl);
+    const letters = await drainDeadLetters(parts.queues.sqs, parts.queues.deadLetterQueueUrl);
     assert.equal(letters.length, 1);
     assert.equal(letters[0]?.error.code, "customer_not_found");
     assert.equal((letters[0]?.event as { id?: string } | undefined)?.id, "pk_unmapped");
@@ -198,8 +193,8 @@ describe("several events per ingest-queue message", () => {
     const flaky = usageEvent({ customer: "cus_packflaky", value: 7 });
     const unmapped = usageEvent({ id: "pk_unmapped_once", customer: "acct_missing" });
     assert.equal(await post([billed, flaky, unmapped]), 202);
-    const [pack] = (await drain(queues.sqs, queues.ingestQueueUrl)) as [ReceivedMessage];
-    emulator.injectFaults({
+    const [pack] = (await drain(parts.queues.sqs, parts.queues.ingestQueueUrl)) as [ReceivedMessage];
+    parts.emulator.injectFaults({
       path: "/v1/billing/meter_events",
       bodyIncludes: "cus_packflaky",
       respond: { status: 503 },
@@ -208,12 +203,12 @@ describe("several events per ingest-queue message", () => {
     const first = await handle(sqsEvent([asRecord(pack, 2)]), lambdaContext());
     assert.deepEqual(first.batchItemFailures, [], "the pack is done: its event to retry is queued again");
     assert.deepEqual([totalFor("cus_packb"), totalFor("cus_packflaky")], [5, 0]);
-    const letters = await drainDeadLetters(queues.sqs, queues.deadLetterQueueUrl);
+    const letters = await drainDeadLetters(parts.queues.sqs, parts.queues.deadLetterQueueUrl);
     assert.deepEqual(
       letters.map((l) => [l.error.code, (l.event as { id: string }).id, l.attempts]),
       [["customer_not_found", "pk_unmapped_once", 2]],
     );
-    const [retry, ...others] = await drain(queues.sqs, queues.ingestQueueUrl);
+    const [retry, ...others] = await drain(parts.queues.sqs, parts.queues.ingestQueueUrl);
     assert.deepEqual(others, []);
     const body = JSON.parse(retry?.body ?? "{}");
     assert.deepEqual(
@@ -227,33 +222,33 @@ describe("several events per ingest-queue message", () => {
     assert.deepEqual(second.batchItemFailures, []);
     assert.deepEqual([totalFor("cus_packb"), totalFor("cus_packflaky")], [5, 7]);
     assert.equal(receipts(billed.id), 1, "the billed event was not sent again");
-    assert.deepEqual(await drainDeadLetters(queues.sqs, queues.deadLetterQueueUrl), []);
+    assert.deepEqual(await drainDeadLetters(parts.queues.sqs, parts.queues.deadLetterQueueUrl), []);
   });
 
   test("a pack whose every event is to retry goes back whole, nothing queued in its place", async () => {
     const handle = consumer({ STRIPE_MAX_ATTEMPTS: "1" });
     const post = await httpApi(100);
     assert.equal(await post([usageEvent({ customer: "cus_packall" }), usageEvent({ customer: "cus_packall" })]), 202);
-    const [pack] = (await drain(queues.sqs, queues.ingestQueueUrl)) as [ReceivedMessage];
-    emulator.injectFaults({ path: "/v2/billing/meter_event_stream", respond: { status: 503 } });
+    const [pack] = (await drain(parts.queues.sqs, parts.queues.ingestQueueUrl)) as [ReceivedMessage];
+    parts.emulator.injectFaults({ path: "/v2/billing/meter_event_stream", respond: { status: 503 } });
     const res = await handle(sqsEvent([asRecord(pack)]), lambdaContext());
     assert.deepEqual(res.batchItemFailures, [{ itemIdentifier: asRecord(pack).messageId }]);
-    assert.deepEqual(await drain(queues.sqs, queues.ingestQueueUrl), []);
-    assert.deepEqual(await drainDeadLetters(queues.sqs, queues.deadLetterQueueUrl), []);
+    assert.deepEqual(await drain(parts.queues.sqs, parts.queues.ingestQueueUrl), []);
+    assert.deepEqual(await drainDeadLetters(parts.queues.sqs, parts.queues.deadLetterQueueUrl), []);
   });
 
   test("when the events to retry cannot be queued, the whole pack goes back and its billed event is deduplicated", async () => {
     const handle = consumer({
       METERHOOK_STRIPE_API: "v1",
       STRIPE_MAX_ATTEMPTS: "1",
-      METERHOOK_INGEST_QUEUE_URL: queues.ingestQueueUrl.replace("meterhook-ingest", "no-such-queue"),
+      METERHOOK_INGEST_QUEUE_URL: parts.queues.ingestQueueUrl.replace("meterhook-ingest", "no-such-queue"),
     });
     const post = await httpApi(100);
     const billed = usageEvent({ customer: "cus_packc", value: 2 });
     const flaky = usageEvent({ customer: "cus_packflaky2", value: 3 });
     assert.equal(await post([billed, flaky]), 202);
-    const [pack] = (await drain(queues.sqs, queues.ingestQueueUrl)) as [ReceivedMessage];
-    emulator.injectFaults({
+    const [pack] = (await drain(parts.queues.sqs, parts.queues.ingestQueueUrl)) as [ReceivedMessage];
+    parts.emulator.injectFaults({
       path: "/v1/billing/meter_events",
       bodyIncludes: "cus_packflaky2",
       respond: { status: 503 },
@@ -273,44 +268,48 @@ describe("several events per ingest-queue message", () => {
     const billed = usageEvent({ customer: "cus_packd", value: 1 });
     const failing = usageEvent({ id: "pk_exhausted", customer: "cus_packdown" });
     assert.equal(await post([billed, failing]), 202);
-    const [pack] = (await drain(queues.sqs, queues.ingestQueueUrl)) as [ReceivedMessage];
+    const [pack] = (await drain(parts.queues.sqs, parts.queues.ingestQueueUrl)) as [ReceivedMessage];
     const firstReceived = Date.now() - 60_000;
     const record = asRecord(pack, 2);
     record.attributes.ApproximateFirstReceiveTimestamp = String(firstReceived);
-    emulator.injectFaults({
+    parts.emulator.injectFaults({
       path: "/v1/billing/meter_events",
       bodyIncludes: "cus_packdown",
       respond: { status: 503 },
       times: 2,
     });
     assert.deepEqual((await handle(sqsEvent([record]), lambdaContext())).batchItemFailures, []);
-    const [retry] = (await drain(queues.sqs, queues.ingestQueueUrl)) as [ReceivedMessage];
+    const [retry] = (await drain(parts.queues.sqs, parts.queues.ingestQueueUrl)) as [ReceivedMessage];
     // Its third delivery: two of the pack, one of its own.
     assert.deepEqual((await handle(sqsEvent([asRecord(retry, 1)]), lambdaContext())).batchItemFailures, []);
     assert.equal(totalFor("cus_packd"), 1);
-    const [letter, ...rest] = await drainDeadLetters(queues.sqs, queues.deadLetterQueueUrl);
+    const [letter, ...rest] = await drainDeadLetters(parts.queues.sqs, parts.queues.deadLetterQueueUrl);
     assert.deepEqual(rest, []);
     assert.equal(letter?.error.code, "retries_exhausted");
     assert.equal((letter?.event as { id?: string } | undefined)?.id, "pk_exhausted");
     assert.equal(letter?.attempts, 3);
     assert.equal(letter?.firstFailedAt, new Date(firstReceived).toISOString());
     assert.equal(letter?.stripeMayHaveRecorded, true);
-    assert.deepEqual(await drain(queues.sqs, queues.ingestQueueUrl), []);
+    assert.deepEqual(await drain(parts.queues.sqs, parts.queues.ingestQueueUrl), []);
   });
 
   test("events an invocation had no time to send go back without spending an attempt", async () => {
     const post = await httpApi(100);
     const events = [usageEvent({ customer: "cus_packlater", value: 2 }), usageEvent({ customer: "cus_packlater" })];
     assert.equal(await post(events), 202);
-    const [pack] = (await drain(queues.sqs, queues.ingestQueueUrl)) as [ReceivedMessage];
-    const before = emulator.requests.length;
+    const [pack] = (await drain(parts.queues.sqs, parts.queues.ingestQueueUrl)) as [ReceivedMessage];
+    const before = parts.emulator.requests.length;
     // Its last attempt by METERHOOK_MAX_ATTEMPTS, with too little time left to start anything.
     const late = consumer({ METERHOOK_MAX_ATTEMPTS: "3", METERHOOK_STOP_MARGIN_MS: "5000" });
     const res = await late(sqsEvent([asRecord(pack, 3)]), lambdaContext(1_000));
     assert.deepEqual(res.batchItemFailures, []);
-    assert.equal(emulator.requests.length, before);
-    assert.deepEqual(await drainDeadLetters(queues.sqs, queues.deadLetterQueueUrl), [], "not retries_exhausted");
-    const [retry] = (await drain(queues.sqs, queues.ingestQueueUrl)) as [ReceivedMessage];
+    assert.equal(parts.emulator.requests.length, before);
+    assert.deepEqual(
+      await drainDeadLetters(parts.queues.sqs, parts.queues.deadLetterQueueUrl),
+      [],
+      "not retries_exhausted",
+    );
+    const [retry] = (await drain(parts.queues.sqs, parts.queues.ingestQueueUrl)) as [ReceivedMessage];
     const body = JSON.parse(retry.body);
     assert.deepEqual(
       [body.events.length, body.attempts, body.deferred],
@@ -328,17 +327,17 @@ describe("several events per ingest-queue message", () => {
     const first = usageEvent({ customer: "cus_packslow", value: 1 });
     const second = usageEvent({ customer: "cus_packslow", value: 10 });
     assert.equal(await post([first, second]), 202);
-    const [pack] = (await drain(queues.sqs, queues.ingestQueueUrl)) as [ReceivedMessage];
+    const [pack] = (await drain(parts.queues.sqs, parts.queues.ingestQueueUrl)) as [ReceivedMessage];
     // One lane (same customer and meter): the first answer takes 3 s of the invocation's 6, so
     // less than the 4 s stop margin is left for the second. Slack either way for a slow machine:
     // the first call may start up to 2 s late, and its answer may come up to 3 s late.
-    emulator.injectFaults({ path: "/v1/billing/meter_events", delayMs: 3_000 });
+    parts.emulator.injectFaults({ path: "/v1/billing/meter_events", delayMs: 3_000 });
     const handle = consumer({ METERHOOK_STRIPE_API: "v1", METERHOOK_STOP_MARGIN_MS: "4000" });
     const res = await handle(sqsEvent([asRecord(pack, 2)]), lambdaContext(6_000));
     assert.deepEqual(res.batchItemFailures, []);
     assert.equal(totalFor("cus_packslow"), 1);
     assert.equal(receipts(second.id), 0);
-    const [retry] = (await drain(queues.sqs, queues.ingestQueueUrl)) as [ReceivedMessage];
+    const [retry] = (await drain(parts.queues.sqs, parts.queues.ingestQueueUrl)) as [ReceivedMessage];
     const body = JSON.parse(retry.body);
     assert.deepEqual(
       [body.events.map((e: string) => JSON.parse(e).id), body.attempts, body.deferred],
@@ -356,7 +355,7 @@ describe("several events per ingest-queue message", () => {
     });
     const res = await late(sqsEvent([sqsRecord(pack, { ApproximateReceiveCount: "3" })]), lambdaContext(1_000));
     assert.deepEqual(res.batchItemFailures, []);
-    const letters = await drainDeadLetters(queues.sqs, queues.deadLetterQueueUrl);
+    const letters = await drainDeadLetters(parts.queues.sqs, parts.queues.deadLetterQueueUrl);
     assert.deepEqual(
       letters.map((l) => l.error.code),
       ["retries_exhausted", "retries_exhausted"],
@@ -377,12 +376,12 @@ describe("several events per ingest-queue message", () => {
     const late = consumer({ METERHOOK_MAX_ATTEMPTS: "3", METERHOOK_STOP_MARGIN_MS: "5000" });
     const res = await late(sqsEvent([sqsRecord(retry)]), lambdaContext(1_000));
     assert.deepEqual(res.batchItemFailures, []);
-    const letters = await drainDeadLetters(queues.sqs, queues.deadLetterQueueUrl);
+    const letters = await drainDeadLetters(parts.queues.sqs, parts.queues.deadLetterQueueUrl);
     assert.deepEqual(
       letters.map((l) => [l.error.code, (l.event as { id: string }).id, l.attempts]),
       [["retries_exhausted", "pk_deferred_max", 3]],
     );
-    assert.deepEqual(await drain(queues.sqs, queues.ingestQueueUrl), []);
+    assert.deepEqual(await drain(parts.queues.sqs, parts.queues.ingestQueueUrl), []);
   });
 
   test("with pre-aggregation on, a pack's events are sent as they are, never combined", async () => {
@@ -390,7 +389,7 @@ describe("several events per ingest-queue message", () => {
     const post = await httpApi(100);
     const events = Array.from({ length: 3 }, () => usageEvent({ customer: "cus_packagg", value: 2 }));
     assert.equal(await post(events), 202);
-    const queued = await drain(queues.sqs, queues.ingestQueueUrl);
+    const queued = await drain(parts.queues.sqs, parts.queues.ingestQueueUrl);
     const res = await handle(sqsEvent(queued.map((m) => asRecord(m))), lambdaContext());
     assert.deepEqual(res.batchItemFailures, []);
     assert.equal(totalFor("cus_packagg"), 6);
@@ -404,14 +403,14 @@ describe("several events per ingest-queue message", () => {
     const post = await httpApi(100);
     const events = [usageEvent({ customer: "cus_packlate" }), usageEvent({ customer: "cus_packlate" })];
     assert.equal(await post(events), 202);
-    const [pack] = (await drain(queues.sqs, queues.ingestQueueUrl)) as [ReceivedMessage];
+    const [pack] = (await drain(parts.queues.sqs, parts.queues.ingestQueueUrl)) as [ReceivedMessage];
     const record = asRecord(pack, 2);
     record.attributes.ApproximateFirstReceiveTimestamp = String(Date.now() - 24 * 3_600_000);
-    const before = emulator.requests.length;
+    const before = parts.emulator.requests.length;
     const res = await consumer()(sqsEvent([record]), lambdaContext());
     assert.deepEqual(res.batchItemFailures, []);
-    assert.equal(emulator.requests.length, before);
-    const letters = await drainDeadLetters(queues.sqs, queues.deadLetterQueueUrl);
+    assert.equal(parts.emulator.requests.length, before);
+    const letters = await drainDeadLetters(parts.queues.sqs, parts.queues.deadLetterQueueUrl);
     assert.deepEqual(
       letters.map((l) => [l.error.code, (l.event as { id: string }).id, l.stripeMayHaveRecorded]).sort(),
       events.map((e) => ["dedupe_window_passed", e.id, true]).sort(),
@@ -428,11 +427,11 @@ describe("several events per ingest-queue message", () => {
       firstReceivedAt: dayAgo,
       sentAt: dayAgo,
     };
-    const before = emulator.requests.length;
+    const before = parts.emulator.requests.length;
     const res = await consumer()(sqsEvent([sqsRecord(retry)]), lambdaContext());
     assert.deepEqual(res.batchItemFailures, []);
-    assert.equal(emulator.requests.length, before);
-    const letters = await drainDeadLetters(queues.sqs, queues.deadLetterQueueUrl);
+    assert.equal(parts.emulator.requests.length, before);
+    const letters = await drainDeadLetters(parts.queues.sqs, parts.queues.deadLetterQueueUrl);
     assert.deepEqual(
       letters.map((l) => [l.error.code, (l.event as { id: string }).id, l.attempts]),
       [["dedupe_window_passed", "pk_late_retry", 2]],
@@ -444,14 +443,14 @@ describe("several events per ingest-queue message", () => {
     const notStrings = { meterhook: PACK_FORMAT, events: [JSON.stringify(usageEvent()), usageEvent()] };
     const notJson = `{"meterhook":"${PACK_FORMAT}","events":["{}"`;
     const badHistory = { meterhook: PACK_FORMAT, events: [JSON.stringify(usageEvent())], attempts: -1 };
-    const before = emulator.requests.length;
+    const before = parts.emulator.requests.length;
     const res = await consumer()(
       sqsEvent([sqsRecord(tooMany), sqsRecord(notStrings), sqsRecord(notJson), sqsRecord(badHistory)]),
       lambdaContext(),
     );
     assert.deepEqual(res.batchItemFailures, []);
-    assert.equal(emulator.requests.length, before, "no event of a pack that cannot be read is sent");
-    const letters = await drainDeadLetters(queues.sqs, queues.deadLetterQueueUrl);
+    assert.equal(parts.emulator.requests.length, before, "no event of a pack that cannot be read is sent");
+    const letters = await drainDeadLetters(parts.queues.sqs, parts.queues.deadLetterQueueUrl);
     const byEvent = (e: unknown) => letters.find((l) => JSON.stringify(l.event) === JSON.stringify(e));
     for (const body of [tooMany, notStrings]) {
       assert.equal(byEvent(body)?.error.code, "invalid_message");
@@ -469,11 +468,11 @@ describe("several events per ingest-queue message", () => {
   test("a pack that does not start exactly as packs do is refused with the start it needs, not taken for an event", async () => {
     // As Python's json.dumps writes it: spaces after the separators.
     const spaced = `{"meterhook": "${PACK_FORMAT}", "events": [${JSON.stringify(JSON.stringify(usageEvent()))}]}`;
-    const before = emulator.requests.length;
+    const before = parts.emulator.requests.length;
     const res = await consumer()(sqsEvent([sqsRecord(spaced)]), lambdaContext());
     assert.deepEqual(res.batchItemFailures, []);
-    assert.equal(emulator.requests.length, before);
-    const [letter, ...rest] = await drainDeadLetters(queues.sqs, queues.deadLetterQueueUrl);
+    assert.equal(parts.emulator.requests.length, before);
+    const [letter, ...rest] = await drainDeadLetters(parts.queues.sqs, parts.queues.deadLetterQueueUrl);
     assert.deepEqual(rest, []);
     assert.equal(letter?.error.code, "invalid_message");
     assert.match(letter?.error.message ?? "", /must start exactly with \{"meterhook":"pack\/1","events":\[/);
@@ -483,40 +482,40 @@ describe("several events per ingest-queue message", () => {
     const post = await httpApi(100);
     const events = [usageEvent({ customer: "cus_packmoved", value: 4 }), usageEvent({ customer: "cus_packmoved" })];
     assert.equal(await post(events), 202);
-    const [pack] = (await drain(queues.sqs, queues.ingestQueueUrl)) as [ReceivedMessage];
+    const [pack] = (await drain(parts.queues.sqs, parts.queues.ingestQueueUrl)) as [ReceivedMessage];
     // As the redrive policy moves it: the raw message, no envelope.
-    const dlq = createSqsSender(queues.sqs, queues.deadLetterQueueUrl);
+    const dlq = createSqsSender(parts.queues.sqs, parts.queues.deadLetterQueueUrl);
     assert.deepEqual(await dlq.send([{ key: "0", body: pack.body }]), { failed: [] });
     await new Promise((r) => setTimeout(r, 5));
 
     const report = await replayFromConfig(
       loadConfig(consumerEnv(parts)),
       { limit: 10, dryRun: false },
-      { sqs: queues.sqs, logger: silentLogger },
+      { sqs: parts.queues.sqs, logger: silentLogger },
     );
     assert.equal(report.examined, 1);
     assert.equal(report.billed, 2);
     assert.equal(totalFor("cus_packmoved"), 7);
-    assert.deepEqual(await drain(queues.sqs, queues.deadLetterQueueUrl), []);
+    assert.deepEqual(await drain(parts.queues.sqs, parts.queues.deadLetterQueueUrl), []);
   });
   test("replay leaves a pack whose dead letter cannot be written on the DLQ whole, nothing queued elsewhere", async () => {
     const post = await httpApi(100);
     const events = [usageEvent({ customer: "cus_packreplay" }), usageEvent({ customer: "acct_missing" })];
     assert.equal(await post(events), 202);
-    const [pack] = (await drain(queues.sqs, queues.ingestQueueUrl)) as [ReceivedMessage];
-    const dlq = createSqsSender(queues.sqs, queues.deadLetterQueueUrl);
+    const [pack] = (await drain(parts.queues.sqs, parts.queues.ingestQueueUrl)) as [ReceivedMessage];
+    const dlq = createSqsSender(parts.queues.sqs, parts.queues.deadLetterQueueUrl);
     assert.deepEqual(await dlq.send([{ key: "0", body: pack.body }]), { failed: [] });
     await new Promise((r) => setTimeout(r, 5));
     // The DLQ takes no writes (its reads work): the unmapped event's letter cannot be written.
     const sqs = new SQSClient({
-      endpoint: queues.endpoint,
+      endpoint: parts.queues.endpoint,
       region: "us-east-1",
       credentials: { accessKeyId: "t", secretAccessKey: "t" },
     });
     sqs.middlewareStack.add(
       (next, context) => async (args) => {
         const url = (args.input as { QueueUrl?: string }).QueueUrl;
-        if (context.commandName === "SendMessageBatchCommand" && url === queues.deadLetterQueueUrl)
+        if (context.commandName === "SendMessageBatchCommand" && url === parts.queues.deadLetterQueueUrl)
           throw Object.assign(new Error("DLQ unavailable (test)"), { name: "ServiceUnavailable" });
         return next(args);
       },
@@ -524,7 +523,7 @@ describe("several events per ingest-queue message", () => {
     );
     try {
       const report = await replayFromConfig(
-        loadConfig(consumerEnv(parts, { METERHOOK_INGEST_QUEUE_URL: queues.ingestQueueUrl })),
+        loadConfig(consumerEnv(parts, { METERHOOK_INGEST_QUEUE_URL: parts.queues.ingestQueueUrl })),
         { limit: 10, dryRun: false },
         { sqs, logger: silentLogger },
       );
@@ -532,8 +531,8 @@ describe("several events per ingest-queue message", () => {
     } finally {
       sqs.destroy();
     }
-    assert.deepEqual(await drain(queues.sqs, queues.ingestQueueUrl), []);
+    assert.deepEqual(await drain(parts.queues.sqs, parts.queues.ingestQueueUrl), []);
     // Still on the DLQ, in flight until replay's visibility timeout ends.
-    assert.equal(await queueDepth(queues.sqs, queues.deadLetterQueueUrl), 1);
+    assert.equal(await queueDepth(parts.queues.sqs, parts.queues.deadLetterQueueUrl), 1);
   });
 });

@@ -1,3 +1,4 @@
+import { after, before } from "node:test";
 import type { StripeEmulator } from "../../local/stripe-emulator/server.js";
 import { EMULATOR_DEFAULT_KEY } from "../../local/stripe-emulator/server.js";
 import { startTestQueues, type TestQueues } from "./sqs.js";
@@ -20,6 +21,31 @@ export async function startPipelineParts(): Promise<PipelineParts> {
       await emulator.stop();
       await queues.stop();
     },
+  };
+}
+
+/**
+ * The parts for one test file: started before its tests, stopped after them. Its fields are
+ * read inside tests and hooks, once the file's `before` has run.
+ */
+export function usePipelineParts(): PipelineParts {
+  let started: PipelineParts | undefined;
+  const get = (): PipelineParts => {
+    if (!started) throw new Error("pipeline parts read before the test file's before hook ran");
+    return started;
+  };
+  before(async () => {
+    started = await startPipelineParts();
+  });
+  after(() => started?.stop());
+  return {
+    get queues() {
+      return get().queues;
+    },
+    get emulator() {
+      return get().emulator;
+    },
+    stop: () => get().stop(),
   };
 }
 

@@ -1,26 +1,18 @@
 import assert from "node:assert/strict";
-import { after, before, describe, test } from "node:test";
+import { describe, test } from "node:test";
 import { createConsumerFromConfig } from "../../lib/app.js";
 import { loadConfig } from "../../lib/config.js";
 import { silentLogger } from "../../lib/logger.js";
-import type { StripeEmulator } from "../../local/stripe-emulator/server.js";
 import { queueMessage, usageEvent } from "../helpers/factories.js";
-import { consumerEnv, type PipelineParts, startPipelineParts } from "../helpers/pipeline.js";
-import { drain, drainDeadLetters, type TestQueues } from "../helpers/sqs.js";
+import { consumerEnv, usePipelineParts } from "../helpers/pipeline.js";
+import { drain, drainDeadLetters } from "../helpers/sqs.js";
 
 // A combined event whose outcome is unknown must be retried as itself: its members, delivered
 // again, could be grouped differently and billed a second time under a new identifier.
 
-let parts: PipelineParts;
-let queues: TestQueues;
-let emulator: StripeEmulator;
-before(async () => {
-  parts = await startPipelineParts();
-  ({ queues, emulator } = parts);
-});
-after(() => parts.stop());
+const parts = usePipelineParts();
 
-async function consumer(ingestQueueUrl = queues.ingestQueueUrl, env: Record<string, string> = {}) {
+async function consumer(ingestQueueUrl = parts.queues.ingestQueueUrl, env: Record<string, string> = {}) {
   return createConsumerFromConfig(
     loadConfig({
       ...consumerEnv(parts, {
@@ -30,12 +22,12 @@ async function consumer(ingestQueueUrl = queues.ingestQueueUrl, env: Record<stri
         ...env,
       }),
     }),
-    { sqs: queues.sqs, logger: silentLogger },
+    { sqs: parts.queues.sqs, logger: silentLogger },
   );
 }
 
 const total = (customer: string) =>
-  emulator.ledger.summaries().find((s) => s.customer === customer)?.aggregated_value ?? 0;
+  parts.emulator.ledger.summaries().find((s) => s.customer === customer)?.aggregated_value ?? 0;
 const inAMinute = () => Date.now() + 60_000;
 
 describe("requeued combined events", () => {
@@ -45,7 +37,7 @@ describe("requeued combined events", () => {
     };
     delete env.METERHOOK_INGEST_QUEUE_URL;
     await assert.rejects(
-      createConsumerFromConfig(loadConfig(env), { sqs: queues.sqs, logger: silentLogger }),
+      createConsumerFromConfig(loadConfig(env), { sqs: parts.queues.sqs, logger: silentLogger }),
       /METERHOOK_INGEST_QUEUE_URL \(METERHOOK_AGGREGATE requeues through it\)/,
     );
   });
@@ -53,13 +45,13 @@ describe("requeued combined events", () => {
   test("recorded by Stripe but unanswered: requeued as one message, then counted once", async () => {
     const c = await consumer();
     const messages = [2, 3, 5].map((value) => queueMessage(usageEvent({ customer: "cus_requeue", value })));
-    emulator.injectFaults({ path: "/v2/billing/meter_event_stream", action: "accept-then-drop" });
+    parts.emulator.injectFaults({ path: "/v2/billing/meter_event_stream", action: "accept-then-drop" });
 
     const first = await c.process(messages, inAMinute());
     assert.deepEqual([first.requeued, first.billed, first.failedMessageIds], [3, 0, []]);
     assert.equal(total("cus_requeue"), 10, "Stripe did record it");
 
-    const requeued = await drain(queues.sqs, queues.ingestQueueUrl);
+    const requeued = await drain(parts.queues.sqs, parts.queues.ingestQueueUrl);
     assert.equal(requeued.length, 1);
     const body = JSON.parse(requeued[0]?.body ?? "{}");
     assert.equal(body.meterhook, "meterhook.aggregate/1");
@@ -67,14 +59,14 @@ describe("requeued combined events", () => {
     assert.equal(body.members.length, 3);
 
     // Only inside Stripe's 24-hour duplicate check: a day later it is dead-lettered, not resent.
-    const requests = emulator.requests.length;
+    const requests = parts.emulator.requests.length;
     const late = await c.process(
       [queueMessage(requeued[0]?.body, { sentAt: Date.now() - 24 * 3_600_000 })],
       inAMinute(),
     );
     assert.deepEqual([late.billed, late.deadLettered], [0, { dedupe_window_passed: 1 }]);
-    assert.equal(emulator.requests.length, requests);
-    const [letter] = await drainDeadLetters(queues.sqs, queues.deadLetterQueueUrl);
+    assert.equal(parts.emulator.requests.length, requests);
+    const [letter] = await drainDeadLetters(parts.queues.sqs, parts.queues.deadLetterQueueUrl);
     assert.match(letter?.error.message ?? "", /combined event sent 24 h ago/);
     assert.equal(letter?.stripeMayHaveRecorded, true);
 
@@ -87,9 +79,9 @@ describe("requeued combined events", () => {
   });
 
   test("when the requeue cannot be written, the members stay on the queue", async () => {
-    const c = await consumer(`${queues.endpoint}/000000000000/no-such-queue`);
+    const c = await consumer(`${parts.queues.endpoint}/000000000000/no-such-queue`);
     const messages = [1, 1].map((value) => queueMessage(usageEvent({ customer: "cus_stay", value })));
-    emulator.injectFaults({ path: "/v2/billing/meter_event_stream", respond: { status: 503 } });
+    parts.emulator.injectFaults({ path: "/v2/billing/meter_event_stream", respond: { status: 503 } });
     const res = await c.process(messages, inAMinute());
     assert.equal(res.requeued, 0);
     assert.deepEqual(new Set(res.failedMessageIds), new Set(messages.map((m) => m.messageId)));
@@ -99,7 +91,7 @@ describe("requeued combined events", () => {
   test("a combined event Stripe refuses dead-letters each member with the code", async () => {
     const c = await consumer();
     const messages = [1, 2].map((value) => queueMessage(usageEvent({ customer: "cus_refused", value })));
-    emulator.injectFaults({
+    parts.emulator.injectFaults({
       path: "/v2/billing/meter_event_stream",
       respond: {
         status: 400,
@@ -109,7 +101,7 @@ describe("requeued combined events", () => {
     });
     const res = await c.process(messages, inAMinute());
     assert.deepEqual([res.billed, res.requeued, res.deadLettered], [0, 0, { stripe_rejected: 2 }]);
-    const letters = await drainDeadLetters(queues.sqs, queues.deadLetterQueueUrl);
+    const letters = await drainDeadLetters(parts.queues.sqs, parts.queues.deadLetterQueueUrl);
     assert.deepEqual(letters.map((l) => [l.error.code, (l.event as { value?: number }).value]).sort(), [
       ["stripe_rejected", 1],
       ["stripe_rejected", 2],
@@ -125,17 +117,17 @@ describe("requeued combined events", () => {
       inAMinute(),
     );
     assert.deepEqual(res.deadLettered, { invalid_message: 1 });
-    const [letter] = await drainDeadLetters(queues.sqs, queues.deadLetterQueueUrl);
+    const [letter] = await drainDeadLetters(parts.queues.sqs, parts.queues.deadLetterQueueUrl);
     assert.equal(letter?.error.code, "invalid_message");
     await c.close();
   });
 
   test("events of a message that fans out are never combined", async () => {
-    const c = await consumer(queues.ingestQueueUrl, { METERHOOK_CONFIG: "test/fixtures/sources/fan-out.ts" });
+    const c = await consumer(parts.queues.ingestQueueUrl, { METERHOOK_CONFIG: "test/fixtures/sources/fan-out.ts" });
     const jobs = ["job-a", "job-b"].map((job) => queueMessage({ job, team: "team-1", calls: 3, gb: 1 }));
     const res = await c.process(jobs, inAMinute());
     assert.equal(res.billed, 2);
-    const calls = emulator.ledger.events.filter(
+    const calls = parts.emulator.ledger.events.filter(
       (e) => e.payload.stripe_customer_id === "cus_FanOut1" && e.event_name === "api_requests",
     );
     assert.deepEqual(

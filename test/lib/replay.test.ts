@@ -3,7 +3,7 @@ import { execFile } from "node:child_process";
 import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { after, before, beforeEach, describe, test } from "node:test";
+import { beforeEach, describe, test } from "node:test";
 import { promisify } from "node:util";
 import { SendMessageCommand } from "@aws-sdk/client-sqs";
 import { parse as parseYaml } from "yaml";
@@ -13,29 +13,24 @@ import { loadConfig } from "../../lib/config.js";
 import type { DeadLetterBody } from "../../lib/dead-letter.js";
 import { silentLogger } from "../../lib/logger.js";
 import { meterEventIdentifier } from "../../lib/meter-event.js";
-import type { StripeEmulator } from "../../local/stripe-emulator/server.js";
 import { lambdaContext, sqsEvent, sqsRecord, usageEvent } from "../helpers/factories.js";
 import { loadTrigger } from "../helpers/fixtures.js";
-import { consumerEnv, type PipelineParts, startPipelineParts } from "../helpers/pipeline.js";
-import { drain, drainDeadLetters, queueDepth, type TestQueues } from "../helpers/sqs.js";
+import { consumerEnv, usePipelineParts } from "../helpers/pipeline.js";
+import { drain, drainDeadLetters, queueDepth } from "../helpers/sqs.js";
 
-let parts: PipelineParts;
-let queues: TestQueues;
-let emulator: StripeEmulator;
-before(async () => {
-  parts = await startPipelineParts();
-  ({ queues, emulator } = parts);
-});
-after(() => parts.stop());
-beforeEach(() => drain(queues.sqs, queues.deadLetterQueueUrl));
+const parts = usePipelineParts();
+beforeEach(() => drain(parts.queues.sqs, parts.queues.deadLetterQueueUrl));
 
 const env = (customers: Record<string, string> = {}) =>
   consumerEnv(parts, { METERHOOK_CUSTOMERS: JSON.stringify(customers), METERHOOK_LOG_LEVEL: "error" });
 
-/** The ingest-queue handler as deployed, against fauxqs and the emulator. */
+/** The ingest-queue handler as deployed, against fauxqs and the parts.emulator. */
 const ingestHandler = (extra: Record<string, string> = {}, customers: Record<string, string> = {}) =>
   createQueueHandler(() =>
-    createConsumerFromConfig(loadConfig({ ...env(customers), ...extra }), { sqs: queues.sqs, logger: silentLogger }),
+    createConsumerFromConfig(loadConfig({ ...env(customers), ...extra }), {
+      sqs: parts.queues.sqs,
+      logger: silentLogger,
+    }),
   );
 /** Runs events through the real consumer so they are dead-lettered as in production. */
 async function deadLetter(events: Array<Record<string, unknown> | string>) {
@@ -44,9 +39,9 @@ async function deadLetter(events: Array<Record<string, unknown> | string>) {
 /** Letters back on the DLQ as they were (drainDeadLetters took them off). */
 async function putBack(letters: Array<DeadLetterBody & { attributes: Record<string, string> }>) {
   for (const { attributes, ...letter } of letters) {
-    await queues.sqs.send(
+    await parts.queues.sqs.send(
       new SendMessageCommand({
-        QueueUrl: queues.deadLetterQueueUrl,
+        QueueUrl: parts.queues.deadLetterQueueUrl,
         MessageBody: JSON.stringify(letter),
         MessageAttributes: Object.fromEntries(
           Object.entries(attributes).map(([k, v]) => [k, { DataType: "String", StringValue: v }]),
@@ -71,18 +66,18 @@ const replay = (
     loadConfig(env(customers)),
     { limit: 100, dryRun: false, ...options },
     {
-      sqs: queues.sqs,
+      sqs: parts.queues.sqs,
       logger: silentLogger,
     },
   );
 const total = (customer: string) =>
-  emulator.ledger.summaries().find((s) => s.customer === customer)?.aggregated_value ?? 0;
+  parts.emulator.ledger.summaries().find((s) => s.customer === customer)?.aggregated_value ?? 0;
 
 describe("DLQ replay", () => {
   test("bills what is now billable, and re-dead-letters the rest with its history and updated reason", async () => {
     const late = usageEvent({ customer: "acct_late", value: 6 });
     await deadLetter([late, { id: "evt_broken", customer: "cus_1" }]);
-    const before = await drainDeadLetters(queues.sqs, queues.deadLetterQueueUrl);
+    const before = await drainDeadLetters(parts.queues.sqs, parts.queues.deadLetterQueueUrl);
     assert.deepEqual(before.map((l) => l.error.code).sort(), ["customer_not_found", "invalid_event"]);
     await putBack(before);
 
@@ -97,7 +92,7 @@ describe("DLQ replay", () => {
       pastDedupeWindow: 0,
     });
     assert.equal(total("cus_late"), 6);
-    const after = await drainDeadLetters(queues.sqs, queues.deadLetterQueueUrl);
+    const after = await drainDeadLetters(parts.queues.sqs, parts.queues.deadLetterQueueUrl);
     assert.equal(after.length, 1);
     const old = before.find((l) => l.error.code === "invalid_event");
     assert.equal(after[0]?.error.code, "invalid_event");
@@ -109,7 +104,7 @@ describe("DLQ replay", () => {
 
   test("a dry run sends nothing and leaves the DLQ as it was", async () => {
     await deadLetter([usageEvent({ customer: "acct_dry" }), usageEvent({ customer: "acct_dry2" })]);
-    const requests = emulator.requests.length;
+    const requests = parts.emulator.requests.length;
     const report = await replay({ dryRun: true }, { acct_dry: "cus_dry" });
     assert.deepEqual(report, {
       dryRun: true,
@@ -119,8 +114,8 @@ describe("DLQ replay", () => {
       leftUntouched: 0,
       pastDedupeWindow: 0,
     });
-    assert.equal(emulator.requests.length, requests);
-    assert.equal(await queueDepth(queues.sqs, queues.deadLetterQueueUrl), 2);
+    assert.equal(parts.emulator.requests.length, requests);
+    assert.equal(await queueDepth(parts.queues.sqs, parts.queues.deadLetterQueueUrl), 2);
     assert.equal(total("cus_dry"), 0);
   });
 
@@ -129,23 +124,23 @@ describe("DLQ replay", () => {
     const report = await replay({ limit: 2 }, { acct_lim: "cus_lim" });
     assert.equal(report.examined, 2);
     assert.equal(report.billed, 2);
-    assert.equal(await queueDepth(queues.sqs, queues.deadLetterQueueUrl), 3);
+    assert.equal(await queueDepth(parts.queues.sqs, parts.queues.deadLetterQueueUrl), 3);
   });
 
   test("replays a raw message moved by the redrive policy, and an already-billed event is not billed twice", async () => {
     const event = usageEvent({ customer: "cus_redriven", value: 2 });
-    await queues.sqs.send(
-      new SendMessageCommand({ QueueUrl: queues.deadLetterQueueUrl, MessageBody: JSON.stringify(event) }),
+    await parts.queues.sqs.send(
+      new SendMessageCommand({ QueueUrl: parts.queues.deadLetterQueueUrl, MessageBody: JSON.stringify(event) }),
     );
-    await queues.sqs.send(
-      new SendMessageCommand({ QueueUrl: queues.deadLetterQueueUrl, MessageBody: JSON.stringify(event) }),
+    await parts.queues.sqs.send(
+      new SendMessageCommand({ QueueUrl: parts.queues.deadLetterQueueUrl, MessageBody: JSON.stringify(event) }),
     );
     await new Promise((r) => setTimeout(r, 5));
     const report = await replay({});
     assert.equal(report.billed, 2);
     assert.equal(total("cus_redriven"), 2);
     const identifier = meterEventIdentifier(event.id as string, "api_requests");
-    assert.equal(emulator.ledger.events.filter((e) => e.identifier === identifier).length, 1);
+    assert.equal(parts.emulator.ledger.events.filter((e) => e.identifier === identifier).length, 1);
   });
 
   test("replays an event EventBridge put in the DLQ after failing to deliver it", async () => {
@@ -154,16 +149,16 @@ describe("DLQ replay", () => {
     const config = parseYaml(readFileSync("examples/eventbridge-orders.yaml", "utf8"));
     config.sources.orders.customer = { lookup: "table", table: { acct_42: "cus_eb42" } };
     writeFileSync(file, JSON.stringify(config));
-    await queues.sqs.send(
+    await parts.queues.sqs.send(
       new SendMessageCommand({
-        QueueUrl: queues.deadLetterQueueUrl,
+        QueueUrl: parts.queues.deadLetterQueueUrl,
         MessageBody: JSON.stringify(loadTrigger("eventbridge-order-placed.json")),
       }),
     );
     const report = await replayFromConfig(
       loadConfig({ ...env(), METERHOOK_CONFIG: file }),
       { limit: 10, dryRun: false },
-      { sqs: queues.sqs, logger: silentLogger },
+      { sqs: parts.queues.sqs, logger: silentLogger },
     );
     assert.deepEqual(report, {
       dryRun: false,
@@ -173,7 +168,7 @@ describe("DLQ replay", () => {
       leftUntouched: 0,
       pastDedupeWindow: 0,
     });
-    assert.equal(emulator.ledger.summaries().find((x) => x.customer === "cus_eb42")?.aggregated_value, 5);
+    assert.equal(parts.emulator.ledger.summaries().find((x) => x.customer === "cus_eb42")?.aggregated_value, 5);
   });
 
   const hoursLater = (h: number) => () => Date.now() + h * 3_600_000;
@@ -185,16 +180,16 @@ describe("DLQ replay", () => {
   async function recordedButUnknown(customer: string) {
     const event = usageEvent({ customer, value: 4 });
     const identifier = meterEventIdentifier(event.id as string, "api_requests");
-    emulator.setFaultPolicy((req) =>
+    parts.emulator.setFaultPolicy((req) =>
       req.identifiers.includes(identifier) ? { path: req.path, action: "accept-then-drop" } : undefined,
     );
     const handler = ingestHandler({ METERHOOK_MAX_ATTEMPTS: "1", STRIPE_MAX_ATTEMPTS: "2" });
     try {
       await handler(sqsEvent([sqsRecord(event)]), lambdaContext());
     } finally {
-      emulator.setFaultPolicy(undefined);
+      parts.emulator.setFaultPolicy(undefined);
     }
-    return { event, identifier, letters: await drainDeadLetters(queues.sqs, queues.deadLetterQueueUrl) };
+    return { event, identifier, letters: await drainDeadLetters(parts.queues.sqs, parts.queues.deadLetterQueueUrl) };
   }
 
   test("holds a letter Stripe may have recorded once Stripe's 24-hour duplicate check has passed; resends it only when asked", async () => {
@@ -202,10 +197,10 @@ describe("DLQ replay", () => {
     assert.equal(letters.length, 1);
     assert.equal(letters[0]?.error.code, "retries_exhausted");
     assert.equal(letters[0]?.stripeMayHaveRecorded, true);
-    assert.equal(emulator.ledger.events.filter((e) => e.identifier === identifier).length, 1);
+    assert.equal(parts.emulator.ledger.events.filter((e) => e.identifier === identifier).length, 1);
     await putBack(letters);
 
-    const requests = emulator.requests.length;
+    const requests = parts.emulator.requests.length;
     const held = await replay({ now: hoursLater(25) });
     assert.deepEqual(held, {
       dryRun: false,
@@ -215,8 +210,8 @@ describe("DLQ replay", () => {
       leftUntouched: 0,
       pastDedupeWindow: 1,
     });
-    assert.equal(emulator.requests.length, requests, "nothing sent to Stripe");
-    const untouched = await drainDeadLetters(queues.sqs, queues.deadLetterQueueUrl);
+    assert.equal(parts.emulator.requests.length, requests, "nothing sent to Stripe");
+    const untouched = await drainDeadLetters(parts.queues.sqs, parts.queues.deadLetterQueueUrl);
     assert.deepEqual(untouched, letters);
 
     // Inside the window (22 hours on), or when the operator asks, it is resent and Stripe dedupes it.
@@ -228,17 +223,17 @@ describe("DLQ replay", () => {
     const asked = await replay({ now: hoursLater(25), afterDedupeWindow: true });
     assert.equal(asked.billed, 1);
     assert.equal(asked.pastDedupeWindow, 0);
-    assert.equal(await queueDepth(queues.sqs, queues.deadLetterQueueUrl), 0);
-    assert.equal(emulator.ledger.events.filter((e) => e.identifier === identifier).length, 1);
+    assert.equal(await queueDepth(parts.queues.sqs, parts.queues.deadLetterQueueUrl), 0);
+    assert.equal(parts.emulator.ledger.events.filter((e) => e.identifier === identifier).length, 1);
   });
 
   test("a letter that fails again on replay still says Stripe may have recorded it", async () => {
     const { letters } = await recordedButUnknown("cus_window_again");
     await putBack(letters);
-    emulator.injectFaults({ path: "/v2/billing/meter_event_stream", respond: refused });
+    parts.emulator.injectFaults({ path: "/v2/billing/meter_event_stream", respond: refused });
     const report = await replay({});
     assert.deepEqual(report.deadLettered, { stripe_rejected: 1 });
-    const [again] = await drainDeadLetters(queues.sqs, queues.deadLetterQueueUrl);
+    const [again] = await drainDeadLetters(parts.queues.sqs, parts.queues.deadLetterQueueUrl);
     assert.equal(again?.error.code, "stripe_rejected");
     assert.equal(again?.stripeMayHaveRecorded, true);
     assert.equal(again?.receivedAt, letters[0]?.receivedAt);
@@ -247,12 +242,12 @@ describe("DLQ replay", () => {
   test("a message whose one meter event Stripe refused and other it billed says Stripe may have recorded it", async () => {
     const handler = ingestHandler({ METERHOOK_CONFIG: "test/fixtures/sources/fan-out.ts", METERHOOK_STRIPE_API: "v1" });
     const job = (id: string) => sqsRecord({ job: id, team: "team-1", calls: 2, gb: 1 });
-    emulator.injectFaults({ path: "/v1/billing/meter_events", bodyIncludes: "storage_gb", respond: refused });
+    parts.emulator.injectFaults({ path: "/v1/billing/meter_events", bodyIncludes: "storage_gb", respond: refused });
     await handler(sqsEvent([job("job-half")]), lambdaContext());
-    emulator.injectFaults({ path: "/v1/billing/meter_events", respond: refused, times: 2 });
+    parts.emulator.injectFaults({ path: "/v1/billing/meter_events", respond: refused, times: 2 });
     await handler(sqsEvent([job("job-none")]), lambdaContext());
 
-    const letters = await drainDeadLetters(queues.sqs, queues.deadLetterQueueUrl);
+    const letters = await drainDeadLetters(parts.queues.sqs, parts.queues.deadLetterQueueUrl);
     const byJob = new Map(letters.map((l) => [(l.event as { job: string }).job, l]));
     assert.equal(byJob.get("job-half")?.error.code, "stripe_rejected");
     assert.equal(byJob.get("job-half")?.stripeMayHaveRecorded, true);
@@ -265,7 +260,7 @@ describe("DLQ replay", () => {
     const dayAgo = String(Date.now() - 24 * 3_600_000);
     const late = usageEvent({ customer: "cus_late_redelivery", value: 5 });
     const early = usageEvent({ customer: "cus_early_redelivery", value: 7 });
-    const requests = emulator.requests.length;
+    const requests = parts.emulator.requests.length;
     const res = await handler(
       sqsEvent([
         sqsRecord(late, {
@@ -285,8 +280,8 @@ describe("DLQ replay", () => {
     assert.deepEqual(res.batchItemFailures, []);
     assert.equal(total("cus_late_redelivery"), 0);
     assert.equal(total("cus_early_redelivery"), 7);
-    assert.ok(emulator.requests.length > requests, "the early one was sent");
-    const letters = await drainDeadLetters(queues.sqs, queues.deadLetterQueueUrl);
+    assert.ok(parts.emulator.requests.length > requests, "the early one was sent");
+    const letters = await drainDeadLetters(parts.queues.sqs, parts.queues.deadLetterQueueUrl);
     assert.equal(letters.length, 1);
     assert.equal(letters[0]?.error.code, "dedupe_window_passed");
     assert.match(letters[0]?.error.message ?? "", /delivered again 24 h after its first delivery/);
@@ -304,7 +299,7 @@ describe("DLQ replay", () => {
     const handler = ingestHandler({}, { acct_redrive: "cus_redrive" });
     // Never seen by Stripe: billed now that the customer is mapped, no new letter.
     await deadLetter([usageEvent({ customer: "acct_redrive", value: 2 })]);
-    const [unmapped] = await drainDeadLetters(queues.sqs, queues.deadLetterQueueUrl);
+    const [unmapped] = await drainDeadLetters(parts.queues.sqs, parts.queues.deadLetterQueueUrl);
     const { attributes: _a, ...unmappedBody } = unmapped as NonNullable<typeof unmapped>;
     // Recorded by Stripe without a clear answer: resent inside Stripe's duplicate window (and
     // deduplicated), dead-lettered again past it.
@@ -313,7 +308,7 @@ describe("DLQ replay", () => {
     const { attributes: _b, ...insideBody } = inside.letters[0] as NonNullable<(typeof inside.letters)[0]>;
     const { attributes: _c, ...pastBody } = past.letters[0] as NonNullable<(typeof past.letters)[0]>;
     const yesterday = new Date(Date.now() - 25 * 3_600_000).toISOString();
-    const receipts = (identifier: string) => emulator.ledger.receipts.get(identifier) ?? 0;
+    const receipts = (identifier: string) => parts.emulator.ledger.receipts.get(identifier) ?? 0;
     const [insideBefore, pastBefore] = [receipts(inside.identifier), receipts(past.identifier)];
 
     const res = await handler(
@@ -326,11 +321,11 @@ describe("DLQ replay", () => {
     );
     assert.deepEqual(res.batchItemFailures, []);
     assert.equal(total("cus_redrive"), 2);
-    assert.equal(emulator.ledger.events.filter((e) => e.identifier === inside.identifier).length, 1);
-    assert.equal(emulator.ledger.events.filter((e) => e.identifier === past.identifier).length, 1);
+    assert.equal(parts.emulator.ledger.events.filter((e) => e.identifier === inside.identifier).length, 1);
+    assert.equal(parts.emulator.ledger.events.filter((e) => e.identifier === past.identifier).length, 1);
     assert.equal(receipts(inside.identifier), insideBefore + 1, "resent inside the window");
     assert.equal(receipts(past.identifier), pastBefore, "not sent past the window");
-    const letters = await drainDeadLetters(queues.sqs, queues.deadLetterQueueUrl);
+    const letters = await drainDeadLetters(parts.queues.sqs, parts.queues.deadLetterQueueUrl);
     assert.equal(letters.length, 1);
     assert.equal(letters[0]?.error.code, "dedupe_window_passed");
     assert.match(letters[0]?.error.message ?? "", /DLQ redrive 25 h after meterhook first received it/);
@@ -342,7 +337,7 @@ describe("DLQ replay", () => {
 
   test("a letter Stripe never saw is replayed however old, and a raw redriven message is held past the window", async () => {
     await deadLetter([usageEvent({ customer: "acct_old", value: 3 })]);
-    const [letter] = await drainDeadLetters(queues.sqs, queues.deadLetterQueueUrl);
+    const [letter] = await drainDeadLetters(parts.queues.sqs, parts.queues.deadLetterQueueUrl);
     assert.equal(letter?.error.code, "customer_not_found");
     assert.equal(letter?.stripeMayHaveRecorded, undefined);
     await putBack(letter ? [letter] : []);
@@ -351,16 +346,16 @@ describe("DLQ replay", () => {
     assert.equal(report.pastDedupeWindow, 0);
     assert.equal(total("cus_old"), 3);
 
-    await queues.sqs.send(
+    await parts.queues.sqs.send(
       new SendMessageCommand({
-        QueueUrl: queues.deadLetterQueueUrl,
+        QueueUrl: parts.queues.deadLetterQueueUrl,
         MessageBody: JSON.stringify(usageEvent({ customer: "cus_redriven_old" })),
       }),
     );
     const raw = await replay({ now: hoursLater(25) });
     assert.equal(raw.pastDedupeWindow, 1);
     assert.equal(total("cus_redriven_old"), 0);
-    assert.equal(await queueDepth(queues.sqs, queues.deadLetterQueueUrl), 1);
+    assert.equal(await queueDepth(parts.queues.sqs, parts.queues.deadLetterQueueUrl), 1);
   });
 
   test("`npm run replay -- --dry-run` prints the report", async () => {
