@@ -179,6 +179,8 @@ export function createPreparer(deps: ConsumerDeps, deadline: number, startedAt: 
     scope: string;
     eventId?: string;
     source?: string;
+    /** Identifiers already made for `usage` (prepareAll's hash pass), index for index. */
+    identifiers?: readonly (string | undefined)[];
   }
 
   /** Where a message goes when decoding, resolving or validating threw. */
@@ -280,7 +282,7 @@ export function createPreparer(deps: ConsumerDeps, deadline: number, startedAt: 
       for (let i = from; i < d.usage.length; i++) {
         const usage = d.usage[i] as UsageEvent;
         const customer = await resolve(d.resolver, d.scope, usage.customer);
-        events.push(toMeterEvent(usage, customer, now() / 1000, deps.valueRules));
+        events.push(toMeterEvent(usage, customer, now() / 1000, deps.valueRules, d.identifiers?.[i]));
       }
       return { kind: "ready", events, eventId: d.eventId, source: d.source };
     } catch (err) {
@@ -292,7 +294,7 @@ export function createPreparer(deps: ConsumerDeps, deadline: number, startedAt: 
    * A canonical event in the plain shape (most messages), read without JSON.parse and, with a
    * customer known without I/O, made into its meter event without a Decoded record.
    */
-  const preparePlain = (m: QueueMessage, plain: UsageEvent, identifier: string): Step | Promise<Step> => {
+  const preparePlain = (m: QueueMessage, plain: UsageEvent, identifier?: string): Step | Promise<Step> => {
     if (deadline - startedAt < deps.stopMarginMs) {
       return { kind: "retry", reason: NOT_STARTED, eventId: plain.id, input: inputOf(m), unsent: true };
     }
@@ -300,7 +302,15 @@ export function createPreparer(deps: ConsumerDeps, deadline: number, startedAt: 
       // known() throws for a customer it knows has no Stripe id.
       const customer = deps.resolver.known(plain.customer);
       if (customer === undefined) {
-        return resolveRest({ m, usage: [plain], resolver: deps.resolver, scope: "", eventId: plain.id }, [], 0);
+        const d = {
+          m,
+          usage: [plain],
+          resolver: deps.resolver,
+          scope: "",
+          eventId: plain.id,
+          identifiers: [identifier],
+        };
+        return resolveRest(d, [], 0);
       }
       const event = toMeterEvent(plain, customer, startedAt / 1000, deps.valueRules, identifier);
       return { kind: "ready", events: [event], eventId: plain.id, source: undefined };
@@ -342,7 +352,7 @@ export function createPreparer(deps: ConsumerDeps, deadline: number, startedAt: 
       const what = `delivered again ${hoursSince(m.firstReceivedAt)} h after its first delivery`;
       return lateRedelivery(m, inputOf(m), what);
     }
-    if (plain && identifier !== undefined) return preparePlain(m, plain, identifier);
+    if (plain) return preparePlain(m, plain, identifier);
     const d = decodeMessage(m);
     if ("kind" in d) return d;
     const events: MeterEvent[] = [];

@@ -3,9 +3,11 @@ import { describe, test } from "node:test";
 import { createQueueHandler } from "../../functions/ingest-queue.js";
 import { createConsumerFromConfig } from "../../lib/app.js";
 import { loadConfig } from "../../lib/config.js";
+import { processBatch } from "../../lib/consumer.js";
+import { CustomerResolver } from "../../lib/customers.js";
 import { silentLogger } from "../../lib/logger.js";
 import { meterEventIdentifier } from "../../lib/meter-event.js";
-import { lambdaContext, sqsEvent, sqsRecord, usageEvent } from "../helpers/factories.js";
+import { lambdaContext, queueMessage, sqsEvent, sqsRecord, usageEvent } from "../helpers/factories.js";
 import { consumerEnv, usePipelineParts } from "../helpers/pipeline.js";
 import { drainDeadLetters } from "../helpers/sqs.js";
 
@@ -184,6 +186,34 @@ describe("ingest-queue handler", () => {
     const identifier = meterEventIdentifier(event.id as string, "api_requests");
     assert.equal(parts.emulator.ledger.events.filter((e) => e.identifier === identifier).length, 1);
     assert.equal(totalFor("cus_twoshapes"), 4);
+  });
+
+  test("plain events whose customers need a lookup over I/O each keep their own identifier", async () => {
+    // A lookup with no synchronous answer (as an HTTP one would be) sends plain events down
+    // the awaited path, which reuses the identifiers prepareAll hashed, index for index.
+    const consumer = await createConsumerFromConfig(loadConfig(consumerEnv(parts)), {
+      sqs: parts.queues.sqs,
+      logger: silentLogger,
+    });
+    const resolver = new CustomerResolver([
+      { name: "slow-table", resolve: async (c) => (c === "acct_slow" ? "cus_slowlookup" : undefined) },
+    ]);
+    const events = [usageEvent({ customer: "acct_slow", value: 2 }), usageEvent({ customer: "acct_slow", value: 5 })];
+    const result = await processBatch(
+      events.map((e) => queueMessage(e)),
+      Date.now() + 30_000,
+      { ...consumer.deps, resolver },
+    );
+    await consumer.close();
+    assert.equal(result.billed, 2);
+    for (const e of events) {
+      const identifier = meterEventIdentifier(e.id as string, "api_requests");
+      assert.deepEqual(
+        parts.emulator.ledger.events.filter((x) => x.identifier === identifier).map((x) => x.payload.value),
+        [String(e.value)],
+      );
+    }
+    assert.equal(totalFor("cus_slowlookup"), 7);
   });
 
   test("a permanent Stripe rejection goes to the DLQ as stripe_rejected", async () => {
