@@ -329,7 +329,7 @@ export const scenarios: Scenario[] = [
       await renew();
       return {
         run: async () => {
-          const stream = await renew();
+          const client = await renew();
           const batches = v2Batches((i) => ({
             event_name: "api_requests",
             identifier: pipelineIdentifier(),
@@ -337,7 +337,7 @@ export const scenarios: Scenario[] = [
             timestamp: new Date((now() - 60) * 1000).toISOString(),
           }));
           return measure(batches, 100, (slice) =>
-            pool(slice, 16, (events) => stream.v2.billing.meterEventStream.create({ events })),
+            pool(slice, 16, (events) => client.v2.billing.meterEventStream.create({ events })),
           );
         },
         close: async () => {},
