@@ -121,6 +121,8 @@ async function measure<T>(items: T[], perItem: number, work: (items: T[]) => Pro
   gcPauses.length = 0;
   recordingGc = true;
   const measured = items.slice(split);
+  // EVENTS unless a row's invocations do not divide it (the 800-record row in a BENCH_QUICK run).
+  const events = measured.length * perItem;
   await startProfile();
   // memoryUsage.rss() alone: memoryUsage() also walks V8's heap spaces, 1-2 % of a v1 run's CPU.
   let peak = process.memoryUsage.rss();
@@ -138,10 +140,10 @@ async function measure<T>(items: T[], perItem: number, work: (items: T[]) => Pro
   recordingGc = false;
   const gcMs = gcPauses.filter((e) => e.startTime >= t0 && e.startTime <= t1).reduce((sum, e) => sum + e.duration, 0);
   return {
-    eventsPerSecond: (EVENTS / (t1 - t0)) * 1000,
-    cpuMsPer1000: ((cpu.user + cpu.system) / 1000 / EVENTS) * 1000,
-    gcMsPer1000: (gcMs / EVENTS) * 1000,
-    otherThreadsMsPer1000: (othersMs / EVENTS) * 1000,
+    eventsPerSecond: (events / (t1 - t0)) * 1000,
+    cpuMsPer1000: ((cpu.user + cpu.system) / 1000 / events) * 1000,
+    gcMsPer1000: (gcMs / events) * 1000,
+    otherThreadsMsPer1000: (othersMs / events) * 1000,
     rssMb: peak / 1024 / 1024,
   };
 }
@@ -234,8 +236,19 @@ function consumerEnv(url: string, api: "v1" | "v2", extra: Record<string, string
  */
 export type Scenario = {
   name: string;
+  /** What the bench's ratios take this row as (bench/pipeline.bench.ts); rows without one are shown only. */
+  role?: Role;
   start: (url: string) => Promise<{ run: () => Promise<Result>; close: () => Promise<void> }>;
 };
+export type Role =
+  | "sdk v2"
+  | "pipeline v2"
+  | "sdk v1"
+  | "pipeline v1"
+  | "pipeline v2, stack batch"
+  | "pipeline v2, packed"
+  | "client alone v2"
+  | "pipeline v2, compared build";
 const sdkOptions = (url: string) => {
   const u = new URL(url);
   return { host: u.hostname, port: Number(u.port), protocol: "http" as const, maxNetworkRetries: 2 };
@@ -265,8 +278,8 @@ const BUNDLE = process.env.BENCH_SOURCES === "1" ? undefined : "dist/ingest-queu
 const COMPARE_BUNDLE = process.env.BENCH_COMPARE_BUNDLE;
 
 /**
- * The ingest-queue Lambda handler as deployed (functions/ingest-queue.ts, bundled), on an SQS event of 100
- * records per invocation, `inFlight` invocations at a time: SQS records in, partial batch response
+ * The ingest-queue Lambda handler as deployed (functions/ingest-queue.ts, bundled), on an SQS event of
+ * `perInvocation` records, `inFlight` invocations at a time: SQS records in, partial batch response
  * out, the production logger at its default level and the CloudWatch metrics it publishes after
  * each invocation. The client process's stdout is /dev/null (bench/pipeline.bench.ts), so each
  * log and metrics line costs a write, as Lambda's stdout does.
@@ -279,6 +292,7 @@ async function pipeline(
   extra: Record<string, string> = {},
   batch = sqsEvent,
   bundle = BUNDLE,
+  perInvocation = 100,
 ) {
   let handler: (event: SQSEvent, context: { getRemainingTimeInMillis: () => number }) => Promise<SQSBatchResponse>;
   let close = () => Promise.resolve();
@@ -302,10 +316,12 @@ async function pipeline(
   };
   return {
     run: () => {
-      const events = Array.from({ length: (REWARM + EVENTS) / 100 }, () => batch(100, customers));
-      if (!RUNTIME_PARSE) return measure(events, 100, (slice) => pool(slice, inFlight, invoke));
+      const events = Array.from({ length: Math.ceil((REWARM + EVENTS) / perInvocation) }, () =>
+        batch(perInvocation, customers),
+      );
+      if (!RUNTIME_PARSE) return measure(events, perInvocation, (slice) => pool(slice, inFlight, invoke));
       const texts = events.map((e) => JSON.stringify(e));
-      return measure(texts, 100, (slice) => pool(slice, inFlight, (text) => invoke(JSON.parse(text))));
+      return measure(texts, perInvocation, (slice) => pool(slice, inFlight, (text) => invoke(JSON.parse(text))));
     },
     close,
   };
@@ -313,6 +329,7 @@ async function pipeline(
 export const scenarios: Scenario[] = [
   {
     name: "stripe SDK, v2 stream, batches of 100, 16 in flight",
+    role: "sdk v2",
     start: async (url) => {
       // A session lasts 15 minutes, less than a long bench: renewed before a run it might not
       // outlast, outside the measured window, as an app renews it before it expires.
@@ -346,10 +363,12 @@ export const scenarios: Scenario[] = [
   },
   {
     name: "meterhook pipeline, v2 stream, batches of 100, 16 in flight",
+    role: "pipeline v2",
     start: (url) => pipeline(url, "v2", 16, 200),
   },
   {
     name: "stripe SDK, v1 meter events, 64 in flight",
+    role: "sdk v1",
     start: async (url) => {
       const stripe = new Stripe(KEY, sdkOptions(url));
       return {
@@ -368,6 +387,7 @@ export const scenarios: Scenario[] = [
   },
   {
     name: "meterhook pipeline, v1, batches of 100, 8 in flight x 8 lanes",
+    role: "pipeline v1",
     start: (url) => pipeline(url, "v1", 8, 200),
   },
   {
@@ -384,13 +404,23 @@ export const scenarios: Scenario[] = [
     // Not part of the goals: the v2 row's events and Stripe traffic, 100 events per invocation,
     // but in one record packed as the HTTP API writes them with METERHOOK_EVENTS_PER_MESSAGE=100.
     name: "meterhook pipeline, v2 stream, 1 pack of 100 per invocation, 16 in flight",
+    role: "pipeline v2, packed",
     start: (url) => pipeline(url, "v2", 16, 200, {}, packedSqsEvent),
+  },
+  {
+    // Not a goal row: the v2 stack's batch (serverless.yml custom.consumerBatchSize), 800 records
+    // per invocation, sent as STRIPE_CONCURRENCY (8) stream requests at once; 2 invocations in
+    // flight keep the SDK row's 16 requests in flight.
+    name: "meterhook pipeline, v2 stream, 800 records per invocation, 2 in flight",
+    role: "pipeline v2, stack batch",
+    start: (url) => pipeline(url, "v2", 2, 200, {}, sqsEvent, BUNDLE, 800),
   },
   {
     // Not part of the goals: meterhook's own Stripe client and transport on the SDK row's task,
     // submission alone of events built beforehand, so that the pipeline row splits into
     // submission and everything else the pipeline does.
     name: "meterhook Stripe client alone, v2 stream, batches of 100, 16 in flight",
+    role: "client alone v2",
     start: async (url) => {
       const consumer = await meterhook(url, "v2");
       const { submitter } = consumer.deps;
@@ -419,6 +449,7 @@ export const scenarios: Scenario[] = [
         {
           // Not part of the goals: the v2 row on another build (BENCH_COMPARE_BUNDLE).
           name: "meterhook pipeline on BENCH_COMPARE_BUNDLE, v2 stream, batches of 100, 16 in flight",
+          role: "pipeline v2, compared build" as const,
           start: (url: string) => pipeline(url, "v2", 16, 200, {}, sqsEvent, COMPARE_BUNDLE),
         },
       ]

@@ -31,7 +31,7 @@
 import { type ChildProcess, fork } from "node:child_process";
 import { once } from "node:events";
 import { cpus } from "node:os";
-import { scenarios as allScenarios, type Result } from "./pipeline-clients.js";
+import { scenarios as allScenarios, type Result, type Role } from "./pipeline-clients.js";
 import {
   forgetHistory,
   type Goal,
@@ -204,10 +204,16 @@ for (const rtt of RTTS) {
         : `${goal.op} ${goal.value.toFixed(1)}${interval ? `: ${verdict(interval, goal)} by the interval` : ""}`;
     return `${mid.toFixed(2)}x (rounds ${Math.min(...rounds).toFixed(2)}-${Math.max(...rounds).toFixed(2)}${trust}; goal ${goalText})`;
   };
-  const [sdk2, mh2, sdk1, mh1, , packed, alone, compared] = allScenarios.map((s) => s.name);
+  const named = (role: Role) => allScenarios.find((s) => s.role === role)?.name;
+  const [sdk2, mh2, sdk1, mh1] = (["sdk v2", "pipeline v2", "sdk v1", "pipeline v1"] as const).map(named);
+  const [stack, packed, alone, compared] = (
+    ["pipeline v2, stack batch", "pipeline v2, packed", "client alone v2", "pipeline v2, compared build"] as const
+  ).map(named);
   const lines = [
     ["v2 pipeline/SDK events/s", ratio(mh2, sdk2, "eps", false, { op: ">=", value: 1 })],
     ["v2 CPU per event pipeline/SDK", ratio(mh2, sdk2, "cpu", false, { op: "<=", value: 1 })],
+    ["v2 events/s, the stack's batch/SDK", ratio(stack, sdk2, "eps", false, "none, not a goal row")],
+    ["v2 CPU per event, the stack's batch/SDK", ratio(stack, sdk2, "cpu", false, "none, not a goal row")],
     ["v2 CPU per event, packed pipeline/SDK", ratio(packed, sdk2, "cpu", false, "none, not a goal row")],
     ["v2 CPU per event, meterhook's client alone/SDK", ratio(alone, sdk2, "cpu", false, "none, submission alone")],
     ["v2 CPU per event, pipeline/BENCH_COMPARE_BUNDLE", ratio(mh2, compared, "cpu", false, "none, a comparison")],
