@@ -96,6 +96,7 @@ const rows: Array<[string, number[], number]> = [
     await time(() => accepted(httpEvent({ events: Array.from({ length: 100 }, event) }))),
     100,
   ],
+  ["ingest-queue, batch of 800 (v2 stream, the stack's batch)", await time(() => billed(800)), 800],
   ["ingest-queue, batch of 100 (v2 stream)", await time(() => billed(100)), 100],
   ["ingest-queue, batch of 10 (v2 stream)", await time(() => billed(10)), 10],
 ];

@@ -141,6 +141,24 @@ describe("ingest-queue handler", () => {
     }
   }
 
+  test("the stack's v2 batch (STRIPE_CONCURRENCY x 100 messages) is billed in STRIPE_CONCURRENCY full stream requests", async () => {
+    const handler = handlerWith();
+    const { stripe } = loadConfig({});
+    const size = stripe.concurrency * stripe.streamBatchSize;
+    const customer = "cus_wave";
+    const records = Array.from({ length: size }, (_, i) => sqsRecord(usageEvent({ customer, value: 1 + (i % 3) })));
+    const streamRequests = () =>
+      parts.emulator.requests.filter((r) => r.path === "/v2/billing/meter_event_stream").length;
+    const before = streamRequests();
+
+    const res = await handler(sqsEvent(records), lambdaContext());
+
+    assert.deepEqual(res.batchItemFailures, []);
+    assert.equal(streamRequests() - before, stripe.concurrency);
+    const expected = records.reduce((sum, _, i) => sum + 1 + (i % 3), 0);
+    assert.equal(totalFor(customer), expected);
+  });
+
   test("an invocation about to time out starts nothing: every message is left on the queue", async () => {
     const handler = handlerWith({ METERHOOK_STOP_MARGIN_MS: "5000" });
     // One plain canonical body (read without JSON.parse), one with properties (the general path).

@@ -6,6 +6,7 @@ import { before, describe, test } from "node:test";
 import { promisify } from "node:util";
 import { ReceiveMessageCommand } from "@aws-sdk/client-sqs";
 import { INGEST_QUEUE_MEMORY_MB, lambdaYoungGenerationFlags } from "../../bench/stats.js";
+import { loadConfig } from "../../lib/config.js";
 import type { DeadLetterBody } from "../../lib/dead-letter.js";
 import { BUDGET_KIB, COLD_START_BUDGET_KIB } from "../../scripts/bundle-budgets.js";
 import { httpEvent, sqsEvent, sqsRecord, usageEvent } from "../helpers/factories.js";
@@ -17,12 +18,16 @@ type Json = any;
 let template: Json;
 let resources: Record<string, Json>;
 const ofType = (type: string) => Object.entries(resources).filter(([, r]) => r.Type === type);
+/** This process's environment without AWS credentials or settings: osls runs offline. */
+function offlineEnv(): NodeJS.ProcessEnv {
+  const env = { ...process.env };
+  for (const k of Object.keys(env)) if (k.startsWith("AWS_")) delete env[k];
+  return env;
+}
 
 before(async () => {
   // The real `osls package`, offline: no AWS account, no credentials.
-  const env = { ...process.env };
-  for (const k of Object.keys(env)) if (k.startsWith("AWS_")) delete env[k];
-  await promisify(execFile)("npm", ["run", "package"], { env, maxBuffer: 16 * 1024 * 1024 });
+  await promisify(execFile)("npm", ["run", "package"], { env: offlineEnv(), maxBuffer: 16 * 1024 * 1024 });
   template = JSON.parse(readFileSync(".serverless/cloudformation-template-update-stack.json", "utf8"));
   resources = template.Resources;
 });
@@ -60,8 +65,21 @@ describe("packaged CloudFormation template", () => {
     const esm = ofType("AWS::Lambda::EventSourceMapping")[0]?.[1];
     assert.deepEqual(esm.Properties.FunctionResponseTypes, ["ReportBatchItemFailures"]);
     assert.deepEqual(esm.Properties.EventSourceArn, { "Fn::GetAtt": ["IngestQueue", "Arn"] });
-    assert.ok(esm.Properties.BatchSize <= 100);
     assert.ok(esm.Properties.ScalingConfig.MaximumConcurrency >= 2);
+  });
+
+  test("a v2 consumer invocation takes one wave of full stream requests; a v1 one, 100 messages", async () => {
+    const esm = ofType("AWS::Lambda::EventSourceMapping")[0]?.[1];
+    // The stack sets neither STRIPE_CONCURRENCY nor STRIPE_STREAM_BATCH_SIZE: the defaults apply.
+    const { stripe } = loadConfig({});
+    assert.equal(esm.Properties.BatchSize, stripe.concurrency * stripe.streamBatchSize);
+    // Above 10 messages, SQS event sources need a batching window.
+    assert.ok(esm.Properties.MaximumBatchingWindowInSeconds >= 1);
+    const { stdout } = await promisify(execFile)("npx", ["osls", "print", "--format", "json", "--param=stripeApi=v1"], {
+      env: offlineEnv(),
+      maxBuffer: 16 * 1024 * 1024,
+    });
+    assert.equal(JSON.parse(stdout).functions.ingestQueue.events[0].sqs.batchSize, 100);
   });
 
   test("every function runs on arm64 with a supported Node.js runtime", () => {
