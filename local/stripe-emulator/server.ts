@@ -114,6 +114,13 @@ export class StripeEmulator {
     headers: Record<string, string | string[] | undefined>;
   }> = [];
 
+  private inFlight = 0;
+  /**
+   * The most requests it has held at once since it started or forgot its history: with a delay
+   * on each answer (latencyMs, a fault's delayMs), how many requests a client keeps in flight.
+   */
+  peakInFlight = 0;
+
   constructor(private readonly options: EmulatorOptions = {}) {
     this.now = options.now ?? Date.now;
     this.keys = new Set(options.apiKeys ?? [DEFAULT_KEY]);
@@ -169,6 +176,7 @@ export class StripeEmulator {
   forgetHistory(): void {
     this.ledger.forgetEvents();
     this.requests.length = 0;
+    this.peakInFlight = this.inFlight;
     this.idempotency.clear();
     this.rate.clear();
   }
@@ -239,6 +247,16 @@ export class StripeEmulator {
   }
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    this.inFlight++;
+    this.peakInFlight = Math.max(this.peakInFlight, this.inFlight);
+    try {
+      await this.answer(req, res);
+    } finally {
+      this.inFlight--;
+    }
+  }
+
+  private async answer(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = new URL(req.url ?? "/", "http://emulator");
     const path = url.pathname;
     const raw = await this.readBody(req);

@@ -141,20 +141,24 @@ describe("ingest-queue handler", () => {
     }
   }
 
-  test("the stack's v2 batch (STRIPE_CONCURRENCY x 100 messages) is billed in STRIPE_CONCURRENCY full stream requests", async () => {
+  test("the stack's v2 batch (STRIPE_CONCURRENCY x 100 messages) goes as that many full stream requests at once", async () => {
     const handler = handlerWith();
     const { stripe } = loadConfig({});
     const size = stripe.concurrency * stripe.streamBatchSize;
     const customer = "cus_wave";
     const records = Array.from({ length: size }, (_, i) => sqsRecord(usageEvent({ customer, value: 1 + (i % 3) })));
-    const streamRequests = () =>
-      parts.emulator.requests.filter((r) => r.path === "/v2/billing/meter_event_stream").length;
+    const stream = "/v2/billing/meter_event_stream";
+    const streamRequests = () => parts.emulator.requests.filter((r) => r.path === stream).length;
     const before = streamRequests();
+    // Each answer held long enough that requests sent together are all held together.
+    parts.emulator.injectFaults({ path: stream, delayMs: 200, times: stripe.concurrency });
+    parts.emulator.peakInFlight = 0;
 
     const res = await handler(sqsEvent(records), lambdaContext());
 
     assert.deepEqual(res.batchItemFailures, []);
     assert.equal(streamRequests() - before, stripe.concurrency);
+    assert.equal(parts.emulator.peakInFlight, stripe.concurrency);
     const expected = records.reduce((sum, _, i) => sum + 1 + (i % 3), 0);
     assert.equal(totalFor(customer), expected);
   });
