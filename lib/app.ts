@@ -203,6 +203,7 @@ export async function createConsumerFromConfig(config: Config, deps: AppDeps = {
     metrics,
     maxAttempts: config.maxAttempts,
     stopMarginMs: config.stopMarginMs,
+    lookupConcurrency: config.lookupConcurrency,
     valueRules: config.valueRules,
     aggregation: config.aggregation,
     // A combined event that fails goes back on the ingest queue as itself (lib/aggregation.ts),

@@ -41,6 +41,7 @@ export const EnvSchema = z.object({
   METERHOOK_EVENTS_PER_MESSAGE: int(1, 1, MAX_PACK_EVENTS),
   METERHOOK_PACK_RETRY_DELAY_SECONDS: int(360, 0, 900),
   METERHOOK_STOP_MARGIN_MS: int(2_000, 0, 60_000),
+  METERHOOK_LOOKUP_CONCURRENCY: int(8, 1, 256),
   METERHOOK_LOG_LEVEL: z.enum(["debug", "info", "warn", "error"]).default("info"),
   STRIPE_API_KEY: z.string().optional(),
   STRIPE_API_KEY_SSM_PARAMETER: z.string().min(1).optional(),
@@ -90,6 +91,8 @@ export interface Config {
   /** How long a pack's events to retry, queued again as a smaller pack, wait before delivery. */
   packRetryDelaySeconds: number;
   stopMarginMs: number;
+  /** Customer lookups (HTTP, Stripe search) in flight at once per consumer invocation. */
+  lookupConcurrency: number;
   logLevel: "debug" | "info" | "warn" | "error";
   stripe: {
     apiKey: string | undefined;
@@ -225,6 +228,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     eventsPerMessage: e.METERHOOK_EVENTS_PER_MESSAGE,
     packRetryDelaySeconds: e.METERHOOK_PACK_RETRY_DELAY_SECONDS,
     stopMarginMs: e.METERHOOK_STOP_MARGIN_MS,
+    lookupConcurrency: e.METERHOOK_LOOKUP_CONCURRENCY,
     logLevel: e.METERHOOK_LOG_LEVEL,
     stripe: {
       apiKey: e.STRIPE_API_KEY,

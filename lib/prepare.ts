@@ -3,11 +3,13 @@
  * (canonical event, queued trigger, an app's own message), mapping, customer resolution and
  * validation against Stripe's rules. lib/consumer.ts submits what is ready and settles the rest.
  */
+
+import pLimit, { type LimitFunction } from "p-limit";
 import { isContinuation, parseContinuation } from "./aggregation.js";
 import type { ConsumerDeps, Mapping, QueueMessage } from "./consumer.js";
 import type { CustomerResolver } from "./customers.js";
 import { type DeadLetter, pastDedupeWindow } from "./dead-letter.js";
-import { DeadLetterCode, MeterhookError } from "./errors.js";
+import { DeadLetterCode, MeterhookError, TransientError } from "./errors.js";
 import type { Source, Trigger } from "./mapping/engine.js";
 import { type MeterEvent, meterEventIdentifier, outsideDedupeWindow, toMeterEvent } from "./meter-event.js";
 import { isMisshapenPack, PACK_FORMAT, PACK_START } from "./pack.js";
@@ -51,6 +53,8 @@ export function inputOf(m: QueueMessage): unknown {
 
 const PRINTABLE = /^[\x20-\x7e]{1,255}$/;
 const NOT_STARTED = "not started: the invocation was about to time out";
+const LOOKUP_NOT_STARTED = "customer lookup not started: the invocation was about to time out";
+export const DEFAULT_LOOKUP_CONCURRENCY = 8;
 const looksCanonical = (x: unknown) =>
   !!x && typeof x === "object" && "id" in x && "event_name" in x && "customer" in x;
 
@@ -83,11 +87,19 @@ export interface Preparer {
 export function createPreparer(deps: ConsumerDeps, deadline: number, startedAt: number): Preparer {
   const now = deps.now ?? Date.now;
   const customers = new Map<string, Promise<string>>();
+  // Lookups wait their turn; one whose turn comes too late is not started and its message is
+  // retried. Made at the first lookup: most batches' customers are known without I/O.
+  let lookups: LimitFunction | undefined;
+  const lookUp = (resolver: CustomerResolver, c: string) => {
+    if (deadline - now() < deps.stopMarginMs) throw new TransientError("customer_lookup_failed", LOOKUP_NOT_STARTED);
+    return resolver.resolve(c);
+  };
   const resolve = (resolver: CustomerResolver, scope: string, c: string) => {
     const key = `${scope}\u0000${c}`;
     let p = customers.get(key);
     if (!p) {
-      p = resolver.resolve(c);
+      lookups ??= pLimit(deps.lookupConcurrency ?? DEFAULT_LOOKUP_CONCURRENCY);
+      p = lookups(lookUp, resolver, c);
       customers.set(key, p);
     }
     return p;

@@ -1,0 +1,101 @@
+import assert from "node:assert/strict";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
+import { after, before, describe, test } from "node:test";
+import { createConsumerFromConfig } from "../../lib/app.js";
+import { loadConfig } from "../../lib/config.js";
+import { processBatch } from "../../lib/consumer.js";
+import { CustomerResolver, stripeIdLookup } from "../../lib/customers.js";
+import { createLogger, silentLogger } from "../../lib/logger.js";
+import { httpLookup } from "../../lib/mapping/lookups.js";
+import { createWireTransport } from "../../lib/stripe/wire.js";
+import { queueMessage, usageEvent } from "../helpers/factories.js";
+import { consumerEnv, usePipelineParts } from "../helpers/pipeline.js";
+
+const parts = usePipelineParts();
+
+/** The app's own billing service on loopback: `acct_<n>` is `cus_lookup<n>`, each answer after `delayMs`. */
+const service = { delayMs: 0, inFlight: 0, peak: 0, asked: [] as string[], url: "" };
+const server = createServer(async (req, res) => {
+  const account = decodeURIComponent((req.url ?? "").split("/")[2] ?? "");
+  service.asked.push(account);
+  service.peak = Math.max(service.peak, ++service.inFlight);
+  await new Promise((r) => setTimeout(r, service.delayMs));
+  service.inFlight--;
+  res.writeHead(200, { "content-type": "application/json" });
+  res.end(JSON.stringify({ stripe_customer_id: account.replace("acct_", "cus_lookup") }));
+});
+const transport = createWireTransport();
+before(async () => {
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
+  service.url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+});
+after(async () => {
+  await transport.close();
+  server.closeAllConnections();
+  await new Promise<void>((r) => server.close(() => r()));
+});
+
+/** The consumer's dependencies with canonical events' customers looked up over HTTP. */
+async function depsWith(env: Record<string, string>) {
+  const consumer = await createConsumerFromConfig(loadConfig(consumerEnv(parts, env)), {
+    sqs: parts.queues.sqs,
+    logger: silentLogger,
+  });
+  const lookup = httpLookup(transport, {
+    url: `${service.url}/accounts/{customer}`,
+    headers: {},
+    timeoutMs: 5_000,
+    stripeIdPath: "stripe_customer_id",
+  });
+  return { consumer, deps: { ...consumer.deps, resolver: new CustomerResolver([stripeIdLookup, lookup]) } };
+}
+
+const totalFor = (customer: string) =>
+  parts.emulator.ledger.summaries().find((s) => s.customer === customer)?.aggregated_value ?? 0;
+
+describe("customer lookups over I/O in a batch", () => {
+  test("run at most METERHOOK_LOOKUP_CONCURRENCY at a time, and every event is billed", async () => {
+    const { consumer, deps } = await depsWith({ METERHOOK_LOOKUP_CONCURRENCY: "3" });
+    Object.assign(service, { delayMs: 50, peak: 0, asked: [] });
+    const events = Array.from({ length: 12 }, (_, i) => usageEvent({ customer: `acct_c${i}`, value: i + 1 }));
+
+    const result = await processBatch(
+      events.map((e) => queueMessage(e)),
+      Date.now() + 30_000,
+      deps,
+    );
+    await consumer.close();
+
+    assert.equal(result.billed, 12);
+    assert.equal(service.asked.length, 12);
+    assert.equal(service.peak, 3);
+    for (let i = 0; i < events.length; i++) assert.equal(totalFor(`cus_lookupc${i}`), i + 1);
+  });
+
+  test("a lookup whose turn comes inside the stop margin is not started; its message is retried", async () => {
+    const { consumer, deps } = await depsWith({ METERHOOK_LOOKUP_CONCURRENCY: "1", METERHOOK_STOP_MARGIN_MS: "1000" });
+    const lines: string[] = [];
+    const logger = createLogger({ write: (line) => lines.push(line) });
+    // One at a time, 500 ms each, 1,750 ms left: the first two start with 1,750 and 1,250 ms
+    // left, the third would start with 750, inside the 1,000 ms margin. By then nothing may be
+    // sent either, so all three stay on the queue, and only two lookups were made.
+    Object.assign(service, { delayMs: 500, peak: 0, asked: [] });
+    const messages = ["acct_d0", "acct_d1", "acct_d2"].map((customer) => queueMessage(usageEvent({ customer })));
+
+    const result = await processBatch(messages, Date.now() + 1_750, { ...deps, logger });
+    await consumer.close();
+
+    assert.deepEqual(service.asked, ["acct_d0", "acct_d1"]);
+    assert.deepEqual(
+      result.failedMessageIds,
+      messages.map((m) => m.messageId),
+    );
+    const reasons = lines.map((l) => JSON.parse(l)).filter((l) => l.message === "event will be retried");
+    assert.match(
+      reasons.find((r) => r.messageId === messages[2]?.messageId)?.reason ?? "",
+      /customer lookup not started: the invocation was about to time out/,
+    );
+    for (const c of ["cus_lookupd0", "cus_lookupd1", "cus_lookupd2"]) assert.equal(totalFor(c), 0);
+  });
+});
