@@ -63,10 +63,11 @@ export interface ConsumerDeps {
   /** Below this much time left, no new work is started. */
   stopMarginMs: number;
   /**
-   * Customer lookups that need I/O (HTTP, Stripe search) in flight at once per batch (default 8):
-   * a batch of new customers must not flood the app's service or Stripe's search.
+   * Customer lookups that need I/O (HTTP, Stripe search) in flight at once per batch
+   * (METERHOOK_LOOKUP_CONCURRENCY): a batch of new customers must not flood the app's service or
+   * Stripe's search.
    */
-  lookupConcurrency?: number;
+  lookupConcurrency: number;
   /** Per-meter value rules (e.g. values must be positive). */
   valueRules?: ValueRules;
   metrics?: Metrics;

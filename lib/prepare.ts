@@ -54,7 +54,6 @@ export function inputOf(m: QueueMessage): unknown {
 const PRINTABLE = /^[\x20-\x7e]{1,255}$/;
 const NOT_STARTED = "not started: the invocation was about to time out";
 const LOOKUP_NOT_STARTED = "customer lookup not started: the invocation was about to time out";
-export const DEFAULT_LOOKUP_CONCURRENCY = 8;
 const looksCanonical = (x: unknown) =>
   !!x && typeof x === "object" && "id" in x && "event_name" in x && "customer" in x;
 
@@ -98,7 +97,7 @@ export function createPreparer(deps: ConsumerDeps, deadline: number, startedAt: 
     const key = `${scope}\u0000${c}`;
     let p = customers.get(key);
     if (!p) {
-      lookups ??= pLimit(deps.lookupConcurrency ?? DEFAULT_LOOKUP_CONCURRENCY);
+      lookups ??= pLimit(deps.lookupConcurrency);
       p = lookups(lookUp, resolver, c);
       customers.set(key, p);
     }
