@@ -15,10 +15,11 @@ import { consumerEnv, usePipelineParts } from "../helpers/pipeline.js";
 const parts = usePipelineParts();
 
 /** The app's own billing service on loopback: `acct_<n>` is `cus_lookup<n>`, each answer after `delayMs`. */
-const service = { delayMs: 0, inFlight: 0, peak: 0, asked: [] as string[], url: "" };
+const service = { delayMs: 0, inFlight: 0, peak: 0, asked: [] as string[], url: "", onRequest: () => {} };
 const server = createServer(async (req, res) => {
   const account = decodeURIComponent((req.url ?? "").split("/")[2] ?? "");
   service.asked.push(account);
+  service.onRequest();
   service.peak = Math.max(service.peak, ++service.inFlight);
   await new Promise((r) => setTimeout(r, service.delayMs));
   service.inFlight--;
@@ -97,5 +98,26 @@ describe("customer lookups over I/O in a batch", () => {
       /customer lookup not started: the invocation was about to time out/,
     );
     for (const c of ["cus_lookupd0", "cus_lookupd1", "cus_lookupd2"]) assert.equal(totalFor(c), 0);
+  });
+
+  test("lookups started in time are billed; the one refused for time alone is retried", async () => {
+    const { consumer, deps } = await depsWith({ METERHOOK_LOOKUP_CONCURRENCY: "1", METERHOOK_STOP_MARGIN_MS: "1000" });
+    // The consumer's clock moves 500 ms with each lookup the service answers, not with real
+    // time: the third lookup's turn comes with 750 ms left, whatever the machine's speed.
+    let clock = Date.now();
+    const start = clock;
+    Object.assign(service, { delayMs: 0, asked: [], onRequest: () => (clock += 500) });
+    const messages = ["acct_e0", "acct_e1", "acct_e2"].map((customer) => queueMessage(usageEvent({ customer })));
+
+    const result = await processBatch(messages, start + 1_750, { ...deps, now: () => clock });
+    service.onRequest = () => {};
+    await consumer.close();
+
+    assert.deepEqual(service.asked, ["acct_e0", "acct_e1"]);
+    assert.equal(result.billed, 2);
+    assert.deepEqual(result.failedMessageIds, [messages[2]?.messageId]);
+    assert.equal(totalFor("cus_lookupe0"), 3);
+    assert.equal(totalFor("cus_lookupe1"), 3);
+    assert.equal(totalFor("cus_lookupe2"), 0);
   });
 });
