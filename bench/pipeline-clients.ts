@@ -288,11 +288,22 @@ async function pipeline(
   url: string,
   api: "v1" | "v2",
   inFlight: number,
-  customers: number,
-  extra: Record<string, string> = {},
-  batch = sqsEvent,
-  bundle = BUNDLE,
-  perInvocation = 100,
+  {
+    customers = 200,
+    extra = {},
+    batch = sqsEvent,
+    bundle = BUNDLE,
+    perInvocation = 100,
+  }: {
+    /** Distinct customers in each invocation's events. */
+    customers?: number;
+    /** More of the function's environment. */
+    extra?: Record<string, string>;
+    /** Builds one invocation's SQS event of `n` events. */
+    batch?: (n: number, customers: number) => SQSEvent;
+    bundle?: string;
+    perInvocation?: number;
+  } = {},
 ) {
   let handler: (event: SQSEvent, context: { getRemainingTimeInMillis: () => number }) => Promise<SQSBatchResponse>;
   let close = () => Promise.resolve();
@@ -364,7 +375,7 @@ export const scenarios: Scenario[] = [
   {
     name: "meterhook pipeline, v2 stream, batches of 100, 16 in flight",
     role: "pipeline v2",
-    start: (url) => pipeline(url, "v2", 16, 200),
+    start: (url) => pipeline(url, "v2", 16),
   },
   {
     name: "stripe SDK, v1 meter events, 64 in flight",
@@ -388,16 +399,19 @@ export const scenarios: Scenario[] = [
   {
     name: "meterhook pipeline, v1, batches of 100, 8 in flight x 8 lanes",
     role: "pipeline v1",
-    start: (url) => pipeline(url, "v1", 8, 200),
+    start: (url) => pipeline(url, "v1", 8),
   },
   {
     // Not part of the goals: what pre-aggregation saves when a batch holds several events per
     // customer (10 customers here), against the v1 rows above.
     name: "meterhook pipeline, v1, pre-aggregated (sum), 10 customers",
     start: (url) =>
-      pipeline(url, "v1", 8, 10, {
-        METERHOOK_AGGREGATE: JSON.stringify({ api_requests: "sum" }),
-        METERHOOK_INGEST_QUEUE_URL: "http://127.0.0.1:9/000000000000/never-used",
+      pipeline(url, "v1", 8, {
+        customers: 10,
+        extra: {
+          METERHOOK_AGGREGATE: JSON.stringify({ api_requests: "sum" }),
+          METERHOOK_INGEST_QUEUE_URL: "http://127.0.0.1:9/000000000000/never-used",
+        },
       }),
   },
   {
@@ -405,7 +419,7 @@ export const scenarios: Scenario[] = [
     // but in one record packed as the HTTP API writes them with METERHOOK_EVENTS_PER_MESSAGE=100.
     name: "meterhook pipeline, v2 stream, 1 pack of 100 per invocation, 16 in flight",
     role: "pipeline v2, packed",
-    start: (url) => pipeline(url, "v2", 16, 200, {}, packedSqsEvent),
+    start: (url) => pipeline(url, "v2", 16, { batch: packedSqsEvent }),
   },
   {
     // Not a goal row: the v2 stack's batch (serverless.yml custom.consumerBatchSize), 800 records
@@ -413,7 +427,7 @@ export const scenarios: Scenario[] = [
     // flight keep the SDK row's 16 requests in flight.
     name: "meterhook pipeline, v2 stream, 800 records per invocation, 2 in flight",
     role: "pipeline v2, stack batch",
-    start: (url) => pipeline(url, "v2", 2, 200, {}, sqsEvent, BUNDLE, 800),
+    start: (url) => pipeline(url, "v2", 2, { perInvocation: 800 }),
   },
   {
     // Not part of the goals: meterhook's own Stripe client and transport on the SDK row's task,
@@ -450,7 +464,7 @@ export const scenarios: Scenario[] = [
           // Not part of the goals: the v2 row on another build (BENCH_COMPARE_BUNDLE).
           name: "meterhook pipeline on BENCH_COMPARE_BUNDLE, v2 stream, batches of 100, 16 in flight",
           role: "pipeline v2, compared build" as const,
-          start: (url: string) => pipeline(url, "v2", 16, 200, {}, sqsEvent, COMPARE_BUNDLE),
+          start: (url: string) => pipeline(url, "v2", 16, { bundle: COMPARE_BUNDLE }),
         },
       ]
     : []),
