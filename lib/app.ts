@@ -3,6 +3,7 @@ import { createAwsSecretReader } from "./aws-secrets.js";
 import { type Config, required } from "./config.js";
 import { type BatchResult, type ConsumerDeps, processBatch, type QueueMessage } from "./consumer.js";
 import { CustomerResolver, staticTableLookup, stripeIdLookup } from "./customers.js";
+import { TransientError } from "./errors.js";
 import type { HttpRequest, HttpResponse } from "./http.js";
 import { createIngestApi, type WebhookSources } from "./ingest-api.js";
 import { createLogger, type Logger } from "./logger.js";
@@ -175,7 +176,15 @@ export async function createConsumerFromConfig(config: Config, deps: AppDeps = {
   const transport = deps.transport ?? (await transportFor(config));
   const client = createStripeClient(resolved, transport, logger, metrics);
   const mapping = await mappingFor(config, deps);
-  const stripeGet: StripeGet = async (path, query) => {
+  // Stripe limits searches to 20 per second per account, apart from (and within) its other limits.
+  const searches = new RateLimiter(config.stripe.searchMaxRequestsPerSecond);
+  const stripeGet: StripeGet = async (path, query, startBy = Number.POSITIVE_INFINITY) => {
+    if (path.endsWith("/search") && !(await searches.acquire(startBy))) {
+      throw new TransientError(
+        "customer_lookup_failed",
+        "customer lookup not started: no turn under STRIPE_SEARCH_MAX_REQUESTS_PER_SECOND before the invocation's time runs out",
+      );
+    }
     const v = await client.call({
       base: "api",
       method: "GET",

@@ -57,6 +57,9 @@ export const EnvSchema = z.object({
   STRIPE_CONCURRENCY: int(8, 1, 256),
   STRIPE_STREAM_BATCH_SIZE: int(100, 1, 100),
   STRIPE_MAX_REQUESTS_PER_SECOND: z.coerce.number().positive().max(10_000).optional(),
+  // Stripe allows 20 searches per second per account; 3 per instance keeps the stack's 5
+  // consumer instances at 15, with room for the replay function and the app's own searches.
+  STRIPE_SEARCH_MAX_REQUESTS_PER_SECOND: z.coerce.number().positive().max(10_000).default(3),
   SQS_ENDPOINT: z.string().url().optional(),
   SSM_ENDPOINT: z.string().url().optional(),
   SECRETS_MANAGER_ENDPOINT: z.string().url().optional(),
@@ -111,6 +114,8 @@ export interface Config {
     streamBatchSize: number;
     /** Client-side limit on Stripe requests per second, per process. */
     maxRequestsPerSecond: number | undefined;
+    /** Client-side limit on Stripe customer searches per second, per process (within maxRequestsPerSecond). */
+    searchMaxRequestsPerSecond: number;
   };
   aws: {
     region: string;
@@ -244,6 +249,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       concurrency: e.STRIPE_CONCURRENCY,
       streamBatchSize: e.STRIPE_STREAM_BATCH_SIZE,
       maxRequestsPerSecond: e.STRIPE_MAX_REQUESTS_PER_SECOND,
+      searchMaxRequestsPerSecond: e.STRIPE_SEARCH_MAX_REQUESTS_PER_SECOND,
     },
     aws: {
       region: e.AWS_REGION,

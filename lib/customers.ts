@@ -7,7 +7,11 @@ import { CustomerNotFoundError } from "./errors.js";
  */
 export interface CustomerLookup {
   readonly name: string;
-  resolve(customer: string): Promise<string | undefined>;
+  /**
+   * `startBy` (epoch ms): the latest a request may start; a lookup that must wait longer for its
+   * turn (a rate limit) fails transiently instead.
+   */
+  resolve(customer: string, startBy?: number): Promise<string | undefined>;
   /**
    * The answer when it is known without I/O (a table, a cache hit): the id, or null for "not
    * mapped". Undefined means "ask resolve()". Lets the consumer skip a promise per event.
@@ -52,13 +56,13 @@ export function cachedLookup(
   return {
     name: `cached ${inner.name}`,
     known,
-    resolve(customer) {
+    resolve(customer, startBy) {
       const hit = known(customer);
       if (hit !== undefined) return Promise.resolve(hit ?? undefined);
       const pending = inflight.get(customer);
       if (pending) return pending;
       const p = inner
-        .resolve(customer)
+        .resolve(customer, startBy)
         .then((id) => {
           const ttl = id === undefined ? options.negativeTtlMs : options.ttlMs;
           if (ttl > 0) {
@@ -96,9 +100,9 @@ export class CustomerResolver {
   }
 
   /** Resolves or throws CustomerNotFoundError (permanent) / a retryable error (transient). */
-  async resolve(customer: string): Promise<string> {
+  async resolve(customer: string, startBy?: number): Promise<string> {
     for (const lookup of this.lookups) {
-      const id = await lookup.resolve(customer);
+      const id = await lookup.resolve(customer, startBy);
       if (id !== undefined) return id;
     }
     throw new CustomerNotFoundError(customer);

@@ -91,7 +91,7 @@ export function createPreparer(deps: ConsumerDeps, deadline: number, startedAt: 
   let lookups: LimitFunction | undefined;
   const lookUp = (resolver: CustomerResolver, c: string) => {
     if (deadline - now() < deps.stopMarginMs) throw new TransientError("customer_lookup_failed", LOOKUP_NOT_STARTED);
-    return resolver.resolve(c);
+    return resolver.resolve(c, deadline - deps.stopMarginMs);
   };
   const resolve = (resolver: CustomerResolver, scope: string, c: string) => {
     const key = `${scope}\u0000${c}`;

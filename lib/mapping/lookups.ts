@@ -48,15 +48,18 @@ export function httpLookup(
 export type StripeGet = (
   path: string,
   query: Record<string, string>,
+  /** The latest the request may start (see CustomerLookup.resolve). */
+  startBy?: number,
 ) => Promise<{ status: number; body: string } | { error: string }>;
 
 /** Searches Stripe customers by metadata: `metadata['account_id']:'acct_42'`. */
 export function stripeSearchLookup(get: StripeGet, metadataKey: string): CustomerLookup {
   return {
     name: "stripe-search",
-    async resolve(customer) {
+    async resolve(customer, startBy) {
       const quoted = customer.replaceAll("\\", "\\\\").replaceAll("'", "\\'");
-      const res = await get("/v1/customers/search", { query: `metadata['${metadataKey}']:'${quoted}'`, limit: "2" });
+      const query = { query: `metadata['${metadataKey}']:'${quoted}'`, limit: "2" };
+      const res = await get("/v1/customers/search", query, startBy);
       if ("error" in res)
         throw new TransientError("customer_lookup_failed", `Stripe customer search failed: ${res.error}`);
       if (res.status !== 200)

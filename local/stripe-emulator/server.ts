@@ -20,6 +20,8 @@ export interface EmulatorOptions {
   latencyMs?: number;
   /** Requests per second per key on v1 meter events before 429 (off when unset). */
   v1RateLimit?: number;
+  /** Customer searches per second per key before 429: Stripe's 20 unless set; 0 turns it off. */
+  searchRateLimit?: number;
   now?: () => number;
 }
 
@@ -101,6 +103,7 @@ export class StripeEmulator {
   private readonly sessions = new Map<string, number>();
   private readonly idempotency = new Map<string, { hash: string; reply: Reply; at: number }>();
   private readonly rate = new Map<string, { second: number; count: number }>();
+  private readonly searchRate = new Map<string, { second: number; count: number }>();
   private faults: Array<Fault & { left: number }> = [];
   /** Chooses a fault for requests no scripted fault matched (seeded fault schedules). */
   private faultPolicy: ((req: FaultContext) => Fault | undefined) | undefined;
@@ -179,6 +182,7 @@ export class StripeEmulator {
     this.peakInFlight = this.inFlight;
     this.idempotency.clear();
     this.rate.clear();
+    this.searchRate.clear();
   }
 
   /** Sets (or clears) a function that picks a fault for each request; scripted faults go first. */
@@ -368,8 +372,12 @@ export class StripeEmulator {
 
   /** `GET /v1/customers/search?query=metadata['key']:'value'`: the one query form lookups use. */
   private searchCustomers(req: IncomingMessage, url: URL): Reply {
-    const denied = this.authError(this.credential(req));
+    const credential = this.credential(req);
+    const denied = this.authError(credential);
     if (denied) return denied;
+    if (this.rateLimited(credential as string, this.options.searchRateLimit ?? 20, this.searchRate)) {
+      return v1Error(429, "invalid_request_error", "Request rate limit exceeded.", { code: "rate_limit" });
+    }
     const query = url.searchParams.get("query") ?? "";
     const m = /^metadata\['([^']+)'\]:'((?:[^'\\]|\\.)*)'$/.exec(query);
     if (!m)
@@ -385,13 +393,13 @@ export class StripeEmulator {
     return { status: 200, body: { object: "search_result", data, has_more: false, url: "/v1/customers/search" } };
   }
 
-  private rateLimited(key: string): boolean {
-    const limit = this.options.v1RateLimit;
+  /** Over `limit` requests from `key` in this calendar second (counted in `rate`). */
+  private rateLimited(key: string, limit = this.options.v1RateLimit, rate = this.rate): boolean {
     if (!limit) return false;
     const second = Math.floor(this.now() / 1000);
-    const r = this.rate.get(key);
+    const r = rate.get(key);
     if (!r || r.second !== second) {
-      this.rate.set(key, { second, count: 1 });
+      rate.set(key, { second, count: 1 });
       return false;
     }
     r.count++;

@@ -1,6 +1,9 @@
 import assert from "node:assert/strict";
+import { mkdtempSync, writeFileSync } from "node:fs";
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { createConsumerFromConfig } from "../../lib/app.js";
 import { loadConfig } from "../../lib/config.js";
@@ -9,8 +12,11 @@ import { CustomerResolver, stripeIdLookup } from "../../lib/customers.js";
 import { createLogger, silentLogger } from "../../lib/logger.js";
 import { httpLookup } from "../../lib/mapping/lookups.js";
 import { createWireTransport } from "../../lib/stripe/wire.js";
+import { SOURCE_ATTRIBUTE } from "../../lib/triggers.js";
+import type { StripeEmulator } from "../../local/stripe-emulator/server.js";
 import { queueMessage, usageEvent } from "../helpers/factories.js";
 import { consumerEnv, usePipelineParts } from "../helpers/pipeline.js";
+import { startEmulator } from "../helpers/stripe.js";
 
 const parts = usePipelineParts();
 
@@ -119,5 +125,101 @@ describe("customer lookups over I/O in a batch", () => {
     assert.equal(totalFor("cus_lookupe0"), 3);
     assert.equal(totalFor("cus_lookupe1"), 3);
     assert.equal(totalFor("cus_lookupe2"), 0);
+  });
+});
+
+describe("customer lookups through Stripe's customer search", () => {
+  // An app's own messages, `{"id", "account", "n"}`, whose accounts Stripe's search finds by
+  // metadata['account_id'].
+  const dir = mkdtempSync(join(tmpdir(), "mh-search-"));
+  const configFile = join(dir, "config.yaml");
+  writeFileSync(
+    configFile,
+    [
+      "version: 1",
+      "sources:",
+      "  usage:",
+      "    type: sqs",
+      "    customer: { lookup: stripe-search, metadataKey: account_id }",
+      "    rules:",
+      "      - name: usage",
+      "        id: body.id",
+      "        customer: body.account",
+      "        emit:",
+      "          - event_name: api_requests",
+      "            value: body.n",
+    ].join("\n"),
+  );
+  // Its own Stripe, holding searches to 4 per second per key as Stripe holds them to 20.
+  let stripe: StripeEmulator;
+  before(async () => {
+    stripe = await startEmulator({ searchRateLimit: 4 });
+  });
+  after(() => stripe.stop());
+
+  const consumerWith = (env: Record<string, string>) =>
+    createConsumerFromConfig(
+      loadConfig({
+        ...consumerEnv(parts, env),
+        STRIPE_API_BASE: stripe.url,
+        STRIPE_METER_EVENTS_BASE: stripe.url,
+        METERHOOK_CONFIG: configFile,
+      }),
+      { sqs: parts.queues.sqs, logger: silentLogger },
+    );
+  const messagesFor = (prefix: string, n: number) =>
+    Array.from({ length: n }, (_, i) => {
+      stripe.addCustomer(`cus_${prefix}${i}`, { account_id: `acct_${prefix}${i}` });
+      return queueMessage(
+        { id: `${prefix}-${i}`, account: `acct_${prefix}${i}`, n: i + 1 },
+        { attributes: { [SOURCE_ATTRIBUTE]: "usage" } },
+      );
+    });
+  const searches = () => stripe.requests.filter((r) => r.path === "/v1/customers/search");
+  const total = (customer: string) =>
+    stripe.ledger.summaries().find((s) => s.customer === customer)?.aggregated_value ?? 0;
+
+  test("keep to STRIPE_SEARCH_MAX_REQUESTS_PER_SECOND (3 by default), so Stripe never answers 429", async () => {
+    const consumer = await consumerWith({});
+    const before = searches().length;
+    // Nine new accounts in one batch: eight lookups may run at once, but searches go out at 3/s.
+    const messages = messagesFor("srch", 9);
+
+    const result = await processBatch(messages, Date.now() + 30_000, consumer.deps);
+    await consumer.close();
+
+    assert.equal(result.billed, 9);
+    const made = searches().slice(before);
+    assert.equal(made.length, 9);
+    assert.deepEqual(
+      made.filter((r) => r.status !== 200),
+      [],
+    );
+    for (let i = 0; i < 9; i++) assert.equal(total(`cus_srch${i}`), i + 1);
+  });
+
+  test("a search whose turn would come inside the stop margin is not made; its message is retried", async () => {
+    const consumer = await consumerWith({
+      STRIPE_SEARCH_MAX_REQUESTS_PER_SECOND: "1",
+      METERHOOK_STOP_MARGIN_MS: "1000",
+    });
+    const lines: string[] = [];
+    const logger = createLogger({ write: (line) => lines.push(line) });
+    const before = searches().length;
+    const messages = messagesFor("late", 3);
+
+    // One search a second, 2.5 s left: searches may start until 1.5 s from now. The first goes
+    // at once and the second after 1 s (0.5 s of slack either way); the third's turn, at 2 s,
+    // comes too late.
+    const result = await processBatch(messages, Date.now() + 2_500, { ...consumer.deps, logger });
+    await consumer.close();
+
+    assert.equal(searches().length - before, 2);
+    assert.equal(result.billed, 2);
+    assert.equal(result.failedMessageIds.length, 1);
+    const retried = messages.find((m) => m.messageId === result.failedMessageIds[0]);
+    const reason = lines.map((l) => JSON.parse(l)).find((l) => l.messageId === retried?.messageId)?.reason;
+    assert.match(reason ?? "", /customer lookup not started: no turn under STRIPE_SEARCH_MAX_REQUESTS_PER_SECOND/);
+    assert.equal(messages.filter((_, i) => total(`cus_late${i}`) === i + 1).length, 2);
   });
 });

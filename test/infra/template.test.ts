@@ -82,6 +82,18 @@ describe("packaged CloudFormation template", () => {
     assert.equal(JSON.parse(stdout).functions.ingestQueue.events[0].sqs.batchSize, 100);
   });
 
+  test("the consumers' and the replay function's Stripe searches together stay under Stripe's 20 per second", () => {
+    const esm = ofType("AWS::Lambda::EventSourceMapping")[0]?.[1];
+    const perSecond = (fn: string) => {
+      const env = resources[fn].Properties.Environment.Variables;
+      return loadConfig({ STRIPE_SEARCH_MAX_REQUESTS_PER_SECOND: env.STRIPE_SEARCH_MAX_REQUESTS_PER_SECOND }).stripe
+        .searchMaxRequestsPerSecond;
+    };
+    const consumers = esm.Properties.ScalingConfig.MaximumConcurrency * perSecond("IngestQueueLambdaFunction");
+    // The replay function counted once: an operator invokes it, one replay at a time.
+    assert.ok(consumers + perSecond("DlqReplayLambdaFunction") <= 20, `${consumers} + replay's`);
+  });
+
   test("every function runs on arm64 with a supported Node.js runtime", () => {
     const fns = ofType("AWS::Lambda::Function");
     assert.equal(fns.length, 4);

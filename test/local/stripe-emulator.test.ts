@@ -274,3 +274,23 @@ describe("forgetHistory (the benchmarks' reset between runs)", () => {
     }
   });
 });
+
+describe("customer search", () => {
+  test("answers 20 searches per key in a second, as Stripe does, then 429 until the next second", async () => {
+    emu.addCustomer("cus_srch", { account_id: "acct_srch" });
+    const search = () => call(`/v1/customers/search?query=${encodeURIComponent("metadata['account_id']:'acct_srch'")}`);
+    clock = Math.ceil(clock / 1000) * 1000;
+    const first = await Promise.all(Array.from({ length: 21 }, search));
+    // They may arrive in any order: whichever comes 21st is refused.
+    const ok = first.filter((r) => r.status === 200);
+    const refused = first.filter((r) => r.status === 429);
+    assert.equal(ok.length, 20);
+    assert.equal(ok[0]?.body.data[0].id, "cus_srch");
+    assert.deepEqual(
+      refused.map((r) => r.body.error.code),
+      ["rate_limit"],
+    );
+    clock += 1000;
+    assert.equal((await search()).status, 200);
+  });
+});
