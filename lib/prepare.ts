@@ -1,20 +1,21 @@
 /**
  * One queue message made ready to send, or turned into its dead letter or a retry: decoding
- * (canonical event, queued trigger, an app's own message), mapping, customer resolution and
- * validation against Stripe's rules. lib/consumer.ts submits what is ready and settles the rest.
+ * (lib/decode.ts: canonical event, queued trigger, an app's own message, mapped), customer
+ * resolution and validation against Stripe's rules. lib/consumer.ts submits what is ready and
+ * settles the rest.
  */
 
 import pLimit, { type LimitFunction } from "p-limit";
 import { isContinuation, parseContinuation } from "./aggregation.js";
-import type { ConsumerDeps, Mapping, QueueMessage } from "./consumer.js";
+import type { ConsumerDeps, QueueMessage } from "./consumer.js";
 import type { CustomerResolver } from "./customers.js";
 import { type DeadLetter, pastDedupeWindow } from "./dead-letter.js";
+import { decodeUsage } from "./decode.js";
 import { DeadLetterCode, MeterhookError, TransientError } from "./errors.js";
-import type { Source, Trigger } from "./mapping/engine.js";
 import { type MeterEvent, meterEventIdentifier, outsideDedupeWindow, toMeterEvent } from "./meter-event.js";
 import { isMisshapenPack, PACK_FORMAT, PACK_START } from "./pack.js";
 import { isTriggerMessage, SOURCE_ATTRIBUTE } from "./triggers.js";
-import { parsePlainEventJson, parseUsageEvent, type UsageEvent } from "./usage-event.js";
+import { parsePlainEventJson, type UsageEvent } from "./usage-event.js";
 
 /** Ready to submit. The parsed message is not kept while Stripe answers (see inputOf). */
 export type Ready = {
@@ -54,8 +55,6 @@ export function inputOf(m: QueueMessage): unknown {
 const PRINTABLE = /^[\x20-\x7e]{1,255}$/;
 const NOT_STARTED = "not started: the invocation was about to time out";
 const LOOKUP_NOT_STARTED = "customer lookup not started: the invocation was about to time out";
-const looksCanonical = (x: unknown) =>
-  !!x && typeof x === "object" && "id" in x && "event_name" in x && "customer" in x;
 
 /** A message's dead letter, with what the consumer knows of it (see Preparer.dead). */
 export type DeadLetterFor = (
@@ -125,59 +124,6 @@ export function createPreparer(deps: ConsumerDeps, deadline: number, startedAt: 
         ...(mayHaveRecorded ? { stripeMayHaveRecorded: true } : {}),
       },
     };
-  };
-
-  /** Turns a message into usage events: canonical, or mapped by a source. */
-  const decode = (
-    m: QueueMessage,
-    input: unknown,
-  ): { events: UsageEvent[]; source?: Source; resolver: CustomerResolver } | "ignored" | Dead => {
-    const mapping = deps.mapping;
-    let trigger: Trigger | undefined;
-    let sourceName: string | undefined;
-    if (isTriggerMessage(input)) {
-      let body: unknown = input.body;
-      try {
-        body = JSON.parse(input.body);
-      } catch {
-        // not JSON: expressions see the text
-      }
-      sourceName = input.source;
-      if (!sourceName && input.kind === "eventbridge" && mapping) sourceName = matchEventBridge(mapping, body);
-      trigger = {
-        source: sourceName ?? "",
-        headers: input.headers,
-        body,
-        receivedAt: Date.parse(input.receivedAt) || m.sentAt,
-      };
-    } else {
-      sourceName = m.attributes?.[SOURCE_ATTRIBUTE] ?? (looksCanonical(input) ? undefined : mapping?.defaultSqsSource);
-      if (sourceName) trigger = { source: sourceName, headers: m.attributes ?? {}, body: input, receivedAt: m.sentAt };
-    }
-    if (!trigger) return { events: [parseUsageEvent(input, m.sentAt / 1000)], resolver: deps.resolver };
-    const source = sourceName ? mapping?.sources.get(sourceName) : undefined;
-    if (!source) {
-      return dead(
-        m,
-        input,
-        DeadLetterCode.unknownSource,
-        sourceName ? `no source "${sourceName}" in the mapping config` : "no source matches this trigger",
-      );
-    }
-    const outcome = (mapping as Mapping).map(source, trigger);
-    if (outcome.kind === "unmatched") {
-      return source.unmatched === "ignore"
-        ? "ignored"
-        : dead(
-            m,
-            input,
-            DeadLetterCode.noMatchingRule,
-            `no rule of source "${source.name}" matches`,
-            undefined,
-            source.name,
-          );
-    }
-    return { events: outcome.events, source, resolver: mapping?.resolvers.get(source.name) ?? deps.resolver };
   };
 
   /** A message turned into usage events, waiting for their customers. */
@@ -269,9 +215,9 @@ export function createPreparer(deps: ConsumerDeps, deadline: number, startedAt: 
       };
     }
     try {
-      const decoded = decode(m, input);
-      if (decoded === "ignored") return IGNORED;
-      if ("kind" in decoded) return decoded;
+      const decoded = decodeUsage(m, input, deps);
+      if (decoded.kind === "ignored") return IGNORED;
+      if (decoded.kind === "refused") return dead(m, input, decoded.code, decoded.message, undefined, decoded.source);
       if (decoded.events.length === 1) eventId = decoded.events[0]?.id;
       return {
         m,
@@ -396,21 +342,4 @@ export function createPreparer(deps: ConsumerDeps, deadline: number, startedAt: 
   };
 
   return { prepareAll, dead };
-}
-
-/** The EventBridge source whose `match` takes this event (by `source` and `detail-type`). */
-function matchEventBridge(mapping: Mapping, event: unknown): string | undefined {
-  const e = event as { source?: unknown; "detail-type"?: unknown } | null;
-  const has = (want: string | string[] | undefined, got: unknown) =>
-    want === undefined || (typeof got === "string" && [want].flat().includes(got));
-  for (const s of mapping.sources.values()) {
-    if (
-      s.type === "eventbridge" &&
-      s.match &&
-      has(s.match.source, e?.source) &&
-      has(s.match.detailType, e?.["detail-type"])
-    )
-      return s.name;
-  }
-  return undefined;
 }
