@@ -176,22 +176,21 @@ export async function createConsumerFromConfig(config: Config, deps: AppDeps = {
   const transport = deps.transport ?? (await transportFor(config));
   const client = createStripeClient(resolved, transport, logger, metrics);
   const mapping = await mappingFor(config, deps);
-  // Stripe limits searches to 20 per second per account, apart from (and within) its other limits.
+  // The customer search lookup's GET. Stripe limits searches to 20 per second per account, apart
+  // from (and within) its other limits: every attempt takes a turn under this instance's share.
   const searches = new RateLimiter(config.stripe.searchMaxRequestsPerSecond);
   const stripeGet: StripeGet = async (path, query, startBy = Number.POSITIVE_INFINITY) => {
-    if (path.endsWith("/search") && !(await searches.acquire(startBy))) {
-      throw new TransientError(
-        "customer_lookup_failed",
-        "customer lookup not started: no turn under STRIPE_SEARCH_MAX_REQUESTS_PER_SECOND before the invocation's time runs out",
-      );
-    }
     const v = await client.call({
       base: "api",
       method: "GET",
       path,
       query,
       deadline: Date.now() + config.stripe.timeoutMs * 2,
+      limit: { limiter: searches, name: "STRIPE_SEARCH_MAX_REQUESTS_PER_SECOND", startBy },
     });
+    if (v.kind === "retry" && v.notStarted) {
+      throw new TransientError("customer_lookup_failed", `customer lookup not started: ${v.reason}`);
+    }
     if (v.kind === "ok") return { status: 200, body: v.body };
     return v.kind === "retry" ? { error: v.reason } : { status: v.status, body: "" };
   };

@@ -41,6 +41,12 @@ export interface StripeCall {
   /** Replaces the secret key (the v2 stream authenticates with a session token). */
   auth?: BearerSource;
   deadline: number;
+  /**
+   * The endpoint's own limit besides the client's (Stripe's customer search: 20 per second),
+   * taken by every attempt, retries included. An attempt whose turn would come after `startBy`
+   * is not sent, and the call ends there (`notStarted`). `name` is the setting that sets it.
+   */
+  limit?: { limiter: RateLimiter; name: string; startBy: number };
 }
 
 /** Supplies a bearer token per attempt, and hears when Stripe says it expired. */
@@ -121,6 +127,13 @@ export class StripeClient {
 
   /** One attempt of a call. */
   private async sendOnce(call: StripeCall, url: string, idempotencyKey: string, timeoutMs: number): Promise<Verdict> {
+    if (call.limit && !(await call.limit.limiter.acquire(Math.min(call.limit.startBy, call.deadline - 250)))) {
+      return {
+        kind: "retry",
+        reason: `no turn under ${call.limit.name} before the time it had to start`,
+        notStarted: true,
+      };
+    }
     if (this.config.limiter && !(await this.config.limiter.acquire(call.deadline - 250))) {
       return { kind: "retry", reason: "not sent: the client-side rate limit left no time before the deadline" };
     }

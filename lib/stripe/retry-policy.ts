@@ -17,6 +17,8 @@ export type Verdict =
       sessionExpired?: boolean;
       /** No answer after the request may have reached Stripe: it may have been applied. */
       ambiguous?: boolean;
+      /** Not sent: a rate limit had no turn before the call's start-by time (StripeCall.limit). */
+      notStarted?: boolean;
     }
   | {
       kind: "permanent";
@@ -158,6 +160,8 @@ export async function withRetries(
       };
     }
     if (last.kind !== "retry") return last;
+    // A later attempt would only come later still. Not started only if nothing was sent before.
+    if (last.notStarted) return n === 0 ? last : { ...last, notStarted: false };
     ambiguous ||= last.ambiguous === true;
     if (n === opts.maxAttempts - 1) break;
     if (last.sessionExpired) continue;

@@ -54,3 +54,76 @@ describe("against Stripe's rate limit", () => {
     assert.equal(await run(15, 6_000), 0);
   });
 });
+
+describe("an endpoint's own limit (StripeCall.limit)", () => {
+  let emulator: StripeEmulator;
+  before(async () => {
+    emulator = await startEmulator({ customers: [{ id: "cus_lim", metadata: { account_id: "acct_lim" } }] });
+  });
+  after(() => emulator.stop());
+  const query = { query: "metadata['account_id']:'acct_lim'" };
+  /** A limiter on its own clock (moved by its waits), counting the turns it grants. */
+  const counted = (perSecond: number) => {
+    let t = Date.now();
+    let turns = 0;
+    const limiter = new RateLimiter(
+      perSecond,
+      1,
+      () => t,
+      async (ms) => {
+        t += ms;
+      },
+    );
+    const acquire = limiter.acquire.bind(limiter);
+    limiter.acquire = async (deadline) => {
+      const ok = await acquire(deadline);
+      if (ok) turns++;
+      return ok;
+    };
+    return { limiter, turns: () => turns, now: () => t };
+  };
+
+  test("every attempt takes a turn: a search Stripe answered 500 is retried under the limit", async () => {
+    const { client, transport } = clientFor(emulator);
+    const { limiter, turns } = counted(1);
+    emulator.injectFaults({ path: "/v1/customers/search", respond: { status: 500 } });
+    const before = emulator.requests.length;
+    const v = await client.call({
+      base: "api",
+      method: "GET",
+      path: "/v1/customers/search",
+      query,
+      deadline: Date.now() + 10_000,
+      limit: { limiter, name: "A_LIMIT", startBy: Number.POSITIVE_INFINITY },
+    });
+    await transport.close();
+    assert.equal(v.kind, "ok");
+    assert.deepEqual(
+      emulator.requests.slice(before).map((r) => r.status),
+      [500, 200],
+    );
+    assert.equal(turns(), 2);
+  });
+
+  test("a turn that would come after startBy: nothing sent, not retried, the call says so", async () => {
+    const { client, transport } = clientFor(emulator);
+    const { limiter, now } = counted(1);
+    await limiter.acquire(Number.POSITIVE_INFINITY); // the next turn is a second away
+    const before = emulator.requests.length;
+    const v = await client.call({
+      base: "api",
+      method: "GET",
+      path: "/v1/customers/search",
+      query,
+      deadline: Date.now() + 10_000,
+      limit: { limiter, name: "A_LIMIT", startBy: now() + 500 },
+    });
+    await transport.close();
+    assert.equal(emulator.requests.length, before);
+    assert.deepEqual(v, {
+      kind: "retry",
+      reason: "no turn under A_LIMIT before the time it had to start",
+      notStarted: true,
+    });
+  });
+});
