@@ -94,6 +94,19 @@ describe("packaged CloudFormation template", () => {
     assert.ok(consumers + perSecond("DlqReplayLambdaFunction") <= 20, `${consumers} + replay's`);
   });
 
+  test("the consumers' and the replay function's Stripe requests together stay under v1's 1,000 per second", () => {
+    const esm = ofType("AWS::Lambda::EventSourceMapping")[0]?.[1];
+    const perSecond = (fn: string) => {
+      const env = resources[fn].Properties.Environment.Variables;
+      // Unset means no client-side limit at all, which this test must not pass.
+      assert.ok(env.STRIPE_MAX_REQUESTS_PER_SECOND !== undefined, `${fn} sets STRIPE_MAX_REQUESTS_PER_SECOND`);
+      return loadConfig({ STRIPE_MAX_REQUESTS_PER_SECOND: env.STRIPE_MAX_REQUESTS_PER_SECOND }).stripe
+        .maxRequestsPerSecond as number;
+    };
+    const consumers = esm.Properties.ScalingConfig.MaximumConcurrency * perSecond("IngestQueueLambdaFunction");
+    assert.ok(consumers + perSecond("DlqReplayLambdaFunction") <= 1000, `${consumers} + replay's`);
+  });
+
   test("every function runs on arm64 with a supported Node.js runtime", () => {
     const fns = ofType("AWS::Lambda::Function");
     assert.equal(fns.length, 4);
