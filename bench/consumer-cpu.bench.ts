@@ -5,6 +5,7 @@
  * bodies, outcomes) and moves only when that code does. Batches of 100 run one at a time.
  *
  * BENCH_EVENTS (200000 per run), BENCH_ROUNDS (7; the table shows medians), one uncounted warm-up;
+ * BENCH_BATCH (100) messages per batch;
  * BENCH_APIS (v2,v1) for the consumers to run; BENCH_REWARM_EVENTS (a run's worth) processed
  * unmeasured after each run's forced collection. BENCH_LATENCY_MS (0) delays each answer and
  * BENCH_IN_FLIGHT (1) batches run at a time: with 20 and 16, the consumer works in the pattern of
@@ -20,9 +21,11 @@ import { collectGarbage, median, rewarmEvents } from "./stats.js";
 const EVENTS = Number(process.env.BENCH_EVENTS ?? 200_000);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 7);
 /** Batches of 100 processed unmeasured after each forced collection (BENCH_REWARM_EVENTS). */
-const REWARM_BATCHES = rewarmEvents(EVENTS) / 100;
+const REWARM_BATCHES = rewarmEvents(EVENTS) / Number(process.env.BENCH_BATCH ?? 100);
 const LATENCY_MS = Number(process.env.BENCH_LATENCY_MS ?? 0);
 const IN_FLIGHT = Number(process.env.BENCH_IN_FLIGHT ?? 1);
+/** Messages per batch (BENCH_BATCH, 100): 800 is a v2 stack's invocation. */
+const BATCH = Number(process.env.BENCH_BATCH ?? 100);
 
 /** `answer` now, or after LATENCY_MS. */
 const after = <T>(answer: T): Promise<T> =>
@@ -52,8 +55,8 @@ for (const api of (process.env.BENCH_APIS ?? "v2,v1").split(",") as Array<"v2" |
   const cpu: number[] = [];
   const rate: number[] = [];
   for (let round = 0; round <= ROUNDS; round++) {
-    const batches = Array.from({ length: EVENTS / 100 }, () => records(100));
-    const rewarm = Array.from({ length: REWARM_BATCHES }, () => records(100));
+    const batches = Array.from({ length: EVENTS / BATCH }, () => records(BATCH));
+    const rewarm = Array.from({ length: REWARM_BATCHES }, () => records(BATCH));
     collectGarbage(); // the garbage of building the input is not the consumer's
     // The collection throws away optimized code (bench/pipeline-clients.ts, REWARM): compiled
     // again here, unmeasured, as `npm run bench` does since 2026-11-27.
