@@ -12,7 +12,7 @@ import type { LoadedMapping } from "./mapping/runtime.js";
 import { type Metrics, noMetrics } from "./metrics.js";
 import { createSqsReader, createSqsSender, type SqsClientSource } from "./queue.js";
 import { type ReplayOptions, type ReplayReport, replayDeadLetters } from "./replay.js";
-import { resolveSecrets, type SecretReader } from "./secrets.js";
+import { resolveSecrets, type SecretReader, stripeKeyReloader } from "./secrets.js";
 import { StripeClient } from "./stripe/client.js";
 import { RateLimiter } from "./stripe/rate-limiter.js";
 import { DEFAULT_RETRY, realRetryEnv } from "./stripe/retry-policy.js";
@@ -111,6 +111,7 @@ export function createStripeClient(
   transport: HttpTransport,
   logger: Logger,
   metrics: Metrics = noMetrics,
+  reloadKey?: () => Promise<string>,
 ): StripeClient {
   const s = config.stripe;
   return new StripeClient(
@@ -122,6 +123,7 @@ export function createStripeClient(
       timeoutMs: s.timeoutMs,
       retry: { ...DEFAULT_RETRY, maxAttempts: s.maxAttempts },
       limiter: s.maxRequestsPerSecond ? new RateLimiter(s.maxRequestsPerSecond) : undefined,
+      reloadKey,
     },
     transport,
     logger,
@@ -170,11 +172,13 @@ async function transportFor(config: Config): Promise<HttpTransport> {
 
 /** The pipeline's consumer side: customer resolution, Stripe submission, dead letters. */
 export async function createConsumerFromConfig(config: Config, deps: AppDeps = {}): Promise<Consumer> {
-  const resolved = await resolveSecrets(config, secretReaderFor(config, deps), { stripeKey: true });
+  const reader = secretReaderFor(config, deps);
+  const resolved = await resolveSecrets(config, reader, { stripeKey: true });
   const logger = deps.logger ?? createLogger({ level: config.logLevel, base: { component: "consumer" } });
   const metrics = deps.metrics ?? noMetrics;
   const transport = deps.transport ?? (await transportFor(config));
-  const client = createStripeClient(resolved, transport, logger, metrics);
+  // A key Stripe refuses is read again from its store: rolled keys need no deploy.
+  const client = createStripeClient(resolved, transport, logger, metrics, stripeKeyReloader(config, reader));
   const mapping = await mappingFor(config, deps);
   // The customer search lookup's GET. Stripe limits searches to 20 per second per account, apart
   // from (and within) its other limits: every attempt takes a turn under this instance's share.
@@ -202,9 +206,7 @@ export async function createConsumerFromConfig(config: Config, deps: AppDeps = {
     : config.ingestQueueUrl;
   const consumerDeps: ConsumerDeps = {
     resolver: new CustomerResolver([stripeIdLookup, staticTableLookup(config.customers)]),
-    mapping: mapping
-      ? await consumerMapping(mapping, { transport, stripeGet, env: config.env, reader: secretReaderFor(config, deps) })
-      : undefined,
+    mapping: mapping ? await consumerMapping(mapping, { transport, stripeGet, env: config.env, reader }) : undefined,
     submitter: createSubmitter(resolved, client),
     deadLetterQueue: createSqsSender(sqs, required(config.deadLetterQueueUrl, "METERHOOK_DLQ_URL")),
     logger,

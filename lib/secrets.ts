@@ -57,3 +57,18 @@ export async function resolveSecrets(
   await Promise.all(jobs);
   return Object.freeze({ ...config, apiKeys, stripe: { ...config.stripe, apiKey: stripeKey } });
 }
+
+/**
+ * Reads the Stripe key again from its store (after Stripe refused it: the key may have been
+ * rolled), registered for redaction before it is returned. Undefined when the key is not kept in
+ * a store, so there is nothing to read again.
+ */
+export function stripeKeyReloader(config: Config, reader: SecretReader): (() => Promise<string>) | undefined {
+  const source = config.stripe.apiKeySource;
+  if (!source) return undefined;
+  return async () => {
+    const value = await read(reader, source);
+    registerSecret(value);
+    return value;
+  };
+}

@@ -1,6 +1,7 @@
 import { randomUUID } from "node:crypto";
 import type { Logger } from "../logger.js";
 import { Metric, type Metrics, noMetrics } from "../metrics.js";
+import { redact } from "../redact.js";
 import type { RateLimiter } from "./rate-limiter.js";
 import {
   classifyNetworkError,
@@ -27,6 +28,13 @@ export interface StripeClientConfig {
   retry: RetryOptions;
   /** Client-side request rate limit (all Stripe requests of this process); none when unset. */
   limiter?: RateLimiter;
+  /**
+   * Reads the secret key again from its store (SSM, Secrets Manager), when Stripe refuses it: a
+   * key rolled in Stripe and replaced in the store is taken up by warm Lambdas without a deploy.
+   */
+  reloadKey?: () => Promise<string>;
+  /** At most one such read per this many ms (a wrong key must not read the store per request). */
+  keyReloadIntervalMs: number;
 }
 
 export interface StripeCall {
@@ -75,9 +83,11 @@ export class StripeClient {
       apiVersion: STRIPE_API_VERSION,
       timeoutMs: 10_000,
       retry: DEFAULT_RETRY,
+      keyReloadIntervalMs: 30_000,
       ...config,
     };
-    this.keyAuthorization = `Bearer ${this.config.apiKey}`;
+    this.apiKey = this.config.apiKey;
+    this.keyAuthorization = `Bearer ${this.apiKey}`;
     this.retryOptions = { ...this.config.retry, timeoutMs: this.config.timeoutMs };
   }
 
@@ -100,14 +110,19 @@ export class StripeClient {
     return url;
   }
 
+  /** The secret key in use: config.apiKey, or what reloadKey read since. */
+  private apiKey: string;
   /** `Bearer <key>` for the secret key, built once: a header value per call is garbage to collect. */
-  private readonly keyAuthorization: string;
+  private keyAuthorization: string;
+  /** When reloadKey last ran, and its read while it runs (every refused request waits for the one read). */
+  private keyReadAt = Number.NEGATIVE_INFINITY;
+  private keyReading: Promise<string> | undefined;
   /** The last session token's header value (the v2 stream sends the same token for minutes). */
   private lastBearer = { token: "", header: "" };
   private readonly retryOptions: RetryOptions & { timeoutMs: number };
 
   private authorization(bearer: string): string {
-    if (bearer === this.config.apiKey) return this.keyAuthorization;
+    if (bearer === this.apiKey) return this.keyAuthorization;
     if (this.lastBearer.token !== bearer) this.lastBearer = { token: bearer, header: `Bearer ${bearer}` };
     return this.lastBearer.header;
   }
@@ -125,8 +140,17 @@ export class StripeClient {
     );
   }
 
-  /** One attempt of a call. */
-  private async sendOnce(call: StripeCall, url: string, idempotencyKey: string, timeoutMs: number): Promise<Verdict> {
+  /**
+   * One attempt of a call. When Stripe refuses its credentials, the attempt is made once more if
+   * that may help (see reauthenticate): it is the same request, so it is not a retry.
+   */
+  private async sendOnce(
+    call: StripeCall,
+    url: string,
+    idempotencyKey: string,
+    timeoutMs: number,
+    reauthenticated = false,
+  ): Promise<Verdict> {
     if (call.limit && !(await call.limit.limiter.acquire(Math.min(call.limit.startBy, call.deadline - 250)))) {
       return {
         kind: "retry",
@@ -137,8 +161,75 @@ export class StripeClient {
     if (this.config.limiter && !(await this.config.limiter.acquire(call.deadline - 250))) {
       return { kind: "retry", reason: "not sent: the client-side rate limit left no time before the deadline" };
     }
-    const bearer = call.auth ? await call.auth.token(call.deadline) : this.config.apiKey;
+    const bearer = call.auth ? await call.auth.token(call.deadline) : this.apiKey;
     if (typeof bearer !== "string") return bearer;
+    const verdict = await this.send(call, url, idempotencyKey, timeoutMs, bearer);
+    if (
+      verdict.kind === "permanent" &&
+      verdict.code === "stripe_unauthorized" &&
+      !reauthenticated &&
+      (await this.reauthenticate(call, bearer))
+    ) {
+      return this.sendOnce(call, url, idempotencyKey, timeoutMs, true);
+    }
+    return verdict;
+  }
+
+  /**
+   * After Stripe refused `bearer`: true when another attempt may succeed. A session token is
+   * dropped, so that a new session is made with the current key. The secret key is read again
+   * from its store (one read for every request refused meanwhile), and helps if it changed.
+   */
+  private async reauthenticate(call: StripeCall, bearer: string): Promise<boolean> {
+    if (call.auth) {
+      call.auth.expired(bearer);
+      return true;
+    }
+    return (await this.currentKey(bearer)) !== bearer;
+  }
+
+  /** The secret key to use after Stripe refused `refused`: read again, at most once per interval. */
+  private currentKey(refused: string): Promise<string> {
+    const reload = this.config.reloadKey;
+    if (this.apiKey !== refused || !reload) return Promise.resolve(this.apiKey);
+    if (this.keyReading) return this.keyReading;
+    if (this.env.now() - this.keyReadAt < this.config.keyReloadIntervalMs) return Promise.resolve(this.apiKey);
+    this.keyReadAt = this.env.now();
+    this.keyReading = reload()
+      .then(
+        (key) => {
+          if (key === this.apiKey) {
+            this.logger.warn("Stripe refused the secret key, and its store holds the same key");
+          } else {
+            this.apiKey = key;
+            this.keyAuthorization = `Bearer ${key}`;
+            this.logger.info(
+              "Stripe refused the secret key; its store holds a new one, which requests use from now on",
+            );
+          }
+          return this.apiKey;
+        },
+        (err: unknown) => {
+          this.logger.warn("Stripe refused the secret key, and reading it again failed", {
+            reason: redact(err instanceof Error ? err.message : String(err)),
+          });
+          return this.apiKey;
+        },
+      )
+      .finally(() => {
+        this.keyReading = undefined;
+      });
+    return this.keyReading;
+  }
+
+  /** One request with `bearer`, its answer classified, logged and counted. */
+  private async send(
+    call: StripeCall,
+    url: string,
+    idempotencyKey: string,
+    timeoutMs: number,
+    bearer: string,
+  ): Promise<Verdict> {
     const method = call.method ?? "POST";
     const started = this.env.now();
     try {

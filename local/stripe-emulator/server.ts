@@ -194,6 +194,18 @@ export class StripeEmulator {
     this.faults.push(...faults.map((f) => ({ ...f, left: f.times ?? 1 })));
   }
 
+  /**
+   * Replaces the secret keys it accepts, as rolling a key in Stripe's dashboard does once the
+   * old one expires. Stripe does not say whether meter event sessions made with the old key stay
+   * valid: by default they do until they expire; `endSessions` makes their tokens unknown (the
+   * stream answers 401 `invalid_session_token`), the stricter case.
+   */
+  setApiKeys(keys: readonly string[], options: { endSessions?: boolean } = {}): void {
+    this.keys.clear();
+    for (const k of keys) this.keys.add(k);
+    if (options.endSessions) this.sessions.clear();
+  }
+
   /** Makes every current session token expire now. */
   expireSessions(): void {
     for (const token of this.sessions.keys()) this.sessions.set(token, this.now() - 1);
