@@ -82,6 +82,10 @@ const cases: Array<[string, string]> = [
     ),
   ],
   ["eventbridge: import", script("eb", `await import(${JSON.stringify(join(cwd, "dist/eventbridge/index.mjs"))});`)],
+  [
+    "stripe-reports: import",
+    script("reports", `await import(${JSON.stringify(join(cwd, "dist/stripe-reports/index.mjs"))});`),
+  ],
 ];
 
 const times = new Map<string, number[]>(cases.map(([n]) => [n, []]));

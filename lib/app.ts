@@ -14,6 +14,7 @@ import { createSqsReader, createSqsSender, type SqsClientSource } from "./queue.
 import { type ReplayOptions, type ReplayReport, replayDeadLetters } from "./replay.js";
 import { resolveSecrets, type SecretReader, stripeKeyReloader } from "./secrets.js";
 import { StripeClient } from "./stripe/client.js";
+import { type ErrorReport, publishErrorReports, readErrorReports } from "./stripe/error-reports.js";
 import { RateLimiter } from "./stripe/rate-limiter.js";
 import { DEFAULT_RETRY, realRetryEnv } from "./stripe/retry-policy.js";
 import type { MeterEventSubmitter } from "./stripe/submitter.js";
@@ -234,6 +235,39 @@ export async function createConsumerFromConfig(config: Config, deps: AppDeps = {
         deadLettered: result.deadLettered,
       });
       return result;
+    },
+    close: () => transport.close(),
+  };
+}
+
+/** Reads Stripe's asynchronous error reports (the stripe-reports function). */
+export interface ErrorReportReader {
+  /** Reads the reports Stripe created in (from, to], logs each and counts what they refused. */
+  run(window: { from: number; to: number }, deadline: number): Promise<ErrorReport[]>;
+  close(): Promise<void>;
+}
+
+export async function createErrorReportReaderFromConfig(
+  config: Config,
+  deps: AppDeps = {},
+): Promise<ErrorReportReader> {
+  const reader = secretReaderFor(config, deps);
+  const resolved = await resolveSecrets(config, reader, { stripeKey: true });
+  const logger = deps.logger ?? createLogger({ level: config.logLevel, base: { component: "stripe-reports" } });
+  const metrics = deps.metrics ?? noMetrics;
+  const transport = deps.transport ?? (await transportFor(config));
+  const client = createStripeClient(resolved, transport, logger, metrics, stripeKeyReloader(config, reader));
+  return {
+    async run(window, deadline) {
+      const reports = await readErrorReports(client, window, deadline);
+      publishErrorReports(reports, logger, metrics);
+      logger.info("Stripe error reports read", {
+        from: new Date(window.from).toISOString(),
+        to: new Date(window.to).toISOString(),
+        reports: reports.length,
+        refused: reports.reduce((n, r) => n + r.errorCount, 0),
+      });
+      return reports;
     },
     close: () => transport.close(),
   };

@@ -43,6 +43,8 @@ export const EnvSchema = z.object({
   METERHOOK_STOP_MARGIN_MS: int(2_000, 0, 60_000),
   METERHOOK_LOOKUP_CONCURRENCY: int(8, 1, 256),
   METERHOOK_LOG_LEVEL: z.enum(["debug", "info", "warn", "error"]).default("info"),
+  // The stripe-reports function's schedule: each run reads the reports of one interval.
+  METERHOOK_REPORTS_INTERVAL_MINUTES: int(5, 1, 1440),
   STRIPE_API_KEY: z.string().optional(),
   STRIPE_API_KEY_SSM_PARAMETER: z.string().min(1).optional(),
   STRIPE_API_KEY_SECRET_ID: z.string().min(1).optional(),
@@ -97,6 +99,8 @@ export interface Config {
   /** Customer lookups (HTTP, Stripe search) in flight at once per consumer invocation. */
   lookupConcurrency: number;
   logLevel: "debug" | "info" | "warn" | "error";
+  /** Minutes of Stripe error reports each run of the stripe-reports function reads (its schedule's rate). */
+  reportsIntervalMinutes: number;
   stripe: {
     apiKey: string | undefined;
     apiKeySource: SecretSource | undefined;
@@ -235,6 +239,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     stopMarginMs: e.METERHOOK_STOP_MARGIN_MS,
     lookupConcurrency: e.METERHOOK_LOOKUP_CONCURRENCY,
     logLevel: e.METERHOOK_LOG_LEVEL,
+    reportsIntervalMinutes: e.METERHOOK_REPORTS_INTERVAL_MINUTES,
     stripe: {
       apiKey: e.STRIPE_API_KEY,
       apiKeySource: secretSource("STRIPE_API_KEY", e.STRIPE_API_KEY_SSM_PARAMETER, e.STRIPE_API_KEY_SECRET_ID),

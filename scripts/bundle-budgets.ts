@@ -4,6 +4,7 @@ export const BUDGET_KIB: Record<string, number> = {
   "ingest-queue": 1200,
   "dlq-replay": 1200,
   eventbridge: 1200,
+  "stripe-reports": 1200,
 };
 
 /**
@@ -16,4 +17,5 @@ export const COLD_START_BUDGET_KIB: Record<string, number> = {
   "ingest-queue": 200,
   "dlq-replay": 180,
   eventbridge: 150,
+  "stripe-reports": 160,
 };

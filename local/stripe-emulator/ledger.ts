@@ -35,6 +35,8 @@ export interface LedgerOptions {
   /** Customers that exist (ids, or ids with metadata); `any` accepts every `cus_` id. */
   customers: "any" | Array<string | { id: string; metadata?: Record<string, string> }>;
   now: () => number;
+  /** Hears each asynchronous error as it is recorded (the emulator's error reports). */
+  onError?: (e: AsyncError) => void;
 }
 
 const DAY = 86_400;
@@ -124,6 +126,12 @@ export class Ledger {
     return undefined;
   }
 
+  /** An event Stripe accepted and then refused in its asynchronous checks. */
+  addError(e: AsyncError): void {
+    this.errors.push(e);
+    this.options.onError?.(e);
+  }
+
   /** Counts one arrival of an identifier, duplicates included (for ledger checks). */
   noteReceipt(identifier: string): void {
     this.receipts.set(identifier, (this.receipts.get(identifier) ?? 0) + 1);
@@ -134,7 +142,7 @@ export class Ledger {
     this.noteReceipt(e.identifier);
     if (this.isDuplicate(e.identifier)) {
       // On the stream a duplicate is dropped asynchronously; it never counts twice.
-      this.errors.push({
+      this.addError({
         code: "duplicate_meter_event",
         message: `An event already exists with identifier ${e.identifier}.`,
         identifier: e.identifier,
@@ -145,7 +153,7 @@ export class Ledger {
     this.identifiers.set(e.identifier, e.receivedAt);
     const problem = this.check(e);
     if (problem) {
-      this.errors.push({ ...problem, identifier: e.identifier, event_name: e.event_name });
+      this.addError({ ...problem, identifier: e.identifier, event_name: e.event_name });
       return;
     }
     this.events.push(e);

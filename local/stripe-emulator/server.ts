@@ -2,6 +2,7 @@ import { createHash, randomBytes } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo, Socket } from "node:net";
 import { Ledger, type LedgerOptions, type MeterDefinition } from "./ledger.js";
+import { ErrorReports } from "./reports.js";
 
 /**
  * A local Stripe that follows shared/stripe/METER_API.md for the meter ingestion APIs: v1 meter
@@ -22,6 +23,11 @@ export interface EmulatorOptions {
   v1RateLimit?: number;
   /** Customer searches per second per key before 429: Stripe's 20 unless set; 0 turns it off. */
   searchRateLimit?: number;
+  /**
+   * How long asynchronous errors are gathered per meter before they are reported as one
+   * `v1.billing.meter.error_report_triggered` event (Stripe's examples: 10 s windows); 2 s unless set.
+   */
+  errorReportWindowMs?: number;
   now?: () => number;
 }
 
@@ -97,6 +103,8 @@ export function parseForm(body: string): Map<string, string> {
 
 export class StripeEmulator {
   readonly ledger: Ledger;
+  /** Stripe's asynchronous error reports, as v2 events. */
+  readonly errorReports: ErrorReports;
   private readonly keys: Set<string>;
   private readonly now: () => number;
   private readonly sessionTtlMs: number;
@@ -128,10 +136,14 @@ export class StripeEmulator {
     this.now = options.now ?? Date.now;
     this.keys = new Set(options.apiKeys ?? [DEFAULT_KEY]);
     this.sessionTtlMs = options.sessionTtlMs ?? 15 * 60_000;
+    this.errorReports = new ErrorReports(options.errorReportWindowMs ?? 2_000, this.now);
     this.ledger = new Ledger({
       meters: options.meters ?? "auto",
       customers: options.customers ?? "any",
       now: this.now,
+      // A `no_meter` error names no meter; the rest are reported for their event's meter.
+      onError: (e) =>
+        this.errorReports.add(e, e.code === "no_meter" ? undefined : this.ledger.meters.get(e.event_name)?.id),
     });
   }
 
@@ -346,6 +358,7 @@ export class StripeEmulator {
       };
     }
     if (method === "GET" && path === "/v1/customers/search") return this.searchCustomers(req, url);
+    if (method === "GET" && path.startsWith("/v2/core/events")) return this.coreEvents(req, path, url);
     if (method !== "POST")
       return v1Error(404, "invalid_request_error", `Unrecognized request URL (${method}: ${path}).`);
     switch (path) {
@@ -362,6 +375,17 @@ export class StripeEmulator {
       default:
         return v1Error(404, "invalid_request_error", `Unrecognized request URL (POST: ${path}).`);
     }
+  }
+
+  /** `GET /v2/core/events` and `GET /v2/core/events/{id}`, with the secret key. */
+  private coreEvents(req: IncomingMessage, path: string, url: URL): Reply {
+    const denied = this.authError(this.credential(req));
+    if (denied) return denied;
+    if (path === "/v2/core/events") return { status: 200, body: this.errorReports.list(url.searchParams) };
+    const id = decodeURIComponent(path.slice("/v2/core/events/".length));
+    const event = this.errorReports.get(id);
+    if (!event) return v2Error(404, "not_found", `No such event: ${id.slice(0, 64)}`, "invalid_request_error");
+    return { status: 200, body: event };
   }
 
   /** Adds a customer (as `POST /v1/customers` does), e.g. one created after its first usage. */
@@ -655,7 +679,7 @@ export class StripeEmulator {
       const ts = e.timestamp ? Math.floor(Date.parse(e.timestamp) / 1000) : Math.floor(nowMs / 1000);
       const value = e.payload.value;
       if (value !== undefined && significantDigits(value) > 15) {
-        this.ledger.errors.push({
+        this.ledger.addError({
           code: "meter_event_value_too_many_digits",
           message: "The value can have at most 15 digits.",
           identifier,

@@ -109,7 +109,7 @@ describe("packaged CloudFormation template", () => {
 
   test("every function runs on arm64 with a supported Node.js runtime", () => {
     const fns = ofType("AWS::Lambda::Function");
-    assert.equal(fns.length, 4);
+    assert.equal(fns.length, 5);
     for (const [name, fn] of fns) {
       assert.match(fn.Properties.Runtime, /^nodejs(22|24)\.x$/, name);
       assert.deepEqual(fn.Properties.Architectures, ["arm64"], name);
@@ -202,8 +202,35 @@ describe("packaged CloudFormation template", () => {
     );
   });
 
+  test("the stripe-reports function reads Stripe's error reports on a schedule, one interval a run, and alarms", () => {
+    const fn = resources.StripeReportsLambdaFunction.Properties;
+    const rule = ofType("AWS::Events::Rule").find(([, r]) =>
+      JSON.stringify(r.Properties.Targets).includes("StripeReportsLambdaFunction"),
+    )?.[1];
+    const minutes = Number(fn.Environment.Variables.METERHOOK_REPORTS_INTERVAL_MINUTES);
+    // Consecutive runs read consecutive windows only if each reads what the schedule's rate spans.
+    assert.equal(rule?.Properties.ScheduleExpression, `rate(${minutes} minutes)`);
+    assert.equal(loadConfig({ METERHOOK_REPORTS_INTERVAL_MINUTES: String(minutes) }).reportsIntervalMinutes, minutes);
+    assert.equal(fn.Environment.Variables.STRIPE_API_KEY_SSM_PARAMETER, "/meterhook/dev/stripe-api-key");
+    const alarms = ofType("AWS::CloudWatch::Alarm").map(([, a]) => a.Properties);
+    const refused = alarms.find((a) => a.MetricName === "StripeRefusedEvents");
+    assert.equal(refused?.Namespace, "meterhook");
+    assert.deepEqual(refused?.Dimensions, [
+      { Name: "service", Value: "meterhook" },
+      { Name: "function", Value: "stripe-reports" },
+    ]);
+    assert.ok(
+      alarms.find((a) => a.MetricName === "Errors" && a.Dimensions[0].Value.Ref === "StripeReportsLambdaFunction"),
+    );
+    const actions = resources.StripeReportsRole.Properties.Policies.flatMap((p: Json) =>
+      p.PolicyDocument.Statement.flatMap((st: Json) => [st.Action].flat()),
+    );
+    assert.deepEqual(actions.sort(), ["logs:CreateLogStream", "logs:PutLogEvents", "ssm:GetParameter"]);
+  });
+
   test("an EventBridge rule targets the EventBridge function", () => {
-    const rules = ofType("AWS::Events::Rule");
+    // The one rule with an event pattern (the other is the stripe-reports function's schedule).
+    const rules = ofType("AWS::Events::Rule").filter(([, r]) => r.Properties.EventPattern);
     assert.equal(rules.length, 1);
     const target = rules[0]?.[1].Properties.Targets[0];
     assert.deepEqual(target.Arn, { "Fn::GetAtt": ["EventBridgeLambdaFunction", "Arn"] });
@@ -368,6 +395,17 @@ describe("bundles", () => {
         }),
         [["trigger/1", "eventbridge"]],
       );
+
+      // Stripe's error reports: an event Stripe refused after accepting it, read by the scheduled function.
+      parts.emulator.ledger.addError({
+        code: "meter_event_customer_not_found",
+        message: "Customer cus_bundleGone was not found.",
+        identifier: "mh_bundle_refused",
+        event_name: "api_requests",
+      });
+      parts.emulator.errorReports.flush();
+      const read = await run("stripe-reports", { time: new Date(Date.now() + 61_000).toISOString() });
+      assert.deepEqual([read.reports, read.refused], [1, 1]);
 
       // With a YAML mapping config: the consumer loads the mapping engine and YAML parser chunks.
       const snapshot = { type: "storage.snapshot", tenant: "tenant-42", day: "2026-11-25", bytes: 2_500_000_000 };

@@ -294,3 +294,42 @@ describe("customer search", () => {
     assert.equal((await search()).status, 200);
   });
 });
+
+describe("asynchronous error reports", () => {
+  test("refused events become one report per meter and window, listed and fetched with the secret key", async () => {
+    // Reports of the errors earlier tests left are made first, and fall before this window.
+    emu.errorReports.flush();
+    clock += 1000;
+    const created = new Date(clock).toISOString();
+    const form = (customer: string, n: number) =>
+      `event_name=api_requests&payload[stripe_customer_id]=${customer}&payload[value]=1&identifier=rep_${customer}_${n}`;
+    assert.equal((await call("/v1/billing/meter_events", { body: form("cus_A", 1) })).status, 200);
+    for (let n = 0; n < 7; n++) await call("/v1/billing/meter_events", { body: form("cus_Nobody", n) });
+    emu.errorReports.flush();
+
+    const query = `types=v1.billing.meter.error_report_triggered&created[gte]=${encodeURIComponent(created)}`;
+    assert.equal((await call(`/v2/core/events?${query}`, { auth: null })).status, 401);
+    const list = await call(`/v2/core/events?${query}`);
+    assert.equal(list.status, 200);
+    assert.equal(list.body.data.length, 1);
+    const report = list.body.data[0];
+    assert.equal(report.related_object.id, emu.ledger.meters.get("api_requests")?.id);
+    assert.equal(report.data.reason.error_count, 7);
+    const [only] = report.data.reason.error_types;
+    assert.deepEqual(
+      [only.code, only.error_count, only.sample_errors.length],
+      ["meter_event_customer_not_found", 7, 5],
+    );
+    assert.equal(only.sample_errors[0].request.identifier, "rep_cus_Nobody_0");
+
+    assert.deepEqual((await call(`/v2/core/events/${report.id}`)).body, report);
+    assert.equal((await call("/v2/core/events/evt_nope")).status, 404);
+    const later = encodeURIComponent(new Date(clock + 1000).toISOString());
+    assert.equal((await call(`/v2/core/events?created[gt]=${later}`)).body.data.length, 0);
+    assert.equal(
+      (await call(`/v2/core/events?types=v1.billing.meter.no_meter_found&created[gte]=${encodeURIComponent(created)}`))
+        .body.data.length,
+      0,
+    );
+  });
+});
