@@ -12,7 +12,7 @@ import type { LoadedMapping } from "./mapping/runtime.js";
 import { type Metrics, noMetrics } from "./metrics.js";
 import { createSqsReader, createSqsSender, type SqsClientSource } from "./queue.js";
 import { type ReplayOptions, type ReplayReport, replayDeadLetters } from "./replay.js";
-import { resolveSecrets, type SecretReader, stripeKeyReloader } from "./secrets.js";
+import { apiKeysReloader, resolveSecrets, type SecretReader, stripeKeyReloader } from "./secrets.js";
 import { StripeClient } from "./stripe/client.js";
 import { type ErrorReport, publishErrorReports, readErrorReports } from "./stripe/error-reports.js";
 import { RateLimiter } from "./stripe/rate-limiter.js";
@@ -93,6 +93,8 @@ export async function createIngestApiFromConfig(config: Config, deps: AppDeps = 
     apiKeys: hasWebhooks
       ? resolved.apiKeys
       : required(resolved.apiKeys, "METERHOOK_API_KEYS (or METERHOOK_API_KEYS_SSM_PARAMETER)"),
+    reloadApiKeys: apiKeysReloader(config, reader),
+    apiKeysMaxAgeMs: config.apiKeysMaxAgeMs,
     webhooks,
     ingestQueue: createSqsSender(
       sqsClientFor(config, deps.sqs),

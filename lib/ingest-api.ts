@@ -1,4 +1,4 @@
-import { createApiKeyCheck } from "./api-keys.js";
+import { createApiKeyCheck, createReloadingApiKeyCheck } from "./api-keys.js";
 import { InvalidEventError } from "./errors.js";
 import { type HttpRequest, type HttpResponse, httpError, json } from "./http.js";
 import type { Logger } from "./logger.js";
@@ -20,6 +20,12 @@ export interface WebhookSources {
 
 export interface IngestApiDeps {
   apiKeys: readonly string[];
+  /**
+   * Reads the API keys again from their store (see createReloadingApiKeyCheck), when they are
+   * kept in one; `apiKeysMaxAgeMs` is how old they may get before that.
+   */
+  reloadApiKeys?: () => Promise<readonly string[]>;
+  apiKeysMaxAgeMs?: number;
   webhooks?: WebhookSources;
   ingestQueue: QueueSender;
   logger: Logger;
@@ -54,13 +60,23 @@ function rejectionOf(item: unknown, index: number, err: unknown): Rejection {
  * answering 202. Mapping to Stripe customers and submission happen in the queue consumer.
  */
 export function createIngestApi(deps: IngestApiDeps): { handle(req: HttpRequest): Promise<HttpResponse> } {
-  const authorized = createApiKeyCheck(deps.apiKeys);
   const now = deps.now ?? Date.now;
+  const fixedCheck = createApiKeyCheck(deps.apiKeys);
+  const authorized = deps.reloadApiKeys
+    ? createReloadingApiKeyCheck(deps.apiKeys, deps.reloadApiKeys, {
+        maxAgeMs: deps.apiKeysMaxAgeMs ?? 300_000,
+        now,
+        onReloadFailed: (err) =>
+          deps.logger.warn("reading the API keys again failed; the keys read before stay in use", {
+            reason: err instanceof Error ? err.message : String(err),
+          }),
+      })
+    : async (authorization: string | undefined) => fixedCheck(authorization);
   const metrics = deps.metrics ?? noMetrics;
 
   const postEvents = async (req: HttpRequest): Promise<HttpResponse> => {
     const rid = req.requestId;
-    if (!authorized(req.headers.authorization)) {
+    if (!(await authorized(req.headers.authorization))) {
       return httpError(
         401,
         "unauthorized",
@@ -162,7 +178,7 @@ export function createIngestApi(deps: IngestApiDeps): { handle(req: HttpRequest)
     }
     const auth = source.auth;
     if (auth.scheme === "api-key") {
-      if (!authorized(req.headers.authorization)) {
+      if (!(await authorized(req.headers.authorization))) {
         return httpError(401, "unauthorized", "missing or invalid API key (Authorization: Bearer <key>)", rid);
       }
     } else if (auth.scheme !== "none") {

@@ -37,11 +37,7 @@ export async function resolveSecrets(
     const source = config.apiKeysSource;
     jobs.push(
       read(reader, source).then((v) => {
-        apiKeys = v
-          .split(",")
-          .map((k) => k.trim())
-          .filter(Boolean);
-        for (const k of apiKeys) registerSecret(k);
+        apiKeys = apiKeyList(v);
       }),
     );
   }
@@ -56,6 +52,30 @@ export async function resolveSecrets(
   }
   await Promise.all(jobs);
   return Object.freeze({ ...config, apiKeys, stripe: { ...config.stripe, apiKey: stripeKey } });
+}
+
+/** The API keys a stored value lists (comma-separated), registered for redaction. */
+function apiKeyList(value: string): string[] {
+  const keys = value
+    .split(",")
+    .map((k) => k.trim())
+    .filter(Boolean);
+  for (const k of keys) registerSecret(k);
+  return keys;
+}
+
+/**
+ * Reads the API keys again from their store (lib/api-keys.ts createReloadingApiKeyCheck), or
+ * undefined when they are not kept in one. An empty list is refused: it would lock every app out.
+ */
+export function apiKeysReloader(config: Config, reader: SecretReader): (() => Promise<string[]>) | undefined {
+  const source = config.apiKeysSource;
+  if (!source) return undefined;
+  return async () => {
+    const keys = apiKeyList(await read(reader, source));
+    if (keys.length === 0) throw new ConfigError(`${describe(source)} lists no API key`);
+    return keys;
+  };
 }
 
 /**
