@@ -173,15 +173,21 @@ async function transportFor(config: Config): Promise<HttpTransport> {
   return (await import("./stripe/wire.js")).createWireTransport({ connections: maxConnections });
 }
 
-/** The pipeline's consumer side: customer resolution, Stripe submission, dead letters. */
-export async function createConsumerFromConfig(config: Config, deps: AppDeps = {}): Promise<Consumer> {
+/** What every entry point that calls Stripe builds first: its key read, logger, HTTP client and Stripe client. */
+async function stripeSide(config: Config, deps: AppDeps, component: string) {
   const reader = secretReaderFor(config, deps);
   const resolved = await resolveSecrets(config, reader, { stripeKey: true });
-  const logger = deps.logger ?? createLogger({ level: config.logLevel, base: { component: "consumer" } });
+  const logger = deps.logger ?? createLogger({ level: config.logLevel, base: { component } });
   const metrics = deps.metrics ?? noMetrics;
   const transport = deps.transport ?? (await transportFor(config));
   // A key Stripe refuses is read again from its store: rolled keys need no deploy.
   const client = createStripeClient(resolved, transport, logger, metrics, stripeKeyReloader(config, reader));
+  return { reader, resolved, logger, metrics, transport, client };
+}
+
+/** The pipeline's consumer side: customer resolution, Stripe submission, dead letters. */
+export async function createConsumerFromConfig(config: Config, deps: AppDeps = {}): Promise<Consumer> {
+  const { reader, resolved, logger, metrics, transport, client } = await stripeSide(config, deps, "consumer");
   const mapping = await mappingFor(config, deps);
   // The customer search lookup's GET. Stripe limits searches to 20 per second per account, apart
   // from (and within) its other limits: every attempt takes a turn under this instance's share.
@@ -253,12 +259,7 @@ export async function createErrorReportReaderFromConfig(
   config: Config,
   deps: AppDeps = {},
 ): Promise<ErrorReportReader> {
-  const reader = secretReaderFor(config, deps);
-  const resolved = await resolveSecrets(config, reader, { stripeKey: true });
-  const logger = deps.logger ?? createLogger({ level: config.logLevel, base: { component: "stripe-reports" } });
-  const metrics = deps.metrics ?? noMetrics;
-  const transport = deps.transport ?? (await transportFor(config));
-  const client = createStripeClient(resolved, transport, logger, metrics, stripeKeyReloader(config, reader));
+  const { logger, metrics, transport, client } = await stripeSide(config, deps, "stripe-reports");
   return {
     async run(window, deadline) {
       const reports = await readErrorReports(client, window, deadline);
