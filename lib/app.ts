@@ -264,7 +264,8 @@ export async function createErrorReportReaderFromConfig(
     async run(window, deadline) {
       const reports = await readErrorReports(client, window, deadline);
       publishErrorReports(reports, logger, metrics);
-      logger.info("Stripe error reports read", {
+      // A line per run at `debug` when Stripe reported nothing: the reports themselves are at `error`.
+      (reports.length > 0 ? logger.info : logger.debug)("Stripe error reports read", {
         from: new Date(window.from).toISOString(),
         to: new Date(window.to).toISOString(),
         reports: reports.length,

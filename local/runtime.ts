@@ -1,10 +1,11 @@
 import { SQSClient } from "@aws-sdk/client-sqs";
 import { createHttpHandler } from "../functions/http-api.js";
 import { createQueueHandler } from "../functions/ingest-queue.js";
-import { createConsumerFromConfig, createIngestApiFromConfig } from "../lib/app.js";
+import { createConsumerFromConfig, createErrorReportReaderFromConfig, createIngestApiFromConfig } from "../lib/app.js";
 import { loadConfig } from "../lib/config.js";
 import { createLogger } from "../lib/logger.js";
 import { loadMapping } from "../lib/mapping/runtime.js";
+import type { ErrorReport } from "../lib/stripe/error-reports.js";
 import { startGateway } from "./gateway.js";
 import { startPoller } from "./poller.js";
 import { type LocalQueues, startLocalQueues } from "./queues.js";
@@ -33,6 +34,8 @@ export interface LocalRuntimeOptions {
   sqsFault?: (call: { command: string; queueUrl?: string }) => Error | undefined;
   /** Fault injection for tests: see startPoller. */
   skipDelete?: (messageId: string) => boolean;
+  /** How often Stripe's error reports are read, as the stripe-reports function does on AWS (10 s). */
+  reportsEveryMs?: number;
   quiet?: boolean;
 }
 
@@ -49,6 +52,8 @@ export interface LocalRuntime {
   usingDefaultApiKey: boolean;
   /** Sources of the mapping config (METERHOOK_CONFIG), by type. */
   sources: Array<{ name: string; type: string }>;
+  /** Stripe's error reports read so far (each also logged at `error`). */
+  stripeReports: ErrorReport[];
   stop(): Promise<void>;
 }
 
@@ -121,6 +126,28 @@ export async function startLocalRuntime(options: LocalRuntimeOptions = {}): Prom
     }),
   );
 
+  // Stripe's error reports, read as the stripe-reports function reads them on AWS, each interval
+  // from where the last read ended.
+  const reportReader = await createErrorReportReaderFromConfig(config);
+  const stripeReports: ErrorReport[] = [];
+  let readUpTo = Date.now();
+  let reading: Promise<void> | undefined;
+  const readReports = () => {
+    const to = Date.now();
+    reading ??= reportReader
+      .run({ from: readUpTo, to }, to + 10_000)
+      .then((found) => {
+        stripeReports.push(...found);
+        readUpTo = to;
+      })
+      .catch((error) => log.error("reading Stripe's error reports failed", { error }))
+      .finally(() => {
+        reading = undefined;
+      });
+  };
+  const reportTimer = setInterval(readReports, options.reportsEveryMs ?? 10_000);
+  reportTimer.unref();
+
   return {
     gatewayUrl: gateway.url,
     sqsEndpoint: queues.endpoint,
@@ -132,7 +159,11 @@ export async function startLocalRuntime(options: LocalRuntimeOptions = {}): Prom
     apiKey: config.apiKeys[0] as string,
     usingDefaultApiKey,
     sources: [...(mapping?.sources.values() ?? [])].map((s) => ({ name: s.name, type: s.type })),
+    stripeReports,
     async stop() {
+      clearInterval(reportTimer);
+      await reading;
+      await reportReader.close();
       await Promise.all(pollers.map((p) => p.stop()));
       await new Promise<void>((resolve) => gateway.server.close(() => resolve()));
       gateway.server.closeAllConnections();

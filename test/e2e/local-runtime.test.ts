@@ -116,3 +116,19 @@ describe("failures through the real queues", () => {
     assert.equal(await queueDepth(sqs, rt.ingestQueueUrl), 0);
   });
 });
+
+test("an event Stripe accepts and then refuses (a customer it does not have) shows in Stripe's error reports", async () => {
+  const { send, rt } = await start(
+    {},
+    { emulator: { customers: ["cus_e2eKnown"], errorReportWindowMs: 100 }, reportsEveryMs: 200 },
+  );
+  const refused = usageEvent({ customer: "cus_e2eDeleted" });
+  assert.equal((await send(refused)).status, 202);
+  const report = await waitFor(() => rt.stripeReports[0], "Stripe's error report to be read");
+  assert.equal(report.type, "v1.billing.meter.error_report_triggered");
+  assert.deepEqual(
+    report.errors.map((t) => [t.code, t.count]),
+    [["meter_event_customer_not_found", 1]],
+  );
+  assert.match(report.errors[0]?.samples[0]?.message ?? "", /cus_e2eDeleted/);
+});
