@@ -85,16 +85,24 @@ export async function createIngestApiFromConfig(config: Config, deps: AppDeps = 
   const reader = secretReaderFor(config, deps);
   const resolved = await resolveSecrets(config, reader, { apiKeys: true });
   const mapping = await mappingFor(config, deps);
-  const webhooks: WebhookSources | undefined = mapping
-    ? { sources: mapping.sources, secrets: await (await mappingRuntime()).webhookSecrets(mapping, config.env, reader) }
-    : undefined;
+  const runtime = mapping ? await mappingRuntime() : undefined;
+  const webhooks: WebhookSources | undefined =
+    mapping && runtime
+      ? {
+          sources: mapping.sources,
+          secrets: await runtime.webhookSecrets(mapping, config.env, reader),
+          // Read again as the API keys are: a secret changed in SSM needs no deploy.
+          reloadSecrets: () => runtime.webhookSecrets(mapping, config.env, reader),
+          secretsMaxAgeMs: config.secretsMaxAgeMs,
+        }
+      : undefined;
   const hasWebhooks = [...(mapping?.sources.values() ?? [])].some((s) => s.type === "webhook");
   return createIngestApi({
     apiKeys: hasWebhooks
       ? resolved.apiKeys
       : required(resolved.apiKeys, "METERHOOK_API_KEYS (or METERHOOK_API_KEYS_SSM_PARAMETER)"),
     reloadApiKeys: apiKeysReloader(config, reader),
-    apiKeysMaxAgeMs: config.apiKeysMaxAgeMs,
+    apiKeysMaxAgeMs: config.secretsMaxAgeMs,
     webhooks,
     ingestQueue: createSqsSender(
       sqsClientFor(config, deps.sqs),

@@ -43,8 +43,9 @@ export const EnvSchema = z.object({
   METERHOOK_STOP_MARGIN_MS: int(2_000, 0, 60_000),
   METERHOOK_LOOKUP_CONCURRENCY: int(8, 1, 256),
   METERHOOK_LOG_LEVEL: z.enum(["debug", "info", "warn", "error"]).default("info"),
-  // API keys kept in a store are read again when this old (and on an unknown key): rotation without a deploy.
-  METERHOOK_API_KEYS_MAX_AGE_SECONDS: int(300, 1, 86_400),
+  // API keys and webhook secrets kept in a store are read again when this old (and on a key or
+  // signature that matches none): rotation without a deploy.
+  METERHOOK_SECRETS_MAX_AGE_SECONDS: int(300, 1, 86_400),
   // The stripe-reports function's schedule: each run reads the reports of one interval.
   METERHOOK_REPORTS_INTERVAL_MINUTES: int(5, 1, 1440),
   STRIPE_API_KEY: z.string().optional(),
@@ -103,8 +104,8 @@ export interface Config {
   logLevel: "debug" | "info" | "warn" | "error";
   /** Minutes of Stripe error reports each run of the stripe-reports function reads (its schedule's rate). */
   reportsIntervalMinutes: number;
-  /** How old API keys read from a store may get before they are read again. */
-  apiKeysMaxAgeMs: number;
+  /** How old the HTTP API's API keys and webhook secrets may get before they are read again. */
+  secretsMaxAgeMs: number;
   stripe: {
     apiKey: string | undefined;
     apiKeySource: SecretSource | undefined;
@@ -244,7 +245,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     lookupConcurrency: e.METERHOOK_LOOKUP_CONCURRENCY,
     logLevel: e.METERHOOK_LOG_LEVEL,
     reportsIntervalMinutes: e.METERHOOK_REPORTS_INTERVAL_MINUTES,
-    apiKeysMaxAgeMs: e.METERHOOK_API_KEYS_MAX_AGE_SECONDS * 1000,
+    secretsMaxAgeMs: e.METERHOOK_SECRETS_MAX_AGE_SECONDS * 1000,
     stripe: {
       apiKey: e.STRIPE_API_KEY,
       apiKeySource: secretSource("STRIPE_API_KEY", e.STRIPE_API_KEY_SSM_PARAMETER, e.STRIPE_API_KEY_SECRET_ID),

@@ -7,6 +7,7 @@ import { type ValueRules, validateUsageEvent } from "./meter-event.js";
 import { Metric, type Metrics, noMetrics } from "./metrics.js";
 import { packBodies } from "./pack.js";
 import type { QueueSender } from "./queue.js";
+import { reloading } from "./reloading.js";
 import { CORRELATION_ATTRIBUTE, keptHeaders, TRIGGER_FORMAT, type TriggerMessage } from "./triggers.js";
 import { parseUsageEvent, toCanonicalJson, type UsageEvent } from "./usage-event.js";
 import { verifySignature } from "./webhooks/signatures.js";
@@ -16,6 +17,12 @@ export interface WebhookSources {
   sources: ReadonlyMap<string, Source>;
   /** Secrets per source, read at cold start. */
   secrets: ReadonlyMap<string, readonly string[]>;
+  /**
+   * Reads every source's secrets again (lib/reloading.ts): when they are `secretsMaxAgeMs` old,
+   * and after a signature matched none of them, so a secret changed in its store needs no deploy.
+   */
+  reloadSecrets?: () => Promise<ReadonlyMap<string, readonly string[]>>;
+  secretsMaxAgeMs?: number;
 }
 
 export interface IngestApiDeps {
@@ -72,6 +79,17 @@ export function createIngestApi(deps: IngestApiDeps): { handle(req: HttpRequest)
           }),
       })
     : async (authorization: string | undefined) => fixedCheck(authorization);
+  const webhooks = deps.webhooks;
+  const webhookSecrets = webhooks?.reloadSecrets
+    ? reloading(webhooks.secrets, webhooks.reloadSecrets, {
+        maxAgeMs: webhooks.secretsMaxAgeMs ?? 300_000,
+        now,
+        onReloadFailed: (err) =>
+          deps.logger.warn("reading the webhook secrets again failed; the secrets read before stay in use", {
+            reason: err instanceof Error ? err.message : String(err),
+          }),
+      })
+    : undefined;
   const metrics = deps.metrics ?? noMetrics;
 
   const postEvents = async (req: HttpRequest): Promise<HttpResponse> => {
@@ -182,13 +200,14 @@ export function createIngestApi(deps: IngestApiDeps): { handle(req: HttpRequest)
         return httpError(401, "unauthorized", "missing or invalid API key (Authorization: Bearer <key>)", rid);
       }
     } else if (auth.scheme !== "none") {
-      const verdict = verifySignature(
-        auth,
-        deps.webhooks?.secrets.get(name) ?? [],
-        req.headers,
-        req.body,
-        Math.floor(now() / 1000),
-      );
+      const verify = (secrets: ReadonlyMap<string, readonly string[]> | undefined) =>
+        verifySignature(auth, secrets?.get(name) ?? [], req.headers, req.body, Math.floor(now() / 1000));
+      let verdict = verify(webhookSecrets ? await webhookSecrets.get() : webhooks?.secrets);
+      if (!verdict.ok && verdict.code === "signature_mismatch" && webhookSecrets) {
+        // Perhaps signed with a secret changed in its store since it was read.
+        const fresh = await webhookSecrets.afterMiss();
+        if (fresh) verdict = verify(fresh);
+      }
       if (!verdict.ok) {
         metrics.count(Metric.webhooksRejected, 1, { code: verdict.code });
         deps.logger.warn("webhook signature rejected", { requestId: rid, source: name, code: verdict.code });

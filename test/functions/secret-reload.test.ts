@@ -1,4 +1,8 @@
 import assert from "node:assert/strict";
+import { createHmac } from "node:crypto";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { createHttpHandler } from "../../functions/http-api.js";
 import { createReloadingApiKeyCheck } from "../../lib/api-keys.js";
@@ -35,7 +39,7 @@ const env = (extra: Record<string, string> = {}) =>
     ...extra,
   });
 
-describe("API keys kept in SSM are read again: rotation without a deploy", () => {
+describe("the HTTP API's secrets kept in SSM are read again: rotation without a deploy", () => {
   test("a new key works once it is in the store; a removed one stops within the keys' maximum age", async () => {
     ssm[PARAMETER] = "mh_key_old_0001";
     let clock = 1_000_000;
@@ -79,9 +83,9 @@ describe("API keys kept in SSM are read again: rotation without a deploy", () =>
     assert.match(String((warnings[0] as Error).message), /\/meterhook\/test\/api-keys/);
   });
 
-  test("through the HTTP handler: a key removed from the store gets 401 after METERHOOK_API_KEYS_MAX_AGE_SECONDS", async () => {
+  test("through the HTTP handler: a key removed from the store gets 401 after METERHOOK_SECRETS_MAX_AGE_SECONDS", async () => {
     ssm[PARAMETER] = "mh_http_key_a001,mh_http_key_b002";
-    const api = await createIngestApiFromConfig(env({ METERHOOK_API_KEYS_MAX_AGE_SECONDS: "1" }), {
+    const api = await createIngestApiFromConfig(env({ METERHOOK_SECRETS_MAX_AGE_SECONDS: "1" }), {
       sqs: queues.sqs,
       logger: silentLogger,
     });
@@ -101,5 +105,61 @@ describe("API keys kept in SSM are read again: rotation without a deploy", () =>
     await new Promise((r) => setTimeout(r, 1_100));
     assert.equal(await post("mh_http_key_a001"), 401);
     assert.equal(await post("mh_http_key_b002"), 202);
+  });
+
+  test("a webhook secret changed in SSM is taken within METERHOOK_SECRETS_MAX_AGE_SECONDS", async () => {
+    const secretParameter = "/meterhook/test/webhooks/github";
+    ssm[secretParameter] = "gh-secret-before-0001";
+    ssm[PARAMETER] = "mh_http_key_a001";
+    const dir = mkdtempSync(join(tmpdir(), "meterhook-secrets-"));
+    const config = join(dir, "meterhook.yaml");
+    writeFileSync(
+      config,
+      `version: 1
+sources:
+  github:
+    type: webhook
+    auth:
+      scheme: github
+      secrets:
+        - ssm: ${secretParameter}
+    customer:
+      lookup: table
+      table:
+        octo-org: cus_OctoOrg0001
+    rules:
+      - name: any
+        when: "body.id != null"
+        id: body.id
+        customer: body.org
+        emit:
+          - event_name: ci_minutes
+            value: "\`1\`"
+`,
+    );
+    const api = await createIngestApiFromConfig(
+      env({ METERHOOK_SECRETS_MAX_AGE_SECONDS: "1", METERHOOK_CONFIG: config }),
+      { sqs: queues.sqs, logger: silentLogger },
+    );
+    const handler = createHttpHandler(async () => api);
+    const deliver = async (secret: string) => {
+      const body = JSON.stringify({ id: `delivery-${Math.random()}`, org: "octo-org" });
+      const signature = `sha256=${createHmac("sha256", secret).update(body).digest("hex")}`;
+      const res = await handler(
+        httpEvent({
+          path: "/v1/webhooks/github",
+          body,
+          headers: { "content-type": "application/json", "x-hub-signature-256": signature },
+        }),
+      );
+      return res.statusCode;
+    };
+
+    assert.equal(await deliver("gh-secret-before-0001"), 202);
+    ssm[secretParameter] = "gh-secret-after-0002";
+    await new Promise((r) => setTimeout(r, 1_100));
+    assert.equal(await deliver("gh-secret-after-0002"), 202);
+    assert.equal(await deliver("gh-secret-before-0001"), 401);
+    assert.equal(redact("x gh-secret-after-0002 y"), "x [REDACTED] y");
   });
 });
