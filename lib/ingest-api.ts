@@ -69,14 +69,16 @@ function rejectionOf(item: unknown, index: number, err: unknown): Rejection {
 export function createIngestApi(deps: IngestApiDeps): { handle(req: HttpRequest): Promise<HttpResponse> } {
   const now = deps.now ?? Date.now;
   const fixedCheck = createApiKeyCheck(deps.apiKeys);
+  // A failed read of a secret store keeps what was read before; it is logged, never fatal.
+  const reloadFailed = (what: string) => (err: unknown) =>
+    deps.logger.warn(`reading the ${what} again failed; the ${what} read before stay in use`, {
+      reason: err instanceof Error ? err.message : String(err),
+    });
   const authorized = deps.reloadApiKeys
     ? createReloadingApiKeyCheck(deps.apiKeys, deps.reloadApiKeys, {
         maxAgeMs: deps.apiKeysMaxAgeMs ?? 300_000,
         now,
-        onReloadFailed: (err) =>
-          deps.logger.warn("reading the API keys again failed; the keys read before stay in use", {
-            reason: err instanceof Error ? err.message : String(err),
-          }),
+        onReloadFailed: reloadFailed("API keys"),
       })
     : async (authorization: string | undefined) => fixedCheck(authorization);
   const webhooks = deps.webhooks;
@@ -84,10 +86,7 @@ export function createIngestApi(deps: IngestApiDeps): { handle(req: HttpRequest)
     ? reloading(webhooks.secrets, webhooks.reloadSecrets, {
         maxAgeMs: webhooks.secretsMaxAgeMs ?? 300_000,
         now,
-        onReloadFailed: (err) =>
-          deps.logger.warn("reading the webhook secrets again failed; the secrets read before stay in use", {
-            reason: err instanceof Error ? err.message : String(err),
-          }),
+        onReloadFailed: reloadFailed("webhook secrets"),
       })
     : undefined;
   const metrics = deps.metrics ?? noMetrics;
