@@ -6,6 +6,8 @@
  * shared by the requests waiting for them; a failed read keeps the value in use.
  */
 export interface Reloading<T> {
+  /** The value as last read, without reading. */
+  current(): T;
   /** The value, read again first when it is older than maxAgeMs. */
   get(): Promise<T>;
   /** After the value did not match a request: the value read again, or undefined when it was read too recently. */
@@ -18,11 +20,24 @@ export const MISS_RELOAD_INTERVAL_MS = 30_000;
 export function reloading<T>(
   initial: T,
   reload: () => Promise<T>,
-  options: { maxAgeMs: number; now?: () => number; onReloadFailed?: (err: unknown) => void },
+  options: {
+    /** Read again when older than this; never for its age when unset. */
+    maxAgeMs?: number;
+    /** After a miss, read again at most this often (MISS_RELOAD_INTERVAL_MS unless set). */
+    missIntervalMs?: number;
+    /**
+     * When `initial` was read (now unless set): a miss within missIntervalMs of it reads nothing.
+     * Number.NEGATIVE_INFINITY makes the first miss read whenever it comes.
+     */
+    readAt?: number;
+    now?: () => number;
+    onReloadFailed?: (err: unknown) => void;
+  },
 ): Reloading<T> {
   const now = options.now ?? Date.now;
+  const missIntervalMs = options.missIntervalMs ?? MISS_RELOAD_INTERVAL_MS;
   let value = initial;
-  let readAt = now();
+  let readAt = options.readAt ?? now();
   let reading: Promise<T> | undefined;
   const read = (): Promise<T> => {
     reading ??= reload()
@@ -40,13 +55,14 @@ export function reloading<T>(
     return reading;
   };
   return {
+    current: () => value,
     async get() {
       if (reading) return reading;
-      return now() - readAt >= options.maxAgeMs ? read() : value;
+      return options.maxAgeMs !== undefined && now() - readAt >= options.maxAgeMs ? read() : value;
     },
     async afterMiss() {
       if (reading) return reading;
-      return now() - readAt < MISS_RELOAD_INTERVAL_MS ? undefined : read();
+      return now() - readAt < missIntervalMs ? undefined : read();
     },
   };
 }

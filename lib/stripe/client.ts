@@ -2,6 +2,7 @@ import { randomUUID } from "node:crypto";
 import type { Logger } from "../logger.js";
 import { Metric, type Metrics, noMetrics } from "../metrics.js";
 import { redact } from "../redact.js";
+import { type Reloading, reloading } from "../reloading.js";
 import type { RateLimiter } from "./rate-limiter.js";
 import {
   classifyNetworkError,
@@ -86,8 +87,28 @@ export class StripeClient {
       keyReloadIntervalMs: 30_000,
       ...config,
     };
-    this.apiKey = this.config.apiKey;
-    this.keyAuthorization = `Bearer ${this.apiKey}`;
+    const reloadKey = this.config.reloadKey;
+    this.key = reloading(
+      this.config.apiKey,
+      async () => {
+        const key = reloadKey ? await reloadKey() : this.key.current();
+        if (key === this.key.current())
+          this.logger.warn("Stripe refused the secret key, and its store holds the same key");
+        else
+          this.logger.info("Stripe refused the secret key; its store holds a new one, which requests use from now on");
+        return key;
+      },
+      {
+        missIntervalMs: this.config.keyReloadIntervalMs,
+        // The first refusal reads the store whenever it comes, even just after a cold start's read.
+        readAt: Number.NEGATIVE_INFINITY,
+        now: () => this.env.now(),
+        onReloadFailed: (err) =>
+          this.logger.warn("Stripe refused the secret key, and reading it again failed", {
+            reason: redact(err instanceof Error ? err.message : String(err)),
+          }),
+      },
+    );
     this.retryOptions = { ...this.config.retry, timeoutMs: this.config.timeoutMs };
   }
 
@@ -110,19 +131,22 @@ export class StripeClient {
     return url;
   }
 
-  /** The secret key in use: config.apiKey, or what reloadKey read since. */
-  private apiKey: string;
-  /** `Bearer <key>` for the secret key, built once: a header value per call is garbage to collect. */
-  private keyAuthorization: string;
-  /** When reloadKey last ran, and its read while it runs (every refused request waits for the one read). */
-  private keyReadAt = Number.NEGATIVE_INFINITY;
-  private keyReading: Promise<string> | undefined;
+  /**
+   * The secret key in use: config.apiKey, or what reloadKey read since (lib/reloading.ts: one read
+   * shared by every request refused meanwhile, at most one per keyReloadIntervalMs).
+   */
+  private readonly key: Reloading<string>;
+  /** `Bearer <key>` for the secret key, built once per key: a header value per call is garbage to collect. */
+  private keyAuthorization = { token: "", header: "" };
   /** The last session token's header value (the v2 stream sends the same token for minutes). */
   private lastBearer = { token: "", header: "" };
   private readonly retryOptions: RetryOptions & { timeoutMs: number };
 
   private authorization(bearer: string): string {
-    if (bearer === this.apiKey) return this.keyAuthorization;
+    if (bearer === this.key.current()) {
+      if (this.keyAuthorization.token !== bearer) this.keyAuthorization = { token: bearer, header: `Bearer ${bearer}` };
+      return this.keyAuthorization.header;
+    }
     if (this.lastBearer.token !== bearer) this.lastBearer = { token: bearer, header: `Bearer ${bearer}` };
     return this.lastBearer.header;
   }
@@ -161,7 +185,7 @@ export class StripeClient {
     if (this.config.limiter && !(await this.config.limiter.acquire(call.deadline - 250))) {
       return { kind: "retry", reason: "not sent: the client-side rate limit left no time before the deadline" };
     }
-    const bearer = call.auth ? await call.auth.token(call.deadline) : this.apiKey;
+    const bearer = call.auth ? await call.auth.token(call.deadline) : this.key.current();
     if (typeof bearer !== "string") return bearer;
     const verdict = await this.send(call, url, idempotencyKey, timeoutMs, bearer);
     if (
@@ -188,38 +212,11 @@ export class StripeClient {
     return (await this.currentKey(bearer)) !== bearer;
   }
 
-  /** The secret key to use after Stripe refused `refused`: read again, at most once per interval. */
-  private currentKey(refused: string): Promise<string> {
-    const reload = this.config.reloadKey;
-    if (this.apiKey !== refused || !reload) return Promise.resolve(this.apiKey);
-    if (this.keyReading) return this.keyReading;
-    if (this.env.now() - this.keyReadAt < this.config.keyReloadIntervalMs) return Promise.resolve(this.apiKey);
-    this.keyReadAt = this.env.now();
-    this.keyReading = reload()
-      .then(
-        (key) => {
-          if (key === this.apiKey) {
-            this.logger.warn("Stripe refused the secret key, and its store holds the same key");
-          } else {
-            this.apiKey = key;
-            this.keyAuthorization = `Bearer ${key}`;
-            this.logger.info(
-              "Stripe refused the secret key; its store holds a new one, which requests use from now on",
-            );
-          }
-          return this.apiKey;
-        },
-        (err: unknown) => {
-          this.logger.warn("Stripe refused the secret key, and reading it again failed", {
-            reason: redact(err instanceof Error ? err.message : String(err)),
-          });
-          return this.apiKey;
-        },
-      )
-      .finally(() => {
-        this.keyReading = undefined;
-      });
-    return this.keyReading;
+  /** The secret key to use after Stripe refused `refused`: the current one, read again if it is that one. */
+  private async currentKey(refused: string): Promise<string> {
+    const key = this.key.current();
+    if (key !== refused || !this.config.reloadKey) return key;
+    return (await this.key.afterMiss()) ?? key;
   }
 
   /** One request with `bearer`, its answer classified, logged and counted. */
