@@ -84,7 +84,11 @@ export class ErrorReports {
     clearTimeout(w.timer);
     const end = this.now();
     const byCode = new Map<string, AsyncError[]>();
-    for (const e of w.errors) byCode.set(e.code, [...(byCode.get(e.code) ?? []), e]);
+    for (const e of w.errors) {
+      const same = byCode.get(e.code);
+      if (same) same.push(e);
+      else byCode.set(e.code, [e]);
+    }
     const n = w.errors.length;
     this.events.push({
       id: `evt_emu${randomBytes(10).toString("hex")}`,
