@@ -2,6 +2,7 @@ import type { Context, ScheduledEvent } from "aws-lambda";
 import { createErrorReportReaderFromConfig, type ErrorReportReader } from "../lib/app.js";
 import { loadConfig } from "../lib/config.js";
 import { MetricsRecorder } from "../lib/metrics.js";
+import { refusedIn } from "../lib/stripe/error-reports.js";
 import { oncePerColdStart } from "./support/cold-start.js";
 import { publishMetrics } from "./support/observability.js";
 
@@ -36,7 +37,7 @@ export function createReportsHandler(
         from: new Date(from).toISOString(),
         to: new Date(to).toISOString(),
         reports: reports.length,
-        refused: reports.reduce((n, r) => n + r.errorCount, 0),
+        refused: refusedIn(reports),
       };
     } finally {
       onDone?.();

@@ -14,7 +14,7 @@ import { createSqsReader, createSqsSender, type SqsClientSource } from "./queue.
 import { type ReplayOptions, type ReplayReport, replayDeadLetters } from "./replay.js";
 import { apiKeysReloader, resolveSecrets, type SecretReader, stripeKeyReloader } from "./secrets.js";
 import { StripeClient } from "./stripe/client.js";
-import { type ErrorReport, publishErrorReports, readErrorReports } from "./stripe/error-reports.js";
+import { type ErrorReport, publishErrorReports, readErrorReports, refusedIn } from "./stripe/error-reports.js";
 import { RateLimiter } from "./stripe/rate-limiter.js";
 import { DEFAULT_RETRY, realRetryEnv } from "./stripe/retry-policy.js";
 import type { MeterEventSubmitter } from "./stripe/submitter.js";
@@ -277,7 +277,7 @@ export async function createErrorReportReaderFromConfig(
         from: new Date(window.from).toISOString(),
         to: new Date(window.to).toISOString(),
         reports: reports.length,
-        refused: reports.reduce((n, r) => n + r.errorCount, 0),
+        refused: refusedIn(reports),
       });
       return reports;
     },

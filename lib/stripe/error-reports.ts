@@ -126,6 +126,9 @@ export async function readErrorReports(
   return events.map(toReport).sort((a, b) => (a.created < b.created ? -1 : a.created > b.created ? 1 : 0));
 }
 
+/** Events the reports say Stripe refused, all reports together. */
+export const refusedIn = (reports: readonly ErrorReport[]): number => reports.reduce((n, r) => n + r.errorCount, 0);
+
 /** Each report as an `error` log line, and the events it refused as metrics (all codes, and per code). */
 export function publishErrorReports(reports: readonly ErrorReport[], logger: Logger, metrics: Metrics): void {
   for (const r of reports) {
