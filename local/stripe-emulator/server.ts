@@ -336,9 +336,7 @@ export class StripeEmulator {
         },
       };
     }
-    if (method === "GET" && path === "/v1/billing/meters") {
-      return { status: 200, body: { object: "list", data: [...this.ledger.meters.values()].map(toMeterObject) } };
-    }
+    if (method === "GET" && path === "/v1/billing/meters") return this.listMeters(req, url);
     const summaryMatch = /^\/v1\/billing\/meters\/([^/]+)\/event_summaries$/.exec(path);
     if (method === "GET" && summaryMatch) {
       const customer = url.searchParams.get("customer") ?? "";
@@ -377,6 +375,43 @@ export class StripeEmulator {
     }
   }
 
+  /**
+   * `GET /v1/billing/meters`, as Stripe lists: newest first, `status` to filter, `limit` (1-100,
+   * default 10) and `starting_after` to page, `has_more` when a page is full and more follow.
+   */
+  private listMeters(req: IncomingMessage, url: URL): Reply {
+    const denied = this.authError(this.credential(req));
+    if (denied) return denied;
+    const q = url.searchParams;
+    const status = q.get("status");
+    if (status !== null && status !== "active" && status !== "inactive") {
+      return v1Error(400, "invalid_request_error", `Invalid status: must be one of active, inactive`, {
+        param: "status",
+      });
+    }
+    const limit = q.has("limit") ? Number(q.get("limit")) : 10;
+    if (!Number.isInteger(limit) || limit < 1 || limit > 100) {
+      return v1Error(400, "invalid_request_error", "Invalid limit: must be between 1 and 100", { param: "limit" });
+    }
+    let meters = [...this.ledger.meters.values()].reverse();
+    if (status) meters = meters.filter((m) => m.status === status);
+    const after = q.get("starting_after");
+    if (after !== null) {
+      const i = meters.findIndex((m) => m.id === after);
+      if (i < 0) return v1Error(400, "invalid_request_error", `No such billing meter: '${after.slice(0, 64)}'`);
+      meters = meters.slice(i + 1);
+    }
+    return {
+      status: 200,
+      body: {
+        object: "list",
+        data: meters.slice(0, limit).map(toMeterObject),
+        has_more: meters.length > limit,
+        url: "/v1/billing/meters",
+      },
+    };
+  }
+
   /** `GET /v2/core/events` and `GET /v2/core/events/{id}`, with the secret key. */
   private coreEvents(req: IncomingMessage, path: string, url: URL): Reply {
     const denied = this.authError(this.credential(req));
@@ -386,6 +421,18 @@ export class StripeEmulator {
     const event = this.errorReports.get(id);
     if (!event) return v2Error(404, "not_found", `No such event: ${id.slice(0, 64)}`, "invalid_request_error");
     return { status: 200, body: event };
+  }
+
+  /** Creates a meter (as `POST /v1/billing/meters` does), e.g. one created after its first usage. */
+  defineMeter(m: Partial<MeterDefinition> & { event_name: string }): MeterDefinition {
+    return this.ledger.defineMeter(m);
+  }
+
+  /** Deactivates a meter (`POST /v1/billing/meters/{id}/deactivate`): it takes no new events. */
+  deactivateMeter(eventName: string): void {
+    const m = this.ledger.meters.get(eventName);
+    if (!m) throw new Error(`no meter for ${eventName}`);
+    m.status = "inactive";
   }
 
   /** Adds a customer (as `POST /v1/customers` does), e.g. one created after its first usage. */
@@ -706,7 +753,10 @@ function toMeterObject(m: MeterDefinition) {
     object: "billing.meter",
     event_name: m.event_name,
     status: m.status,
+    display_name: m.event_name,
+    livemode: false,
     default_aggregation: { formula: m.formula },
+    event_time_window: null,
     customer_mapping: { type: "by_id", event_payload_key: m.customerKey },
     value_settings: { event_payload_key: m.valueKey },
   };

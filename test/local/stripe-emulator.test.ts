@@ -240,6 +240,44 @@ describe("totals", () => {
   });
 });
 
+describe("GET /v1/billing/meters", () => {
+  test("lists newest first with Stripe's paging and status filter, and needs the key", async () => {
+    const own = await startEmulator({
+      apiKeys: [KEY],
+      meters: [
+        { event_name: "m1" },
+        { event_name: "m2", status: "inactive" },
+        { event_name: "m3", customerKey: "account", valueKey: "units" },
+        { event_name: "m4" },
+      ],
+    });
+    try {
+      const get = async (query: string, auth = `Bearer ${KEY}`) => {
+        const res = await fetch(`${own.url}/v1/billing/meters${query}`, { headers: { authorization: auth } });
+        // biome-ignore lint/suspicious/noExplicitAny: Stripe-shaped JSON, asserted field by field
+        return { status: res.status, body: (await res.json()) as Record<string, any> };
+      };
+      const names = (b: Record<string, unknown>) => (b.data as Array<{ event_name: string }>).map((m) => m.event_name);
+      const first = await get("?status=active&limit=2");
+      assert.deepEqual([names(first.body), first.body.has_more, first.body.object], [["m4", "m3"], true, "list"]);
+      const m3 = first.body.data[1];
+      assert.deepEqual(
+        [m3.object, m3.status, m3.customer_mapping, m3.value_settings],
+        ["billing.meter", "active", { type: "by_id", event_payload_key: "account" }, { event_payload_key: "units" }],
+      );
+      const next = await get(`?status=active&limit=2&starting_after=${m3.id}`);
+      assert.deepEqual([names(next.body), next.body.has_more], [["m1"], false]);
+      assert.deepEqual(names((await get("?status=inactive")).body), ["m2"]);
+      assert.deepEqual(names((await get("")).body), ["m4", "m3", "m2", "m1"]);
+      assert.equal((await get("?limit=101")).status, 400);
+      assert.equal((await get("?status=archived")).status, 400);
+      assert.equal((await get("", "Bearer sk_test_wrong")).status, 401);
+    } finally {
+      await own.stop();
+    }
+  });
+});
+
 describe("forgetHistory (the benchmarks' reset between runs)", () => {
   test("forgets events, totals, receipts and requests; keeps meters, customers and session tokens", async () => {
     const own = await startEmulator({ apiKeys: [KEY], customers: ["cus_A"] });
