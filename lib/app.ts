@@ -15,6 +15,7 @@ import { type ReplayOptions, type ReplayReport, replayDeadLetters } from "./repl
 import { apiKeysReloader, resolveSecrets, type SecretReader, stripeKeyReloader } from "./secrets.js";
 import { StripeClient } from "./stripe/client.js";
 import { type ErrorReport, publishErrorReports, readErrorReports, refusedIn } from "./stripe/error-reports.js";
+import { checkingMeters } from "./stripe/meters.js";
 import { RateLimiter } from "./stripe/rate-limiter.js";
 import { DEFAULT_RETRY, realRetryEnv } from "./stripe/retry-policy.js";
 import type { MeterEventSubmitter } from "./stripe/submitter.js";
@@ -143,12 +144,14 @@ export function createStripeClient(
   );
 }
 
-export function createSubmitter(config: Config, client: StripeClient): MeterEventSubmitter {
+export function createSubmitter(config: Config, client: StripeClient, logger: Logger): MeterEventSubmitter {
   const s = config.stripe;
   const common = { concurrency: s.concurrency, stopMarginMs: config.stopMarginMs };
-  return config.stripeApi === "v1"
-    ? createV1Submitter(client, common)
-    : createV2StreamSubmitter(client, { ...common, batchSize: s.streamBatchSize });
+  const submitter =
+    config.stripeApi === "v1"
+      ? createV1Submitter(client, common)
+      : createV2StreamSubmitter(client, { ...common, batchSize: s.streamBatchSize });
+  return config.meterCheck ? checkingMeters(submitter, client, logger, config.meterCheck) : submitter;
 }
 
 async function consumerMapping(
@@ -224,7 +227,7 @@ export async function createConsumerFromConfig(config: Config, deps: AppDeps = {
   const consumerDeps: ConsumerDeps = {
     resolver: new CustomerResolver([stripeIdLookup, staticTableLookup(config.customers)]),
     mapping: mapping ? await consumerMapping(mapping, { transport, stripeGet, env: config.env, reader }) : undefined,
-    submitter: createSubmitter(resolved, client),
+    submitter: createSubmitter(resolved, client, logger),
     deadLetterQueue: createSqsSender(sqs, required(config.deadLetterQueueUrl, "METERHOOK_DLQ_URL")),
     logger,
     metrics,

@@ -48,6 +48,9 @@ export const EnvSchema = z.object({
   METERHOOK_SECRETS_MAX_AGE_SECONDS: int(300, 1, 86_400),
   // The stripe-reports function's schedule: each run reads the reports of one interval.
   METERHOOK_REPORTS_INTERVAL_MINUTES: int(5, 1, 1440),
+  // Check each event_name against Stripe's active meters, and send each meter's payload keys.
+  METERHOOK_METER_CHECK: z.enum(["on", "off"]).default("off"),
+  METERHOOK_METERS_MAX_AGE_SECONDS: int(300, 10, 86_400),
   STRIPE_API_KEY: z.string().optional(),
   STRIPE_API_KEY_SSM_PARAMETER: z.string().min(1).optional(),
   STRIPE_API_KEY_SECRET_ID: z.string().min(1).optional(),
@@ -106,6 +109,11 @@ export interface Config {
   reportsIntervalMinutes: number;
   /** How old the HTTP API's API keys and webhook secrets may get before they are read again. */
   secretsMaxAgeMs: number;
+  /**
+   * The consumer checks events against Stripe's active meters (lib/stripe/meters.ts), read again
+   * when `maxAgeMs` old; undefined when METERHOOK_METER_CHECK is off.
+   */
+  meterCheck: { maxAgeMs: number } | undefined;
   stripe: {
     apiKey: string | undefined;
     apiKeySource: SecretSource | undefined;
@@ -246,6 +254,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     logLevel: e.METERHOOK_LOG_LEVEL,
     reportsIntervalMinutes: e.METERHOOK_REPORTS_INTERVAL_MINUTES,
     secretsMaxAgeMs: e.METERHOOK_SECRETS_MAX_AGE_SECONDS * 1000,
+    meterCheck: e.METERHOOK_METER_CHECK === "on" ? { maxAgeMs: e.METERHOOK_METERS_MAX_AGE_SECONDS * 1000 } : undefined,
     stripe: {
       apiKey: e.STRIPE_API_KEY,
       apiKeySource: secretSource("STRIPE_API_KEY", e.STRIPE_API_KEY_SSM_PARAMETER, e.STRIPE_API_KEY_SECRET_ID),

@@ -11,6 +11,7 @@ export const DeadLetterCode = {
   invalidPayload: "invalid_payload",
   timestampOutOfRange: "timestamp_out_of_range",
   customerNotFound: "customer_not_found",
+  meterNotFound: "meter_not_found",
   stripeRejected: "stripe_rejected",
   stripeUnauthorized: "stripe_unauthorized",
   retriesExhausted: "retries_exhausted",

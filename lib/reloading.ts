@@ -12,6 +12,8 @@ export interface Reloading<T> {
   get(): Promise<T>;
   /** After the value did not match a request: the value read again, or undefined when it was read too recently. */
   afterMiss(): Promise<T | undefined>;
+  /** The value read again now (or by the read in flight), whatever its age: e.g. while none was ever read. */
+  reload(): Promise<T>;
 }
 
 /** A value that did not match is read again at most this often (an attacker's guesses included). */
@@ -64,5 +66,6 @@ export function reloading<T>(
       if (reading) return reading;
       return now() - readAt < missIntervalMs ? undefined : read();
     },
+    reload: read,
   };
 }

@@ -1,3 +1,4 @@
+import type { DeadLetterCode } from "../errors.js";
 import type { MeterEvent } from "../meter-event.js";
 
 /** What became of one meter event after submission. */
@@ -7,7 +8,8 @@ export type SubmitOutcome =
   | { kind: "retry"; reason: string; unsent?: true }
   | {
       kind: "rejected";
-      code: "stripe_rejected" | "stripe_unauthorized";
+      /** Stripe's refusal, or the meter check's (lib/stripe/meters.ts): meter_not_found, invalid_payload. */
+      code: Extract<DeadLetterCode, "stripe_rejected" | "stripe_unauthorized" | "meter_not_found" | "invalid_payload">;
       reason: string;
       requestId?: string;
     };

@@ -184,6 +184,13 @@ describe("packaged CloudFormation template", () => {
     assert.equal(env.METERHOOK_AGGREGATE, "", "pre-aggregation is off by default");
   });
 
+  test("the consumer and the replay function check events against Stripe's meters", () => {
+    for (const fn of ["IngestQueueLambdaFunction", "DlqReplayLambdaFunction"]) {
+      const env = resources[fn].Properties.Environment.Variables;
+      assert.ok(loadConfig({ METERHOOK_METER_CHECK: env.METERHOOK_METER_CHECK }).meterCheck, fn);
+    }
+  });
+
   test("the HTTP API gets METERHOOK_EVENTS_PER_MESSAGE from the eventsPerMessage param, 1 (no packs) by default", () => {
     const env = resources.HttpApiLambdaFunction.Properties.Environment.Variables;
     assert.equal(String(env.METERHOOK_EVENTS_PER_MESSAGE), "1");

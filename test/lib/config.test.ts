@@ -75,6 +75,17 @@ describe("loadConfig", () => {
     assert.throws(() => loadConfig({ STRIPE_HTTP_CLIENT: "fetch" }), /STRIPE_HTTP_CLIENT/);
   });
 
+  test("the meter check is off unless METERHOOK_METER_CHECK=on; its meters are read again every 300 s by default", () => {
+    assert.equal(loadConfig({}).meterCheck, undefined);
+    assert.equal(loadConfig({ METERHOOK_METER_CHECK: "off" }).meterCheck, undefined);
+    assert.deepEqual(loadConfig({ METERHOOK_METER_CHECK: "on" }).meterCheck, { maxAgeMs: 300_000 });
+    assert.deepEqual(loadConfig({ METERHOOK_METER_CHECK: "on", METERHOOK_METERS_MAX_AGE_SECONDS: "60" }).meterCheck, {
+      maxAgeMs: 60_000,
+    });
+    assert.throws(() => loadConfig({ METERHOOK_METER_CHECK: "yes" }), /METERHOOK_METER_CHECK/);
+    assert.throws(() => loadConfig({ METERHOOK_METERS_MAX_AGE_SECONDS: "5" }), /METERHOOK_METERS_MAX_AGE_SECONDS/);
+  });
+
   test("required() names the missing setting", () => {
     assert.throws(() => required(undefined, "STRIPE_API_KEY"), /STRIPE_API_KEY is required/);
     assert.throws(() => required([], "METERHOOK_API_KEYS"), /METERHOOK_API_KEYS/);

@@ -1,0 +1,216 @@
+/**
+ * Stripe's active meters, checked before events are sent (METERHOOK_METER_CHECK=on). Stripe
+ * answers the v2 stream for a whole batch before it looks at its events, and drops an event
+ * whose `event_name` has no active meter, or whose payload lacks the meter's customer or value
+ * key, only in its error reports (lib/stripe/error-reports.ts). Checked here instead, such an
+ * event is dead-lettered with a reason, and replayed once the meter exists; and each event is
+ * sent with its meter's own payload keys (`customer_mapping.event_payload_key`,
+ * `value_settings.event_payload_key`), as shared/stripe/METER_API.md §11 asks of a client.
+ */
+import { DeadLetterCode } from "../errors.js";
+import type { Logger } from "../logger.js";
+import { CUSTOMER_KEY, type MeterEvent, VALUE_KEY } from "../meter-event.js";
+import { redact } from "../redact.js";
+import { reloading } from "../reloading.js";
+import type { StripeClient } from "./client.js";
+import type { Verdict } from "./retry-policy.js";
+import type { MeterEventSubmitter, SubmitOutcome } from "./submitter.js";
+
+/** An active meter, as the check needs it. */
+export interface StripeMeter {
+  id: string;
+  eventName: string;
+  customerKey: string;
+  valueKey: string;
+  /** Stripe's default keys: the meter takes events as meterhook makes them. */
+  defaultKeys: boolean;
+}
+
+/** Active meters by event_name. */
+export type ActiveMeters = ReadonlyMap<string, StripeMeter>;
+
+/** Listing the meters failed: the verdict of the request that failed. */
+export class MetersUnavailable extends Error {
+  constructor(readonly verdict: Exclude<Verdict, { kind: "ok" }>) {
+    super(`listing Stripe's meters failed: ${verdict.reason}`);
+  }
+}
+
+const text = (x: unknown): string | undefined => (typeof x === "string" && x.length > 0 ? x : undefined);
+
+interface MeterObject {
+  id?: unknown;
+  event_name?: unknown;
+  status?: unknown;
+  customer_mapping?: { event_payload_key?: unknown } | null;
+  value_settings?: { event_payload_key?: unknown } | null;
+}
+
+/** Every active meter: each page of `GET /v1/billing/meters?status=active`, 100 at a time. */
+export async function readActiveMeters(client: StripeClient, deadline: number): Promise<Map<string, StripeMeter>> {
+  const meters = new Map<string, StripeMeter>();
+  let after: string | undefined;
+  do {
+    const query: Record<string, string> = { status: "active", limit: "100" };
+    if (after) query.starting_after = after;
+    const v = await client.call({ base: "api", method: "GET", path: "/v1/billing/meters", query, deadline });
+    if (v.kind !== "ok") throw new MetersUnavailable(v);
+    const page = JSON.parse(v.body) as { data?: MeterObject[]; has_more?: unknown };
+    const data = Array.isArray(page.data) ? page.data : [];
+    for (const m of data) {
+      const id = text(m.id);
+      const eventName = text(m.event_name);
+      if (!id || !eventName || m.status !== "active") continue;
+      const customerKey = text(m.customer_mapping?.event_payload_key) ?? CUSTOMER_KEY;
+      const valueKey = text(m.value_settings?.event_payload_key) ?? VALUE_KEY;
+      const defaultKeys = customerKey === CUSTOMER_KEY && valueKey === VALUE_KEY;
+      meters.set(eventName, { id, eventName, customerKey, valueKey, defaultKeys });
+    }
+    // A page without a last id cannot be followed: stop rather than read the first page again.
+    after = page.has_more === true ? text(data[data.length - 1]?.id) : undefined;
+  } while (after);
+  return meters;
+}
+
+/**
+ * The event with its meter's payload keys, or why it cannot have them: one of its properties
+ * has the name the meter gives the customer or the value.
+ */
+function withMeterKeys(e: MeterEvent, meter: StripeMeter): MeterEvent | string {
+  // Null prototype: a meter's key is Stripe's string, and could be any name.
+  const payload = Object.create(null) as Record<string, string>;
+  for (const k in e.payload) {
+    if (k === CUSTOMER_KEY || k === VALUE_KEY) continue;
+    if (k === meter.customerKey || k === meter.valueKey) {
+      return `property "${k}" is the payload key meter ${meter.id} reads the ${k === meter.customerKey ? "customer" : "value"} from`;
+    }
+    payload[k] = e.payload[k] as string;
+  }
+  payload[meter.customerKey] = e.payload[CUSTOMER_KEY] as string;
+  const value = e.payload[VALUE_KEY];
+  if (value !== undefined) payload[meter.valueKey] = value;
+  return { event_name: e.event_name, identifier: e.identifier, timestamp: e.timestamp, payload };
+}
+
+export interface MeterCheckOptions {
+  /** The meters are read again when this old. */
+  maxAgeMs: number;
+  /** After an event_name no active meter has, read again at most this often (10 s unless set). */
+  missIntervalMs?: number;
+  now?: () => number;
+}
+
+/** How often an unknown event_name reads the meters again: a meter just created is found within it. */
+export const METER_MISS_INTERVAL_MS = 10_000;
+
+/** The active meters and when the read that found them started. */
+interface MetersRead {
+  meters: ActiveMeters;
+  startedAt: number;
+}
+
+/**
+ * `inner` behind the meter check: an event whose event_name has no active meter is refused
+ * `meter_not_found` and not sent; the rest are sent with their meter's payload keys. The meters
+ * are read at the first batch, again when `maxAgeMs` old, and after an event_name none has (at
+ * most once per `missIntervalMs`). An event is refused only by a read that started after it
+ * reached the check; one the last read cannot vouch for (read just before a meter may have been
+ * created) is retried. While no read has succeeded, a batch's events are retried, or refused
+ * `stripe_unauthorized` when Stripe refuses the key the listing.
+ */
+export function checkingMeters(
+  inner: MeterEventSubmitter,
+  client: StripeClient,
+  logger: Logger,
+  options: MeterCheckOptions,
+): MeterEventSubmitter {
+  const now = options.now ?? Date.now;
+  let readBy = 0;
+  let failure: unknown;
+  const meters = reloading<MetersRead | undefined>(
+    undefined,
+    async () => {
+      const startedAt = now();
+      const read = await readActiveMeters(client, readBy);
+      failure = undefined;
+      logger.info("Stripe's active meters read", { meters: read.size });
+      return { meters: read, startedAt };
+    },
+    {
+      maxAgeMs: options.maxAgeMs,
+      missIntervalMs: options.missIntervalMs ?? METER_MISS_INTERVAL_MS,
+      now,
+      onReloadFailed: (err) => {
+        failure = err;
+        logger.warn("reading Stripe's meters failed; the meters read before stay in use", {
+          reason: redact(err instanceof Error ? err.message : String(err)),
+        });
+      },
+    },
+  );
+
+  /** Every event's outcome while no read has succeeded. */
+  const unavailable = (): SubmitOutcome => {
+    const reason = redact(failure instanceof Error ? failure.message : String(failure));
+    if (
+      failure instanceof MetersUnavailable &&
+      failure.verdict.kind === "permanent" &&
+      failure.verdict.code === DeadLetterCode.stripeUnauthorized
+    ) {
+      return {
+        kind: "rejected",
+        code: DeadLetterCode.stripeUnauthorized,
+        reason: `${reason} (the meter check needs a key that can read Billing meters; or set METERHOOK_METER_CHECK=off)`,
+      };
+    }
+    return { kind: "retry", reason };
+  };
+
+  return {
+    api: inner.api,
+    async submit(events, deadline) {
+      const arrived = now();
+      readBy = deadline;
+      let read = meters.current() === undefined ? await meters.reload() : await meters.get();
+      if (read === undefined) return events.map(unavailable);
+      // The common case in one pass, allocating nothing: every event's meter is known and reads
+      // Stripe's default keys, so the events go as they are.
+      if (events.every((e) => read?.meters.get(e.event_name)?.defaultKeys)) return inner.submit(events, deadline);
+      if (events.some((e) => !read?.meters.has(e.event_name))) read = (await meters.afterMiss()) ?? read;
+      const { meters: active, startedAt } = read;
+      // Read since these events arrived: an event_name it lacks has no active meter.
+      const definite = startedAt >= arrived;
+      const outcomes: SubmitOutcome[] = new Array(events.length);
+      const send: MeterEvent[] = [];
+      const at: number[] = [];
+      events.forEach((e, i) => {
+        const meter = active.get(e.event_name);
+        if (!meter) {
+          outcomes[i] = definite
+            ? {
+                kind: "rejected",
+                code: DeadLetterCode.meterNotFound,
+                reason: `no active Stripe meter has event_name "${e.event_name}": create the meter (or activate it), then replay`,
+              }
+            : {
+                kind: "retry",
+                reason: `no active Stripe meter had event_name "${e.event_name}" when the meters were last read, ${Math.round((arrived - startedAt) / 1000)} s ago`,
+              };
+          return;
+        }
+        const ready = meter.defaultKeys ? e : withMeterKeys(e, meter);
+        if (typeof ready === "string") {
+          outcomes[i] = { kind: "rejected", code: DeadLetterCode.invalidPayload, reason: ready };
+          return;
+        }
+        send.push(ready);
+        at.push(i);
+      });
+      const sent = send.length > 0 ? await inner.submit(send, deadline) : [];
+      at.forEach((i, j) => {
+        outcomes[i] = sent[j] as SubmitOutcome;
+      });
+      return outcomes;
+    },
+  };
+}

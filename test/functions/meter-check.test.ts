@@ -1,0 +1,144 @@
+import assert from "node:assert/strict";
+import { after, before, beforeEach, describe, test } from "node:test";
+import { createQueueHandler } from "../../functions/ingest-queue.js";
+import { createConsumerFromConfig, replayFromConfig } from "../../lib/app.js";
+import { loadConfig } from "../../lib/config.js";
+import { silentLogger } from "../../lib/logger.js";
+import { meterEventIdentifier } from "../../lib/meter-event.js";
+import { EMULATOR_DEFAULT_KEY, type StripeEmulator } from "../../local/stripe-emulator/server.js";
+import { lambdaContext, sqsEvent, sqsRecord, usageEvent } from "../helpers/factories.js";
+import { drain, drainDeadLetters, startTestQueues, type TestQueues } from "../helpers/sqs.js";
+import { startEmulator } from "../helpers/stripe.js";
+
+// Stripe as a user may have it: a meter with Stripe's default payload keys, one that reads its
+// own keys, and one deactivated. Only these meters exist (no meter is made on first sight).
+let emulator: StripeEmulator;
+let queues: TestQueues;
+before(async () => {
+  emulator = await startEmulator({
+    meters: [
+      { event_name: "api_requests" },
+      { event_name: "tokens", customerKey: "customer_ref", valueKey: "tokens_used" },
+      { event_name: "retired", status: "inactive" },
+    ],
+  });
+  queues = await startTestQueues();
+});
+after(async () => {
+  await emulator.stop();
+  await queues.stop();
+});
+beforeEach(() => drain(queues.sqs, queues.deadLetterQueueUrl));
+
+const env = (extra: Record<string, string>) => ({
+  STRIPE_API_KEY: EMULATOR_DEFAULT_KEY,
+  STRIPE_API_BASE: emulator.url,
+  STRIPE_METER_EVENTS_BASE: emulator.url,
+  METERHOOK_DLQ_URL: queues.deadLetterQueueUrl,
+  SQS_ENDPOINT: queues.endpoint,
+  METERHOOK_LOG_LEVEL: "error",
+  ...extra,
+});
+
+/** The ingest-queue handler as deployed, against fauxqs and the emulator. */
+async function consume(events: Array<Record<string, unknown>>, extra: Record<string, string>) {
+  const consumer = await createConsumerFromConfig(loadConfig(env(extra)), { sqs: queues.sqs, logger: silentLogger });
+  try {
+    const records = events.map((e) => sqsRecord(e));
+    const response = await createQueueHandler(async () => consumer)(sqsEvent(records), lambdaContext());
+    const failed = new Set(response.batchItemFailures.map((f) => f.itemIdentifier));
+    return records.map((r) => failed.has(r.messageId));
+  } finally {
+    await consumer.close();
+  }
+}
+const identifier = (e: Record<string, unknown>) => meterEventIdentifier(e.id as string, e.event_name as string);
+const sent = (e: Record<string, unknown>) => emulator.ledger.events.find((r) => r.identifier === identifier(e));
+const refusedLater = (e: Record<string, unknown>) => {
+  emulator.errorReports.flush();
+  return emulator.ledger.errors.find((r) => r.identifier === identifier(e))?.code;
+};
+
+for (const api of ["v2", "v1"] as const) {
+  describe(`the meter check (METERHOOK_METER_CHECK=on), ${api}`, () => {
+    const on = { METERHOOK_STRIPE_API: api, METERHOOK_METER_CHECK: "on" };
+
+    test("an event_name with no active meter is dead-lettered meter_not_found, and not sent; the rest are billed", async () => {
+      const billed = usageEvent({ customer: `cus_${api}Billed`, value: 2 });
+      const unknown = usageEvent({ event_name: "api_request", customer: `cus_${api}Typo` });
+      const retired = usageEvent({ event_name: "retired", customer: `cus_${api}Retired` });
+
+      const failed = await consume([billed, unknown, retired], on);
+
+      assert.deepEqual(failed, [false, false, false]);
+      const letters = await drainDeadLetters(queues.sqs, queues.deadLetterQueueUrl);
+      assert.deepEqual(
+        letters.map((l) => [(l.event as { id: string }).id, l.error.code, l.attributes.code]).sort(),
+        [
+          [unknown.id, "meter_not_found", "meter_not_found"],
+          [retired.id, "meter_not_found", "meter_not_found"],
+        ].sort(),
+      );
+      const letter = letters.find((l) => (l.event as { id: string }).id === unknown.id);
+      assert.match(letter?.error.message ?? "", /no active Stripe meter has event_name "api_request"/);
+      assert.equal(letter?.stripeMayHaveRecorded, undefined);
+      assert.deepEqual(letter?.event, unknown);
+      assert.ok(sent(billed));
+      assert.equal(sent(unknown), undefined);
+      assert.equal(sent(retired), undefined);
+    });
+
+    test("a meter's own payload keys are used, so Stripe counts the events instead of refusing them later", async () => {
+      const customer = `cus_${api}Tokens`;
+      const checked = usageEvent({ event_name: "tokens", customer, value: 7, properties: { model: "large" } });
+      assert.deepEqual(await consume([checked], on), [false]);
+      assert.deepEqual(sent(checked)?.payload, { model: "large", customer_ref: customer, tokens_used: "7" });
+      assert.equal(refusedLater(checked), undefined);
+      const meter = emulator.ledger.meters.get("tokens")?.id as string;
+      assert.equal(emulator.ledger.aggregate(meter, customer), 7);
+
+      // Without the check: Stripe's defaults are sent, accepted, and then refused.
+      const unchecked = usageEvent({ event_name: "tokens", customer, value: 5 });
+      assert.deepEqual(await consume([unchecked], { METERHOOK_STRIPE_API: api }), [false]);
+      assert.equal(refusedLater(unchecked), "meter_event_no_customer_defined");
+      assert.equal(emulator.ledger.aggregate(meter, customer), 7);
+      assert.equal((await drainDeadLetters(queues.sqs, queues.deadLetterQueueUrl)).length, 0);
+    });
+
+    test("a property named like one of the meter's payload keys is dead-lettered invalid_payload", async () => {
+      const clash = usageEvent({ event_name: "tokens", customer: `cus_${api}Clash`, properties: { tokens_used: "9" } });
+      assert.deepEqual(await consume([clash], on), [false]);
+      const [letter] = await drainDeadLetters(queues.sqs, queues.deadLetterQueueUrl);
+      assert.equal(letter?.error.code, "invalid_payload");
+      assert.match(
+        letter?.error.message ?? "",
+        /property "tokens_used" is the payload key meter mtr_\w+ reads the value from/,
+      );
+      assert.equal(sent(clash), undefined);
+    });
+  });
+}
+
+describe("replaying meter_not_found", () => {
+  test("once the meter is made, replay bills the dead-lettered events", async () => {
+    const events = [usageEvent({ event_name: "signups", customer: "cus_Replay", value: 1 })];
+    events.push(usageEvent({ event_name: "signups", customer: "cus_Replay", value: 4 }));
+    await consume(events, { METERHOOK_METER_CHECK: "on" });
+    assert.equal(emulator.ledger.meters.has("signups"), false);
+
+    emulator.defineMeter({ event_name: "signups" });
+    // Replay leaves letters sent at or after its start alone: start it a moment later.
+    await new Promise((r) => setTimeout(r, 5));
+    const report = await replayFromConfig(
+      loadConfig(env({ METERHOOK_METER_CHECK: "on" })),
+      { limit: 10, dryRun: false },
+      { sqs: queues.sqs, logger: silentLogger },
+    );
+
+    assert.equal(report.examined, 2);
+    assert.equal(report.billed, 2);
+    const meter = emulator.ledger.meters.get("signups")?.id as string;
+    assert.equal(emulator.ledger.aggregate(meter, "cus_Replay"), 5);
+    assert.equal((await drainDeadLetters(queues.sqs, queues.deadLetterQueueUrl)).length, 0);
+  });
+});
