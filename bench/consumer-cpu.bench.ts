@@ -40,6 +40,10 @@ const instant: HttpTransport = {
       const body = JSON.stringify({ authentication_token: `mes_${randomUUID()}`, expires_at: expires });
       return Promise.resolve({ status: 200, headers, body });
     }
+    if (req.method === "GET" && req.url.includes("/v1/billing/meters?")) {
+      const meter = { id: "mtr_bench", object: "billing.meter", event_name: "api_requests", status: "active" };
+      return Promise.resolve({ status: 200, headers, body: JSON.stringify({ data: [meter], has_more: false }) });
+    }
     return after({ status: req.url.includes("/v2/") ? 202 : 200, headers, body: "{}" });
   },
   close: async () => {},

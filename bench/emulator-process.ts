@@ -7,6 +7,8 @@
 import { StripeEmulator } from "../local/stripe-emulator/server.js";
 
 const emulator = new StripeEmulator({ latencyMs: Number(process.env.BENCH_STRIPE_LATENCY_MS ?? 0) || undefined });
+// The bench's meter, there before any event (the consumer checks events against Stripe's meters).
+emulator.defineMeter({ event_name: "api_requests" });
 const url = await emulator.start(0);
 process.stdout.write(`${JSON.stringify({ url })}\n`);
 process.on("SIGTERM", () => void emulator.stop().then(() => process.exit(0)));

@@ -223,6 +223,9 @@ function consumerEnv(url: string, api: "v1" | "v2", extra: Record<string, string
     METERHOOK_CUSTOMERS: JSON.stringify(customers),
     STRIPE_CONCURRENCY: "8",
     STRIPE_MAX_CONNECTIONS: "64",
+    // As the stack runs it (serverless.yml meterCheck). BENCH_METER_CHECK=off for a bundle built
+    // before the check existed (BENCH_COMPARE_BUNDLE), whose config refuses the unknown name.
+    ...(process.env.BENCH_METER_CHECK === "off" ? {} : { METERHOOK_METER_CHECK: "on" }),
     // STRIPE_HTTP_CLIENT=undici in the bench's environment measures the undici client instead.
     ...(process.env.STRIPE_HTTP_CLIENT ? { STRIPE_HTTP_CLIENT: process.env.STRIPE_HTTP_CLIENT } : {}),
     ...extra,
