@@ -5,6 +5,7 @@ import { createConsumerFromConfig, replayFromConfig } from "../../lib/app.js";
 import { loadConfig } from "../../lib/config.js";
 import { silentLogger } from "../../lib/logger.js";
 import { meterEventIdentifier } from "../../lib/meter-event.js";
+import { packBodies } from "../../lib/pack.js";
 import { EMULATOR_DEFAULT_KEY, type StripeEmulator } from "../../local/stripe-emulator/server.js";
 import { lambdaContext, sqsEvent, sqsRecord, usageEvent } from "../helpers/factories.js";
 import { drain, drainDeadLetters, startTestQueues, type TestQueues } from "../helpers/sqs.js";
@@ -118,6 +119,45 @@ for (const api of ["v2", "v1"] as const) {
     });
   });
 }
+
+describe("the meter check with packs and pre-aggregation", () => {
+  test("a pack's event for a missing meter is dead-lettered alone; combined events for one are dead-lettered member by member", async () => {
+    const ok = usageEvent({ customer: "cus_PackOk", value: 3 });
+    const nope = usageEvent({ event_name: "nope", customer: "cus_PackNope" });
+    const tokens = usageEvent({ event_name: "tokens", customer: "cus_PackTokens", value: 2 });
+    const packed = [ok, nope, tokens];
+    const [body] = packBodies(
+      packed.map((e) => JSON.stringify(e)),
+      100,
+    );
+    const combined = [1, 2, 3].map((value) => usageEvent({ event_name: "nope", customer: "cus_Combined", value }));
+    const consumer = await createConsumerFromConfig(
+      loadConfig(
+        env({
+          METERHOOK_METER_CHECK: "on",
+          METERHOOK_AGGREGATE: JSON.stringify({ nope: "sum" }),
+          METERHOOK_INGEST_QUEUE_URL: queues.ingestQueueUrl,
+        }),
+      ),
+      { sqs: queues.sqs, logger: silentLogger },
+    );
+    try {
+      const records = [sqsRecord(body as string), ...combined.map((e) => sqsRecord(e))];
+      const response = await createQueueHandler(async () => consumer)(sqsEvent(records), lambdaContext());
+      assert.deepEqual(response.batchItemFailures, []);
+    } finally {
+      await consumer.close();
+    }
+    const letters = await drainDeadLetters(queues.sqs, queues.deadLetterQueueUrl);
+    assert.deepEqual(
+      letters.map((l) => [(l.event as { id: string }).id, l.error.code]).sort(),
+      [nope, ...combined].map((e) => [e.id, "meter_not_found"]).sort(),
+    );
+    assert.ok(sent(ok));
+    assert.equal(sent(tokens)?.payload.customer_ref, "cus_PackTokens");
+    assert.equal((await drain(queues.sqs, queues.ingestQueueUrl)).length, 0);
+  });
+});
 
 describe("replaying meter_not_found", () => {
   test("once the meter is made, replay bills the dead-lettered events", async () => {
