@@ -103,6 +103,9 @@ export interface MeterCheckOptions {
 /** How often an unknown event_name reads the meters again: a meter just created is found within it. */
 export const METER_MISS_INTERVAL_MS = 10_000;
 
+/** Names the check remembers as missing at once; beyond, the oldest is forgotten (its events retried once more). */
+const MAX_MISSING_NAMES = 1_000;
+
 /** The active meters and when the read that found them started. */
 interface MetersRead {
   meters: ActiveMeters;
@@ -113,9 +116,9 @@ interface MetersRead {
  * `inner` behind the meter check: an event whose event_name has no active meter is refused
  * `meter_not_found` and not sent; the rest are sent with their meter's payload keys. The meters
  * are read at the first batch, again when `maxAgeMs` old, and after an event_name none has (at
- * most once per `missIntervalMs`). An event is refused only by a read that started after it
- * reached the check; one the last read cannot vouch for (read just before a meter may have been
- * created) is retried. While no read has succeeded, a batch's events are retried, or refused
+ * most once per `missIntervalMs`). An event_name is refused only by a read that started after
+ * it was first seen missing; until then (the last read may predate a meter just made) its events
+ * are retried. While no read has succeeded, a batch's events are retried, or refused
  * `stripe_unauthorized` when Stripe refuses the key the listing.
  */
 export function checkingMeters(
@@ -149,6 +152,13 @@ export function checkingMeters(
     },
   );
 
+  /**
+   * When each event_name the meters lacked was first seen in a batch: a list read since then
+   * that lacks it too refuses its events at once, so an event_name with no meter costs each of
+   * its events at most one retry, however busy the function (and not METERHOOK_MAX_ATTEMPTS).
+   */
+  const missingSince = new Map<string, number>();
+
   /** Every event's outcome while no read has succeeded. */
   const unavailable = (): SubmitOutcome => {
     const reason = redact(failure instanceof Error ? failure.message : String(failure));
@@ -176,26 +186,32 @@ export function checkingMeters(
       // The common case in one pass, allocating nothing: every event's meter is known and reads
       // Stripe's default keys, so the events go as they are.
       if (events.every((e) => read?.meters.get(e.event_name)?.defaultKeys)) return inner.submit(events, deadline);
+      for (const e of events) {
+        if (read.meters.has(e.event_name) || missingSince.has(e.event_name)) continue;
+        if (missingSince.size >= MAX_MISSING_NAMES) missingSince.delete(missingSince.keys().next().value as string);
+        missingSince.set(e.event_name, arrived);
+      }
       if (events.some((e) => !read?.meters.has(e.event_name))) read = (await meters.afterMiss()) ?? read;
       const { meters: active, startedAt } = read;
-      // Read since these events arrived: an event_name it lacks has no active meter.
-      const definite = startedAt >= arrived;
+      for (const name of missingSince.keys()) if (active.has(name)) missingSince.delete(name);
       const outcomes: SubmitOutcome[] = new Array(events.length);
       const send: MeterEvent[] = [];
       const at: number[] = [];
       events.forEach((e, i) => {
         const meter = active.get(e.event_name);
         if (!meter) {
-          outcomes[i] = definite
-            ? {
-                kind: "rejected",
-                code: DeadLetterCode.meterNotFound,
-                reason: `no active Stripe meter has event_name "${e.event_name}": create the meter (or activate it), then replay`,
-              }
-            : {
-                kind: "retry",
-                reason: `no active Stripe meter had event_name "${e.event_name}" when the meters were last read, ${Math.round((arrived - startedAt) / 1000)} s ago`,
-              };
+          // Missing from a list read after the name was first seen missing: it has no meter.
+          outcomes[i] =
+            startedAt >= (missingSince.get(e.event_name) ?? Number.POSITIVE_INFINITY)
+              ? {
+                  kind: "rejected",
+                  code: DeadLetterCode.meterNotFound,
+                  reason: `no active Stripe meter has event_name "${e.event_name}": create the meter (or activate it), then replay`,
+                }
+              : {
+                  kind: "retry",
+                  reason: `no active Stripe meter had event_name "${e.event_name}" when the meters were last read, ${Math.round((arrived - startedAt) / 1000)} s ago`,
+                };
           return;
         }
         const ready = meter.defaultKeys ? e : withMeterKeys(e, meter);

@@ -87,10 +87,18 @@ function plan(seed: number, n: number): Planned[] {
       timestamp: now - Math.floor(r() * 20 * DAY),
       properties: { src: id },
     };
-    if (x < 0.78) {
+    if (x < 0.76) {
       const p: Planned = { id, expect: { kind: "billed" }, via: "http", body: base };
       out.push(p);
       valid.push(p);
+    } else if (x < 0.78) {
+      // An event_name Stripe has no meter for: the meter check dead-letters it, never sent.
+      out.push({
+        id,
+        expect: { kind: "dlq", code: "meter_not_found" },
+        via: "http",
+        body: { ...base, event_name: "unmetered" },
+      });
     } else if (x < 0.83) {
       out.push({
         id,
@@ -173,6 +181,12 @@ async function run(seed: number, api: "v1" | "v2", packed: boolean): Promise<Led
       METERHOOK_STOP_MARGIN_MS: "500",
       // Packed: the HTTP API writes up to 100 events per ingest-queue message.
       METERHOOK_EVENTS_PER_MESSAGE: packed ? "100" : "1",
+      // As the stack runs: events checked against Stripe's meters, under faults too.
+      METERHOOK_METER_CHECK: "on",
+    },
+    // Stripe's meters, no more: "tokens" reads its own payload keys, which the check sends.
+    emulator: {
+      meters: [{ event_name: "api_requests" }, { event_name: "tokens", customerKey: "account", valueKey: "units" }],
     },
     // Short Lambda timeout so stalls make invocations run out of time mid-batch; visibility
     // well above it, as in production; the redrive backstop far above METERHOOK_MAX_ATTEMPTS.
@@ -194,7 +208,8 @@ async function run(seed: number, api: "v1" | "v2", packed: boolean): Promise<Led
   const emulator = rt.emulator;
   assert.ok(emulator);
   emulator.setFaultPolicy((req: FaultContext) => {
-    if (!req.path.includes("meter_event")) return undefined;
+    // Faults on meter events and on listing the meters (the meter check's reads).
+    if (!req.path.includes("meter_event") && req.path !== "/v1/billing/meters") return undefined;
     // A permanent refusal is about content: every request carrying a poisoned event is refused,
     // as long as Stripe does not have it (a real Stripe answers "already exists" then).
     if (req.identifiers.some((i) => poisoned(i) && !req.isRecorded(i))) {

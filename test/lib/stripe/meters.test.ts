@@ -135,13 +135,19 @@ describe("Stripe's active meters", () => {
     assert.equal(again?.kind, "billed");
     assert.equal(lists(), read + 1);
 
-    // An event_name no meter will have: refused once a read made after it arrived lacks it.
+    // An event_name no meter will have: refused once a read made after it was first seen lacks it.
     clock += 1_000;
     const [soon] = await submitter.submit([event("never_made")], inAMinute());
     assert.equal(soon?.kind, "retry");
     clock += 10_000;
     const [later] = await submitter.submit([event("never_made")], inAMinute());
     assert.equal(later?.kind, "rejected");
+    assert.equal(lists(), read + 2);
+    // From then on its events are refused at once, without waiting for another read: a busy
+    // function does not retry them until they run out of attempts.
+    clock += 1_000;
+    const [next] = await submitter.submit([event("never_made")], inAMinute());
+    assert.equal((next as { code?: string }).code, "meter_not_found");
     assert.equal(lists(), read + 2);
 
     // Known names read nothing more until the meters are maxAgeMs old.
