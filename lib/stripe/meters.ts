@@ -118,8 +118,8 @@ interface MetersRead {
  * are read at the first batch, again when `maxAgeMs` old, and after an event_name none has (at
  * most once per `missIntervalMs`). An event_name is refused only by a read that started after
  * it was first seen missing; until then (the last read may predate a meter just made) its events
- * are retried. While no read has succeeded, a batch's events are retried, or refused
- * `stripe_unauthorized` when Stripe refuses the key the listing.
+ * are retried. While no read has succeeded, a batch's events are retried; while Stripe refuses
+ * the key the listing (a restricted key), they are sent unchecked, with an error in the log.
  */
 export function checkingMeters(
   inner: MeterEventSubmitter,
@@ -159,21 +159,34 @@ export function checkingMeters(
    */
   const missingSince = new Map<string, number>();
 
-  /** Every event's outcome while no read has succeeded. */
-  const unavailable = (): SubmitOutcome => {
-    const reason = redact(failure instanceof Error ? failure.message : String(failure));
-    if (
-      failure instanceof MetersUnavailable &&
-      failure.verdict.kind === "permanent" &&
-      failure.verdict.code === DeadLetterCode.stripeUnauthorized
-    ) {
-      return {
-        kind: "rejected",
-        code: DeadLetterCode.stripeUnauthorized,
-        reason: `${reason} (the meter check needs a key that can read Billing meters; or set METERHOOK_METER_CHECK=off)`,
-      };
+  /**
+   * Until then the check is off: Stripe refused to let this key list the meters (401/403), as it
+   * would a restricted key without read access to Billing meters. Events are sent unchecked, as
+   * before the check existed, rather than all held back; the list is tried again every maxAgeMs.
+   */
+  let uncheckedUntil = Number.NEGATIVE_INFINITY;
+  const refusedKey = () =>
+    failure instanceof MetersUnavailable &&
+    failure.verdict.kind === "permanent" &&
+    failure.verdict.code === DeadLetterCode.stripeUnauthorized;
+
+  /** The meters, or undefined while none could be read. */
+  const current = async (): Promise<MetersRead | undefined> => {
+    if (meters.current() !== undefined) return meters.get();
+    if (now() < uncheckedUntil) return undefined;
+    const read = await meters.reload();
+    if (read === undefined && refusedKey()) {
+      uncheckedUntil = now() + options.maxAgeMs;
+      logger.error(
+        "the meter check is off: Stripe refused to list its meters with this key; events are sent unchecked",
+        {
+          reason: redact(failure instanceof Error ? failure.message : String(failure)),
+          fix: "give the key read access to Billing meters, or set METERHOOK_METER_CHECK=off",
+          retryInSeconds: Math.round(options.maxAgeMs / 1000),
+        },
+      );
     }
-    return { kind: "retry", reason };
+    return read;
   };
 
   return {
@@ -181,8 +194,12 @@ export function checkingMeters(
     async submit(events, deadline) {
       const arrived = now();
       readBy = deadline;
-      let read = meters.current() === undefined ? await meters.reload() : await meters.get();
-      if (read === undefined) return events.map(unavailable);
+      let read = await current();
+      if (read === undefined) {
+        if (now() < uncheckedUntil) return inner.submit(events, deadline);
+        const reason = redact(failure instanceof Error ? failure.message : String(failure));
+        return events.map(() => ({ kind: "retry", reason }));
+      }
       // The common case in one pass, allocating nothing: every event's meter is known and reads
       // Stripe's default keys, so the events go as they are.
       if (events.every((e) => read?.meters.get(e.event_name)?.defaultKeys)) return inner.submit(events, deadline);
