@@ -1,17 +1,22 @@
 /**
- * meterhook's command line. `validate` checks a mapping config. `replay` takes dead letters off the DLQ and runs them through the
+ * meterhook's command line. `validate` checks a mapping config. `meters` lists Stripe's active
+ * meters and checks the event names the settings use against them. `replay` takes dead letters off the DLQ and runs them through the
  * current pipeline, with the same settings as the functions (METERHOOK_DLQ_URL, STRIPE_API_KEY or
  * STRIPE_API_KEY_SSM_PARAMETER, ...; SQS_ENDPOINT for the local runtime's fauxqs).
  */
 import { parseArgs } from "node:util";
-import { replayFromConfig } from "../lib/app.js";
-import { loadConfig } from "../lib/config.js";
-import { MeterhookError } from "../lib/errors.js";
+import { listActiveMeters, replayFromConfig } from "../lib/app.js";
+import { type Config, loadConfig } from "../lib/config.js";
+import { ConfigError, MeterhookError } from "../lib/errors.js";
 import { readMappingConfig } from "../lib/mapping/load.js";
 
 const USAGE = `usage:
   meterhook validate <config.yaml|config.json>
       check a mapping config; prints every problem with its path
+  meterhook meters [config.yaml|config.json]
+      list Stripe's active meters (with STRIPE_API_KEY or STRIPE_API_KEY_SSM_PARAMETER), and
+      check that every event_name the mapping config (or METERHOOK_CONFIG), METERHOOK_AGGREGATE
+      and METERHOOK_METER_VALUE_RULES name has one; exits 1 when one has none
   meterhook replay [--limit N] [--dry-run] [--after-dedupe-window]
       --limit N   take at most N dead letters off the DLQ (default 100)
       --dry-run   only report what would happen: nothing is sent, deleted or re-queued
@@ -36,9 +41,53 @@ async function validate(files: string[]): Promise<number> {
   return 0;
 }
 
+/** Every event_name the settings name, and where: the mapping config's rules, aggregation, value rules. */
+async function namesInSettings(config: Config, file: string | undefined): Promise<Map<string, string[]>> {
+  const names = new Map<string, string[]>();
+  const add = (name: string, where: string) => names.set(name, [...(names.get(name) ?? []), where]);
+  if (file) {
+    const { config: mapping, issues } = await readMappingConfig(file);
+    if (!mapping) throw new ConfigError(`${file}: ${issues.map((i) => `${i.path}: ${i.message}`).join("; ")}`);
+    for (const [source, s] of Object.entries(mapping.sources))
+      for (const rule of s.rules) for (const emit of rule.emit) add(emit.event_name, `${file}: ${source}/${rule.name}`);
+  }
+  for (const name of config.aggregation?.meters.keys() ?? []) add(name, "METERHOOK_AGGREGATE");
+  for (const name of config.valueRules.keys()) add(name, "METERHOOK_METER_VALUE_RULES");
+  return names;
+}
+
+async function meters(args: string[]): Promise<number> {
+  if (args.length > 1) {
+    console.error(USAGE);
+    return 2;
+  }
+  const config = loadConfig();
+  const names = await namesInSettings(config, args[0] ?? config.mappingConfigFile);
+  const active = await listActiveMeters(config);
+  console.log(`Stripe's active meters (${active.size}):`);
+  for (const m of [...active.values()].sort((a, b) => a.eventName.localeCompare(b.eventName))) {
+    const keys = m.defaultKeys ? "" : `  (customer key ${m.customerKey}, value key ${m.valueKey})`;
+    console.log(`  ${m.eventName}  ${m.id}${keys}`);
+  }
+  let missing = 0;
+  if (names.size > 0) console.log("event names in the settings:");
+  for (const [name, where] of names) {
+    const meter = active.get(name);
+    if (!meter) missing++;
+    console.log(`  ${name}  ${meter ? `ok (${meter.id})` : "NO ACTIVE METER"}  ${where.join(", ")}`);
+  }
+  if (missing > 0) {
+    console.log(
+      `${missing} event name${missing === 1 ? " has" : "s have"} no active meter: its events would be dead-lettered meter_not_found (with the meter check) or dropped by Stripe`,
+    );
+  }
+  return missing > 0 ? 1 : 0;
+}
+
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   if (command === "validate") return validate(rest);
+  if (command === "meters") return meters(rest);
   if (command !== "replay") {
     console.error(USAGE);
     return 2;

@@ -15,7 +15,7 @@ import { type ReplayOptions, type ReplayReport, replayDeadLetters } from "./repl
 import { apiKeysReloader, resolveSecrets, type SecretReader, stripeKeyReloader } from "./secrets.js";
 import { StripeClient } from "./stripe/client.js";
 import { type ErrorReport, publishErrorReports, readErrorReports, refusedIn } from "./stripe/error-reports.js";
-import { checkingMeters } from "./stripe/meters.js";
+import { type ActiveMeters, checkingMeters, readActiveMeters } from "./stripe/meters.js";
 import { RateLimiter } from "./stripe/rate-limiter.js";
 import { DEFAULT_RETRY, realRetryEnv } from "./stripe/retry-policy.js";
 import type { MeterEventSubmitter } from "./stripe/submitter.js";
@@ -286,6 +286,16 @@ export async function createErrorReportReaderFromConfig(
     },
     close: () => transport.close(),
   };
+}
+
+/** Stripe's active meters, read with the consumer's key and settings (`meterhook meters`). */
+export async function listActiveMeters(config: Config, deps: AppDeps = {}): Promise<ActiveMeters> {
+  const { client, transport } = await stripeSide(config, deps, "cli");
+  try {
+    return await readActiveMeters(client, Date.now() + config.stripe.timeoutMs * 3);
+  } finally {
+    await transport.close();
+  }
 }
 
 /** DLQ replay through the current pipeline (`npm run replay`, the dlq-replay function). */
