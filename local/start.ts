@@ -25,7 +25,14 @@ process.emitWarning = ((warning: string | Error, ...rest: unknown[]) => {
 
 // Settings of the local runtime itself, not of the pipeline: kept out of its config.
 const env = { ...process.env };
-for (const k of ["PORT", "SQS_PORT", "STRIPE_EMULATOR_PORT"]) delete env[k];
+for (const k of ["PORT", "SQS_PORT", "STRIPE_EMULATOR_PORT", "STRIPE_EMULATOR_METERS"]) delete env[k];
+// The emulator's meters: by default one is made for any event_name on first sight; named here
+// (comma-separated), it has these sum meters and no other, as a Stripe account does, e.g. to
+// try the meter check (METERHOOK_METER_CHECK=on).
+const meters = (process.env.STRIPE_EMULATOR_METERS ?? "")
+  .split(",")
+  .map((n) => n.trim())
+  .filter(Boolean);
 
 try {
   const rt = await startLocalRuntime({
@@ -33,6 +40,7 @@ try {
     port: port("PORT", 3000),
     sqsPort: port("SQS_PORT", 4566),
     stripeEmulatorPort: port("STRIPE_EMULATOR_PORT", 12111),
+    emulator: meters.length > 0 ? { meters: meters.map((event_name) => ({ event_name })) } : undefined,
   });
   const sample = JSON.stringify({
     id: "req_8f2c",
@@ -47,7 +55,7 @@ try {
     `    ingest queue  ${rt.ingestQueueUrl}`,
     `    dead letters  ${rt.deadLetterQueueUrl}`,
     rt.emulator
-      ? `  Stripe emulator ${rt.stripeApiBase}   (totals: GET ${rt.stripeApiBase}/v1/billing/meters/summaries)`
+      ? `  Stripe emulator ${rt.stripeApiBase}   (totals: GET ${rt.stripeApiBase}/v1/billing/meters/summaries)${meters.length > 0 ? `\n    meters        ${meters.join(", ")} (STRIPE_EMULATOR_METERS)` : ""}`
       : `  Stripe          ${rt.stripeApiBase}`,
     rt.usingDefaultApiKey
       ? `  API key         ${rt.apiKey}   (local default; set METERHOOK_API_KEYS to change)`

@@ -1,24 +1,29 @@
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
 import { after, test } from "node:test";
+import { SQSClient } from "@aws-sdk/client-sqs";
+import { drainDeadLetters } from "../helpers/sqs.js";
 import { waitFor } from "../helpers/wait.js";
 
-let child: ChildProcess | undefined;
+const children: ChildProcess[] = [];
 after(() => {
-  try {
-    if (child?.pid) process.kill(-child.pid, "SIGKILL");
-  } catch {
-    // already gone
+  for (const child of children) {
+    try {
+      if (child.pid) process.kill(-child.pid, "SIGKILL");
+    } catch {
+      // already gone
+    }
   }
 });
 
-test("`npm start` serves the sample event it prints, end to end, and stops cleanly on Ctrl-C", async () => {
-  // Free ports, so the test runs beside a developer's own `npm start`.
-  child = spawn("npm", ["start", "--silent"], {
-    env: { ...process.env, PORT: "0", SQS_PORT: "0", STRIPE_EMULATOR_PORT: "0", METERHOOK_API_KEYS: "" },
+/** `npm start` on free ports (so the test runs beside a developer's own), once its banner is out. */
+async function npmStart(extra: Record<string, string> = {}) {
+  const child = spawn("npm", ["start", "--silent"], {
+    env: { ...process.env, PORT: "0", SQS_PORT: "0", STRIPE_EMULATOR_PORT: "0", METERHOOK_API_KEYS: "", ...extra },
     detached: true,
     stdio: ["ignore", "pipe", "pipe"],
   });
+  children.push(child);
   let out = "";
   child.stdout?.on("data", (d) => {
     out += d;
@@ -26,32 +31,61 @@ test("`npm start` serves the sample event it prints, end to end, and stops clean
   child.stderr?.on("data", (d) => {
     out += d;
   });
-  const exited = new Promise<string>((resolve) => child?.on("exit", (code, signal) => resolve(String(code ?? signal))));
-
+  const exited = new Promise<string>((resolve) => child.on("exit", (code, signal) => resolve(String(code ?? signal))));
   await waitFor(() => out.includes("Ctrl-C to stop."), `the start-up banner; got:\n${out}`, 30_000);
   const curl =
     /curl -sS -X POST (\S+) -H 'Authorization: Bearer (\S+)' -H 'Content-Type: application\/json' -d '(.+)'/.exec(out);
   const summaries = /curl -sS (\S+\/v1\/billing\/meters\/summaries)/.exec(out);
   assert.ok(curl && summaries, `banner without the sample commands:\n${out}`);
-  const [, url, key, body] = curl;
+  const [, url, key, body] = curl as unknown as [string, string, string, string];
+  const post = (event: unknown) =>
+    fetch(url, {
+      method: "POST",
+      headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
+      body: typeof event === "string" ? event : JSON.stringify(event),
+    });
+  const billed = (sample: { customer: string; value: number }) =>
+    waitFor(async () => {
+      const data = (await (await fetch(summaries?.[1] as string)).json()) as {
+        data: Array<{ customer: string; event_name: string; aggregated_value: number }>;
+      };
+      return data.data.find((s) => s.customer === sample.customer && s.aggregated_value === sample.value);
+    }, "the sample to be billed");
+  return { child, out: () => out, exited, body, post, billed };
+}
 
-  const res = await fetch(url as string, {
-    method: "POST",
-    headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
-    body,
-  });
+test("`npm start` serves the sample event it prints, end to end, and stops cleanly on Ctrl-C", async () => {
+  const rt = await npmStart();
+  const res = await rt.post(rt.body);
   assert.equal(res.status, 202);
-  const sample = JSON.parse(body as string);
-  const billed = await waitFor(async () => {
-    const data = (await (await fetch(summaries[1] as string)).json()) as {
-      data: Array<{ customer: string; event_name: string; aggregated_value: number }>;
-    };
-    return data.data.find((s) => s.customer === sample.customer && s.aggregated_value === sample.value);
-  }, "the sample to be billed");
-  assert.equal(billed.event_name, sample.event_name);
+  const sample = JSON.parse(rt.body);
+  assert.equal((await rt.billed(sample)).event_name, sample.event_name);
 
   // Ctrl-C signals the whole foreground process group: npm and meterhook under it.
-  process.kill(-(child.pid as number), "SIGINT");
-  assert.match(await exited, /^(0|SIGINT)$/);
-  await waitFor(() => /\nstopped/.test(out) || undefined, `meterhook to report it stopped; got:\n${out}`);
+  process.kill(-(rt.child.pid as number), "SIGINT");
+  assert.match(await rt.exited, /^(0|SIGINT)$/);
+  await waitFor(() => /\nstopped/.test(rt.out()) || undefined, `meterhook to report it stopped; got:\n${rt.out()}`);
+});
+
+test("with STRIPE_EMULATOR_METERS and METERHOOK_METER_CHECK=on, an event for another meter is dead-lettered meter_not_found", async () => {
+  const rt = await npmStart({ STRIPE_EMULATOR_METERS: "api_requests", METERHOOK_METER_CHECK: "on" });
+  assert.match(rt.out(), /meters {8}api_requests \(STRIPE_EMULATOR_METERS\)/);
+  const sample = JSON.parse(rt.body);
+  const typo = { ...sample, id: "req_typo", event_name: "api_request" };
+  assert.equal((await rt.post({ events: [sample, typo] })).status, 202);
+  await rt.billed(sample);
+
+  const endpoint = /SQS \(fauxqs\) +(\S+)/.exec(rt.out())?.[1] as string;
+  const dlq = /dead letters +(\S+)/.exec(rt.out())?.[1] as string;
+  const sqs = new SQSClient({ endpoint, region: "us-east-1", credentials: { accessKeyId: "l", secretAccessKey: "l" } });
+  try {
+    const letter = await waitFor(async () => (await drainDeadLetters(sqs, dlq))[0], "the typo's dead letter");
+    assert.equal(letter.error.code, "meter_not_found");
+    // The event as the HTTP API queued it: with the time it was received.
+    assert.deepEqual({ ...(letter.event as object), timestamp: undefined }, { ...typo, timestamp: undefined });
+  } finally {
+    sqs.destroy();
+    process.kill(-(rt.child.pid as number), "SIGINT");
+    await rt.exited;
+  }
 });
