@@ -144,14 +144,19 @@ export function createStripeClient(
   );
 }
 
-export function createSubmitter(config: Config, client: StripeClient, logger: Logger): MeterEventSubmitter {
+export function createSubmitter(
+  config: Config,
+  client: StripeClient,
+  logger: Logger,
+  metrics: Metrics,
+): MeterEventSubmitter {
   const s = config.stripe;
   const common = { concurrency: s.concurrency, stopMarginMs: config.stopMarginMs };
   const submitter =
     config.stripeApi === "v1"
       ? createV1Submitter(client, common)
       : createV2StreamSubmitter(client, { ...common, batchSize: s.streamBatchSize });
-  return config.meterCheck ? checkingMeters(submitter, client, logger, config.meterCheck) : submitter;
+  return config.meterCheck ? checkingMeters(submitter, client, logger, { ...config.meterCheck, metrics }) : submitter;
 }
 
 async function consumerMapping(
@@ -227,7 +232,7 @@ export async function createConsumerFromConfig(config: Config, deps: AppDeps = {
   const consumerDeps: ConsumerDeps = {
     resolver: new CustomerResolver([stripeIdLookup, staticTableLookup(config.customers)]),
     mapping: mapping ? await consumerMapping(mapping, { transport, stripeGet, env: config.env, reader }) : undefined,
-    submitter: createSubmitter(resolved, client, logger),
+    submitter: createSubmitter(resolved, client, logger, metrics),
     deadLetterQueue: createSqsSender(sqs, required(config.deadLetterQueueUrl, "METERHOOK_DLQ_URL")),
     logger,
     metrics,

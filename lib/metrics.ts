@@ -90,6 +90,8 @@ export const Metric = {
   /** Messages whose combined (pre-aggregated) event went back on the queue to be retried. */
   eventsRequeued: "EventsRequeued",
   eventsDeadLettered: "EventsDeadLettered",
+  /** Events sent without the meter check: Stripe would not let the key list its meters (lib/stripe/meters.ts). */
+  eventsUnchecked: "EventsUnchecked",
   stripeRequests: "StripeRequests",
   stripeLatency: "StripeLatency",
 } as const;

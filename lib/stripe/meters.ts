@@ -10,6 +10,7 @@
 import { DeadLetterCode } from "../errors.js";
 import type { Logger } from "../logger.js";
 import { CUSTOMER_KEY, type MeterEvent, VALUE_KEY } from "../meter-event.js";
+import { Metric, type Metrics } from "../metrics.js";
 import { redact } from "../redact.js";
 import { reloading } from "../reloading.js";
 import type { StripeClient } from "./client.js";
@@ -95,6 +96,8 @@ function withMeterKeys(e: MeterEvent, meter: StripeMeter): MeterEvent | string {
 export interface MeterCheckOptions {
   /** The meters are read again when this old. */
   maxAgeMs: number;
+  /** Counts the events sent unchecked (Metric.eventsUnchecked). */
+  metrics?: Metrics;
   /** After an event_name no active meter has, read again at most this often (10 s unless set). */
   missIntervalMs?: number;
   now?: () => number;
@@ -196,7 +199,10 @@ export function checkingMeters(
       readBy = deadline;
       let read = await current();
       if (read === undefined) {
-        if (now() < uncheckedUntil) return inner.submit(events, deadline);
+        if (now() < uncheckedUntil) {
+          options.metrics?.count(Metric.eventsUnchecked, events.length);
+          return inner.submit(events, deadline);
+        }
         const reason = redact(failure instanceof Error ? failure.message : String(failure));
         return events.map(() => ({ kind: "retry", reason }));
       }

@@ -184,11 +184,20 @@ describe("packaged CloudFormation template", () => {
     assert.equal(env.METERHOOK_AGGREGATE, "", "pre-aggregation is off by default");
   });
 
-  test("the consumer and the replay function check events against Stripe's meters", () => {
+  test("the consumer and the replay function check events against Stripe's meters; an alarm fires when the check is off", () => {
     for (const fn of ["IngestQueueLambdaFunction", "DlqReplayLambdaFunction"]) {
       const env = resources[fn].Properties.Environment.Variables;
       assert.ok(loadConfig({ METERHOOK_METER_CHECK: env.METERHOOK_METER_CHECK }).meterCheck, fn);
     }
+    const alarm = ofType("AWS::CloudWatch::Alarm")
+      .map(([, a]) => a.Properties)
+      .find((a) => a.MetricName === "EventsUnchecked");
+    assert.equal(alarm?.Namespace, "meterhook");
+    assert.deepEqual(alarm?.Dimensions, [
+      { Name: "service", Value: "meterhook" },
+      { Name: "function", Value: "ingest-queue" },
+    ]);
+    assert.equal(alarm?.Threshold, 1);
   });
 
   test("the HTTP API gets METERHOOK_EVENTS_PER_MESSAGE from the eventsPerMessage param, 1 (no packs) by default", () => {

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { after, afterEach, before, describe, test } from "node:test";
 import { createLogger } from "../../../lib/logger.js";
+import { MetricsRecorder } from "../../../lib/metrics.js";
 import { checkingMeters, type MeterCheckOptions, readActiveMeters } from "../../../lib/stripe/meters.js";
 import { createV2StreamSubmitter } from "../../../lib/stripe/v2-meter-event-stream.js";
 import type { StripeEmulator } from "../../../local/stripe-emulator/server.js";
@@ -182,7 +183,8 @@ describe("Stripe's active meters", () => {
   });
 
   test("a key Stripe will not let list the meters (a restricted key): events go unchecked, the list is tried again after maxAgeMs", async () => {
-    const submitter = checked();
+    const metrics = new MetricsRecorder();
+    const submitter = checked({ metrics });
     const refusal = {
       status: 403,
       body: {
@@ -204,6 +206,8 @@ describe("Stripe's active meters", () => {
     const off = lines.find((l) => String(l.message).startsWith("the meter check is off"));
     assert.equal(off?.level, "error");
     assert.match(String(off?.fix), /Billing meters/);
+    // Counted, for the meter-check-off alarm.
+    assert.deepEqual(metrics.drain().find((p) => p.name === "EventsUnchecked")?.values, [2]);
     // Not read again per batch while it is off...
     clock += 60_000;
     await submitter.submit([event("api_requests")], inAMinute());
