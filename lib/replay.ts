@@ -1,7 +1,7 @@
 import { type ConsumerDeps, processBatch, type QueueMessage } from "./consumer.js";
 import { fromDeadLetter, isDeadLetterBody, pastDedupeWindow } from "./dead-letter.js";
 import type { OutgoingMessage, QueueReader, QueueSender } from "./queue.js";
-import type { MeterEventSubmitter } from "./stripe/submitter.js";
+import { billEverything } from "./stripe/submitter.js";
 import { TRIGGER_FORMAT, type TriggerMessage } from "./triggers.js";
 
 export interface ReplayOptions {
@@ -82,11 +82,6 @@ function toQueueMessage(
   return { ...base, body: m.body, sentAt: m.sentAt, previousFailure };
 }
 
-const dryRunSubmitter: MeterEventSubmitter = {
-  api: "v2",
-  submit: async (events) => events.map(() => ({ kind: "billed", duplicate: false })),
-};
-
 /**
  * DLQ replay: takes dead letters off the DLQ, runs them through the current pipeline (mapping,
  * validation, Stripe), deletes those that are now billed, and replaces the rest with a dead
@@ -118,7 +113,7 @@ export async function replayDeadLetters(
     },
   };
   const runDeps: ConsumerDeps = options.dryRun
-    ? { ...deps, submitter: dryRunSubmitter, deadLetterQueue: capture }
+    ? { ...deps, submitter: deps.submitter.dryRun?.() ?? billEverything, deadLetterQueue: capture }
     : deps;
   const held: string[] = [];
 

@@ -15,7 +15,7 @@ import { redact } from "../redact.js";
 import { reloading } from "../reloading.js";
 import type { StripeClient } from "./client.js";
 import type { Verdict } from "./retry-policy.js";
-import type { MeterEventSubmitter, SubmitOutcome } from "./submitter.js";
+import { billEverything, type MeterEventSubmitter, type SubmitOutcome } from "./submitter.js";
 
 /** An active meter, as the check needs it. */
 export interface StripeMeter {
@@ -192,64 +192,73 @@ export function checkingMeters(
     return read;
   };
 
+  /** Checks `events`, and sends those that pass through `target` (`inner`, or its dry run). */
+  const submit = async (
+    target: MeterEventSubmitter,
+    events: readonly MeterEvent[],
+    deadline: number,
+  ): Promise<SubmitOutcome[]> => {
+    const arrived = now();
+    readBy = deadline;
+    let read = await current();
+    if (read === undefined) {
+      if (now() < uncheckedUntil) {
+        options.metrics?.count(Metric.eventsUnchecked, events.length);
+        return target.submit(events, deadline);
+      }
+      const reason = redact(failure instanceof Error ? failure.message : String(failure));
+      return events.map(() => ({ kind: "retry", reason }));
+    }
+    // The common case in one pass, allocating nothing: every event's meter is known and reads
+    // Stripe's default keys, so the events go as they are.
+    if (events.every((e) => read?.meters.get(e.event_name)?.defaultKeys)) return target.submit(events, deadline);
+    for (const e of events) {
+      if (read.meters.has(e.event_name) || missingSince.has(e.event_name)) continue;
+      if (missingSince.size >= MAX_MISSING_NAMES) missingSince.delete(missingSince.keys().next().value as string);
+      missingSince.set(e.event_name, arrived);
+    }
+    if (events.some((e) => !read?.meters.has(e.event_name))) read = (await meters.afterMiss()) ?? read;
+    const { meters: active, startedAt } = read;
+    for (const name of missingSince.keys()) if (active.has(name)) missingSince.delete(name);
+    const outcomes: SubmitOutcome[] = new Array(events.length);
+    const send: MeterEvent[] = [];
+    const at: number[] = [];
+    events.forEach((e, i) => {
+      const meter = active.get(e.event_name);
+      if (!meter) {
+        // Missing from a list read after the name was first seen missing: it has no meter.
+        outcomes[i] =
+          startedAt >= (missingSince.get(e.event_name) ?? Number.POSITIVE_INFINITY)
+            ? {
+                kind: "rejected",
+                code: DeadLetterCode.meterNotFound,
+                reason: `no active Stripe meter has event_name "${e.event_name}": create the meter (or activate it), then replay`,
+              }
+            : {
+                kind: "retry",
+                reason: `no active Stripe meter had event_name "${e.event_name}" when the meters were last read, ${Math.round((arrived - startedAt) / 1000)} s ago`,
+              };
+        return;
+      }
+      const ready = meter.defaultKeys ? e : withMeterKeys(e, meter);
+      if (typeof ready === "string") {
+        outcomes[i] = { kind: "rejected", code: DeadLetterCode.invalidPayload, reason: ready };
+        return;
+      }
+      send.push(ready);
+      at.push(i);
+    });
+    const sent = send.length > 0 ? await target.submit(send, deadline) : [];
+    at.forEach((i, j) => {
+      outcomes[i] = sent[j] as SubmitOutcome;
+    });
+    return outcomes;
+  };
+  const dry = inner.dryRun?.() ?? billEverything;
   return {
     api: inner.api,
-    async submit(events, deadline) {
-      const arrived = now();
-      readBy = deadline;
-      let read = await current();
-      if (read === undefined) {
-        if (now() < uncheckedUntil) {
-          options.metrics?.count(Metric.eventsUnchecked, events.length);
-          return inner.submit(events, deadline);
-        }
-        const reason = redact(failure instanceof Error ? failure.message : String(failure));
-        return events.map(() => ({ kind: "retry", reason }));
-      }
-      // The common case in one pass, allocating nothing: every event's meter is known and reads
-      // Stripe's default keys, so the events go as they are.
-      if (events.every((e) => read?.meters.get(e.event_name)?.defaultKeys)) return inner.submit(events, deadline);
-      for (const e of events) {
-        if (read.meters.has(e.event_name) || missingSince.has(e.event_name)) continue;
-        if (missingSince.size >= MAX_MISSING_NAMES) missingSince.delete(missingSince.keys().next().value as string);
-        missingSince.set(e.event_name, arrived);
-      }
-      if (events.some((e) => !read?.meters.has(e.event_name))) read = (await meters.afterMiss()) ?? read;
-      const { meters: active, startedAt } = read;
-      for (const name of missingSince.keys()) if (active.has(name)) missingSince.delete(name);
-      const outcomes: SubmitOutcome[] = new Array(events.length);
-      const send: MeterEvent[] = [];
-      const at: number[] = [];
-      events.forEach((e, i) => {
-        const meter = active.get(e.event_name);
-        if (!meter) {
-          // Missing from a list read after the name was first seen missing: it has no meter.
-          outcomes[i] =
-            startedAt >= (missingSince.get(e.event_name) ?? Number.POSITIVE_INFINITY)
-              ? {
-                  kind: "rejected",
-                  code: DeadLetterCode.meterNotFound,
-                  reason: `no active Stripe meter has event_name "${e.event_name}": create the meter (or activate it), then replay`,
-                }
-              : {
-                  kind: "retry",
-                  reason: `no active Stripe meter had event_name "${e.event_name}" when the meters were last read, ${Math.round((arrived - startedAt) / 1000)} s ago`,
-                };
-          return;
-        }
-        const ready = meter.defaultKeys ? e : withMeterKeys(e, meter);
-        if (typeof ready === "string") {
-          outcomes[i] = { kind: "rejected", code: DeadLetterCode.invalidPayload, reason: ready };
-          return;
-        }
-        send.push(ready);
-        at.push(i);
-      });
-      const sent = send.length > 0 ? await inner.submit(send, deadline) : [];
-      at.forEach((i, j) => {
-        outcomes[i] = sent[j] as SubmitOutcome;
-      });
-      return outcomes;
-    },
+    submit: (events, deadline) => submit(inner, events, deadline),
+    // A dry run checks against the same meters (a read has no effect in Stripe) and sends nothing.
+    dryRun: () => ({ api: inner.api, submit: (events, deadline) => submit(dry, events, deadline) }),
   };
 }

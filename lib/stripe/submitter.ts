@@ -18,7 +18,18 @@ export type SubmitOutcome =
 export interface MeterEventSubmitter {
   readonly api: "v1" | "v2";
   submit(events: readonly MeterEvent[], deadline: number): Promise<SubmitOutcome[]>;
+  /**
+   * The same submitter in a dry run (a replay's --dry-run): the checks it makes before sending
+   * still answer, and what it would send counts as billed, unsent. Without it, every event does.
+   */
+  dryRun?(): MeterEventSubmitter;
 }
+
+/** A dry run's submitter: every event counts as billed, and nothing is sent. */
+export const billEverything: MeterEventSubmitter = {
+  api: "v2",
+  submit: async (events) => events.map(() => ({ kind: "billed", duplicate: false })),
+};
 
 /** Runs `work` over `items` with at most `limit` running at once. */
 export async function runPool<T>(items: readonly T[], limit: number, work: (item: T) => Promise<void>): Promise<void> {

@@ -8,7 +8,7 @@ import { meterEventIdentifier } from "../../lib/meter-event.js";
 import { packBodies } from "../../lib/pack.js";
 import { EMULATOR_DEFAULT_KEY, type StripeEmulator } from "../../local/stripe-emulator/server.js";
 import { lambdaContext, sqsEvent, sqsRecord, usageEvent } from "../helpers/factories.js";
-import { drain, drainDeadLetters, startTestQueues, type TestQueues } from "../helpers/sqs.js";
+import { drain, drainDeadLetters, queueDepth, startTestQueues, type TestQueues } from "../helpers/sqs.js";
 import { startEmulator } from "../helpers/stripe.js";
 
 // Stripe as a user may have it: a meter with Stripe's default payload keys, one that reads its
@@ -165,15 +165,24 @@ describe("replaying meter_not_found", () => {
     events.push(usageEvent({ event_name: "signups", customer: "cus_Replay", value: 4 }));
     await consume(events, { METERHOOK_METER_CHECK: "on" });
     assert.equal(emulator.ledger.meters.has("signups"), false);
+    const replay = async (dryRun: boolean) => {
+      // Replay leaves letters sent at or after its start alone: start it a moment later.
+      await new Promise((r) => setTimeout(r, 5));
+      return replayFromConfig(
+        loadConfig(env({ METERHOOK_METER_CHECK: "on" })),
+        { limit: 10, dryRun },
+        { sqs: queues.sqs, logger: silentLogger },
+      );
+    };
+
+    // A dry run before the meter exists says what a replay would do: dead-letter them again.
+    const preview = await replay(true);
+    assert.deepEqual([preview.billed, preview.deadLettered], [0, { meter_not_found: 2 }]);
+    assert.equal(await queueDepth(queues.sqs, queues.deadLetterQueueUrl), 2);
 
     emulator.defineMeter({ event_name: "signups" });
-    // Replay leaves letters sent at or after its start alone: start it a moment later.
-    await new Promise((r) => setTimeout(r, 5));
-    const report = await replayFromConfig(
-      loadConfig(env({ METERHOOK_METER_CHECK: "on" })),
-      { limit: 10, dryRun: false },
-      { sqs: queues.sqs, logger: silentLogger },
-    );
+    assert.deepEqual((await replay(true)).billed, 2);
+    const report = await replay(false);
 
     assert.equal(report.examined, 2);
     assert.equal(report.billed, 2);
