@@ -308,12 +308,15 @@ describe("bundles", () => {
   test("the bundled functions, run as Lambda runs them, carry events through fauxqs to the emulator", async () => {
     const parts = await startPipelineParts();
     try {
+      // The stack's meter check, against the meters this Stripe has.
+      for (const event_name of ["api_requests", "storage_gb_days"]) parts.emulator.defineMeter({ event_name });
       const env = {
         ...process.env,
         ...consumerEnv(parts),
         METERHOOK_API_KEYS: "bundle-test-key",
         METERHOOK_INGEST_QUEUE_URL: parts.queues.ingestQueueUrl,
         METERHOOK_LOG_LEVEL: "error",
+        METERHOOK_METER_CHECK: "on",
         AWS_REGION: "us-east-1",
       };
       const run = async (name: string, event: unknown, extra: Record<string, string> = {}) => {
@@ -329,10 +332,11 @@ describe("bundles", () => {
       };
       const billed = usageEvent({ customer: "cus_bundle", value: 5 });
       const unmapped = usageEvent({ customer: "acct_nobody" });
+      const unmetered = usageEvent({ customer: "cus_bundle", event_name: "not_a_meter" });
       const res = await run(
         "http-api",
         httpEvent({
-          body: JSON.stringify({ events: [billed, unmapped] }),
+          body: JSON.stringify({ events: [billed, unmapped, unmetered] }),
           headers: { authorization: "Bearer bundle-test-key", "content-type": "application/json" },
         }),
       );
@@ -340,7 +344,7 @@ describe("bundles", () => {
       const got = await parts.queues.sqs.send(
         new ReceiveMessageCommand({ QueueUrl: parts.queues.ingestQueueUrl, MaxNumberOfMessages: 10 }),
       );
-      assert.equal(got.Messages?.length, 2);
+      assert.equal(got.Messages?.length, 3);
       const batch = await run("ingest-queue", sqsEvent((got.Messages ?? []).map((m) => sqsRecord(m.Body))));
       assert.deepEqual(batch, { batchItemFailures: [] });
       const totals = async () => {
@@ -357,22 +361,24 @@ describe("bundles", () => {
         }),
       );
       const letters = (peek.Messages ?? []).map((m) => JSON.parse(m.Body ?? "") as DeadLetterBody);
-      assert.deepEqual(
-        letters.map((l) => [l.error.code, (l.event as { id?: string }).id]),
-        [["customer_not_found", unmapped.id]],
-      );
+      assert.deepEqual(letters.map((l) => [l.error.code, (l.event as { id?: string }).id]).sort(), [
+        ["customer_not_found", unmapped.id],
+        ["meter_not_found", unmetered.id],
+      ]);
 
-      // The customer is mapped now: the replay function bills the dead letter and deletes it.
+      // The customer is mapped and the meter made now: the replay function bills both and deletes them.
+      parts.emulator.defineMeter({ event_name: "not_a_meter" });
       const report = await run("dlq-replay", { limit: 10 }, { METERHOOK_CUSTOMERS: '{"acct_nobody":"cus_later"}' });
       assert.deepEqual(report, {
         dryRun: false,
-        examined: 1,
-        billed: 1,
+        examined: 2,
+        billed: 2,
         deadLettered: {},
         leftUntouched: 0,
         pastDedupeWindow: 0,
       });
       assert.deepEqual(await totals(), [
+        ["cus_bundle", 3],
         ["cus_bundle", 5],
         ["cus_later", 3],
       ]);
@@ -431,6 +437,7 @@ describe("bundles", () => {
       assert.deepEqual(mapped, { batchItemFailures: [] });
       assert.deepEqual(await totals(), [
         ["cus_Tenant420001", 2.5],
+        ["cus_bundle", 3],
         ["cus_bundle", 5],
         ["cus_later", 3],
       ]);
