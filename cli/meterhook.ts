@@ -1,11 +1,14 @@
 /**
  * meterhook's command line. `validate` checks a mapping config. `meters` lists Stripe's active
- * meters and checks the event names the settings use against them. `replay` takes dead letters off the DLQ and runs them through the
+ * meters and checks the event names the settings use against them; `customers`, that Stripe has
+ * the customers of the customer tables. `replay` takes dead letters off the DLQ and runs them through the
  * current pipeline, with the same settings as the functions (METERHOOK_DLQ_URL, STRIPE_API_KEY or
  * STRIPE_API_KEY_SSM_PARAMETER, ...; SQS_ENDPOINT for the local runtime's fauxqs).
  */
+
+import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
-import { listActiveMeters, replayFromConfig } from "../lib/app.js";
+import { checkCustomersInStripe, listActiveMeters, replayFromConfig } from "../lib/app.js";
 import { type Config, loadConfig } from "../lib/config.js";
 import { ConfigError, MeterhookError } from "../lib/errors.js";
 import { readMappingConfig } from "../lib/mapping/load.js";
@@ -17,6 +20,10 @@ const USAGE = `usage:
       list Stripe's active meters (with STRIPE_API_KEY or STRIPE_API_KEY_SSM_PARAMETER), and
       check that every event_name the mapping config (or METERHOOK_CONFIG), METERHOOK_AGGREGATE
       and METERHOOK_METER_VALUE_RULES name has one; exits 1 when one has none
+  meterhook customers [config.yaml|config.json]
+      check that Stripe has every cus_ id of the customer tables (METERHOOK_CUSTOMERS,
+      METERHOOK_CUSTOMERS_FILE, and table lookups of the mapping config or METERHOOK_CONFIG);
+      exits 1 when one is missing or deleted
   meterhook replay [--limit N] [--dry-run] [--after-dedupe-window]
       --limit N   take at most N dead letters off the DLQ (default 100)
       --dry-run   only report what would happen: nothing is sent, deleted or re-queued
@@ -84,10 +91,56 @@ async function meters(args: string[]): Promise<number> {
   return missing > 0 ? 1 : 0;
 }
 
+/** Every table entry (app id → cus_ id) the settings hold, and where. */
+async function tableEntries(config: Config, file: string | undefined): Promise<Array<[string, string, string]>> {
+  const entries: Array<[string, string, string]> = [];
+  for (const [app, id] of config.customers) entries.push([app, id, "METERHOOK_CUSTOMERS(_FILE)"]);
+  if (file) {
+    const { config: mapping, issues } = await readMappingConfig(file);
+    if (!mapping) throw new ConfigError(`${file}: ${issues.map((i) => `${i.path}: ${i.message}`).join("; ")}`);
+    for (const [source, s] of Object.entries(mapping.sources)) {
+      if (s.customer.lookup !== "table") continue;
+      const table = { ...s.customer.table };
+      if (s.customer.file) Object.assign(table, JSON.parse(readFileSync(s.customer.file, "utf8")));
+      for (const [app, id] of Object.entries(table)) entries.push([app, id as string, `${file}: ${source}`]);
+    }
+  }
+  return entries;
+}
+
+async function customers(args: string[]): Promise<number> {
+  if (args.length > 1) {
+    console.error(USAGE);
+    return 2;
+  }
+  const config = loadConfig();
+  const entries = await tableEntries(config, args[0] ?? config.mappingConfigFile);
+  if (entries.length === 0) {
+    console.log("no customer table in the settings (METERHOOK_CUSTOMERS, METERHOOK_CUSTOMERS_FILE, table lookups)");
+    return 0;
+  }
+  const states = await checkCustomersInStripe(
+    config,
+    entries.map(([, id]) => id),
+  );
+  const bad = entries.filter(([, id]) => states.get(id) !== "ok");
+  console.log(`${entries.length} table entries, ${states.size} Stripe customers checked`);
+  for (const [app, id, where] of bad) {
+    console.log(`  ${app} -> ${id}  ${states.get(id) === "deleted" ? "DELETED IN STRIPE" : "NOT IN STRIPE"}  ${where}`);
+  }
+  if (bad.length > 0) {
+    console.log(
+      `${bad.length} entr${bad.length === 1 ? "y names a customer" : "ies name customers"} Stripe does not have: their events would be accepted, then refused by Stripe (README "Stripe's error reports")`,
+    );
+  }
+  return bad.length > 0 ? 1 : 0;
+}
+
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   if (command === "validate") return validate(rest);
   if (command === "meters") return meters(rest);
+  if (command === "customers") return customers(rest);
   if (command !== "replay") {
     console.error(USAGE);
     return 2;

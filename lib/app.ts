@@ -14,6 +14,7 @@ import { createSqsReader, createSqsSender, type SqsClientSource } from "./queue.
 import { type ReplayOptions, type ReplayReport, replayDeadLetters } from "./replay.js";
 import { apiKeysReloader, resolveSecrets, type SecretReader, stripeKeyReloader } from "./secrets.js";
 import { StripeClient } from "./stripe/client.js";
+import { type CustomerState, checkStripeCustomers } from "./stripe/customer-check.js";
 import { type ErrorReport, publishErrorReports, readErrorReports, refusedIn } from "./stripe/error-reports.js";
 import { type ActiveMeters, checkingMeters, readActiveMeters } from "./stripe/meters.js";
 import { RateLimiter } from "./stripe/rate-limiter.js";
@@ -298,6 +299,20 @@ export async function listActiveMeters(config: Config, deps: AppDeps = {}): Prom
   const { client, transport } = await stripeSide(config, deps, "cli");
   try {
     return await readActiveMeters(client, Date.now() + config.stripe.timeoutMs * 3);
+  } finally {
+    await transport.close();
+  }
+}
+
+/** Whether Stripe has each of these customers, asked with the consumer's key and settings (`meterhook customers`). */
+export async function checkCustomersInStripe(
+  config: Config,
+  ids: readonly string[],
+  deps: AppDeps = {},
+): Promise<Map<string, CustomerState>> {
+  const { client, transport } = await stripeSide(config, deps, "cli");
+  try {
+    return await checkStripeCustomers(client, ids, Number.POSITIVE_INFINITY);
   } finally {
     await transport.close();
   }

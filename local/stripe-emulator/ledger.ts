@@ -90,7 +90,11 @@ export class Ledger {
     return first !== undefined && this.options.now() - first < IDENTIFIER_WINDOW_MS;
   }
 
+  /** Customers deleted (their events are refused, as for an unknown customer). */
+  readonly deletedCustomers = new Set<string>();
+
   customerExists(id: string): boolean {
+    if (this.deletedCustomers.has(id)) return false;
     return this.customers.has(id) || (this.options.customers === "any" && id.startsWith("cus_"));
   }
 

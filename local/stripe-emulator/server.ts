@@ -356,6 +356,7 @@ export class StripeEmulator {
       };
     }
     if (method === "GET" && path === "/v1/customers/search") return this.searchCustomers(req, url);
+    if (method === "GET" && path.startsWith("/v1/customers/")) return this.retrieveCustomer(req, path);
     if (method === "GET" && path.startsWith("/v2/core/events")) return this.coreEvents(req, path, url);
     if (method !== "POST")
       return v1Error(404, "invalid_request_error", `Unrecognized request URL (${method}: ${path}).`);
@@ -451,6 +452,27 @@ export class StripeEmulator {
     const id = `cus_${randomBytes(7).toString("hex")}`;
     this.addCustomer(id, metadata);
     return { status: 200, body: { id, object: "customer", metadata } };
+  }
+
+  /** Deletes a customer, as `DELETE /v1/customers/{id}` does: Stripe then answers for it with `deleted: true`. */
+  deleteCustomer(id: string): void {
+    this.ledger.customers.delete(id);
+    this.ledger.deletedCustomers.add(id);
+  }
+
+  /** `GET /v1/customers/{id}`: the customer, `{deleted: true}` for a deleted one, 404 for an unknown one. */
+  private retrieveCustomer(req: IncomingMessage, path: string): Reply {
+    const denied = this.authError(this.credential(req));
+    if (denied) return denied;
+    const id = decodeURIComponent(path.slice("/v1/customers/".length));
+    if (this.ledger.deletedCustomers.has(id)) return { status: 200, body: { id, object: "customer", deleted: true } };
+    if (!this.ledger.customerExists(id)) {
+      return v1Error(404, "invalid_request_error", `No such customer: '${id.slice(0, 64)}'`, {
+        code: "resource_missing",
+        param: "id",
+      });
+    }
+    return { status: 200, body: { id, object: "customer", metadata: this.ledger.customers.get(id) ?? {} } };
   }
 
   /** `GET /v1/customers/search?query=metadata['key']:'value'`: the one query form lookups use. */
