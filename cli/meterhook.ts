@@ -11,6 +11,7 @@ import { parseArgs } from "node:util";
 import { checkCustomersInStripe, listActiveMeters, replayFromConfig } from "../lib/app.js";
 import { type Config, loadConfig } from "../lib/config.js";
 import { ConfigError, MeterhookError } from "../lib/errors.js";
+import type { MappingConfig } from "../lib/mapping/config-schema.js";
 import { readMappingConfig } from "../lib/mapping/load.js";
 
 const USAGE = `usage:
@@ -48,28 +49,37 @@ async function validate(files: string[]): Promise<number> {
   return 0;
 }
 
+/** What `meters` and `customers` check: the settings, and the mapping config named or in METERHOOK_CONFIG. */
+interface Settings {
+  config: Config;
+  file?: string;
+  mapping?: MappingConfig;
+}
+
+async function settingsFor(args: string[]): Promise<Settings | undefined> {
+  if (args.length > 1) return undefined;
+  const config = loadConfig();
+  const file = args[0] ?? config.mappingConfigFile;
+  if (!file) return { config };
+  const { config: mapping, issues } = await readMappingConfig(file);
+  if (!mapping) throw new ConfigError(`${file}: ${issues.map((i) => `${i.path}: ${i.message}`).join("; ")}`);
+  return { config, file, mapping };
+}
+
 /** Every event_name the settings name, and where: the mapping config's rules, aggregation, value rules. */
-async function namesInSettings(config: Config, file: string | undefined): Promise<Map<string, string[]>> {
+function namesInSettings({ config, file, mapping }: Settings): Map<string, string[]> {
   const names = new Map<string, string[]>();
   const add = (name: string, where: string) => names.set(name, [...(names.get(name) ?? []), where]);
-  if (file) {
-    const { config: mapping, issues } = await readMappingConfig(file);
-    if (!mapping) throw new ConfigError(`${file}: ${issues.map((i) => `${i.path}: ${i.message}`).join("; ")}`);
-    for (const [source, s] of Object.entries(mapping.sources))
-      for (const rule of s.rules) for (const emit of rule.emit) add(emit.event_name, `${file}: ${source}/${rule.name}`);
-  }
+  for (const [source, s] of Object.entries(mapping?.sources ?? {}))
+    for (const rule of s.rules) for (const emit of rule.emit) add(emit.event_name, `${file}: ${source}/${rule.name}`);
   for (const name of config.aggregation?.meters.keys() ?? []) add(name, "METERHOOK_AGGREGATE");
   for (const name of config.valueRules.keys()) add(name, "METERHOOK_METER_VALUE_RULES");
   return names;
 }
 
-async function meters(args: string[]): Promise<number> {
-  if (args.length > 1) {
-    console.error(USAGE);
-    return 2;
-  }
-  const config = loadConfig();
-  const names = await namesInSettings(config, args[0] ?? config.mappingConfigFile);
+async function meters(settings: Settings): Promise<number> {
+  const { config } = settings;
+  const names = namesInSettings(settings);
   const active = await listActiveMeters(config);
   console.log(`Stripe's active meters (${active.size}):`);
   for (const m of [...active.values()].sort((a, b) => a.eventName.localeCompare(b.eventName))) {
@@ -92,29 +102,21 @@ async function meters(args: string[]): Promise<number> {
 }
 
 /** Every table entry (app id → cus_ id) the settings hold, and where. */
-async function tableEntries(config: Config, file: string | undefined): Promise<Array<[string, string, string]>> {
+function tableEntries({ config, file, mapping }: Settings): Array<[string, string, string]> {
   const entries: Array<[string, string, string]> = [];
   for (const [app, id] of config.customers) entries.push([app, id, "METERHOOK_CUSTOMERS(_FILE)"]);
-  if (file) {
-    const { config: mapping, issues } = await readMappingConfig(file);
-    if (!mapping) throw new ConfigError(`${file}: ${issues.map((i) => `${i.path}: ${i.message}`).join("; ")}`);
-    for (const [source, s] of Object.entries(mapping.sources)) {
-      if (s.customer.lookup !== "table") continue;
-      const table = { ...s.customer.table };
-      if (s.customer.file) Object.assign(table, JSON.parse(readFileSync(s.customer.file, "utf8")));
-      for (const [app, id] of Object.entries(table)) entries.push([app, id as string, `${file}: ${source}`]);
-    }
+  for (const [source, s] of Object.entries(mapping?.sources ?? {})) {
+    if (s.customer.lookup !== "table") continue;
+    const table = { ...s.customer.table };
+    if (s.customer.file) Object.assign(table, JSON.parse(readFileSync(s.customer.file, "utf8")));
+    for (const [app, id] of Object.entries(table)) entries.push([app, id as string, `${file}: ${source}`]);
   }
   return entries;
 }
 
-async function customers(args: string[]): Promise<number> {
-  if (args.length > 1) {
-    console.error(USAGE);
-    return 2;
-  }
-  const config = loadConfig();
-  const entries = await tableEntries(config, args[0] ?? config.mappingConfigFile);
+async function customers(settings: Settings): Promise<number> {
+  const { config } = settings;
+  const entries = tableEntries(settings);
   if (entries.length === 0) {
     console.log("no customer table in the settings (METERHOOK_CUSTOMERS, METERHOOK_CUSTOMERS_FILE, table lookups)");
     return 0;
@@ -139,8 +141,14 @@ async function customers(args: string[]): Promise<number> {
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   if (command === "validate") return validate(rest);
-  if (command === "meters") return meters(rest);
-  if (command === "customers") return customers(rest);
+  if (command === "meters" || command === "customers") {
+    const settings = await settingsFor(rest);
+    if (!settings) {
+      console.error(USAGE);
+      return 2;
+    }
+    return command === "meters" ? meters(settings) : customers(settings);
+  }
   if (command !== "replay") {
     console.error(USAGE);
     return 2;

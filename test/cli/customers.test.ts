@@ -1,8 +1,7 @@
 import assert from "node:assert/strict";
-import { execFile } from "node:child_process";
 import { after, before, describe, test } from "node:test";
-import { promisify } from "node:util";
 import { EMULATOR_DEFAULT_KEY, type StripeEmulator } from "../../local/stripe-emulator/server.js";
+import { meterhookCli } from "../helpers/cli.js";
 import { startEmulator } from "../helpers/stripe.js";
 
 let emulator: StripeEmulator;
@@ -13,22 +12,12 @@ before(async () => {
 after(() => emulator.stop());
 
 /** `meterhook customers` as an operator runs it, with the consumer's settings. */
-async function customers(table: Record<string, string>, args: string[]): Promise<{ code: number; stdout: string }> {
-  const env = {
-    ...process.env,
-    NODE_NO_WARNINGS: "1",
+const customers = (table: Record<string, string>, args: string[]) =>
+  meterhookCli(["customers", ...args], {
     STRIPE_API_KEY: EMULATOR_DEFAULT_KEY,
     STRIPE_API_BASE: emulator.url,
     METERHOOK_CUSTOMERS: JSON.stringify(table),
-  };
-  try {
-    const { stdout } = await promisify(execFile)("npx", ["tsx", "cli/meterhook.ts", "customers", ...args], { env });
-    return { code: 0, stdout };
-  } catch (err) {
-    const e = err as { code: number; stdout: string };
-    return { code: e.code, stdout: e.stdout };
-  }
-}
+  });
 
 describe("meterhook customers", () => {
   test("names each table entry whose customer Stripe does not have, or has deleted", async () => {

@@ -1,8 +1,7 @@
 import assert from "node:assert/strict";
-import { execFile } from "node:child_process";
 import { after, before, describe, test } from "node:test";
-import { promisify } from "node:util";
 import { EMULATOR_DEFAULT_KEY, type StripeEmulator } from "../../local/stripe-emulator/server.js";
+import { meterhookCli } from "../helpers/cli.js";
 import { startEmulator } from "../helpers/stripe.js";
 
 let emulator: StripeEmulator;
@@ -14,23 +13,13 @@ before(async () => {
 after(() => emulator.stop());
 
 /** `meterhook meters` as an operator runs it, with the consumer's settings. */
-async function meters(args: string[]): Promise<{ code: number; stdout: string }> {
-  const env = {
-    ...process.env,
-    NODE_NO_WARNINGS: "1",
+const meters = (args: string[]) =>
+  meterhookCli(["meters", ...args], {
     STRIPE_API_KEY: EMULATOR_DEFAULT_KEY,
     STRIPE_API_BASE: emulator.url,
     METERHOOK_AGGREGATE: JSON.stringify({ tokens: "sum" }),
     METERHOOK_METER_VALUE_RULES: JSON.stringify({ seats: "positive" }),
-  };
-  try {
-    const { stdout } = await promisify(execFile)("npx", ["tsx", "cli/meterhook.ts", "meters", ...args], { env });
-    return { code: 0, stdout };
-  } catch (err) {
-    const e = err as { code: number; stdout: string };
-    return { code: e.code, stdout: e.stdout };
-  }
-}
+  });
 
 describe("meterhook meters", () => {
   test("lists Stripe's active meters and names each event_name the settings use that has none", async () => {
