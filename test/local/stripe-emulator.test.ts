@@ -313,6 +313,36 @@ describe("forgetHistory (the benchmarks' reset between runs)", () => {
   });
 });
 
+describe("GET /v1/customers/{id}", () => {
+  test("a customer; deleted: true once deleted; 404 resource_missing for an unknown one; the key needed", async () => {
+    const own = await startEmulator({
+      apiKeys: [KEY],
+      customers: [{ id: "cus_Here", metadata: { account_id: "a1" } }],
+    });
+    try {
+      const get = async (id: string, auth = `Bearer ${KEY}`) => {
+        const res = await fetch(`${own.url}/v1/customers/${id}`, { headers: { authorization: auth } });
+        return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+      };
+      assert.deepEqual(await get("cus_Here"), {
+        status: 200,
+        body: { id: "cus_Here", object: "customer", metadata: { account_id: "a1" } },
+      });
+      const missing = await get("cus_Nope");
+      assert.equal(missing.status, 404);
+      assert.equal((missing.body.error as { code: string }).code, "resource_missing");
+      assert.equal((await get("cus_Here", "Bearer sk_test_wrong")).status, 401);
+      own.deleteCustomer("cus_Here");
+      assert.deepEqual(await get("cus_Here"), {
+        status: 200,
+        body: { id: "cus_Here", object: "customer", deleted: true },
+      });
+    } finally {
+      await own.stop();
+    }
+  });
+});
+
 describe("customer search", () => {
   test("answers 20 searches per key in a second, as Stripe does, then 429 until the next second", async () => {
     emu.addCustomer("cus_srch", { account_id: "acct_srch" });
