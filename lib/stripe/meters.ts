@@ -131,6 +131,8 @@ export function checkingMeters(
   options: MeterCheckOptions,
 ): MeterEventSubmitter {
   const now = options.now ?? Date.now;
+  // The deadline of the batch that starts a read: reloading's reads take no arguments, and a
+  // read shared by several batches ends by the deadline of the one that started it.
   let readBy = 0;
   let failure: unknown;
   const meters = reloading<MetersRead | undefined>(
@@ -212,12 +214,15 @@ export function checkingMeters(
     // The common case in one pass, allocating nothing: every event's meter is known and reads
     // Stripe's default keys, so the events go as they are.
     if (events.every((e) => read?.meters.get(e.event_name)?.defaultKeys)) return target.submit(events, deadline);
+    let missing = false;
     for (const e of events) {
-      if (read.meters.has(e.event_name) || missingSince.has(e.event_name)) continue;
+      if (read.meters.has(e.event_name)) continue;
+      missing = true;
+      if (missingSince.has(e.event_name)) continue;
       if (missingSince.size >= MAX_MISSING_NAMES) missingSince.delete(missingSince.keys().next().value as string);
       missingSince.set(e.event_name, arrived);
     }
-    if (events.some((e) => !read?.meters.has(e.event_name))) read = (await meters.afterMiss()) ?? read;
+    if (missing) read = (await meters.afterMiss()) ?? read;
     const { meters: active, startedAt } = read;
     for (const name of missingSince.keys()) if (active.has(name)) missingSince.delete(name);
     const outcomes: SubmitOutcome[] = new Array(events.length);
