@@ -8,11 +8,13 @@
 
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
-import { checkCustomersInStripe, listActiveMeters, replayFromConfig } from "../lib/app.js";
+import { replayFromConfig, withStripeClient } from "../lib/app.js";
 import { type Config, loadConfig } from "../lib/config.js";
 import { ConfigError, MeterhookError } from "../lib/errors.js";
 import type { MappingConfig } from "../lib/mapping/config-schema.js";
 import { readMappingConfig } from "../lib/mapping/load.js";
+import { checkStripeCustomers } from "../lib/stripe/customer-check.js";
+import { readActiveMeters } from "../lib/stripe/meters.js";
 
 const USAGE = `usage:
   meterhook validate <config.yaml|config.json>
@@ -80,7 +82,7 @@ function namesInSettings({ config, file, mapping }: Settings): Map<string, strin
 async function meters(settings: Settings): Promise<number> {
   const { config } = settings;
   const names = namesInSettings(settings);
-  const active = await listActiveMeters(config);
+  const active = await withStripeClient(config, (client) => readActiveMeters(client, Number.POSITIVE_INFINITY));
   console.log(`Stripe's active meters (${active.size}):`);
   for (const m of [...active.values()].sort((a, b) => a.eventName.localeCompare(b.eventName))) {
     const keys = m.defaultKeys ? "" : `  (customer key ${m.customerKey}, value key ${m.valueKey})`;
@@ -121,9 +123,9 @@ async function customers(settings: Settings): Promise<number> {
     console.log("no customer table in the settings (METERHOOK_CUSTOMERS, METERHOOK_CUSTOMERS_FILE, table lookups)");
     return 0;
   }
-  const states = await checkCustomersInStripe(
-    config,
-    entries.map(([, id]) => id),
+  const ids = entries.map(([, id]) => id);
+  const states = await withStripeClient(config, (client) =>
+    checkStripeCustomers(client, ids, Number.POSITIVE_INFINITY),
   );
   const bad = entries.filter(([, id]) => states.get(id) !== "ok");
   console.log(`${entries.length} table entries, ${states.size} Stripe customers checked`);

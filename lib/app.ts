@@ -14,9 +14,8 @@ import { createSqsReader, createSqsSender, type SqsClientSource } from "./queue.
 import { type ReplayOptions, type ReplayReport, replayDeadLetters } from "./replay.js";
 import { apiKeysReloader, resolveSecrets, type SecretReader, stripeKeyReloader } from "./secrets.js";
 import { StripeClient } from "./stripe/client.js";
-import { type CustomerState, checkStripeCustomers } from "./stripe/customer-check.js";
 import { type ErrorReport, publishErrorReports, readErrorReports, refusedIn } from "./stripe/error-reports.js";
-import { type ActiveMeters, checkingMeters, readActiveMeters } from "./stripe/meters.js";
+import { checkingMeters } from "./stripe/meters.js";
 import { RateLimiter } from "./stripe/rate-limiter.js";
 import { DEFAULT_RETRY, realRetryEnv } from "./stripe/retry-policy.js";
 import type { MeterEventSubmitter } from "./stripe/submitter.js";
@@ -294,25 +293,18 @@ export async function createErrorReportReaderFromConfig(
   };
 }
 
-/** Stripe's active meters, read with the consumer's key and settings (`meterhook meters`). */
-export async function listActiveMeters(config: Config, deps: AppDeps = {}): Promise<ActiveMeters> {
-  const { client, transport } = await stripeSide(config, deps, "cli");
-  try {
-    return await readActiveMeters(client, Date.now() + config.stripe.timeoutMs * 3);
-  } finally {
-    await transport.close();
-  }
-}
-
-/** Whether Stripe has each of these customers, asked with the consumer's key and settings (`meterhook customers`). */
-export async function checkCustomersInStripe(
+/**
+ * Runs `work` with a Stripe client on the consumer's key and settings, then closes its
+ * connections: the CLI's checks against Stripe (`meterhook meters`, `meterhook customers`).
+ */
+export async function withStripeClient<T>(
   config: Config,
-  ids: readonly string[],
+  work: (client: StripeClient) => Promise<T>,
   deps: AppDeps = {},
-): Promise<Map<string, CustomerState>> {
+): Promise<T> {
   const { client, transport } = await stripeSide(config, deps, "cli");
   try {
-    return await checkStripeCustomers(client, ids, Number.POSITIVE_INFINITY);
+    return await work(client);
   } finally {
     await transport.close();
   }
