@@ -40,6 +40,14 @@ export interface LedgerOptions {
 }
 
 const DAY = 86_400;
+
+/** One more event in a meter's total for a customer. */
+function addTo(t: { value: number; count: number; last: number }, value: number): void {
+  // Sums are kept in integers of 1e-12 units to keep decimal totals exact enough for tests.
+  t.value = Math.round((t.value + value) * 1e12) / 1e12;
+  t.count += 1;
+  t.last = value;
+}
 const IDENTIFIER_WINDOW_MS = 24 * 3600 * 1000;
 
 export class Ledger {
@@ -170,11 +178,48 @@ export class Ledger {
       this.totals.set(meter.id, byCustomer);
     }
     const t = byCustomer.get(customer) ?? { value: 0, count: 0, last: 0 };
-    // Sums are kept in integers of 1e-12 units to keep decimal totals exact enough for tests.
-    t.value = Math.round((t.value + value) * 1e12) / 1e12;
-    t.count += 1;
-    t.last = value;
+    addTo(t, value);
     byCustomer.set(customer, t);
+  }
+
+  /** Identifiers of cancelled events (meter event adjustments); they no longer count. */
+  readonly cancelled = new Set<string>();
+
+  /**
+   * Cancels the counted event with this identifier and event_name (a meter event adjustment of
+   * type `cancel`), if Stripe received it less than 24 h ago; its meter's total for its customer
+   * is counted again without it. Stripe's answers when it cannot are not documented
+   * (METER_API.md §12, item 11): these are the emulator's.
+   */
+  cancel(eventName: string, identifier: string): { code: string; message: string } | undefined {
+    let event: ReceivedEvent | undefined;
+    for (let i = this.events.length - 1; i >= 0 && !event; i--) {
+      const e = this.events[i] as ReceivedEvent;
+      if (e.identifier === identifier && e.event_name === eventName) event = e;
+    }
+    if (!event) {
+      return {
+        code: "resource_missing",
+        message: `No meter event with identifier ${identifier} was found for event_name ${eventName}.`,
+      };
+    }
+    if (this.cancelled.has(identifier)) {
+      return { code: "", message: `The meter event with identifier ${identifier} has already been cancelled.` };
+    }
+    if (this.options.now() - event.receivedAt >= IDENTIFIER_WINDOW_MS) {
+      return { code: "", message: "Meter events can only be cancelled within 24 hours of Stripe receiving them." };
+    }
+    this.cancelled.add(identifier);
+    const meter = this.meterFor(eventName) as MeterDefinition;
+    const customer = event.payload[meter.customerKey] as string;
+    const t = { value: 0, count: 0, last: 0 };
+    for (const e of this.events) {
+      if (e.event_name !== eventName || e.payload[meter.customerKey] !== customer || this.cancelled.has(e.identifier))
+        continue;
+      addTo(t, Number(e.payload[meter.valueKey] ?? 0));
+    }
+    this.totals.get(meter.id)?.set(customer, t);
+    return undefined;
   }
 
   /**
@@ -186,6 +231,7 @@ export class Ledger {
     this.receipts.clear();
     this.events.length = 0;
     this.errors.length = 0;
+    this.cancelled.clear();
     this.totals.clear();
   }
 

@@ -6,7 +6,8 @@ import { ErrorReports } from "./reports.js";
 
 /**
  * A local Stripe that follows shared/stripe/METER_API.md for the meter ingestion APIs: v1 meter
- * events (form), v2 meter events (JSON), v2 sessions and the meter event stream, with their
+ * events (form), v2 meter events (JSON), v2 sessions and the meter event stream, meter event
+ * adjustments (cancellations, v1 and v2), with their
  * auth, validations, error bodies, duplicate identifiers, idempotency and session expiry. It keeps
  * per-customer, per-meter totals, and can be told to misbehave (faults) for tests.
  */
@@ -332,6 +333,7 @@ export class StripeEmulator {
         body: {
           events: this.ledger.events,
           errors: this.ledger.errors,
+          cancelled: [...this.ledger.cancelled],
           receipts: Object.fromEntries(this.ledger.receipts),
         },
       };
@@ -365,6 +367,10 @@ export class StripeEmulator {
         return this.v1MeterEvent(req, raw);
       case "/v2/billing/meter_events":
         return this.v2MeterEvent(req, raw);
+      case "/v1/billing/meter_event_adjustments":
+        return this.v1Adjustment(req, raw);
+      case "/v2/billing/meter_event_adjustments":
+        return this.v2Adjustment(req, raw);
       case "/v2/billing/meter_event_session":
         return this.createSession(req);
       case "/v2/billing/meter_event_stream":
@@ -518,6 +524,14 @@ export class StripeEmulator {
     if (this.rateLimited(key as string)) {
       return v1Error(429, "invalid_request_error", "Request rate limit exceeded.", { code: "rate_limit" });
     }
+    return this.idempotent(req, raw, (params) => this.createV1MeterEvent(key as string, params));
+  }
+
+  /**
+   * A v1 POST under Stripe's idempotency: the answer to a key seen in the last 24 h is replayed
+   * (with `Idempotent-Replayed`), and the key with other parameters is refused.
+   */
+  private idempotent(req: IncomingMessage, raw: string, work: (params: Map<string, string>) => Reply): Reply {
     const idemKey = req.headers["idempotency-key"];
     const hash = createHash("sha256").update(raw).digest("hex");
     if (typeof idemKey === "string") {
@@ -533,7 +547,12 @@ export class StripeEmulator {
         return { ...saved.reply, headers: { ...saved.reply.headers, "idempotent-replayed": "true" } };
       }
     }
-    const params = parseForm(raw);
+    const reply = work(parseForm(raw));
+    if (typeof idemKey === "string") this.idempotency.set(idemKey, { hash, reply, at: this.now() });
+    return reply;
+  }
+
+  private createV1MeterEvent(key: string, params: Map<string, string>): Reply {
     const payload: Record<string, string> = {};
     let eventName: string | undefined;
     let identifier: string | undefined;
@@ -588,42 +607,117 @@ export class StripeEmulator {
       }
     }
     const id = identifier ?? `emu_${randomBytes(12).toString("hex")}`;
-    let reply: Reply;
     if (this.ledger.isDuplicate(id)) {
       this.ledger.noteReceipt(id);
-      reply = v1Error(
+      return v1Error(
         400,
         "invalid_request_error",
         `An event already exists with identifier ${id}.`,
         {},
         { "stripe-should-retry": "false" },
       );
-    } else {
-      const nowS = Math.floor(this.now() / 1000);
-      const ts = timestamp === undefined ? nowS : Number(timestamp);
-      this.ledger.record({
+    }
+    const nowS = Math.floor(this.now() / 1000);
+    const ts = timestamp === undefined ? nowS : Number(timestamp);
+    this.ledger.record({
+      event_name: eventName,
+      identifier: id,
+      timestamp: ts,
+      payload,
+      api: "v1",
+      receivedAt: this.now(),
+    });
+    return {
+      status: 200,
+      body: {
+        object: "billing.meter_event",
+        created: nowS,
         event_name: eventName,
         identifier: id,
-        timestamp: ts,
+        livemode: !key.includes("_test_"),
         payload,
-        api: "v1",
-        receivedAt: this.now(),
-      });
-      reply = {
+        timestamp: ts,
+      },
+    };
+  }
+
+  /** `POST /v1/billing/meter_event_adjustments` (form): `type=cancel` and `cancel[identifier]`. */
+  private v1Adjustment(req: IncomingMessage, raw: string): Reply {
+    const key = this.credential(req);
+    const denied = this.authError(key);
+    if (denied) return denied;
+    if (this.rateLimited(key as string)) {
+      return v1Error(429, "invalid_request_error", "Request rate limit exceeded.", { code: "rate_limit" });
+    }
+    return this.idempotent(req, raw, (params) => {
+      for (const k of params.keys()) {
+        if (!["event_name", "type", "cancel[identifier]"].includes(k) && !/^expand\[\d*\]$/.test(k)) {
+          return v1Error(400, "invalid_request_error", `Received unknown parameter: ${k}`, {
+            code: "parameter_unknown",
+            param: k,
+          });
+        }
+      }
+      for (const k of ["event_name", "type", "cancel[identifier]"]) {
+        if (!params.get(k))
+          return v1Error(400, "invalid_request_error", `Missing required param: ${k}.`, {
+            code: "parameter_missing",
+            param: k,
+          });
+      }
+      if (params.get("type") !== "cancel") {
+        return v1Error(400, "invalid_request_error", "Invalid type: must be cancel", { param: "type" });
+      }
+      const eventName = params.get("event_name") as string;
+      const identifier = params.get("cancel[identifier]") as string;
+      const refused = this.ledger.cancel(eventName, identifier);
+      if (refused) {
+        return v1Error(400, "invalid_request_error", refused.message, {
+          ...(refused.code ? { code: refused.code } : {}),
+          param: "cancel[identifier]",
+        });
+      }
+      return {
         status: 200,
         body: {
-          object: "billing.meter_event",
-          created: nowS,
+          object: "billing.meter_event_adjustment",
+          cancel: { identifier },
           event_name: eventName,
-          identifier: id,
           livemode: !(key as string).includes("_test_"),
-          payload,
-          timestamp: ts,
+          status: "pending",
+          type: "cancel",
         },
       };
+    });
+  }
+
+  /** `POST /v2/billing/meter_event_adjustments` (JSON, the secret key). */
+  private v2Adjustment(req: IncomingMessage, raw: string): Reply {
+    const denied = this.authError(this.credential(req));
+    if (denied) return denied;
+    const body = this.parseJson(raw) as { event_name?: unknown; type?: unknown; cancel?: unknown } | undefined;
+    if (!body || typeof body.event_name !== "string" || body.type !== "cancel") {
+      return v2Error(400, "invalid_fields", "event_name and type (cancel) are required.");
     }
-    if (typeof idemKey === "string") this.idempotency.set(idemKey, { hash, reply, at: this.now() });
-    return reply;
+    const identifier = (body.cancel as { identifier?: unknown } | null)?.identifier;
+    if (typeof identifier !== "string" || identifier === "") {
+      return v2Error(400, "invalid_cancel_configuration", "A cancel adjustment needs cancel.identifier.");
+    }
+    const refused = this.ledger.cancel(body.event_name, identifier);
+    if (refused) return v2Error(400, refused.code || "invalid_cancel_configuration", refused.message);
+    return {
+      status: 200,
+      body: {
+        id: `mtr_event_adj_${randomBytes(8).toString("hex")}`,
+        object: "v2.billing.meter_event_adjustment",
+        cancel: { identifier },
+        created: new Date(this.now()).toISOString(),
+        event_name: body.event_name,
+        livemode: false,
+        status: "pending",
+        type: "cancel",
+      },
+    };
   }
 
   private parseJson(raw: string): unknown {

@@ -240,6 +240,102 @@ describe("totals", () => {
   });
 });
 
+describe("meter event adjustments (cancel)", () => {
+  const cancelForm = (identifier: string, eventName = "api_requests") =>
+    `event_name=${eventName}&type=cancel&cancel[identifier]=${identifier}`;
+  const total = (eventName: string, customer: string) =>
+    emu.ledger.summaries().find((s) => s.event_name === eventName && s.customer === customer);
+
+  test("v1: a cancelled event leaves the totals, sum and last; pending, then refused a second time", async () => {
+    const [a, b] = [id(), id()];
+    await v1(`event_name=api_requests&identifier=${a}&payload[stripe_customer_id]=cus_B&payload[value]=4`);
+    await v1(`event_name=api_requests&identifier=${b}&payload[stripe_customer_id]=cus_B&payload[value]=6`);
+    const before = total("api_requests", "cus_B")?.aggregated_value as number;
+
+    const res = await call("/v1/billing/meter_event_adjustments", { body: cancelForm(b) });
+    assert.equal(res.status, 200);
+    assert.deepEqual(res.body, {
+      object: "billing.meter_event_adjustment",
+      cancel: { identifier: b },
+      event_name: "api_requests",
+      livemode: false,
+      status: "pending",
+      type: "cancel",
+    });
+    assert.equal(total("api_requests", "cus_B")?.aggregated_value, before - 6);
+
+    const again = await call("/v1/billing/meter_event_adjustments", { body: cancelForm(b) });
+    assert.equal(again.status, 400);
+    assert.match(again.body.error.message, /already been cancelled/);
+
+    const [s1, s2] = [id(), id()];
+    await v1(`event_name=seats&identifier=${s1}&payload[stripe_customer_id]=cus_B&payload[value]=3`);
+    await v1(`event_name=seats&identifier=${s2}&payload[stripe_customer_id]=cus_B&payload[value]=9`);
+    assert.equal(total("seats", "cus_B")?.aggregated_value, 9);
+    await call("/v1/billing/meter_event_adjustments", { body: cancelForm(s2, "seats") });
+    assert.equal(total("seats", "cus_B")?.aggregated_value, 3, "last: the latest event left");
+  });
+
+  test("v1: 400 for an unknown identifier or event_name, past 24 h, missing params; the key needed; idempotent", async () => {
+    const unknown = await call("/v1/billing/meter_event_adjustments", { body: cancelForm("nope") });
+    assert.equal(unknown.status, 400);
+    assert.equal(unknown.body.error.code, "resource_missing");
+
+    const old = id();
+    await v1(`event_name=api_requests&identifier=${old}&payload[stripe_customer_id]=cus_A&payload[value]=1`);
+    const other = await call("/v1/billing/meter_event_adjustments", { body: cancelForm(old, "seats") });
+    assert.equal(other.body.error.code, "resource_missing", "the identifier under another event_name");
+    clock += 24 * 3600 * 1000;
+    const late = await call("/v1/billing/meter_event_adjustments", { body: cancelForm(old) });
+    assert.equal(late.status, 400);
+    assert.match(late.body.error.message, /within 24 hours/);
+
+    for (const [body, param] of [
+      ["event_name=api_requests&type=cancel", "cancel[identifier]"],
+      [`type=cancel&cancel[identifier]=${old}`, "event_name"],
+    ] as const) {
+      const r = await call("/v1/billing/meter_event_adjustments", { body });
+      assert.equal(r.status, 400);
+      assert.deepEqual([r.body.error.code, r.body.error.param], ["parameter_missing", param]);
+    }
+    const wrongType = await call("/v1/billing/meter_event_adjustments", {
+      body: `event_name=api_requests&type=void&cancel[identifier]=${old}`,
+    });
+    assert.equal(wrongType.body.error.param, "type");
+    const noKey = await call("/v1/billing/meter_event_adjustments", { body: cancelForm(old), auth: null });
+    assert.equal(noKey.status, 401);
+
+    const fresh = id();
+    await v1(`event_name=api_requests&identifier=${fresh}&payload[stripe_customer_id]=cus_A&payload[value]=1`);
+    const headers = { "idempotency-key": `adj_${fresh}` };
+    const first = await call("/v1/billing/meter_event_adjustments", { body: cancelForm(fresh), headers });
+    const replayed = await call("/v1/billing/meter_event_adjustments", { body: cancelForm(fresh), headers });
+    assert.equal(first.status, 200);
+    assert.equal(replayed.status, 200, "the same key answers as the first time, not 'already cancelled'");
+    assert.equal(replayed.headers.get("idempotent-replayed"), "true");
+  });
+
+  test("v2: JSON with the secret key; id and created; invalid_cancel_configuration without cancel.identifier", async () => {
+    const ident = id();
+    await v1(`event_name=api_requests&identifier=${ident}&payload[stripe_customer_id]=cus_A&payload[value]=2`);
+    const res = await v2json("/v2/billing/meter_event_adjustments", {
+      event_name: "api_requests",
+      type: "cancel",
+      cancel: { identifier: ident },
+    });
+    assert.equal(res.status, 200);
+    assert.equal(res.body.object, "v2.billing.meter_event_adjustment");
+    assert.match(res.body.id, /^mtr_event_adj_/);
+    assert.equal(res.body.created, new Date(clock).toISOString());
+    assert.deepEqual([res.body.status, res.body.cancel], ["pending", { identifier: ident }]);
+    assert.ok(emu.ledger.cancelled.has(ident));
+
+    const bad = await v2json("/v2/billing/meter_event_adjustments", { event_name: "api_requests", type: "cancel" });
+    assert.equal(bad.status, 400);
+    assert.equal(bad.body.error.code, "invalid_cancel_configuration");
+  });
+});
+
 describe("GET /v1/billing/meters", () => {
   test("lists newest first with Stripe's paging and status filter, and needs the key", async () => {
     const own = await startEmulator({
