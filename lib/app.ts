@@ -15,6 +15,7 @@ import { type ReplayOptions, type ReplayReport, replayDeadLetters } from "./repl
 import { apiKeysReloader, resolveSecrets, type SecretReader, stripeKeyReloader } from "./secrets.js";
 import { StripeClient } from "./stripe/client.js";
 import { type ErrorReport, publishErrorReports, readErrorReports, refusedIn } from "./stripe/error-reports.js";
+import { createCanceller } from "./stripe/meter-event-adjustments.js";
 import { checkingMeters } from "./stripe/meters.js";
 import { RateLimiter } from "./stripe/rate-limiter.js";
 import { DEFAULT_RETRY, realRetryEnv } from "./stripe/retry-policy.js";
@@ -233,10 +234,12 @@ export async function createConsumerFromConfig(config: Config, deps: AppDeps = {
     resolver: new CustomerResolver([stripeIdLookup, staticTableLookup(config.customers)]),
     mapping: mapping ? await consumerMapping(mapping, { transport, stripeGet, env: config.env, reader }) : undefined,
     submitter: createSubmitter(resolved, client, logger, metrics),
+    canceller: createCanceller(client, { concurrency: config.stripe.concurrency, stopMarginMs: config.stopMarginMs }),
     deadLetterQueue: createSqsSender(sqs, required(config.deadLetterQueueUrl, "METERHOOK_DLQ_URL")),
     logger,
     metrics,
     maxAttempts: config.maxAttempts,
+    cancelAttempts: config.cancelAttempts,
     stopMarginMs: config.stopMarginMs,
     lookupConcurrency: config.lookupConcurrency,
     valueRules: config.valueRules,
@@ -255,6 +258,7 @@ export async function createConsumerFromConfig(config: Config, deps: AppDeps = {
         billed: result.billed,
         duplicates: result.duplicates,
         requeued: result.requeued,
+        ...(result.cancelled > 0 ? { cancelled: result.cancelled } : {}),
         retried: result.retried,
         deadLettered: result.deadLettered,
       });

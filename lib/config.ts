@@ -36,6 +36,7 @@ export const EnvSchema = z.object({
   METERHOOK_AGGREGATE_WINDOW_SECONDS: int(60, 1, 3600),
   METERHOOK_CUSTOMERS_FILE: z.string().optional(),
   METERHOOK_MAX_ATTEMPTS: int(5, 1, 1000),
+  METERHOOK_CANCEL_ATTEMPTS: int(3, 1, 1000),
   METERHOOK_MAX_BODY_BYTES: int(1024 * 1024, 1024, 6 * 1024 * 1024),
   METERHOOK_MAX_EVENTS_PER_REQUEST: int(500, 1, 500),
   METERHOOK_EVENTS_PER_MESSAGE: int(1, 1, MAX_PACK_EVENTS),
@@ -95,6 +96,8 @@ export interface Config {
   /** Pre-aggregation (off unless METERHOOK_AGGREGATE names meters). */
   aggregation: AggregationRules | undefined;
   maxAttempts: number;
+  /** Deliveries of a cancellation Stripe refuses before it is dead-lettered (it may have overtaken its event). */
+  cancelAttempts: number;
   maxBodyBytes: number;
   maxEventsPerRequest: number;
   /** Events the HTTP API puts in one ingest-queue message (lib/pack.ts); 1 = one per message. */
@@ -245,6 +248,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     valueRules: parseValueRules(e.METERHOOK_METER_VALUE_RULES),
     aggregation: parseAggregation(e.METERHOOK_AGGREGATE, e.METERHOOK_AGGREGATE_WINDOW_SECONDS),
     maxAttempts: e.METERHOOK_MAX_ATTEMPTS,
+    cancelAttempts: e.METERHOOK_CANCEL_ATTEMPTS,
     maxBodyBytes: e.METERHOOK_MAX_BODY_BYTES,
     maxEventsPerRequest: e.METERHOOK_MAX_EVENTS_PER_REQUEST,
     eventsPerMessage: e.METERHOOK_EVENTS_PER_MESSAGE,

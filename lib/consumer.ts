@@ -7,8 +7,17 @@ import type { MapOutcome, Source, Trigger } from "./mapping/engine.js";
 import type { MeterEvent, ValueRules } from "./meter-event.js";
 import { Metric, type Metrics, noMetrics } from "./metrics.js";
 import { deferrable, retryBody, unpack } from "./pack.js";
-import { createPreparer, type Dead, type DeadLetterFor, inputOf, type Retry, type Step } from "./prepare.js";
+import {
+  type Cancel,
+  createPreparer,
+  type Dead,
+  type DeadLetterFor,
+  inputOf,
+  type Retry,
+  type Step,
+} from "./prepare.js";
 import type { OutgoingMessage, QueueSender } from "./queue.js";
+import type { Canceller, CancelOutcome, CancelTarget } from "./stripe/meter-event-adjustments.js";
 import type { MeterEventSubmitter, SubmitOutcome } from "./stripe/submitter.js";
 import { CORRELATION_ATTRIBUTE } from "./triggers.js";
 
@@ -56,10 +65,17 @@ export interface ConsumerDeps {
   resolver: CustomerResolver;
   mapping?: Mapping;
   submitter: MeterEventSubmitter;
+  /** Sends cancellations (lib/cancellation.ts); without it they are dead-lettered `cancel_rejected`. */
+  canceller?: Canceller;
   deadLetterQueue: QueueSender;
   logger: Logger;
   /** Deliveries after which a message that still fails transiently is dead-lettered. */
   maxAttempts: number;
+  /**
+   * Deliveries of a cancellation Stripe refuses before it is dead-lettered `cancel_rejected`
+   * (METERHOOK_CANCEL_ATTEMPTS; at most maxAttempts, which it is when unset).
+   */
+  cancelAttempts?: number;
   /** Below this much time left, no new work is started. */
   stopMarginMs: number;
   /**
@@ -89,6 +105,8 @@ export interface BatchResult {
   duplicates: number;
   /** Triggers no rule matched, acknowledged (the source's `unmatched: ignore`). */
   ignored: number;
+  /** Cancellations Stripe took: their meter events no longer count. */
+  cancelled: number;
   /** Messages whose combined event failed and went back on the ingest queue as one message. */
   requeued: number;
   retried: number;
@@ -133,11 +151,14 @@ export async function processBatch(
     }
   });
   const outcomes = await submitAll(toSend, aggregating, deadline, deps);
+  // After the batch's events: a cancellation and its event in one batch cancel what was just sent.
+  const cancelled = await cancelAll(steps, deadline, deps);
 
   const { result, letters, deferredIds } = settle(
     messages,
     steps,
     (e) => outcomes[unique.get(e.identifier) as number] as Outcome,
+    (c) => cancelled.get(c.target.identifier) as CancelOutcome,
     deps,
     dead,
   );
@@ -152,6 +173,7 @@ export async function processBatch(
   metrics.count(Metric.eventsBilled, result.billed);
   metrics.count(Metric.eventsDuplicate, result.duplicates);
   metrics.count(Metric.eventsIgnored, result.ignored);
+  if (result.cancelled > 0) metrics.count(Metric.eventsCancelled, result.cancelled);
   if (result.requeued > 0) metrics.count(Metric.eventsRequeued, result.requeued);
   metrics.count(Metric.eventsRetried, retrying);
   for (const [code, n] of Object.entries(result.deadLettered)) metrics.count(Metric.eventsDeadLettered, n, { code });
@@ -184,6 +206,7 @@ function settle(
   messages: readonly QueueMessage[],
   steps: readonly Step[],
   outcomeOf: (e: MeterEvent) => Outcome,
+  cancelOutcomeOf: (c: Cancel) => CancelOutcome,
   deps: ConsumerDeps,
   dead: DeadLetterFor,
 ): { result: BatchResult; letters: DeadLetter[]; deferredIds: Set<string> } {
@@ -192,6 +215,7 @@ function settle(
     billed: 0,
     duplicates: 0,
     ignored: 0,
+    cancelled: 0,
     requeued: 0,
     retried: 0,
     deadLettered: {},
@@ -205,7 +229,14 @@ function settle(
       return;
     }
     let step: Dead | Retry;
-    if (prepared.kind === "ready") {
+    if (prepared.kind === "cancel") {
+      const o = cancelOutcomeOf(prepared);
+      if (o.kind === "cancelled") {
+        result.cancelled++;
+        return;
+      }
+      step = cancelFailed(m, prepared, o, deps, dead);
+    } else if (prepared.kind === "ready") {
       let rejected: Extract<SubmitOutcome, { kind: "rejected" }> | undefined;
       let retry: Extract<SubmitOutcome, { kind: "retry" }> | undefined;
       let duplicates = 0;
@@ -281,6 +312,52 @@ function settle(
   });
 
   return { result, letters, deferredIds };
+}
+
+/**
+ * The batch's cancellations sent, one call per identifier. Without a canceller (a consumer built
+ * without Stripe), each is refused.
+ */
+async function cancelAll(
+  steps: readonly Step[],
+  deadline: number,
+  deps: ConsumerDeps,
+): Promise<Map<string, CancelOutcome>> {
+  const targets = new Map<string, CancelTarget>();
+  for (const s of steps) if (s.kind === "cancel") targets.set(s.target.identifier, s.target);
+  if (targets.size === 0) return new Map();
+  const list = [...targets.values()];
+  const outcomes = deps.canceller
+    ? await deps.canceller.cancel(list, deadline)
+    : list.map((): CancelOutcome => ({ kind: "refused", reason: "this consumer has no Stripe client to cancel with" }));
+  return new Map(list.map((t, i) => [t.identifier, outcomes[i] as CancelOutcome]));
+}
+
+/**
+ * A cancellation Stripe did not take. A refusal is retried while deliveries are left, since a
+ * cancellation can reach Stripe before its event does; the last one is dead-lettered.
+ */
+function cancelFailed(
+  m: QueueMessage,
+  c: Cancel,
+  o: Exclude<CancelOutcome, { kind: "cancelled" }>,
+  deps: ConsumerDeps,
+  dead: DeadLetterFor,
+): Dead | Retry {
+  const input = inputOf(m);
+  if (o.kind === "unauthorized") return dead(m, input, DeadLetterCode.stripeUnauthorized, o.reason, c.eventId);
+  if (o.kind === "refused" && m.receiveCount >= Math.min(deps.cancelAttempts ?? deps.maxAttempts, deps.maxAttempts)) {
+    return dead(
+      m,
+      input,
+      DeadLetterCode.cancelRejected,
+      `Stripe would not cancel meter event ${c.target.identifier} (${c.target.event_name}) after ${m.receiveCount} attempts: ${o.reason}`,
+      c.eventId,
+    );
+  }
+  const reason =
+    o.kind === "refused" ? `cancellation refused, perhaps before Stripe has the event: ${o.reason}` : o.reason;
+  return { kind: "retry", reason, eventId: c.eventId, input, unsent: o.kind === "retry" ? o.unsent : undefined };
 }
 
 /** Writes the batch's dead letters; one that could not be written keeps its message on the queue. */

@@ -12,6 +12,8 @@ export const DeadLetterCode = {
   timestampOutOfRange: "timestamp_out_of_range",
   customerNotFound: "customer_not_found",
   meterNotFound: "meter_not_found",
+  /** Stripe would not cancel the event a cancellation names (lib/cancellation.ts). */
+  cancelRejected: "cancel_rejected",
   stripeRejected: "stripe_rejected",
   stripeUnauthorized: "stripe_unauthorized",
   retriesExhausted: "retries_exhausted",

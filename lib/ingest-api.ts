@@ -1,4 +1,5 @@
 import { createApiKeyCheck, createReloadingApiKeyCheck } from "./api-keys.js";
+import { cancelMessageBody, parseCancellation } from "./cancellation.js";
 import { InvalidEventError } from "./errors.js";
 import { type HttpRequest, type HttpResponse, httpError, json } from "./http.js";
 import type { Logger } from "./logger.js";
@@ -9,7 +10,7 @@ import { packBodies } from "./pack.js";
 import type { QueueSender } from "./queue.js";
 import { reloading } from "./reloading.js";
 import { CORRELATION_ATTRIBUTE, keptHeaders, TRIGGER_FORMAT, type TriggerMessage } from "./triggers.js";
-import { parseUsageEvent, toCanonicalJson, type UsageEvent } from "./usage-event.js";
+import { parseUsageEvent, toCanonicalJson } from "./usage-event.js";
 import { verifySignature } from "./webhooks/signatures.js";
 
 /** Signed webhook sources this API accepts at POST /v1/webhooks/{source}. */
@@ -62,7 +63,7 @@ function rejectionOf(item: unknown, index: number, err: unknown): Rejection {
 }
 
 /**
- * `POST /v1/events` and `GET /v1/health`: authenticate, parse, validate each event against our
+ * `POST /v1/events`, `POST /v1/events/cancel` and `GET /v1/health`: authenticate, parse, validate each event against our
  * schema and Stripe's rules, and write the accepted ones durably to the ingest queue before
  * answering 202. Mapping to Stripe customers and submission happen in the queue consumer.
  */
@@ -91,20 +92,25 @@ export function createIngestApi(deps: IngestApiDeps): { handle(req: HttpRequest)
     : undefined;
   const metrics = deps.metrics ?? noMetrics;
 
-  const postEvents = async (req: HttpRequest): Promise<HttpResponse> => {
+  const unauthorized = (rid: string) =>
+    httpError(
+      401,
+      "unauthorized",
+      "missing or invalid API key (Authorization: Bearer <key>)",
+      rid,
+      {},
+      {
+        "www-authenticate": 'Bearer realm="meterhook"',
+      },
+    );
+
+  /**
+   * What `POST /v1/events` and `POST /v1/events/cancel` check before reading any item: the key,
+   * the size, the type, JSON, and 1 to maxEventsPerRequest items (one, or `{"events": [...]}`).
+   */
+  const readItems = async (req: HttpRequest): Promise<{ items: unknown[]; batch: boolean } | HttpResponse> => {
     const rid = req.requestId;
-    if (!(await authorized(req.headers.authorization))) {
-      return httpError(
-        401,
-        "unauthorized",
-        "missing or invalid API key (Authorization: Bearer <key>)",
-        rid,
-        {},
-        {
-          "www-authenticate": 'Bearer realm="meterhook"',
-        },
-      );
-    }
+    if (!(await authorized(req.headers.authorization))) return unauthorized(rid);
     if (req.body.length > deps.maxBodyBytes) {
       return httpError(413, "payload_too_large", `body is larger than ${deps.maxBodyBytes} bytes`, rid);
     }
@@ -125,15 +131,30 @@ export function createIngestApi(deps: IngestApiDeps): { handle(req: HttpRequest)
     if (items.length > deps.maxEventsPerRequest) {
       return httpError(400, "too_many_events", `at most ${deps.maxEventsPerRequest} events per request`, rid);
     }
+    return { items, batch };
+  };
 
+  /**
+   * Each item parsed by `parse`, the valid ones written to the ingest queue as `bodies` makes
+   * them, and the answer: 202 with what was accepted and rejected, 400 when nothing was valid,
+   * 503 when the queue did not take them all.
+   */
+  const acceptItems = async <T extends { id: string }>(
+    req: HttpRequest,
+    what: string,
+    parse: (item: unknown, receivedAt: number) => T,
+    bodies: (accepted: T[]) => string[],
+    done: (accepted: number, rejected: number) => void,
+  ): Promise<HttpResponse> => {
+    const rid = req.requestId;
+    const read = await readItems(req);
+    if (!("items" in read)) return read;
     const receivedAt = now() / 1000;
-    const accepted: UsageEvent[] = [];
+    const accepted: T[] = [];
     const rejected: Rejection[] = [];
-    items.forEach((item, index) => {
+    read.items.forEach((item, index) => {
       try {
-        const event = parseUsageEvent(item, receivedAt);
-        validateUsageEvent(event, receivedAt, deps.valueRules);
-        accepted.push(event);
+        accepted.push(parse(item, receivedAt));
       } catch (err) {
         rejected.push(rejectionOf(item, index, err));
       }
@@ -143,8 +164,8 @@ export function createIngestApi(deps: IngestApiDeps): { handle(req: HttpRequest)
       const first = rejected[0] as Rejection;
       return httpError(
         400,
-        batch ? "all_events_rejected" : first.code,
-        batch ? "no event in the request is valid" : first.message,
+        read.batch ? "all_events_rejected" : first.code,
+        read.batch ? `no ${what} in the request is valid` : first.message,
         rid,
         {
           accepted: [],
@@ -152,34 +173,62 @@ export function createIngestApi(deps: IngestApiDeps): { handle(req: HttpRequest)
         },
       );
     }
-
-    const bodies = packBodies(
-      accepted.map((e) => JSON.stringify(toCanonicalJson(e))),
-      deps.eventsPerMessage ?? 1,
-    );
+    const messages = bodies(accepted);
     const { failed } = await deps.ingestQueue.send(
-      bodies.map((body, i) => ({ key: String(i), body, attributes: { [CORRELATION_ATTRIBUTE]: rid } })),
+      messages.map((body, i) => ({ key: String(i), body, attributes: { [CORRELATION_ATTRIBUTE]: rid } })),
     );
     if (failed.length > 0) {
       deps.logger.error("enqueue failed", {
         requestId: rid,
         failed: failed.length,
-        of: bodies.length,
-        events: accepted.length,
+        of: messages.length,
+        [`${what}s`]: accepted.length,
       });
       return httpError(
         503,
         "enqueue_failed",
-        "could not queue every event; retry the same request (events are deduplicated by id)",
+        `could not queue every ${what}; retry the same request (${what}s are deduplicated by id)`,
         rid,
         {},
         { "retry-after": "1" },
       );
     }
-    metrics.count(Metric.eventsAccepted, accepted.length);
-    deps.logger.info("events accepted", { requestId: rid, accepted: accepted.length, rejected: rejected.length });
+    done(accepted.length, rejected.length);
     return json(202, { accepted: accepted.map((e) => e.id), rejected, requestId: rid });
   };
+
+  const postEvents = (req: HttpRequest): Promise<HttpResponse> =>
+    acceptItems(
+      req,
+      "event",
+      (item, receivedAt) => {
+        const event = parseUsageEvent(item, receivedAt);
+        validateUsageEvent(event, receivedAt, deps.valueRules);
+        return event;
+      },
+      (accepted) =>
+        packBodies(
+          accepted.map((e) => JSON.stringify(toCanonicalJson(e))),
+          deps.eventsPerMessage ?? 1,
+        ),
+      (accepted, rejected) => {
+        metrics.count(Metric.eventsAccepted, accepted);
+        deps.logger.info("events accepted", { requestId: req.requestId, accepted, rejected });
+      },
+    );
+
+  /** `POST /v1/events/cancel`: cancellations queued as events are, sent by the consumer. */
+  const postCancel = (req: HttpRequest): Promise<HttpResponse> =>
+    acceptItems(
+      req,
+      "cancellation",
+      (item) => parseCancellation(item),
+      (accepted) => accepted.map(cancelMessageBody),
+      (accepted, rejected) => {
+        metrics.count(Metric.cancellationsAccepted, accepted);
+        deps.logger.info("cancellations accepted", { requestId: req.requestId, accepted, rejected });
+      },
+    );
 
   /**
    * `POST /v1/webhooks/{source}`: verify the signature on the raw bytes, queue the raw trigger,
@@ -249,10 +298,10 @@ export function createIngestApi(deps: IngestApiDeps): { handle(req: HttpRequest)
             ? json(200, { status: "ok" })
             : httpError(405, "method_not_allowed", "use GET", req.requestId, {}, { allow: "GET" });
         }
-        if (route === "/v1/events") {
-          return req.method === "POST"
-            ? await postEvents(req)
-            : httpError(405, "method_not_allowed", "use POST", req.requestId, {}, { allow: "POST" });
+        if (route === "/v1/events" || route === "/v1/events/cancel") {
+          if (req.method !== "POST")
+            return httpError(405, "method_not_allowed", "use POST", req.requestId, {}, { allow: "POST" });
+          return route === "/v1/events" ? await postEvents(req) : await postCancel(req);
         }
         const webhook = /^\/v1\/webhooks\/([^/]+)$/.exec(route);
         if (webhook) {

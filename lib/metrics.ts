@@ -81,12 +81,16 @@ export const Metric = {
   eventsReceived: "EventsReceived",
   eventsAccepted: "EventsAccepted",
   eventsRejected: "EventsRejected",
+  /** Cancellations the HTTP API queued (POST /v1/events/cancel). */
+  cancellationsAccepted: "CancellationsAccepted",
   webhooksAccepted: "WebhooksAccepted",
   webhooksRejected: "WebhooksRejected",
   eventsBilled: "EventsBilled",
   eventsDuplicate: "EventsAlreadyBilled",
   eventsRetried: "EventsRetried",
   eventsIgnored: "EventsIgnored",
+  /** Meter events cancelled at Stripe (lib/cancellation.ts). */
+  eventsCancelled: "EventsCancelled",
   /** Messages whose combined (pre-aggregated) event went back on the queue to be retried. */
   eventsRequeued: "EventsRequeued",
   eventsDeadLettered: "EventsDeadLettered",

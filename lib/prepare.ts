@@ -7,6 +7,7 @@
 
 import pLimit, { type LimitFunction } from "p-limit";
 import { isContinuation, parseContinuation } from "./aggregation.js";
+import { cancelledIdentifier, isCancelMessage, parseCancellation } from "./cancellation.js";
 import type { ConsumerDeps, QueueMessage } from "./consumer.js";
 import type { CustomerResolver } from "./customers.js";
 import { type DeadLetter, pastDedupeWindow } from "./dead-letter.js";
@@ -14,6 +15,7 @@ import { decodeUsage } from "./decode.js";
 import { DeadLetterCode, MeterhookError, TransientError } from "./errors.js";
 import { type MeterEvent, meterEventIdentifier, outsideDedupeWindow, toMeterEvent } from "./meter-event.js";
 import { isMisshapenPack, PACK_FORMAT, PACK_START } from "./pack.js";
+import type { CancelTarget } from "./stripe/meter-event-adjustments.js";
 import { isTriggerMessage, SOURCE_ATTRIBUTE } from "./triggers.js";
 import { parsePlainEventJson, type UsageEvent } from "./usage-event.js";
 
@@ -27,6 +29,8 @@ export type Ready = {
   fixed?: boolean;
 };
 export type Dead = { kind: "dead"; letter: DeadLetter };
+/** A cancellation (lib/cancellation.ts): the meter event to cancel. */
+export type Cancel = { kind: "cancel"; target: CancelTarget; eventId: string };
 /** `unsent`: none of its events was sent to Stripe in this delivery (the invocation ran out of time). */
 export type Retry = {
   kind: "retry";
@@ -37,7 +41,7 @@ export type Retry = {
   unsent?: boolean;
 };
 /** What becomes of a message before Stripe is called (ignored: a trigger no rule matched, acknowledged). */
-export type Step = Ready | Dead | Retry | { kind: "ignored" };
+export type Step = Ready | Cancel | Dead | Retry | { kind: "ignored" };
 const IGNORED: Step = { kind: "ignored" };
 
 /**
@@ -192,6 +196,7 @@ export function createPreparer(deps: ConsumerDeps, deadline: number, startedAt: 
         return failed(m, input, err, deps.resolver);
       }
     }
+    if (isCancelMessage(input)) return prepareCancel(m, input);
     // unpack knows a pack by how it starts, without parsing; one laid out otherwise ends here.
     if (isMisshapenPack(m, input)) {
       return dead(
@@ -231,6 +236,30 @@ export function createPreparer(deps: ConsumerDeps, deadline: number, startedAt: 
     } catch (err) {
       return failed(m, input, err, deps.resolver, eventId, sourceHint);
     }
+  };
+
+  /**
+   * A cancellation. A pre-aggregated meter's events may have been combined, so the identifier
+   * may name nothing: refused here rather than left to fail at Stripe.
+   */
+  const prepareCancel = (m: QueueMessage, input: unknown): Step => {
+    const { meterhook: _, ...fields } = input as Record<string, unknown>;
+    let c: ReturnType<typeof parseCancellation>;
+    try {
+      c = parseCancellation(fields);
+    } catch (err) {
+      return failed(m, input, err, deps.resolver);
+    }
+    if (deps.aggregation?.meters.has(c.event_name)) {
+      return dead(
+        m,
+        input,
+        DeadLetterCode.cancelRejected,
+        `"${c.event_name}" is pre-aggregated (METERHOOK_AGGREGATE): its events may be combined, so one cannot be cancelled alone; send a negative event instead`,
+        c.id,
+      );
+    }
+    return { kind: "cancel", target: { event_name: c.event_name, identifier: cancelledIdentifier(c) }, eventId: c.id };
   };
 
   /** Meter events from usage events, customers resolved from `from` on through lookups. */

@@ -24,6 +24,8 @@ export interface ReplayReport {
   examined: number;
   /** Billed now (or, in a dry run, would be submitted). */
   billed: number;
+  /** Cancellations Stripe took now (or, in a dry run, would be sent). */
+  cancelled: number;
   /** Still not billable: back on the DLQ with the updated reason, by code. */
   deadLettered: Record<string, number>;
   /** Could not be settled (e.g. the DLQ write failed): left on the DLQ as they were. */
@@ -101,6 +103,7 @@ export async function replayDeadLetters(
     dryRun: options.dryRun,
     examined: 0,
     billed: 0,
+    cancelled: 0,
     deadLettered: {},
     leftUntouched: 0,
     pastDedupeWindow: 0,
@@ -113,7 +116,12 @@ export async function replayDeadLetters(
     },
   };
   const runDeps: ConsumerDeps = options.dryRun
-    ? { ...deps, submitter: deps.submitter.dryRun?.() ?? billEverything, deadLetterQueue: capture }
+    ? {
+        ...deps,
+        submitter: deps.submitter.dryRun?.() ?? billEverything,
+        canceller: deps.canceller?.dryRun(),
+        deadLetterQueue: capture,
+      }
     : deps;
   const held: string[] = [];
 
@@ -147,6 +155,7 @@ export async function replayDeadLetters(
     if (messages.length === 0) continue;
     const result = await processBatch(messages, now() + 10 * 60_000, runDeps);
     report.billed += result.billed;
+    report.cancelled += result.cancelled;
     for (const [code, n] of Object.entries(result.deadLettered))
       report.deadLettered[code] = (report.deadLettered[code] ?? 0) + n;
     const keep = new Set(result.failedMessageIds);

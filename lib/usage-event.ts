@@ -8,8 +8,8 @@ const MAX_PROPERTIES = 50;
 // Control characters make ids and names unreadable in the dashboard and in logs.
 const CONTROL_CHARS = /[\u0000-\u001f\u007f]/;
 /** Longest id and customer reference, and longest event name (Stripe's limit). */
-const MAX_ID_LENGTH = 255;
-const MAX_EVENT_NAME_LENGTH = 100;
+export const MAX_ID_LENGTH = 255;
+export const MAX_EVENT_NAME_LENGTH = 100;
 /** Longest property name, and longest property text value (Stripe's payload limit). */
 const MAX_PROPERTY_LENGTH = 100;
 /** Not a prototype's name, and no brackets (property names become v1 form keys, payload[name]). */
@@ -21,7 +21,8 @@ const isPropertyName = (k: string) => !FORBIDDEN_KEYS.has(k) && !k.includes("[")
  */
 export const NOT_WELL_FORMED = "must be well-formed Unicode (it has a lone surrogate)";
 
-const Text = (max: number) =>
+/** Text of 1 to `max` characters, without control characters, well-formed. */
+export const Text = (max: number) =>
   z
     .string()
     .min(1)
@@ -94,7 +95,7 @@ function toUnixSeconds(ts: string | number): number {
   return seconds;
 }
 
-function describeIssue(issue: z.core.$ZodIssue): { path: string; message: string } {
+export function describeIssue(issue: z.core.$ZodIssue): { path: string; message: string } {
   const path = issue.path.map(String).join(".");
   if (issue.code === "unrecognized_keys") {
     return { path, message: `unknown field(s): ${issue.keys.join(", ")}` };

@@ -50,7 +50,7 @@ try {
   });
   const lines = [
     "meterhook is running locally",
-    `  API gateway     ${rt.gatewayUrl}   (POST /v1/events, GET /v1/health)`,
+    `  API gateway     ${rt.gatewayUrl}   (POST /v1/events, POST /v1/events/cancel, GET /v1/health)`,
     `  SQS (fauxqs)    ${rt.sqsEndpoint}`,
     `    ingest queue  ${rt.ingestQueueUrl}`,
     `    dead letters  ${rt.deadLetterQueueUrl}`,

@@ -5,7 +5,8 @@ import { toOutcome } from "./verdict-outcome.js";
 
 /** Characters a form value may carry as they are; most names, ids and numbers are only these. */
 const FORM_SAFE = /^[A-Za-z0-9_.~-]*$/;
-const enc = (s: string) => (FORM_SAFE.test(s) ? s : encodeURIComponent(s));
+/** A form value, percent-encoded only when it must be. */
+export const enc = (s: string) => (FORM_SAFE.test(s) ? s : encodeURIComponent(s));
 
 /** `payload[stripe_customer_id]=cus_1&...`; brackets left raw, as Stripe's SDKs send them. */
 export function encodeV1Form(e: MeterEvent): string {

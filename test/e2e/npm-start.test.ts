@@ -38,8 +38,8 @@ async function npmStart(extra: Record<string, string> = {}) {
   const summaries = /curl -sS (\S+\/v1\/billing\/meters\/summaries)/.exec(out);
   assert.ok(curl && summaries, `banner without the sample commands:\n${out}`);
   const [, url, key, body] = curl as unknown as [string, string, string, string];
-  const post = (event: unknown) =>
-    fetch(url, {
+  const post = (event: unknown, path = url) =>
+    fetch(path, {
       method: "POST",
       headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
       body: typeof event === "string" ? event : JSON.stringify(event),
@@ -51,7 +51,7 @@ async function npmStart(extra: Record<string, string> = {}) {
       };
       return data.data.find((s) => s.customer === sample.customer && s.aggregated_value === sample.value);
     }, "the sample to be billed");
-  return { child, out: () => out, exited, body, post, billed };
+  return { child, out: () => out, exited, url, body, post, billed };
 }
 
 test("`npm start` serves the sample event it prints, end to end, and stops cleanly on Ctrl-C", async () => {
@@ -60,6 +60,10 @@ test("`npm start` serves the sample event it prints, end to end, and stops clean
   assert.equal(res.status, 202);
   const sample = JSON.parse(rt.body);
   assert.equal((await rt.billed(sample)).event_name, sample.event_name);
+  // README's cancellation of the sample, to the route beside the one the banner prints.
+  const cancel = await rt.post({ id: sample.id, event_name: sample.event_name }, `${rt.url}/cancel`);
+  assert.equal(cancel.status, 202);
+  await rt.billed({ ...sample, value: 0 });
 
   // Ctrl-C signals the whole foreground process group: npm and meterhook under it.
   process.kill(-(rt.child.pid as number), "SIGINT");

@@ -264,11 +264,16 @@ describe("packaged CloudFormation template", () => {
     }
   });
 
-  test("the HTTP API routes POST /v1/events and GET /v1/health", () => {
+  test("the HTTP API routes POST /v1/events, POST /v1/events/cancel and GET /v1/health", () => {
     const routes = ofType("AWS::ApiGatewayV2::Route")
       .map(([, r]) => r.Properties.RouteKey)
       .sort();
-    assert.deepEqual(routes, ["GET /v1/health", "POST /v1/events", "POST /v1/webhooks/{source}"]);
+    assert.deepEqual(routes, [
+      "GET /v1/health",
+      "POST /v1/events",
+      "POST /v1/events/cancel",
+      "POST /v1/webhooks/{source}",
+    ]);
   });
 });
 
@@ -373,6 +378,7 @@ describe("bundles", () => {
         dryRun: false,
         examined: 2,
         billed: 2,
+        cancelled: 0,
         deadLettered: {},
         leftUntouched: 0,
         pastDedupeWindow: 0,
@@ -389,6 +395,7 @@ describe("bundles", () => {
         dryRun: true,
         examined: 0,
         billed: 0,
+        cancelled: 0,
         deadLettered: {},
         leftUntouched: 0,
         pastDedupeWindow: 0,
@@ -439,6 +446,31 @@ describe("bundles", () => {
         ["cus_Tenant420001", 2.5],
         ["cus_bundle", 3],
         ["cus_bundle", 5],
+        ["cus_later", 3],
+      ]);
+
+      // A cancellation through the bundled HTTP API and consumer takes the first event out of the totals.
+      const cancel = await run(
+        "http-api",
+        httpEvent({
+          path: "/v1/events/cancel",
+          body: JSON.stringify({ id: billed.id, event_name: "api_requests" }),
+          headers: { authorization: "Bearer bundle-test-key", "content-type": "application/json" },
+        }),
+      );
+      assert.equal(cancel.statusCode, 202, cancel.body);
+      const cancels = await parts.queues.sqs.send(
+        new ReceiveMessageCommand({ QueueUrl: parts.queues.ingestQueueUrl, MaxNumberOfMessages: 10 }),
+      );
+      // Only the cancellation: the EventBridge trigger received above may be visible again by now.
+      const cancelMessages = (cancels.Messages ?? []).filter((m) => m.Body?.includes('"cancel/1"'));
+      assert.equal(cancelMessages.length, 1);
+      const cancelled = await run("ingest-queue", sqsEvent(cancelMessages.map((m) => sqsRecord(m.Body))));
+      assert.deepEqual(cancelled, { batchItemFailures: [] });
+      assert.deepEqual(await totals(), [
+        ["cus_Tenant420001", 2.5],
+        ["cus_bundle", 0],
+        ["cus_bundle", 3],
         ["cus_later", 3],
       ]);
     } finally {

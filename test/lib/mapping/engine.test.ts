@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { z } from "zod";
+import { cancelledIdentifier, parseCancellation } from "../../../lib/cancellation.js";
 import { DeadLetterCode, InvalidEventError } from "../../../lib/errors.js";
 import { SourceSchema } from "../../../lib/mapping/config-schema.js";
 import { defineSource } from "../../../lib/mapping/define-source.js";
@@ -150,6 +151,15 @@ describe("fan-out identifiers", () => {
     const a = toMeterEvent(events(s, trigger(body))[0] as never, "cus_1", NOW_MS / 1000).identifier;
     const b = toMeterEvent(events(other, trigger(body))[0] as never, "cus_1", NOW_MS / 1000).identifier;
     assert.notEqual(a, b);
+  });
+
+  test("a cancellation naming the id, event_name, source and rule names that event's identifier", () => {
+    const made = events(s, trigger(body)).map((e) => toMeterEvent(e, "cus_1", NOW_MS / 1000).identifier);
+    const named = ["input_tokens", "output_tokens"].map((event_name) =>
+      cancelledIdentifier(parseCancellation({ id: "req_1", event_name, source: "app", rule: "llm" })),
+    );
+    assert.deepEqual(named, made);
+    assert.notEqual(cancelledIdentifier(parseCancellation({ id: "req_1", event_name: "input_tokens" })), made[0]);
   });
 });
 
