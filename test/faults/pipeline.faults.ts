@@ -2,7 +2,8 @@
  * Fault-injection end to end: the whole pipeline (HTTP entry, ingest queue on fauxqs, consumer,
  * Stripe client) against a Stripe emulator that misbehaves on a seeded schedule, then a ledger
  * check that every event sent is billed exactly once, or dead-lettered with the right code, or
- * rejected at the HTTP entry, and never two of these.
+ * rejected at the HTTP entry, and never two of these; and that every cancellation an app sends
+ * is made at Stripe or dead-lettered, never lost.
  *
  *   npm run test:faults                      5 seeds x 10,000 events (CI)
  *   FAULT_SEEDS=7 npm run test:faults        replay one seed
@@ -150,6 +151,12 @@ interface Ledger {
   /** Extra copies of dead letters (at-least-once delivery). */
   dlqCopies: number;
   dlq: Record<string, number>;
+  /** Cancellations sent, made at Stripe, and dead-lettered (distinct ids). */
+  cancels: number;
+  cancelled: number;
+  cancelsDeadLettered: number;
+  /** Cancellation requests Stripe refused: most were sent before their event, and were retried. */
+  cancelsRefused: number;
   http: Record<string, number>;
   faults: Record<string, number>;
   stripeRequests: number;
@@ -183,6 +190,8 @@ async function run(seed: number, api: "v1" | "v2", packed: boolean): Promise<Led
       METERHOOK_EVENTS_PER_MESSAGE: packed ? "100" : "1",
       // As the stack runs: events checked against Stripe's meters, under faults too.
       METERHOOK_METER_CHECK: "on",
+      // A cancellation may be sent before its event: it waits for it as long as a fault may.
+      METERHOOK_CANCEL_ATTEMPTS: "100",
     },
     // Stripe's meters, no more: "tokens" reads its own payload keys, which the check sends.
     emulator: {
@@ -223,6 +232,17 @@ async function run(seed: number, api: "v1" | "v2", packed: boolean): Promise<Led
   });
 
   const planned = plan(seed, EVENTS);
+  // About one event in 30 that Stripe will bill is cancelled by the app, at a random moment of
+  // the sending: often before its event is queued, so the cancellation overtakes it.
+  const cancelIds = [
+    ...new Set(
+      planned
+        .filter((p) => p.expect.kind === "billed")
+        .filter((p) => !poisoned(meterEventIdentifier(p.id, (p.body as { event_name: string }).event_name)))
+        .map((p) => p.id),
+    ),
+  ].filter(() => r() < 1 / 30);
+  const eventNameOf = new Map(planned.map((p) => [p.id, (p.body as { event_name?: string }).event_name ?? ""]));
   const sqs = new SQSClient({
     endpoint: rt.sqsEndpoint,
     region: "us-east-1",
@@ -257,6 +277,20 @@ async function run(seed: number, api: "v1" | "v2", packed: boolean): Promise<Led
       return;
     }
   };
+  const sendCancels = async (ids: string[]) => {
+    const body = { events: ids.map((id) => ({ id, event_name: eventNameOf.get(id) })) };
+    for (let attempt = 0; ; attempt++) {
+      const res = await fetch(`${rt.gatewayUrl}/v1/events/cancel`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${rt.apiKey}`, "content-type": "application/json" },
+        body: JSON.stringify(body),
+      });
+      await res.arrayBuffer();
+      if (res.status === 503 && attempt < 5) continue;
+      assert.equal(res.status, 202, `cancellations answered ${res.status}`);
+      return;
+    }
+  };
   const sendSqs = async (chunk: Planned[]) => {
     await sqs.send(
       new SendMessageBatchCommand({
@@ -275,6 +309,10 @@ async function run(seed: number, api: "v1" | "v2", packed: boolean): Promise<Led
       (_, i) => () => sendSqs(sqsItems.slice(i * 10, i * 10 + 10)),
     ),
   ];
+  for (let i = 0; i < cancelIds.length; i += 10) {
+    const ids = cancelIds.slice(i, i + 10);
+    jobs.splice(Math.floor(r() * (jobs.length + 1)), 0, () => sendCancels(ids));
+  }
   let next = 0;
   let dlqOutage = false;
   await Promise.all(
@@ -313,9 +351,16 @@ async function run(seed: number, api: "v1" | "v2", packed: boolean): Promise<Led
     billedByIdentifier.set(e.identifier, (billedByIdentifier.get(e.identifier) ?? 0) + 1);
   }
   const dead = new Map<string, string[]>();
+  const cancelLetters = new Map<string, string[]>();
   for (const m of await drain(sqs, rt.deadLetterQueueUrl)) {
-    const body = JSON.parse(m.body) as { event?: unknown; error?: { code: string } };
+    const body = JSON.parse(m.body) as { event?: unknown; error?: { code: string; message: string } };
     const event = body.event;
+    const cancel = event as { meterhook?: string; id?: string } | undefined;
+    if (cancel?.meterhook === "cancel/1") {
+      const id = cancel.id ?? "?";
+      cancelLetters.set(id, [...(cancelLetters.get(id) ?? []), `${body.error?.code}: ${body.error?.message}`]);
+      continue;
+    }
     const id = typeof event === "string" ? /s\d+-e\d+/.exec(event)?.[0] : (event as { id?: string } | undefined)?.id;
     const code = body.error?.code ?? "redriven (no envelope)";
     dead.set(id ?? "?", [...(dead.get(id ?? "?") ?? []), code]);
@@ -351,6 +396,26 @@ async function run(seed: number, api: "v1" | "v2", packed: boolean): Promise<Led
   for (const [identifier, count] of billedByIdentifier)
     if (count > 1) problems.push(`identifier ${identifier} counted ${count} times`);
   for (const id of dead.keys()) if (!byId.has(id)) problems.push(`unknown dead letter ${id}`);
+  // Each cancellation: cancelled at Stripe, or dead-lettered cancel_rejected; never neither, never both.
+  const cancelSet = new Set(cancelIds);
+  let cancelled = 0;
+  for (const id of cancelIds) {
+    const identifier = meterEventIdentifier(id, eventNameOf.get(id) ?? "");
+    const done = emulator.ledger.cancelled.has(identifier);
+    const letters = cancelLetters.get(id) ?? [];
+    if (done) cancelled++;
+    if (done === letters.length > 0)
+      problems.push(
+        `cancellation of ${id}: ${done ? "cancelled and" : "neither cancelled nor"} dead-lettered ${letters.join(" | ")}`,
+      );
+    if (letters.some((l) => !l.startsWith("cancel_rejected: ")))
+      problems.push(`cancellation of ${id} dead-lettered ${letters.join(" | ")}`);
+  }
+  for (const identifier of emulator.ledger.cancelled) {
+    const id = [...cancelSet].find((i) => meterEventIdentifier(i, eventNameOf.get(i) ?? "") === identifier);
+    if (!id) problems.push(`identifier ${identifier} cancelled, but no cancellation named it`);
+  }
+  for (const id of cancelLetters.keys()) if (!cancelSet.has(id)) problems.push(`unknown cancellation letter ${id}`);
   assert.deepEqual(problems.slice(0, 20), [], `seed ${seed}: ${problems.length} ledger problems`);
 
   const count = (m: Map<string, string>) => {
@@ -374,6 +439,12 @@ async function run(seed: number, api: "v1" | "v2", packed: boolean): Promise<Led
       (id) => (billedBySrc.has(id) ? 1 : 0) + (dead.has(id) ? 1 : 0) + (httpRejected.has(id) ? 1 : 0) === 1,
     ).length,
     dlq: dlqCodes,
+    cancels: cancelIds.length,
+    cancelled,
+    cancelsDeadLettered: cancelLetters.size,
+    cancelsRefused: emulator.requests.filter(
+      (q) => q.path === "/v1/billing/meter_event_adjustments" && q.status === 400,
+    ).length,
     http: count(httpRejected),
     faults,
     stripeRequests: emulator.requests.filter((q) => q.path.includes("meter_event")).length,
@@ -394,6 +465,13 @@ function table(ledgers: Ledger[]): string {
       (l) => l.http[k] ?? 0,
     ]),
     ["ids with exactly one outcome (billed, dead-lettered or rejected)", (l) => l.accounted],
+    ["cancellations sent (for billed events)", (l) => l.cancels],
+    ["cancelled at Stripe", (l) => l.cancelled],
+    ["cancellations dead-lettered cancel_rejected", (l) => l.cancelsDeadLettered],
+    [
+      "cancel requests Stripe refused (sent before their event, or again after it was cancelled)",
+      (l) => l.cancelsRefused,
+    ],
     ["dead-letter copies (a message delivered again after its letter was written)", (l) => l.dlqCopies],
     ["Stripe meter requests", (l) => l.stripeRequests],
     ...keys((l) => l.faults).map((k): [string, (l: Ledger) => number] => [`fault: ${k}`, (l) => l.faults[k] ?? 0]),
