@@ -5,7 +5,7 @@
  */
 import type { StripeClient } from "./client.js";
 import { runPool } from "./submitter.js";
-import { enc } from "./v1-meter-events.js";
+import { enc, NOT_SENT, postForm } from "./v1-meter-events.js";
 
 /** A meter event to cancel. */
 export interface CancelTarget {
@@ -61,16 +61,11 @@ export function createCanceller(
         options.concurrency,
         async (i) => {
           if (deadline - now() < options.stopMarginMs) {
-            outcomes[i] = { kind: "retry", reason: "not sent: the invocation was about to time out", unsent: true };
+            outcomes[i] = NOT_SENT;
             return;
           }
-          const v = await client.call({
-            base: "api",
-            path: "/v1/billing/meter_event_adjustments",
-            body: encodeCancelForm(targets[i] as CancelTarget),
-            contentType: "application/x-www-form-urlencoded",
-            deadline,
-          });
+          const body = encodeCancelForm(targets[i] as CancelTarget);
+          const v = await postForm(client, "/v1/billing/meter_event_adjustments", body, deadline);
           outcomes[i] =
             v.kind === "ok"
               ? { kind: "cancelled", requestId: v.requestId }

@@ -1,5 +1,6 @@
 import { CUSTOMER_KEY, type MeterEvent } from "../meter-event.js";
 import type { StripeClient } from "./client.js";
+import type { Verdict } from "./retry-policy.js";
 import { type MeterEventSubmitter, runPool, type SubmitOutcome } from "./submitter.js";
 import { toOutcome } from "./verdict-outcome.js";
 
@@ -13,6 +14,18 @@ export function encodeV1Form(e: MeterEvent): string {
   let form = `event_name=${enc(e.event_name)}&identifier=${enc(e.identifier)}&timestamp=${e.timestamp}`;
   for (const k in e.payload) form += `&payload[${enc(k)}]=${enc(e.payload[k] as string)}`;
   return form;
+}
+
+/** What a call not started for lack of time answers: retried, and known not to have reached Stripe. */
+export const NOT_SENT = {
+  kind: "retry",
+  reason: "not sent: the invocation was about to time out",
+  unsent: true,
+} as const;
+
+/** A v1 form POST to Stripe's API, with the client's retries. */
+export function postForm(client: StripeClient, path: string, body: string, deadline: number): Promise<Verdict> {
+  return client.call({ base: "api", path, body, contentType: "application/x-www-form-urlencoded", deadline });
 }
 
 /**
@@ -39,17 +52,10 @@ export function createV1Submitter(
         for (const i of lane) {
           const e = events[i] as MeterEvent;
           if (deadline - now() < options.stopMarginMs) {
-            outcomes[i] = { kind: "retry", reason: "not sent: the invocation was about to time out", unsent: true };
+            outcomes[i] = NOT_SENT;
             continue;
           }
-          const verdict = await client.call({
-            base: "api",
-            path: "/v1/billing/meter_events",
-            body: encodeV1Form(e),
-            contentType: "application/x-www-form-urlencoded",
-            deadline,
-          });
-          outcomes[i] = toOutcome(verdict);
+          outcomes[i] = toOutcome(await postForm(client, "/v1/billing/meter_events", encodeV1Form(e), deadline));
         }
       });
       return outcomes;

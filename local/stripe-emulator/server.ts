@@ -517,13 +517,20 @@ export class StripeEmulator {
     return r.count > limit;
   }
 
-  private v1MeterEvent(req: IncomingMessage, raw: string): Reply {
-    const key = this.credential(req);
+  /** What a v1 write checks first: the key, then the account's request rate. */
+  private v1Gate(key: string | undefined): Reply | undefined {
     const denied = this.authError(key);
     if (denied) return denied;
     if (this.rateLimited(key as string)) {
       return v1Error(429, "invalid_request_error", "Request rate limit exceeded.", { code: "rate_limit" });
     }
+    return undefined;
+  }
+
+  private v1MeterEvent(req: IncomingMessage, raw: string): Reply {
+    const key = this.credential(req);
+    const refused = this.v1Gate(key);
+    if (refused) return refused;
     return this.idempotent(req, raw, (params) => this.createV1MeterEvent(key as string, params));
   }
 
@@ -644,11 +651,8 @@ export class StripeEmulator {
   /** `POST /v1/billing/meter_event_adjustments` (form): `type=cancel` and `cancel[identifier]`. */
   private v1Adjustment(req: IncomingMessage, raw: string): Reply {
     const key = this.credential(req);
-    const denied = this.authError(key);
-    if (denied) return denied;
-    if (this.rateLimited(key as string)) {
-      return v1Error(429, "invalid_request_error", "Request rate limit exceeded.", { code: "rate_limit" });
-    }
+    const refused = this.v1Gate(key);
+    if (refused) return refused;
     return this.idempotent(req, raw, (params) => {
       for (const k of params.keys()) {
         if (!["event_name", "type", "cancel[identifier]"].includes(k) && !/^expand\[\d*\]$/.test(k)) {
