@@ -351,7 +351,7 @@ function cancelFailed(
       m,
       input,
       DeadLetterCode.cancelRejected,
-      `Stripe would not cancel meter event ${c.target.identifier} (${c.target.event_name}) after ${m.receiveCount} attempts: ${o.reason}`,
+      `Stripe would not cancel meter event ${c.target.identifier} (${c.target.event_name}): ${o.reason}`,
       c.eventId,
     );
   }

@@ -161,7 +161,7 @@ describe("cancellations that cannot be made", () => {
     assert.equal(letter?.attributes.event_id, event.id);
     assert.match(
       letter?.error.message ?? "",
-      /Stripe would not cancel meter event mh_\S+ \(api_requests\) after 3 attempts/,
+      /Stripe would not cancel meter event mh_\S+ \(api_requests\): Stripe answered 400/,
     );
     assert.match(letter?.error.message ?? "", /No meter event with identifier/);
     assert.deepEqual(letter?.event, { meterhook: "cancel/1", id: event.id, event_name: "api_requests" });
