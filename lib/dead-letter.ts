@@ -1,3 +1,4 @@
+import { isCancelMessage } from "./cancellation.js";
 import type { QueueMessage } from "./consumer.js";
 import { DeadLetterCode } from "./errors.js";
 import { outsideDedupeWindow } from "./meter-event.js";
@@ -122,8 +123,10 @@ export function fromDeadLetter(
       attempts: letter.attempts,
       firstFailedAt,
       // Letters written before the flag existed: retries_exhausted is the code that implies it.
+      // A cancellation never bills: Stripe's duplicate window does not concern it.
       stripeMayHaveRecorded:
-        letter.stripeMayHaveRecorded === true || letter.error.code === DeadLetterCode.retriesExhausted,
+        !isCancelMessage(letter.event) &&
+        (letter.stripeMayHaveRecorded === true || letter.error.code === DeadLetterCode.retriesExhausted),
     },
     ...(letter.source ? { attributes: { [SOURCE_ATTRIBUTE]: letter.source } } : {}),
   };

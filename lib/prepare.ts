@@ -110,8 +110,10 @@ export function createPreparer(deps: ConsumerDeps, deadline: number, startedAt: 
   const dead: DeadLetterFor = (m, input, code, message, eventId, source, submitted = false) => {
     const t = now();
     const prev = m.previousFailure;
-    // A delivery before the last may have reached Stripe, whatever the last one's error.
-    const mayHaveRecorded = submitted || code === DeadLetterCode.retriesExhausted || prev?.stripeMayHaveRecorded;
+    // A delivery before the last may have reached Stripe, whatever the last one's error. Not so
+    // for a cancellation: it never bills, so Stripe's duplicate window does not concern it.
+    const mayHaveRecorded =
+      (submitted || code === DeadLetterCode.retriesExhausted || prev?.stripeMayHaveRecorded) && !isCancelMessage(input);
     return {
       kind: "dead",
       letter: {
@@ -334,7 +336,7 @@ export function createPreparer(deps: ConsumerDeps, deadline: number, startedAt: 
       const what = `put back on the ingest queue by SQS's DLQ redrive ${hoursSince(m.sentAt)} h after meterhook first received it`;
       return lateRedelivery(m, inputOf(m), what);
     }
-    if (m.receiveCount > 1 && pastWindow(m, m.firstReceivedAt)) {
+    if (m.receiveCount > 1 && pastWindow(m, m.firstReceivedAt) && !isCancelMessage(inputOf(m))) {
       const what = `delivered again ${hoursSince(m.firstReceivedAt)} h after its first delivery`;
       return lateRedelivery(m, inputOf(m), what);
     }

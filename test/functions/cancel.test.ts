@@ -56,9 +56,18 @@ const env = (extra: Record<string, string>) => ({
  * Takes what the ingest queue holds and hands it to the consumer handler as SQS would, as its
  * `delivery`th delivery; answers the bodies of the messages it left to retry.
  */
-async function consumeQueue(extra: Record<string, string>, delivery = 1): Promise<string[]> {
+async function consumeQueue(
+  extra: Record<string, string>,
+  delivery = 1,
+  firstReceivedAt = Date.now(),
+): Promise<string[]> {
   const messages = await drain(parts.queues.sqs, parts.queues.ingestQueueUrl);
-  const records = messages.map((m) => sqsRecord(m.body, { ApproximateReceiveCount: String(delivery) }));
+  const records = messages.map((m) =>
+    sqsRecord(m.body, {
+      ApproximateReceiveCount: String(delivery),
+      ApproximateFirstReceiveTimestamp: String(firstReceivedAt),
+    }),
+  );
   const consumer = await createConsumerFromConfig(loadConfig(env(extra)), {
     sqs: parts.queues.sqs,
     logger: silentLogger,
@@ -196,6 +205,43 @@ describe("cancellations that cannot be made", () => {
     assert.deepEqual(report.deadLettered, {});
     assert.equal(total(customer)?.aggregated_value, 0);
     assert.equal((await drainDeadLetters(parts.queues.sqs, parts.queues.deadLetterQueueUrl)).length, 0);
+  });
+
+  test("Stripe's 24-hour duplicate window does not hold a cancellation back: it never bills", async () => {
+    const customer = "cus_CancelDayOld";
+    const event = usageEvent({ customer, value: 2 });
+    await post("/v1/events", event);
+    await consumeQueue({});
+    // Delivered again a day after its first delivery (an event would be dead_lettered dedupe_window_passed).
+    await post("/v1/events/cancel", { id: event.id, event_name: "api_requests" });
+    assert.deepEqual(await consumeQueue({}, 2, Date.now() - 86_400_000), []);
+    assert.equal(total(customer)?.aggregated_value, 0);
+
+    // A retries_exhausted letter of a cancellation, first received two days ago: replay sends it
+    // (a letter of an event would be held, as Stripe may have recorded it).
+    const other = usageEvent({ customer, value: 5 });
+    await post("/v1/events", other);
+    await consumeQueue({});
+    const { SendMessageCommand } = await import("@aws-sdk/client-sqs");
+    const twoDaysAgo = new Date(Date.now() - 2 * 86_400_000).toISOString();
+    const letter = {
+      event: { meterhook: "cancel/1", id: other.id, event_name: "api_requests" },
+      error: { code: "retries_exhausted", message: "still failing after 5 attempts; last error: Stripe answered 503" },
+      attempts: 5,
+      firstFailedAt: twoDaysAgo,
+      lastFailedAt: twoDaysAgo,
+      receivedAt: twoDaysAgo,
+    };
+    await parts.queues.sqs.send(
+      new SendMessageCommand({ QueueUrl: parts.queues.deadLetterQueueUrl, MessageBody: JSON.stringify(letter) }),
+    );
+    const report = await replayFromConfig(
+      loadConfig(env({})),
+      { limit: 10, dryRun: false },
+      { sqs: parts.queues.sqs, logger: silentLogger },
+    );
+    assert.deepEqual([report.cancelled, report.pastDedupeWindow], [1, 0]);
+    assert.equal(total(customer)?.aggregated_value, 0);
   });
 
   test("a pre-aggregated meter's event: dead-lettered cancel_rejected at once, nothing asked of Stripe", async () => {
