@@ -333,5 +333,83 @@ for (const [name, body, code] of [
   out.push({ name: `SQS message: ${name}`, entry: "sqs", body, expect: { dlq: code } });
 }
 
+// Cancellations: POST /v1/events/cancel and cancel/1 messages on the ingest queue.
+const cancel = { id: "evt_hostile_ok", event_name: "api_requests" };
+const cancels = (name: string, json: unknown, expect: Expect, extra: Partial<Entry> = {}) =>
+  out.push({ name: `cancel: ${name}`, entry: "route", path: "/v1/events/cancel", json, expect, ...extra });
+for (const [name, json] of [
+  ["event_name missing", { id: "c1" }],
+  ["id missing", { event_name: "api_requests" }],
+  ["an unknown field (a value)", { ...cancel, value: 3 }],
+  ["a customer field", { ...cancel, customer: "cus_1" }],
+  ["source without rule", { ...cancel, source: "github" }],
+  ["rule without source", { ...cancel, rule: "r" }],
+  ["empty id", { ...cancel, id: "" }],
+  ["id too long", { ...cancel, id: "x".repeat(256) }],
+  ["event_name too long", { ...cancel, event_name: "x".repeat(101) }],
+  ["id an object", { ...cancel, id: { $ne: null } }],
+  ["id null", { ...cancel, id: null }],
+  ["event_name a number", { ...cancel, event_name: 7 }],
+  ["control character in the id", { ...cancel, id: "a\u0007b" }],
+  ["a JSON array", [cancel]],
+  ["JSON null", null],
+] as const) {
+  cancels(name, json, { status: 400, code: "invalid_event" });
+}
+cancels(
+  "lone surrogate in the id",
+  undefined,
+  { status: 400, code: "invalid_event" },
+  {
+    json: undefined,
+    body: '{"id":"\\ud800","event_name":"api_requests"}',
+  },
+);
+cancels(
+  "__proto__ field",
+  undefined,
+  { status: 400, code: "invalid_event" },
+  {
+    body: '{"id":"c2","event_name":"api_requests","__proto__":{"polluted":true}}',
+  },
+);
+cancels("not JSON", undefined, { status: 400, code: "invalid_json" }, { body: "{id: c3}" });
+cancels("an empty batch", { events: [] }, { status: 400, code: "invalid_body" });
+cancels("a batch of nothing valid", { events: [{}, 1, "x", null] }, { status: 400, code: "all_events_rejected" });
+cancels(
+  "too many in a batch",
+  { events: Array.from({ length: 501 }, () => cancel) },
+  { status: 400, code: "too_many_events" },
+);
+cancels(
+  "no API key",
+  cancel,
+  { status: 401, code: "unauthorized" },
+  { headers: { "content-type": "application/json" } },
+);
+cancels(
+  "a form body",
+  undefined,
+  { status: 415, code: "unsupported_media_type" },
+  {
+    body: "id=c4&event_name=api_requests",
+    headers: { "content-type": "application/x-www-form-urlencoded", authorization: "Bearer $KEY" },
+  },
+);
+cancels("GET", undefined, { status: 405, code: "method_not_allowed" }, { method: "GET" });
+for (const [name, json] of [
+  ["event_name missing", { meterhook: "cancel/1", id: "q1" }],
+  ["an unknown field", { meterhook: "cancel/1", ...cancel, value: 1 }],
+  ["source without rule", { meterhook: "cancel/1", ...cancel, source: "github" }],
+  ["id an array", { meterhook: "cancel/1", ...cancel, id: ["a"] }],
+] as const) {
+  out.push({
+    name: `SQS cancel/1 message: ${name}`,
+    entry: "sqs",
+    body: JSON.stringify(json),
+    expect: { dlq: "invalid_event" },
+  });
+}
+
 writeFileSync("test/fixtures/hostile-inputs.json", `${JSON.stringify(out, null, 1)}\n`);
 console.log(`wrote ${out.length} hostile inputs to test/fixtures/hostile-inputs.json`);
