@@ -63,9 +63,10 @@ function rejectionOf(item: unknown, index: number, err: unknown): Rejection {
 }
 
 /**
- * `POST /v1/events`, `POST /v1/events/cancel` and `GET /v1/health`: authenticate, parse, validate each event against our
- * schema and Stripe's rules, and write the accepted ones durably to the ingest queue before
- * answering 202. Mapping to Stripe customers and submission happen in the queue consumer.
+ * `POST /v1/events`, `POST /v1/events/cancel` and `GET /v1/health`: authenticate, parse, validate
+ * each event (or cancellation) against our schema and Stripe's rules, and write the accepted ones
+ * durably to the ingest queue before answering 202. Mapping to Stripe customers, submission and
+ * cancelling happen in the queue consumer.
  */
 export function createIngestApi(deps: IngestApiDeps): { handle(req: HttpRequest): Promise<HttpResponse> } {
   const now = deps.now ?? Date.now;
