@@ -7,15 +7,7 @@ import type { MapOutcome, Source, Trigger } from "./mapping/engine.js";
 import type { MeterEvent, ValueRules } from "./meter-event.js";
 import { Metric, type Metrics, noMetrics } from "./metrics.js";
 import { deferrable, retryBody, unpack } from "./pack.js";
-import {
-  type Cancel,
-  createPreparer,
-  type Dead,
-  type DeadLetterFor,
-  inputOf,
-  type Retry,
-  type Step,
-} from "./prepare.js";
+import { createPreparer, type Dead, type DeadLetterFor, inputOf, type Retry, type Step } from "./prepare.js";
 import type { OutgoingMessage, QueueSender } from "./queue.js";
 import type { Canceller, CancelOutcome, CancelTarget } from "./stripe/meter-event-adjustments.js";
 import type { MeterEventSubmitter, SubmitOutcome } from "./stripe/submitter.js";
@@ -158,7 +150,7 @@ export async function processBatch(
     messages,
     steps,
     (e) => outcomes[unique.get(e.identifier) as number] as Outcome,
-    (c) => cancelled.get(c.target.identifier) as CancelOutcome,
+    (t) => cancelled.get(t.identifier) as CancelOutcome,
     deps,
     dead,
   );
@@ -206,7 +198,7 @@ function settle(
   messages: readonly QueueMessage[],
   steps: readonly Step[],
   outcomeOf: (e: MeterEvent) => Outcome,
-  cancelOutcomeOf: (c: Cancel) => CancelOutcome,
+  cancelOutcomeOf: (t: CancelTarget) => CancelOutcome,
   deps: ConsumerDeps,
   dead: DeadLetterFor,
 ): { result: BatchResult; letters: DeadLetter[]; deferredIds: Set<string> } {
@@ -229,14 +221,7 @@ function settle(
       return;
     }
     let step: Dead | Retry;
-    if (prepared.kind === "cancel") {
-      const o = cancelOutcomeOf(prepared);
-      if (o.kind === "cancelled") {
-        result.cancelled++;
-        return;
-      }
-      step = cancelFailed(m, prepared, o, deps, dead);
-    } else if (prepared.kind === "ready") {
+    if (prepared.kind === "ready") {
       let rejected: Extract<SubmitOutcome, { kind: "rejected" }> | undefined;
       let retry: Extract<SubmitOutcome, { kind: "retry" }> | undefined;
       let duplicates = 0;
@@ -257,10 +242,19 @@ function settle(
           else if (o.duplicate) duplicates++;
         }
       }
+      let cancelled = 0;
+      for (const t of prepared.cancels ?? []) {
+        const o = cancelStep(m, t, cancelOutcomeOf(t), deps);
+        if (!(o.kind === "retry" && o.unsent)) unsent = false;
+        if (o.kind === "cancelled") cancelled++;
+        else if (o.kind === "rejected") rejected ??= o;
+        else retry ??= o;
+      }
       if (!rejected && !retry) {
         if (requeued) result.requeued++;
-        else result.billed++;
+        else if (prepared.events.length > 0) result.billed++;
         result.duplicates += duplicates;
+        result.cancelled += cancelled;
         return;
       }
       step = rejected
@@ -324,7 +318,7 @@ async function cancelAll(
   deps: ConsumerDeps,
 ): Promise<Map<string, CancelOutcome>> {
   const targets = new Map<string, CancelTarget>();
-  for (const s of steps) if (s.kind === "cancel") targets.set(s.target.identifier, s.target);
+  for (const s of steps) if (s.kind === "ready") for (const t of s.cancels ?? []) targets.set(t.identifier, t);
   if (targets.size === 0) return new Map();
   const list = [...targets.values()];
   const outcomes = deps.canceller
@@ -334,30 +328,31 @@ async function cancelAll(
 }
 
 /**
- * A cancellation Stripe did not take. A refusal is retried while deliveries are left, since a
- * cancellation can reach Stripe before its event does; the last one is dead-lettered.
+ * What a cancellation's outcome means for its message. A refusal is retried while deliveries are
+ * left, since a cancellation can reach Stripe before its event does; the last one is refused.
  */
-function cancelFailed(
+function cancelStep(
   m: QueueMessage,
-  c: Cancel,
-  o: Exclude<CancelOutcome, { kind: "cancelled" }>,
+  t: CancelTarget,
+  o: CancelOutcome,
   deps: ConsumerDeps,
-  dead: DeadLetterFor,
-): Dead | Retry {
-  const input = inputOf(m);
-  if (o.kind === "unauthorized") return dead(m, input, DeadLetterCode.stripeUnauthorized, o.reason, c.eventId);
-  if (o.kind === "refused" && m.receiveCount >= Math.min(deps.cancelAttempts ?? deps.maxAttempts, deps.maxAttempts)) {
-    return dead(
-      m,
-      input,
-      DeadLetterCode.cancelRejected,
-      `Stripe would not cancel meter event ${c.target.identifier} (${c.target.event_name}): ${o.reason}`,
-      c.eventId,
-    );
+): { kind: "cancelled" } | Extract<SubmitOutcome, { kind: "rejected" | "retry" }> {
+  switch (o.kind) {
+    case "cancelled":
+    case "retry":
+      return o;
+    case "unauthorized":
+      return { kind: "rejected", code: DeadLetterCode.stripeUnauthorized, reason: o.reason };
+    case "refused":
+      if (m.receiveCount >= Math.min(deps.cancelAttempts ?? deps.maxAttempts, deps.maxAttempts)) {
+        return {
+          kind: "rejected",
+          code: DeadLetterCode.cancelRejected,
+          reason: `Stripe would not cancel meter event ${t.identifier} (${t.event_name}): ${o.reason}`,
+        };
+      }
+      return { kind: "retry", reason: `cancellation refused, perhaps before Stripe has the event: ${o.reason}` };
   }
-  const reason =
-    o.kind === "refused" ? `cancellation refused, perhaps before Stripe has the event: ${o.reason}` : o.reason;
-  return { kind: "retry", reason, eventId: c.eventId, input, unsent: o.kind === "retry" ? o.unsent : undefined };
 }
 
 /** Writes the batch's dead letters; one that could not be written keeps its message on the queue. */

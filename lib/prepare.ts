@@ -27,10 +27,10 @@ export type Ready = {
   source?: string;
   /** A combined event back from the queue: sent as it is, never combined again. */
   fixed?: boolean;
+  /** Meter events to cancel (lib/cancellation.ts), after the batch's events are sent. */
+  cancels?: CancelTarget[];
 };
 export type Dead = { kind: "dead"; letter: DeadLetter };
-/** A cancellation (lib/cancellation.ts): the meter event to cancel. */
-export type Cancel = { kind: "cancel"; target: CancelTarget; eventId: string };
 /** `unsent`: none of its events was sent to Stripe in this delivery (the invocation ran out of time). */
 export type Retry = {
   kind: "retry";
@@ -41,7 +41,7 @@ export type Retry = {
   unsent?: boolean;
 };
 /** What becomes of a message before Stripe is called (ignored: a trigger no rule matched, acknowledged). */
-export type Step = Ready | Cancel | Dead | Retry | { kind: "ignored" };
+export type Step = Ready | Dead | Retry | { kind: "ignored" };
 const IGNORED: Step = { kind: "ignored" };
 
 /**
@@ -261,7 +261,8 @@ export function createPreparer(deps: ConsumerDeps, deadline: number, startedAt: 
         c.id,
       );
     }
-    return { kind: "cancel", target: { event_name: c.event_name, identifier: cancelledIdentifier(c) }, eventId: c.id };
+    const target = { event_name: c.event_name, identifier: cancelledIdentifier(c) };
+    return { kind: "ready", events: [], cancels: [target], eventId: c.id };
   };
 
   /** Meter events from usage events, customers resolved from `from` on through lookups. */

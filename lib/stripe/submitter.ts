@@ -8,8 +8,14 @@ export type SubmitOutcome =
   | { kind: "retry"; reason: string; unsent?: true }
   | {
       kind: "rejected";
-      /** Stripe's refusal, or the meter check's (lib/stripe/meters.ts): meter_not_found, invalid_payload. */
-      code: Extract<DeadLetterCode, "stripe_rejected" | "stripe_unauthorized" | "meter_not_found" | "invalid_payload">;
+      /**
+       * Stripe's refusal, or the meter check's (lib/stripe/meters.ts): meter_not_found,
+       * invalid_payload; cancel_rejected for a cancellation (lib/consumer.ts).
+       */
+      code: Extract<
+        DeadLetterCode,
+        "stripe_rejected" | "stripe_unauthorized" | "meter_not_found" | "invalid_payload" | "cancel_rejected"
+      >;
       reason: string;
       requestId?: string;
     };
