@@ -73,7 +73,9 @@ function namesInSettings({ config, file, mapping }: Settings): Map<string, strin
   const names = new Map<string, string[]>();
   const add = (name: string, where: string) => names.set(name, [...(names.get(name) ?? []), where]);
   for (const [source, s] of Object.entries(mapping?.sources ?? {}))
-    for (const rule of s.rules) for (const emit of rule.emit) add(emit.event_name, `${file}: ${source}/${rule.name}`);
+    for (const rule of s.rules)
+      for (const e of [...(rule.emit ?? []), ...(rule.cancel ?? [])])
+        add(e.event_name, `${file}: ${source}/${rule.name}`);
   for (const name of config.aggregation?.meters.keys() ?? []) add(name, "METERHOOK_AGGREGATE");
   for (const name of config.valueRules.keys()) add(name, "METERHOOK_METER_VALUE_RULES");
   return names;

@@ -47,6 +47,17 @@ export function cancelMessageBody(c: Cancellation): string {
   return JSON.stringify(m);
 }
 
+/** A meter event to cancel, as Stripe names it. */
+export interface CancelTarget {
+  event_name: string;
+  identifier: string;
+}
+
+/** The meter event a cancellation names. */
+export function cancelTarget(c: Cancellation): CancelTarget {
+  return { event_name: c.event_name, identifier: cancelledIdentifier(c) };
+}
+
 /** The identifier of the meter event a cancellation names. */
 export function cancelledIdentifier(c: Cancellation): string {
   return meterEventIdentifier(c.id, c.event_name, c.source === undefined ? undefined : `${c.source}/${c.rule}`);

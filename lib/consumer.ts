@@ -1,4 +1,5 @@
 import { type AggregationRules, continuationBody, planAggregation } from "./aggregation.js";
+import type { CancelTarget } from "./cancellation.js";
 import type { CustomerResolver } from "./customers.js";
 import { type DeadLetter, fromDeadLetter, redrivenLetter, sendDeadLetters } from "./dead-letter.js";
 import { DeadLetterCode } from "./errors.js";
@@ -9,7 +10,7 @@ import { Metric, type Metrics, noMetrics } from "./metrics.js";
 import { deferrable, retryBody, unpack } from "./pack.js";
 import { createPreparer, type Dead, type DeadLetterFor, inputOf, type Retry, type Step } from "./prepare.js";
 import type { OutgoingMessage, QueueSender } from "./queue.js";
-import type { Canceller, CancelOutcome, CancelTarget } from "./stripe/meter-event-adjustments.js";
+import type { Canceller, CancelOutcome } from "./stripe/meter-event-adjustments.js";
 import type { MeterEventSubmitter, SubmitOutcome } from "./stripe/submitter.js";
 import { CORRELATION_ATTRIBUTE } from "./triggers.js";
 

@@ -3,6 +3,7 @@
  * webhook, an EventBridge event, an app's own message) mapped by its source's rules. No I/O:
  * customers are resolved afterwards (lib/prepare.ts).
  */
+import type { CancelTarget } from "./cancellation.js";
 import type { ConsumerDeps, Mapping, QueueMessage } from "./consumer.js";
 import type { CustomerResolver } from "./customers.js";
 import { DeadLetterCode } from "./errors.js";
@@ -11,7 +12,14 @@ import { isTriggerMessage, SOURCE_ATTRIBUTE } from "./triggers.js";
 import { parseUsageEvent, type UsageEvent } from "./usage-event.js";
 
 export type DecodedUsage =
-  | { kind: "events"; events: UsageEvent[]; source?: Source; resolver: CustomerResolver }
+  | {
+      kind: "events";
+      events: UsageEvent[];
+      /** Meter events a trigger's rules cancel (lib/cancellation.ts). */
+      cancels?: CancelTarget[];
+      source?: Source;
+      resolver: CustomerResolver;
+    }
   /** A trigger no rule matched, whose source says `unmatched: ignore`. */
   | { kind: "ignored" }
   /** It can never be mapped as it is: dead-letter it with this code. */
@@ -75,6 +83,7 @@ export function decodeUsage(
   return {
     kind: "events",
     events: outcome.events,
+    cancels: outcome.cancels,
     source,
     resolver: mapping?.resolvers.get(source.name) ?? deps.resolver,
   };

@@ -7,7 +7,7 @@
 
 import pLimit, { type LimitFunction } from "p-limit";
 import { isContinuation, parseContinuation } from "./aggregation.js";
-import { cancelledIdentifier, isCancelMessage, parseCancellation } from "./cancellation.js";
+import { type CancelTarget, cancelTarget, isCancelMessage, parseCancellation } from "./cancellation.js";
 import type { ConsumerDeps, QueueMessage } from "./consumer.js";
 import type { CustomerResolver } from "./customers.js";
 import { type DeadLetter, pastDedupeWindow } from "./dead-letter.js";
@@ -15,7 +15,6 @@ import { decodeUsage } from "./decode.js";
 import { DeadLetterCode, MeterhookError, TransientError } from "./errors.js";
 import { type MeterEvent, meterEventIdentifier, outsideDedupeWindow, toMeterEvent } from "./meter-event.js";
 import { isMisshapenPack, PACK_FORMAT, PACK_START } from "./pack.js";
-import type { CancelTarget } from "./stripe/meter-event-adjustments.js";
 import { isTriggerMessage, SOURCE_ATTRIBUTE } from "./triggers.js";
 import { parsePlainEventJson, type UsageEvent } from "./usage-event.js";
 
@@ -144,6 +143,8 @@ export function createPreparer(deps: ConsumerDeps, deadline: number, startedAt: 
     source?: string;
     /** Identifiers already made for `usage` (prepareAll's hash pass), index for index. */
     identifiers?: readonly (string | undefined)[];
+    /** Meter events the trigger cancels. */
+    cancels?: CancelTarget[];
   }
 
   /** Where a message goes when decoding, resolving or validating threw. */
@@ -226,24 +227,25 @@ export function createPreparer(deps: ConsumerDeps, deadline: number, startedAt: 
       if (decoded.kind === "ignored") return IGNORED;
       if (decoded.kind === "refused") return dead(m, input, decoded.code, decoded.message, undefined, decoded.source);
       if (decoded.events.length === 1) eventId = decoded.events[0]?.id;
+      const source = decoded.source?.name ?? sourceHint;
+      const combined = decoded.cancels && combinedCancel(m, input, decoded.cancels, eventId, source);
+      if (combined) return combined;
       return {
         m,
         input,
+        cancels: decoded.cancels,
         usage: decoded.events,
         resolver: decoded.resolver,
         scope: decoded.source?.name ?? "",
         eventId,
-        source: decoded.source?.name ?? sourceHint,
+        source,
       };
     } catch (err) {
       return failed(m, input, err, deps.resolver, eventId, sourceHint);
     }
   };
 
-  /**
-   * A cancellation. A pre-aggregated meter's events may have been combined, so the identifier
-   * may name nothing: refused here rather than left to fail at Stripe.
-   */
+  /** A cancellation message (lib/cancellation.ts). */
   const prepareCancel = (m: QueueMessage, input: unknown): Step => {
     const { meterhook: _, ...fields } = input as Record<string, unknown>;
     let c: ReturnType<typeof parseCancellation>;
@@ -252,17 +254,31 @@ export function createPreparer(deps: ConsumerDeps, deadline: number, startedAt: 
     } catch (err) {
       return failed(m, input, err, deps.resolver);
     }
-    if (deps.aggregation?.meters.has(c.event_name)) {
-      return dead(
-        m,
-        input,
-        DeadLetterCode.cancelRejected,
-        `"${c.event_name}" is pre-aggregated (METERHOOK_AGGREGATE): its events may be combined, so one cannot be cancelled alone; send a negative event instead`,
-        c.id,
-      );
-    }
-    const target = { event_name: c.event_name, identifier: cancelledIdentifier(c) };
-    return { kind: "ready", events: [], cancels: [target], eventId: c.id };
+    const cancels = [cancelTarget(c)];
+    return combinedCancel(m, input, cancels, c.id) ?? { kind: "ready", events: [], cancels, eventId: c.id };
+  };
+
+  /**
+   * The dead letter of a message that cancels an event of a pre-aggregated meter: its events may
+   * have been combined, so the identifier may name nothing. Refused here rather than at Stripe.
+   */
+  const combinedCancel = (
+    m: QueueMessage,
+    input: unknown,
+    cancels: readonly CancelTarget[],
+    eventId?: string,
+    source?: string,
+  ): Dead | undefined => {
+    const name = cancels.find((t) => deps.aggregation?.meters.has(t.event_name))?.event_name;
+    if (name === undefined) return undefined;
+    return dead(
+      m,
+      input,
+      DeadLetterCode.cancelRejected,
+      `"${name}" is pre-aggregated (METERHOOK_AGGREGATE): its events may be combined, so one cannot be cancelled alone; send a negative event instead`,
+      eventId,
+      source,
+    );
   };
 
   /** Meter events from usage events, customers resolved from `from` on through lookups. */
@@ -273,7 +289,7 @@ export function createPreparer(deps: ConsumerDeps, deadline: number, startedAt: 
         const customer = await resolve(d.resolver, d.scope, usage.customer);
         events.push(toMeterEvent(usage, customer, now() / 1000, deps.valueRules, d.identifiers?.[i]));
       }
-      return { kind: "ready", events, eventId: d.eventId, source: d.source };
+      return { kind: "ready", events, eventId: d.eventId, source: d.source, cancels: d.cancels };
     } catch (err) {
       return failed(d.m, d.input ?? inputOf(d.m), err, d.resolver, d.eventId, d.source);
     }
@@ -356,7 +372,7 @@ export function createPreparer(deps: ConsumerDeps, deadline: number, startedAt: 
     } catch (err) {
       return failed(m, d.input ?? inputOf(m), err, d.resolver, d.eventId, d.source);
     }
-    return { kind: "ready", events, eventId: d.eventId, source: d.source };
+    return { kind: "ready", events, eventId: d.eventId, source: d.source, cancels: d.cancels };
   };
 
   /**

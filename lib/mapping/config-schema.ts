@@ -111,14 +111,32 @@ export const EmitSchema = z
   })
   .describe("One meter event made from a matching trigger");
 
-export const RuleSchema = z.strictObject({
-  name: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, "1-64 letters, digits, _ . -"),
-  when: Expression.optional().describe("the rule applies when this is truthy; always when absent"),
-  id: Expression.optional(),
-  customer: Expression.optional(),
-  timestamp: Expression.optional(),
-  emit: z.array(EmitSchema).min(1).max(20),
-});
+const RuleName = z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, "1-64 letters, digits, _ . -");
+const SourceName = z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/, "lower-case letters, digits and -");
+
+export const CancelSchema = z
+  .strictObject({
+    event_name: z.string().min(1).max(100).describe("the event_name of the meter event to cancel"),
+    id: Expression.optional().describe("the id the event was made with (default: the rule's id)"),
+    rule: RuleName.optional().describe(
+      "the rule that made the event; omit for an event sent as a canonical event (POST /v1/events)",
+    ),
+    source: SourceName.optional().describe("the source of that rule (default: this source)"),
+  })
+  .refine((c) => c.source === undefined || c.rule !== undefined, "source needs rule")
+  .describe("One meter event a matching trigger cancels (a meter event adjustment)");
+
+export const RuleSchema = z
+  .strictObject({
+    name: RuleName,
+    when: Expression.optional().describe("the rule applies when this is truthy; always when absent"),
+    id: Expression.optional(),
+    customer: Expression.optional(),
+    timestamp: Expression.optional(),
+    emit: z.array(EmitSchema).min(1).max(20).optional(),
+    cancel: z.array(CancelSchema).min(1).max(20).optional(),
+  })
+  .refine((r) => (r.emit === undefined) !== (r.cancel === undefined), "a rule has emit or cancel, one of them");
 export type Rule = z.infer<typeof RuleSchema>;
 
 export const SourceSchema = z.strictObject({
@@ -145,7 +163,7 @@ export type SourceConfig = z.infer<typeof SourceSchema>;
 export const MappingConfigSchema = z.strictObject({
   $schema: z.string().optional(),
   version: z.literal(1),
-  sources: z.record(z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/, "lower-case letters, digits and -"), SourceSchema),
+  sources: z.record(SourceName, SourceSchema),
   sqs: z
     .strictObject({
       defaultSource: z

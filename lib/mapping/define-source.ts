@@ -20,6 +20,19 @@ export interface MeterEventSpec {
   key?: string;
 }
 
+/**
+ * One meter event a code source cancels: `id` and `event_name` as it was made with; `rule` is
+ * the `key` of the code source that made it ("code" by default) and `source` that source
+ * (default: this one); neither for an event sent as a canonical event.
+ */
+export interface CancelSpec {
+  cancel: true;
+  event_name: string;
+  id: string | number;
+  rule?: string;
+  source?: string;
+}
+
 export interface SourceDefinition<S extends z.ZodType> {
   name: string;
   type: SourceConfig["type"];
@@ -29,8 +42,8 @@ export interface SourceDefinition<S extends z.ZodType> {
   unmatched?: SourceConfig["unmatched"];
   /** Validates the trigger body; a body that fails it is dead-lettered with mapping_failed. */
   schema: S;
-  /** The meter events for a body that passed the schema; [] when none apply. */
-  map: (body: z.infer<S>, trigger: Trigger) => MeterEventSpec[];
+  /** The meter events for a body that passed the schema, and those it cancels; [] when none apply. */
+  map: (body: z.infer<S>, trigger: Trigger) => Array<MeterEventSpec | CancelSpec>;
 }
 
 /**
@@ -56,7 +69,13 @@ export function defineSource<S extends z.ZodType>(def: SourceDefinition<S>): Sou
           `body does not match the source's schema: ${issue?.path.join(".") || "(body)"}: ${issue?.message}`,
         );
       }
-      return def.map(parsed.data, trigger).map((e) => ({ ...e, key: e.key ?? "code" }));
+      return def
+        .map(parsed.data, trigger)
+        .map((e) =>
+          "cancel" in e
+            ? { ...e, source: e.rule === undefined ? undefined : (e.source ?? def.name), key: "code" }
+            : { ...e, key: e.key ?? "code" },
+        );
     },
   };
 }

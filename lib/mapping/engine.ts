@@ -1,3 +1,4 @@
+import { type CancelTarget, cancelTarget, parseCancellation } from "../cancellation.js";
 import { DeadLetterCode, MeterhookError } from "../errors.js";
 import { parseUsageEvent, type UsageEvent } from "../usage-event.js";
 import type { Auth, CustomerLookupConfig, SourceConfig } from "./config-schema.js";
@@ -28,6 +29,19 @@ export interface Emitted {
   expressions?: Partial<Record<string, string>>;
 }
 
+/** One meter event a source wants cancelled (lib/cancellation.ts). */
+export interface CancelWanted {
+  cancel: true;
+  event_name: string;
+  /** The id the event was made with. */
+  id: unknown;
+  /** The rule (and its source) that made the event; neither for an event sent as a canonical event. */
+  rule?: string;
+  source?: string;
+  /** The rule that wants it cancelled, for error messages. */
+  key: string;
+}
+
 /** What every source is, declarative or code: the engine needs nothing else. */
 export interface Source {
   name: string;
@@ -36,8 +50,11 @@ export interface Source {
   match?: SourceConfig["match"];
   customer: CustomerLookupConfig;
   unmatched: SourceConfig["unmatched"];
-  /** The events a trigger produces; an empty list when no rule matches. Throws MappingError. */
-  produce(trigger: Trigger): Emitted[];
+  /**
+   * The events a trigger produces, and the events it cancels; an empty list when no rule
+   * matches. Throws MappingError.
+   */
+  produce(trigger: Trigger): Array<Emitted | CancelWanted>;
 }
 
 export class MappingError extends MeterhookError {
@@ -46,7 +63,7 @@ export class MappingError extends MeterhookError {
   }
 }
 
-export type MapOutcome = { kind: "events"; events: UsageEvent[] } | { kind: "unmatched" };
+export type MapOutcome = { kind: "events"; events: UsageEvent[]; cancels: CancelTarget[] } | { kind: "unmatched" };
 
 function view(t: Trigger) {
   return { headers: t.headers, body: t.body, source: t.source, receivedAt: new Date(t.receivedAt).toISOString() };
@@ -71,10 +88,21 @@ export function compileSource(name: string, config: SourceConfig): Source {
     unmatched: config.unmatched,
     produce(trigger) {
       const data = view(trigger);
-      const out: Emitted[] = [];
+      const out: Array<Emitted | CancelWanted> = [];
       for (const rule of config.rules) {
         if (rule.when && !truthy(run(rule.when, data, `rule ${rule.name}: when`))) continue;
-        for (const emit of rule.emit) {
+        for (const c of rule.cancel ?? []) {
+          const id = c.id ?? rule.id;
+          out.push({
+            cancel: true,
+            event_name: c.event_name,
+            id: id ? run(id, data, `rule ${rule.name}, cancel ${c.event_name}: id`) : undefined,
+            rule: c.rule,
+            source: c.rule === undefined ? undefined : (c.source ?? name),
+            key: rule.name,
+          });
+        }
+        for (const emit of rule.emit ?? []) {
           const where = `rule ${rule.name}, ${emit.event_name}`;
           const expressions = {
             value: emit.value,
@@ -126,8 +154,14 @@ function fieldError(e: Emitted, field: string, got: unknown, want: string): Mapp
  * source, rule and id, so a redelivered trigger makes the same meter events.
  */
 export function mapTrigger(source: Source, trigger: Trigger): MapOutcome {
-  const emitted = source.produce(trigger);
-  if (emitted.length === 0) return { kind: "unmatched" };
+  const produced = source.produce(trigger);
+  if (produced.length === 0) return { kind: "unmatched" };
+  const emitted: Emitted[] = [];
+  const cancels: CancelTarget[] = [];
+  for (const p of produced) {
+    if ("cancel" in p) cancels.push(toCancelTarget(p));
+    else emitted.push(p);
+  }
   const receivedAt = trigger.receivedAt / 1000;
   const events = emitted.map((e) => {
     if (typeof e.value !== "number" || !Number.isFinite(e.value)) throw fieldError(e, "value", e.value, "a number");
@@ -159,5 +193,25 @@ export function mapTrigger(source: Source, trigger: Trigger): MapOutcome {
     );
     return { ...event, identifierPart: `${source.name}/${e.key}` };
   });
-  return { kind: "events", events };
+  return { kind: "events", events, cancels };
+}
+
+/** The meter event a rule wants cancelled, its fields checked as a cancellation's are. */
+function toCancelTarget(c: CancelWanted): CancelTarget {
+  const where = `${c.key}, cancel ${c.event_name}`;
+  if (!((typeof c.id === "string" && c.id !== "") || typeof c.id === "number")) {
+    const shown = c.id === undefined || c.id === null ? "nothing (missing field?)" : JSON.stringify(c.id).slice(0, 80);
+    throw new MappingError(`${where}: id gave ${shown}; expected a string or number`);
+  }
+  try {
+    return cancelTarget(
+      parseCancellation({
+        id: String(c.id),
+        event_name: c.event_name,
+        ...(c.rule === undefined ? {} : { rule: c.rule, source: c.source }),
+      }),
+    );
+  } catch (err) {
+    throw new MappingError(`${where}: ${(err as Error).message}`);
+  }
 }

@@ -41,7 +41,21 @@ function semanticIssues(config: MappingConfig): ConfigIssue[] {
       ruleNames.add(rule.name);
       for (const k of ["when", "id", "customer", "timestamp"] as const) expr(`${rat}.${k}`, rule[k]);
       const names = new Set<string>();
-      rule.emit.forEach((emit, i) => {
+      rule.cancel?.forEach((c, i) => {
+        const cat = `${rat}.cancel[${i}]`;
+        expr(`${cat}.id`, c.id);
+        if (!(c.id ?? rule.id))
+          issues.push({ path: `${cat}.id`, message: "an id expression is required (here or on the rule)" });
+        if (c.rule === undefined) return;
+        const made = config.sources[c.source ?? name]?.rules.find((other) => other.name === c.rule);
+        if (!made?.emit?.some((e) => e.event_name === c.event_name)) {
+          issues.push({
+            path: `${cat}.rule`,
+            message: `no rule "${c.rule}" of source "${c.source ?? name}" emits "${c.event_name}"`,
+          });
+        }
+      });
+      rule.emit?.forEach((emit, i) => {
         const eat = `${rat}.emit[${i}]`;
         if (names.has(emit.event_name)) {
           issues.push({

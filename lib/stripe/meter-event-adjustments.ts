@@ -3,15 +3,12 @@
  * `type=cancel` (shared/stripe/METER_API.md §2). The v1 endpoint serves both APIs' events (one
  * identifier space per account) and takes restricted keys, which the v2 one does not.
  */
+import type { CancelTarget } from "../cancellation.js";
 import type { StripeClient } from "./client.js";
 import { runPool } from "./submitter.js";
 import { enc, NOT_SENT, postForm } from "./v1-meter-events.js";
 
-/** A meter event to cancel. */
-export interface CancelTarget {
-  event_name: string;
-  identifier: string;
-}
+export type { CancelTarget };
 
 export type CancelOutcome =
   /** `already`: Stripe said it was cancelled before (this cancellation delivered again, or an answer lost). */

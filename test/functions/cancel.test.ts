@@ -1,4 +1,7 @@
 import assert from "node:assert/strict";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { beforeEach, describe, test } from "node:test";
 import { createHttpHandler } from "../../functions/http-api.js";
 import { createQueueHandler } from "../../functions/ingest-queue.js";
@@ -311,5 +314,79 @@ describe("POST /v1/events/cancel", () => {
     assert.equal(all.status, 400);
     assert.equal((all.body.error as { code: string }).code, "all_events_rejected");
     assert.equal((await drain(parts.queues.sqs, parts.queues.ingestQueueUrl)).length, 0);
+  });
+});
+
+describe("cancellations from a mapping config's rules", () => {
+  // An app's own messages on the ingest queue: orders placed, refunded, and corrected.
+  const config = join(mkdtempSync(join(tmpdir(), "meterhook-cancel-")), "shop.yaml");
+  writeFileSync(
+    config,
+    `version: 1
+sqs:
+  defaultSource: shop
+sources:
+  shop:
+    type: sqs
+    rules:
+      - name: order-placed
+        when: "body.type == 'order.placed' || body.type == 'order.corrected'"
+        id: body.order_id
+        customer: body.customer
+        emit:
+          - event_name: api_requests
+            value: body.amount
+      - name: order-refunded
+        when: "body.type == 'order.refunded'"
+        id: body.order_id
+        cancel:
+          - event_name: api_requests
+            rule: order-placed
+      - name: order-corrected
+        when: "body.type == 'order.corrected'"
+        cancel:
+          - event_name: api_requests
+            rule: order-placed
+            id: body.replaces
+          - event_name: api_requests
+            id: body.app_event_id
+`,
+  );
+  const message = (body: Record<string, unknown>) => requeue([JSON.stringify(body)]);
+
+  test("a refund cancels the order's event; a correction cancels the old one and bills the new in one message", async () => {
+    const customer = "cus_ShopOrders";
+    await message({ type: "order.placed", order_id: "o-1", customer, amount: 5 });
+    await message({ type: "order.placed", order_id: "o-2", customer, amount: 7 });
+    // An event the app sent itself, canonical: a rule cancels it too (no rule named).
+    const canonical = usageEvent({ customer, value: 100 });
+    await post("/v1/events", canonical);
+    assert.deepEqual(await consumeQueue({ METERHOOK_CONFIG: config }), []);
+    assert.equal(total(customer)?.aggregated_value, 112);
+
+    await message({ type: "order.refunded", order_id: "o-1" });
+    assert.deepEqual(await consumeQueue({ METERHOOK_CONFIG: config }), []);
+    assert.equal(total(customer)?.aggregated_value, 107);
+
+    await message({
+      type: "order.corrected",
+      order_id: "o-2b",
+      replaces: "o-2",
+      app_event_id: canonical.id,
+      customer,
+      amount: 6,
+    });
+    assert.deepEqual(await consumeQueue({ METERHOOK_CONFIG: config }), []);
+    assert.equal(total(customer)?.aggregated_value, 6);
+    assert.equal(total(customer)?.event_count, 1);
+    assert.equal((await drainDeadLetters(parts.queues.sqs, parts.queues.deadLetterQueueUrl)).length, 0);
+  });
+
+  test("a cancel rule without an id to give is dead-lettered mapping_failed, naming the rule", async () => {
+    await message({ type: "order.refunded" });
+    assert.deepEqual(await consumeQueue({ METERHOOK_CONFIG: config }), []);
+    const [letter] = await drainDeadLetters(parts.queues.sqs, parts.queues.deadLetterQueueUrl);
+    assert.equal(letter?.error.code, "mapping_failed");
+    assert.match(letter?.error.message ?? "", /order-refunded, cancel api_requests: id gave nothing/);
   });
 });

@@ -6,7 +6,7 @@ import { DeadLetterCode, InvalidEventError } from "../../../lib/errors.js";
 import { SourceSchema } from "../../../lib/mapping/config-schema.js";
 import { defineSource } from "../../../lib/mapping/define-source.js";
 import { compileSource, MappingError, mapTrigger, type Trigger } from "../../../lib/mapping/engine.js";
-import { toMeterEvent } from "../../../lib/meter-event.js";
+import { meterEventIdentifier, toMeterEvent } from "../../../lib/meter-event.js";
 
 const NOW_MS = 1_795_000_000_000;
 const trigger = (body: unknown, headers: Record<string, string> = {}): Trigger => ({
@@ -235,6 +235,29 @@ describe("defineSource", () => {
     assert.throws(
       () => mapTrigger(code, trigger({ usage: { input: "x" } })),
       (e: unknown) => e instanceof MappingError && /usage\.input/.test(e.message),
+    );
+  });
+
+  test("a code source cancels the events it made, and canonical events, by their ids", () => {
+    const code = defineSource({
+      name: "app",
+      type: "sqs",
+      schema: z.object({ kind: z.string(), id: z.string(), c: z.string().optional() }),
+      map: (b) =>
+        b.kind === "use"
+          ? [{ event_name: "calls", value: 1, id: b.id, customer: b.c ?? "" }]
+          : [
+              { cancel: true, event_name: "calls", id: b.id, rule: "code" },
+              { cancel: true, event_name: "calls", id: "req_app_1" },
+            ],
+    });
+    const [made] = events(code, trigger({ kind: "use", id: "u1", c: "cus_1" }));
+    const out = mapTrigger(code, trigger({ kind: "undo", id: "u1" }));
+    assert.ok(out.kind === "events");
+    assert.deepEqual(out.events, []);
+    assert.deepEqual(
+      out.cancels.map((t) => t.identifier),
+      [toMeterEvent(made as never, "cus_1", NOW_MS / 1000).identifier, meterEventIdentifier("req_app_1", "calls")],
     );
   });
 

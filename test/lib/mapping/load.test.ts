@@ -22,11 +22,46 @@ const valid = {
 };
 
 describe("mapping config validation", () => {
+  test("cancel rules: emit or cancel, an id, and a rule that makes the event", () => {
+    const sqs = (rules: unknown[]) => ({ version: 1, sources: { shop: { type: "sqs", rules } } });
+    const placed = { name: "placed", id: "body.id", customer: "body.c", emit: [{ event_name: "orders" }] };
+    const ok = validateMappingConfig(
+      sqs([placed, { name: "refunded", id: "body.id", cancel: [{ event_name: "orders", rule: "placed" }] }]),
+    );
+    assert.deepEqual(ok.issues, []);
+    const paths = (rules: unknown[]) => validateMappingConfig(sqs(rules)).issues.map((i) => `${i.path}: ${i.message}`);
+    assert.deepEqual(paths([placed, { name: "x", id: "body.id" }]), [
+      "sources.shop.rules[1]: a rule has emit or cancel, one of them",
+    ]);
+    assert.deepEqual(paths([{ ...placed, cancel: [{ event_name: "orders" }] }]), [
+      "sources.shop.rules[0]: a rule has emit or cancel, one of them",
+    ]);
+    assert.deepEqual(paths([placed, { name: "x", cancel: [{ event_name: "orders", source: "shop" }] }]), [
+      "sources.shop.rules[1].cancel[0]: source needs rule",
+    ]);
+    assert.deepEqual(
+      paths([
+        placed,
+        { name: "x", cancel: [{ event_name: "orders", rule: "placed" }] },
+        { name: "y", id: "body.id", cancel: [{ event_name: "order", rule: "placed" }] },
+        { name: "z", id: "body.id", cancel: [{ event_name: "orders", rule: "placed", source: "other" }] },
+        { name: "w", id: "body.id ==", cancel: [{ event_name: "orders" }] },
+      ]),
+      [
+        "sources.shop.rules[1].cancel[0].id: an id expression is required (here or on the rule)",
+        'sources.shop.rules[2].cancel[0].rule: no rule "placed" of source "shop" emits "order"',
+        'sources.shop.rules[3].cancel[0].rule: no rule "placed" of source "other" emits "orders"',
+        "sources.shop.rules[4].id: " +
+          (validateMappingConfig(sqs([{ ...placed, id: "body.id ==" }])).issues[0]?.message ?? ""),
+      ],
+    );
+  });
+
   test("a valid config passes, with defaults applied", () => {
     const { config, issues } = validateMappingConfig(valid);
     assert.deepEqual(issues, []);
     assert.equal(config?.sources.app?.unmatched, "ignore");
-    assert.equal(config?.sources.app?.rules[0]?.emit[0]?.value, "`1`");
+    assert.equal(config?.sources.app?.rules[0]?.emit?.[0]?.value, "`1`");
   });
 
   test("reports every problem with its path", () => {
