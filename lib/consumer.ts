@@ -244,12 +244,15 @@ function settle(
         }
       }
       let cancelled = 0;
-      for (const t of prepared.cancels ?? []) {
-        const o = cancelStep(m, t, cancelOutcomeOf(t), deps);
-        if (!(o.kind === "retry" && o.unsent)) unsent = false;
-        if (o.kind === "cancelled") cancelled++;
-        else if (o.kind === "rejected") rejected ??= o;
-        else retry ??= o;
+      // Most messages cancel nothing: no loop (nor array) for them.
+      if (prepared.cancels) {
+        for (const t of prepared.cancels) {
+          const o = cancelStep(m, t, cancelOutcomeOf(t), deps);
+          if (!(o.kind === "retry" && o.unsent)) unsent = false;
+          if (o.kind === "cancelled") cancelled++;
+          else if (o.kind === "rejected") rejected ??= o;
+          else retry ??= o;
+        }
       }
       if (!rejected && !retry) {
         if (requeued) result.requeued++;
@@ -319,7 +322,7 @@ async function cancelAll(
   deps: ConsumerDeps,
 ): Promise<Map<string, CancelOutcome>> {
   const targets = new Map<string, CancelTarget>();
-  for (const s of steps) if (s.kind === "ready") for (const t of s.cancels ?? []) targets.set(t.identifier, t);
+  for (const s of steps) if (s.kind === "ready" && s.cancels) for (const t of s.cancels) targets.set(t.identifier, t);
   if (targets.size === 0) return new Map();
   const list = [...targets.values()];
   const outcomes = deps.canceller
