@@ -10,7 +10,7 @@ import { Metric, type Metrics, noMetrics } from "./metrics.js";
 import { deferrable, retryBody, unpack } from "./pack.js";
 import { createPreparer, type Dead, type DeadLetterFor, inputOf, type Retry, type Step } from "./prepare.js";
 import type { OutgoingMessage, QueueSender } from "./queue.js";
-import type { Canceller, CancelOutcome } from "./stripe/meter-event-adjustments.js";
+import type { Canceller } from "./stripe/meter-event-adjustments.js";
 import type { MeterEventSubmitter, SubmitOutcome } from "./stripe/submitter.js";
 import { CORRELATION_ATTRIBUTE } from "./triggers.js";
 
@@ -151,7 +151,7 @@ export async function processBatch(
     messages,
     steps,
     (e) => outcomes[unique.get(e.identifier) as number] as Outcome,
-    (t) => cancelled.get(t.identifier) as CancelOutcome,
+    (t) => cancelled.get(t.identifier) as SubmitOutcome,
     deps,
     dead,
   );
@@ -199,7 +199,7 @@ function settle(
   messages: readonly QueueMessage[],
   steps: readonly Step[],
   outcomeOf: (e: MeterEvent) => Outcome,
-  cancelOutcomeOf: (t: CancelTarget) => CancelOutcome,
+  cancelOutcomeOf: (t: CancelTarget) => SubmitOutcome,
   deps: ConsumerDeps,
   dead: DeadLetterFor,
 ): { result: BatchResult; letters: DeadLetter[]; deferredIds: Set<string> } {
@@ -249,7 +249,7 @@ function settle(
         for (const t of prepared.cancels) {
           const o = cancelStep(m, t, cancelOutcomeOf(t), deps);
           if (!(o.kind === "retry" && o.unsent)) unsent = false;
-          if (o.kind === "cancelled") cancelled++;
+          if (o.kind === "billed") cancelled++;
           else if (o.kind === "rejected") rejected ??= o;
           else retry ??= o;
         }
@@ -320,43 +320,38 @@ async function cancelAll(
   steps: readonly Step[],
   deadline: number,
   deps: ConsumerDeps,
-): Promise<Map<string, CancelOutcome>> {
+): Promise<Map<string, SubmitOutcome>> {
   const targets = new Map<string, CancelTarget>();
   for (const s of steps) if (s.kind === "ready" && s.cancels) for (const t of s.cancels) targets.set(t.identifier, t);
   if (targets.size === 0) return new Map();
   const list = [...targets.values()];
   const outcomes = deps.canceller
     ? await deps.canceller.cancel(list, deadline)
-    : list.map((): CancelOutcome => ({ kind: "refused", reason: "this consumer has no Stripe client to cancel with" }));
-  return new Map(list.map((t, i) => [t.identifier, outcomes[i] as CancelOutcome]));
+    : list.map(
+        (): SubmitOutcome => ({
+          kind: "rejected",
+          code: DeadLetterCode.stripeRejected,
+          reason: "this consumer has no Stripe client to cancel with",
+        }),
+      );
+  return new Map(list.map((t, i) => [t.identifier, outcomes[i] as SubmitOutcome]));
 }
 
 /**
- * What a cancellation's outcome means for its message. A refusal is retried while deliveries are
- * left, since a cancellation can reach Stripe before its event does; the last one is refused.
+ * What a cancellation's outcome means for its message. Stripe's refusal is retried while
+ * deliveries are left, since a cancellation can reach Stripe before its event does; the last
+ * one is dead-lettered `cancel_rejected`.
  */
-function cancelStep(
-  m: QueueMessage,
-  t: CancelTarget,
-  o: CancelOutcome,
-  deps: ConsumerDeps,
-): { kind: "cancelled" } | Extract<SubmitOutcome, { kind: "rejected" | "retry" }> {
-  switch (o.kind) {
-    case "cancelled":
-    case "retry":
-      return o;
-    case "unauthorized":
-      return { kind: "rejected", code: DeadLetterCode.stripeUnauthorized, reason: o.reason };
-    case "refused":
-      if (m.receiveCount >= Math.min(deps.cancelAttempts ?? deps.maxAttempts, deps.maxAttempts)) {
-        return {
-          kind: "rejected",
-          code: DeadLetterCode.cancelRejected,
-          reason: `Stripe would not cancel meter event ${t.identifier} (${t.event_name}): ${o.reason}`,
-        };
-      }
-      return { kind: "retry", reason: `cancellation refused, perhaps before Stripe has the event: ${o.reason}` };
+function cancelStep(m: QueueMessage, t: CancelTarget, o: SubmitOutcome, deps: ConsumerDeps): SubmitOutcome {
+  if (o.kind !== "rejected" || o.code !== DeadLetterCode.stripeRejected) return o;
+  if (m.receiveCount >= Math.min(deps.cancelAttempts ?? deps.maxAttempts, deps.maxAttempts)) {
+    return {
+      kind: "rejected",
+      code: DeadLetterCode.cancelRejected,
+      reason: `Stripe would not cancel meter event ${t.identifier} (${t.event_name}): ${o.reason}`,
+    };
   }
+  return { kind: "retry", reason: `cancellation refused, perhaps before Stripe has the event: ${o.reason}` };
 }
 
 /** Writes the batch's dead letters; one that could not be written keeps its message on the queue. */

@@ -5,26 +5,20 @@
  */
 import type { CancelTarget } from "../cancellation.js";
 import type { StripeClient } from "./client.js";
-import { runPool } from "./submitter.js";
+import { runPool, type SubmitOutcome } from "./submitter.js";
 import { enc, NOT_SENT, postForm } from "./v1-meter-events.js";
+import { toOutcome } from "./verdict-outcome.js";
 
 export type { CancelTarget };
 
-export type CancelOutcome =
-  /** `already`: Stripe said it was cancelled before (this cancellation delivered again, or an answer lost). */
-  | { kind: "cancelled"; already?: true; requestId?: string }
-  /**
-   * Stripe refused: it has no such event (yet: a stream event is processed asynchronously, and a
-   * cancellation can overtake its event), more than 24 h passed, or it was cancelled already.
-   * Stripe's answers for these are not documented apart (METER_API.md §12, item 11).
-   */
-  | { kind: "refused"; reason: string; requestId?: string }
-  | { kind: "unauthorized"; reason: string }
-  | { kind: "retry"; reason: string; unsent?: true };
-
+/**
+ * Sends cancellations. Its outcomes are a submitter's: `billed` is cancelled (`duplicate`: Stripe
+ * says it was cancelled before), `retry` is transient, `rejected` is Stripe's refusal, which the
+ * consumer retries for a while (a cancellation can overtake its event: lib/consumer.ts).
+ */
 export interface Canceller {
   /** One outcome per target, in order. Never throws. */
-  cancel(targets: readonly CancelTarget[], deadline: number): Promise<CancelOutcome[]>;
+  cancel(targets: readonly CancelTarget[], deadline: number): Promise<SubmitOutcome[]>;
   /** The same canceller in a dry run (a replay's --dry-run): every target counts as cancelled, none is sent. */
   dryRun(): Canceller;
 }
@@ -34,14 +28,15 @@ export function encodeCancelForm(t: CancelTarget): string {
 }
 
 /**
- * Stripe's refusal of a cancellation already made. Stripe documents no code for it (METER_API.md
- * §12, item 11); this is the emulator's wording. Another wording is a refusal, which ends in a
- * `cancel_rejected` letter quoting it: visible, never a silent loss.
+ * Stripe's refusal of a cancellation already made. Stripe documents its refusals (no such event,
+ * more than 24 h, already cancelled) neither by code nor apart (METER_API.md §12, item 11); this
+ * is the emulator's wording. Another wording is a refusal, which ends in a `cancel_rejected`
+ * letter quoting it: visible, never a silent loss.
  */
 const ALREADY_CANCELLED = /\balready been cancel/i;
 
 const dryRunCanceller: Canceller = {
-  cancel: async (targets) => targets.map(() => ({ kind: "cancelled" })),
+  cancel: async (targets) => targets.map(() => ({ kind: "billed", duplicate: false })),
   dryRun: () => dryRunCanceller,
 };
 
@@ -52,7 +47,7 @@ export function createCanceller(
   const now = options.now ?? Date.now;
   return {
     async cancel(targets, deadline) {
-      const outcomes: CancelOutcome[] = new Array(targets.length);
+      const outcomes: SubmitOutcome[] = new Array(targets.length);
       await runPool(
         targets.map((_, i) => i),
         options.concurrency,
@@ -64,15 +59,9 @@ export function createCanceller(
           const body = encodeCancelForm(targets[i] as CancelTarget);
           const v = await postForm(client, "/v1/billing/meter_event_adjustments", body, deadline);
           outcomes[i] =
-            v.kind === "ok"
-              ? { kind: "cancelled", requestId: v.requestId }
-              : v.kind === "retry"
-                ? { kind: "retry", reason: v.reason }
-                : v.code === "stripe_unauthorized"
-                  ? { kind: "unauthorized", reason: v.reason }
-                  : ALREADY_CANCELLED.test(v.reason)
-                    ? { kind: "cancelled", already: true, requestId: v.requestId }
-                    : { kind: "refused", reason: v.reason, requestId: v.requestId };
+            v.kind === "permanent" && v.code === "stripe_rejected" && ALREADY_CANCELLED.test(v.reason)
+              ? { kind: "billed", duplicate: true, requestId: v.requestId }
+              : toOutcome(v);
         },
       );
       return outcomes;
