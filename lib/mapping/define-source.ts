@@ -71,11 +71,7 @@ export function defineSource<S extends z.ZodType>(def: SourceDefinition<S>): Sou
       }
       return def
         .map(parsed.data, trigger)
-        .map((e) =>
-          "cancel" in e
-            ? { ...e, source: e.rule === undefined ? undefined : (e.source ?? def.name), key: "code" }
-            : { ...e, key: e.key ?? "code" },
-        );
+        .map((e) => ("cancel" in e ? { ...e, key: "code" } : { ...e, key: e.key ?? "code" }));
     },
   };
 }

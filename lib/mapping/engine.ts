@@ -35,7 +35,10 @@ export interface CancelWanted {
   event_name: string;
   /** The id the event was made with. */
   id: unknown;
-  /** The rule (and its source) that made the event; neither for an event sent as a canonical event. */
+  /**
+   * The rule that made the event, and its source when not this one; neither for an event sent
+   * as a canonical event.
+   */
   rule?: string;
   source?: string;
   /** The rule that wants it cancelled, for error messages. */
@@ -98,7 +101,7 @@ export function compileSource(name: string, config: SourceConfig): Source {
             event_name: c.event_name,
             id: id ? run(id, data, `rule ${rule.name}, cancel ${c.event_name}: id`) : undefined,
             rule: c.rule,
-            source: c.rule === undefined ? undefined : (c.source ?? name),
+            source: c.source,
             key: rule.name,
           });
         }
@@ -141,10 +144,14 @@ function truthy(v: unknown): boolean {
 }
 
 function fieldError(e: Emitted, field: string, got: unknown, want: string): MappingError {
-  const expr = e.expressions?.[field];
+  return wrongField(`${e.key}, ${e.event_name}`, field, e.expressions?.[field], got, want);
+}
+
+/** A field a rule produced that is not what it must be, at `where`, with the expression that gave it. */
+function wrongField(where: string, field: string, expr: string | undefined, got: unknown, want: string): MappingError {
   const shown = got === undefined || got === null ? "nothing (missing field?)" : JSON.stringify(got).slice(0, 80);
   return new MappingError(
-    `${e.key}, ${e.event_name}: ${field}${expr ? ` (expression \`${expr}\`)` : ""} gave ${shown}; expected ${want}`,
+    `${where}: ${field}${expr ? ` (expression \`${expr}\`)` : ""} gave ${shown}; expected ${want}`,
   );
 }
 
@@ -159,7 +166,7 @@ export function mapTrigger(source: Source, trigger: Trigger): MapOutcome {
   const emitted: Emitted[] = [];
   const cancels: CancelTarget[] = [];
   for (const p of produced) {
-    if ("cancel" in p) cancels.push(toCancelTarget(p));
+    if ("cancel" in p) cancels.push(toCancelTarget(p, source.name));
     else emitted.push(p);
   }
   const receivedAt = trigger.receivedAt / 1000;
@@ -196,19 +203,20 @@ export function mapTrigger(source: Source, trigger: Trigger): MapOutcome {
   return { kind: "events", events, cancels };
 }
 
-/** The meter event a rule wants cancelled, its fields checked as a cancellation's are. */
-function toCancelTarget(c: CancelWanted): CancelTarget {
+/**
+ * The meter event a rule wants cancelled, its fields checked as a cancellation's are; made by a
+ * rule of `sourceName` unless it names another source.
+ */
+function toCancelTarget(c: CancelWanted, sourceName: string): CancelTarget {
   const where = `${c.key}, cancel ${c.event_name}`;
-  if (!((typeof c.id === "string" && c.id !== "") || typeof c.id === "number")) {
-    const shown = c.id === undefined || c.id === null ? "nothing (missing field?)" : JSON.stringify(c.id).slice(0, 80);
-    throw new MappingError(`${where}: id gave ${shown}; expected a string or number`);
-  }
+  if (!((typeof c.id === "string" && c.id !== "") || typeof c.id === "number"))
+    throw wrongField(where, "id", undefined, c.id, "a string or number");
   try {
     return cancelTarget(
       parseCancellation({
         id: String(c.id),
         event_name: c.event_name,
-        ...(c.rule === undefined ? {} : { rule: c.rule, source: c.source }),
+        ...(c.rule === undefined ? {} : { rule: c.rule, source: c.source ?? sourceName }),
       }),
     );
   } catch (err) {
