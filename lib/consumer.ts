@@ -130,8 +130,19 @@ export async function processBatch(
   const toSend: MeterEvent[] = [];
   // Only with pre-aggregation: its rules, and which events must be sent as they are.
   const aggregating = deps.aggregation ? { rules: deps.aggregation, fixed: [] as boolean[] } : undefined;
+  // Likewise one cancellation per identifier.
+  const cancelIndex = new Map<string, number>();
+  const toCancel: CancelTarget[] = [];
   steps.forEach((s, i) => {
     if (s.kind !== "ready") return;
+    if (s.cancels) {
+      for (const t of s.cancels) {
+        if (cancelIndex.get(t.identifier) === undefined) {
+          cancelIndex.set(t.identifier, toCancel.length);
+          toCancel.push(t);
+        }
+      }
+    }
     for (const e of s.events) {
       if (unique.get(e.identifier) === undefined) {
         unique.set(e.identifier, toSend.length);
@@ -145,13 +156,13 @@ export async function processBatch(
   });
   const outcomes = await submitAll(toSend, aggregating, deadline, deps);
   // After the batch's events: a cancellation and its event in one batch cancel what was just sent.
-  const cancelled = await cancelAll(steps, deadline, deps);
+  const cancelled = await cancelAll(toCancel, deadline, deps);
 
   const { result, letters, deferredIds } = settle(
     messages,
     steps,
     (e) => outcomes[unique.get(e.identifier) as number] as Outcome,
-    (t) => cancelled.get(t.identifier) as SubmitOutcome,
+    (t) => cancelled[cancelIndex.get(t.identifier) as number] as SubmitOutcome,
     deps,
     dead,
   );
@@ -313,28 +324,17 @@ function settle(
 }
 
 /**
- * The batch's cancellations sent, one call per identifier. Without a canceller (a consumer built
- * without Stripe), each is refused.
+ * The batch's cancellations sent (one per identifier), outcomes in order. Without a canceller
+ * (a consumer built without Stripe), each is refused.
  */
-async function cancelAll(
-  steps: readonly Step[],
-  deadline: number,
-  deps: ConsumerDeps,
-): Promise<Map<string, SubmitOutcome>> {
-  const targets = new Map<string, CancelTarget>();
-  for (const s of steps) if (s.kind === "ready" && s.cancels) for (const t of s.cancels) targets.set(t.identifier, t);
-  if (targets.size === 0) return new Map();
-  const list = [...targets.values()];
-  const outcomes = deps.canceller
-    ? await deps.canceller.cancel(list, deadline)
-    : list.map(
-        (): SubmitOutcome => ({
-          kind: "rejected",
-          code: DeadLetterCode.stripeRejected,
-          reason: "this consumer has no Stripe client to cancel with",
-        }),
-      );
-  return new Map(list.map((t, i) => [t.identifier, outcomes[i] as SubmitOutcome]));
+async function cancelAll(targets: CancelTarget[], deadline: number, deps: ConsumerDeps): Promise<SubmitOutcome[]> {
+  if (targets.length === 0) return [];
+  if (deps.canceller) return deps.canceller.cancel(targets, deadline);
+  return targets.map(() => ({
+    kind: "rejected",
+    code: DeadLetterCode.stripeRejected,
+    reason: "this consumer has no Stripe client to cancel with",
+  }));
 }
 
 /**
