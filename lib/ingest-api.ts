@@ -93,25 +93,22 @@ export function createIngestApi(deps: IngestApiDeps): { handle(req: HttpRequest)
     : undefined;
   const metrics = deps.metrics ?? noMetrics;
 
-  const unauthorized = (rid: string) =>
-    httpError(
-      401,
-      "unauthorized",
-      "missing or invalid API key (Authorization: Bearer <key>)",
-      rid,
-      {},
-      {
-        "www-authenticate": 'Bearer realm="meterhook"',
-      },
-    );
-
   /**
    * What `POST /v1/events` and `POST /v1/events/cancel` check before reading any item: the key,
    * the size, the type, JSON, and 1 to maxEventsPerRequest items (one, or `{"events": [...]}`).
    */
   const readItems = async (req: HttpRequest): Promise<{ items: unknown[]; batch: boolean } | HttpResponse> => {
     const rid = req.requestId;
-    if (!(await authorized(req.headers.authorization))) return unauthorized(rid);
+    if (!(await authorized(req.headers.authorization))) {
+      return httpError(
+        401,
+        "unauthorized",
+        "missing or invalid API key (Authorization: Bearer <key>)",
+        rid,
+        {},
+        { "www-authenticate": 'Bearer realm="meterhook"' },
+      );
+    }
     if (req.body.length > deps.maxBodyBytes) {
       return httpError(413, "payload_too_large", `body is larger than ${deps.maxBodyBytes} bytes`, rid);
     }
