@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
+import { CreateQueueCommand, SendMessageBatchCommand } from "@aws-sdk/client-sqs";
 import { createReportsHandler, REPORTS_LAG_MS } from "../../functions/stripe-reports.js";
 import { createConsumerFromConfig, createErrorReportReaderFromConfig } from "../../lib/app.js";
 import { loadConfig } from "../../lib/config.js";
@@ -8,10 +9,12 @@ import { createLogger, silentLogger } from "../../lib/logger.js";
 import { meterEventIdentifier } from "../../lib/meter-event.js";
 import { MetricsRecorder } from "../../lib/metrics.js";
 import { ErrorReportsUnavailable } from "../../lib/stripe/error-reports.js";
+import { startPoller } from "../../local/poller.js";
 import { EMULATOR_DEFAULT_KEY, type StripeEmulator } from "../../local/stripe-emulator/server.js";
 import { lambdaContext, queueMessage, usageEvent } from "../helpers/factories.js";
-import { startTestQueues, type TestQueues } from "../helpers/sqs.js";
+import { queueDepth, startTestQueues, type TestQueues } from "../helpers/sqs.js";
 import { startEmulator } from "../helpers/stripe.js";
+import { waitFor } from "../helpers/wait.js";
 
 // Stripe knows one customer and one meter: the rest is refused asynchronously, after the v2
 // stream has accepted the batch.
@@ -127,5 +130,128 @@ describe("Stripe's asynchronous error reports (the stripe-reports function)", ()
   test("a read Stripe keeps failing fails the run, so that Lambda retries it", async () => {
     emulator.injectFaults({ path: "/v2/core/events", respond: { status: 500 }, times: 2 });
     await assert.rejects(runAt(Date.now() + REPORTS_LAG_MS), ErrorReportsUnavailable);
+  });
+
+  /** A report Stripe makes now, in the window of a run scheduled just over REPORTS_LAG_MS later. */
+  const reportNow = (customer: string) => {
+    emulator.ledger.addError({
+      code: "meter_event_customer_not_found",
+      message: `Customer ${customer} was not found.`,
+      identifier: `mh_${customer}`,
+      event_name: "api_requests",
+    });
+    emulator.errorReports.flush();
+  };
+
+  /** What Lambda writes to the on-failure destination after a scheduled run's last retry. */
+  const invocationRecord = (scheduled: string) => ({
+    version: "1.0",
+    timestamp: new Date().toISOString(),
+    requestContext: {
+      requestId: "5f6c1a7e-0000-4000-8000-000000000000",
+      functionArn: "arn:aws:lambda:us-east-1:000000000000:function:meterhook-dev-stripeReports:$LATEST",
+      condition: "RetriesExhausted",
+      approximateInvokeCount: 3,
+    },
+    requestPayload: {
+      version: "0",
+      id: "53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa",
+      "detail-type": "Scheduled Event",
+      source: "aws.events",
+      account: "000000000000",
+      time: scheduled,
+      region: "us-east-1",
+      resources: ["arn:aws:events:us-east-1:000000000000:rule/meterhook-dev-StripeReportsEventsRuleSchedule1"],
+      detail: {},
+    },
+    responseContext: { statusCode: 200, executedVersion: "$LATEST", functionError: "Unhandled" },
+    responsePayload: { errorType: "ErrorReportsUnavailable", errorMessage: "reading Stripe's error reports failed" },
+  });
+
+  /**
+   * The reports-missed queue on fauxqs (visible again 1 s after a failure) feeding the function
+   * as its SQS trigger does, until `until` holds.
+   */
+  async function throughMissedQueue(
+    bodies: string[],
+    until: (logged: Array<{ message: string } & Record<string, unknown>>) => boolean,
+  ) {
+    const { QueueUrl } = await queues.sqs.send(
+      new CreateQueueCommand({
+        QueueName: `meterhook-reports-missed-${bodies.length}-${Date.now()}`,
+        Attributes: { VisibilityTimeout: "1" },
+      }),
+    );
+    const queueUrl = QueueUrl as string;
+    await queues.sqs.send(
+      new SendMessageBatchCommand({
+        QueueUrl: queueUrl,
+        Entries: bodies.map((MessageBody, i) => ({ Id: String(i), MessageBody })),
+      }),
+    );
+    const lines: string[] = [];
+    const metrics = new MetricsRecorder();
+    const logger = createLogger({ write: (line) => lines.push(line) });
+    const reader = await createErrorReportReaderFromConfig(env(), { logger, metrics });
+    const handler = createReportsHandler(async () => ({ reader, intervalMs: 5 * 60_000, logger }));
+    const poller = startPoller({ sqs: queues.sqs, queueUrl, handler, waitTimeSeconds: 0 });
+    const logged = () => lines.map((l) => JSON.parse(l) as { message: string } & Record<string, unknown>);
+    try {
+      await waitFor(() => until(logged()), "the reports-missed queue to be read");
+      await waitFor(async () => (await queueDepth(queues.sqs, queueUrl)) === 0, "the reports-missed queue to empty");
+    } finally {
+      await poller.stop();
+      await reader.close();
+    }
+    return { logged: logged(), points: metrics.drain() };
+  }
+
+  test("a window whose run failed every retry is read from the reports-missed queue once Stripe answers", async () => {
+    reportNow("cus_MissedWindow");
+    const scheduled = new Date(Date.now() + REPORTS_LAG_MS + 1_000).toISOString();
+    // Stripe fails the run and Lambda's two retries of it (each read tries STRIPE_MAX_ATTEMPTS 2 times).
+    emulator.injectFaults({ path: "/v2/core/events", respond: { status: 503 }, times: 6 });
+    for (let attempt = 0; attempt < 3; attempt++) {
+      await assert.rejects(runAt(Date.parse(scheduled)), ErrorReportsUnavailable);
+    }
+    // Lambda writes the run to the function's on-failure destination. Stripe still fails the
+    // first read from there, so SQS gives the window back, and the next read gets it.
+    emulator.injectFaults({ path: "/v2/core/events", respond: { status: 503 }, times: 2 });
+    const { logged, points } = await throughMissedQueue([JSON.stringify(invocationRecord(scheduled))], (lines) =>
+      lines.some((l) => l.message === "a missed window of Stripe's error reports was read"),
+    );
+
+    const retried = logged.find((l) => l.message.includes("could not be read yet"));
+    assert.equal(retried?.level, "warn");
+    assert.equal(retried?.scheduled, scheduled);
+    // Earlier tests' reports share the window; this one is among them.
+    const report = logged.find(
+      (l) =>
+        l.message === "Stripe refused meter events it had accepted" &&
+        JSON.stringify(l.errors).includes("cus_MissedWindow"),
+    );
+    assert.equal(report?.level, "error");
+    const read = logged.find((l) => l.message === "a missed window of Stripe's error reports was read");
+    assert.equal(read?.to, new Date(Date.parse(scheduled) - REPORTS_LAG_MS).toISOString());
+    assert.ok((read?.reports as number) >= 1);
+    const refused = points.filter((p) => p.name === "StripeRefusedEvents" && Object.keys(p.dimensions).length === 0);
+    assert.ok(refused.reduce((n, p) => n + (p.values[0] ?? 0), 0) >= 1, "the alarm's metric counts it");
+  });
+
+  test("a window named twice is read once, and a record naming no time is logged, not retried", async () => {
+    // An hour ago: a window without reports, read in one list per report type.
+    const scheduled = new Date(Date.now() - 3_600_000).toISOString();
+    const listsBefore = emulator.requests.filter((r) => r.path === "/v2/core/events").length;
+    const record = JSON.stringify(invocationRecord(scheduled));
+    const { logged } = await throughMissedQueue(
+      [record, record, JSON.stringify({ time: scheduled }), "not json", JSON.stringify({ requestPayload: {} })],
+      (lines) => lines.filter((l) => l.message.includes("names no scheduled time")).length === 2,
+    );
+    const dropped = logged.filter((l) => l.message.includes("names no scheduled time"));
+    assert.ok(dropped.every((l) => l.level === "error"));
+    assert.deepEqual(dropped.map((l) => l.body).sort(), ["not json", '{"requestPayload":{}}']);
+    // The three records that name the window share one read.
+    const lists = emulator.requests.filter((r) => r.path === "/v2/core/events").length - listsBefore;
+    assert.equal(lists, 2);
   });
 });

@@ -241,7 +241,43 @@ describe("packaged CloudFormation template", () => {
     const actions = resources.StripeReportsRole.Properties.Policies.flatMap((p: Json) =>
       p.PolicyDocument.Statement.flatMap((st: Json) => [st.Action].flat()),
     );
-    assert.deepEqual(actions.sort(), ["logs:CreateLogStream", "logs:PutLogEvents", "ssm:GetParameter"]);
+    assert.deepEqual(actions.sort(), [
+      "logs:CreateLogStream",
+      "logs:PutLogEvents",
+      "sqs:DeleteMessage",
+      "sqs:GetQueueAttributes",
+      "sqs:ReceiveMessage",
+      "sqs:SendMessage",
+      "ssm:GetParameter",
+    ]);
+  });
+
+  test("a stripe-reports run that fails every retry goes to the reports-missed queue, which runs it again", () => {
+    const missed = { "Fn::GetAtt": ["ReportsMissedQueue", "Arn"] };
+    const invokeConfig = ofType("AWS::Lambda::EventInvokeConfig").find(
+      ([, c]) => c.Properties.FunctionName.Ref === "StripeReportsLambdaFunction",
+    )?.[1].Properties;
+    assert.equal(invokeConfig?.MaximumRetryAttempts, 2);
+    assert.deepEqual(invokeConfig?.DestinationConfig, { OnFailure: { Destination: missed } });
+    const trigger = ofType("AWS::Lambda::EventSourceMapping").find(([, m]) =>
+      JSON.stringify(m.Properties.EventSourceArn).includes("ReportsMissedQueue"),
+    )?.[1].Properties;
+    assert.deepEqual(trigger?.FunctionName, { "Fn::GetAtt": ["StripeReportsLambdaFunction", "Arn"] });
+    assert.deepEqual(trigger?.FunctionResponseTypes, ["ReportBatchItemFailures"]);
+    const queue = resources.ReportsMissedQueue.Properties;
+    // Lambda refuses an SQS trigger whose queue hides a message for less than the function's timeout.
+    assert.ok(queue.VisibilityTimeout >= resources.StripeReportsLambdaFunction.Properties.Timeout);
+    assert.equal(queue.MessageRetentionPeriod, 1_209_600);
+    const tlsOnly = resources.QueuesTlsOnlyPolicy.Properties;
+    assert.ok(tlsOnly.Queues.some((q: Json) => q.Ref === "ReportsMissedQueue"));
+    const alarm = ofType("AWS::CloudWatch::Alarm")
+      .map(([, a]) => a.Properties)
+      .find(
+        (a) =>
+          a.MetricName === "ApproximateAgeOfOldestMessage" &&
+          JSON.stringify(a.Dimensions).includes("ReportsMissedQueue"),
+      );
+    assert.equal(alarm?.Threshold, 3600);
   });
 
   test("an EventBridge rule targets the EventBridge function", () => {
@@ -433,8 +469,16 @@ describe("bundles", () => {
         event_name: "api_requests",
       });
       parts.emulator.errorReports.flush();
-      const read = await run("stripe-reports", { time: new Date(Date.now() + 61_000).toISOString() });
+      const scheduled = new Date(Date.now() + 61_000).toISOString();
+      const read = await run("stripe-reports", { time: scheduled });
       assert.deepEqual([read.reports, read.refused], [1, 1]);
+      // The same function reading a failed run's window from the reports-missed queue's trigger.
+      const lists = () => parts.emulator.requests.filter((r) => r.path === "/v2/core/events").length;
+      const listedBefore = lists();
+      const record = { requestContext: { condition: "RetriesExhausted" }, requestPayload: { time: scheduled } };
+      const missed = await run("stripe-reports", sqsEvent([sqsRecord(JSON.stringify(record))]));
+      assert.deepEqual(missed, { batchItemFailures: [] });
+      assert.equal(lists() - listedBefore, 2, "the window read again, one list per report type");
 
       // With a YAML mapping config: the consumer loads the mapping engine and YAML parser chunks.
       const snapshot = { type: "storage.snapshot", tenant: "tenant-42", day: "2026-11-25", bytes: 2_500_000_000 };
