@@ -13,6 +13,9 @@ import { publishMetrics } from "./support/observability.js";
  */
 export const REPORTS_LAG_MS = 60_000;
 
+/** A missed window's read is not started, nor allowed to run, closer than this to the function's timeout. */
+export const MISSED_STOP_MARGIN_MS = 5_000;
+
 export interface ReportsSetup {
   reader: ErrorReportReader;
   intervalMs: number;
@@ -80,7 +83,16 @@ async function readMissed(event: SQSEvent, setup: ReportsSetup, deadline: number
   const logger = setup.logger ?? silentLogger;
   const failures: SQSBatchResponse["batchItemFailures"] = [];
   const read = new Map<number, boolean>();
+  // Reads end this long before Lambda would stop the invocation: a stopped invocation gives its
+  // whole batch back, and the windows it had read would be logged and counted twice.
+  const stopBy = deadline - MISSED_STOP_MARGIN_MS;
+  let unstarted = 0;
   for (const record of event.Records) {
+    if (Date.now() >= stopBy) {
+      unstarted++;
+      failures.push({ itemIdentifier: record.messageId });
+      continue;
+    }
     const scheduled = scheduledTimeOf(record.body);
     if (scheduled === undefined) {
       // Nothing names a window: retrying it cannot help. Logged where the operator looks.
@@ -93,7 +105,7 @@ async function readMissed(event: SQSEvent, setup: ReportsSetup, deadline: number
     let ok = read.get(scheduled);
     if (ok === undefined) {
       try {
-        const run = await readWindow(setup, scheduled, deadline);
+        const run = await readWindow(setup, scheduled, stopBy);
         logger.info("a missed window of Stripe's error reports was read", { ...run, messageId: record.messageId });
         ok = true;
       } catch (error) {
@@ -107,6 +119,9 @@ async function readMissed(event: SQSEvent, setup: ReportsSetup, deadline: number
       read.set(scheduled, ok);
     }
     if (!ok) failures.push({ itemIdentifier: record.messageId });
+  }
+  if (unstarted > 0) {
+    logger.warn("missed windows of Stripe's error reports left for a later invocation: no time left", { unstarted });
   }
   return { batchItemFailures: failures };
 }

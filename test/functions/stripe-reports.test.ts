@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { CreateQueueCommand, SendMessageBatchCommand } from "@aws-sdk/client-sqs";
-import { createReportsHandler, REPORTS_LAG_MS } from "../../functions/stripe-reports.js";
+import { createReportsHandler, MISSED_STOP_MARGIN_MS, REPORTS_LAG_MS } from "../../functions/stripe-reports.js";
 import { createConsumerFromConfig, createErrorReportReaderFromConfig } from "../../lib/app.js";
 import { loadConfig } from "../../lib/config.js";
 import { processBatch } from "../../lib/consumer.js";
@@ -11,7 +11,7 @@ import { MetricsRecorder } from "../../lib/metrics.js";
 import { ErrorReportsUnavailable } from "../../lib/stripe/error-reports.js";
 import { startPoller } from "../../local/poller.js";
 import { EMULATOR_DEFAULT_KEY, type StripeEmulator } from "../../local/stripe-emulator/server.js";
-import { lambdaContext, queueMessage, usageEvent } from "../helpers/factories.js";
+import { lambdaContext, queueMessage, sqsRecord, usageEvent } from "../helpers/factories.js";
 import { queueDepth, startTestQueues, type TestQueues } from "../helpers/sqs.js";
 import { startEmulator } from "../helpers/stripe.js";
 import { waitFor } from "../helpers/wait.js";
@@ -253,5 +253,30 @@ describe("Stripe's asynchronous error reports (the stripe-reports function)", ()
     // The three records that name the window share one read.
     const lists = emulator.requests.filter((r) => r.path === "/v2/core/events").length - listsBefore;
     assert.equal(lists, 2);
+  });
+
+  test("missed windows are not started too close to the function's timeout, and go back to the queue", async () => {
+    const lines: string[] = [];
+    const logger = createLogger({ write: (line) => lines.push(line) });
+    const reader = await createErrorReportReaderFromConfig(env(), { logger });
+    const handler = createReportsHandler(async () => ({ reader, intervalMs: 5 * 60_000, logger }));
+    const listsBefore = emulator.requests.filter((r) => r.path === "/v2/core/events").length;
+    const record = (messageId: string) => ({
+      ...sqsRecord(invocationRecord(new Date().toISOString())),
+      messageId,
+    });
+    try {
+      // Less than MISSED_STOP_MARGIN_MS left: nothing is read, everything is given back.
+      const answer = await handler(
+        { Records: [record("m1"), record("m2")] },
+        { getRemainingTimeInMillis: () => MISSED_STOP_MARGIN_MS - 1_000 },
+      );
+      assert.deepEqual(answer, { batchItemFailures: [{ itemIdentifier: "m1" }, { itemIdentifier: "m2" }] });
+    } finally {
+      await reader.close();
+    }
+    assert.equal(emulator.requests.filter((r) => r.path === "/v2/core/events").length, listsBefore);
+    const left = lines.map((l) => JSON.parse(l)).find((l) => l.message.includes("no time left"));
+    assert.equal(left?.unstarted, 2);
   });
 });
