@@ -1,10 +1,10 @@
 /**
  * The README is where users find meterhook's contracts: every dead-letter code the consumer can
- * write, every setting it reads, every metric it emits. These checks keep a new one from
+ * write, every HTTP error code the API answers, every setting it reads, every metric it emits. These checks keep a new one from
  * shipping undocumented.
  */
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import { test } from "node:test";
 import { EnvSchema } from "../../lib/config.js";
 import { DeadLetterCode } from "../../lib/errors.js";
@@ -37,4 +37,16 @@ test("the README names every metric meterhook emits", () => {
   for (const name of [...Object.values(Metric), ...Object.values(ReportMetric)]) {
     assert.ok(readme.includes(`\`${name}\``), `${name} is not in the README`);
   }
+});
+
+test("the README names every error code the HTTP API answers", () => {
+  const lib = new URL("../../lib/", import.meta.url);
+  const codes = new Set<string>();
+  for (const file of readdirSync(lib, { recursive: true, encoding: "utf8" })) {
+    if (!file.endsWith(".ts")) continue;
+    const text = readFileSync(new URL(file, lib), "utf8");
+    for (const m of text.matchAll(/httpError\(\s*\d{3},\s*"([a-z_]+)"/g)) codes.add(m[1] as string);
+  }
+  assert.ok(codes.size >= 8, "the codes were found");
+  for (const code of codes) assert.ok(readme.includes(`\`${code}\``), `${code} is not in the README`);
 });
