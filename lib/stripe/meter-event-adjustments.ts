@@ -5,8 +5,8 @@
  */
 import type { CancelTarget } from "../cancellation.js";
 import type { StripeClient } from "./client.js";
-import { runPool, type SubmitOutcome } from "./submitter.js";
-import { enc, NOT_SENT, postForm } from "./v1-meter-events.js";
+import { NOT_SENT, runPool, type SubmitOutcome } from "./submitter.js";
+import { enc, postForm } from "./v1-form.js";
 import { toOutcome } from "./verdict-outcome.js";
 
 export type { CancelTarget };

@@ -20,6 +20,13 @@ export type SubmitOutcome =
       requestId?: string;
     };
 
+/** What a call not started for lack of time answers: retried, and known not to have reached Stripe. */
+export const NOT_SENT = {
+  kind: "retry",
+  reason: "not sent: the invocation was about to time out",
+  unsent: true,
+} as const satisfies SubmitOutcome;
+
 /** Submits meter events to Stripe; answers one outcome per event, in order. Never throws. */
 export interface MeterEventSubmitter {
   readonly api: "v1" | "v2";

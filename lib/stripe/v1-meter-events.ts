@@ -1,31 +1,14 @@
 import { CUSTOMER_KEY, type MeterEvent } from "../meter-event.js";
 import type { StripeClient } from "./client.js";
-import type { Verdict } from "./retry-policy.js";
-import { type MeterEventSubmitter, runPool, type SubmitOutcome } from "./submitter.js";
+import { type MeterEventSubmitter, NOT_SENT, runPool, type SubmitOutcome } from "./submitter.js";
+import { enc, postForm } from "./v1-form.js";
 import { toOutcome } from "./verdict-outcome.js";
-
-/** Characters a form value may carry as they are; most names, ids and numbers are only these. */
-const FORM_SAFE = /^[A-Za-z0-9_.~-]*$/;
-/** A form value, percent-encoded only when it must be. */
-export const enc = (s: string) => (FORM_SAFE.test(s) ? s : encodeURIComponent(s));
 
 /** `payload[stripe_customer_id]=cus_1&...`; brackets left raw, as Stripe's SDKs send them. */
 export function encodeV1Form(e: MeterEvent): string {
   let form = `event_name=${enc(e.event_name)}&identifier=${enc(e.identifier)}&timestamp=${e.timestamp}`;
   for (const k in e.payload) form += `&payload[${enc(k)}]=${enc(e.payload[k] as string)}`;
   return form;
-}
-
-/** What a call not started for lack of time answers: retried, and known not to have reached Stripe. */
-export const NOT_SENT = {
-  kind: "retry",
-  reason: "not sent: the invocation was about to time out",
-  unsent: true,
-} as const;
-
-/** A v1 form POST to Stripe's API, with the client's retries. */
-export function postForm(client: StripeClient, path: string, body: string, deadline: number): Promise<Verdict> {
-  return client.call({ base: "api", path, body, contentType: "application/x-www-form-urlencoded", deadline });
 }
 
 /**

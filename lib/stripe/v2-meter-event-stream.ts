@@ -2,7 +2,7 @@ import type { MeterEvent } from "../meter-event.js";
 import { isoFromSeconds } from "../timestamps.js";
 import type { BearerSource, StripeClient } from "./client.js";
 import type { Verdict } from "./retry-policy.js";
-import { type MeterEventSubmitter, runPool, type SubmitOutcome } from "./submitter.js";
+import { type MeterEventSubmitter, NOT_SENT, runPool, type SubmitOutcome } from "./submitter.js";
 import { toOutcome } from "./verdict-outcome.js";
 
 export const MAX_STREAM_BATCH = 100;
@@ -105,7 +105,7 @@ export function createV2StreamSubmitter(
       const send = async ([from, to]: [number, number]): Promise<void> => {
         let outcome: SubmitOutcome;
         if (deadline - now() < options.stopMarginMs) {
-          outcome = { kind: "retry", reason: "not sent: the invocation was about to time out", unsent: true };
+          outcome = NOT_SENT;
         } else {
           const body = streamBody(events.slice(from, to));
           outcome = toOutcome(
