@@ -14,6 +14,7 @@ import { createSqsReader, createSqsSender, type SqsClientSource } from "./queue.
 import { type ReplayOptions, type ReplayReport, replayDeadLetters } from "./replay.js";
 import { apiKeysReloader, resolveSecrets, type SecretReader, stripeKeyReloader } from "./secrets.js";
 import { StripeClient } from "./stripe/client.js";
+import { checkingCustomers } from "./stripe/customer-check.js";
 import { type ErrorReport, publishErrorReports, readErrorReports, refusedIn } from "./stripe/error-reports.js";
 import { createCanceller } from "./stripe/meter-event-adjustments.js";
 import { checkingMeters } from "./stripe/meters.js";
@@ -150,6 +151,8 @@ export function createSubmitter(
   client: StripeClient,
   logger: Logger,
   metrics: Metrics,
+  /** Customer checks wait for their turn under the rate (replay: no invocation waits on it). */
+  waitForChecks = false,
 ): MeterEventSubmitter {
   const s = config.stripe;
   const common = { concurrency: s.concurrency, stopMarginMs: config.stopMarginMs };
@@ -157,7 +160,19 @@ export function createSubmitter(
     config.stripeApi === "v1"
       ? createV1Submitter(client, common)
       : createV2StreamSubmitter(client, { ...common, batchSize: s.streamBatchSize });
-  return config.meterCheck ? checkingMeters(submitter, client, logger, { ...config.meterCheck, metrics }) : submitter;
+  const checked = config.meterCheck
+    ? checkingMeters(submitter, client, logger, { ...config.meterCheck, metrics })
+    : submitter;
+  // Outside the meter check: it sees events under Stripe's default customer key.
+  const c = config.customerCheck;
+  return c
+    ? checkingCustomers(checked, client, logger, {
+        maxAgeMs: c.maxAgeMs,
+        limiter: new RateLimiter(c.perSecond, Math.max(1, Math.ceil(c.perSecond))),
+        waitForTurns: waitForChecks,
+        metrics,
+      })
+    : checked;
 }
 
 async function consumerMapping(
@@ -203,7 +218,12 @@ async function stripeSide(config: Config, deps: AppDeps, component: string) {
 }
 
 /** The pipeline's consumer side: customer resolution, Stripe submission, dead letters. */
-export async function createConsumerFromConfig(config: Config, deps: AppDeps = {}): Promise<Consumer> {
+export async function createConsumerFromConfig(
+  config: Config,
+  deps: AppDeps = {},
+  /** A replay's consumer: its customer checks wait for their turn rather than send unchecked. */
+  replaying = false,
+): Promise<Consumer> {
   const { reader, resolved, logger, metrics, transport, client } = await stripeSide(config, deps, "consumer");
   const mapping = await mappingFor(config, deps);
   // The customer search lookup's GET. Stripe limits searches to 20 per second per account, apart
@@ -233,7 +253,7 @@ export async function createConsumerFromConfig(config: Config, deps: AppDeps = {
   const consumerDeps: ConsumerDeps = {
     resolver: new CustomerResolver([stripeIdLookup, staticTableLookup(config.customers)]),
     mapping: mapping ? await consumerMapping(mapping, { transport, stripeGet, env: config.env, reader }) : undefined,
-    submitter: createSubmitter(resolved, client, logger, metrics),
+    submitter: createSubmitter(resolved, client, logger, metrics, replaying),
     canceller: createCanceller(client, { concurrency: config.stripe.concurrency, stopMarginMs: config.stopMarginMs }),
     deadLetterQueue: createSqsSender(sqs, required(config.deadLetterQueueUrl, "METERHOOK_DLQ_URL")),
     logger,
@@ -321,7 +341,9 @@ export async function replayFromConfig(
   deps: AppDeps = {},
 ): Promise<ReplayReport> {
   const sqs = sqsClientFor(config, deps.sqs);
-  const consumer = await createConsumerFromConfig(config, { ...deps, sqs });
+  // Replayed letters are checked, however many customers they name: a letter dead-lettered
+  // customer_not_in_stripe goes back to the DLQ if Stripe still lacks its customer, never unchecked.
+  const consumer = await createConsumerFromConfig(config, { ...deps, sqs }, true);
   try {
     const reader = createSqsReader(sqs, required(config.deadLetterQueueUrl, "METERHOOK_DLQ_URL"));
     return await replayDeadLetters(reader, consumer.deps, options);

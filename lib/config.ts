@@ -52,6 +52,9 @@ export const EnvSchema = z.object({
   // Check each event_name against Stripe's active meters, and send each meter's payload keys.
   METERHOOK_METER_CHECK: z.enum(["on", "off"]).default("off"),
   METERHOOK_METERS_MAX_AGE_SECONDS: int(300, 10, 86_400),
+  // Check each event's customer in Stripe (GET /v1/customers/{id}, remembered for the max age).
+  METERHOOK_CUSTOMER_CHECK: z.enum(["on", "off"]).default("off"),
+  METERHOOK_CUSTOMERS_MAX_AGE_SECONDS: int(3_600, 10, 7 * 86_400),
   STRIPE_API_KEY: z.string().optional(),
   STRIPE_API_KEY_SSM_PARAMETER: z.string().min(1).optional(),
   STRIPE_API_KEY_SECRET_ID: z.string().min(1).optional(),
@@ -69,6 +72,9 @@ export const EnvSchema = z.object({
   // Stripe allows 20 searches per second per account; 3 per instance keeps the stack's 5
   // consumer instances at 15, with room for the replay function and the app's own searches.
   STRIPE_SEARCH_MAX_REQUESTS_PER_SECOND: z.coerce.number().positive().max(10_000).default(3),
+  // Customer checks share the account's read rate (100/s live, 25/s in test mode) with the app's
+  // own calls: 2 per instance keeps the stack's 5 consumer instances at 10.
+  STRIPE_CUSTOMER_CHECK_MAX_REQUESTS_PER_SECOND: z.coerce.number().positive().max(10_000).default(2),
   SQS_ENDPOINT: z.string().url().optional(),
   SSM_ENDPOINT: z.string().url().optional(),
   SECRETS_MANAGER_ENDPOINT: z.string().url().optional(),
@@ -117,6 +123,12 @@ export interface Config {
    * when `maxAgeMs` old; undefined when METERHOOK_METER_CHECK is off.
    */
   meterCheck: { maxAgeMs: number } | undefined;
+  /**
+   * The consumer checks each event's customer in Stripe (lib/stripe/customer-check.ts), again
+   * when an answer is `maxAgeMs` old, at most `perSecond` checks a second; undefined when
+   * METERHOOK_CUSTOMER_CHECK is off.
+   */
+  customerCheck: { maxAgeMs: number; perSecond: number } | undefined;
   stripe: {
     apiKey: string | undefined;
     apiKeySource: SecretSource | undefined;
@@ -259,6 +271,13 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     reportsIntervalMinutes: e.METERHOOK_REPORTS_INTERVAL_MINUTES,
     secretsMaxAgeMs: e.METERHOOK_SECRETS_MAX_AGE_SECONDS * 1000,
     meterCheck: e.METERHOOK_METER_CHECK === "on" ? { maxAgeMs: e.METERHOOK_METERS_MAX_AGE_SECONDS * 1000 } : undefined,
+    customerCheck:
+      e.METERHOOK_CUSTOMER_CHECK === "on"
+        ? {
+            maxAgeMs: e.METERHOOK_CUSTOMERS_MAX_AGE_SECONDS * 1000,
+            perSecond: e.STRIPE_CUSTOMER_CHECK_MAX_REQUESTS_PER_SECOND,
+          }
+        : undefined,
     stripe: {
       apiKey: e.STRIPE_API_KEY,
       apiKeySource: secretSource("STRIPE_API_KEY", e.STRIPE_API_KEY_SSM_PARAMETER, e.STRIPE_API_KEY_SECRET_ID),

@@ -12,6 +12,8 @@ export const DeadLetterCode = {
   timestampOutOfRange: "timestamp_out_of_range",
   customerNotFound: "customer_not_found",
   meterNotFound: "meter_not_found",
+  /** Stripe has no customer with the event's `cus_` id, or has deleted it (lib/stripe/customer-check.ts). */
+  customerNotInStripe: "customer_not_in_stripe",
   /** Stripe would not cancel the event a cancellation names (lib/cancellation.ts). */
   cancelRejected: "cancel_rejected",
   stripeRejected: "stripe_rejected",

@@ -96,6 +96,8 @@ export const Metric = {
   eventsDeadLettered: "EventsDeadLettered",
   /** Events sent without the meter check: Stripe would not let the key list its meters (lib/stripe/meters.ts). */
   eventsUnchecked: "EventsUnchecked",
+  /** Events sent before their customer could be checked in Stripe (lib/stripe/customer-check.ts). */
+  eventsCustomerUnchecked: "EventsCustomerUnchecked",
   stripeRequests: "StripeRequests",
   stripeLatency: "StripeLatency",
 } as const;

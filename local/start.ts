@@ -25,14 +25,21 @@ process.emitWarning = ((warning: string | Error, ...rest: unknown[]) => {
 
 // Settings of the local runtime itself, not of the pipeline: kept out of its config.
 const env = { ...process.env };
-for (const k of ["PORT", "SQS_PORT", "STRIPE_EMULATOR_PORT", "STRIPE_EMULATOR_METERS"]) delete env[k];
+for (const k of ["PORT", "SQS_PORT", "STRIPE_EMULATOR_PORT", "STRIPE_EMULATOR_METERS", "STRIPE_EMULATOR_CUSTOMERS"]) {
+  delete env[k];
+}
 // The emulator's meters: by default one is made for any event_name on first sight; named here
 // (comma-separated), it has these sum meters and no other, as a Stripe account does, e.g. to
 // try the meter check (METERHOOK_METER_CHECK=on).
-const meters = (process.env.STRIPE_EMULATOR_METERS ?? "")
-  .split(",")
-  .map((n) => n.trim())
-  .filter(Boolean);
+const list = (name: string) =>
+  (process.env[name] ?? "")
+    .split(",")
+    .map((n) => n.trim())
+    .filter(Boolean);
+const meters = list("STRIPE_EMULATOR_METERS");
+// Its customers: by default every cus_ id exists; named here, only these do, e.g. to try the
+// customer check (METERHOOK_CUSTOMER_CHECK=on).
+const customers = list("STRIPE_EMULATOR_CUSTOMERS");
 
 try {
   const rt = await startLocalRuntime({
@@ -40,7 +47,13 @@ try {
     port: port("PORT", 3000),
     sqsPort: port("SQS_PORT", 4566),
     stripeEmulatorPort: port("STRIPE_EMULATOR_PORT", 12111),
-    emulator: meters.length > 0 ? { meters: meters.map((event_name) => ({ event_name })) } : undefined,
+    emulator:
+      meters.length > 0 || customers.length > 0
+        ? {
+            ...(meters.length > 0 ? { meters: meters.map((event_name) => ({ event_name })) } : {}),
+            ...(customers.length > 0 ? { customers } : {}),
+          }
+        : undefined,
   });
   const sample = JSON.stringify({
     id: "req_8f2c",
@@ -55,7 +68,7 @@ try {
     `    ingest queue  ${rt.ingestQueueUrl}`,
     `    dead letters  ${rt.deadLetterQueueUrl}`,
     rt.emulator
-      ? `  Stripe emulator ${rt.stripeApiBase}   (totals: GET ${rt.stripeApiBase}/v1/billing/meters/summaries)${meters.length > 0 ? `\n    meters        ${meters.join(", ")} (STRIPE_EMULATOR_METERS)` : ""}`
+      ? `  Stripe emulator ${rt.stripeApiBase}   (totals: GET ${rt.stripeApiBase}/v1/billing/meters/summaries)${meters.length > 0 ? `\n    meters        ${meters.join(", ")} (STRIPE_EMULATOR_METERS)` : ""}${customers.length > 0 ? `\n    customers     ${customers.join(", ")} (STRIPE_EMULATOR_CUSTOMERS)` : ""}`
       : `  Stripe          ${rt.stripeApiBase}`,
     rt.usingDefaultApiKey
       ? `  API key         ${rt.apiKey}   (local default; set METERHOOK_API_KEYS to change)`

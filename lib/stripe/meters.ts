@@ -15,7 +15,7 @@ import { redact } from "../redact.js";
 import { reloading } from "../reloading.js";
 import type { StripeClient } from "./client.js";
 import type { Verdict } from "./retry-policy.js";
-import { billEverything, type MeterEventSubmitter, type SubmitOutcome } from "./submitter.js";
+import { behindCheck, type MeterEventSubmitter, type SubmitOutcome, submitSome } from "./submitter.js";
 
 /** An active meter, as the check needs it. */
 export interface StripeMeter {
@@ -225,45 +225,26 @@ export function checkingMeters(
     if (missing) read = (await meters.afterMiss()) ?? read;
     const { meters: active, startedAt } = read;
     for (const name of missingSince.keys()) if (active.has(name)) missingSince.delete(name);
-    const outcomes: SubmitOutcome[] = new Array(events.length);
-    const send: MeterEvent[] = [];
-    const at: number[] = [];
-    events.forEach((e, i) => {
+    return submitSome(target, events, deadline, (e) => {
       const meter = active.get(e.event_name);
       if (!meter) {
         // Missing from a list read after the name was first seen missing: it has no meter.
-        outcomes[i] =
-          startedAt >= (missingSince.get(e.event_name) ?? Number.POSITIVE_INFINITY)
-            ? {
-                kind: "rejected",
-                code: DeadLetterCode.meterNotFound,
-                reason: `no active Stripe meter has event_name "${e.event_name}": create the meter (or activate it), then replay`,
-              }
-            : {
-                kind: "retry",
-                reason: `no active Stripe meter had event_name "${e.event_name}" when the meters were last read, ${Math.round((arrived - startedAt) / 1000)} s ago`,
-              };
-        return;
+        return startedAt >= (missingSince.get(e.event_name) ?? Number.POSITIVE_INFINITY)
+          ? {
+              kind: "rejected",
+              code: DeadLetterCode.meterNotFound,
+              reason: `no active Stripe meter has event_name "${e.event_name}": create the meter (or activate it), then replay`,
+            }
+          : {
+              kind: "retry",
+              reason: `no active Stripe meter had event_name "${e.event_name}" when the meters were last read, ${Math.round((arrived - startedAt) / 1000)} s ago`,
+            };
       }
       const ready = meter.defaultKeys ? e : withMeterKeys(e, meter);
-      if (typeof ready === "string") {
-        outcomes[i] = { kind: "rejected", code: DeadLetterCode.invalidPayload, reason: ready };
-        return;
-      }
-      send.push(ready);
-      at.push(i);
+      return typeof ready === "string"
+        ? { kind: "rejected", code: DeadLetterCode.invalidPayload, reason: ready }
+        : ready;
     });
-    const sent = send.length > 0 ? await target.submit(send, deadline) : [];
-    at.forEach((i, j) => {
-      outcomes[i] = sent[j] as SubmitOutcome;
-    });
-    return outcomes;
   };
-  const dry = inner.dryRun?.() ?? billEverything;
-  return {
-    api: inner.api,
-    submit: (events, deadline) => submit(inner, events, deadline),
-    // A dry run checks against the same meters (a read has no effect in Stripe) and sends nothing.
-    dryRun: () => ({ api: inner.api, submit: (events, deadline) => submit(dry, events, deadline) }),
-  };
+  return behindCheck(inner, submit);
 }

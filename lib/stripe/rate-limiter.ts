@@ -8,6 +8,8 @@ export class RateLimiter {
   private tokens: number;
   private last: number;
   private queue: Promise<void> = Promise.resolve();
+  /** Callers of acquire() not yet answered: tryAcquire() does not pass them. */
+  private waiting = 0;
 
   constructor(
     private readonly perSecond: number,
@@ -22,6 +24,7 @@ export class RateLimiter {
   /** Waits for a token; answers false (taking none) if that would end after `deadline`. */
   acquire(deadline: number): Promise<boolean> {
     // Callers queue up in order, so waiting is fair and the rate holds across them.
+    this.waiting++;
     const turn = this.queue.then(async () => {
       this.refill();
       if (this.tokens < 1) {
@@ -33,8 +36,19 @@ export class RateLimiter {
       this.tokens -= 1;
       return true;
     });
-    this.queue = turn.then(() => undefined);
+    this.queue = turn.then(() => {
+      this.waiting--;
+    });
     return turn;
+  }
+
+  /** A token now, or false (taking none) when none is free or a caller of acquire() waits. */
+  tryAcquire(): boolean {
+    if (this.waiting > 0) return false;
+    this.refill();
+    if (this.tokens < 1) return false;
+    this.tokens -= 1;
+    return true;
   }
 
   private refill(): void {

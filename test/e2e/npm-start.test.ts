@@ -93,3 +93,27 @@ test("with STRIPE_EMULATOR_METERS and METERHOOK_METER_CHECK=on, an event for ano
     await rt.exited;
   }
 });
+
+test("with STRIPE_EMULATOR_CUSTOMERS and METERHOOK_CUSTOMER_CHECK=on, an event for another customer is dead-lettered customer_not_in_stripe", async () => {
+  const sample = { customer: "cus_NciAYcXfLnqBoz" };
+  const rt = await npmStart({ STRIPE_EMULATOR_CUSTOMERS: sample.customer, METERHOOK_CUSTOMER_CHECK: "on" });
+  assert.match(rt.out(), /customers {5}cus_NciAYcXfLnqBoz \(STRIPE_EMULATOR_CUSTOMERS\)/);
+  const event = JSON.parse(rt.body);
+  assert.equal(event.customer, sample.customer);
+  const stranger = { ...event, id: "req_stranger", customer: "cus_NotAtThisStripe" };
+  assert.equal((await rt.post({ events: [event, stranger] })).status, 202);
+  await rt.billed(event);
+
+  const endpoint = /SQS \(fauxqs\) +(\S+)/.exec(rt.out())?.[1] as string;
+  const dlq = /dead letters +(\S+)/.exec(rt.out())?.[1] as string;
+  const sqs = new SQSClient({ endpoint, region: "us-east-1", credentials: { accessKeyId: "l", secretAccessKey: "l" } });
+  try {
+    const letter = await waitFor(async () => (await drainDeadLetters(sqs, dlq))[0], "the stranger's dead letter");
+    assert.equal(letter.error.code, "customer_not_in_stripe");
+    assert.match(letter.error.message, /Stripe has no customer cus_NotAtThisStripe/);
+  } finally {
+    sqs.destroy();
+    process.kill(-(rt.child.pid as number), "SIGINT");
+    await rt.exited;
+  }
+});

@@ -1,6 +1,5 @@
 import { after, before } from "node:test";
-import type { StripeEmulator } from "../../local/stripe-emulator/server.js";
-import { EMULATOR_DEFAULT_KEY } from "../../local/stripe-emulator/server.js";
+import { EMULATOR_DEFAULT_KEY, type EmulatorOptions, type StripeEmulator } from "../../local/stripe-emulator/server.js";
 import { startTestQueues, type TestQueues } from "./sqs.js";
 import { startEmulator } from "./stripe.js";
 
@@ -11,9 +10,9 @@ export interface PipelineParts {
   stop(): Promise<void>;
 }
 
-export async function startPipelineParts(): Promise<PipelineParts> {
+export async function startPipelineParts(emulatorOptions: EmulatorOptions = {}): Promise<PipelineParts> {
   const queues = await startTestQueues();
-  const emulator = await startEmulator();
+  const emulator = await startEmulator(emulatorOptions);
   return {
     queues,
     emulator,
@@ -28,14 +27,14 @@ export async function startPipelineParts(): Promise<PipelineParts> {
  * The parts for one test file: started before its tests, stopped after them. Its fields are
  * read inside tests and hooks, once the file's `before` has run.
  */
-export function usePipelineParts(): PipelineParts {
+export function usePipelineParts(emulatorOptions: EmulatorOptions = {}): PipelineParts {
   let started: PipelineParts | undefined;
   const get = (): PipelineParts => {
     if (!started) throw new Error("pipeline parts read before the test file's before hook ran");
     return started;
   };
   before(async () => {
-    started = await startPipelineParts();
+    started = await startPipelineParts(emulatorOptions);
   });
   after(() => started?.stop());
   return {

@@ -45,3 +45,14 @@ export function meterEvent(n: number, overrides: Partial<MeterEvent> = {}): Mete
 }
 
 export const inAMinute = () => Date.now() + 60_000;
+
+/** Stripe's answer to a restricted key without the permission an endpoint needs. */
+export const RESTRICTED_KEY_REFUSAL = {
+  status: 403,
+  body: {
+    error: {
+      type: "invalid_request_error",
+      message: "The provided key 'rk_test_****1234' does not have the required permissions for this endpoint.",
+    },
+  },
+};

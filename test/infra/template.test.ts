@@ -200,6 +200,17 @@ describe("packaged CloudFormation template", () => {
     assert.equal(alarm?.Threshold, 1);
   });
 
+  test("the consumer and the replay function check each event's customer in Stripe, 2 reads a second per instance", () => {
+    for (const fn of ["IngestQueueLambdaFunction", "DlqReplayLambdaFunction"]) {
+      const env = resources[fn].Properties.Environment.Variables;
+      const config = loadConfig({
+        METERHOOK_CUSTOMER_CHECK: env.METERHOOK_CUSTOMER_CHECK,
+        STRIPE_CUSTOMER_CHECK_MAX_REQUESTS_PER_SECOND: String(env.STRIPE_CUSTOMER_CHECK_MAX_REQUESTS_PER_SECOND),
+      });
+      assert.deepEqual(config.customerCheck, { maxAgeMs: 3_600_000, perSecond: 2 }, fn);
+    }
+  });
+
   test("the HTTP API gets METERHOOK_EVENTS_PER_MESSAGE from the eventsPerMessage param, 1 (no packs) by default", () => {
     const env = resources.HttpApiLambdaFunction.Properties.Environment.Variables;
     assert.equal(String(env.METERHOOK_EVENTS_PER_MESSAGE), "1");
@@ -358,6 +369,7 @@ describe("bundles", () => {
         METERHOOK_INGEST_QUEUE_URL: parts.queues.ingestQueueUrl,
         METERHOOK_LOG_LEVEL: "error",
         METERHOOK_METER_CHECK: "on",
+        METERHOOK_CUSTOMER_CHECK: "on",
         AWS_REGION: "us-east-1",
       };
       const run = async (name: string, event: unknown, extra: Record<string, string> = {}) => {

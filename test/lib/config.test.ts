@@ -86,6 +86,32 @@ describe("loadConfig", () => {
     assert.throws(() => loadConfig({ METERHOOK_METERS_MAX_AGE_SECONDS: "5" }), /METERHOOK_METERS_MAX_AGE_SECONDS/);
   });
 
+  test("the customer check is off unless METERHOOK_CUSTOMER_CHECK=on; an answer stands 3,600 s, and 2 checks a second by default", () => {
+    assert.equal(loadConfig({}).customerCheck, undefined);
+    assert.equal(loadConfig({ METERHOOK_CUSTOMER_CHECK: "off" }).customerCheck, undefined);
+    assert.deepEqual(loadConfig({ METERHOOK_CUSTOMER_CHECK: "on" }).customerCheck, {
+      maxAgeMs: 3_600_000,
+      perSecond: 2,
+    });
+    assert.deepEqual(
+      loadConfig({
+        METERHOOK_CUSTOMER_CHECK: "on",
+        METERHOOK_CUSTOMERS_MAX_AGE_SECONDS: "60",
+        STRIPE_CUSTOMER_CHECK_MAX_REQUESTS_PER_SECOND: "0.5",
+      }).customerCheck,
+      { maxAgeMs: 60_000, perSecond: 0.5 },
+    );
+    assert.throws(() => loadConfig({ METERHOOK_CUSTOMER_CHECK: "yes" }), /METERHOOK_CUSTOMER_CHECK/);
+    assert.throws(
+      () => loadConfig({ METERHOOK_CUSTOMERS_MAX_AGE_SECONDS: "5" }),
+      /METERHOOK_CUSTOMERS_MAX_AGE_SECONDS/,
+    );
+    assert.throws(
+      () => loadConfig({ STRIPE_CUSTOMER_CHECK_MAX_REQUESTS_PER_SECOND: "0" }),
+      /STRIPE_CUSTOMER_CHECK_MAX_REQUESTS_PER_SECOND/,
+    );
+  });
+
   test("required() names the missing setting", () => {
     assert.throws(() => required(undefined, "STRIPE_API_KEY"), /STRIPE_API_KEY is required/);
     assert.throws(() => required([], "METERHOOK_API_KEYS"), /METERHOOK_API_KEYS/);

@@ -5,7 +5,7 @@ import { MetricsRecorder } from "../../../lib/metrics.js";
 import { checkingMeters, type MeterCheckOptions, readActiveMeters } from "../../../lib/stripe/meters.js";
 import { createV2StreamSubmitter } from "../../../lib/stripe/v2-meter-event-stream.js";
 import type { StripeEmulator } from "../../../local/stripe-emulator/server.js";
-import { clientFor, inAMinute, meterEvent, startEmulator } from "../../helpers/stripe.js";
+import { clientFor, inAMinute, meterEvent, RESTRICTED_KEY_REFUSAL, startEmulator } from "../../helpers/stripe.js";
 
 const METERS = "/v1/billing/meters";
 let emulator: StripeEmulator;
@@ -185,16 +185,7 @@ describe("Stripe's active meters", () => {
   test("a key Stripe will not let list the meters (a restricted key): events go unchecked, the list is tried again after maxAgeMs", async () => {
     const metrics = new MetricsRecorder();
     const submitter = checked({ metrics });
-    const refusal = {
-      status: 403,
-      body: {
-        error: {
-          type: "invalid_request_error",
-          message: "The provided key 'rk_test_****1234' does not have the required permissions for this endpoint.",
-        },
-      },
-    };
-    emulator.injectFaults({ path: METERS, respond: refusal });
+    emulator.injectFaults({ path: METERS, respond: RESTRICTED_KEY_REFUSAL });
     const before = lists();
     const first = [event("api_requests"), event("no_such_meter")];
     assert.deepEqual(
