@@ -160,6 +160,8 @@ interface Ledger {
   http: Record<string, number>;
   faults: Record<string, number>;
   stripeRequests: number;
+  /** The customer check's reads (GET /v1/customers/{id}), faulted like the rest. */
+  customerReads: number;
   seconds: number;
 }
 
@@ -190,6 +192,9 @@ async function run(seed: number, api: "v1" | "v2", packed: boolean): Promise<Led
       METERHOOK_EVENTS_PER_MESSAGE: packed ? "100" : "1",
       // As the stack runs: events checked against Stripe's meters, under faults too.
       METERHOOK_METER_CHECK: "on",
+      // And each customer read from Stripe first, its reads under the same faults: a failed read
+      // must never keep a valid event from being billed once.
+      METERHOOK_CUSTOMER_CHECK: "on",
       // A cancellation may be sent before its event: it waits for it as long as a fault may.
       METERHOOK_CANCEL_ATTEMPTS: "100",
     },
@@ -217,8 +222,10 @@ async function run(seed: number, api: "v1" | "v2", packed: boolean): Promise<Led
   const emulator = rt.emulator;
   assert.ok(emulator);
   emulator.setFaultPolicy((req: FaultContext) => {
-    // Faults on meter events and on listing the meters (the meter check's reads).
-    if (!req.path.includes("meter_event") && req.path !== "/v1/billing/meters") return undefined;
+    // Faults on meter events, on listing the meters (the meter check's reads) and on reading
+    // customers (the customer check's).
+    const checkRead = req.path === "/v1/billing/meters" || req.path.startsWith("/v1/customers/");
+    if (!req.path.includes("meter_event") && !checkRead) return undefined;
     // A permanent refusal is about content: every request carrying a poisoned event is refused,
     // as long as Stripe does not have it (a real Stripe answers "already exists" then).
     if (req.identifiers.some((i) => poisoned(i) && !req.isRecorded(i))) {
@@ -447,6 +454,7 @@ async function run(seed: number, api: "v1" | "v2", packed: boolean): Promise<Led
     http: count(httpRejected),
     faults,
     stripeRequests: emulator.requests.filter((q) => q.path.includes("meter_event")).length,
+    customerReads: emulator.requests.filter((q) => q.path.startsWith("/v1/customers/")).length,
     seconds: Math.round((Date.now() - started) / 100) / 10,
   };
 }
@@ -473,6 +481,7 @@ function table(ledgers: Ledger[]): string {
     ],
     ["dead-letter copies (a message delivered again after its letter was written)", (l) => l.dlqCopies],
     ["Stripe meter requests", (l) => l.stripeRequests],
+    ["customer reads (the customer check)", (l) => l.customerReads],
     ...keys((l) => l.faults).map((k): [string, (l: Ledger) => number] => [`fault: ${k}`, (l) => l.faults[k] ?? 0]),
     ["seconds", (l) => l.seconds],
   ];
