@@ -44,6 +44,10 @@ const instant: HttpTransport = {
       const meter = { id: "mtr_bench", object: "billing.meter", event_name: "api_requests", status: "active" };
       return Promise.resolve({ status: 200, headers, body: JSON.stringify({ data: [meter], has_more: false }) });
     }
+    if (req.method === "GET" && req.url.includes("/v1/customers/")) {
+      const id = decodeURIComponent(req.url.slice(req.url.indexOf("/v1/customers/") + 14));
+      return Promise.resolve({ status: 200, headers, body: JSON.stringify({ id, object: "customer" }) });
+    }
     return after({ status: req.url.includes("/v2/") ? 202 : 200, headers, body: "{}" });
   },
   close: async () => {},

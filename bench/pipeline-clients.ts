@@ -226,6 +226,12 @@ function consumerEnv(url: string, api: "v1" | "v2", extra: Record<string, string
     // As the stack runs it (serverless.yml meterCheck). BENCH_METER_CHECK=off for a bundle built
     // before the check existed (BENCH_COMPARE_BUNDLE), whose config refuses the unknown name.
     ...(process.env.BENCH_METER_CHECK === "off" ? {} : { METERHOOK_METER_CHECK: "on" }),
+    // The customer check too (serverless.yml customerCheck), its rate high enough that the
+    // first batch reads the 200 customers: the rows measure a warm instance that knows them.
+    // BENCH_CUSTOMER_CHECK=off for a bundle built before it existed.
+    ...(process.env.BENCH_CUSTOMER_CHECK === "off"
+      ? {}
+      : { METERHOOK_CUSTOMER_CHECK: "on", STRIPE_CUSTOMER_CHECK_MAX_REQUESTS_PER_SECOND: "1000" }),
     // STRIPE_HTTP_CLIENT=undici in the bench's environment measures the undici client instead.
     ...(process.env.STRIPE_HTTP_CLIENT ? { STRIPE_HTTP_CLIENT: process.env.STRIPE_HTTP_CLIENT } : {}),
     ...extra,
