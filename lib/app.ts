@@ -146,13 +146,20 @@ export function createStripeClient(
   );
 }
 
+export interface SubmitterOptions {
+  /**
+   * A replay's: customer checks wait for their turn under the rate (no invocation waits on a
+   * replay), and a letter whose customer could not be read stays in the DLQ, never sent unchecked.
+   */
+  replaying?: boolean;
+}
+
 export function createSubmitter(
   config: Config,
   client: StripeClient,
   logger: Logger,
   metrics: Metrics,
-  /** Customer checks wait for their turn under the rate (replay: no invocation waits on it). */
-  waitForChecks = false,
+  options: SubmitterOptions = {},
 ): MeterEventSubmitter {
   const s = config.stripe;
   const common = { concurrency: s.concurrency, stopMarginMs: config.stopMarginMs };
@@ -169,7 +176,7 @@ export function createSubmitter(
     ? checkingCustomers(checked, client, logger, {
         maxAgeMs: c.maxAgeMs,
         limiter: new RateLimiter(c.perSecond, Math.max(1, Math.ceil(c.perSecond))),
-        waitForTurns: waitForChecks,
+        waitForTurns: options.replaying,
         metrics,
       })
     : checked;
@@ -221,8 +228,7 @@ async function stripeSide(config: Config, deps: AppDeps, component: string) {
 export async function createConsumerFromConfig(
   config: Config,
   deps: AppDeps = {},
-  /** A replay's consumer: its customer checks wait for their turn rather than send unchecked. */
-  replaying = false,
+  options: SubmitterOptions = {},
 ): Promise<Consumer> {
   const { reader, resolved, logger, metrics, transport, client } = await stripeSide(config, deps, "consumer");
   const mapping = await mappingFor(config, deps);
@@ -253,7 +259,7 @@ export async function createConsumerFromConfig(
   const consumerDeps: ConsumerDeps = {
     resolver: new CustomerResolver([stripeIdLookup, staticTableLookup(config.customers)]),
     mapping: mapping ? await consumerMapping(mapping, { transport, stripeGet, env: config.env, reader }) : undefined,
-    submitter: createSubmitter(resolved, client, logger, metrics, replaying),
+    submitter: createSubmitter(resolved, client, logger, metrics, options),
     canceller: createCanceller(client, { concurrency: config.stripe.concurrency, stopMarginMs: config.stopMarginMs }),
     deadLetterQueue: createSqsSender(sqs, required(config.deadLetterQueueUrl, "METERHOOK_DLQ_URL")),
     logger,
@@ -343,7 +349,7 @@ export async function replayFromConfig(
   const sqs = sqsClientFor(config, deps.sqs);
   // Replayed letters are checked, however many customers they name: a letter dead-lettered
   // customer_not_in_stripe goes back to the DLQ if Stripe still lacks its customer, never unchecked.
-  const consumer = await createConsumerFromConfig(config, { ...deps, sqs }, true);
+  const consumer = await createConsumerFromConfig(config, { ...deps, sqs }, { replaying: true });
   try {
     const reader = createSqsReader(sqs, required(config.deadLetterQueueUrl, "METERHOOK_DLQ_URL"));
     return await replayDeadLetters(reader, consumer.deps, options);

@@ -56,7 +56,10 @@ export interface CustomerCheckOptions {
   maxAgeMs: number;
   /** This instance's share of Stripe's read rate: a check with no turn free at once is not made... */
   limiter: RateLimiter;
-  /** ...unless this is set: each check waits for its turn (a replay, where no one waits on a batch). */
+  /**
+   * ...unless this is set: each check waits for its turn (a replay, where no one waits on a
+   * batch), and an event whose customer still has no answer is retried, never sent unchecked.
+   */
   waitForTurns?: boolean;
   /** Counts the events sent before their customer could be checked (Metric.eventsCustomerUnchecked). */
   metrics?: Metrics;
@@ -66,7 +69,7 @@ export interface CustomerCheckOptions {
 }
 
 /** The longest one check may hold its batch: a slow Stripe costs the batch the check, not its time. */
-export const CUSTOMER_CHECK_BUDGET_MS = 5_000;
+const CUSTOMER_CHECK_BUDGET_MS = 5_000;
 const MAX_ENTRIES = 100_000;
 
 interface Answer {
@@ -177,7 +180,11 @@ export function checkingCustomers(
       const id = e.payload[CUSTOMER_KEY] as string;
       // An answer asked again and not had keeps the one before; none at all: sent unchecked.
       const state = answers.get(id)?.state;
-      if (state === undefined) unchecked++;
+      if (state === undefined) {
+        if (options.waitForTurns)
+          return { kind: "retry", reason: `customer ${id} could not be read from Stripe in time` };
+        unchecked++;
+      }
       if (state !== "missing" && state !== "deleted") return e;
       return {
         kind: "rejected",

@@ -156,4 +156,22 @@ describe("the customer check", () => {
     ]);
     assert.equal(emulator.ledger.receipts.has(kept.identifier), false);
   });
+
+  test("waiting for turns (a replay): an event whose customer gets no turn before the deadline is retried, not sent unchecked", async () => {
+    const metrics = new MetricsRecorder();
+    // One read a second on the real clock, and half a second to go: the second customer has no turn.
+    const submitter = checked({ metrics, waitForTurns: true, limiter: new RateLimiter(1, 1), now: Date.now });
+    const first = event("cus_Shared");
+    const second = event("cus_WaitGone");
+    const [a, b] = await submitter.submit([first, second], Date.now() + 500);
+    assert.equal(a?.kind, "billed");
+    assert.equal(b?.kind, "retry");
+    assert.match((b as { reason: string }).reason, /customer cus_WaitGone could not be read from Stripe in time/);
+    assert.equal(reads("cus_WaitGone"), 0);
+    assert.equal(emulator.ledger.receipts.has(second.identifier), false);
+    assert.equal(
+      metrics.drain().find((p) => p.name === "EventsCustomerUnchecked"),
+      undefined,
+    );
+  });
 });
