@@ -98,6 +98,11 @@ export const Metric = {
   eventsUnchecked: "EventsUnchecked",
   /** Events sent before their customer could be checked in Stripe (lib/stripe/customer-check.ts). */
   eventsCustomerUnchecked: "EventsCustomerUnchecked",
+  /**
+   * Of those, the events sent unchecked because Stripe refused to let the key read customers: the
+   * check is off until the key is fixed (alarmed, unlike a cold start's events waiting for a turn).
+   */
+  eventsCustomerCheckOff: "EventsCustomerCheckOff",
   stripeRequests: "StripeRequests",
   stripeLatency: "StripeLatency",
 } as const;

@@ -68,6 +68,13 @@ export interface CustomerCheckOptions {
   now?: () => number;
 }
 
+/** Why a replayed event whose customer has no answer stays in the DLQ. */
+function noAnswer(id: string, off: boolean): string {
+  return off
+    ? `customer ${id} could not be checked: Stripe refuses to let this key read customers (give it read access to Customers, or replay with METERHOOK_CUSTOMER_CHECK=off)`
+    : `customer ${id} could not be read from Stripe in time`;
+}
+
 /** The longest one check may hold its batch: a slow Stripe costs the batch the check, not its time. */
 const CUSTOMER_CHECK_BUDGET_MS = 5_000;
 const MAX_ENTRIES = 100_000;
@@ -119,7 +126,9 @@ export function checkingCustomers(
       if (read.kind === "permanent" && read.code === DeadLetterCode.stripeUnauthorized) {
         offUntil = now() + options.maxAgeMs;
         logger.error(
-          "the customer check is off: Stripe refused to let this key read customers; events are sent unchecked",
+          `the customer check is off: Stripe refused to let this key read customers; ${
+            options.waitForTurns ? "letters whose customer is not known stay in the DLQ" : "events are sent unchecked"
+          }`,
           {
             reason,
             fix: "give the key read access to Customers, or set METERHOOK_CUSTOMER_CHECK=off",
@@ -127,7 +136,10 @@ export function checkingCustomers(
           },
         );
       } else {
-        logger.warn("checking a customer in Stripe failed; its events are sent unchecked", { reason });
+        logger.warn(
+          `checking a customer in Stripe failed; ${options.waitForTurns ? "its letters stay in the DLQ unless it was read before" : "its events are sent unchecked"}`,
+          { reason },
+        );
       }
       return undefined;
     })().finally(() => inflight.delete(id));
@@ -175,14 +187,15 @@ export function checkingCustomers(
     }
     if (due === undefined && !refused) return target.submit(events, deadline);
     if (due !== undefined) await Promise.all(checks(due, deadline));
+    // Read after the checks: one of them may have just found the key refused.
+    const off = now() < offUntil;
     let unchecked = 0;
     const outcomes = submitSome(target, events, deadline, (e) => {
       const id = e.payload[CUSTOMER_KEY] as string;
       // An answer asked again and not had keeps the one before; none at all: sent unchecked.
       const state = answers.get(id)?.state;
       if (state === undefined) {
-        if (options.waitForTurns)
-          return { kind: "retry", reason: `customer ${id} could not be read from Stripe in time` };
+        if (options.waitForTurns) return { kind: "retry", reason: noAnswer(id, off) };
         unchecked++;
       }
       if (state !== "missing" && state !== "deleted") return e;
@@ -196,6 +209,7 @@ export function checkingCustomers(
       };
     });
     options.metrics?.count(Metric.eventsCustomerUnchecked, unchecked);
+    if (off) options.metrics?.count(Metric.eventsCustomerCheckOff, unchecked);
     return outcomes;
   };
   return behindCheck(inner, submit);

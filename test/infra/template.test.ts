@@ -200,7 +200,7 @@ describe("packaged CloudFormation template", () => {
     assert.equal(alarm?.Threshold, 1);
   });
 
-  test("the consumer and the replay function check each event's customer in Stripe, 2 reads a second per instance", () => {
+  test("the consumer and the replay function check each event's customer in Stripe, 2 reads a second per instance; an alarm fires when the check is off", () => {
     for (const fn of ["IngestQueueLambdaFunction", "DlqReplayLambdaFunction"]) {
       const env = resources[fn].Properties.Environment.Variables;
       const config = loadConfig({
@@ -209,6 +209,15 @@ describe("packaged CloudFormation template", () => {
       });
       assert.deepEqual(config.customerCheck, { maxAgeMs: 3_600_000, perSecond: 2 }, fn);
     }
+    const alarm = ofType("AWS::CloudWatch::Alarm")
+      .map(([, a]) => a.Properties)
+      .find((a) => a.MetricName === "EventsCustomerCheckOff");
+    assert.equal(alarm?.Namespace, "meterhook");
+    assert.deepEqual(alarm?.Dimensions, [
+      { Name: "service", Value: "meterhook" },
+      { Name: "function", Value: "ingest-queue" },
+    ]);
+    assert.equal(alarm?.Threshold, 1);
   });
 
   test("the HTTP API gets METERHOOK_EVENTS_PER_MESSAGE from the eventsPerMessage param, 1 (no packs) by default", () => {

@@ -140,10 +140,41 @@ describe("the customer check", () => {
     clock += 60_000;
     assert.deepEqual(kinds(await submitter.submit([event("cus_Restricted")], inAMinute())), ["billed"]);
     assert.equal(reads("cus_Restricted"), 1);
-    assert.deepEqual(metrics.drain().find((p) => p.name === "EventsCustomerUnchecked")?.values, [2]);
+    const drained = metrics.drain();
+    assert.deepEqual(drained.find((p) => p.name === "EventsCustomerUnchecked")?.values, [2]);
+    // Counted apart too, for the alarm: a cold start's events waiting for a turn are not.
+    assert.deepEqual(drained.find((p) => p.name === "EventsCustomerCheckOff")?.values, [2]);
     clock += HOUR;
     assert.deepEqual(kinds(await submitter.submit([event("cus_Restricted")], inAMinute())), ["customer_not_in_stripe"]);
     assert.equal(reads("cus_Restricted"), 2);
+    assert.equal(
+      metrics.drain().find((p) => p.name === "EventsCustomerCheckOff"),
+      undefined,
+    );
+  });
+
+  test("a replay with a key Stripe will not let read customers keeps the letters, saying why", async () => {
+    const metrics = new MetricsRecorder();
+    const submitter = checked({ metrics, waitForTurns: true });
+    emulator.injectFaults({ path: "/v1/customers/cus_ReplayRestricted", respond: RESTRICTED_KEY_REFUSAL });
+    const held = event("cus_ReplayRestricted");
+    const [o] = await submitter.submit([held], inAMinute());
+    assert.equal(o?.kind, "retry");
+    assert.match(
+      (o as { reason: string }).reason,
+      /Stripe refuses to let this key read customers \(give it read access to Customers, or replay with METERHOOK_CUSTOMER_CHECK=off\)/,
+    );
+    assert.equal(emulator.ledger.receipts.has(held.identifier), false);
+    const off = lines.findLast((l) => String(l.message).startsWith("the customer check is off"));
+    assert.match(String(off?.message), /letters whose customer is not known stay in the DLQ/);
+    // While off, no further read: the next letter is held with the same reason.
+    const [next] = await submitter.submit([event("cus_ReplayRestricted")], inAMinute());
+    assert.match((next as { reason: string }).reason, /refuses to let this key read customers/);
+    assert.equal(reads("cus_ReplayRestricted"), 1);
+    assert.equal(
+      metrics.drain().find((p) => p.name === "EventsCustomerCheckOff"),
+      undefined,
+    );
   });
 
   test("a dry run checks customers and sends nothing", async () => {
