@@ -285,6 +285,7 @@ export async function createConsumerFromConfig(
         duplicates: result.duplicates,
         requeued: result.requeued,
         ...(result.cancelled > 0 ? { cancelled: result.cancelled } : {}),
+        ...(result.alreadyCancelled > 0 ? { alreadyCancelled: result.alreadyCancelled } : {}),
         retried: result.retried,
         deadLettered: result.deadLettered,
       });

@@ -100,6 +100,8 @@ export interface BatchResult {
   ignored: number;
   /** Cancellations Stripe took: their meter events no longer count. */
   cancelled: number;
+  /** Cancellations Stripe said were made already (by an earlier delivery): done, counted apart. */
+  alreadyCancelled: number;
   /** Messages whose combined event failed and went back on the ingest queue as one message. */
   requeued: number;
   retried: number;
@@ -178,6 +180,7 @@ export async function processBatch(
   metrics.count(Metric.eventsDuplicate, result.duplicates);
   metrics.count(Metric.eventsIgnored, result.ignored);
   if (result.cancelled > 0) metrics.count(Metric.eventsCancelled, result.cancelled);
+  if (result.alreadyCancelled > 0) metrics.count(Metric.eventsAlreadyCancelled, result.alreadyCancelled);
   if (result.requeued > 0) metrics.count(Metric.eventsRequeued, result.requeued);
   metrics.count(Metric.eventsRetried, retrying);
   for (const [code, n] of Object.entries(result.deadLettered)) metrics.count(Metric.eventsDeadLettered, n, { code });
@@ -220,6 +223,7 @@ function settle(
     duplicates: 0,
     ignored: 0,
     cancelled: 0,
+    alreadyCancelled: 0,
     requeued: 0,
     retried: 0,
     deadLettered: {},
@@ -255,13 +259,16 @@ function settle(
         }
       }
       let cancelled = 0;
+      let alreadyCancelled = 0;
       // Most messages cancel nothing: no loop (nor array) for them.
       if (prepared.cancels) {
         for (const t of prepared.cancels) {
           const o = cancelStep(m, t, cancelOutcomeOf(t), deps);
           if (!(o.kind === "retry" && o.unsent)) unsent = false;
-          if (o.kind === "billed") cancelled++;
-          else if (o.kind === "rejected") rejected ??= o;
+          if (o.kind === "billed") {
+            if (o.duplicate) alreadyCancelled++;
+            else cancelled++;
+          } else if (o.kind === "rejected") rejected ??= o;
           else retry ??= o;
         }
       }
@@ -270,6 +277,7 @@ function settle(
         else if (prepared.events.length > 0) result.billed++;
         result.duplicates += duplicates;
         result.cancelled += cancelled;
+        result.alreadyCancelled += alreadyCancelled;
         return;
       }
       step = rejected

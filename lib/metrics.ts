@@ -91,6 +91,8 @@ export const Metric = {
   eventsIgnored: "EventsIgnored",
   /** Meter events cancelled at Stripe (lib/cancellation.ts). */
   eventsCancelled: "EventsCancelled",
+  /** Cancellations Stripe said an earlier delivery had made: done, as EventsAlreadyBilled is for events. */
+  eventsAlreadyCancelled: "EventsAlreadyCancelled",
   /** Messages whose combined (pre-aggregated) event went back on the queue to be retried. */
   eventsRequeued: "EventsRequeued",
   eventsDeadLettered: "EventsDeadLettered",

@@ -24,7 +24,7 @@ export interface ReplayReport {
   examined: number;
   /** Billed now (or, in a dry run, would be submitted). */
   billed: number;
-  /** Cancellations Stripe took now (or, in a dry run, would be sent). */
+  /** Cancellations Stripe took now or said it had (or, in a dry run, would be sent): done. */
   cancelled: number;
   /** Still not billable: back on the DLQ with the updated reason, by code. */
   deadLettered: Record<string, number>;
@@ -155,7 +155,7 @@ export async function replayDeadLetters(
     if (messages.length === 0) continue;
     const result = await processBatch(messages, now() + 10 * 60_000, runDeps);
     report.billed += result.billed;
-    report.cancelled += result.cancelled;
+    report.cancelled += result.cancelled + result.alreadyCancelled;
     for (const [code, n] of Object.entries(result.deadLettered))
       report.deadLettered[code] = (report.deadLettered[code] ?? 0) + n;
     const keep = new Set(result.failedMessageIds);
