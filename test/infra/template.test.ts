@@ -184,20 +184,25 @@ describe("packaged CloudFormation template", () => {
     assert.equal(env.METERHOOK_AGGREGATE, "", "pre-aggregation is off by default");
   });
 
-  test("the consumer and the replay function check events against Stripe's meters; an alarm fires when the check is off", () => {
-    for (const fn of ["IngestQueueLambdaFunction", "DlqReplayLambdaFunction"]) {
-      const env = resources[fn].Properties.Environment.Variables;
-      assert.ok(loadConfig({ METERHOOK_METER_CHECK: env.METERHOOK_METER_CHECK }).meterCheck, fn);
-    }
+  /** An alarm on the consumer's own metric `name` (EMF: namespace meterhook, its dimensions), at the first one. */
+  const assertConsumerAlarm = (name: string) => {
     const alarm = ofType("AWS::CloudWatch::Alarm")
       .map(([, a]) => a.Properties)
-      .find((a) => a.MetricName === "EventsUnchecked");
-    assert.equal(alarm?.Namespace, "meterhook");
+      .find((a) => a.MetricName === name);
+    assert.equal(alarm?.Namespace, "meterhook", name);
     assert.deepEqual(alarm?.Dimensions, [
       { Name: "service", Value: "meterhook" },
       { Name: "function", Value: "ingest-queue" },
     ]);
     assert.equal(alarm?.Threshold, 1);
+  };
+
+  test("the consumer and the replay function check events against Stripe's meters; an alarm fires when the check is off", () => {
+    for (const fn of ["IngestQueueLambdaFunction", "DlqReplayLambdaFunction"]) {
+      const env = resources[fn].Properties.Environment.Variables;
+      assert.ok(loadConfig({ METERHOOK_METER_CHECK: env.METERHOOK_METER_CHECK }).meterCheck, fn);
+    }
+    assertConsumerAlarm("EventsUnchecked");
   });
 
   test("the consumer and the replay function check each event's customer in Stripe, 2 reads a second per instance; an alarm fires when the check is off", () => {
@@ -209,15 +214,7 @@ describe("packaged CloudFormation template", () => {
       });
       assert.deepEqual(config.customerCheck, { maxAgeMs: 3_600_000, perSecond: 2 }, fn);
     }
-    const alarm = ofType("AWS::CloudWatch::Alarm")
-      .map(([, a]) => a.Properties)
-      .find((a) => a.MetricName === "EventsCustomerCheckOff");
-    assert.equal(alarm?.Namespace, "meterhook");
-    assert.deepEqual(alarm?.Dimensions, [
-      { Name: "service", Value: "meterhook" },
-      { Name: "function", Value: "ingest-queue" },
-    ]);
-    assert.equal(alarm?.Threshold, 1);
+    assertConsumerAlarm("EventsCustomerCheckOff");
   });
 
   test("the HTTP API gets METERHOOK_EVENTS_PER_MESSAGE from the eventsPerMessage param, 1 (no packs) by default", () => {
