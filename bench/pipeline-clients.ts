@@ -257,6 +257,7 @@ export type Role =
   | "pipeline v2, stack batch"
   | "pipeline v2, packed"
   | "client alone v2"
+  | "client alone v1"
   | "pipeline v2, compared build";
 const sdkOptions = (url: string) => {
   const u = new URL(url);
@@ -346,6 +347,33 @@ async function pipeline(
     close,
   };
 }
+/**
+ * meterhook's submitter (the consumer's, checks included) on batches of 100 events built
+ * beforehand, `inFlight` batches at a time: submission alone, without reading SQS records.
+ */
+async function clientAlone(url: string, api: "v1" | "v2", inFlight: number, customer: (i: number) => string) {
+  const consumer = await meterhook(url, api);
+  const { submitter } = consumer.deps;
+  const send = async (events: MeterEvent[]) => {
+    const outcomes = await submitter.submit(events, Date.now() + 120_000);
+    if (outcomes.some((o) => o.kind !== "billed")) throw new Error("a batch was not billed");
+  };
+  return {
+    run: () => {
+      const batches = v2Batches(
+        (i): MeterEvent => ({
+          event_name: "api_requests",
+          identifier: pipelineIdentifier(),
+          timestamp: now() - 60,
+          payload: { stripe_customer_id: customer(i), value: String(1 + (i % 7)) },
+        }),
+      );
+      return measure(batches, 100, (slice) => pool(slice, inFlight, send));
+    },
+    close: () => consumer.close(),
+  };
+}
+
 export const scenarios: Scenario[] = [
   {
     name: "stripe SDK, v2 stream, batches of 100, 16 in flight",
@@ -444,28 +472,15 @@ export const scenarios: Scenario[] = [
     // submission and everything else the pipeline does.
     name: "meterhook Stripe client alone, v2 stream, batches of 100, 16 in flight",
     role: "client alone v2",
-    start: async (url) => {
-      const consumer = await meterhook(url, "v2");
-      const { submitter } = consumer.deps;
-      const send = async (events: MeterEvent[]) => {
-        const outcomes = await submitter.submit(events, Date.now() + 60_000);
-        if (outcomes.some((o) => o.kind !== "billed")) throw new Error("a batch was not billed");
-      };
-      return {
-        run: () => {
-          const batches = v2Batches(
-            (i): MeterEvent => ({
-              event_name: "api_requests",
-              identifier: pipelineIdentifier(),
-              timestamp: now() - 60,
-              payload: { stripe_customer_id: `cus_bench${i}`, value: String(1 + (i % 7)) },
-            }),
-          );
-          return measure(batches, 100, (slice) => pool(slice, 16, send));
-        },
-        close: () => consumer.close(),
-      };
-    },
+    start: (url) => clientAlone(url, "v2", 16, (i) => `cus_bench${i}`),
+  },
+  {
+    // Likewise for v1, on the v1 pipeline row's traffic (batches of 100, 8 at once, 8 lanes
+    // each: the SDK row's 64 requests in flight): the v1 goal's floor, what the HTTP client
+    // alone spends per request against the SDK.
+    name: "meterhook Stripe client alone, v1 meter events, batches of 100, 8 in flight x 8 lanes",
+    role: "client alone v1",
+    start: (url) => clientAlone(url, "v1", 8, (i) => `cus_bench${i % 200}`),
   },
   ...(COMPARE_BUNDLE
     ? [

@@ -206,8 +206,14 @@ for (const rtt of RTTS) {
   };
   const named = (role: Role) => allScenarios.find((s) => s.role === role)?.name;
   const [sdk2, mh2, sdk1, mh1] = (["sdk v2", "pipeline v2", "sdk v1", "pipeline v1"] as const).map(named);
-  const [stack, packed, alone, compared] = (
-    ["pipeline v2, stack batch", "pipeline v2, packed", "client alone v2", "pipeline v2, compared build"] as const
+  const [stack, packed, alone, compared, alone1] = (
+    [
+      "pipeline v2, stack batch",
+      "pipeline v2, packed",
+      "client alone v2",
+      "pipeline v2, compared build",
+      "client alone v1",
+    ] as const
   ).map(named);
   const lines = [
     ["v2 pipeline/SDK events/s", ratio(mh2, sdk2, "eps", false, { op: ">=", value: 1 })],
@@ -219,6 +225,10 @@ for (const rtt of RTTS) {
     ["v2 CPU per event, pipeline/BENCH_COMPARE_BUNDLE", ratio(mh2, compared, "cpu", false, "none, a comparison")],
     // Events per CPU-second: the SDK's CPU per event over the pipeline's.
     ["v1 events per CPU-second pipeline/SDK", ratio(mh1, sdk1, "cpu", true, { op: ">=", value: 3 })],
+    [
+      "v1 events per CPU-second, meterhook's client alone/SDK",
+      ratio(alone1, sdk1, "cpu", true, "none, submission alone"),
+    ],
   ].filter(([, r]) => r !== undefined);
   if (lines.length > 0) console.log(`\nratios at ${rtt} ms: ${lines.map(([what, r]) => `${what} ${r}`).join("; ")}`);
   if (waits.length > 0) {
