@@ -259,7 +259,7 @@ export type Role =
   | "client alone v2"
   | "client alone v1"
   | "pipeline v2, compared build";
-const sdkOptions = (url: string) => {
+export const sdkOptions = (url: string) => {
   const u = new URL(url);
   return { host: u.hostname, port: Number(u.port), protocol: "http" as const, maxNetworkRetries: 2 };
 };
