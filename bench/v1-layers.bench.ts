@@ -5,7 +5,7 @@
  * request (or per event, for the pipeline) of every process of that layer:
  *   socket     node:net sockets, each request's text written whole and its answer read only as far
  *              as Content-Length: the floor for any HTTP client in Node on this machine
- *   sdk        the official stripe SDK's billing.meterEvents.create, as the pipeline bench's SDK row
+ *   sdk        the official stripe SDK's billing.meterEvents.create, the call of `npm run bench`'s SDK v1 row
  *   dispatch   undici's Agent.dispatch with a minimal handler: the floor for a client on undici
  *   transport  lib/stripe/undici-transport.ts (STRIPE_HTTP_CLIENT=undici)
  *   wire       lib/stripe/wire.ts, the default HTTP client
