@@ -11,8 +11,11 @@
  *   wire       lib/stripe/wire.ts, the default HTTP client
  *   client     StripeClient.call on the wire client (headers, idempotency key, retry policy, logging hooks)
  *   pipeline   the whole consumer, v1, batches of 100, 8 in flight (as `npm run bench`)
- * BENCH_EVENTS (20000 per run), BENCH_ROUNDS (3 processes per layer, 3 measured runs each after one
- * warm-up), BENCH_LAYERS (all; e.g. "client,pipeline").
+ * BENCH_EVENTS (20000 per run), BENCH_ROUNDS (3 processes per layer), BENCH_RUNS (3 measured runs per
+ * process, after one warm-up), BENCH_LAYERS (all; e.g. "client,pipeline"), BENCH_SERIES=1 prints each
+ * process's runs in order on stderr (to see whether a layer is still warming up). Before each
+ * process the emulator forgets what earlier ones sent it (BENCH_KEEP_EMULATOR_HISTORY=1 keeps it),
+ * as in `npm run bench`.
  */
 import { type ChildProcess, fork } from "node:child_process";
 import { randomUUID } from "node:crypto";
@@ -28,13 +31,14 @@ import { createUndiciTransport } from "../lib/stripe/undici-transport.js";
 import { encodeV1Form } from "../lib/stripe/v1-meter-events.js";
 import { createWireTransport } from "../lib/stripe/wire.js";
 import { meterhook, records, sdkOptions } from "./pipeline-clients.js";
-import { INGEST_QUEUE_MEMORY_MB, lambdaYoungGenerationFlags, median, startEmulator } from "./stats.js";
+import { forgetHistory, INGEST_QUEUE_MEMORY_MB, lambdaYoungGenerationFlags, median, startEmulator } from "./stats.js";
 
 const LAYERS = ["socket", "sdk", "dispatch", "transport", "wire", "client", "pipeline"] as const;
 type Layer = (typeof LAYERS)[number];
 const EVENTS = Number(process.env.BENCH_EVENTS ?? 20_000);
 const KEY = "sk_test_meterhook_local";
 const PATH = "/v1/billing/meter_events";
+const RUNS = Number(process.env.BENCH_RUNS ?? 3);
 
 const event = (i: number): MeterEvent => ({
   event_name: "api_requests",
@@ -148,11 +152,11 @@ async function socketFloor(u: URL): Promise<(body: string) => Promise<void>> {
     });
 }
 
-/** Child: one layer, one warm-up run and three measured; prints CPU µs per event of each. */
+/** Child: one layer, one warm-up run and RUNS measured; sends CPU µs per event of each. */
 async function child(layer: Layer, url: string): Promise<void> {
   const prepare = await layerRun(layer, url);
   const cpu: number[] = [];
-  for (let r = 0; r < 4; r++) {
+  for (let r = 0; r < 1 + RUNS; r++) {
     // The input is built before the clock starts (until 2026-11-27 it was measured with the run).
     const run = prepare();
     const c0 = process.cpuUsage();
@@ -172,6 +176,8 @@ async function main(): Promise<void> {
   const results = new Map<Layer, number[]>(layers.map((l) => [l, []]));
   for (let round = 0; round < Number(process.env.BENCH_ROUNDS ?? 3); round++) {
     for (const layer of layers) {
+      // As `npm run bench`: each process meets the emulator without earlier processes' events.
+      if (process.env.BENCH_KEEP_EMULATOR_HISTORY !== "1") await forgetHistory(emulator);
       const c: ChildProcess = fork("bench/v1-layers.bench.ts", {
         // As `npm run bench` runs its clients: Lambda's young generation, log lines to /dev/null.
         execArgv: [...lambdaYoungGenerationFlags(INGEST_QUEUE_MEMORY_MB), "--import", "tsx"],
@@ -179,6 +185,7 @@ async function main(): Promise<void> {
         stdio: ["ignore", "ignore", "inherit", "ipc"],
       });
       const [cpu] = (await once(c, "message")) as [number[]];
+      if (process.env.BENCH_SERIES === "1") console.error(`${layer}: ${cpu.map((x) => x.toFixed(1)).join(" ")}`);
       results.get(layer)?.push(...cpu);
       await once(c, "exit");
     }
