@@ -156,7 +156,6 @@ const now = () => Math.floor(Date.now() / 1000);
  * about 30 bytes shorter.
  */
 const pipelineIdentifier = () => meterEventIdentifier(randomUUID(), "api_requests");
-/** A v2 run's events, re-warm included, in batches of 100: event `i` of each batch is `make(i)`. */
 /** A run's batches of 100 (`make` gets the position in its batch, 0-99), re-warm included. */
 const batchesOf100 = <T>(make: (i: number) => T): T[][] =>
   Array.from({ length: (REWARM + EVENTS) / 100 }, () => Array.from({ length: 100 }, (_, i) => make(i)));

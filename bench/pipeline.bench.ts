@@ -52,8 +52,6 @@ const V2_EVENTS = Number(process.env.BENCH_V2_EVENTS ?? (QUICK ? 2000 : 200_000)
 const eventsFor = (name: string) => (name.includes("v2") ? V2_EVENTS : EVENTS);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? (QUICK ? 1 : 3));
 const WARMUP = Number(process.env.BENCH_WARMUP ?? (QUICK ? 0 : 1));
-/** BENCH_KEEP_EMULATOR_HISTORY=1: the emulator keeps every run's events, as the bench did before 2026-11-27 15:52. */
-const KEEP_HISTORY = process.env.BENCH_KEEP_EMULATOR_HISTORY === "1";
 /** BENCH_SHUFFLE=0: every round runs the clients in the listed order, as the bench did before 2026-11-27 17:10. */
 const SHUFFLE = process.env.BENCH_SHUFFLE !== "0";
 
@@ -143,7 +141,7 @@ for (const rtt of RTTS) {
     for (const i of runOrder(scenarios.length, round)) {
       const s = scenarios[i] as (typeof scenarios)[number];
       // Every run meets the emulator in the same state (bench/stats.ts forgetHistory says why).
-      if (!KEEP_HISTORY) await forgetHistory(child);
+      await forgetHistory(child);
       if (IDLE_MS > 0) await new Promise((resolve) => setTimeout(resolve, IDLE_MS));
       if (SETTLE) waits.push(await waitUntilQuiet([child, ...clients].map((c) => c.pid as number)));
       const r = await runOnce(clients[i] as ChildProcess);

@@ -82,6 +82,8 @@ export async function startEmulator(latencyMs: number): Promise<{ url: string; c
  * the emulator's state.
  */
 export async function forgetHistory(emulator: ChildProcess): Promise<void> {
+  // BENCH_KEEP_EMULATOR_HISTORY=1: the emulator keeps every run's events, as the bench did before 2026-11-27 15:52.
+  if (process.env.BENCH_KEEP_EMULATOR_HISTORY === "1") return;
   emulator.send("forget");
   const [msg] = await once(emulator, "message");
   if (msg !== "forgot") throw new Error(`the emulator answered ${String(msg)} to "forget"`);

@@ -177,7 +177,7 @@ async function main(): Promise<void> {
   for (let round = 0; round < Number(process.env.BENCH_ROUNDS ?? 3); round++) {
     for (const layer of layers) {
       // As `npm run bench`: each process meets the emulator without earlier processes' events.
-      if (process.env.BENCH_KEEP_EMULATOR_HISTORY !== "1") await forgetHistory(emulator);
+      await forgetHistory(emulator);
       const c: ChildProcess = fork("bench/v1-layers.bench.ts", {
         // As `npm run bench` runs its clients: Lambda's young generation, log lines to /dev/null.
         execArgv: [...lambdaYoungGenerationFlags(INGEST_QUEUE_MEMORY_MB), "--import", "tsx"],
