@@ -1,4 +1,5 @@
-import { startFauxqs } from "fauxqs";
+import { CreateQueueCommand, GetQueueAttributesCommand, SQSClient } from "@aws-sdk/client-sqs";
+import { buildApp } from "fauxqs";
 
 export const INGEST_QUEUE = "meterhook-ingest";
 export const DEAD_LETTER_QUEUE = "meterhook-dlq";
@@ -11,28 +12,48 @@ export interface LocalQueues {
 }
 
 /**
- * The SQS emulator (fauxqs) in process, with the ingest queue and its dead-letter queue. The
- * ingest queue's redrive policy sends a message there after `maxReceiveCount` deliveries, as the
- * deployed stack does.
+ * The SQS emulator (fauxqs) in process, on loopback only, with the ingest queue and its
+ * dead-letter queue. The ingest queue's redrive policy sends a message there after
+ * `maxReceiveCount` deliveries, as the deployed stack does.
  */
 export async function startLocalQueues(
   options: { port?: number; visibilityTimeoutSeconds?: number; maxReceiveCount?: number } = {},
 ): Promise<LocalQueues> {
-  const server = await startFauxqs({ port: options.port ?? 0, host: "localhost", logger: false });
-  const dlq = server.createQueue(DEAD_LETTER_QUEUE, { attributes: { MessageRetentionPeriod: "1209600" } });
-  const ingest = server.createQueue(INGEST_QUEUE, {
-    attributes: {
+  // fauxqs 1.9.2's startFauxqs listens on every interface, which would open unauthenticated
+  // queues to the network: its app is started here on 127.0.0.1 instead. The "localhost" host
+  // keeps the queue URLs startFauxqs gave (http://sqs.<region>.localhost:<port>/...).
+  const app = buildApp({ logger: false, host: "localhost" });
+  await app.listen({ port: options.port ?? 0, host: "127.0.0.1" });
+  const address = app.server.address();
+  const endpoint = `http://127.0.0.1:${typeof address === "object" && address ? address.port : options.port}`;
+  // The queues are made through the SQS API, as any client would make them.
+  const sqs = new SQSClient({
+    endpoint,
+    region: "us-east-1",
+    credentials: { accessKeyId: "local", secretAccessKey: "local" },
+  });
+  try {
+    const create = async (name: string, attributes: Record<string, string>) => {
+      const { QueueUrl } = await sqs.send(new CreateQueueCommand({ QueueName: name, Attributes: attributes }));
+      if (!QueueUrl) throw new Error(`fauxqs gave no URL for the queue ${name}`);
+      return QueueUrl;
+    };
+    const deadLetterQueueUrl = await create(DEAD_LETTER_QUEUE, { MessageRetentionPeriod: "1209600" });
+    const { Attributes } = await sqs.send(
+      new GetQueueAttributesCommand({ QueueUrl: deadLetterQueueUrl, AttributeNames: ["QueueArn"] }),
+    );
+    const ingestQueueUrl = await create(INGEST_QUEUE, {
       VisibilityTimeout: String(options.visibilityTimeoutSeconds ?? 30),
       RedrivePolicy: JSON.stringify({
-        deadLetterTargetArn: dlq.queueArn,
+        deadLetterTargetArn: Attributes?.QueueArn,
         maxReceiveCount: String(options.maxReceiveCount ?? 8),
       }),
-    },
-  });
-  return {
-    endpoint: server.address,
-    ingestQueueUrl: ingest.queueUrl,
-    deadLetterQueueUrl: dlq.queueUrl,
-    stop: () => server.stop(),
-  };
+    });
+    return { endpoint, ingestQueueUrl, deadLetterQueueUrl, stop: () => app.close() };
+  } catch (err) {
+    await app.close();
+    throw err;
+  } finally {
+    sqs.destroy();
+  }
 }

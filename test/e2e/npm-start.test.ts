@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
+import { existsSync, readFileSync } from "node:fs";
 import { after, test } from "node:test";
 import { SQSClient } from "@aws-sdk/client-sqs";
 import { drainDeadLetters } from "../helpers/sqs.js";
@@ -69,6 +70,45 @@ test("`npm start` serves the sample event it prints, end to end, and stops clean
   process.kill(-(rt.child.pid as number), "SIGINT");
   assert.match(await rt.exited, /^(0|SIGINT)$/);
   await waitFor(() => /\nstopped/.test(rt.out()) || undefined, `meterhook to report it stopped; got:\n${rt.out()}`);
+});
+
+/**
+ * The addresses sockets listen on at `port`, as the kernel lists them (Linux's /proc/net/tcp and
+ * tcp6): "127.0.0.1", "::1", or "0.0.0.0" / "::" for every interface. Read, not probed, so that
+ * the test sends nothing beyond loopback.
+ */
+function listeningAddresses(port: number): string[] {
+  const out: string[] = [];
+  for (const file of ["/proc/net/tcp", "/proc/net/tcp6"]) {
+    if (!existsSync(file)) continue;
+    for (const line of readFileSync(file, "utf8").split("\n").slice(1)) {
+      const [, local, , state] = line.trim().split(/\s+/);
+      if (state !== "0A" || !local) continue; // 0A: LISTEN
+      const [ip, hexPort] = local.split(":") as [string, string];
+      if (Number.parseInt(hexPort, 16) !== port) continue;
+      if (ip === "0100007F") out.push("127.0.0.1");
+      else if (ip === "00000000") out.push("0.0.0.0");
+      else if (ip === "00000000000000000000000001000000") out.push("::1");
+      else if (/^0+$/.test(ip)) out.push("::");
+      else out.push(ip);
+    }
+  }
+  return out;
+}
+
+test("every server `npm start` runs listens on loopback only", {
+  skip: !existsSync("/proc/net/tcp") && "needs Linux's /proc/net/tcp",
+}, async () => {
+  const rt = await npmStart();
+  const ports = [
+    /API gateway +http:\/\/127\.0\.0\.1:(\d+)/,
+    /SQS \(fauxqs\) +http:\/\/127\.0\.0\.1:(\d+)/,
+    /Stripe emulator +http:\/\/127\.0\.0\.1:(\d+)/,
+  ].map((re) => Number(re.exec(rt.out())?.[1]));
+  for (const port of ports) {
+    assert.ok(port > 0, `the banner names each server's port:\n${rt.out()}`);
+    assert.deepEqual(listeningAddresses(port), ["127.0.0.1"], `port ${port}`);
+  }
 });
 
 test("with STRIPE_EMULATOR_METERS and METERHOOK_METER_CHECK=on, an event for another meter is dead-lettered meter_not_found", async () => {
