@@ -5,6 +5,8 @@
  * request (or per event, for the pipeline) of every process of that layer:
  *   socket     node:net sockets, each request's text written whole and its answer read only as far
  *              as Content-Length: the floor for any HTTP client in Node on this machine
+ *   piped      the same on BENCH_PIPE_SOCKETS (8) sockets with HTTP/1.1 pipelining, the requests a
+ *              socket is given in one tick written together: the floor for a pipelining client
  *   sdk        the official stripe SDK's billing.meterEvents.create, the call of `npm run bench`'s SDK v1 row
  *   dispatch   undici's Agent.dispatch with a minimal handler: the floor for a client on undici
  *   transport  lib/stripe/undici-transport.ts (STRIPE_HTTP_CLIENT=undici)
@@ -33,7 +35,7 @@ import { createWireTransport } from "../lib/stripe/wire.js";
 import { meterhook, records, sdkOptions } from "./pipeline-clients.js";
 import { forgetHistory, INGEST_QUEUE_MEMORY_MB, lambdaYoungGenerationFlags, median, startEmulator } from "./stats.js";
 
-const LAYERS = ["socket", "sdk", "dispatch", "transport", "wire", "client", "pipeline"] as const;
+const LAYERS = ["socket", "piped", "sdk", "dispatch", "transport", "wire", "client", "pipeline"] as const;
 type Layer = (typeof LAYERS)[number];
 const EVENTS = Number(process.env.BENCH_EVENTS ?? 20_000);
 const KEY = "sk_test_meterhook_local";
@@ -67,6 +69,7 @@ async function layerRun(layer: Layer, url: string): Promise<() => () => Promise<
     return () => runPool(bodies, 64, send);
   };
   if (layer === "socket") return overBodies(await socketFloor(new URL(url)));
+  if (layer === "piped") return overBodies(await pipedFloor(new URL(url), Number(process.env.BENCH_PIPE_SOCKETS ?? 8)));
   if (layer === "sdk") {
     const stripe = new Stripe(KEY, sdkOptions(url));
     return () => {
@@ -144,11 +147,59 @@ async function socketFloor(u: URL): Promise<(body: string) => Promise<void>> {
     new Promise<void>((done) => {
       const s = idle.pop() as Socket; // runPool keeps 64 in flight, one per socket
       waiting.set(s, { buf: "", done });
-      const h = headers();
-      s.write(
-        `POST ${PATH} HTTP/1.1\r\nhost: ${u.host}\r\nauthorization: ${h.authorization}\r\nstripe-version: ${h["stripe-version"]}\r\nuser-agent: ${h["user-agent"]}\r\ncontent-type: ${h["content-type"]}\r\nidempotency-key: ${h["idempotency-key"]}\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
-        "latin1",
-      );
+      s.write(requestText(u, body), "latin1");
+    });
+}
+
+/** A v1 request's text, written by hand: the floors must do nothing a client does. */
+const requestText = (u: URL, body: string): string => {
+  const h = headers();
+  return `POST ${PATH} HTTP/1.1\r\nhost: ${u.host}\r\nauthorization: ${h.authorization}\r\nstripe-version: ${h["stripe-version"]}\r\nuser-agent: ${h["user-agent"]}\r\ncontent-type: ${h["content-type"]}\r\nidempotency-key: ${h["idempotency-key"]}\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`;
+};
+
+/**
+ * The pipelining floor: `n` kept-alive sockets, each request given to the socket with the fewest
+ * waiting, a socket's requests of one tick written in one write, its answers taken in order.
+ * How much one system call per several requests saves; as unfit for Stripe as socketFloor.
+ */
+async function pipedFloor(u: URL, n: number): Promise<(body: string) => Promise<void>> {
+  type Piped = { s: Socket; buf: string; waiting: (() => void)[]; out: string };
+  const sockets: Piped[] = [];
+  for (let i = 0; i < n; i++) {
+    const p: Piped = {
+      s: connect({ host: u.hostname, port: Number(u.port), noDelay: true }),
+      buf: "",
+      waiting: [],
+      out: "",
+    };
+    p.s.setEncoding("latin1");
+    p.s.on("data", (chunk: string) => {
+      p.buf += chunk;
+      for (;;) {
+        const head = p.buf.indexOf("\r\n\r\n");
+        if (head < 0) return;
+        const m = /content-length: *(\d+)/i.exec(p.buf.slice(0, head));
+        const end = head + 4 + Number(m?.[1] ?? 0);
+        if (p.buf.length < end) return;
+        p.buf = p.buf.slice(end);
+        (p.waiting.shift() as () => void)();
+      }
+    });
+    await once(p.s, "connect");
+    sockets.push(p);
+  }
+  const flush = (p: Piped) => {
+    p.s.write(p.out, "latin1");
+    p.out = "";
+  };
+  return (body) =>
+    new Promise<void>((done) => {
+      let p = sockets[0] as Piped;
+      for (const q of sockets) if (q.waiting.length < p.waiting.length) p = q;
+      p.waiting.push(done);
+      // After this tick's promise jobs: the requests runPool starts as answers come in go together.
+      if (p.out === "") process.nextTick(flush, p);
+      p.out += requestText(u, body);
     });
 }
 
