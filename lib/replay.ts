@@ -128,9 +128,11 @@ export async function replayDeadLetters(
   while (report.examined < options.limit) {
     const received = await reader.receive(options.limit - report.examined, options.visibilityTimeoutSeconds ?? 120);
     if (received.length === 0) break;
-    // Letters this replay wrote itself come round again on the same queue: leave them be.
-    const mine = received.filter((m) => m.sentAt >= started);
-    const todo = received.filter((m) => m.sentAt < started);
+    // Letters this replay wrote itself come round again on the same queue: leave them be. One
+    // sent in the very millisecond the replay started came before it: a replay writes no letter
+    // before it has received one (taking it for its own skipped it, and ended a replay of one).
+    const mine = received.filter((m) => m.sentAt > started);
+    const todo = received.filter((m) => m.sentAt <= started);
     await reader.release(mine.map((m) => m.receiptHandle));
     if (todo.length === 0) break;
     report.examined += todo.length;

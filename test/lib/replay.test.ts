@@ -49,8 +49,6 @@ async function putBack(letters: Array<DeadLetterBody & { attributes: Record<stri
       }),
     );
   }
-  // Replay leaves letters sent at or after its start (its own) alone: start it a moment later.
-  await new Promise((r) => setTimeout(r, 5));
 }
 /** Stripe's permanent refusal, as the emulator is told to answer it. */
 const refused = {
@@ -119,6 +117,28 @@ describe("DLQ replay", () => {
     assert.equal(parts.emulator.requests.length, requests);
     assert.equal(await queueDepth(parts.queues.sqs, parts.queues.deadLetterQueueUrl), 2);
     assert.equal(total("cus_dry"), 0);
+  });
+
+  test("a letter sent in the millisecond the replay starts is replayed, not taken for one of its own", async () => {
+    await deadLetter([usageEvent({ customer: "acct_same_ms", value: 4 })]);
+    // The letter's SentTimestamp, read without hiding it, is the replay's clock at its start.
+    const { ReceiveMessageCommand } = await import("@aws-sdk/client-sqs");
+    const peek = await parts.queues.sqs.send(
+      new ReceiveMessageCommand({
+        QueueUrl: parts.queues.deadLetterQueueUrl,
+        VisibilityTimeout: 0,
+        MessageSystemAttributeNames: ["SentTimestamp"],
+      }),
+    );
+    const sentAt = Number(peek.Messages?.[0]?.Attributes?.SentTimestamp);
+    assert.ok(sentAt > 0);
+    const report = await replayFromConfig(
+      loadConfig(env({ acct_same_ms: "cus_SameMs" })),
+      { limit: 10, dryRun: false, now: () => sentAt },
+      { sqs: parts.queues.sqs, logger: silentLogger },
+    );
+    assert.deepEqual([report.examined, report.billed], [1, 1]);
+    assert.equal(await queueDepth(parts.queues.sqs, parts.queues.deadLetterQueueUrl), 0);
   });
 
   test("takes at most --limit messages", async () => {
