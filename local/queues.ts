@@ -42,10 +42,13 @@ export async function startLocalQueues(
     const { Attributes } = await sqs.send(
       new GetQueueAttributesCommand({ QueueUrl: deadLetterQueueUrl, AttributeNames: ["QueueArn"] }),
     );
+    // Without it the ingest queue would have no redrive policy to speak of: fail instead.
+    const deadLetterArn = Attributes?.QueueArn;
+    if (!deadLetterArn) throw new Error(`fauxqs gave no ARN for the queue ${DEAD_LETTER_QUEUE}`);
     const ingestQueueUrl = await create(INGEST_QUEUE, {
       VisibilityTimeout: String(options.visibilityTimeoutSeconds ?? 30),
       RedrivePolicy: JSON.stringify({
-        deadLetterTargetArn: Attributes?.QueueArn,
+        deadLetterTargetArn: deadLetterArn,
         maxReceiveCount: String(options.maxReceiveCount ?? 8),
       }),
     });
