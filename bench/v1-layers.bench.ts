@@ -132,10 +132,7 @@ async function socketFloor(u: URL): Promise<(body: string) => Promise<void>> {
       const w = waiting.get(s);
       if (!w) return;
       w.buf += chunk;
-      const head = w.buf.indexOf("\r\n\r\n");
-      if (head < 0) return;
-      const m = /content-length: *(\d+)/i.exec(w.buf.slice(0, head));
-      if (w.buf.length < head + 4 + Number(m?.[1] ?? 0)) return;
+      if (answerEnd(w.buf) === undefined) return;
       waiting.delete(s);
       idle.push(s);
       w.done();
@@ -150,6 +147,14 @@ async function socketFloor(u: URL): Promise<(body: string) => Promise<void>> {
       s.write(requestText(u, body), "latin1");
     });
 }
+
+/** Where the first answer in `buf` ends (its head, then Content-Length bytes), once all of it is there. */
+const answerEnd = (buf: string): number | undefined => {
+  const head = buf.indexOf("\r\n\r\n");
+  if (head < 0) return undefined;
+  const end = head + 4 + Number(/content-length: *(\d+)/i.exec(buf.slice(0, head))?.[1] ?? 0);
+  return buf.length < end ? undefined : end;
+};
 
 /** A v1 request's text, written by hand: the floors must do nothing a client does. */
 const requestText = (u: URL, body: string): string => {
@@ -175,12 +180,7 @@ async function pipedFloor(u: URL, n: number): Promise<(body: string) => Promise<
     p.s.setEncoding("latin1");
     p.s.on("data", (chunk: string) => {
       p.buf += chunk;
-      for (;;) {
-        const head = p.buf.indexOf("\r\n\r\n");
-        if (head < 0) return;
-        const m = /content-length: *(\d+)/i.exec(p.buf.slice(0, head));
-        const end = head + 4 + Number(m?.[1] ?? 0);
-        if (p.buf.length < end) return;
+      for (let end = answerEnd(p.buf); end !== undefined; end = answerEnd(p.buf)) {
         p.buf = p.buf.slice(end);
         (p.waiting.shift() as () => void)();
       }

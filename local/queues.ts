@@ -1,3 +1,4 @@
+import type { AddressInfo } from "node:net";
 import { CreateQueueCommand, GetQueueAttributesCommand, SQSClient } from "@aws-sdk/client-sqs";
 import { buildApp } from "fauxqs";
 
@@ -24,8 +25,7 @@ export async function startLocalQueues(
   // keeps the queue URLs startFauxqs gave (http://sqs.<region>.localhost:<port>/...).
   const app = buildApp({ logger: false, host: "localhost" });
   await app.listen({ port: options.port ?? 0, host: "127.0.0.1" });
-  const address = app.server.address();
-  const endpoint = `http://127.0.0.1:${typeof address === "object" && address ? address.port : options.port}`;
+  const endpoint = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`;
   // The queues are made through the SQS API, as any client would make them.
   const sqs = new SQSClient({
     endpoint,

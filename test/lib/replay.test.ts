@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { beforeEach, describe, test } from "node:test";
 import { promisify } from "node:util";
-import { SendMessageCommand } from "@aws-sdk/client-sqs";
+import { ReceiveMessageCommand, SendMessageCommand } from "@aws-sdk/client-sqs";
 import { parse as parseYaml } from "yaml";
 import { createQueueHandler } from "../../functions/ingest-queue.js";
 import { createConsumerFromConfig, replayFromConfig } from "../../lib/app.js";
@@ -122,7 +122,6 @@ describe("DLQ replay", () => {
   test("a letter sent in the millisecond the replay starts is replayed, not taken for one of its own", async () => {
     await deadLetter([usageEvent({ customer: "acct_same_ms", value: 4 })]);
     // The letter's SentTimestamp, read without hiding it, is the replay's clock at its start.
-    const { ReceiveMessageCommand } = await import("@aws-sdk/client-sqs");
     const peek = await parts.queues.sqs.send(
       new ReceiveMessageCommand({
         QueueUrl: parts.queues.deadLetterQueueUrl,
