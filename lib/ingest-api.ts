@@ -1,6 +1,6 @@
 import { createApiKeyCheck, createReloadingApiKeyCheck } from "./api-keys.js";
 import { cancelMessageBody, parseCancellation } from "./cancellation.js";
-import { InvalidEventError } from "./errors.js";
+import { InvalidEventError, MeterhookError } from "./errors.js";
 import { type HttpRequest, type HttpResponse, httpError, json } from "./http.js";
 import type { Logger } from "./logger.js";
 import type { Source } from "./mapping/engine.js";
@@ -55,11 +55,25 @@ export interface Rejection {
 
 const JSON_TYPE = /^application\/(?:[\w.+-]+\+)?json\s*(?:;.*)?$/i;
 
+/** A batch item that repeats an earlier item's event with other contents (see postEvents). */
+class DuplicateIdError extends MeterhookError {
+  constructor(message: string) {
+    super("duplicate_id", message);
+  }
+}
+
 function rejectionOf(item: unknown, index: number, err: unknown): Rejection {
   const id = (item as { id?: unknown } | null)?.id;
   const base = { index, ...(typeof id === "string" ? { id: id.slice(0, 255) } : {}) };
-  if (err instanceof InvalidEventError) return { ...base, code: err.code, message: err.message };
+  if (err instanceof InvalidEventError || err instanceof DuplicateIdError)
+    return { ...base, code: err.code, message: err.message };
   throw err;
+}
+
+/** A compressed body would otherwise read as invalid JSON, which misleads: name the cause. */
+function unsupportedEncoding(req: HttpRequest): string | undefined {
+  const encoding = (req.headers["content-encoding"] ?? "").trim().toLowerCase();
+  return encoding === "" || encoding === "identity" ? undefined : encoding.slice(0, 40);
 }
 
 /**
@@ -115,6 +129,15 @@ export function createIngestApi(deps: IngestApiDeps): { handle(req: HttpRequest)
     if (!JSON_TYPE.test(req.headers["content-type"] ?? "")) {
       return httpError(415, "unsupported_media_type", "Content-Type must be application/json", rid);
     }
+    const encoding = unsupportedEncoding(req);
+    if (encoding !== undefined) {
+      return httpError(
+        415,
+        "unsupported_media_type",
+        `Content-Encoding ${encoding} is not supported; send the JSON uncompressed`,
+        rid,
+      );
+    }
     let body: unknown;
     try {
       body = JSON.parse(req.body.toString("utf8"));
@@ -140,7 +163,7 @@ export function createIngestApi(deps: IngestApiDeps): { handle(req: HttpRequest)
   const acceptItems = async <T extends { id: string }>(
     req: HttpRequest,
     what: string,
-    parse: (item: unknown, receivedAt: number) => T,
+    parse: (item: unknown, receivedAt: number, index: number) => T,
     bodies: (accepted: T[]) => string[],
     done: (accepted: number, rejected: number) => void,
   ): Promise<HttpResponse> => {
@@ -152,7 +175,7 @@ export function createIngestApi(deps: IngestApiDeps): { handle(req: HttpRequest)
     const rejected: Rejection[] = [];
     read.items.forEach((item, index) => {
       try {
-        accepted.push(parse(item, receivedAt));
+        accepted.push(parse(item, receivedAt, index));
       } catch (err) {
         rejected.push(rejectionOf(item, index, err));
       }
@@ -195,18 +218,32 @@ export function createIngestApi(deps: IngestApiDeps): { handle(req: HttpRequest)
     return json(202, { accepted: accepted.map((e) => e.id), rejected, requestId: rid });
   };
 
-  const postEvents = (req: HttpRequest): Promise<HttpResponse> =>
-    acceptItems(
+  const postEvents = (req: HttpRequest): Promise<HttpResponse> => {
+    // Stripe bills an identifier once, and it is made from id and event_name alone. An exact
+    // repeat in one request (a client's retry folded into its batch) is harmless and accepted; a
+    // repeat with other contents would be accepted and then never billed: refused instead.
+    const seen = new Map<string, { index: number; body: string }>();
+    return acceptItems(
       req,
       "event",
-      (item, receivedAt) => {
+      (item, receivedAt, index) => {
         const event = parseUsageEvent(item, receivedAt);
         validateUsageEvent(event, receivedAt, deps.valueRules);
-        return event;
+        const body = JSON.stringify(toCanonicalJson(event));
+        // Ids and names hold no control characters, so a newline cannot join two pairs alike.
+        const key = `${event.event_name}\n${event.id}`;
+        const first = seen.get(key);
+        if (first === undefined) seen.set(key, { index, body });
+        else if (first.body !== body) {
+          throw new DuplicateIdError(
+            `id "${event.id.slice(0, 100)}" with event_name "${event.event_name}" is at index ${first.index} of this request with other contents; Stripe would bill only one of them`,
+          );
+        }
+        return { id: event.id, body };
       },
       (accepted) =>
         packBodies(
-          accepted.map((e) => JSON.stringify(toCanonicalJson(e))),
+          accepted.map((e) => e.body),
           deps.eventsPerMessage ?? 1,
         ),
       (accepted, rejected) => {
@@ -214,6 +251,7 @@ export function createIngestApi(deps: IngestApiDeps): { handle(req: HttpRequest)
         deps.logger.info("events accepted", { requestId: req.requestId, accepted, rejected });
       },
     );
+  };
 
   /** `POST /v1/events/cancel`: cancellations queued as events are, sent by the consumer. */
   const postCancel = (req: HttpRequest): Promise<HttpResponse> =>

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { after, before, beforeEach, describe, test } from "node:test";
+import { gzipSync } from "node:zlib";
 import { createHttpHandler } from "../../functions/http-api.js";
 import { createIngestApiFromConfig } from "../../lib/app.js";
 import { loadConfig } from "../../lib/config.js";
@@ -89,6 +90,54 @@ describe("POST /v1/events", () => {
     assert.equal((await queued()).length, 2);
   });
 
+  test("a batch item with an earlier item's id and event_name but other contents is rejected duplicate_id; an exact repeat is accepted", async () => {
+    // A timestamp of its own, so that every copy is the same event to the last field.
+    const first = usageEvent({ value: 3, timestamp: Math.floor(Date.now() / 1000) - 60 });
+    const res = await post({
+      events: [
+        first,
+        { ...first }, // the same event again: Stripe bills it once, as the client meant
+        { ...first, value: 5 }, // another amount under the same id: would never be billed
+        { ...first, event_name: "storage_gb" }, // another meter: another identifier
+        { ...first, customer: "cus_Other" },
+      ],
+    });
+    assert.equal(res.status, 202);
+    assert.deepEqual(res.body.accepted, [first.id, first.id, first.id]);
+    assert.deepEqual(
+      res.body.rejected.map((r: { index: number; id?: string; code: string }) => [r.index, r.id, r.code]),
+      [
+        [2, first.id, "duplicate_id"],
+        [4, first.id, "duplicate_id"],
+      ],
+    );
+    assert.match(res.body.rejected[0].message, /at index 0 of this request with other contents/);
+    const bodies = await queued();
+    assert.deepEqual(
+      bodies.map((b) => [b.event_name, b.value, b.customer]),
+      [
+        ["api_requests", 3, "cus_NciAYcXfLnqBoz"],
+        ["api_requests", 3, "cus_NciAYcXfLnqBoz"],
+        ["storage_gb", 3, "cus_NciAYcXfLnqBoz"],
+      ],
+    );
+  });
+
+  test("an event and a copy with another value: the first is queued, the copy rejected duplicate_id", async () => {
+    const event = usageEvent();
+    const res = await post({ events: [event, { ...event, value: 4 }] });
+    assert.equal(res.status, 202);
+    assert.deepEqual(res.body.accepted, [event.id]);
+    assert.deepEqual(
+      res.body.rejected.map((r: { code: string }) => r.code),
+      ["duplicate_id"],
+    );
+    assert.deepEqual(
+      (await queued()).map((b) => b.value),
+      [3],
+    );
+  });
+
   test("400 when a single event is invalid, with its own code; nothing queued", async () => {
     const res = await post(usageEvent({ value: Number.MAX_SAFE_INTEGER * 10 }));
     assert.equal(res.status, 400);
@@ -151,6 +200,22 @@ describe("POST /v1/events", () => {
         .status,
       202,
     );
+  });
+
+  test("415 for a compressed body (Content-Encoding), instead of reading it as invalid JSON; nothing queued", async () => {
+    const res = await handler(
+      httpEvent({
+        body: gzipSync(JSON.stringify(usageEvent())),
+        base64: true,
+        headers: { ...headers(), "content-encoding": "gzip" },
+      }),
+    );
+    const body = JSON.parse(res.body ?? "null");
+    assert.deepEqual([res.statusCode, body.error.code], [415, "unsupported_media_type"]);
+    assert.match(body.error.message, /Content-Encoding gzip is not supported/);
+    assert.equal((await queued()).length, 0);
+    const identity = await post(usageEvent(), { headers: { ...headers(), "content-encoding": "identity" } });
+    assert.equal(identity.status, 202);
   });
 
   test("413 for a body over 1 MiB; nothing queued", async () => {
