@@ -132,6 +132,9 @@ export async function processBatch(
   const toSend: MeterEvent[] = [];
   // Only with pre-aggregation: its rules, and which events must be sent as they are.
   const aggregating = deps.aggregation ? { rules: deps.aggregation, fixed: [] as boolean[] } : undefined;
+  // Events not sent since an earlier one of the batch has their identifier (a duplicate
+  // delivery, or an app reusing an id): Stripe records the first only, so they are repeats.
+  let repeats: Set<MeterEvent> | undefined;
   // Likewise one cancellation per identifier.
   const cancelIndex = new Map<string, number>();
   const toCancel: CancelTarget[] = [];
@@ -146,13 +149,18 @@ export async function processBatch(
       }
     }
     for (const e of s.events) {
-      if (unique.get(e.identifier) === undefined) {
+      const first = unique.get(e.identifier);
+      if (first === undefined) {
         unique.set(e.identifier, toSend.length);
         toSend.push(e);
         // Only a message's sole event may be combined: a message must not be half requeued
         // inside a combined event and half left on the queue (its redelivery would bill again).
         // For the same reason, never an event of a pack, which may go back whole (retryPacks).
         aggregating?.fixed.push(s.fixed === true || s.events.length > 1 || messages[i]?.pack !== undefined);
+      } else {
+        repeats ??= new Set();
+        repeats.add(e);
+        warnIfChanged(toSend[first] as MeterEvent, e, messages[i] as QueueMessage, deps.logger);
       }
     }
   });
@@ -163,7 +171,10 @@ export async function processBatch(
   const { result, letters, deferredIds } = settle(
     messages,
     steps,
-    (e) => outcomes[unique.get(e.identifier) as number] as Outcome,
+    (e) => {
+      const o = outcomes[unique.get(e.identifier) as number] as Outcome;
+      return o.kind === "billed" && repeats?.has(e) ? { ...o, duplicate: true } : o;
+    },
     (t) => cancelled[cancelIndex.get(t.identifier) as number] as SubmitOutcome,
     deps,
     dead,
@@ -185,6 +196,20 @@ export async function processBatch(
   metrics.count(Metric.eventsRetried, retrying);
   for (const [code, n] of Object.entries(result.deadLettered)) metrics.count(Metric.eventsDeadLettered, n, { code });
   return result;
+}
+
+/**
+ * An event that repeats an earlier one's identifier with another value, customer or time: Stripe
+ * will keep only the earlier, as it would a day later. Not dead-lettered (a replay would meet
+ * the same identifier); logged, so the app's reuse of an id can be found.
+ */
+function warnIfChanged(sent: MeterEvent, repeat: MeterEvent, m: QueueMessage, logger: Logger): void {
+  if (sent.timestamp === repeat.timestamp && JSON.stringify(sent.payload) === JSON.stringify(repeat.payload)) return;
+  logger.warn("event not sent: an earlier event of its batch has its identifier, with other contents", {
+    messageId: m.messageId,
+    identifier: repeat.identifier,
+    eventName: repeat.event_name,
+  });
 }
 
 /** The batch's messages, with dead letters put back by SQS's DLQ redrive and packs unwrapped. */

@@ -5,8 +5,9 @@ import { createConsumerFromConfig } from "../../lib/app.js";
 import { loadConfig } from "../../lib/config.js";
 import { processBatch } from "../../lib/consumer.js";
 import { CustomerResolver } from "../../lib/customers.js";
-import { silentLogger } from "../../lib/logger.js";
+import { createLogger, silentLogger } from "../../lib/logger.js";
 import { meterEventIdentifier } from "../../lib/meter-event.js";
+import { MetricsRecorder } from "../../lib/metrics.js";
 import { lambdaContext, queueMessage, sqsEvent, sqsRecord, usageEvent } from "../helpers/factories.js";
 import { consumerEnv, usePipelineParts } from "../helpers/pipeline.js";
 import { drainDeadLetters } from "../helpers/sqs.js";
@@ -208,6 +209,38 @@ describe("ingest-queue handler", () => {
     const identifier = meterEventIdentifier(event.id as string, "api_requests");
     assert.equal(parts.emulator.ledger.events.filter((e) => e.identifier === identifier).length, 1);
     assert.equal(totalFor("cus_twoshapes"), 4);
+  });
+
+  test("a batch's second event with an identifier already in it counts as already billed; with other contents it is logged", async () => {
+    const consumer = await createConsumerFromConfig(loadConfig(consumerEnv(parts)), {
+      sqs: parts.queues.sqs,
+      logger: silentLogger,
+    });
+    const lines: string[] = [];
+    const metrics = new MetricsRecorder();
+    const event = usageEvent({ customer: "cus_reused", value: 2, timestamp: Math.floor(Date.now() / 1000) - 30 });
+    const messages = [
+      queueMessage(event),
+      queueMessage(event), // SQS delivered it twice
+      queueMessage({ ...event, value: 9 }), // the app reused the id for other usage
+    ];
+    const result = await processBatch(messages, Date.now() + 30_000, {
+      ...consumer.deps,
+      logger: createLogger({ write: (line) => lines.push(line) }),
+      metrics,
+    });
+    await consumer.close();
+
+    assert.deepEqual([result.billed, result.duplicates, result.failedMessageIds], [3, 2, []]);
+    assert.equal(totalFor("cus_reused"), 2, "Stripe got the first only");
+    const counted = (name: string) => metrics.drain().find((p) => p.name === name)?.values[0];
+    assert.equal(counted("EventsAlreadyBilled"), 2);
+    const warnings = lines.map((l) => JSON.parse(l)).filter((l) => l.level === "warn");
+    assert.deepEqual(
+      warnings.map((w) => [w.messageId, w.identifier]),
+      [[messages[2]?.messageId, meterEventIdentifier(event.id as string, "api_requests")]],
+      "only the copy with another value is logged",
+    );
   });
 
   test("plain events whose customers need a lookup over I/O each keep their own identifier", async () => {
