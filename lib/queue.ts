@@ -112,6 +112,8 @@ export interface ReceivedQueueMessage {
   /** Epoch ms the message was sent to this queue. */
   sentAt: number;
   receiveCount: number;
+  /** String message attributes, e.g. an app message's meterhook_source, which SQS moves with it. */
+  attributes?: Record<string, string>;
 }
 
 /** Takes messages off a queue (the DLQ, for replay). */
@@ -120,6 +122,13 @@ export interface QueueReader {
   delete(receiptHandles: readonly string[]): Promise<void>;
   /** Makes messages visible again at once. */
   release(receiptHandles: readonly string[]): Promise<void>;
+}
+
+function stringAttributes(
+  attrs: Record<string, MessageAttributeValue> | undefined,
+): Record<string, string> | undefined {
+  const entries = Object.entries(attrs ?? {}).filter(([, v]) => v.StringValue !== undefined);
+  return entries.length > 0 ? Object.fromEntries(entries.map(([k, v]) => [k, v.StringValue as string])) : undefined;
 }
 
 export function createSqsReader(source: SqsClientSource, queueUrl: string): QueueReader {
@@ -134,15 +143,20 @@ export function createSqsReader(source: SqsClientSource, queueUrl: string): Queu
           VisibilityTimeout: visibilityTimeoutSeconds,
           WaitTimeSeconds: 1,
           MessageSystemAttributeNames: ["SentTimestamp", "ApproximateReceiveCount"],
+          MessageAttributeNames: ["All"],
         }),
       );
-      return (res.Messages ?? []).map((m) => ({
-        messageId: m.MessageId ?? "",
-        receiptHandle: m.ReceiptHandle ?? "",
-        body: m.Body ?? "",
-        sentAt: Number(m.Attributes?.SentTimestamp) || Date.now(),
-        receiveCount: Number(m.Attributes?.ApproximateReceiveCount) || 1,
-      }));
+      return (res.Messages ?? []).map((m) => {
+        const attributes = stringAttributes(m.MessageAttributes);
+        return {
+          messageId: m.MessageId ?? "",
+          receiptHandle: m.ReceiptHandle ?? "",
+          body: m.Body ?? "",
+          sentAt: Number(m.Attributes?.SentTimestamp) || Date.now(),
+          receiveCount: Number(m.Attributes?.ApproximateReceiveCount) || 1,
+          ...(attributes ? { attributes } : {}),
+        };
+      });
     },
     async delete(handles) {
       const [client, { DeleteMessageBatchCommand }] = await Promise.all([getClient(), sdk()]);

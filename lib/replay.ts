@@ -53,7 +53,7 @@ function isEventBridgeEvent(x: unknown): boolean {
  * event EventBridge could not deliver, or a raw message the redrive policy moved.
  */
 function toQueueMessage(
-  m: { messageId: string; body: string; sentAt: number; receiveCount: number },
+  m: { messageId: string; body: string; sentAt: number; receiveCount: number; attributes?: Record<string, string> },
   maxAttempts: number,
 ): QueueMessage {
   let parsed: unknown;
@@ -80,8 +80,15 @@ function toQueueMessage(
   // Moved by the redrive policy: the raw ingest message, no envelope, after deliveries that
   // each may have reached Stripe. A standard queue keeps a message's enqueue time when it moves
   // it to the DLQ (SQS Developer Guide, "dead-letter queue retention").
+  // Its attributes moved with it: an app message's meterhook_source still names its source.
   const previousFailure = { attempts: m.receiveCount, firstFailedAt: m.sentAt, stripeMayHaveRecorded: true };
-  return { ...base, body: m.body, sentAt: m.sentAt, previousFailure };
+  return {
+    ...base,
+    body: m.body,
+    sentAt: m.sentAt,
+    previousFailure,
+    ...(m.attributes ? { attributes: m.attributes } : {}),
+  };
 }
 
 /**

@@ -163,6 +163,34 @@ describe("DLQ replay", () => {
     assert.equal(parts.emulator.ledger.events.filter((e) => e.identifier === identifier).length, 1);
   });
 
+  test("replays an app's message the redrive policy moved, for the source its meterhook_source attribute names", async () => {
+    // No default source: only the attribute, which SQS moves with the message, says it is a
+    // storage snapshot. Replay must read it as the consumer would have.
+    const dir = mkdtempSync(join(tmpdir(), "mh-replay-attr-"));
+    const file = join(dir, "config.yaml");
+    const config = parseYaml(readFileSync("examples/sqs-app-messages.yaml", "utf8"));
+    delete config.sqs;
+    config.sources.storage.customer.table = { "tenant-42": "cus_attrReplay" };
+    writeFileSync(file, JSON.stringify(config));
+    await parts.queues.sqs.send(
+      new SendMessageCommand({
+        QueueUrl: parts.queues.deadLetterQueueUrl,
+        MessageBody: JSON.stringify(loadTrigger("sqs-storage-snapshot.json")),
+        MessageAttributes: { meterhook_source: { DataType: "String", StringValue: "storage" } },
+      }),
+    );
+    const report = await replayFromConfig(
+      loadConfig({ ...env(), METERHOOK_CONFIG: file }),
+      { limit: 10, dryRun: false },
+      { sqs: parts.queues.sqs, logger: silentLogger },
+    );
+    assert.deepEqual([report.examined, report.billed, report.deadLettered], [1, 1, {}]);
+    assert.equal(
+      parts.emulator.ledger.summaries().find((x) => x.customer === "cus_attrReplay")?.aggregated_value,
+      734.0032,
+    );
+  });
+
   test("replays an event EventBridge put in the DLQ after failing to deliver it", async () => {
     const dir = mkdtempSync(join(tmpdir(), "mh-replay-eb-"));
     const file = join(dir, "config.yaml");
