@@ -1,3 +1,4 @@
+import type { Context } from "aws-lambda";
 import * as z from "zod";
 import { replayFromConfig } from "../lib/app.js";
 import { loadConfig } from "../lib/config.js";
@@ -13,7 +14,12 @@ const ReplayRequestSchema = z.strictObject({
   afterDedupeWindow: z.boolean().default(false),
 });
 
-export const handler = async (event: unknown): Promise<ReplayReport> => {
+export const handler = async (
+  event: unknown,
+  context?: Pick<Context, "getRemainingTimeInMillis">,
+): Promise<ReplayReport> => {
   const request = ReplayRequestSchema.parse(event ?? {});
-  return replayFromConfig(loadConfig(), request);
+  // Stop taking letters before Lambda's timeout ends the invocation without a report.
+  const deadline = context ? Date.now() + context.getRemainingTimeInMillis() : undefined;
+  return replayFromConfig(loadConfig(), { ...request, ...(deadline !== undefined ? { deadline } : {}) });
 };

@@ -16,8 +16,20 @@ export interface ReplayOptions {
   afterDedupeWindow?: boolean;
   /** How long received messages stay hidden from other readers while being replayed. */
   visibilityTimeoutSeconds?: number;
+  /**
+   * Epoch ms by which the replay must have returned (a Lambda's timeout): no letter is taken
+   * within TAKE_MARGIN_MS of it, and each batch's work ends BATCH_MARGIN_MS before it.
+   */
+  deadline?: number;
   now?: () => number;
 }
+
+/** Left for a last batch of letters: its checks, submission, new dead letters and deletes. */
+const TAKE_MARGIN_MS = 30_000;
+/** Left after a batch's Stripe work for writing its dead letters and deleting what it settled. */
+const BATCH_MARGIN_MS = 10_000;
+/** A batch's own budget when the replay has no deadline. */
+const BATCH_BUDGET_MS = 10 * 60_000;
 
 export interface ReplayReport {
   dryRun: boolean;
@@ -35,6 +47,8 @@ export interface ReplayReport {
    * than DEDUPE_WINDOW_MS ago, so resending could bill twice (see afterDedupeWindow).
    */
   pastDedupeWindow: number;
+  /** Set when the replay stopped taking letters because its deadline was near: replay again for the rest. */
+  stoppedForTime?: true;
 }
 
 function isEventBridgeEvent(x: unknown): boolean {
@@ -132,7 +146,12 @@ export async function replayDeadLetters(
     : deps;
   const held: string[] = [];
 
+  const deadline = options.deadline ?? Number.POSITIVE_INFINITY;
   while (report.examined < options.limit) {
+    if (now() > deadline - TAKE_MARGIN_MS) {
+      report.stoppedForTime = true;
+      break;
+    }
     const received = await reader.receive(options.limit - report.examined, options.visibilityTimeoutSeconds ?? 120);
     if (received.length === 0) break;
     // Letters this replay wrote itself come round again on the same queue: leave them be. One
@@ -162,7 +181,7 @@ export async function replayDeadLetters(
       });
     }
     if (messages.length === 0) continue;
-    const result = await processBatch(messages, now() + 10 * 60_000, runDeps);
+    const result = await processBatch(messages, Math.min(now() + BATCH_BUDGET_MS, deadline - BATCH_MARGIN_MS), runDeps);
     report.billed += result.billed;
     report.cancelled += result.cancelled + result.alreadyCancelled;
     for (const [code, n] of Object.entries(result.deadLettered))

@@ -17,6 +17,14 @@ import { queueDepth } from "../helpers/sqs.js";
 type Json = any;
 let template: Json;
 let resources: Record<string, Json>;
+/** Each bundle's function in the template. */
+const FUNCTIONS: Record<string, string> = {
+  "http-api": "HttpApiLambdaFunction",
+  "ingest-queue": "IngestQueueLambdaFunction",
+  "dlq-replay": "DlqReplayLambdaFunction",
+  "stripe-reports": "StripeReportsLambdaFunction",
+  eventbridge: "EventBridgeLambdaFunction",
+};
 const ofType = (type: string) => Object.entries(resources).filter(([, r]) => r.Type === type);
 /** This process's environment without AWS credentials or settings: osls runs offline. */
 function offlineEnv(): NodeJS.ProcessEnv {
@@ -378,8 +386,12 @@ describe("bundles", () => {
         METERHOOK_CUSTOMER_CHECK: "on",
         AWS_REGION: "us-east-1",
       };
-      const run = async (name: string, event: unknown, extra: Record<string, string> = {}) => {
-        const child = spawn(process.execPath, ["test/infra/run-bundle.mjs", name], { env: { ...env, ...extra } });
+      const run = async (name: string, event: unknown, extra: Record<string, string> = {}, timeLeft?: number) => {
+        // With the time left the function's timeout gives it, as Lambda's context would.
+        const timeout = timeLeft ?? resources[FUNCTIONS[name] as string].Properties.Timeout;
+        const child = spawn(process.execPath, ["test/infra/run-bundle.mjs", name, String(timeout)], {
+          env: { ...env, ...extra },
+        });
         let out = "";
         child.stdout.on("data", (d: Buffer) => {
           out += d.toString();
@@ -427,6 +439,9 @@ describe("bundles", () => {
 
       // The customer is mapped and the meter made now: the replay function bills both and deletes them.
       parts.emulator.defineMeter({ event_name: "not_a_meter" });
+      // ...but not when invoked with too little time left to settle a batch before Lambda ends it.
+      const late = await run("dlq-replay", { limit: 10 }, { METERHOOK_CUSTOMERS: '{"acct_nobody":"cus_later"}' }, 20);
+      assert.deepEqual([late.examined, late.stoppedForTime], [0, true]);
       const report = await run("dlq-replay", { limit: 10 }, { METERHOOK_CUSTOMERS: '{"acct_nobody":"cus_later"}' });
       assert.deepEqual(report, {
         dryRun: false,

@@ -13,6 +13,8 @@ import { loadConfig } from "../../lib/config.js";
 import type { DeadLetterBody } from "../../lib/dead-letter.js";
 import { silentLogger } from "../../lib/logger.js";
 import { meterEventIdentifier } from "../../lib/meter-event.js";
+import { createSqsReader, type QueueReader } from "../../lib/queue.js";
+import { replayDeadLetters } from "../../lib/replay.js";
 import { lambdaContext, sqsEvent, sqsRecord, usageEvent } from "../helpers/factories.js";
 import { loadTrigger } from "../helpers/fixtures.js";
 import { consumerEnv, usePipelineParts } from "../helpers/pipeline.js";
@@ -57,7 +59,7 @@ const refused = {
   body: { error: { type: "invalid_request_error", message: "refused" } },
 };
 const replay = (
-  options: { limit?: number; dryRun?: boolean; afterDedupeWindow?: boolean; now?: () => number },
+  options: { limit?: number; dryRun?: boolean; afterDedupeWindow?: boolean; deadline?: number; now?: () => number },
   customers: Record<string, string> = {},
 ) =>
   replayFromConfig(
@@ -138,6 +140,47 @@ describe("DLQ replay", () => {
     );
     assert.deepEqual([report.examined, report.billed], [1, 1]);
     assert.equal(await queueDepth(parts.queues.sqs, parts.queues.deadLetterQueueUrl), 0);
+  });
+
+  test("near its deadline a replay takes no letter, says so, and leaves the DLQ as it was", async () => {
+    await deadLetter([usageEvent({ customer: "acct_no_time" })]);
+    const report = await replay({ deadline: Date.now() + 20_000 }, { acct_no_time: "cus_NoTime" });
+    assert.deepEqual([report.examined, report.billed, report.stoppedForTime], [0, 0, true]);
+    assert.equal(await queueDepth(parts.queues.sqs, parts.queues.deadLetterQueueUrl), 1);
+    const ample = await replay({ deadline: Date.now() + 900_000 }, { acct_no_time: "cus_NoTime" });
+    assert.deepEqual([ample.examined, ample.billed, ample.stoppedForTime], [1, 1, undefined]);
+  });
+
+  test("a replay stops taking letters once its deadline comes near; what it took is settled, the rest left", async () => {
+    await deadLetter(Array.from({ length: 12 }, () => usageEvent({ customer: "acct_late" })));
+    const consumer = await createConsumerFromConfig(
+      loadConfig(env({ acct_late: "cus_Late" })),
+      { sqs: parts.queues.sqs, logger: silentLogger },
+      { replaying: true },
+    );
+    const dlq = createSqsReader(parts.queues.sqs, parts.queues.deadLetterQueueUrl);
+    // 40 s pass while the first letters are worked; the deadline is 60 s off at the start.
+    let clock = Date.now();
+    const reader: QueueReader = {
+      ...dlq,
+      receive: async (max, visibility) => {
+        const got = await dlq.receive(max, visibility);
+        clock += 40_000;
+        return got;
+      },
+    };
+    const report = await replayDeadLetters(reader, consumer.deps, {
+      limit: 100,
+      dryRun: false,
+      deadline: clock + 60_000,
+      now: () => clock,
+    });
+    await consumer.close();
+    assert.equal(report.stoppedForTime, true);
+    assert.ok(report.examined >= 1 && report.examined < 12, `took ${report.examined} of 12 in one receive`);
+    assert.equal(report.billed, report.examined);
+    assert.equal(total("cus_Late"), 3 * report.examined);
+    assert.equal(await queueDepth(parts.queues.sqs, parts.queues.deadLetterQueueUrl), 12 - report.examined);
   });
 
   test("takes at most --limit messages", async () => {
