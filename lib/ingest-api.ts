@@ -149,6 +149,17 @@ export function createIngestApi(deps: IngestApiDeps): { handle(req: HttpRequest)
     if (!Array.isArray(items) || items.length === 0) {
       return httpError(400, "invalid_body", 'body must be one event or { "events": [ ...at least one event ] }', rid);
     }
+    // As in an event, a key meterhook does not read is refused rather than ignored: a
+    // `"dryRun": true` or an event's own fields beside `events` would otherwise bill unnoticed.
+    const others = batch ? Object.keys(body as object).filter((k) => k !== "events") : [];
+    if (others.length > 0) {
+      return httpError(
+        400,
+        "invalid_body",
+        `a batch body has the one key "events"; unknown: ${others.slice(0, 5).join(", ").slice(0, 200)}`,
+        rid,
+      );
+    }
     if (items.length > deps.maxEventsPerRequest) {
       return httpError(400, "too_many_events", `at most ${deps.maxEventsPerRequest} events per request`, rid);
     }

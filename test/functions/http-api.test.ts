@@ -161,10 +161,16 @@ describe("POST /v1/events", () => {
     assert.equal(res.body.rejected.length, 2);
   });
 
-  test("400 for malformed JSON, an empty batch, and more than 500 events; nothing queued", async () => {
+  test("400 for malformed JSON, an empty batch, a key beside events, and more than 500 events; nothing queued", async () => {
     assert.equal((await post('{"id": "x",', { raw: true })).body.error.code, "invalid_json");
     assert.equal((await post({ events: [] })).body.error.code, "invalid_body");
     assert.equal((await post({ events: "nope" })).body.error.code, "invalid_body");
+    // A key beside "events" is refused, as an unknown field of an event is: it was ignored.
+    const extra = await post({ events: [usageEvent()], dryRun: true });
+    assert.deepEqual([extra.status, extra.body.error.code], [400, "invalid_body"]);
+    assert.match(extra.body.error.message, /unknown: dryRun/);
+    const both = await post({ ...usageEvent(), events: [usageEvent()] });
+    assert.match(both.body.error.message, /unknown: id, event_name, customer, value/);
     const many = await post({ events: Array.from({ length: 501 }, () => usageEvent()) });
     assert.deepEqual([many.status, many.body.error.code], [400, "too_many_events"]);
     assert.equal((await queued()).length, 0);
