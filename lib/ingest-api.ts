@@ -7,7 +7,7 @@ import type { Source } from "./mapping/engine.js";
 import { type ValueRules, validateUsageEvent } from "./meter-event.js";
 import { Metric, type Metrics, noMetrics } from "./metrics.js";
 import { packBodies } from "./pack.js";
-import type { QueueSender } from "./queue.js";
+import { MAX_BODY_BYTES, type QueueSender, sendableBody } from "./queue.js";
 import { reloading } from "./reloading.js";
 import { CORRELATION_ATTRIBUTE, keptHeaders, TRIGGER_FORMAT, type TriggerMessage } from "./triggers.js";
 import { parseUsageEvent, toCanonicalJson } from "./usage-event.js";
@@ -317,8 +317,20 @@ export function createIngestApi(deps: IngestApiDeps): { handle(req: HttpRequest)
       headers: keptHeaders(req.headers),
       body: req.body.toString("utf8"),
     };
+    const message = JSON.stringify(trigger);
+    // Wrapped in its trigger, a body within maxBodyBytes can still outgrow a queue message
+    // (JSON escapes, headers): refused now, as SQS would refuse it on every resend.
+    const queuedBytes = Buffer.byteLength(sendableBody(message));
+    if (queuedBytes > MAX_BODY_BYTES) {
+      return httpError(
+        413,
+        "payload_too_large",
+        `the webhook takes ${queuedBytes} bytes once queued with its headers, over the ${MAX_BODY_BYTES} a queue message holds`,
+        rid,
+      );
+    }
     const { failed } = await deps.ingestQueue.send([
-      { key: "0", body: JSON.stringify(trigger), attributes: { [CORRELATION_ATTRIBUTE]: rid } },
+      { key: "0", body: message, attributes: { [CORRELATION_ATTRIBUTE]: rid } },
     ]);
     if (failed.length > 0) {
       deps.logger.error("enqueue failed", { requestId: rid, source: name });

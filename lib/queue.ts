@@ -35,6 +35,38 @@ const MAX_ENTRIES = 10;
 // Stay under SQS's oldest batch payload limit (256 KiB), whatever the queue's own setting.
 const MAX_BATCH_BYTES = 250 * 1024;
 const ATTEMPTS = 3;
+/**
+ * The largest message meterhook's queues take (their MaximumMessageSize in infra/queues.yml,
+ * SQS's maximum and fauxqs's default), body and attributes together.
+ */
+export const MAX_MESSAGE_BYTES = 1_048_576;
+/** Room left in a message for its attributes, which count towards MAX_MESSAGE_BYTES. */
+export const MAX_BODY_BYTES = MAX_MESSAGE_BYTES - 4 * 1024;
+
+// SQS refuses U+FFFE, U+FFFF and lone surrogates in a body or attribute, and fauxqs also
+// anything beyond U+FFFF, which SQS takes; JSON.stringify writes the first two as they are.
+const UNSENDABLE = /[\uD800-\uDFFF\uFFFE\uFFFF]/;
+const UNSENDABLE_ALL = /[\uD800-\uDFFF\uFFFE\uFFFF]/g;
+const escapeUnit = (c: string) => `\\u${c.charCodeAt(0).toString(16)}`;
+
+/**
+ * A body SQS and fauxqs both take. Every body meterhook sends is JSON text, where such a
+ * character can only stand inside a string, and its escape reads back as the same string.
+ */
+export function sendableBody(body: string): string {
+  return UNSENDABLE.test(body) ? body.replace(UNSENDABLE_ALL, escapeUnit) : body;
+}
+
+/** U+FFFE, U+FFFF and lone surrogates: what SQS refuses (a pair is a character beyond U+FFFF). */
+const REFUSED = /[\uFFFE\uFFFF]|[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g;
+
+/**
+ * An attribute value SQS takes: a character it refuses becomes U+FFFD. Attributes are not JSON,
+ * so nothing can be escaped; a cut id (event_id keeps 255 characters) may end in half a pair.
+ */
+function sendableAttribute(value: string): string {
+  return UNSENDABLE.test(value) ? value.replace(REFUSED, "\uFFFD") : value;
+}
 
 function chunk(messages: readonly OutgoingMessage[]): OutgoingMessage[][] {
   const chunks: OutgoingMessage[][] = [];
@@ -57,7 +89,7 @@ function chunk(messages: readonly OutgoingMessage[]): OutgoingMessage[][] {
 function toAttributes(attrs: Record<string, string> | undefined): Record<string, MessageAttributeValue> | undefined {
   if (!attrs) return undefined;
   const out: Record<string, MessageAttributeValue> = {};
-  for (const [k, v] of Object.entries(attrs)) out[k] = { DataType: "String", StringValue: v };
+  for (const [k, v] of Object.entries(attrs)) out[k] = { DataType: "String", StringValue: sendableAttribute(v) };
   return out;
 }
 
@@ -99,7 +131,11 @@ export function createSqsSender(source: SqsClientSource, queueUrl: string): Queu
   };
   return {
     async send(messages) {
-      const results = await Promise.all(chunk(messages).map(sendChunk));
+      const sendable = messages.map((m) => {
+        const body = sendableBody(m.body);
+        return body === m.body ? m : { ...m, body };
+      });
+      const results = await Promise.all(chunk(sendable).map(sendChunk));
       return { failed: results.flat() };
     },
   };

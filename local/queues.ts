@@ -1,6 +1,7 @@
 import type { AddressInfo } from "node:net";
 import { CreateQueueCommand, GetQueueAttributesCommand, SQSClient } from "@aws-sdk/client-sqs";
 import { buildApp } from "fauxqs";
+import { MAX_MESSAGE_BYTES } from "../lib/queue.js";
 
 export const INGEST_QUEUE = "meterhook-ingest";
 export const DEAD_LETTER_QUEUE = "meterhook-dlq";
@@ -38,7 +39,12 @@ export async function startLocalQueues(
       if (!QueueUrl) throw new Error(`fauxqs gave no URL for the queue ${name}`);
       return QueueUrl;
     };
-    const deadLetterQueueUrl = await create(DEAD_LETTER_QUEUE, { MessageRetentionPeriod: "1209600" });
+    // As deployed (infra/queues.yml): SQS's largest message.
+    const size = String(MAX_MESSAGE_BYTES);
+    const deadLetterQueueUrl = await create(DEAD_LETTER_QUEUE, {
+      MessageRetentionPeriod: "1209600",
+      MaximumMessageSize: size,
+    });
     const { Attributes } = await sqs.send(
       new GetQueueAttributesCommand({ QueueUrl: deadLetterQueueUrl, AttributeNames: ["QueueArn"] }),
     );
@@ -47,6 +53,7 @@ export async function startLocalQueues(
     if (!deadLetterArn) throw new Error(`fauxqs gave no ARN for the queue ${DEAD_LETTER_QUEUE}`);
     const ingestQueueUrl = await create(INGEST_QUEUE, {
       VisibilityTimeout: String(options.visibilityTimeoutSeconds ?? 30),
+      MaximumMessageSize: size,
       RedrivePolicy: JSON.stringify({
         deadLetterTargetArn: deadLetterArn,
         maxReceiveCount: String(options.maxReceiveCount ?? 8),

@@ -291,6 +291,15 @@ out.push({
   generate: { kind: "big", bytes: 2 * 1024 * 1024 },
   expect: { status: 413 },
 });
+out.push({
+  // 700 KB as sent, under METERHOOK_MAX_BODY_BYTES; twice that in its trigger, over a message.
+  name: "webhook: a body within the size limit that outgrows a queue message once wrapped",
+  entry: "webhook",
+  source: "github",
+  signature: "valid",
+  generate: { kind: "quoted", quotes: 350_000 },
+  expect: { status: 413, code: "payload_too_large" },
+});
 
 // SQS messages that cannot be events.
 for (const [name, body, code] of [

@@ -138,6 +138,16 @@ describe("POST /v1/events", () => {
     );
   });
 
+  test("characters beyond U+FFFF and U+FFFF itself are queued and read back as sent", async () => {
+    // SQS refuses a raw U+FFFF (JSON.stringify leaves it raw) and fauxqs anything beyond U+FFFF:
+    // both were 503 enqueue_failed, on every resend.
+    const event = usageEvent({ id: `req_😀_${Date.now()}`, properties: { flag: "🇪🇺", odd: "a\uffffb\ufffe" } });
+    const res = await post(event);
+    assert.equal(res.status, 202, JSON.stringify(res.body));
+    const [msg] = await queued();
+    assert.deepEqual([msg?.id, msg?.properties], [event.id, event.properties]);
+  });
+
   test("400 when a single event is invalid, with its own code; nothing queued", async () => {
     const res = await post(usageEvent({ value: Number.MAX_SAFE_INTEGER * 10 }));
     assert.equal(res.status, 400);

@@ -10,7 +10,11 @@ export interface HostileInput {
   /** A JSON body, stringified when the test runs (after the same substitution). */
   json?: unknown;
   /** Bodies too large to keep. */
-  generate?: { kind: "nested"; depth: number } | { kind: "big"; bytes: number };
+  generate?:
+    | { kind: "nested"; depth: number }
+    | { kind: "big"; bytes: number }
+    /** A webhook body with `quotes` double quotes in a string: each doubles twice once escaped. */
+    | { kind: "quoted"; quotes: number };
   /** Webhooks: which source, and what to do with its signature. */
   source?: string;
   signature?: "valid" | "forged" | "missing" | "stale" | "malformed" | "other-body";

@@ -117,6 +117,12 @@ function bodyOf(e: Entry): string {
       events: [{ id: "big", event_name: "e", customer: "cus_1" }],
       pad: "x".repeat(e.generate.bytes),
     });
+  if (e.generate?.kind === "quoted")
+    return JSON.stringify({
+      id: "evt_quoted",
+      data: { stripe_customer_id: "cus_1", requests: 1 },
+      pad: '"'.repeat(e.generate.quotes),
+    });
   if (e.body !== undefined) return fill(e.body) as string;
   return JSON.stringify(fill(e.json));
 }

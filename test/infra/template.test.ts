@@ -8,6 +8,7 @@ import { ReceiveMessageCommand } from "@aws-sdk/client-sqs";
 import { INGEST_QUEUE_MEMORY_MB, lambdaYoungGenerationFlags } from "../../bench/stats.js";
 import { loadConfig } from "../../lib/config.js";
 import type { DeadLetterBody } from "../../lib/dead-letter.js";
+import { MAX_MESSAGE_BYTES } from "../../lib/queue.js";
 import { BUDGET_KIB, COLD_START_BUDGET_KIB } from "../../scripts/bundle-budgets.js";
 import { httpEvent, sqsEvent, sqsRecord, usageEvent } from "../helpers/factories.js";
 import { consumerEnv, startPipelineParts } from "../helpers/pipeline.js";
@@ -54,6 +55,11 @@ describe("packaged CloudFormation template", () => {
     assert.equal(resources.DeadLetterQueue.Properties.MessageRetentionPeriod, 1209600);
     for (const q of ["IngestQueue", "DeadLetterQueue"])
       assert.equal(resources[q].Properties.SqsManagedSseEnabled, true, q);
+  });
+
+  test("both queues take the largest message meterhook writes (MAX_MESSAGE_BYTES), not SQS's 256 KiB default", () => {
+    for (const q of ["IngestQueue", "DeadLetterQueue"])
+      assert.equal(resources[q].Properties.MaximumMessageSize, MAX_MESSAGE_BYTES, q);
   });
 
   test("the visibility timeout is at least six times the consumer's timeout", () => {
