@@ -193,5 +193,9 @@ export async function replayDeadLetters(
   }
   // A dry run changes nothing: what it looked at is visible again at once.
   if (held.length > 0) await reader.release(held);
+  // Also in the logs: an invocation nobody waits on (an asynchronous one) discards its answer.
+  if (report.stoppedForTime)
+    deps.logger.warn("replay stopped near its deadline; replay again for the rest", { ...report });
+  else deps.logger.info("replay done", { ...report });
   return report;
 }

@@ -11,7 +11,7 @@ import { createQueueHandler } from "../../functions/ingest-queue.js";
 import { createConsumerFromConfig, replayFromConfig } from "../../lib/app.js";
 import { loadConfig } from "../../lib/config.js";
 import type { DeadLetterBody } from "../../lib/dead-letter.js";
-import { silentLogger } from "../../lib/logger.js";
+import { createLogger, silentLogger } from "../../lib/logger.js";
 import { meterEventIdentifier } from "../../lib/meter-event.js";
 import { createSqsReader, type QueueReader } from "../../lib/queue.js";
 import { replayDeadLetters } from "../../lib/replay.js";
@@ -169,14 +169,18 @@ describe("DLQ replay", () => {
         return got;
       },
     };
-    const report = await replayDeadLetters(reader, consumer.deps, {
-      limit: 100,
-      dryRun: false,
-      deadline: clock + 60_000,
-      now: () => clock,
-    });
+    const lines: string[] = [];
+    const logger = createLogger({ write: (line) => lines.push(line) });
+    const report = await replayDeadLetters(
+      reader,
+      { ...consumer.deps, logger },
+      { limit: 100, dryRun: false, deadline: clock + 60_000, now: () => clock },
+    );
     await consumer.close();
     assert.equal(report.stoppedForTime, true);
+    // An asynchronous invocation's answer is discarded: the logs say it too.
+    const said = lines.map((l) => JSON.parse(l)).find((l) => /replay stopped near its deadline/.test(l.message));
+    assert.deepEqual([said?.level, said?.examined, said?.stoppedForTime], ["warn", report.examined, true]);
     assert.ok(report.examined >= 1 && report.examined < 12, `took ${report.examined} of 12 in one receive`);
     assert.equal(report.billed, report.examined);
     assert.equal(total("cus_Late"), 3 * report.examined);
