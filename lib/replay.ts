@@ -1,3 +1,4 @@
+import { randomUUID } from "node:crypto";
 import { type ConsumerDeps, processBatch, type QueueMessage } from "./consumer.js";
 import { fromDeadLetter, isDeadLetterBody, pastDedupeWindow } from "./dead-letter.js";
 import type { OutgoingMessage, QueueReader, QueueSender } from "./queue.js";
@@ -23,6 +24,9 @@ export interface ReplayOptions {
   deadline?: number;
   now?: () => number;
 }
+
+/** The message attribute naming the replay run that wrote a dead letter. */
+export const REPLAY_ATTRIBUTE = "meterhook_replay";
 
 /** Left for a last batch of letters: its checks, submission, new dead letters and deletes. */
 const TAKE_MARGIN_MS = 30_000;
@@ -119,7 +123,6 @@ export async function replayDeadLetters(
   options: ReplayOptions,
 ): Promise<ReplayReport> {
   const now = options.now ?? Date.now;
-  const started = now();
   const report: ReplayReport = {
     dryRun: options.dryRun,
     examined: 0,
@@ -136,6 +139,15 @@ export async function replayDeadLetters(
       return { failed: [] };
     },
   };
+  // The letters this run writes carry its id, so that it knows them when they come round on
+  // the queue it reads (by the clock, SQS's and this machine's would have to agree).
+  const run = randomUUID();
+  const tagging: QueueSender = {
+    send: (messages) =>
+      deps.deadLetterQueue.send(
+        messages.map((m) => ({ ...m, attributes: { ...m.attributes, [REPLAY_ATTRIBUTE]: run } })),
+      ),
+  };
   const runDeps: ConsumerDeps = options.dryRun
     ? {
         ...deps,
@@ -143,7 +155,8 @@ export async function replayDeadLetters(
         canceller: deps.canceller?.dryRun(),
         deadLetterQueue: capture,
       }
-    : deps;
+    : { ...deps, deadLetterQueue: tagging };
+  /** Received and left as they are: hidden until the replay ends, then visible again at once. */
   const held: string[] = [];
 
   const deadline = options.deadline ?? Number.POSITIVE_INFINITY;
@@ -154,13 +167,13 @@ export async function replayDeadLetters(
     }
     const received = await reader.receive(options.limit - report.examined, options.visibilityTimeoutSeconds ?? 120);
     if (received.length === 0) break;
-    // Letters this replay wrote itself come round again on the same queue: leave them be. One
-    // sent in the very millisecond the replay started came before it: a replay writes no letter
-    // before it has received one (taking it for its own skipped it, and ended a replay of one).
-    const mine = received.filter((m) => m.sentAt > started);
-    const todo = received.filter((m) => m.sentAt <= started);
-    await reader.release(mine.map((m) => m.receiptHandle));
-    if (todo.length === 0) break;
+    // Letters this run wrote come round on the same queue: left for the next replay, and kept
+    // hidden meanwhile. Released at once, they came round again and again (SQS keeps no order),
+    // and a receive of nothing else ended the replay with older letters not yet examined.
+    const mine = received.filter((m) => m.attributes?.[REPLAY_ATTRIBUTE] === run);
+    const todo = received.filter((m) => m.attributes?.[REPLAY_ATTRIBUTE] !== run);
+    held.push(...mine.map((m) => m.receiptHandle));
+    if (todo.length === 0) continue;
     report.examined += todo.length;
 
     const messages: QueueMessage[] = [];
@@ -191,8 +204,18 @@ export async function replayDeadLetters(
     if (options.dryRun) held.push(...resend.map((m) => m.receiptHandle));
     else await reader.delete(resend.filter((m) => !keep.has(m.messageId)).map((m) => m.receiptHandle));
   }
-  // A dry run changes nothing: what it looked at is visible again at once.
-  if (held.length > 0) await reader.release(held);
+  // What was held (a dry run's letters: it changes nothing; those past the window; this run's
+  // own) is visible again at once. If that fails, it is when their visibility timeout ends.
+  if (held.length > 0) {
+    await reader.release(held).catch((err: unknown) =>
+      deps.logger.warn(
+        "making held dead letters visible again failed; they will be once their visibility timeout ends",
+        {
+          reason: err instanceof Error ? err.message : String(err),
+        },
+      ),
+    );
+  }
   // Also in the logs: an invocation nobody waits on (an asynchronous one) discards its answer.
   if (report.stoppedForTime)
     deps.logger.warn("replay stopped near its deadline; replay again for the rest", { ...report });

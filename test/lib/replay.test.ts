@@ -187,6 +187,80 @@ describe("DLQ replay", () => {
     assert.equal(await queueDepth(parts.queues.sqs, parts.queues.deadLetterQueueUrl), 12 - report.examined);
   });
 
+  test("its own new letters do not crowd out letters not yet replayed, whatever order the DLQ gives", async () => {
+    // 20 letters that fail again (their customer is still unmapped). SQS keeps no order: this
+    // reader gives the newest letters first, so a replay's own new letters come round at once.
+    await deadLetter(Array.from({ length: 20 }, () => usageEvent({ customer: "acct_still_unmapped" })));
+    const dlq = createSqsReader(parts.queues.sqs, parts.queues.deadLetterQueueUrl);
+    const newestFirst: QueueReader = {
+      ...dlq,
+      receive: async (max, visibility) => {
+        const all = [];
+        for (let got = await dlq.receive(10, visibility); got.length > 0; got = await dlq.receive(10, visibility))
+          all.push(...got);
+        all.sort((a, b) => b.sentAt - a.sentAt);
+        const n = Math.min(10, max); // as SQS: at most 10 a call
+        await dlq.release(all.slice(n).map((m) => m.receiptHandle));
+        return all.slice(0, n);
+      },
+    };
+    const consumer = await createConsumerFromConfig(
+      loadConfig(env()),
+      { sqs: parts.queues.sqs, logger: silentLogger },
+      { replaying: true },
+    );
+    const report = await replayDeadLetters(newestFirst, consumer.deps, { limit: 20, dryRun: false });
+    await consumer.close();
+    assert.deepEqual([report.examined, report.deadLettered], [20, { customer_not_found: 20 }]);
+    const letters = await drainDeadLetters(parts.queues.sqs, parts.queues.deadLetterQueueUrl);
+    assert.equal(letters.length, 20);
+    assert.ok(letters.every((l) => l.attempts === 2));
+  });
+
+  test("a replay whose clock lags the queue's still replays a letter sent before it started", async () => {
+    // Its own letters are known by their meterhook_replay attribute, not by SentTimestamp.
+    await deadLetter([usageEvent({ customer: "acct_lagging", value: 2 })]);
+    const report = await replay({ now: () => Date.now() - 60_000 }, { acct_lagging: "cus_Lagging" });
+    assert.deepEqual([report.examined, report.billed], [1, 1]);
+    assert.equal(await queueDepth(parts.queues.sqs, parts.queues.deadLetterQueueUrl), 0);
+  });
+
+  test("a letter the consumer writes while a replay runs is replayed too; the replay's own are tagged and left", async () => {
+    await deadLetter([usageEvent({ customer: "acct_before" })]);
+    const dlq = createSqsReader(parts.queues.sqs, parts.queues.deadLetterQueueUrl);
+    let first = true;
+    const reader: QueueReader = {
+      ...dlq,
+      receive: async (max, visibility) => {
+        const got = await dlq.receive(max, visibility);
+        // The consumer dead-letters another event just after the replay's first receive.
+        if (first) await deadLetter([usageEvent({ customer: "acct_during" })]);
+        first = false;
+        return got;
+      },
+    };
+    const consumer = await createConsumerFromConfig(
+      loadConfig(env()),
+      { sqs: parts.queues.sqs, logger: silentLogger },
+      { replaying: true },
+    );
+    const report = await replayDeadLetters(reader, consumer.deps, { limit: 10, dryRun: false });
+    await consumer.close();
+    assert.deepEqual([report.examined, report.deadLettered], [2, { customer_not_found: 2 }]);
+    const peek = await parts.queues.sqs.send(
+      new ReceiveMessageCommand({
+        QueueUrl: parts.queues.deadLetterQueueUrl,
+        MaxNumberOfMessages: 10,
+        VisibilityTimeout: 0,
+        MessageAttributeNames: ["All"],
+      }),
+    );
+    assert.equal(peek.Messages?.length, 2);
+    const runs = new Set(peek.Messages?.map((m) => m.MessageAttributes?.meterhook_replay?.StringValue));
+    assert.equal(runs.size, 1, "both written by the one replay run");
+    assert.match([...runs][0] ?? "", /^[0-9a-f-]{36}$/);
+  });
+
   test("takes at most --limit messages", async () => {
     await deadLetter(Array.from({ length: 5 }, () => usageEvent({ customer: "acct_lim" })));
     const report = await replay({ limit: 2 }, { acct_lim: "cus_lim" });
