@@ -10,7 +10,7 @@ import { packBodies } from "./pack.js";
 import { MAX_BODY_BYTES, type QueueSender, sendableBody } from "./queue.js";
 import { reloading } from "./reloading.js";
 import { CORRELATION_ATTRIBUTE, keptHeaders, TRIGGER_FORMAT, type TriggerMessage } from "./triggers.js";
-import { parseUsageEvent, toCanonicalJson } from "./usage-event.js";
+import { parseUsageEvent, toCanonicalJson, type UsageEvent } from "./usage-event.js";
 import { verifySignature } from "./webhooks/signatures.js";
 
 /** Signed webhook sources this API accepts at POST /v1/webhooks/{source}. */
@@ -68,6 +68,18 @@ function rejectionOf(item: unknown, index: number, err: unknown): Rejection {
   if (err instanceof InvalidEventError || err instanceof DuplicateIdError)
     return { ...base, code: err.code, message: err.message };
   throw err;
+}
+
+/** The same usage, properties in any order (what one JSON text of it may not show). */
+function sameUsage(a: UsageEvent, b: UsageEvent): boolean {
+  const keys = Object.keys(a.properties);
+  return (
+    a.customer === b.customer &&
+    a.value === b.value &&
+    a.timestamp === b.timestamp &&
+    keys.length === Object.keys(b.properties).length &&
+    keys.every((k) => Object.hasOwn(b.properties, k) && a.properties[k] === b.properties[k])
+  );
 }
 
 /** A compressed body would otherwise read as invalid JSON, which misleads: name the cause. */
@@ -233,7 +245,7 @@ export function createIngestApi(deps: IngestApiDeps): { handle(req: HttpRequest)
     // Stripe bills an identifier once, and it is made from id and event_name alone. An exact
     // repeat in one request (a client's retry folded into its batch) is harmless and accepted; a
     // repeat with other contents would be accepted and then never billed: refused instead.
-    const seen = new Map<string, { index: number; body: string }>();
+    const seen = new Map<string, { index: number; event: UsageEvent; body: string }>();
     return acceptItems(
       req,
       "event",
@@ -244,8 +256,8 @@ export function createIngestApi(deps: IngestApiDeps): { handle(req: HttpRequest)
         // Ids and names hold no control characters, so a newline cannot join two pairs alike.
         const key = `${event.event_name}\n${event.id}`;
         const first = seen.get(key);
-        if (first === undefined) seen.set(key, { index, body });
-        else if (first.body !== body) {
+        if (first === undefined) seen.set(key, { index, event, body });
+        else if (first.body !== body && !sameUsage(first.event, event)) {
           throw new DuplicateIdError(
             `id "${event.id.slice(0, 100)}" with event_name "${event.event_name}" is at index ${first.index} of this request with other contents; Stripe would bill only one of them`,
           );

@@ -92,23 +92,28 @@ describe("POST /v1/events", () => {
 
   test("a batch item with an earlier item's id and event_name but other contents is rejected duplicate_id; an exact repeat is accepted", async () => {
     // A timestamp of its own, so that every copy is the same event to the last field.
-    const first = usageEvent({ value: 3, timestamp: Math.floor(Date.now() / 1000) - 60 });
+    const first = usageEvent({
+      value: 3,
+      timestamp: Math.floor(Date.now() / 1000) - 60,
+      properties: { region: "eu", tier: "gold" },
+    });
     const res = await post({
       events: [
         first,
         { ...first }, // the same event again: Stripe bills it once, as the client meant
+        { ...first, properties: { tier: "gold", region: "eu" } }, // the same, properties reordered
         { ...first, value: 5 }, // another amount under the same id: would never be billed
         { ...first, event_name: "storage_gb" }, // another meter: another identifier
         { ...first, customer: "cus_Other" },
       ],
     });
     assert.equal(res.status, 202);
-    assert.deepEqual(res.body.accepted, [first.id, first.id, first.id]);
+    assert.deepEqual(res.body.accepted, [first.id, first.id, first.id, first.id]);
     assert.deepEqual(
       res.body.rejected.map((r: { index: number; id?: string; code: string }) => [r.index, r.id, r.code]),
       [
-        [2, first.id, "duplicate_id"],
-        [4, first.id, "duplicate_id"],
+        [3, first.id, "duplicate_id"],
+        [5, first.id, "duplicate_id"],
       ],
     );
     assert.match(res.body.rejected[0].message, /at index 0 of this request with other contents/);
@@ -116,6 +121,7 @@ describe("POST /v1/events", () => {
     assert.deepEqual(
       bodies.map((b) => [b.event_name, b.value, b.customer]),
       [
+        ["api_requests", 3, "cus_NciAYcXfLnqBoz"],
         ["api_requests", 3, "cus_NciAYcXfLnqBoz"],
         ["api_requests", 3, "cus_NciAYcXfLnqBoz"],
         ["storage_gb", 3, "cus_NciAYcXfLnqBoz"],
