@@ -11,10 +11,10 @@ import { createQueueHandler } from "../../functions/ingest-queue.js";
 import { createConsumerFromConfig, replayFromConfig } from "../../lib/app.js";
 import { loadConfig } from "../../lib/config.js";
 import type { DeadLetterBody } from "../../lib/dead-letter.js";
-import { createLogger, silentLogger } from "../../lib/logger.js";
+import { createLogger, type Logger, silentLogger } from "../../lib/logger.js";
 import { meterEventIdentifier } from "../../lib/meter-event.js";
 import { createSqsReader, type QueueReader } from "../../lib/queue.js";
-import { replayDeadLetters } from "../../lib/replay.js";
+import { type ReplayOptions, replayDeadLetters } from "../../lib/replay.js";
 import { lambdaContext, sqsEvent, sqsRecord, usageEvent } from "../helpers/factories.js";
 import { loadTrigger } from "../helpers/fixtures.js";
 import { consumerEnv, usePipelineParts } from "../helpers/pipeline.js";
@@ -70,6 +70,27 @@ const replay = (
       logger: silentLogger,
     },
   );
+/**
+ * Replay through `reader` (the DLQ's, as a test shapes it) with the consumer the replay
+ * function builds, the given customer table and logger.
+ */
+async function replayThrough(
+  reader: QueueReader,
+  options: ReplayOptions,
+  customers: Record<string, string> = {},
+  logger: Logger = silentLogger,
+) {
+  const consumer = await createConsumerFromConfig(
+    loadConfig(env(customers)),
+    { sqs: parts.queues.sqs, logger },
+    { replaying: true },
+  );
+  try {
+    return await replayDeadLetters(reader, consumer.deps, options);
+  } finally {
+    await consumer.close();
+  }
+}
 const total = (customer: string) =>
   parts.emulator.ledger.summaries().find((s) => s.customer === customer)?.aggregated_value ?? 0;
 
@@ -153,11 +174,6 @@ describe("DLQ replay", () => {
 
   test("a replay stops taking letters once its deadline comes near; what it took is settled, the rest left", async () => {
     await deadLetter(Array.from({ length: 12 }, () => usageEvent({ customer: "acct_late" })));
-    const consumer = await createConsumerFromConfig(
-      loadConfig(env({ acct_late: "cus_Late" })),
-      { sqs: parts.queues.sqs, logger: silentLogger },
-      { replaying: true },
-    );
     const dlq = createSqsReader(parts.queues.sqs, parts.queues.deadLetterQueueUrl);
     // 40 s pass while the first letters are worked; the deadline is 60 s off at the start.
     let clock = Date.now();
@@ -171,12 +187,12 @@ describe("DLQ replay", () => {
     };
     const lines: string[] = [];
     const logger = createLogger({ write: (line) => lines.push(line) });
-    const report = await replayDeadLetters(
+    const report = await replayThrough(
       reader,
-      { ...consumer.deps, logger },
       { limit: 100, dryRun: false, deadline: clock + 60_000, now: () => clock },
+      { acct_late: "cus_Late" },
+      logger,
     );
-    await consumer.close();
     assert.equal(report.stoppedForTime, true);
     // An asynchronous invocation's answer is discarded: the logs say it too.
     const said = lines.map((l) => JSON.parse(l)).find((l) => /replay stopped near its deadline/.test(l.message));
@@ -204,13 +220,7 @@ describe("DLQ replay", () => {
         return all.slice(0, n);
       },
     };
-    const consumer = await createConsumerFromConfig(
-      loadConfig(env()),
-      { sqs: parts.queues.sqs, logger: silentLogger },
-      { replaying: true },
-    );
-    const report = await replayDeadLetters(newestFirst, consumer.deps, { limit: 20, dryRun: false });
-    await consumer.close();
+    const report = await replayThrough(newestFirst, { limit: 20, dryRun: false });
     assert.deepEqual([report.examined, report.deadLettered], [20, { customer_not_found: 20 }]);
     const letters = await drainDeadLetters(parts.queues.sqs, parts.queues.deadLetterQueueUrl);
     assert.equal(letters.length, 20);
@@ -239,13 +249,7 @@ describe("DLQ replay", () => {
         return got;
       },
     };
-    const consumer = await createConsumerFromConfig(
-      loadConfig(env()),
-      { sqs: parts.queues.sqs, logger: silentLogger },
-      { replaying: true },
-    );
-    const report = await replayDeadLetters(reader, consumer.deps, { limit: 10, dryRun: false });
-    await consumer.close();
+    const report = await replayThrough(reader, { limit: 10, dryRun: false });
     assert.deepEqual([report.examined, report.deadLettered], [2, { customer_not_found: 2 }]);
     const peek = await parts.queues.sqs.send(
       new ReceiveMessageCommand({
