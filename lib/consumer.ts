@@ -5,7 +5,7 @@ import { type DeadLetter, fromDeadLetter, redrivenLetter, sendDeadLetters } from
 import { DeadLetterCode } from "./errors.js";
 import type { Logger } from "./logger.js";
 import type { MapOutcome, Source, Trigger } from "./mapping/engine.js";
-import type { MeterEvent, ValueRules } from "./meter-event.js";
+import { type MeterEvent, sameEntries, type ValueRules } from "./meter-event.js";
 import { Metric, type Metrics, noMetrics } from "./metrics.js";
 import { deferrable, retryBody, unpack } from "./pack.js";
 import { createPreparer, type Dead, type DeadLetterFor, inputOf, type Retry, type Step } from "./prepare.js";
@@ -204,7 +204,7 @@ export async function processBatch(
  * the same identifier); logged, so the app's reuse of an id can be found.
  */
 function warnIfChanged(sent: MeterEvent, repeat: MeterEvent, m: QueueMessage, logger: Logger): void {
-  if (sent.timestamp === repeat.timestamp && JSON.stringify(sent.payload) === JSON.stringify(repeat.payload)) return;
+  if (sent.timestamp === repeat.timestamp && sameEntries(sent.payload, repeat.payload)) return;
   logger.warn("event not sent: an earlier event of its batch has its identifier, with other contents", {
     messageId: m.messageId,
     identifier: repeat.identifier,

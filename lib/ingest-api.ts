@@ -4,7 +4,7 @@ import { InvalidEventError, MeterhookError } from "./errors.js";
 import { type HttpRequest, type HttpResponse, httpError, json } from "./http.js";
 import type { Logger } from "./logger.js";
 import type { Source } from "./mapping/engine.js";
-import { type ValueRules, validateUsageEvent } from "./meter-event.js";
+import { sameEntries, type ValueRules, validateUsageEvent } from "./meter-event.js";
 import { Metric, type Metrics, noMetrics } from "./metrics.js";
 import { packBodies } from "./pack.js";
 import { MAX_BODY_BYTES, type QueueSender, sendableBody } from "./queue.js";
@@ -70,17 +70,12 @@ function rejectionOf(item: unknown, index: number, err: unknown): Rejection {
   throw err;
 }
 
-/** The same usage, properties in any order (what one JSON text of it may not show). */
-function sameUsage(a: UsageEvent, b: UsageEvent): boolean {
-  const keys = Object.keys(a.properties);
-  return (
-    a.customer === b.customer &&
-    a.value === b.value &&
-    a.timestamp === b.timestamp &&
-    keys.length === Object.keys(b.properties).length &&
-    keys.every((k) => Object.hasOwn(b.properties, k) && a.properties[k] === b.properties[k])
-  );
-}
+/** The same usage under one id and event_name: customer, value, time, properties in any order. */
+const sameUsage = (a: UsageEvent, b: UsageEvent): boolean =>
+  a.customer === b.customer &&
+  a.value === b.value &&
+  a.timestamp === b.timestamp &&
+  sameEntries(a.properties, b.properties);
 
 /** A compressed body would otherwise read as invalid JSON, which misleads: name the cause. */
 function unsupportedEncoding(req: HttpRequest): string | undefined {
@@ -245,7 +240,7 @@ export function createIngestApi(deps: IngestApiDeps): { handle(req: HttpRequest)
     // Stripe bills an identifier once, and it is made from id and event_name alone. An exact
     // repeat in one request (a client's retry folded into its batch) is harmless and accepted; a
     // repeat with other contents would be accepted and then never billed: refused instead.
-    const seen = new Map<string, { index: number; event: UsageEvent; body: string }>();
+    const seen = new Map<string, { index: number; event: UsageEvent }>();
     return acceptItems(
       req,
       "event",
@@ -256,8 +251,8 @@ export function createIngestApi(deps: IngestApiDeps): { handle(req: HttpRequest)
         // Ids and names hold no control characters, so a newline cannot join two pairs alike.
         const key = `${event.event_name}\n${event.id}`;
         const first = seen.get(key);
-        if (first === undefined) seen.set(key, { index, event, body });
-        else if (first.body !== body && !sameUsage(first.event, event)) {
+        if (first === undefined) seen.set(key, { index, event });
+        else if (!sameUsage(first.event, event)) {
           throw new DuplicateIdError(
             `id "${event.id.slice(0, 100)}" with event_name "${event.event_name}" is at index ${first.index} of this request with other contents; Stripe would bill only one of them`,
           );
@@ -329,10 +324,11 @@ export function createIngestApi(deps: IngestApiDeps): { handle(req: HttpRequest)
       headers: keptHeaders(req.headers),
       body: req.body.toString("utf8"),
     };
-    const message = JSON.stringify(trigger);
+    // Escaped here as the sender would (it then finds nothing to escape), to measure it.
+    const message = sendableBody(JSON.stringify(trigger));
     // Wrapped in its trigger, a body within maxBodyBytes can still outgrow a queue message
     // (JSON escapes, headers): refused now, as SQS would refuse it on every resend.
-    const queuedBytes = Buffer.byteLength(sendableBody(message));
+    const queuedBytes = Buffer.byteLength(message);
     if (queuedBytes > MAX_BODY_BYTES) {
       return httpError(
         413,

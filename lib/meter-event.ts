@@ -48,6 +48,12 @@ export function meterEventIdentifier(id: string, eventName: string, part?: strin
   return `mh_${hash("sha256", input, "base64url").slice(0, 40)}`;
 }
 
+/** The same keys with the same values, in any order: properties, or a meter event's payload. */
+export function sameEntries(a: Readonly<Record<string, unknown>>, b: Readonly<Record<string, unknown>>): boolean {
+  const keys = Object.keys(a);
+  return keys.length === Object.keys(b).length && keys.every((k) => Object.hasOwn(b, k) && a[k] === b[k]);
+}
+
 /** Shortest decimal string for a number, never in exponent form (Stripe wants plain decimals). */
 export function formatDecimal(n: number): string {
   // Integers below 10^21 never print with an exponent: most usage values, without the regex.
