@@ -1,5 +1,6 @@
 import { type CancelTarget, cancelTarget, parseCancellation } from "../cancellation.js";
 import { DeadLetterCode, MeterhookError } from "../errors.js";
+import { MAX_SIGNIFICANT_DIGITS } from "../meter-event.js";
 import { parseUsageEvent, type UsageEvent } from "../usage-event.js";
 import type { Auth, CustomerLookupConfig, SourceConfig } from "./config-schema.js";
 import { evaluate } from "./expressions.js";
@@ -192,7 +193,7 @@ export function mapTrigger(source: Source, trigger: Trigger): MapOutcome {
         id: String(e.id),
         event_name: e.event_name,
         customer: e.customer,
-        value: e.value,
+        value: stripePrecision(e.value),
         ...(e.timestamp !== undefined && e.timestamp !== null ? { timestamp: e.timestamp } : {}),
         ...(e.properties && Object.keys(e.properties).length > 0 ? { properties: e.properties } : {}),
       },
@@ -201,6 +202,16 @@ export function mapTrigger(source: Source, trigger: Trigger): MapOutcome {
     return { ...event, identifierPart: `${source.name}/${e.key}` };
   });
   return { kind: "events", events, cancels };
+}
+
+/**
+ * A fraction rounded to the significant digits Stripe keeps. Arithmetic on doubles leaves noise in
+ * the 16th and 17th digits (`divide(100, 60)` is 1.6666666666666667, 0.1 + 0.2 is
+ * 0.30000000000000004) that Stripe would refuse; those digits are not usage. Integers are left as
+ * they are: their digits are counts, and one too long is refused rather than changed.
+ */
+function stripePrecision(value: number): number {
+  return Number.isInteger(value) ? value : Number(value.toPrecision(MAX_SIGNIFICANT_DIGITS));
 }
 
 /**

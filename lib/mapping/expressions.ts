@@ -15,7 +15,7 @@ import type { JSONObject } from "@aws-lambda-powertools/jmespath/types";
  * `sum(body.items[].qty)`, `length(body.items)`, literals such as `` `1` `` and `'eu'`.
  *
  * - `multiply(a, b)`, `divide(a, b)`: numbers; `divide(body.bytes, \`1e9\`)` gives GB.
- * - `round_to(n, digits)`: rounds to a number of decimals.
+ * - `round_to(n, digits)`: rounds to a number of decimals, half away from zero.
  * - `epoch_seconds(t)`: an ISO-8601 string or Unix seconds, as Unix seconds.
  * - `seconds_between(start, end)`: `end - start` in seconds, for ISO-8601 strings or Unix seconds.
  *
@@ -25,24 +25,38 @@ import type { JSONObject } from "@aws-lambda-powertools/jmespath/types";
  */
 class MeterhookFunctions extends PowertoolsFunctions {}
 
-const toSeconds = (t: unknown): number | null => {
-  if (typeof t === "number" && Number.isFinite(t)) return t;
+/** Unix ms of an ISO-8601 string or Unix seconds: whole ms for strings, so differences stay exact. */
+const toMs = (t: unknown): number | null => {
+  if (typeof t === "number" && Number.isFinite(t)) return t * 1000;
   if (typeof t !== "string") return null;
   const ms = Date.parse(t);
-  return Number.isNaN(ms) ? null : ms / 1000;
+  return Number.isNaN(ms) ? null : ms;
+};
+const toSeconds = (t: unknown): number | null => {
+  const ms = toMs(t);
+  return ms === null ? null : ms / 1000;
 };
 const finite = (n: number) => (Number.isFinite(n) ? n : null);
+
+/**
+ * `n` rounded to `digits` decimals, half away from zero, as the decimal it prints as: shifting the
+ * decimal point in the text, not multiplying, so `round_to(1.005, 2)` is 1.01 (1.005 * 100 is
+ * 100.49999999999999 in binary).
+ */
+function roundDecimals(n: number, digits: number): number {
+  const shift = (x: number, by: number) => {
+    const [mantissa, exp = "0"] = String(x).split("e");
+    return Number(`${mantissa}e${Number(exp) + by}`);
+  };
+  const d = Math.max(0, Math.min(12, Math.trunc(digits)));
+  const rounded = shift(Math.round(shift(Math.abs(n), d)), -d);
+  return n < 0 ? -rounded : rounded;
+}
 
 const extraFunctions: Record<string, { specs: string[][]; fn: (...args: never[]) => unknown }> = {
   funcMultiply: { specs: [["number"], ["number"]], fn: (a: number, b: number) => finite(a * b) },
   funcDivide: { specs: [["number"], ["number"]], fn: (a: number, b: number) => (b === 0 ? null : finite(a / b)) },
-  funcRoundTo: {
-    specs: [["number"], ["number"]],
-    fn: (n: number, d: number) => {
-      const f = 10 ** Math.max(0, Math.min(12, Math.trunc(d)));
-      return Math.round(n * f) / f;
-    },
-  },
+  funcRoundTo: { specs: [["number"], ["number"]], fn: (n: number, d: number) => roundDecimals(n, d) },
   funcEpochSeconds: { specs: [["string", "number"]], fn: (t: string | number) => toSeconds(t) },
   funcSecondsBetween: {
     specs: [
@@ -50,9 +64,10 @@ const extraFunctions: Record<string, { specs: string[][]; fn: (...args: never[])
       ["string", "number"],
     ],
     fn: (a: string | number, b: string | number) => {
-      const start = toSeconds(a);
-      const end = toSeconds(b);
-      return start === null || end === null ? null : end - start;
+      const start = toMs(a);
+      const end = toMs(b);
+      // Unix seconds near 1.7e9 carry about 0.2 µs of binary noise each: keep whole microseconds.
+      return start === null || end === null ? null : Math.round((end - start) * 1000) / 1e6;
     },
   },
 };

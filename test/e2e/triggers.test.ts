@@ -56,6 +56,16 @@ const schemeOf = (file: string, source: string) =>
   AuthSchema.parse(parseYaml(readFileSync(file, "utf8")).sources[source].auth) as never;
 const settle = () => new Promise((r) => setTimeout(r, 400));
 
+/** The mapping config the README shows under "App-specific triggers", as a file. */
+function readmeMappingConfig(): string {
+  const readme = readFileSync("README.md", "utf8");
+  const block = /```yaml\n(# yaml-language-server[^\n]*\nversion: 1\n[\s\S]*?)```/.exec(readme)?.[1];
+  assert.ok(block, "the README's mapping config");
+  const file = join(mkdtempSync(join(tmpdir(), "mh-readme-")), "readme.yaml");
+  writeFileSync(file, block);
+  return file;
+}
+
 describe("GitHub webhook: CI minutes", () => {
   const file = "examples/github-ci-minutes.yaml";
   const secret = "gh-webhook-secret-e2e-0001";
@@ -74,6 +84,23 @@ describe("GitHub webhook: CI minutes", () => {
     await settle();
     assert.equal(total("cus_OctoOrg0001", "ci_minutes"), 7.5);
     assert.equal(rt.emulator?.ledger.events.length, 1);
+  });
+
+  test("the README's rule bills a job of 100 s as 1.66666666666667 minutes, to Stripe's 15 digits", async () => {
+    // 100 / 60 is 1.6666666666666667 as a double: 17 significant digits, which Stripe refuses.
+    const readmeFile = readmeMappingConfig();
+    const { webhook, sqs, rt } = await start(readmeFile, { GITHUB_WEBHOOK_SECRET: secret });
+    const job = loadTrigger("github-workflow-job-completed.json") as { workflow_job: Record<string, unknown> };
+    job.workflow_job.started_at = new Date(Date.parse(String(job.workflow_job.completed_at)) - 100_000).toISOString();
+    const body = JSON.stringify(job);
+    const headers = { "x-github-event": "workflow_job", ...signWebhook(schemeOf(readmeFile, "github"), secret, body) };
+    assert.equal((await webhook("github", body, headers)).status, 202);
+    const [billedEvent] = await waitFor(
+      () => (rt.emulator?.ledger.events.length ? rt.emulator.ledger.events : undefined),
+      "the event billed",
+    );
+    assert.equal(billedEvent?.payload.value, "1.66666666666667");
+    assert.deepEqual(await drainDeadLetters(sqs, rt.deadLetterQueueUrl), []);
   });
 
   test("a wrong signature is a 401 and nothing is queued; other events are ignored", async () => {

@@ -92,6 +92,58 @@ describe("rules", () => {
     });
   });
 
+  test("computed values are the decimals a person would write, to Stripe's 15 significant digits", () => {
+    const s = source([
+      {
+        name: "r",
+        id: "body.id",
+        customer: "body.c",
+        emit: [
+          { event_name: "minutes", value: "divide(seconds_between(body.start, body.end), `60`)" },
+          { event_name: "latency", value: "seconds_between(body.sent, body.done)" },
+          { event_name: "unix", value: "seconds_between(body.sent_unix, body.done_unix)" },
+          { event_name: "tax", value: "multiply(body.amount, `3`)" },
+          { event_name: "sum", value: "sum(body.parts)" },
+          { event_name: "cents", value: "round_to(body.price, `2`)" },
+          { event_name: "refund", value: "round_to(body.refund, `0`)" },
+          { event_name: "given", value: "body.third" },
+          { event_name: "count", value: "body.count" },
+        ],
+      },
+    ]);
+    const got = events(
+      s,
+      trigger({
+        id: "x",
+        c: "cus_1",
+        start: "2026-11-20T10:00:00Z",
+        end: "2026-11-20T10:01:40Z",
+        sent: "2026-11-20T10:00:00.100Z",
+        done: "2026-11-20T10:00:00.223Z",
+        sent_unix: 1_795_000_000.1,
+        done_unix: 1_795_000_001.3,
+        amount: 0.1,
+        parts: [0.1, 0.2],
+        price: 1.005,
+        refund: -2.5,
+        third: 1 / 3,
+        count: 123_456_789_012_345,
+      }),
+    );
+    assert.deepEqual(Object.fromEntries(got.map((e) => [e.event_name, e.value])), {
+      minutes: 1.66666666666667,
+      latency: 0.123,
+      unix: 1.2,
+      tax: 0.3,
+      sum: 0.3,
+      cents: 1.01,
+      refund: -3,
+      given: 0.333333333333333,
+      count: 123_456_789_012_345,
+    });
+    for (const e of got) assert.doesNotThrow(() => toMeterEvent(e, "cus_1", NOW_MS / 1000));
+  });
+
   test("copies properties, takes the timestamp from the event, else the time received", () => {
     const s = source([
       {
@@ -197,7 +249,8 @@ describe("failures", () => {
 
   test("a produced event that breaks Stripe's rules keeps its own code", () => {
     const t = source([{ name: "r", id: "body.id", customer: "body.c", emit: [{ event_name: "e", value: "body.n" }] }]);
-    const [e] = events(t, trigger({ id: "1", c: "cus_1", n: 0.1 + 0.2 }));
+    // An integer's digits are counts: one too long for Stripe is refused, not rounded.
+    const [e] = events(t, trigger({ id: "1", c: "cus_1", n: 1_234_567_890_123_456 }));
     assert.throws(
       () => toMeterEvent(e as never, "cus_1", NOW_MS / 1000),
       (x: unknown) => x instanceof InvalidEventError && x.code === "invalid_value",
