@@ -88,7 +88,7 @@ function toUnixSeconds(ts: string | number): number {
   if (Number.isNaN(seconds)) {
     throw new InvalidEventError(
       DeadLetterCode.invalidEvent,
-      "timestamp must be ISO-8601 with a time zone (2026-11-26T12:00:00Z) or Unix seconds",
+      "timestamp must be ISO-8601 with a time zone (2026-11-26T12:00:00Z) or Unix seconds as a number",
       "timestamp",
     );
   }

@@ -194,7 +194,7 @@ export function mapTrigger(source: Source, trigger: Trigger): MapOutcome {
         event_name: e.event_name,
         customer: e.customer,
         value: stripePrecision(e.value),
-        ...(e.timestamp !== undefined && e.timestamp !== null ? { timestamp: e.timestamp } : {}),
+        ...(e.timestamp !== undefined && e.timestamp !== null ? { timestamp: unixSecondsText(e.timestamp) } : {}),
         ...(e.properties && Object.keys(e.properties).length > 0 ? { properties: e.properties } : {}),
       },
       receivedAt,
@@ -202,6 +202,12 @@ export function mapTrigger(source: Source, trigger: Trigger): MapOutcome {
     return { ...event, identifierPart: `${source.name}/${e.key}` };
   });
   return { kind: "events", events, cancels };
+}
+
+/** Unix seconds written as text, as a header or message attribute must carry them: "1795942441". */
+const UNIX_SECONDS_TEXT = /^\d{1,13}(\.\d{1,9})?$/;
+function unixSecondsText(timestamp: string | number): string | number {
+  return typeof timestamp === "string" && UNIX_SECONDS_TEXT.test(timestamp) ? Number(timestamp) : timestamp;
 }
 
 /**

@@ -160,6 +160,35 @@ describe("rules", () => {
     const [noTime] = events(s, trigger({ id: "1", c: "cus_1", region: "eu" }));
     assert.equal(noTime?.timestamp, NOW_MS / 1000);
   });
+
+  test("Unix seconds written as text, as headers carry them, are a timestamp; text that is neither is refused", () => {
+    const s = source([
+      {
+        name: "r",
+        id: "body.id",
+        customer: "body.c",
+        timestamp: 'headers."webhook-timestamp"',
+        emit: [{ event_name: "e" }],
+      },
+    ]);
+    const at = (ts: string) => events(s, trigger({ id: "1", c: "cus_1" }, { "webhook-timestamp": ts }))[0]?.timestamp;
+    assert.equal(at("1794999940"), 1_794_999_940);
+    assert.equal(at("1794999940.75"), 1_794_999_940);
+    // Milliseconds as text get the same answer as milliseconds as a number.
+    const [ms] = events(s, trigger({ id: "1", c: "cus_1" }, { "webhook-timestamp": "1794999940000" }));
+    assert.throws(
+      () => toMeterEvent(ms as never, "cus_1", NOW_MS / 1000),
+      (x: unknown) =>
+        x instanceof InvalidEventError && x.code === "timestamp_out_of_range" && /milliseconds/.test(x.message),
+    );
+    for (const text of ["Sun, 29 Nov 2026 08:00:00 GMT", "2026-11-29 08:00:00", "-1794999940", "1e9"]) {
+      assert.throws(
+        () => at(text),
+        (x: unknown) => x instanceof InvalidEventError && x.code === "invalid_event" && /as a number/.test(x.message),
+        text,
+      );
+    }
+  });
 });
 
 describe("fan-out identifiers", () => {
