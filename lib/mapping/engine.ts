@@ -175,7 +175,9 @@ export function mapTrigger(source: Source, trigger: Trigger): MapOutcome {
     if (typeof e.value !== "number" || !Number.isFinite(e.value)) throw fieldError(e, "value", e.value, "a number");
     if (!((typeof e.id === "string" && e.id !== "") || typeof e.id === "number"))
       throw fieldError(e, "id", e.id, "a string or number");
-    if (typeof e.customer !== "string" || e.customer === "") throw fieldError(e, "customer", e.customer, "a string");
+    // Apps' account ids are often numbers; a lookup's table keys and URLs take them as text.
+    if (!((typeof e.customer === "string" && e.customer !== "") || Number.isSafeInteger(e.customer)))
+      throw fieldError(e, "customer", e.customer, "a string or whole number");
     if (
       e.timestamp !== undefined &&
       e.timestamp !== null &&
@@ -192,7 +194,7 @@ export function mapTrigger(source: Source, trigger: Trigger): MapOutcome {
       {
         id: String(e.id),
         event_name: e.event_name,
-        customer: e.customer,
+        customer: String(e.customer),
         value: stripePrecision(e.value),
         ...(e.timestamp !== undefined && e.timestamp !== null ? { timestamp: unixSecondsText(e.timestamp) } : {}),
         ...(e.properties && Object.keys(e.properties).length > 0 ? { properties: e.properties } : {}),

@@ -234,4 +234,17 @@ describe("an app's own SQS messages", () => {
     );
     await billed("cus_Tenant420001", "storage_gb_days", 735.0032);
   });
+
+  test("an account id that is a number finds its customer in the table", async () => {
+    const config = parseYaml(readFileSync("examples/sqs-app-messages.yaml", "utf8"));
+    config.sources.storage.customer.table = { 42: "cus_Tenant420001" };
+    config.sources.storage.rules[0].id = "join(':', [to_string(body.tenant), body.day])";
+    const file = join(mkdtempSync(join(tmpdir(), "mh-sqs-")), "sqs.yaml");
+    writeFileSync(file, toYaml(config));
+    const { rt, sqs, billed } = await start(file);
+    const snapshot = { ...(loadTrigger("sqs-storage-snapshot.json") as object), tenant: 42 };
+    await sqs.send(new SendMessageCommand({ QueueUrl: rt.ingestQueueUrl, MessageBody: JSON.stringify(snapshot) }));
+    await billed("cus_Tenant420001", "storage_gb_days", 734.0032);
+    assert.deepEqual(await drainDeadLetters(sqs, rt.deadLetterQueueUrl), []);
+  });
 });

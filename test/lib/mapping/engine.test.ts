@@ -262,6 +262,18 @@ describe("failures", () => {
     assert.match(err.message, /value \(expression `body\.n`\) gave nothing \(missing field\?\); expected a number/);
   });
 
+  test('a customer must be text or a whole number: an account id 42 is looked up as "42"', () => {
+    const s = source([{ name: "r", id: "body.id", customer: "body.c", emit: [{ event_name: "e" }] }]);
+    assert.equal(events(s, trigger({ id: "1", c: 42 }))[0]?.customer, "42");
+    for (const c of [4.2, true, "", { id: 42 }]) {
+      assert.throws(
+        () => mapTrigger(s, trigger({ id: "1", c })),
+        (e: unknown) => e instanceof MappingError && /customer \(expression `body\.c`\)/.test(e.message),
+        JSON.stringify(c),
+      );
+    }
+  });
+
   test("a non-numeric value is mapping_failed", () => {
     assert.match(failure({ id: "1", c: "cus_1", n: "12" })?.message ?? "", /gave "12"; expected a number/);
   });
