@@ -48,8 +48,12 @@ export class InvalidEventError extends MeterhookError {
 }
 
 export class CustomerNotFoundError extends MeterhookError {
-  constructor(customer: string) {
-    super(DeadLetterCode.customerNotFound, `no Stripe customer is mapped for customer "${customer}"`);
+  /** `why`: what the lookup answered, when that tells more than "nothing". */
+  constructor(customer: string, why?: string) {
+    super(
+      DeadLetterCode.customerNotFound,
+      `no Stripe customer is mapped for customer "${customer}"${why === undefined ? "" : `: ${why}`}`,
+    );
   }
 }
 

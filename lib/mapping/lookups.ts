@@ -1,5 +1,5 @@
 import { type CustomerLookup, STRIPE_CUSTOMER_PREFIX } from "../customers.js";
-import { TransientError } from "../errors.js";
+import { CustomerNotFoundError, TransientError } from "../errors.js";
 import type { HttpTransport } from "../stripe/transport.js";
 import { evaluate } from "./expressions.js";
 
@@ -39,7 +39,14 @@ export function httpLookup(
       } catch {
         throw new TransientError("customer_lookup_failed", "customer lookup answered with unreadable JSON");
       }
-      return typeof id === "string" && id.startsWith(STRIPE_CUSTOMER_PREFIX) ? id : undefined;
+      if (id === null || id === undefined) return undefined;
+      if (typeof id === "string" && id.startsWith(STRIPE_CUSTOMER_PREFIX)) return id;
+      // Something that is not an id: a wrong stripeIdPath or a service bug, not an unmapped account.
+      // Not cached, so the fix is seen at once.
+      throw new CustomerNotFoundError(
+        customer,
+        `the lookup answered 200 and \`${options.stripeIdPath}\` gave ${JSON.stringify(id).slice(0, 80)}, not a ${STRIPE_CUSTOMER_PREFIX} id`,
+      );
     },
   };
 }

@@ -3,14 +3,19 @@ import { createServer, type IncomingMessage } from "node:http";
 import type { AddressInfo } from "node:net";
 import { after, before, describe, test } from "node:test";
 import { cachedLookup } from "../../../lib/customers.js";
-import { TransientError } from "../../../lib/errors.js";
+import { CustomerNotFoundError, TransientError } from "../../../lib/errors.js";
 import { httpLookup, stripeSearchLookup } from "../../../lib/mapping/lookups.js";
 import { createWireTransport } from "../../../lib/stripe/wire.js";
 import type { StripeEmulator } from "../../../local/stripe-emulator/server.js";
 import { clientFor, startEmulator } from "../../helpers/stripe.js";
 
 /** The app's own billing service, on loopback: answers per account, can be told to fail or stall. */
-const accounts: Record<string, string> = { ws_1: "cus_ws1", "ws 2/x": "cus_ws2" };
+const accounts: Record<string, string | null> = {
+  ws_1: "cus_ws1",
+  "ws 2/x": "cus_ws2",
+  ws_unmapped: null, // the service knows the account, which has no Stripe customer yet
+  ws_acct: "acct_1Nv0FGQ9RKHgCVdK", // the service answers some other id
+};
 const requests: Array<{ url: string; auth?: string }> = [];
 let failNext = 0;
 let stallMs = 0;
@@ -25,7 +30,7 @@ const server = createServer(async (req: IncomingMessage, res) => {
   }
   const id = decodeURIComponent((req.url ?? "").split("/")[2] ?? "");
   const cus = accounts[id];
-  if (!cus) {
+  if (cus === undefined) {
     res.writeHead(404).end();
     return;
   }
@@ -70,6 +75,17 @@ describe("HTTP lookup", () => {
   });
 
   test("404 is not found", async () => assert.equal(await lookup().resolve("ws_none"), undefined));
+
+  test("an answer with no id is not found; one with something else is customer_not_found saying what it got", async () => {
+    assert.equal(await lookup().resolve("ws_unmapped"), undefined);
+    await assert.rejects(
+      lookup().resolve("ws_acct"),
+      (e: unknown) =>
+        e instanceof CustomerNotFoundError &&
+        e.code === "customer_not_found" &&
+        e.message.includes('`billing.stripe_customer_id` gave "acct_1Nv0FGQ9RKHgCVdK", not a cus_ id'),
+    );
+  });
 
   test("5xx and timeouts are transient", async () => {
     failNext = 1;
