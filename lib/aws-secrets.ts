@@ -28,6 +28,20 @@ export function createAwsSecretReader(options: {
     });
     const value = await provider.get(source.name, { maxAge: 3600 });
     if (typeof value !== "string") throw new Error("secret has no string value");
+    // The console stores key/value pairs as a JSON object by default: sent as a key, Stripe or a
+    // webhook sender would refuse it on every event, so say so once, at start-up.
+    if (isJsonObject(value))
+      throw new Error("the secret holds JSON key/value pairs; store the key alone as its plaintext value");
     return value;
   };
+}
+
+function isJsonObject(text: string): boolean {
+  if (!text.trimStart().startsWith("{")) return false;
+  try {
+    const parsed: unknown = JSON.parse(text);
+    return typeof parsed === "object" && parsed !== null;
+  } catch {
+    return false;
+  }
 }

@@ -14,7 +14,11 @@ before(async () => {
       "/meterhook/test/stripe-api-key": "sk_test_fromSsm0001",
       "/meterhook/test/api-keys": "key-one-0001, key-two-0002",
     },
-    secrets: { "meterhook/test/stripe": "sk_test_fromSecretsManager" },
+    secrets: {
+      "meterhook/test/stripe": "sk_test_fromSecretsManager",
+      // As the console stores a secret by default: key/value pairs.
+      "meterhook/test/stripe-pairs": '{"STRIPE_API_KEY":"sk_test_inPairs0001"}',
+    },
   });
 });
 after(() => stores.stop());
@@ -38,6 +42,16 @@ test("reads from Secrets Manager", async () => {
   const config = loadConfig({ STRIPE_API_KEY_SECRET_ID: "meterhook/test/stripe" });
   const resolved = await resolveSecrets(config, reader(), { stripeKey: true });
   assert.equal(resolved.stripe.apiKey, "sk_test_fromSecretsManager");
+});
+
+test("a Secrets Manager secret of key/value pairs fails start-up saying so, without the value", async () => {
+  const config = loadConfig({ STRIPE_API_KEY_SECRET_ID: "meterhook/test/stripe-pairs" });
+  await assert.rejects(resolveSecrets(config, reader(), { stripeKey: true }), (e: unknown) => {
+    assert.ok(e instanceof ConfigError);
+    assert.match(e.message, /meterhook\/test\/stripe-pairs: the secret holds JSON key\/value pairs/);
+    assert.doesNotMatch(e.message, /sk_test_inPairs0001/);
+    return true;
+  });
 });
 
 test("only what an entry point needs is read", async () => {
