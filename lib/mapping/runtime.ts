@@ -1,6 +1,7 @@
 import { readFileSync } from "node:fs";
 import { isAbsolute, resolve as resolvePath } from "node:path";
 import { pathToFileURL } from "node:url";
+import type { SecretSource } from "../config.js";
 import type { Mapping } from "../consumer.js";
 import {
   type CustomerLookup,
@@ -67,8 +68,16 @@ export async function readSecretRef(
   else if ("env" in ref) {
     value = env[ref.env];
     if (!value) throw new ConfigError(`environment variable ${ref.env} (a secret of the mapping config) is not set`);
-  } else if ("ssm" in ref) value = await reader({ store: "ssm", name: ref.ssm });
-  else value = await reader({ store: "secretsmanager", name: ref.secretsManager });
+  } else {
+    const source: SecretSource =
+      "ssm" in ref ? { store: "ssm", name: ref.ssm } : { store: "secretsmanager", name: ref.secretsManager };
+    try {
+      value = await reader(source);
+    } catch (err) {
+      // The cause may be an SDK error; its message names the secret, never a value.
+      throw new ConfigError(`cannot read webhook secret ${source.name}: ${(err as Error).message}`);
+    }
+  }
   registerSecret(value);
   return value;
 }

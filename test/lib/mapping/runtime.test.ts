@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import { createAwsSecretReader } from "../../../lib/aws-secrets.js";
+import { ConfigError } from "../../../lib/errors.js";
 import { loadMapping, readSecretRef, webhookSecrets } from "../../../lib/mapping/runtime.js";
 import { startFakeSecretStores } from "../../helpers/fake-secret-stores.js";
 
@@ -8,7 +9,10 @@ let stores: Awaited<ReturnType<typeof startFakeSecretStores>>;
 before(async () => {
   stores = await startFakeSecretStores({
     ssm: { "/meterhook/test/webhooks/github": "gh-secret-from-ssm" },
-    secrets: { "meterhook/test/usage": "whsec_c2VjcmV0LWZyb20tc20=" },
+    secrets: {
+      "meterhook/test/usage": "whsec_c2VjcmV0LWZyb20tc20=",
+      "meterhook/test/usage-pairs": '{"secret":"whsec_c2VjcmV0LWluLXBhaXJz"}',
+    },
   });
 });
 after(() => stores.stop());
@@ -33,6 +37,17 @@ test("webhook secrets come from env, SSM and Secrets Manager", async () => {
   );
   assert.equal(await readSecretRef({ env: "GH" }, { GH: "from-env" }, reader()), "from-env");
   await assert.rejects(readSecretRef({ env: "MISSING" }, {}, reader()), /MISSING/);
+  await assert.rejects(
+    readSecretRef({ secretsManager: "meterhook/test/usage-pairs" }, {}, reader()),
+    (e: unknown) =>
+      e instanceof ConfigError &&
+      /webhook secret meterhook\/test\/usage-pairs: the secret holds JSON key\/value pairs/.test(e.message) &&
+      !e.message.includes("whsec_c2VjcmV0LWluLXBhaXJz"),
+  );
+  await assert.rejects(
+    readSecretRef({ ssm: "/meterhook/test/webhooks/missing" }, {}, reader()),
+    (e: unknown) => e instanceof ConfigError && e.message.includes("/meterhook/test/webhooks/missing"),
+  );
   const mapping = await loadMapping("examples/standard-webhooks.yaml");
   const secrets = await webhookSecrets(
     mapping,
