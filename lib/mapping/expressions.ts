@@ -33,6 +33,7 @@ const toMs = (t: unknown): number | null => {
   return Number.isNaN(ms) ? null : ms;
 };
 const toSeconds = (t: unknown): number | null => {
+  if (typeof t === "number") return Number.isFinite(t) ? t : null;
   const ms = toMs(t);
   return ms === null ? null : ms / 1000;
 };
