@@ -173,8 +173,7 @@ export function mapTrigger(source: Source, trigger: Trigger): MapOutcome {
   const receivedAt = trigger.receivedAt / 1000;
   const events = emitted.map((e) => {
     if (typeof e.value !== "number" || !Number.isFinite(e.value)) throw fieldError(e, "value", e.value, "a number");
-    if (!((typeof e.id === "string" && e.id !== "") || typeof e.id === "number"))
-      throw fieldError(e, "id", e.id, "a string or number");
+    if (!usableId(e.id)) throw fieldError(e, "id", e.id, ID_WANTED);
     // Apps' account ids are often numbers; a lookup's table keys and URLs take them as text.
     if (!((typeof e.customer === "string" && e.customer !== "") || Number.isSafeInteger(e.customer)))
       throw fieldError(e, "customer", e.customer, "a string or whole number");
@@ -206,6 +205,17 @@ export function mapTrigger(source: Source, trigger: Trigger): MapOutcome {
   return { kind: "events", events, cancels };
 }
 
+/**
+ * An id is text, or a number JSON can carry exactly. Past 2^53 a parsed number has lost digits,
+ * so neighbouring ids (64-bit snowflakes) would become one identifier and Stripe would drop all
+ * but the first as repeats.
+ */
+function usableId(id: unknown): id is string | number {
+  if (typeof id === "string") return id !== "";
+  return typeof id === "number" && Number.isFinite(id) && (!Number.isInteger(id) || Number.isSafeInteger(id));
+}
+const ID_WANTED = "a string, or a number below 2^53 (larger ones lose digits in JSON: use the id's string form)";
+
 /** Unix seconds written as text, as a header or message attribute must carry them: "1795942441". */
 const UNIX_SECONDS_TEXT = /^\d{1,13}(\.\d{1,9})?$/;
 function unixSecondsText(timestamp: string | number): string | number {
@@ -228,8 +238,7 @@ function stripePrecision(value: number): number {
  */
 function toCancelTarget(c: CancelWanted, sourceName: string): CancelTarget {
   const where = `${c.key}, cancel ${c.event_name}`;
-  if (!((typeof c.id === "string" && c.id !== "") || typeof c.id === "number"))
-    throw wrongField(where, "id", undefined, c.id, "a string or number");
+  if (!usableId(c.id)) throw wrongField(where, "id", undefined, c.id, ID_WANTED);
   try {
     return cancelTarget(
       parseCancellation({

@@ -255,6 +255,22 @@ describe("failures", () => {
     return undefined;
   };
 
+  test("an id number past 2^53, where JSON has lost its last digits, is mapping_failed, for events and cancels", () => {
+    // Two 64-bit snowflake ids that JSON.parse makes one number: billing both would lose one.
+    const [a, b] = [JSON.parse("1795000000000000123"), JSON.parse("1795000000000000124")];
+    assert.equal(a, b);
+    const err = failure({ id: a, c: "cus_1", n: 1 });
+    assert.ok(err instanceof MappingError);
+    assert.match(err.message, /id \(expression `body\.id`\) gave 1795000000000000000; expected .*2\^53/);
+    assert.equal(events(s, trigger({ id: 2 ** 53 - 1, c: "cus_1", n: 1 }))[0]?.id, "9007199254740991");
+    assert.equal(events(s, trigger({ id: 12.5, c: "cus_1", n: 1 }))[0]?.id, "12.5");
+    const canceller = source([{ name: "undo", id: "body.id", cancel: [{ event_name: "e", rule: "r" }] }]);
+    assert.throws(
+      () => mapTrigger(canceller, trigger({ id: a })),
+      (e: unknown) => e instanceof MappingError && /2\^53/.test(e.message),
+    );
+  });
+
   test("a missing field is mapping_failed naming the expression", () => {
     const err = failure({ id: "1", c: "cus_1" });
     assert.ok(err instanceof MappingError);
