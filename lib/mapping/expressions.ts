@@ -1,6 +1,7 @@
 import {
   EmptyExpressionError,
   IncompleteExpressionError,
+  JMESPathTypeError,
   LexerError,
   ParseError,
   search,
@@ -18,6 +19,7 @@ import type { JSONObject } from "@aws-lambda-powertools/jmespath/types";
  * - `round_to(n, digits)`: rounds to a number of decimals, half away from zero.
  * - `epoch_seconds(t)`: an ISO-8601 string or Unix seconds, as Unix seconds.
  * - `seconds_between(start, end)`: `end - start` in seconds, for ISO-8601 strings or Unix seconds.
+ * - `to_string(x)` is JMESPath's, but refuses a whole number past 2^53 (its digits are lost).
  *
  * A function given the wrong type (a missing field is null) throws a JMESPath type error, and a
  * division by zero answers null: either way the rule fails with `mapping_failed` naming the
@@ -58,6 +60,20 @@ const extraFunctions: Record<string, { specs: string[][]; fn: (...args: never[])
   funcMultiply: { specs: [["number"], ["number"]], fn: (a: number, b: number) => finite(a * b) },
   funcDivide: { specs: [["number"], ["number"]], fn: (a: number, b: number) => (b === 0 ? null : finite(a / b)) },
   funcRoundTo: { specs: [["number"], ["number"]], fn: (n: number, d: number) => roundDecimals(n, d) },
+  // JMESPath's own, except for a whole number past 2^53: JSON has already lost its last digits,
+  // and as an id's text it would make neighbouring ids one identifier.
+  funcToString: {
+    specs: [["any"]],
+    fn: (arg: unknown) => {
+      if (typeof arg === "number" && Number.isInteger(arg) && !Number.isSafeInteger(arg))
+        throw new JMESPathTypeError({
+          currentValue: arg,
+          expectedTypes: ["string", "number below 2^53"],
+          actualType: "number past 2^53, whose last digits JSON has lost: use the value's string form",
+        });
+      return typeof arg === "string" ? arg : JSON.stringify(arg);
+    },
+  },
   funcEpochSeconds: { specs: [["string", "number"]], fn: (t: string | number) => toSeconds(t) },
   funcSecondsBetween: {
     specs: [

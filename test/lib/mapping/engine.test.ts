@@ -255,7 +255,7 @@ describe("failures", () => {
     return undefined;
   };
 
-  test("an id number past 2^53, where JSON has lost its last digits, is mapping_failed, for events and cancels", () => {
+  test("an id number past 2^53, where JSON has lost its last digits, is mapping_failed, also through to_string()", () => {
     // Two 64-bit snowflake ids that JSON.parse makes one number: billing both would lose one.
     const [a, b] = [JSON.parse("1795000000000000123"), JSON.parse("1795000000000000124")];
     assert.equal(a, b);
@@ -264,6 +264,12 @@ describe("failures", () => {
     assert.match(err.message, /id \(expression `body\.id`\) gave 1795000000000000000; expected .*2\^53/);
     assert.equal(events(s, trigger({ id: 2 ** 53 - 1, c: "cus_1", n: 1 }))[0]?.id, "9007199254740991");
     assert.equal(events(s, trigger({ id: 12.5, c: "cus_1", n: 1 }))[0]?.id, "12.5");
+    const viaText = source([{ name: "r", id: "to_string(body.id)", customer: "body.c", emit: [{ event_name: "e" }] }]);
+    assert.throws(
+      () => mapTrigger(viaText, trigger({ id: a, c: "cus_1" })),
+      (e: unknown) => e instanceof MappingError && /to_string\(\).*number past 2\^53/.test(e.message),
+    );
+    assert.equal(events(viaText, trigger({ id: 29679449, c: "cus_1" }))[0]?.id, "29679449");
     const canceller = source([{ name: "undo", id: "body.id", cancel: [{ event_name: "e", rule: "r" }] }]);
     assert.throws(
       () => mapTrigger(canceller, trigger({ id: a })),
