@@ -152,8 +152,14 @@ function fieldError(e: Emitted, field: string, got: unknown, want: string): Mapp
 function wrongField(where: string, field: string, expr: string | undefined, got: unknown, want: string): MappingError {
   const shown = got === undefined || got === null ? "nothing (missing field?)" : JSON.stringify(got).slice(0, 80);
   return new MappingError(
-    `${where}: ${field}${expr ? ` (expression \`${expr}\`)` : ""} gave ${shown}; expected ${want}`,
+    `${where}: ${field}${expr ? ` (expression \`${expr}\`)` : ""} gave ${shown}; expected ${want}${numberAsText(got, expr, want)}`,
   );
+}
+
+/** A number written as text (message attributes and headers are always text): say how to read it. */
+function numberAsText(got: unknown, expr: string | undefined, want: string): string {
+  const numeric = typeof got === "string" && got.trim() !== "" && Number.isFinite(Number(got));
+  return numeric && want === "a number" && expr ? ` (text: \`to_number(${expr})\` reads it as a number)` : "";
 }
 
 /**

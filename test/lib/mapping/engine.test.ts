@@ -296,8 +296,12 @@ describe("failures", () => {
     }
   });
 
-  test("a non-numeric value is mapping_failed", () => {
-    assert.match(failure({ id: "1", c: "cus_1", n: "12" })?.message ?? "", /gave "12"; expected a number/);
+  test("a non-numeric value is mapping_failed; a number written as text is told to_number()", () => {
+    assert.match(
+      failure({ id: "1", c: "cus_1", n: "12" })?.message ?? "",
+      /gave "12"; expected a number \(text: `to_number\(body\.n\)` reads it as a number\)$/,
+    );
+    assert.match(failure({ id: "1", c: "cus_1", n: "twelve" })?.message ?? "", /gave "twelve"; expected a number$/);
   });
 
   test("a function given the wrong type is mapping_failed with the expression", () => {
