@@ -129,7 +129,12 @@ export const CancelSchema = z
 export const RuleSchema = z
   .strictObject({
     name: RuleName,
-    when: Expression.optional().describe("the rule applies when this is truthy; always when absent"),
+    each: Expression.optional().describe(
+      "an array (at most 500 elements): the rule applies to each element, which expressions see as `item` (and its position as `index`)",
+    ),
+    when: Expression.optional().describe(
+      "the rule applies when this is truthy (to each item, with each); always when absent",
+    ),
     id: Expression.optional(),
     customer: Expression.optional(),
     timestamp: Expression.optional(),

@@ -1,8 +1,8 @@
 import { type CancelTarget, cancelTarget, parseCancellation } from "../cancellation.js";
 import { DeadLetterCode, MeterhookError } from "../errors.js";
-import { MAX_SIGNIFICANT_DIGITS } from "../meter-event.js";
+import { MAX_SIGNIFICANT_DIGITS, sameEntries } from "../meter-event.js";
 import { parseUsageEvent, type UsageEvent } from "../usage-event.js";
-import type { Auth, CustomerLookupConfig, SourceConfig } from "./config-schema.js";
+import type { Auth, CustomerLookupConfig, Rule, SourceConfig } from "./config-schema.js";
 import { evaluate } from "./expressions.js";
 
 /** A trigger as the mapping sees it: expressions are evaluated over this object. */
@@ -26,6 +26,8 @@ export interface Emitted {
   properties?: Record<string, unknown>;
   /** Tells apart the events one trigger makes (rule name for declarative sources). */
   key: string;
+  /** For error messages: which element of the rule's `each` made it ("item 3"). */
+  item?: string;
   /** For error messages: which expression gave which field. */
   expressions?: Partial<Record<string, string>>;
 }
@@ -94,46 +96,75 @@ export function compileSource(name: string, config: SourceConfig): Source {
       const data = view(trigger);
       const out: Array<Emitted | CancelWanted> = [];
       for (const rule of config.rules) {
-        if (rule.when && !truthy(run(rule.when, data, `rule ${rule.name}: when`))) continue;
-        for (const c of rule.cancel ?? []) {
-          const id = c.id ?? rule.id;
-          out.push({
-            cancel: true,
-            event_name: c.event_name,
-            id: id ? run(id, data, `rule ${rule.name}, cancel ${c.event_name}: id`) : undefined,
-            rule: c.rule,
-            source: c.source,
-            key: rule.name,
-          });
+        if (rule.each === undefined) {
+          applyRule(rule, data, "", out);
+          continue;
         }
-        for (const emit of rule.emit ?? []) {
-          const where = `rule ${rule.name}, ${emit.event_name}`;
-          const expressions = {
-            value: emit.value,
-            id: emit.id ?? rule.id,
-            customer: emit.customer ?? rule.customer,
-            timestamp: emit.timestamp ?? rule.timestamp,
-          };
-          const properties: Record<string, unknown> = {};
-          for (const [k, e] of Object.entries(emit.properties ?? {})) {
-            properties[k] = run(e, data, `${where}: properties.${k}`);
-            expressions[`properties.${k}` as "value"] = e;
-          }
-          out.push({
-            event_name: emit.event_name,
-            value: run(expressions.value, data, `${where}: value`),
-            id: expressions.id ? run(expressions.id, data, `${where}: id`) : undefined,
-            customer: expressions.customer ? run(expressions.customer, data, `${where}: customer`) : undefined,
-            timestamp: expressions.timestamp ? run(expressions.timestamp, data, `${where}: timestamp`) : undefined,
-            properties,
-            key: rule.name,
-            expressions,
-          });
-        }
+        eachItem(rule.each, data, `rule ${rule.name}: each`).forEach((item, index) => {
+          applyRule(rule, { ...data, item, index }, ` item ${index}`, out);
+        });
       }
       return out;
     },
   };
+}
+
+/** Most elements one `each` may give: as many events as one API request may carry. */
+export const MAX_EACH_ITEMS = 500;
+
+function eachItem(expression: string, data: unknown, where: string): unknown[] {
+  const items = run(expression, data, where);
+  if (!Array.isArray(items)) {
+    const shown =
+      items === undefined || items === null ? "nothing (missing field?)" : JSON.stringify(items).slice(0, 80);
+    throw new MappingError(`${where} (expression \`${expression}\`) gave ${shown}; expected an array`);
+  }
+  if (items.length > MAX_EACH_ITEMS)
+    throw new MappingError(
+      `${where} (expression \`${expression}\`) gave ${items.length} items; at most ${MAX_EACH_ITEMS}`,
+    );
+  return items;
+}
+
+/** One rule over one scope (the trigger, or one `each` item of it), adding what it wants to `out`. */
+function applyRule(rule: Rule, data: unknown, item: string, out: Array<Emitted | CancelWanted>): void {
+  if (rule.when && !truthy(run(rule.when, data, `rule ${rule.name}${item}: when`))) return;
+  for (const c of rule.cancel ?? []) {
+    const id = c.id ?? rule.id;
+    out.push({
+      cancel: true,
+      event_name: c.event_name,
+      id: id ? run(id, data, `rule ${rule.name}${item}, cancel ${c.event_name}: id`) : undefined,
+      rule: c.rule,
+      source: c.source,
+      key: rule.name,
+    });
+  }
+  for (const emit of rule.emit ?? []) {
+    const where = `rule ${rule.name}${item}, ${emit.event_name}`;
+    const expressions = {
+      value: emit.value,
+      id: emit.id ?? rule.id,
+      customer: emit.customer ?? rule.customer,
+      timestamp: emit.timestamp ?? rule.timestamp,
+    };
+    const properties: Record<string, unknown> = {};
+    for (const [k, e] of Object.entries(emit.properties ?? {})) {
+      properties[k] = run(e, data, `${where}: properties.${k}`);
+      expressions[`properties.${k}` as "value"] = e;
+    }
+    out.push({
+      event_name: emit.event_name,
+      value: run(expressions.value, data, `${where}: value`),
+      id: expressions.id ? run(expressions.id, data, `${where}: id`) : undefined,
+      customer: expressions.customer ? run(expressions.customer, data, `${where}: customer`) : undefined,
+      timestamp: expressions.timestamp ? run(expressions.timestamp, data, `${where}: timestamp`) : undefined,
+      properties,
+      key: rule.name,
+      ...(item ? { item: item.trim() } : {}),
+      expressions,
+    });
+  }
 }
 
 /** JMESPath truthiness: false, null, "", [] and {} are false. */
@@ -145,7 +176,7 @@ function truthy(v: unknown): boolean {
 }
 
 function fieldError(e: Emitted, field: string, got: unknown, want: string): MappingError {
-  return wrongField(`${e.key}, ${e.event_name}`, field, e.expressions?.[field], got, want);
+  return wrongField(`${e.key}${e.item ? ` ${e.item}` : ""}, ${e.event_name}`, field, e.expressions?.[field], got, want);
 }
 
 /** A field a rule produced that is not what it must be, at `where`, with the expression that gave it. */
@@ -208,7 +239,42 @@ export function mapTrigger(source: Source, trigger: Trigger): MapOutcome {
     );
     return { ...event, identifierPart: `${source.name}/${e.key}` };
   });
-  return { kind: "events", events, cancels };
+  return { kind: "events", events: withoutRepeats(events, emitted), cancels };
+}
+
+/**
+ * Two events of one trigger with one identifier (an `each` whose id does not tell items apart, a
+ * code source's repeated id) would be one meter event to Stripe, which keeps the first and drops
+ * the other. An exact repeat is sent once; one with other contents fails the trigger instead.
+ */
+function withoutRepeats(events: UsageEvent[], emitted: Emitted[]): UsageEvent[] {
+  if (events.length < 2) return events;
+  const seen = new Map<string, number>();
+  const kept: UsageEvent[] = [];
+  events.forEach((e, i) => {
+    const key = `${e.identifierPart}\n${e.event_name}\n${e.id}`;
+    const first = seen.get(key);
+    if (first === undefined) {
+      seen.set(key, i);
+      kept.push(e);
+      return;
+    }
+    const f = events[first] as UsageEvent;
+    const same =
+      f.customer === e.customer &&
+      f.value === e.value &&
+      f.timestamp === e.timestamp &&
+      sameEntries(f.properties, e.properties);
+    if (same) return;
+    const at = (n: number) => {
+      const m = emitted[n] as Emitted;
+      return `${m.key}${m.item ? ` ${m.item}` : ""}`;
+    };
+    throw new MappingError(
+      `${at(i)}, ${e.event_name}: id ${JSON.stringify(e.id)} repeats ${at(first)}'s with other contents; Stripe would keep one of them: each event needs its own id`,
+    );
+  });
+  return kept;
 }
 
 /**

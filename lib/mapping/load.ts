@@ -39,7 +39,13 @@ function semanticIssues(config: MappingConfig): ConfigIssue[] {
       const rat = `${at}.rules[${r}]`;
       if (ruleNames.has(rule.name)) issues.push({ path: `${rat}.name`, message: `duplicate rule name "${rule.name}"` });
       ruleNames.add(rule.name);
-      for (const k of ["when", "id", "customer", "timestamp"] as const) expr(`${rat}.${k}`, rule[k]);
+      for (const k of ["each", "when", "id", "customer", "timestamp"] as const) expr(`${rat}.${k}`, rule[k]);
+      if (rule.each !== undefined) {
+        // Every item would get the same identifier, and Stripe would keep one of them.
+        const ids = [...(rule.emit ?? []), ...(rule.cancel ?? [])].map((x) => x.id ?? rule.id);
+        if (ids.some((id) => id !== undefined && !/\b(item|index)\b/.test(id)))
+          issues.push({ path: `${rat}.id`, message: "with each, an id must tell the items apart: use item or index" });
+      }
       const names = new Set<string>();
       rule.cancel?.forEach((c, i) => {
         const cat = `${rat}.cancel[${i}]`;

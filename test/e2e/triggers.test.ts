@@ -192,6 +192,44 @@ describe("LLM usage: token fan-out with an HTTP customer lookup", () => {
   });
 });
 
+describe("a batch of usage records in one webhook", () => {
+  const file = "examples/usage-batch.yaml";
+  const secret = "usage-batch-secret-0001";
+
+  test("each record is its own meter event for its own customer, once however often the batch is resent", async () => {
+    const { webhook, billed, total, rt, sqs } = await start(file, { USAGE_BATCH_SECRET: secret });
+    const body = JSON.stringify(loadTrigger("usage-batch.json"));
+    const headers = signWebhook(schemeOf(file, "usage-batch"), secret, body);
+    assert.equal((await webhook("usage-batch", body, headers)).status, 202);
+    assert.equal((await webhook("usage-batch", body, headers)).status, 202);
+    await billed("cus_Batch1001", "api_requests", 123);
+    await billed("cus_Batch1002", "api_requests", 40);
+    await settle();
+    assert.equal(total("cus_Batch1001", "api_requests"), 123);
+    const sent = rt.emulator?.ledger.events ?? [];
+    assert.equal(sent.length, 3, "three api_call records, the login skipped, the resent batch not billed again");
+    assert.deepEqual(sent.map((e) => e.payload.endpoint).sort(), ["/v1/export", "/v1/search", "/v1/search"]);
+
+    // A record repeating another's id with another count would be dropped by Stripe: the batch
+    // is dead-lettered instead, naming both records.
+    const bad = loadTrigger("usage-batch.json") as { records: Array<Record<string, unknown>> };
+    bad.records = bad.records.map((r) => ({ ...r, record_id: `${r.record_id}-b` }));
+    bad.records[3] = { ...bad.records[3], record_id: bad.records[0]?.record_id };
+    const badBody = JSON.stringify(bad);
+    await webhook("usage-batch", badBody, signWebhook(schemeOf(file, "usage-batch"), secret, badBody));
+    const [letter] = await waitFor(async () => {
+      const got = await drainDeadLetters(sqs, rt.deadLetterQueueUrl);
+      return got.length > 0 ? got : undefined;
+    }, "a dead letter");
+    assert.equal(letter?.error.code, "mapping_failed");
+    assert.match(
+      letter?.error.message ?? "",
+      /api-calls item 3, api_requests: id "r_9001-b" repeats api-calls item 0's/,
+    );
+    assert.equal(rt.emulator?.ledger.events.length, 3, "nothing of the bad batch was billed");
+  });
+});
+
 describe("EventBridge domain event", () => {
   test("an OrderPlaced event bills its item count to the customer found by Stripe search; a bad one is dead-lettered and replayable", async () => {
     const { rt, sqs, billed } = await start(

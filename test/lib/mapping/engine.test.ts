@@ -5,7 +5,7 @@ import { cancelledIdentifier, parseCancellation } from "../../../lib/cancellatio
 import { DeadLetterCode, InvalidEventError } from "../../../lib/errors.js";
 import { SourceSchema } from "../../../lib/mapping/config-schema.js";
 import { defineSource } from "../../../lib/mapping/define-source.js";
-import { compileSource, MappingError, mapTrigger, type Trigger } from "../../../lib/mapping/engine.js";
+import { compileSource, MAX_EACH_ITEMS, MappingError, mapTrigger, type Trigger } from "../../../lib/mapping/engine.js";
 import { meterEventIdentifier, toMeterEvent } from "../../../lib/meter-event.js";
 
 const NOW_MS = 1_795_000_000_000;
@@ -188,6 +188,111 @@ describe("rules", () => {
         text,
       );
     }
+  });
+});
+
+describe("each: a rule over every element of an array", () => {
+  const s = source(
+    [
+      {
+        name: "records",
+        each: "body.records",
+        when: "item.kind == 'call'",
+        id: "item.id",
+        customer: "item.c",
+        emit: [{ event_name: "calls", value: "item.n", properties: { batch: "body.batch", at: "to_string(index)" } }],
+      },
+    ],
+    { unmatched: "dead-letter" },
+  );
+  const records = (...r: Array<Record<string, unknown>>) => trigger({ batch: "b1", records: r });
+
+  test("each element that passes `when` is one event, with item, index and the trigger in view", () => {
+    const got = events(
+      s,
+      records(
+        { id: "r1", kind: "call", c: "cus_1", n: 5 },
+        { id: "r2", kind: "login", c: "cus_1" },
+        { id: "r3", kind: "call", c: "cus_2", n: 7 },
+      ),
+    );
+    assert.deepEqual(
+      got.map((e) => [e.id, e.customer, e.value, { ...e.properties }]),
+      [
+        ["r1", "cus_1", 5, { batch: "b1", at: "0" }],
+        ["r3", "cus_2", 7, { batch: "b1", at: "2" }],
+      ],
+    );
+    assert.notEqual(
+      meterEventIdentifier("r1", "calls", got[0]?.identifierPart),
+      meterEventIdentifier("r3", "calls", got[1]?.identifierPart),
+    );
+    assert.equal(mapTrigger(s, records()).kind, "unmatched", "an empty array makes nothing");
+  });
+
+  test("an exact repeat is sent once; a repeated id with other contents fails the trigger naming both items", () => {
+    const plain = source([
+      {
+        name: "records",
+        each: "body.records",
+        id: "item.id",
+        customer: "item.c",
+        emit: [{ event_name: "calls", value: "item.n" }],
+      },
+    ]);
+    const r1 = { id: "r1", kind: "call", c: "cus_1", n: 5 };
+    assert.equal(events(plain, records(r1, { ...r1 })).length, 1);
+    // Here the copy's index, which a property shows, differs: not the same event.
+    assert.throws(() => mapTrigger(s, records(r1, { ...r1 })), MappingError);
+    assert.throws(
+      () => mapTrigger(plain, records(r1, { id: "r2", kind: "call", c: "cus_1", n: 1 }, { ...r1, n: 6 })),
+      (e: unknown) =>
+        e instanceof MappingError &&
+        /records item 2, calls: id "r1" repeats records item 0's with other contents/.test(e.message),
+    );
+  });
+
+  test("not an array, too many elements, or a bad field in one element fails the trigger, naming the element", () => {
+    assert.throws(
+      () => mapTrigger(s, trigger({ records: { id: "r1" } })),
+      (e: unknown) =>
+        e instanceof MappingError &&
+        /each \(expression `body\.records`\) gave \{"id":"r1"\}; expected an array/.test(e.message),
+    );
+    const many = Array.from({ length: MAX_EACH_ITEMS + 1 }, (_, i) => ({
+      id: `r${i}`,
+      kind: "call",
+      c: "cus_1",
+      n: 1,
+    }));
+    assert.throws(
+      () => mapTrigger(s, records(...many)),
+      (e: unknown) => e instanceof MappingError && /gave 501 items; at most 500/.test(e.message),
+    );
+    assert.equal(events(s, records(...many.slice(0, MAX_EACH_ITEMS))).length, MAX_EACH_ITEMS);
+    assert.throws(
+      () =>
+        mapTrigger(s, records({ id: "r1", kind: "call", c: "cus_1", n: 5 }, { id: "r2", kind: "call", c: "cus_1" })),
+      (e: unknown) =>
+        e instanceof MappingError &&
+        /^records item 1, calls: value \(expression `item\.n`\) gave nothing/.test(e.message),
+    );
+  });
+
+  test("a code source's two events with one id and other contents fail the trigger too", () => {
+    const code = defineSource({
+      name: "app",
+      type: "sqs",
+      schema: z.object({ id: z.string() }),
+      map: (b) => [
+        { event_name: "e", value: 1, id: b.id, customer: "cus_1" },
+        { event_name: "e", value: 2, id: b.id, customer: "cus_1" },
+      ],
+    });
+    assert.throws(
+      () => mapTrigger(code, trigger({ id: "x" })),
+      (e: unknown) => e instanceof MappingError && /id "x" repeats/.test(e.message),
+    );
   });
 });
 

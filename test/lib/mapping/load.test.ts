@@ -57,6 +57,23 @@ describe("mapping config validation", () => {
     );
   });
 
+  test("each: its expression compiles, and an id must tell the items apart", () => {
+    const sqs = (rule: Record<string, unknown>) => ({
+      version: 1,
+      sources: {
+        app: { type: "sqs", rules: [{ name: "r", customer: "item.c", emit: [{ event_name: "e" }], ...rule }] },
+      },
+    });
+    const paths = (rule: Record<string, unknown>) =>
+      validateMappingConfig(sqs(rule)).issues.map((i) => `${i.path}: ${i.message}`);
+    assert.deepEqual(paths({ each: "body.records", id: "item.id" }), []);
+    assert.deepEqual(paths({ each: "body.records", id: "join('-', [body.batch, to_string(index)])" }), []);
+    assert.deepEqual(paths({ each: "body.records", id: "body.batch" }), [
+      "sources.app.rules[0].id: with each, an id must tell the items apart: use item or index",
+    ]);
+    assert.match(paths({ each: "body.records[", id: "item.id" })[0] ?? "", /^sources\.app\.rules\[0\]\.each: /);
+  });
+
   test("a valid config passes, with defaults applied", () => {
     const { config, issues } = validateMappingConfig(valid);
     assert.deepEqual(issues, []);
