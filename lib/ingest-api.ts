@@ -321,7 +321,8 @@ export function createIngestApi(deps: IngestApiDeps): { handle(req: HttpRequest)
       kind: "webhook",
       source: name,
       receivedAt: new Date(now()).toISOString(),
-      headers: keptHeaders(req.headers),
+      // A token scheme's header is the secret itself: it must not reach the queue or the DLQ.
+      headers: keptHeaders(req.headers, auth.scheme === "token" ? auth.header : undefined),
       body: req.body.toString("utf8"),
     };
     // Escaped here as the sender would (it then finds nothing to escape), to measure it.

@@ -28,12 +28,14 @@ const DROP = new Set([
 ]);
 const MAX_HEADER_BYTES = 16 * 1024;
 
-export function keptHeaders(headers: Record<string, string | undefined>): Record<string, string> {
+/** The headers a trigger keeps: all but credentials, and `secretHeader` (a source's token). */
+export function keptHeaders(headers: Record<string, string | undefined>, secretHeader?: string): Record<string, string> {
   const out: Record<string, string> = {};
+  const secret = secretHeader?.toLowerCase();
   let size = 0;
   for (const [k, v] of Object.entries(headers)) {
     const name = k.toLowerCase();
-    if (v === undefined || DROP.has(name)) continue;
+    if (v === undefined || DROP.has(name) || name === secret) continue;
     size += name.length + v.length;
     if (size > MAX_HEADER_BYTES) break;
     out[name] = v;

@@ -40,6 +40,11 @@ export const AuthSchema = z
         .describe("header with a Unix-seconds timestamp; signs '{timestamp}.{body}'"),
       toleranceSeconds: Tolerance,
     }),
+    z.strictObject({
+      scheme: z.literal("token").describe("a header carrying a shared secret as it is (GitLab's X-Gitlab-Token)"),
+      secrets: Secrets,
+      header: z.string().regex(HEADER_NAME, "must be an HTTP header name").describe("header carrying the token"),
+    }),
     z.strictObject({ scheme: z.literal("api-key").describe("Authorization: Bearer <one of METERHOOK_API_KEYS>") }),
     z.strictObject({ scheme: z.literal("none").describe("no check: for EventBridge and SQS sources only") }),
   ])

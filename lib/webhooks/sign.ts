@@ -29,6 +29,8 @@ export function signWebhook(
       return { "x-hub-signature-256": `sha256=${mac(secret).toString("hex")}` };
     case "shopify":
       return { "x-shopify-hmac-sha256": mac(secret).toString("base64") };
+    case "token":
+      return { [auth.header.toLowerCase()]: secret };
     case "hmac-sha256": {
       const sig = `${auth.prefix}${mac(secret, auth.timestampHeader ? `${ts}.` : "").toString(auth.encoding)}`;
       return {

@@ -1,4 +1,4 @@
-import { createHmac, timingSafeEqual } from "node:crypto";
+import { createHash, createHmac, timingSafeEqual } from "node:crypto";
 import type { Auth } from "../mapping/config-schema.js";
 
 /**
@@ -113,6 +113,15 @@ export function verifySignature(
       const expected = secrets.map((s) => hmac(s, body));
       if (!anyEqual(expected, [Buffer.from(header, "base64")]))
         return fail("signature_mismatch", "no signature matches a configured secret");
+      return { ok: true };
+    }
+    case "token": {
+      const token = headers[auth.header.toLowerCase()];
+      if (!token) return fail("signature_missing", `${auth.header} header is required`);
+      // Digests first, so that every comparison is of equal length and takes the same time.
+      const digest = (s: string) => createHash("sha256").update(s).digest();
+      if (!anyEqual(secrets.map(digest), [digest(token)]))
+        return fail("signature_mismatch", `${auth.header} matches no configured secret`);
       return { ok: true };
     }
     case "hmac-sha256": {

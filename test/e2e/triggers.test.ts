@@ -230,6 +230,55 @@ describe("a batch of usage records in one webhook", () => {
   });
 });
 
+describe("a source authenticated by a token header", () => {
+  test("the token admits the webhook and is kept out of the queue and the DLQ", async () => {
+    const token = "gitlab-token-e2e-0001";
+    const config = {
+      version: 1,
+      sources: {
+        gitlab: {
+          type: "webhook",
+          auth: { scheme: "token", header: "X-Gitlab-Token", secrets: [{ env: "GITLAB_WEBHOOK_TOKEN" }] },
+          rules: [
+            {
+              name: "job-finished",
+              when: "body.object_kind == 'build' && body.build_status == 'success'",
+              id: "to_string(body.build_id)",
+              customer: "body.customer",
+              emit: [{ event_name: "ci_minutes", value: "divide(body.build_duration, `60`)" }],
+            },
+          ],
+        },
+      },
+    };
+    const file = join(mkdtempSync(join(tmpdir(), "mh-token-")), "gitlab.yaml");
+    writeFileSync(file, toYaml(config));
+    const { webhook, billed, rt, sqs } = await start(file, { GITLAB_WEBHOOK_TOKEN: token });
+    const job = { object_kind: "build", build_status: "success", build_id: 4711, customer: "cus_Gitlab0001" };
+    const send = (body: object, headers: Record<string, string>) =>
+      webhook("gitlab", JSON.stringify(body), { "x-gitlab-event": "Job Hook", ...headers });
+
+    const refused = await send({ ...job, build_duration: 90 }, { "x-gitlab-token": "not-the-token" });
+    assert.equal(refused.status, 401);
+    assert.equal(((await refused.json()) as { error: { code: string } }).error.code, "signature_mismatch");
+    assert.equal((await send({ ...job, build_duration: 90 }, { "x-gitlab-token": token })).status, 202);
+    await billed("cus_Gitlab0001", "ci_minutes", 1.5);
+
+    // A job without its duration is dead-lettered with its trigger: the letter has the
+    // sender's headers but not the token.
+    assert.equal((await send({ ...job, build_id: 4712 }, { "x-gitlab-token": token })).status, 202);
+    const [letter] = await waitFor(async () => {
+      const got = await drainDeadLetters(sqs, rt.deadLetterQueueUrl);
+      return got.length > 0 ? got : undefined;
+    }, "a dead letter");
+    assert.equal(letter?.error.code, "mapping_failed");
+    const headers = (letter?.event as { headers: Record<string, string> }).headers;
+    assert.equal(headers["x-gitlab-event"], "Job Hook");
+    assert.equal(headers["x-gitlab-token"], undefined);
+    assert.ok(!JSON.stringify(letter).includes(token));
+  });
+});
+
 describe("EventBridge domain event", () => {
   test("an OrderPlaced event bills its item count to the customer found by Stripe search; a bad one is dead-lettered and replayable", async () => {
     const { rt, sqs, billed } = await start(

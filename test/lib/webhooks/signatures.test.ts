@@ -138,3 +138,24 @@ test("every failure message is specific and never contains the secret", () => {
   assert.match(r.message, /more than 300 s/);
   assert.ok(!r.message.includes(s.secret));
 });
+
+describe("token in a header (GitLab's X-Gitlab-Token)", () => {
+  const auth = AuthSchema.parse({ scheme: "token", header: "X-Gitlab-Token", secrets: [{ value: "x" }] }) as Signed;
+  const secret = "gitlab-token-0001";
+  const check = (secrets: string[], headers: Record<string, string>) =>
+    code(verifySignature(auth, secrets, headers, body, NOW));
+
+  test("accepts the token, of either secret during a rotation, whatever the body", () => {
+    assert.deepEqual(signWebhook(auth, secret, body), { "x-gitlab-token": secret });
+    assert.equal(check([secret], { "x-gitlab-token": secret }), "ok");
+    assert.equal(check(["gitlab-token-0002", secret], { "x-gitlab-token": secret }), "ok");
+  });
+
+  test("rejects another token, a prefix or extension of it, and a missing header, never echoing it", () => {
+    for (const wrong of ["gitlab-token-0002", "gitlab-token-000", `${secret}1`, ` ${secret}`])
+      assert.equal(check([secret], { "x-gitlab-token": wrong }), "signature_mismatch", wrong);
+    assert.equal(check([secret], {}), "signature_missing");
+    const r = verifySignature(auth, [secret], { "x-gitlab-token": "guess" }, body, NOW);
+    assert.ok(!r.ok && !r.message.includes(secret) && !r.message.includes("guess"));
+  });
+});
