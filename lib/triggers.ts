@@ -29,7 +29,10 @@ const DROP = new Set([
 const MAX_HEADER_BYTES = 16 * 1024;
 
 /** The headers a trigger keeps: all but credentials, and `secretHeader` (a source's token). */
-export function keptHeaders(headers: Record<string, string | undefined>, secretHeader?: string): Record<string, string> {
+export function keptHeaders(
+  headers: Record<string, string | undefined>,
+  secretHeader?: string,
+): Record<string, string> {
   const out: Record<string, string> = {};
   const secret = secretHeader?.toLowerCase();
   let size = 0;
