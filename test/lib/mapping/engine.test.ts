@@ -52,36 +52,33 @@ describe("rules", () => {
     assert.equal(mapTrigger(s, trigger({ id: "1", c: "cus_1", size: 5 }, { "x-event": "pull" })).kind, "unmatched");
   });
 
-  test("constants, counting, sums over arrays and unit conversions", () => {
-    const s = source([
-      {
-        name: "r",
-        id: "body.id",
-        customer: "body.c",
-        emit: [
-          { event_name: "calls" },
-          { event_name: "flat", value: "`2.5`" },
-          { event_name: "items", value: "sum(body.items[].qty)" },
-          { event_name: "lines", value: "length(body.items)" },
-          { event_name: "seconds", value: "divide(body.duration_ms, `1000`)" },
-          { event_name: "gb", value: "divide(body.bytes, `1000000000`)" },
-          { event_name: "minutes", value: "round_to(divide(seconds_between(body.start, body.end), `60`), `1`)" },
-        ],
-      },
-    ]);
-    const got = events(
-      s,
-      trigger({
-        id: "x",
-        c: "cus_1",
-        items: [{ qty: 2 }, { qty: 5 }],
-        duration_ms: 1500,
-        bytes: 2_500_000_000,
-        start: "2026-11-20T10:00:00Z",
-        end: "2026-11-20T10:07:30Z",
-      }),
+  /** Each emit's value, by event_name, for one trigger body of a one-rule source. */
+  const valuesOf = (emit: Array<{ event_name: string; value?: string }>, body: Record<string, unknown>) =>
+    Object.fromEntries(
+      events(
+        source([{ name: "r", id: "body.id", customer: "body.c", emit }]),
+        trigger({ id: "x", c: "cus_1", ...body }),
+      ).map((e) => [e.event_name, e.value]),
     );
-    assert.deepEqual(Object.fromEntries(got.map((e) => [e.event_name, e.value])), {
+
+  test("constants, counting, sums over arrays and unit conversions", () => {
+    const emit = [
+      { event_name: "calls" },
+      { event_name: "flat", value: "`2.5`" },
+      { event_name: "items", value: "sum(body.items[].qty)" },
+      { event_name: "lines", value: "length(body.items)" },
+      { event_name: "seconds", value: "divide(body.duration_ms, `1000`)" },
+      { event_name: "gb", value: "divide(body.bytes, `1000000000`)" },
+      { event_name: "minutes", value: "round_to(divide(seconds_between(body.start, body.end), `60`), `1`)" },
+    ];
+    const body = {
+      items: [{ qty: 2 }, { qty: 5 }],
+      duration_ms: 1500,
+      bytes: 2_500_000_000,
+      start: "2026-11-20T10:00:00Z",
+      end: "2026-11-20T10:07:30Z",
+    };
+    assert.deepEqual(valuesOf(emit, body), {
       calls: 1,
       flat: 2.5,
       items: 7,
@@ -93,44 +90,33 @@ describe("rules", () => {
   });
 
   test("computed values are the decimals a person would write, to Stripe's 15 significant digits", () => {
-    const s = source([
-      {
-        name: "r",
-        id: "body.id",
-        customer: "body.c",
-        emit: [
-          { event_name: "minutes", value: "divide(seconds_between(body.start, body.end), `60`)" },
-          { event_name: "latency", value: "seconds_between(body.sent, body.done)" },
-          { event_name: "unix", value: "seconds_between(body.sent_unix, body.done_unix)" },
-          { event_name: "tax", value: "multiply(body.amount, `3`)" },
-          { event_name: "sum", value: "sum(body.parts)" },
-          { event_name: "cents", value: "round_to(body.price, `2`)" },
-          { event_name: "refund", value: "round_to(body.refund, `0`)" },
-          { event_name: "given", value: "body.third" },
-          { event_name: "count", value: "body.count" },
-        ],
-      },
-    ]);
-    const got = events(
-      s,
-      trigger({
-        id: "x",
-        c: "cus_1",
-        start: "2026-11-20T10:00:00Z",
-        end: "2026-11-20T10:01:40Z",
-        sent: "2026-11-20T10:00:00.100Z",
-        done: "2026-11-20T10:00:00.223Z",
-        sent_unix: 1_795_000_000.1,
-        done_unix: 1_795_000_001.3,
-        amount: 0.1,
-        parts: [0.1, 0.2],
-        price: 1.005,
-        refund: -2.5,
-        third: 1 / 3,
-        count: 123_456_789_012_345,
-      }),
-    );
-    assert.deepEqual(Object.fromEntries(got.map((e) => [e.event_name, e.value])), {
+    const emit = [
+      { event_name: "minutes", value: "divide(seconds_between(body.start, body.end), `60`)" },
+      { event_name: "latency", value: "seconds_between(body.sent, body.done)" },
+      { event_name: "unix", value: "seconds_between(body.sent_unix, body.done_unix)" },
+      { event_name: "tax", value: "multiply(body.amount, `3`)" },
+      { event_name: "sum", value: "sum(body.parts)" },
+      { event_name: "cents", value: "round_to(body.price, `2`)" },
+      { event_name: "refund", value: "round_to(body.refund, `0`)" },
+      { event_name: "given", value: "body.third" },
+      { event_name: "count", value: "body.count" },
+    ];
+    const body = {
+      start: "2026-11-20T10:00:00Z",
+      end: "2026-11-20T10:01:40Z",
+      sent: "2026-11-20T10:00:00.100Z",
+      done: "2026-11-20T10:00:00.223Z",
+      sent_unix: 1_795_000_000.1,
+      done_unix: 1_795_000_001.3,
+      amount: 0.1,
+      parts: [0.1, 0.2],
+      price: 1.005,
+      refund: -2.5,
+      third: 1 / 3,
+      count: 123_456_789_012_345,
+    };
+    const values = valuesOf(emit, body);
+    assert.deepEqual(values, {
       minutes: 1.66666666666667,
       latency: 0.123,
       unix: 1.2,
@@ -141,7 +127,14 @@ describe("rules", () => {
       given: 0.333333333333333,
       count: 123_456_789_012_345,
     });
-    for (const e of got) assert.doesNotThrow(() => toMeterEvent(e, "cus_1", NOW_MS / 1000));
+    for (const value of Object.values(values))
+      assert.doesNotThrow(() =>
+        toMeterEvent(
+          { id: "x", event_name: "e", customer: "cus_1", value, timestamp: NOW_MS / 1000, properties: {} },
+          "cus_1",
+          NOW_MS / 1000,
+        ),
+      );
   });
 
   test("copies properties, takes the timestamp from the event, else the time received", () => {
