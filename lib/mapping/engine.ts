@@ -26,8 +26,8 @@ export interface Emitted {
   properties?: Record<string, unknown>;
   /** Tells apart the events one trigger makes (rule name for declarative sources). */
   key: string;
-  /** For error messages: which element of the rule's `each` made it ("item 3"). */
-  item?: string;
+  /** For error messages: the position of the element of the rule's `each` that made it. */
+  item?: number;
   /** For error messages: which expression gave which field. */
   expressions?: Partial<Record<string, string>>;
 }
@@ -97,11 +97,11 @@ export function compileSource(name: string, config: SourceConfig): Source {
       const out: Array<Emitted | CancelWanted> = [];
       for (const rule of config.rules) {
         if (rule.each === undefined) {
-          applyRule(rule, data, "", out);
+          applyRule(rule, data, undefined, out);
           continue;
         }
         eachItem(rule.each, data, `rule ${rule.name}: each`).forEach((item, index) => {
-          applyRule(rule, { ...data, item, index }, ` item ${index}`, out);
+          applyRule(rule, { ...data, item, index }, index, out);
         });
       }
       return out;
@@ -127,7 +127,8 @@ function eachItem(expression: string, data: unknown, where: string): unknown[] {
 }
 
 /** One rule over one scope (the trigger, or one `each` item of it), adding what it wants to `out`. */
-function applyRule(rule: Rule, data: unknown, item: string, out: Array<Emitted | CancelWanted>): void {
+function applyRule(rule: Rule, data: unknown, index: number | undefined, out: Array<Emitted | CancelWanted>): void {
+  const item = itemLabel(index);
   if (rule.when && !truthy(run(rule.when, data, `rule ${rule.name}${item}: when`))) return;
   for (const c of rule.cancel ?? []) {
     const id = c.id ?? rule.id;
@@ -161,11 +162,13 @@ function applyRule(rule: Rule, data: unknown, item: string, out: Array<Emitted |
       timestamp: expressions.timestamp ? run(expressions.timestamp, data, `${where}: timestamp`) : undefined,
       properties,
       key: rule.name,
-      ...(item ? { item: item.trim() } : {}),
+      ...(index === undefined ? {} : { item: index }),
       expressions,
     });
   }
 }
+
+const itemLabel = (index: number | undefined) => (index === undefined ? "" : ` item ${index}`);
 
 /** JMESPath truthiness: false, null, "", [] and {} are false. */
 function truthy(v: unknown): boolean {
@@ -176,7 +179,7 @@ function truthy(v: unknown): boolean {
 }
 
 function fieldError(e: Emitted, field: string, got: unknown, want: string): MappingError {
-  return wrongField(`${e.key}${e.item ? ` ${e.item}` : ""}, ${e.event_name}`, field, e.expressions?.[field], got, want);
+  return wrongField(`${e.key}${itemLabel(e.item)}, ${e.event_name}`, field, e.expressions?.[field], got, want);
 }
 
 /** A field a rule produced that is not what it must be, at `where`, with the expression that gave it. */
@@ -268,7 +271,7 @@ function withoutRepeats(events: UsageEvent[], emitted: Emitted[]): UsageEvent[] 
     if (same) return;
     const at = (n: number) => {
       const m = emitted[n] as Emitted;
-      return `${m.key}${m.item ? ` ${m.item}` : ""}`;
+      return `${m.key}${itemLabel(m.item)}`;
     };
     throw new MappingError(
       `${at(i)}, ${e.event_name}: id ${JSON.stringify(e.id)} repeats ${at(first)}'s with other contents; Stripe would keep one of them: each event needs its own id`,
