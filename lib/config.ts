@@ -55,7 +55,8 @@ export const EnvSchema = z.object({
   // Check each event's customer in Stripe (GET /v1/customers/{id}, remembered for the max age).
   METERHOOK_CUSTOMER_CHECK: z.enum(["on", "off"]).default("off"),
   METERHOOK_CUSTOMERS_MAX_AGE_SECONDS: int(3_600, 10, 7 * 86_400),
-  STRIPE_API_KEY: z.string().optional(),
+  // Trimmed as keys read from a store are: a key pasted or read from a file often ends in a newline.
+  STRIPE_API_KEY: z.string().trim().optional(),
   STRIPE_API_KEY_SSM_PARAMETER: z.string().min(1).optional(),
   STRIPE_API_KEY_SECRET_ID: z.string().min(1).optional(),
   STRIPE_API_BASE: z.string().url().default("https://api.stripe.com"),

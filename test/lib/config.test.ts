@@ -17,6 +17,10 @@ describe("loadConfig", () => {
     assert.deepEqual(c.apiKeys, []);
   });
 
+  test("the Stripe key loses the whitespace around it, as a key read from a store does", () => {
+    assert.equal(loadConfig({ STRIPE_API_KEY: " sk_test_fromFile0001\n" }).stripe.apiKey, "sk_test_fromFile0001");
+  });
+
   test("API keys are comma-separated, blanks dropped", () => {
     assert.deepEqual(loadConfig({ METERHOOK_API_KEYS: " a1234567, ,b1234567 " }).apiKeys, ["a1234567", "b1234567"]);
   });
