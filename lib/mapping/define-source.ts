@@ -12,8 +12,10 @@ import { MappingError, type Source, type Trigger } from "./engine.js";
 export interface MeterEventSpec {
   event_name: string;
   value: number;
+  /** Text, or a number below 2^53. */
   id: string | number;
-  customer: string;
+  /** Text, or a whole number (looked up as its text). */
+  customer: string | number;
   timestamp?: string | number;
   properties?: Record<string, string | number>;
   /** Keeps apart several events of one trigger that share an event_name (default "code"). */
