@@ -45,6 +45,12 @@ function semanticIssues(config: MappingConfig): ConfigIssue[] {
         const ids = [...(rule.emit ?? []), ...(rule.cancel ?? [])].map((x) => x.id ?? rule.id);
         if (ids.some((id) => id !== undefined && !/\b(item|index)\b/.test(id)))
           issues.push({ path: `${rat}.id`, message: "with each, an id must tell the items apart: use item or index" });
+        // Position 0 of every batch would share one identifier: Stripe would drop all but the first.
+        else if (ids.some((id) => id !== undefined && !/\bitem\b/.test(id) && !/\b(body|headers)\b/.test(id)))
+          issues.push({
+            path: `${rat}.id`,
+            message: "index alone repeats in every trigger: join it with the trigger's own id (body.batch_id)",
+          });
       }
       const names = new Set<string>();
       rule.cancel?.forEach((c, i) => {

@@ -71,6 +71,9 @@ describe("mapping config validation", () => {
     assert.deepEqual(paths({ each: "body.records", id: "body.batch" }), [
       "sources.app.rules[0].id: with each, an id must tell the items apart: use item or index",
     ]);
+    assert.deepEqual(paths({ each: "body.records", id: "to_string(index)" }), [
+      "sources.app.rules[0].id: index alone repeats in every trigger: join it with the trigger's own id (body.batch_id)",
+    ]);
     assert.match(paths({ each: "body.records[", id: "item.id" })[0] ?? "", /^sources\.app\.rules\[0\]\.each: /);
   });
 
