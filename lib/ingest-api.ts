@@ -4,7 +4,7 @@ import { InvalidEventError, MeterhookError } from "./errors.js";
 import { type HttpRequest, type HttpResponse, httpError, json } from "./http.js";
 import type { Logger } from "./logger.js";
 import type { Source } from "./mapping/engine.js";
-import { sameEntries, type ValueRules, validateUsageEvent } from "./meter-event.js";
+import { sameUsage, type ValueRules, validateUsageEvent } from "./meter-event.js";
 import { Metric, type Metrics, noMetrics } from "./metrics.js";
 import { packBodies } from "./pack.js";
 import { MAX_BODY_BYTES, type QueueSender, sendableBody } from "./queue.js";
@@ -69,13 +69,6 @@ function rejectionOf(item: unknown, index: number, err: unknown): Rejection {
     return { ...base, code: err.code, message: err.message };
   throw err;
 }
-
-/** The same usage under one id and event_name: customer, value, time, properties in any order. */
-const sameUsage = (a: UsageEvent, b: UsageEvent): boolean =>
-  a.customer === b.customer &&
-  a.value === b.value &&
-  a.timestamp === b.timestamp &&
-  sameEntries(a.properties, b.properties);
 
 /** A compressed body would otherwise read as invalid JSON, which misleads: name the cause. */
 function unsupportedEncoding(req: HttpRequest): string | undefined {

@@ -54,6 +54,19 @@ export function sameEntries(a: Readonly<Record<string, unknown>>, b: Readonly<Re
   return keys.length === Object.keys(b).length && keys.every((k) => Object.hasOwn(b, k) && a[k] === b[k]);
 }
 
+/**
+ * The same usage under one id and event_name: customer, value, time, properties in any order.
+ * Stripe keeps one event per identifier, so two that differ here lose one's usage.
+ */
+export function sameUsage(a: UsageEvent, b: UsageEvent): boolean {
+  return (
+    a.customer === b.customer &&
+    a.value === b.value &&
+    a.timestamp === b.timestamp &&
+    sameEntries(a.properties, b.properties)
+  );
+}
+
 /** Shortest decimal string for a number, never in exponent form (Stripe wants plain decimals). */
 export function formatDecimal(n: number): string {
   // Integers below 10^21 never print with an exponent: most usage values, without the regex.

@@ -1,6 +1,6 @@
 import { type CancelTarget, cancelTarget, parseCancellation } from "../cancellation.js";
 import { DeadLetterCode, MeterhookError } from "../errors.js";
-import { MAX_SIGNIFICANT_DIGITS, sameEntries } from "../meter-event.js";
+import { MAX_SIGNIFICANT_DIGITS, sameUsage } from "../meter-event.js";
 import { parseUsageEvent, type UsageEvent } from "../usage-event.js";
 import type { Auth, CustomerLookupConfig, Rule, SourceConfig } from "./config-schema.js";
 import { evaluate } from "./expressions.js";
@@ -262,13 +262,7 @@ function withoutRepeats(events: UsageEvent[], emitted: Emitted[]): UsageEvent[] 
       kept.push(e);
       return;
     }
-    const f = events[first] as UsageEvent;
-    const same =
-      f.customer === e.customer &&
-      f.value === e.value &&
-      f.timestamp === e.timestamp &&
-      sameEntries(f.properties, e.properties);
-    if (same) return;
+    if (sameUsage(events[first] as UsageEvent, e)) return;
     const at = (n: number) => {
       const m = emitted[n] as Emitted;
       return `${m.key}${itemLabel(m.item)}`;
