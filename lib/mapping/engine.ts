@@ -3,7 +3,7 @@ import { DeadLetterCode, MeterhookError } from "../errors.js";
 import { MAX_SIGNIFICANT_DIGITS, sameUsage } from "../meter-event.js";
 import { parseUsageEvent, type UsageEvent } from "../usage-event.js";
 import type { Auth, CustomerLookupConfig, Rule, SourceConfig } from "./config-schema.js";
-import { evaluate } from "./expressions.js";
+import { evaluate, lostDigits } from "./expressions.js";
 
 /** A trigger as the mapping sees it: expressions are evaluated over this object. */
 export interface Trigger {
@@ -100,7 +100,7 @@ export function compileSource(name: string, config: SourceConfig): Source {
           applyRule(rule, data, undefined, out);
           continue;
         }
-        eachItem(rule.each, data, `rule ${rule.name}: each`).forEach((item, index) => {
+        eachItem(rule.name, rule.each, data).forEach((item, index) => {
           applyRule(rule, { ...data, item, index }, index, out);
         });
       }
@@ -112,16 +112,13 @@ export function compileSource(name: string, config: SourceConfig): Source {
 /** Most elements one `each` may give: as many events as one API request may carry. */
 export const MAX_EACH_ITEMS = 500;
 
-function eachItem(expression: string, data: unknown, where: string): unknown[] {
-  const items = run(expression, data, where);
-  if (!Array.isArray(items)) {
-    const shown =
-      items === undefined || items === null ? "nothing (missing field?)" : JSON.stringify(items).slice(0, 80);
-    throw new MappingError(`${where} (expression \`${expression}\`) gave ${shown}; expected an array`);
-  }
+function eachItem(ruleName: string, expression: string, data: unknown): unknown[] {
+  const where = `rule ${ruleName}`;
+  const items = run(expression, data, `${where}: each`);
+  if (!Array.isArray(items)) throw wrongField(where, "each", expression, items, "an array");
   if (items.length > MAX_EACH_ITEMS)
     throw new MappingError(
-      `${where} (expression \`${expression}\`) gave ${items.length} items; at most ${MAX_EACH_ITEMS}`,
+      `${where}: each (expression \`${expression}\`) gave ${items.length} items; at most ${MAX_EACH_ITEMS}`,
     );
   return items;
 }
@@ -281,7 +278,7 @@ function withoutRepeats(events: UsageEvent[], emitted: Emitted[]): UsageEvent[] 
  */
 function usableId(id: unknown): id is string | number {
   if (typeof id === "string") return id !== "";
-  return typeof id === "number" && Number.isFinite(id) && (!Number.isInteger(id) || Number.isSafeInteger(id));
+  return typeof id === "number" && Number.isFinite(id) && !lostDigits(id);
 }
 const ID_WANTED = "a string, or a number below 2^53 (larger ones lose digits in JSON: use the id's string form)";
 

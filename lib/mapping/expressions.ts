@@ -39,6 +39,10 @@ const toSeconds = (t: unknown): number | null => {
   const ms = toMs(t);
   return ms === null ? null : ms / 1000;
 };
+/** A whole number past 2^53: JSON.parse has already rounded away its last digits. */
+export const lostDigits = (n: unknown): boolean =>
+  typeof n === "number" && Number.isInteger(n) && !Number.isSafeInteger(n);
+
 const finite = (n: number) => (Number.isFinite(n) ? n : null);
 
 /**
@@ -65,7 +69,7 @@ const extraFunctions: Record<string, { specs: string[][]; fn: (...args: never[])
   funcToString: {
     specs: [["any"]],
     fn: (arg: unknown) => {
-      if (typeof arg === "number" && Number.isInteger(arg) && !Number.isSafeInteger(arg))
+      if (lostDigits(arg))
         throw new JMESPathTypeError({
           currentValue: arg,
           expectedTypes: ["string", "number below 2^53"],
