@@ -9,15 +9,19 @@ function describe(source: SecretSource): string {
   return source.store === "ssm" ? `SSM parameter ${source.name}` : `secret ${source.name}`;
 }
 
-async function read(reader: SecretReader, source: SecretSource): Promise<string> {
+/**
+ * One secret's value from its store, trimmed (a value pasted or written from a file often ends in
+ * a newline); `what` names its use in errors ("webhook "). Fails start-up naming it, never the value.
+ */
+export async function readSecret(reader: SecretReader, source: SecretSource, what = ""): Promise<string> {
   let value: string;
   try {
     value = (await reader(source)).trim();
   } catch (err) {
     // The cause may be an SDK error; its message names the parameter, never the value.
-    throw new ConfigError(`cannot read ${describe(source)}: ${(err as Error).message}`);
+    throw new ConfigError(`cannot read ${what}${describe(source)}: ${(err as Error).message}`);
   }
-  if (!value) throw new ConfigError(`${describe(source)} is empty`);
+  if (!value) throw new ConfigError(`${what}${describe(source)} is empty`);
   return value;
 }
 
@@ -36,7 +40,7 @@ export async function resolveSecrets(
   if (needs.apiKeys && config.apiKeysSource) {
     const source = config.apiKeysSource;
     jobs.push(
-      read(reader, source).then((v) => {
+      readSecret(reader, source).then((v) => {
         apiKeys = apiKeyList(v);
       }),
     );
@@ -44,7 +48,7 @@ export async function resolveSecrets(
   if (needs.stripeKey && config.stripe.apiKeySource) {
     const source = config.stripe.apiKeySource;
     jobs.push(
-      read(reader, source).then((v) => {
+      readSecret(reader, source).then((v) => {
         stripeKey = v;
         registerSecret(v);
       }),
@@ -72,7 +76,7 @@ export function apiKeysReloader(config: Config, reader: SecretReader): (() => Pr
   const source = config.apiKeysSource;
   if (!source) return undefined;
   return async () => {
-    const keys = apiKeyList(await read(reader, source));
+    const keys = apiKeyList(await readSecret(reader, source));
     if (keys.length === 0) throw new ConfigError(`${describe(source)} lists no API key`);
     return keys;
   };
@@ -87,7 +91,7 @@ export function stripeKeyReloader(config: Config, reader: SecretReader): (() => 
   const source = config.stripe.apiKeySource;
   if (!source) return undefined;
   return async () => {
-    const value = await read(reader, source);
+    const value = await readSecret(reader, source);
     registerSecret(value);
     return value;
   };

@@ -12,7 +12,7 @@ import {
 } from "../customers.js";
 import { ConfigError } from "../errors.js";
 import { registerSecret } from "../redact.js";
-import type { SecretReader } from "../secrets.js";
+import { readSecret, type SecretReader } from "../secrets.js";
 import type { HttpTransport } from "../stripe/transport.js";
 import type { CustomerLookupConfig, SecretRef } from "./config-schema.js";
 import { compileSource, mapTrigger, type Source } from "./engine.js";
@@ -71,12 +71,7 @@ export async function readSecretRef(
   } else {
     const source: SecretSource =
       "ssm" in ref ? { store: "ssm", name: ref.ssm } : { store: "secretsmanager", name: ref.secretsManager };
-    try {
-      value = await reader(source);
-    } catch (err) {
-      // The cause may be an SDK error; its message names the secret, never a value.
-      throw new ConfigError(`cannot read webhook secret ${source.name}: ${(err as Error).message}`);
-    }
+    value = await readSecret(reader, source, "webhook ");
   }
   registerSecret(value);
   return value;

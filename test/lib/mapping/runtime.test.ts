@@ -8,7 +8,11 @@ import { startFakeSecretStores } from "../../helpers/fake-secret-stores.js";
 let stores: Awaited<ReturnType<typeof startFakeSecretStores>>;
 before(async () => {
   stores = await startFakeSecretStores({
-    ssm: { "/meterhook/test/webhooks/github": "gh-secret-from-ssm" },
+    ssm: {
+      "/meterhook/test/webhooks/github": "gh-secret-from-ssm",
+      // Written from a file with its newline: trimmed, as the Stripe key and API keys are.
+      "/meterhook/test/webhooks/newline": "gh-secret-from-file\n",
+    },
     secrets: {
       "meterhook/test/usage": "whsec_c2VjcmV0LWZyb20tc20=",
       "meterhook/test/usage-pairs": '{"secret":"whsec_c2VjcmV0LWluLXBhaXJz"}',
@@ -36,6 +40,7 @@ test("webhook secrets come from env, SSM and Secrets Manager", async () => {
     "whsec_c2VjcmV0LWZyb20tc20=",
   );
   assert.equal(await readSecretRef({ env: "GH" }, { GH: "from-env" }, reader()), "from-env");
+  assert.equal(await readSecretRef({ ssm: "/meterhook/test/webhooks/newline" }, {}, reader()), "gh-secret-from-file");
   await assert.rejects(readSecretRef({ env: "MISSING" }, {}, reader()), /MISSING/);
   await assert.rejects(
     readSecretRef({ secretsManager: "meterhook/test/usage-pairs" }, {}, reader()),
