@@ -8,7 +8,7 @@ import type { ConsumerDeps, Mapping, QueueMessage } from "./consumer.js";
 import type { CustomerResolver } from "./customers.js";
 import { DeadLetterCode } from "./errors.js";
 import type { Source, Trigger } from "./mapping/engine.js";
-import { isTriggerMessage, SOURCE_ATTRIBUTE } from "./triggers.js";
+import { isTriggerMessage, SOURCE_ATTRIBUTE, triggerBody } from "./triggers.js";
 import { parseUsageEvent, type UsageEvent } from "./usage-event.js";
 
 export type DecodedUsage =
@@ -42,12 +42,7 @@ export function decodeUsage(
   let trigger: Trigger | undefined;
   let sourceName: string | undefined;
   if (isTriggerMessage(input)) {
-    let body: unknown = input.body;
-    try {
-      body = JSON.parse(input.body);
-    } catch {
-      // not JSON: expressions see the text
-    }
+    const body = triggerBody(input);
     sourceName = input.source;
     if (!sourceName && input.kind === "eventbridge" && mapping) sourceName = matchEventBridge(mapping, body);
     trigger = {

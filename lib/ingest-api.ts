@@ -9,7 +9,7 @@ import { Metric, type Metrics, noMetrics } from "./metrics.js";
 import { packBodies } from "./pack.js";
 import { MAX_BODY_BYTES, type QueueSender, sendableBody } from "./queue.js";
 import { reloading } from "./reloading.js";
-import { CORRELATION_ATTRIBUTE, keptHeaders, TRIGGER_FORMAT, type TriggerMessage } from "./triggers.js";
+import { CORRELATION_ATTRIBUTE, keptHeaders, TRIGGER_FORMAT, type TriggerMessage, withoutBom } from "./triggers.js";
 import { parseUsageEvent, toCanonicalJson, type UsageEvent } from "./usage-event.js";
 import { verifySignature } from "./webhooks/signatures.js";
 
@@ -140,7 +140,7 @@ export function createIngestApi(deps: IngestApiDeps): { handle(req: HttpRequest)
     }
     let body: unknown;
     try {
-      body = JSON.parse(req.body.toString("utf8"));
+      body = JSON.parse(withoutBom(req.body.toString("utf8")));
     } catch {
       return httpError(400, "invalid_json", "body is not valid JSON", rid);
     }

@@ -15,7 +15,7 @@ import { decodeUsage } from "./decode.js";
 import { DeadLetterCode, MeterhookError, TransientError } from "./errors.js";
 import { type MeterEvent, meterEventIdentifier, outsideDedupeWindow, toMeterEvent } from "./meter-event.js";
 import { isMisshapenPack, PACK_FORMAT, PACK_START } from "./pack.js";
-import { isTriggerMessage, SOURCE_ATTRIBUTE } from "./triggers.js";
+import { isTriggerMessage, SOURCE_ATTRIBUTE, withoutBom } from "./triggers.js";
 import { parsePlainEventJson, type UsageEvent } from "./usage-event.js";
 
 /** Ready to submit. The parsed message is not kept while Stripe answers (see inputOf). */
@@ -49,7 +49,7 @@ const IGNORED: Step = { kind: "ignored" };
  */
 export function inputOf(m: QueueMessage): unknown {
   try {
-    return JSON.parse(m.body);
+    return JSON.parse(withoutBom(m.body));
   } catch {
     return m.body;
   }
@@ -179,7 +179,7 @@ export function createPreparer(deps: ConsumerDeps, deadline: number, startedAt: 
   const decodeMessage = (m: QueueMessage): Decoded | Step => {
     let input: unknown;
     try {
-      input = JSON.parse(m.body);
+      input = JSON.parse(withoutBom(m.body));
     } catch {
       // An app message for a named source may be plain text; anything else must be JSON.
       if (!m.attributes?.[SOURCE_ATTRIBUTE])

@@ -56,3 +56,32 @@ export const SOURCE_ATTRIBUTE = "meterhook_source";
 
 /** The message attribute carrying the id of the request that queued a message (log correlation). */
 export const CORRELATION_ATTRIBUTE = "correlation_id";
+
+const FORM_TYPE = /^\s*application\/x-www-form-urlencoded\s*(;|$)/i;
+
+/**
+ * A trigger's body as expressions see it: its JSON, parsed; else, for a webhook sent as
+ * `application/x-www-form-urlencoded` (as Slack and Twilio send them), its fields as an object of
+ * strings, a repeated field as a list; else its text. JSON comes first because `curl -d` labels
+ * JSON a form. A byte order mark before JSON is ignored, as RFC 8259 allows: some senders write one.
+ */
+export function triggerBody(t: Pick<TriggerMessage, "headers" | "body">): unknown {
+  try {
+    return JSON.parse(withoutBom(t.body));
+  } catch {
+    return FORM_TYPE.test(t.headers["content-type"] ?? "") ? formFields(t.body) : t.body;
+  }
+}
+
+/** The text without a leading byte order mark. */
+export const withoutBom = (text: string): string => (text.charCodeAt(0) === 0xfeff ? text.slice(1) : text);
+
+function formFields(text: string): Record<string, string | string[]> {
+  const fields = new Map<string, string | string[]>();
+  for (const [k, v] of new URLSearchParams(text)) {
+    const had = fields.get(k);
+    fields.set(k, had === undefined ? v : [had, v].flat());
+  }
+  // fromEntries defines own properties, so a field named __proto__ stays a field.
+  return Object.fromEntries(fields);
+}

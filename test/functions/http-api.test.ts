@@ -177,6 +177,14 @@ describe("POST /v1/events", () => {
     assert.equal(res.body.rejected.length, 2);
   });
 
+  test("a byte order mark before the JSON is ignored, as RFC 8259 allows (some .NET and Windows senders write one)", async () => {
+    const event = usageEvent();
+    const res = await post(`\ufeff${JSON.stringify(event)}`, { raw: true });
+    assert.equal(res.status, 202, JSON.stringify(res.body));
+    assert.deepEqual(res.body.accepted, [event.id]);
+    assert.equal((await queued())[0]?.id, event.id);
+  });
+
   test("400 for malformed JSON, an empty batch, a key beside events, and more than 500 events; nothing queued", async () => {
     assert.equal((await post('{"id": "x",', { raw: true })).body.error.code, "invalid_json");
     assert.equal((await post({ events: [] })).body.error.code, "invalid_body");

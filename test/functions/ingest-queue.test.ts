@@ -211,6 +211,15 @@ describe("ingest-queue handler", () => {
     assert.equal(totalFor("cus_twoshapes"), 4);
   });
 
+  test("a message whose JSON follows a byte order mark is billed, not dead-lettered as invalid_message", async () => {
+    const handler = handlerWith();
+    const event = usageEvent({ customer: "cus_bom", value: 6 });
+    const res = await handler(sqsEvent([sqsRecord(`\ufeff${JSON.stringify(event)}`)]), lambdaContext());
+    assert.deepEqual(res.batchItemFailures, []);
+    assert.equal(totalFor("cus_bom"), 6);
+    assert.deepEqual(await drainDeadLetters(parts.queues.sqs, parts.queues.deadLetterQueueUrl), []);
+  });
+
   test("a batch's second event with an identifier already in it counts as already billed; with other contents it is logged", async () => {
     const consumer = await createConsumerFromConfig(loadConfig(consumerEnv(parts)), {
       sqs: parts.queues.sqs,
