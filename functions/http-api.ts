@@ -20,6 +20,7 @@ export function createHttpHandler(getApi: () => Promise<IngestApi>, onDone?: () 
         headers,
         body: Buffer.from(event.body ?? "", event.isBase64Encoded ? "base64" : "utf8"),
         requestId: event.requestContext.requestId,
+        query: event.rawQueryString,
       });
       return { statusCode: res.status, headers: res.headers, body: res.body };
     } finally {

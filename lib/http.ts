@@ -6,6 +6,8 @@ export interface HttpRequest {
   headers: Record<string, string | undefined>;
   body: Buffer;
   requestId: string;
+  /** The query string as it arrived, without `?` (signed by Twilio's scheme). */
+  query?: string;
 }
 
 export interface HttpResponse {

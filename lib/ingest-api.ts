@@ -296,7 +296,7 @@ export function createIngestApi(deps: IngestApiDeps): { handle(req: HttpRequest)
       }
     } else if (auth.scheme !== "none") {
       const verify = (secrets: ReadonlyMap<string, readonly string[]> | undefined) =>
-        verifySignature(auth, secrets?.get(name) ?? [], req.headers, req.body, Math.floor(now() / 1000));
+        verifySignature(auth, secrets?.get(name) ?? [], req.headers, req.body, Math.floor(now() / 1000), req.query);
       let verdict = verify(webhookSecrets ? await webhookSecrets.get() : webhooks?.secrets);
       if (!verdict.ok && verdict.code === "signature_mismatch" && webhookSecrets) {
         // Perhaps signed with a secret changed in its store since it was read.

@@ -41,6 +41,14 @@ export const AuthSchema = z
       toleranceSeconds: Tolerance,
     }),
     z.strictObject({
+      scheme: z.literal("twilio").describe("X-Twilio-Signature: HMAC-SHA1 with the account's Auth Token"),
+      secrets: Secrets,
+      url: z
+        .string()
+        .regex(/^https?:\/\/[^/?#\s]+[^?#\s]*$/, "must be an http(s) URL without a query string or fragment")
+        .describe("the URL Twilio calls, as set in Twilio, less its query string (added as it arrives)"),
+    }),
+    z.strictObject({
       scheme: z.literal("token").describe("a header carrying a shared secret as it is (GitLab's X-Gitlab-Token)"),
       secrets: Secrets,
       header: z.string().regex(HEADER_NAME, "must be an HTTP header name").describe("header carrying the token"),

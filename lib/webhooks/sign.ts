@@ -1,6 +1,6 @@
 import { createHmac, randomUUID } from "node:crypto";
 import type { Auth } from "../mapping/config-schema.js";
-import { standardWebhooksKey } from "./signatures.js";
+import { standardWebhooksKey, twilioSignedText } from "./signatures.js";
 
 /**
  * Signs a body the way each provider does, giving the headers to send: for tests, fixtures and
@@ -10,7 +10,7 @@ export function signWebhook(
   auth: Exclude<Auth, { scheme: "api-key" } | { scheme: "none" }>,
   secret: string,
   body: string | Buffer,
-  options: { timestamp?: number; id?: string } = {},
+  options: { timestamp?: number; id?: string; query?: string } = {},
 ): Record<string, string> {
   const ts = String(options.timestamp ?? Math.floor(Date.now() / 1000));
   const mac = (key: Buffer | string, prefix = "") => createHmac("sha256", key).update(prefix).update(body).digest();
@@ -29,6 +29,10 @@ export function signWebhook(
       return { "x-hub-signature-256": `sha256=${mac(secret).toString("hex")}` };
     case "shopify":
       return { "x-shopify-hmac-sha256": mac(secret).toString("base64") };
+    case "twilio": {
+      const text = twilioSignedText(auth.url, options.query ?? "", Buffer.from(body));
+      return { "x-twilio-signature": createHmac("sha1", secret).update(text).digest("base64") };
+    }
     case "token":
       return { [auth.header.toLowerCase()]: secret };
     case "hmac-sha256": {

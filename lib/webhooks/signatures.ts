@@ -32,12 +32,41 @@ export function standardWebhooksKey(secret: string): Buffer {
 
 const BASE64 = /^[A-Za-z0-9+/]+={0,2}$/;
 
+/**
+ * What Twilio signs: the URL it called with its query, then, unless the query carries
+ * `bodySHA256`, each form field's name and value, without separators, in name order (a repeated
+ * field's distinct values in order), as Twilio's helper libraries build it.
+ */
+export function twilioSignedText(url: string, query: string, body: Buffer): string {
+  let text = query ? `${url}?${query}` : url;
+  if (new URLSearchParams(query).has("bodySHA256")) return text;
+  const fields = new Map<string, Set<string>>();
+  for (const [k, v] of new URLSearchParams(body.toString("utf8"))) {
+    const values = fields.get(k) ?? new Set<string>();
+    fields.set(k, values.add(v));
+  }
+  for (const name of [...fields.keys()].sort()) for (const v of [...(fields.get(name) ?? [])].sort()) text += name + v;
+  return text;
+}
+
+/** The URL as configured and with its default port written or left out: Twilio may sign either. */
+function twilioUrls(url: string): string[] {
+  const m = /^(https?):\/\/([^/:?#]+)(:\d+)?(.*)$/.exec(url);
+  if (!m) return [url];
+  const [, scheme, host, port, rest] = m;
+  const standard = scheme === "https" ? ":443" : ":80";
+  if (port === undefined) return [url, `${scheme}://${host}${standard}${rest}`];
+  return port === standard ? [url, `${scheme}://${host}${rest}`] : [url];
+}
+
 export function verifySignature(
   auth: SignedAuth,
   secrets: readonly string[],
   headers: Record<string, string | undefined>,
   body: Buffer,
   nowSeconds: number,
+  /** The request's query string, without `?`: Twilio signs it. */
+  query = "",
 ): VerifyResult {
   switch (auth.scheme) {
     case "standard-webhooks": {
@@ -113,6 +142,29 @@ export function verifySignature(
       const expected = secrets.map((s) => hmac(s, body));
       if (!anyEqual(expected, [Buffer.from(header, "base64")]))
         return fail("signature_mismatch", "no signature matches a configured secret");
+      return { ok: true };
+    }
+    case "twilio": {
+      const header = headers["x-twilio-signature"];
+      if (!header) return fail("signature_missing", "X-Twilio-Signature header is required");
+      if (!BASE64.test(header) || Buffer.from(header, "base64").length !== 20)
+        return fail("signature_malformed", "X-Twilio-Signature must be the base64 of a SHA-1 HMAC");
+      // A JSON body is signed through its hash, which Twilio puts in the query as bodySHA256.
+      const bodyHash = new URLSearchParams(query).get("bodySHA256");
+      if (bodyHash !== null && !anyEqual([createHash("sha256").update(body).digest()], [Buffer.from(bodyHash, "hex")]))
+        return fail("signature_mismatch", "the body's SHA-256 is not the query's bodySHA256");
+      const expected = secrets.flatMap((s) =>
+        twilioUrls(auth.url).map((url) =>
+          createHmac("sha1", s)
+            .update(twilioSignedText(url, query, body))
+            .digest(),
+        ),
+      );
+      if (!anyEqual(expected, [Buffer.from(header, "base64")]))
+        return fail(
+          "signature_mismatch",
+          "no signature matches a configured Auth Token (is `url` the URL Twilio calls?)",
+        );
       return { ok: true };
     }
     case "token": {

@@ -230,6 +230,53 @@ describe("a batch of usage records in one webhook", () => {
   });
 });
 
+describe("Twilio SMS status callbacks, posted as forms", () => {
+  const file = "examples/twilio-sms.yaml";
+  const token = "twilio-auth-token-e2e-0001";
+
+  test("a delivered message is billed once from the callback's fields; other statuses are ignored; a forged one is a 401", async () => {
+    const { rt, webhook, billed, total } = await start(file, { TWILIO_AUTH_TOKEN: token });
+    const callback = (status: string, query = "") => {
+      const body = new URLSearchParams({
+        MessageSid: "SM00000000000000000000000000000001",
+        MessageStatus: status,
+        AccountSid: "AC00000000000000000000000000000001",
+        To: "+15558675310",
+        ToCountry: "US",
+        ApiVersion: "2010-04-01",
+      }).toString();
+      // Signed for the public URL in the config, as Twilio signs it, and sent to the local gateway.
+      const headers = signWebhook(schemeOf(file, "twilio-sms"), token, body, { query });
+      return { body, headers: { "content-type": "application/x-www-form-urlencoded", ...headers }, query };
+    };
+    const post = (c: ReturnType<typeof callback>) =>
+      fetch(`${rt.gatewayUrl}/v1/webhooks/twilio-sms${c.query ? `?${c.query}` : ""}`, {
+        method: "POST",
+        headers: c.headers,
+        body: c.body,
+      });
+
+    assert.equal((await post(callback("sent"))).status, 202);
+    const delivered = callback("delivered", "attempt=1");
+    assert.equal((await post(delivered)).status, 202);
+    assert.equal((await post(delivered)).status, 202, "Twilio's retry of the same callback");
+    await billed("cus_SmsTenant0001", "sms_delivered", 1);
+    await settle();
+    assert.equal(total("cus_SmsTenant0001", "sms_delivered"), 1);
+    const [event] = rt.emulator?.ledger.events ?? [];
+    assert.equal(event?.payload.to_country, "US");
+
+    // The query string is signed: a callback replayed with another one is refused.
+    const forged = await post({ ...delivered, query: "attempt=2" });
+    assert.equal(forged.status, 401);
+    assert.equal(((await forged.json()) as { error: { code: string } }).error.code, "signature_mismatch");
+    const unsigned = await webhook("twilio-sms", delivered.body, {
+      "content-type": "application/x-www-form-urlencoded",
+    });
+    assert.equal(unsigned.status, 401);
+  });
+});
+
 describe("a source authenticated by a token header", () => {
   test("the token admits the webhook and is kept out of the queue and the DLQ", async () => {
     const token = "gitlab-token-e2e-0001";

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { createHash, createHmac } from "node:crypto";
 import { describe, test } from "node:test";
 import { AuthSchema } from "../../../lib/mapping/config-schema.js";
 import { signWebhook } from "../../../lib/webhooks/sign.js";
@@ -41,6 +42,17 @@ const schemes: Array<{
     auth: AuthSchema.parse({ scheme: "shopify", secrets: [{ value: "x" }] }) as Signed,
     secret: "shpss_shopifyAppSecret0001",
     other: "shpss_shopifyAppSecret0002",
+    timestamped: false,
+  },
+  {
+    name: "Twilio X-Twilio-Signature",
+    auth: AuthSchema.parse({
+      scheme: "twilio",
+      url: "https://hooks.example.com/v1/webhooks/twilio",
+      secrets: [{ value: "x" }],
+    }) as Signed,
+    secret: "twilio-auth-token-0001",
+    other: "twilio-auth-token-0002",
     timestamped: false,
   },
   {
@@ -129,6 +141,60 @@ for (const s of schemes) {
     }
   });
 }
+
+describe("Twilio", () => {
+  // Twilio's documented examples ("Validating requests"): signatures Twilio computed, not signWebhook.
+  const twilio = (url: string) => AuthSchema.parse({ scheme: "twilio", url, secrets: [{ value: "x" }] }) as Signed;
+  const call = (caller: string) =>
+    Buffer.from(
+      new URLSearchParams({
+        To: "+18005551212",
+        Caller: caller,
+        Digits: "1234",
+        CallSid: "CA1234567890ABCDE",
+        From: caller,
+      }).toString(),
+    );
+  const check = (url: string, signature: string, body: Buffer, query: string, secret = "12345") =>
+    code(verifySignature(twilio(url), [secret], { "x-twilio-signature": signature }, body, NOW, query));
+
+  test("a call's form fields with the URL's query, as Twilio signed them, are accepted", () => {
+    const url = "https://mycompany.com/myapp.php";
+    assert.equal(check(url, "GvWf1cFY/Q7PnoempGyD5oXAezc=", call("+14158675310"), "foo=1&bar=2"), "ok");
+    assert.equal(check(url, "RSOYDt4T1cUTdK1PDd93/VVr8B8=", call("+14158675309"), "foo=1&bar=2"), "ok");
+    assert.equal(check(url, "RSOYDt4T1cUTdK1PDd93/VVr8B8=", call("+14158675310"), "foo=1&bar=2"), "signature_mismatch");
+    assert.equal(check(url, "GvWf1cFY/Q7PnoempGyD5oXAezc=", call("+14158675310"), "foo=1&bar=3"), "signature_mismatch");
+    assert.equal(
+      check(url, "GvWf1cFY/Q7PnoempGyD5oXAezc=", call("+14158675310"), "foo=1&bar=2", "54321"),
+      "signature_mismatch",
+    );
+  });
+
+  test("the URL's default port may be written or left out on either side", () => {
+    const body = call("+14158675310");
+    const signed = (url: string) => signWebhook(twilio(url), "12345", body)["x-twilio-signature"] as string;
+    assert.equal(check("https://mycompany.com:443/hook", signed("https://mycompany.com/hook"), body, ""), "ok");
+    assert.equal(check("https://mycompany.com/hook", signed("https://mycompany.com:443/hook"), body, ""), "ok");
+    assert.equal(
+      check("https://mycompany.com:8443/hook", signed("https://mycompany.com/hook"), body, ""),
+      "signature_mismatch",
+    );
+  });
+
+  test("a JSON body is checked against the query's bodySHA256, and the URL with it is signed", () => {
+    const url = "https://hooks.example.com/v1/webhooks/twilio";
+    const body = Buffer.from(JSON.stringify({ CallSid: "CA1234567890ABCDE", Caller: "+12349013030" }));
+    const query = `bodySHA256=${createHash("sha256").update(body).digest("hex")}`;
+    const signature = createHmac("sha1", "12345").update(`${url}?${query}`).digest("base64");
+    assert.equal(check(url, signature, body, query), "ok");
+    const other = Buffer.from(body.toString().replace("3030", "3031"));
+    assert.equal(check(url, signature, other, query), "signature_mismatch");
+  });
+
+  test("a URL with a query string is refused at load: the request's own is signed", () => {
+    assert.throws(() => twilio("https://hooks.example.com/twilio?tenant=a"), /without a query string/);
+  });
+});
 
 test("every failure message is specific and never contains the secret", () => {
   const s = schemes[0] as (typeof schemes)[number];
