@@ -41,12 +41,33 @@ export interface LedgerOptions {
 
 const DAY = 86_400;
 
-/** One more event in a meter's total for a customer. */
-function addTo(t: { value: number; count: number; last: number }, value: number): void {
-  // Sums are kept in integers of 1e-12 units to keep decimal totals exact enough for tests.
-  t.value = Math.round((t.value + value) * 1e12) / 1e12;
+/** A meter's total for a customer: the sum kept exactly, in integer units of 10^-scale, as Stripe sums decimals. */
+interface Total {
+  units: bigint;
+  scale: number;
+  count: number;
+  last: number;
+}
+const newTotal = (): Total => ({ units: 0n, scale: 0, count: 0, last: 0 });
+
+/** One more event, its value a decimal's text (check() has refused any other), in a total. */
+function addTo(t: Total, value: string): void {
+  const [, sign, whole, fraction = ""] = /^(-?)(\d+)(?:\.(\d+))?$/.exec(value) ?? ["", "", "0"];
+  if (fraction.length > t.scale) {
+    t.units *= 10n ** BigInt(fraction.length - t.scale);
+    t.scale = fraction.length;
+  }
+  const units = BigInt(`${whole}${fraction}`) * 10n ** BigInt(t.scale - fraction.length);
+  t.units += sign === "-" ? -units : units;
   t.count += 1;
-  t.last = value;
+  t.last = Number(value);
+}
+
+/** The sum as a JSON number, as Stripe's summaries give it. */
+function sumOf(t: Total): number {
+  const digits = (t.units < 0n ? -t.units : t.units).toString().padStart(t.scale + 1, "0");
+  const point = digits.length - t.scale;
+  return Number(`${t.units < 0n ? "-" : ""}${digits.slice(0, point)}.${digits.slice(point)}0`);
 }
 const IDENTIFIER_WINDOW_MS = 24 * 3600 * 1000;
 
@@ -59,7 +80,7 @@ export class Ledger {
   readonly events: ReceivedEvent[] = [];
   readonly errors: AsyncError[] = [];
   /** meter id → customer → aggregate. */
-  private readonly totals = new Map<string, Map<string, { value: number; count: number; last: number }>>();
+  private readonly totals = new Map<string, Map<string, Total>>();
   private nextMeter = 1;
   /** Known customers and their metadata (searchable). */
   readonly customers = new Map<string, Record<string, string>>();
@@ -171,14 +192,13 @@ export class Ledger {
     this.events.push(e);
     const meter = this.meterFor(e.event_name) as MeterDefinition;
     const customer = e.payload[meter.customerKey] as string;
-    const value = Number(e.payload[meter.valueKey] ?? 0);
     let byCustomer = this.totals.get(meter.id);
     if (!byCustomer) {
       byCustomer = new Map();
       this.totals.set(meter.id, byCustomer);
     }
-    const t = byCustomer.get(customer) ?? { value: 0, count: 0, last: 0 };
-    addTo(t, value);
+    const t = byCustomer.get(customer) ?? newTotal();
+    addTo(t, e.payload[meter.valueKey] ?? "0");
     byCustomer.set(customer, t);
   }
 
@@ -212,11 +232,11 @@ export class Ledger {
     this.cancelled.add(identifier);
     const meter = this.meterFor(eventName) as MeterDefinition;
     const customer = event.payload[meter.customerKey] as string;
-    const t = { value: 0, count: 0, last: 0 };
+    const t = newTotal();
     for (const e of this.events) {
       if (e.event_name !== eventName || e.payload[meter.customerKey] !== customer || this.cancelled.has(e.identifier))
         continue;
-      addTo(t, Number(e.payload[meter.valueKey] ?? 0));
+      addTo(t, e.payload[meter.valueKey] ?? "0");
     }
     this.totals.get(meter.id)?.set(customer, t);
     return undefined;
@@ -239,7 +259,7 @@ export class Ledger {
     const meter = [...this.meters.values()].find((m) => m.id === meterId);
     const t = this.totals.get(meterId)?.get(customer);
     if (!meter || !t) return 0;
-    return meter.formula === "sum" ? t.value : meter.formula === "count" ? t.count : t.last;
+    return meter.formula === "sum" ? sumOf(t) : meter.formula === "count" ? t.count : t.last;
   }
 
   /** Every meter's totals per customer (GET /v1/billing/meters/summaries). */

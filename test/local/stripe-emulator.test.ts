@@ -240,6 +240,23 @@ describe("totals", () => {
   });
 });
 
+describe("sums", () => {
+  test("a sum meter adds decimals exactly, as Stripe does, not to 12 places nor in binary", async () => {
+    emu.ledger.defineMeter({ event_name: "gb_hours" });
+    for (const c of ["cus_Dec1", "cus_Dec2", "cus_Dec3"]) emu.ledger.customers.set(c, {});
+    const add = (customer: string, v: string) =>
+      v1(`event_name=gb_hours&identifier=${id()}&payload[stripe_customer_id]=${customer}&payload[value]=${v}`);
+    await add("cus_Dec1", "1.66666666666667");
+    for (const v of ["0.1", "0.2"]) await add("cus_Dec2", v);
+    for (const v of ["2.5", "-0.000000000000001", "10"]) await add("cus_Dec3", v);
+    const sum = (customer: string) =>
+      emu.ledger.summaries().find((s) => s.event_name === "gb_hours" && s.customer === customer)?.aggregated_value;
+    assert.equal(sum("cus_Dec1"), 1.66666666666667);
+    assert.equal(sum("cus_Dec2"), 0.3, "0.1 + 0.2 is 0.3 in decimal");
+    assert.equal(sum("cus_Dec3"), 12.499999999999999);
+  });
+});
+
 describe("meter event adjustments (cancel)", () => {
   const cancelForm = (identifier: string, eventName = "api_requests") =>
     `event_name=${eventName}&type=cancel&cancel[identifier]=${identifier}`;
