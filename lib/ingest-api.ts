@@ -289,6 +289,17 @@ export function createIngestApi(deps: IngestApiDeps): { handle(req: HttpRequest)
     if (req.body.length > deps.maxBodyBytes) {
       return httpError(413, "payload_too_large", `body is larger than ${deps.maxBodyBytes} bytes`, rid);
     }
+    // A compressed body would be queued as mangled text and match no rule: with `unmatched:
+    // ignore` it would be acknowledged and never billed. Refused, so the sender sees it.
+    const encoding = unsupportedEncoding(req);
+    if (encoding !== undefined) {
+      return httpError(
+        415,
+        "unsupported_media_type",
+        `Content-Encoding ${encoding} is not supported; send the body uncompressed`,
+        rid,
+      );
+    }
     const auth = source.auth;
     if (auth.scheme === "api-key") {
       if (!(await authorized(req.headers.authorization))) {

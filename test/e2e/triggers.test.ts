@@ -5,6 +5,7 @@ import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
+import { gzipSync } from "node:zlib";
 import { SendMessageCommand, SQSClient } from "@aws-sdk/client-sqs";
 import { parse as parseYaml, stringify as toYaml } from "yaml";
 import { createEventBridgeHandler } from "../../functions/eventbridge.js";
@@ -103,7 +104,7 @@ describe("GitHub webhook: CI minutes", () => {
     assert.deepEqual(await drainDeadLetters(sqs, rt.deadLetterQueueUrl), []);
   });
 
-  test("a wrong signature is a 401 and nothing is queued; other events are ignored", async () => {
+  test("a wrong signature is a 401 and a compressed body a 415, and nothing is queued; other events are ignored", async () => {
     const { webhook, rt } = await start(file, { GITHUB_WEBHOOK_SECRET: secret });
     const body = JSON.stringify(loadTrigger("github-workflow-job-completed.json"));
     const forged = await webhook("github", body, {
@@ -112,6 +113,20 @@ describe("GitHub webhook: CI minutes", () => {
     });
     assert.equal(forged.status, 401);
     assert.equal(((await forged.json()) as { error: { code: string } }).error.code, "signature_mismatch");
+    // Mangled into text, it would match no rule and, with `unmatched: ignore`, never be billed.
+    const gzipped = gzipSync(body);
+    const compressed = await fetch(`${rt.gatewayUrl}/v1/webhooks/github`, {
+      method: "POST",
+      headers: {
+        "content-type": "application/json",
+        "content-encoding": "gzip",
+        "x-github-event": "workflow_job",
+        ...signWebhook(schemeOf(file, "github"), secret, gzipped),
+      },
+      body: gzipped,
+    });
+    assert.equal(compressed.status, 415);
+    assert.equal(((await compressed.json()) as { error: { code: string } }).error.code, "unsupported_media_type");
     const queued = JSON.parse(body);
     queued.action = "queued";
     const other = JSON.stringify(queued);
