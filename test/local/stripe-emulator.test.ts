@@ -248,12 +248,12 @@ describe("sums", () => {
       v1(`event_name=gb_hours&identifier=${id()}&payload[stripe_customer_id]=${customer}&payload[value]=${v}`);
     await add("cus_Dec1", "1.66666666666667");
     for (const v of ["0.1", "0.2"]) await add("cus_Dec2", v);
-    for (const v of ["2.5", "-0.000000000000001", "10"]) await add("cus_Dec3", v);
+    for (const v of ["2.5", "-0.00000000000001", "10"]) await add("cus_Dec3", v);
     const sum = (customer: string) =>
       emu.ledger.summaries().find((s) => s.event_name === "gb_hours" && s.customer === customer)?.aggregated_value;
     assert.equal(sum("cus_Dec1"), 1.66666666666667);
     assert.equal(sum("cus_Dec2"), 0.3, "0.1 + 0.2 is 0.3 in decimal");
-    assert.equal(sum("cus_Dec3"), 12.499999999999999);
+    assert.equal(sum("cus_Dec3"), 12.49999999999999, "14 decimals, past the 12 it kept");
   });
 });
 
