@@ -8,7 +8,7 @@ import type { ConsumerDeps, Mapping, QueueMessage } from "./consumer.js";
 import type { CustomerResolver } from "./customers.js";
 import { DeadLetterCode } from "./errors.js";
 import type { Source, Trigger } from "./mapping/engine.js";
-import { isTriggerMessage, SOURCE_ATTRIBUTE, triggerBody } from "./triggers.js";
+import { isTriggerMessage, queryFields, SOURCE_ATTRIBUTE, triggerBody } from "./triggers.js";
 import { parseUsageEvent, type UsageEvent } from "./usage-event.js";
 
 export type DecodedUsage =
@@ -48,6 +48,7 @@ export function decodeUsage(
     trigger = {
       source: sourceName ?? "",
       headers: input.headers,
+      query: queryFields(input),
       body,
       receivedAt: Date.parse(input.receivedAt) || m.sentAt,
     };

@@ -327,6 +327,7 @@ export function createIngestApi(deps: IngestApiDeps): { handle(req: HttpRequest)
       receivedAt: new Date(now()).toISOString(),
       // A token scheme's header is the secret itself: it must not reach the queue or the DLQ.
       headers: keptHeaders(req.headers, auth.scheme === "token" ? auth.header : undefined),
+      ...(req.query ? { query: req.query } : {}),
       body: req.body.toString("utf8"),
     };
     // Escaped here as the sender would (it then finds nothing to escape), to measure it.

@@ -12,6 +12,8 @@ export interface TriggerMessage {
   source?: string;
   receivedAt: string;
   headers: Record<string, string>;
+  /** A webhook's query string as it arrived, without `?`; absent when it had none. */
+  query?: string;
   /** The body exactly as received (UTF-8 text). */
   body: string;
 }
@@ -75,6 +77,10 @@ export function triggerBody(t: Pick<TriggerMessage, "headers" | "body">): unknow
 
 /** The text without a leading byte order mark. */
 export const withoutBom = (text: string): string => (text.charCodeAt(0) === 0xfeff ? text.slice(1) : text);
+
+/** A webhook's query string as expressions see it: its fields, as a form's are. */
+export const queryFields = (t: Pick<TriggerMessage, "query">): Record<string, string | string[]> =>
+  formFields(t.query ?? "");
 
 function formFields(text: string): Record<string, string | string[]> {
   const fields = new Map<string, string | string[]>();

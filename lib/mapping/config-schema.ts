@@ -4,10 +4,13 @@ import { HEADER_NAME, HEADER_VALUE } from "../stripe/transport.js";
 /**
  * The mapping config: how each source's triggers (webhooks, EventBridge events, SQS messages in
  * the app's own shape) become meter events. Values are JMESPath expressions evaluated over
- * `{ headers, body, source, receivedAt }`. `npm run schema` writes the JSON Schema generated from
+ * `{ headers, query, body, source, receivedAt }`. `npm run schema` writes the JSON Schema generated from
  * this file to schema/meterhook-config.schema.json.
  */
-const Expression = z.string().min(1).describe("A JMESPath expression over { headers, body, source, receivedAt }");
+const Expression = z
+  .string()
+  .min(1)
+  .describe("A JMESPath expression over { headers, query, body, source, receivedAt }");
 
 export const SecretRefSchema = z
   .union([

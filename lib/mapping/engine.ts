@@ -10,6 +10,8 @@ export interface Trigger {
   source: string;
   /** Lower-case header names (webhooks) or message attributes (SQS). */
   headers: Record<string, string>;
+  /** A webhook's query string's fields (a repeated one as a list); empty for other triggers. */
+  query?: Record<string, string | string[]>;
   /** Parsed JSON, or the raw text when the body is not JSON. */
   body: unknown;
   /** Epoch ms when meterhook received it: the default event time. */
@@ -72,7 +74,13 @@ export class MappingError extends MeterhookError {
 export type MapOutcome = { kind: "events"; events: UsageEvent[]; cancels: CancelTarget[] } | { kind: "unmatched" };
 
 function view(t: Trigger) {
-  return { headers: t.headers, body: t.body, source: t.source, receivedAt: new Date(t.receivedAt).toISOString() };
+  return {
+    headers: t.headers,
+    query: t.query ?? {},
+    body: t.body,
+    source: t.source,
+    receivedAt: new Date(t.receivedAt).toISOString(),
+  };
 }
 
 function run(expression: string, data: unknown, where: string): unknown {

@@ -46,7 +46,7 @@ function semanticIssues(config: MappingConfig): ConfigIssue[] {
         if (ids.some((id) => id !== undefined && !/\b(item|index)\b/.test(id)))
           issues.push({ path: `${rat}.id`, message: "with each, an id must tell the items apart: use item or index" });
         // Position 0 of every batch would share one identifier: Stripe would drop all but the first.
-        else if (ids.some((id) => id !== undefined && !/\bitem\b/.test(id) && !/\b(body|headers)\b/.test(id)))
+        else if (ids.some((id) => id !== undefined && !/\bitem\b/.test(id) && !/\b(body|headers|query)\b/.test(id)))
           issues.push({
             path: `${rat}.id`,
             message: "index alone repeats in every trigger: join it with the trigger's own id (body.batch_id)",

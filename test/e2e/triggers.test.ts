@@ -249,7 +249,7 @@ describe("Twilio SMS status callbacks, posted as forms", () => {
   const file = "examples/twilio-sms.yaml";
   const token = "twilio-auth-token-e2e-0001";
 
-  test("a delivered message is billed once from the callback's fields; other statuses are ignored; a forged one is a 401", async () => {
+  test("a delivered message is billed once to the customer in the callback URL's query; other statuses are ignored; a forged one is a 401", async () => {
     const { rt, webhook, billed, total } = await start(file, { TWILIO_AUTH_TOKEN: token });
     const callback = (status: string, query = "") => {
       const body = new URLSearchParams({
@@ -271,8 +271,8 @@ describe("Twilio SMS status callbacks, posted as forms", () => {
         body: c.body,
       });
 
-    assert.equal((await post(callback("sent"))).status, 202);
-    const delivered = callback("delivered", "attempt=1");
+    assert.equal((await post(callback("sent", "account=acct_sms_1"))).status, 202);
+    const delivered = callback("delivered", "account=acct_sms_1");
     assert.equal((await post(delivered)).status, 202);
     assert.equal((await post(delivered)).status, 202, "Twilio's retry of the same callback");
     await billed("cus_SmsTenant0001", "sms_delivered", 1);
@@ -281,8 +281,8 @@ describe("Twilio SMS status callbacks, posted as forms", () => {
     const [event] = rt.emulator?.ledger.events ?? [];
     assert.equal(event?.payload.to_country, "US");
 
-    // The query string is signed: a callback replayed with another one is refused.
-    const forged = await post({ ...delivered, query: "attempt=2" });
+    // The query names the customer, and is signed: a callback replayed with another is refused.
+    const forged = await post({ ...delivered, query: "account=acct_sms_2" });
     assert.equal(forged.status, 401);
     assert.equal(((await forged.json()) as { error: { code: string } }).error.code, "signature_mismatch");
     const unsigned = await webhook("twilio-sms", delivered.body, {

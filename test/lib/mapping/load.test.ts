@@ -68,6 +68,7 @@ describe("mapping config validation", () => {
       validateMappingConfig(sqs(rule)).issues.map((i) => `${i.path}: ${i.message}`);
     assert.deepEqual(paths({ each: "body.records", id: "item.id" }), []);
     assert.deepEqual(paths({ each: "body.records", id: "join('-', [body.batch, to_string(index)])" }), []);
+    assert.deepEqual(paths({ each: "body.records", id: "join('-', [query.batch, to_string(index)])" }), []);
     assert.deepEqual(paths({ each: "body.records", id: "body.batch" }), [
       "sources.app.rules[0].id: with each, an id must tell the items apart: use item or index",
     ]);
