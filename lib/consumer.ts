@@ -8,7 +8,16 @@ import type { MapOutcome, Source, Trigger } from "./mapping/engine.js";
 import { type MeterEvent, sameEntries, type ValueRules } from "./meter-event.js";
 import { Metric, type Metrics, noMetrics } from "./metrics.js";
 import { deferrable, retryBody, unpack } from "./pack.js";
-import { createPreparer, type Dead, type DeadLetterFor, inputOf, type Retry, type Step } from "./prepare.js";
+import {
+  createPreparer,
+  type Dead,
+  type DeadLetterFor,
+  inputOf,
+  type Ready,
+  type Refusal,
+  type Retry,
+  type Step,
+} from "./prepare.js";
 import type { OutgoingMessage, QueueSender } from "./queue.js";
 import type { Canceller } from "./stripe/meter-event-adjustments.js";
 import type { MeterEventSubmitter, SubmitOutcome } from "./stripe/submitter.js";
@@ -32,6 +41,8 @@ export interface QueueMessage {
     firstFailedAt: number;
     /** Stripe may have recorded some of its events before (see DeadLetterBody.stripeMayHaveRecorded). */
     stripeMayHaveRecorded?: boolean;
+    /** Identifiers of the only meter events of it still to bill (see DeadLetterBody.unbilled). */
+    unbilled?: readonly string[];
   };
   /** A dead letter SQS's DLQ redrive put back on the ingest queue (see redrivenLetter), unwrapped. */
   redriven?: boolean;
@@ -113,8 +124,9 @@ export interface BatchResult {
  * message for a source), map it to meter events, resolve customers, validate against Stripe's
  * rules, submit, and decide: billed (deleted), retry (left on the queue), or dead letter (sent to
  * the DLQ with its reason, then deleted). A message is deleted only once all its meter events are
- * billed or the message is safely in the DLQ. A trigger's events are checked together before any
- * is sent, so a bad mapping bills none of them.
+ * billed or the message is safely in the DLQ. A trigger's events are mapped together before any
+ * is sent, so a bad mapping bills none of them; one event that cannot be billed does not hold up
+ * the others, and its letter names it (`unbilled`) so that replay sends it alone.
  */
 export async function processBatch(
   received: readonly QueueMessage[],
@@ -272,11 +284,16 @@ function settle(
       let submitted = false;
       // None of its events was sent in this delivery (see retryPacks).
       let unsent = true;
+      // Identifiers of its events Stripe refused (no array for the many messages without one).
+      let refusedByStripe: string[] | undefined;
       for (const e of prepared.events) {
         const o = outcomeOf(e);
         if (!(o.kind === "retry" && o.unsent)) unsent = false;
-        if (o.kind === "rejected") rejected ??= o;
-        else {
+        if (o.kind === "rejected") {
+          rejected ??= o;
+          if (refusedByStripe) refusedByStripe.push(e.identifier);
+          else refusedByStripe = [e.identifier];
+        } else {
           submitted = true;
           if (o.kind === "retry") retry ??= o;
           else if (o.kind === "requeued") requeued = true;
@@ -297,7 +314,8 @@ function settle(
           else retry ??= o;
         }
       }
-      if (!rejected && !retry) {
+      const setAside = prepared.refused;
+      if (!rejected && !retry && !setAside) {
         if (requeued) result.requeued++;
         else if (prepared.events.length > 0) result.billed++;
         result.duplicates += duplicates;
@@ -305,16 +323,24 @@ function settle(
         result.alreadyCancelled += alreadyCancelled;
         return;
       }
-      step = rejected
-        ? dead(m, inputOf(m), rejected.code, rejected.reason, prepared.eventId, prepared.source, submitted)
-        : {
-            kind: "retry",
-            reason: (retry as { reason: string }).reason,
-            eventId: prepared.eventId,
-            input: inputOf(m),
-            source: prepared.source,
-            unsent,
-          };
+      const first = setAside?.[0] ?? (rejected && { code: rejected.code, message: rejected.reason });
+      if (first && !retry && submitted && !prepared.cancels?.length) {
+        // Some billed, the rest refused: the letter names those not billed, for replay to send.
+        const unbilled = [...(setAside ?? []).map((r) => r.identifier), ...(refusedByStripe ?? [])];
+        step = billedInPart(m, prepared, first, unbilled, dead);
+      } else if (rejected || !retry) {
+        const why = rejected ? { code: rejected.code, message: rejected.reason } : (first as Refusal);
+        step = dead(m, inputOf(m), why.code, why.message, prepared.eventId, prepared.source, { submitted });
+      } else {
+        step = {
+          kind: "retry",
+          reason: retry.reason,
+          eventId: prepared.eventId,
+          input: inputOf(m),
+          source: prepared.source,
+          unsent,
+        };
+      }
     } else {
       step = prepared;
     }
@@ -354,6 +380,22 @@ function settle(
   });
 
   return { result, letters, deferredIds };
+}
+
+/**
+ * The dead letter of a trigger billed in part: it names the meter events not billed, which a
+ * replay sends alone (its billed ones could be past Stripe's 24-hour duplicate check by then).
+ */
+function billedInPart(
+  m: QueueMessage,
+  prepared: Ready,
+  first: Pick<Refusal, "code" | "message">,
+  unbilled: string[],
+  dead: DeadLetterFor,
+): Dead {
+  const total = prepared.events.length + (prepared.refused?.length ?? 0);
+  const message = `${unbilled.length} of the trigger's ${total} meter events not billed (the others are): ${first.message}`;
+  return dead(m, inputOf(m), first.code, message, prepared.eventId, prepared.source, { unbilled });
 }
 
 /**

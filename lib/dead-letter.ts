@@ -24,6 +24,11 @@ export interface DeadLetterBody {
    * for 24 hours only, so replay holds such a letter once that has passed (lib/replay.ts).
    */
   stripeMayHaveRecorded?: true;
+  /**
+   * A trigger billed in part: the identifiers of its meter events not billed (their customer not
+   * found, a value Stripe refused). Its other events are billed: replay sends only these.
+   */
+  unbilled?: string[];
 }
 
 export interface DeadLetter {
@@ -39,6 +44,7 @@ export interface DeadLetter {
   /** The app's event id, when known: also set as a message attribute for filtering. */
   eventId?: string;
   stripeMayHaveRecorded?: true;
+  unbilled?: readonly string[];
 }
 
 export function deadLetterBody(d: DeadLetter): DeadLetterBody {
@@ -51,6 +57,7 @@ export function deadLetterBody(d: DeadLetter): DeadLetterBody {
     ...(d.receivedAt !== undefined ? { receivedAt: new Date(d.receivedAt).toISOString() } : {}),
     ...(d.source !== undefined ? { source: d.source } : {}),
     ...(d.stripeMayHaveRecorded ? { stripeMayHaveRecorded: true as const } : {}),
+    ...(d.unbilled ? { unbilled: [...d.unbilled] } : {}),
   };
 }
 
@@ -127,10 +134,14 @@ export function fromDeadLetter(
       stripeMayHaveRecorded:
         !isCancelMessage(letter.event) &&
         (letter.stripeMayHaveRecorded === true || letter.error.code === DeadLetterCode.retriesExhausted),
+      ...(isUnbilled(letter.unbilled) ? { unbilled: letter.unbilled } : {}),
     },
     ...(letter.source ? { attributes: { [SOURCE_ATTRIBUTE]: letter.source } } : {}),
   };
 }
+
+const isUnbilled = (x: unknown): x is string[] =>
+  Array.isArray(x) && x.length > 0 && x.every((i) => typeof i === "string");
 
 /**
  * Stripe may hold some of a former dead letter's events, and it was first received more than

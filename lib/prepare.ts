@@ -28,7 +28,11 @@ export type Ready = {
   fixed?: boolean;
   /** Meter events to cancel (lib/cancellation.ts), after the batch's events are sent. */
   cancels?: CancelTarget[];
+  /** Meter events of the trigger that cannot be billed, set aside: the rest are sent. */
+  refused?: Refusal[];
 };
+/** A meter event of a trigger that makes several, which cannot be billed: why, for its dead letter. */
+export type Refusal = { identifier: string; code: DeadLetterCode; message: string };
 export type Dead = { kind: "dead"; letter: DeadLetter };
 /** `unsent`: none of its events was sent to Stripe in this delivery (the invocation ran out of time). */
 export type Retry = {
@@ -67,8 +71,12 @@ export type DeadLetterFor = (
   message: string,
   eventId?: string,
   source?: string,
-  /** Some of the message's events got an answer from Stripe other than a refusal. */
-  submitted?: boolean,
+  options?: {
+    /** Some of the message's events got an answer from Stripe other than a refusal. */
+    submitted?: boolean;
+    /** A trigger billed in part: its meter events not billed (else those of an earlier letter). */
+    unbilled?: readonly string[];
+  },
 ) => Dead;
 
 /** Prepares one batch's messages; made per batch, as it shares the batch's customer lookups. */
@@ -106,7 +114,7 @@ export function createPreparer(deps: ConsumerDeps, deadline: number, startedAt: 
     return p;
   };
 
-  const dead: DeadLetterFor = (m, input, code, message, eventId, source, submitted = false) => {
+  const dead: DeadLetterFor = (m, input, code, message, eventId, source, { submitted = false, unbilled } = {}) => {
     const t = now();
     const prev = m.previousFailure;
     // A delivery before the last may have reached Stripe, whatever the last one's error. Not so
@@ -127,6 +135,8 @@ export function createPreparer(deps: ConsumerDeps, deadline: number, startedAt: 
         eventId: eventId && PRINTABLE.test(eventId) ? eventId : undefined,
         source,
         ...(mayHaveRecorded ? { stripeMayHaveRecorded: true } : {}),
+        // A letter of a trigger billed in part stays so, however often it fails again.
+        ...((unbilled ?? prev?.unbilled) ? { unbilled: unbilled ?? prev?.unbilled } : {}),
       },
     };
   };
@@ -226,15 +236,26 @@ export function createPreparer(deps: ConsumerDeps, deadline: number, startedAt: 
       const decoded = decodeUsage(m, input, deps);
       if (decoded.kind === "ignored") return IGNORED;
       if (decoded.kind === "refused") return dead(m, input, decoded.code, decoded.message, undefined, decoded.source);
-      if (decoded.events.length === 1) eventId = decoded.events[0]?.id;
       const source = decoded.source?.name ?? sourceHint;
+      const usage = stillUnbilled(m, decoded.events);
+      if (usage.length === 0 && decoded.events.length > 0) {
+        return dead(
+          m,
+          input,
+          DeadLetterCode.mappingFailed,
+          "the trigger no longer makes the meter events its letter holds unbilled (a rule renamed, or its id changed?); sent whole, it would bill again those billed before",
+          eventId,
+          source,
+        );
+      }
+      if (usage.length === 1) eventId = usage[0]?.id;
       const combined = decoded.cancels && combinedCancel(m, input, decoded.cancels, eventId, source);
       if (combined) return combined;
       return {
         m,
         input,
         cancels: decoded.cancels,
-        usage: decoded.events,
+        usage,
         resolver: decoded.resolver,
         scope: decoded.source?.name ?? "",
         eventId,
@@ -281,18 +302,56 @@ export function createPreparer(deps: ConsumerDeps, deadline: number, startedAt: 
     );
   };
 
+  /**
+   * Where a meter event that could not be made leaves its message. One of a trigger that makes
+   * several and cannot be billed (its customer not found, a value Stripe would refuse) is set
+   * aside in `refused`, and the others go on: one record of a batch must not hold up the rest.
+   * One to retry (a lookup that failed) holds up the message, so nothing is sent until all can be.
+   */
+  const setAside = (d: Decoded, usage: UsageEvent, err: unknown, refused: Refusal[]): Dead | Retry | undefined => {
+    const step = failed(d.m, d.input ?? inputOf(d.m), err, d.resolver, d.eventId, d.source);
+    if (step.kind === "retry" || d.usage.length === 1) return step;
+    const identifier = meterEventIdentifier(usage.id, usage.event_name, usage.identifierPart);
+    refused.push({ identifier, code: step.letter.code, message: step.letter.message });
+    return undefined;
+  };
+
+  /** A decoded message's step once each of its meter events is made or set aside. */
+  const readyOf = (d: Decoded, events: MeterEvent[], refused: Refusal[]): Step => {
+    const first = refused[0];
+    if (!first) return { kind: "ready", events, eventId: d.eventId, source: d.source, cancels: d.cancels };
+    // None to send, or cancellations too (kept whole): the message is dead-lettered whole.
+    if (events.length === 0 || d.cancels?.length)
+      return dead(d.m, d.input ?? inputOf(d.m), first.code, first.message, d.eventId, d.source);
+    return { kind: "ready", events, eventId: d.eventId, source: d.source, refused };
+  };
+
   /** Meter events from usage events, customers resolved from `from` on through lookups. */
-  const resolveRest = async (d: Decoded, events: MeterEvent[], from: number): Promise<Step> => {
-    try {
-      for (let i = from; i < d.usage.length; i++) {
-        const usage = d.usage[i] as UsageEvent;
+  const resolveRest = async (
+    d: Decoded,
+    events: MeterEvent[],
+    from: number,
+    refused: Refusal[] = [],
+  ): Promise<Step> => {
+    for (let i = from; i < d.usage.length; i++) {
+      const usage = d.usage[i] as UsageEvent;
+      try {
         const customer = await resolve(d.resolver, d.scope, usage.customer);
         events.push(toMeterEvent(usage, customer, now() / 1000, deps.valueRules, d.identifiers?.[i]));
+      } catch (err) {
+        const stop = setAside(d, usage, err, refused);
+        if (stop) return stop;
       }
-      return { kind: "ready", events, eventId: d.eventId, source: d.source, cancels: d.cancels };
-    } catch (err) {
-      return failed(d.m, d.input ?? inputOf(d.m), err, d.resolver, d.eventId, d.source);
     }
+    return readyOf(d, events, refused);
+  };
+
+  /** A former letter's unbilled events only, when it names them (DeadLetterBody.unbilled). */
+  const stillUnbilled = (m: QueueMessage, usage: UsageEvent[]): UsageEvent[] => {
+    const unbilled = m.previousFailure?.unbilled;
+    if (!unbilled) return usage;
+    const wanted = new Set(unbilled);
+    return usage.filter((u) => wanted.has(meterEventIdentifier(u.id, u.event_name, u.identifierPart)));
   };
 
   /**
@@ -339,7 +398,7 @@ export function createPreparer(deps: ConsumerDeps, deadline: number, startedAt: 
       `${what}; Stripe may have recorded it and drops a repeated identifier for 24 h only: check Stripe before replaying it with --after-dedupe-window`,
       typeof id === "string" ? id : undefined,
       m.attributes?.[SOURCE_ATTRIBUTE],
-      true,
+      { submitted: true },
     );
   };
   const hoursSince = (t: number) => Math.floor((startedAt - t) / 3_600_000);
@@ -361,18 +420,21 @@ export function createPreparer(deps: ConsumerDeps, deadline: number, startedAt: 
     const d = decodeMessage(m);
     if ("kind" in d) return d;
     const events: MeterEvent[] = [];
-    try {
-      const nowSeconds = now() / 1000;
-      for (let i = 0; i < d.usage.length; i++) {
-        const usage = d.usage[i] as UsageEvent;
+    const refused: Refusal[] = [];
+    const nowSeconds = now() / 1000;
+    for (let i = 0; i < d.usage.length; i++) {
+      const usage = d.usage[i] as UsageEvent;
+      try {
+        // known() throws for a customer it knows has no Stripe id.
         const customer = d.resolver.known(usage.customer);
-        if (customer === undefined) return resolveRest(d, events, i);
+        if (customer === undefined) return resolveRest(d, events, i, refused);
         events.push(toMeterEvent(usage, customer, nowSeconds, deps.valueRules));
+      } catch (err) {
+        const stop = setAside(d, usage, err, refused);
+        if (stop) return stop;
       }
-    } catch (err) {
-      return failed(m, d.input ?? inputOf(m), err, d.resolver, d.eventId, d.source);
     }
-    return { kind: "ready", events, eventId: d.eventId, source: d.source, cancels: d.cancels };
+    return readyOf(d, events, refused);
   };
 
   /**

@@ -414,8 +414,9 @@ describe("DLQ replay", () => {
     assert.equal(again?.receivedAt, letters[0]?.receivedAt);
   });
 
-  test("a message whose one meter event Stripe refused and other it billed says Stripe may have recorded it", async () => {
-    const handler = ingestHandler({ METERHOOK_CONFIG: "test/fixtures/sources/fan-out.ts", METERHOOK_STRIPE_API: "v1" });
+  test("a trigger Stripe billed in part: its letter names the event refused, and replay, even a day later, sends that alone", async () => {
+    const fanOut = { METERHOOK_CONFIG: "test/fixtures/sources/fan-out.ts", METERHOOK_STRIPE_API: "v1" };
+    const handler = ingestHandler(fanOut);
     const job = (id: string) => sqsRecord({ job: id, team: "team-1", calls: 2, gb: 1 });
     parts.emulator.injectFaults({ path: "/v1/billing/meter_events", bodyIncludes: "storage_gb", respond: refused });
     await handler(sqsEvent([job("job-half")]), lambdaContext());
@@ -424,10 +425,84 @@ describe("DLQ replay", () => {
 
     const letters = await drainDeadLetters(parts.queues.sqs, parts.queues.deadLetterQueueUrl);
     const byJob = new Map(letters.map((l) => [(l.event as { job: string }).job, l]));
-    assert.equal(byJob.get("job-half")?.error.code, "stripe_rejected");
-    assert.equal(byJob.get("job-half")?.stripeMayHaveRecorded, true);
+    const half = byJob.get("job-half");
+    const storage = meterEventIdentifier("job-half", "storage_gb", "jobs/code");
+    assert.equal(half?.error.code, "stripe_rejected");
+    assert.match(half?.error.message ?? "", /^1 of the trigger's 2 meter events not billed \(the others are\): /);
+    assert.deepEqual(half?.unbilled, [storage]);
+    // What it names was refused, so never recorded: replay need not wait for an operator.
+    assert.equal(half?.stripeMayHaveRecorded, undefined);
     assert.equal(byJob.get("job-none")?.error.code, "stripe_rejected");
+    assert.equal(byJob.get("job-none")?.unbilled, undefined, "nothing billed: replay sends it whole");
     assert.equal(byJob.get("job-none")?.stripeMayHaveRecorded, undefined);
+
+    await putBack(letters.filter((l) => l === half));
+    const apiCalls = meterEventIdentifier("job-half", "api_requests", "jobs/code");
+    const report = await replayFromConfig(
+      loadConfig({ ...env(), ...fanOut }),
+      { limit: 10, dryRun: false, now: () => Date.now() + 30 * 3_600_000 },
+      { sqs: parts.queues.sqs, logger: silentLogger },
+    );
+    assert.deepEqual([report.billed, report.pastDedupeWindow, report.deadLettered], [1, 0, {}]);
+    assert.equal(parts.emulator.ledger.receipts.get(apiCalls), 1, "the billed event was not sent again");
+    assert.equal(parts.emulator.ledger.events.filter((e) => e.identifier === storage).length, 1);
+  });
+
+  test("a batch with one record whose customer is unknown bills the others; replay after the fix bills that one alone", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "mh-replay-batch-"));
+    const config = parseYaml(readFileSync("examples/usage-batch.yaml", "utf8"));
+    config.sources["usage-batch"].customer.table = { acct_1001: "cus_Part1001" };
+    writeFileSync(join(dir, "before.json"), JSON.stringify(config));
+    config.sources["usage-batch"].customer.table.acct_1002 = "cus_Part1002";
+    writeFileSync(join(dir, "fixed.json"), JSON.stringify(config));
+    config.sources["usage-batch"].rules[0].name = "renamed";
+    writeFileSync(join(dir, "renamed.json"), JSON.stringify(config));
+    const trigger = {
+      meterhook: "trigger/1",
+      kind: "webhook",
+      source: "usage-batch",
+      receivedAt: new Date().toISOString(),
+      headers: {},
+      body: JSON.stringify(loadTrigger("usage-batch.json")),
+    };
+    await ingestHandler({ METERHOOK_CONFIG: join(dir, "before.json") })(
+      sqsEvent([sqsRecord(trigger)]),
+      lambdaContext(),
+    );
+
+    assert.equal(total("cus_Part1001"), 123, "acct_1001's two records are billed");
+    const [letter, ...more] = await drainDeadLetters(parts.queues.sqs, parts.queues.deadLetterQueueUrl);
+    assert.equal(more.length, 0);
+    assert.equal(letter?.error.code, "customer_not_found");
+    assert.match(letter?.error.message ?? "", /^1 of the trigger's 3 meter events not billed .*acct_1002/);
+    assert.equal(letter?.unbilled?.length, 1);
+
+    // Replayed after its rule was renamed, the trigger's events have other identifiers: sent
+    // whole, acct_1001's would bill again. It stays a letter, still naming what is unbilled.
+    await putBack([letter as NonNullable<typeof letter>]);
+    const renamed = await replayFromConfig(
+      loadConfig({ ...env(), METERHOOK_CONFIG: join(dir, "renamed.json") }),
+      { limit: 10, dryRun: false },
+      { sqs: parts.queues.sqs, logger: silentLogger },
+    );
+    assert.deepEqual([renamed.billed, renamed.deadLettered], [0, { mapping_failed: 1 }]);
+    const [again] = await drainDeadLetters(parts.queues.sqs, parts.queues.deadLetterQueueUrl);
+    assert.deepEqual(again?.unbilled, letter?.unbilled);
+
+    await putBack([again as NonNullable<typeof again>]);
+    const fixed = await replayFromConfig(
+      loadConfig({ ...env(), METERHOOK_CONFIG: join(dir, "fixed.json") }),
+      { limit: 10, dryRun: false },
+      { sqs: parts.queues.sqs, logger: silentLogger },
+    );
+    assert.deepEqual([fixed.billed, fixed.deadLettered], [1, {}]);
+    assert.equal(total("cus_Part1002"), 40);
+    assert.equal(total("cus_Part1001"), 123);
+    const sent = parts.emulator.ledger.events.filter((e) => e.payload.stripe_customer_id === "cus_Part1001");
+    assert.equal(
+      sent.reduce((n, e) => n + (parts.emulator.ledger.receipts.get(e.identifier) ?? 0), 0),
+      2,
+    );
   });
 
   test("a message delivered again more than 23 h after its first delivery is dead-lettered, not resent, and replay holds it", async () => {
