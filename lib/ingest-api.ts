@@ -70,10 +70,20 @@ function rejectionOf(item: unknown, index: number, err: unknown): Rejection {
   throw err;
 }
 
-/** A compressed body would otherwise read as invalid JSON, which misleads: name the cause. */
-function unsupportedEncoding(req: HttpRequest): string | undefined {
+/**
+ * The 415 for a compressed body, which meterhook does not inflate: read as it is it would be
+ * invalid JSON (the events API, a misleading answer) or mangled text matching no rule (a
+ * webhook, with `unmatched: ignore` acknowledged and never billed).
+ */
+function compressedBody(req: HttpRequest, what: string): HttpResponse | undefined {
   const encoding = (req.headers["content-encoding"] ?? "").trim().toLowerCase();
-  return encoding === "" || encoding === "identity" ? undefined : encoding.slice(0, 40);
+  if (encoding === "" || encoding === "identity") return undefined;
+  return httpError(
+    415,
+    "unsupported_media_type",
+    `Content-Encoding ${encoding.slice(0, 40)} is not supported; send the ${what} uncompressed`,
+    req.requestId,
+  );
 }
 
 /**
@@ -129,15 +139,8 @@ export function createIngestApi(deps: IngestApiDeps): { handle(req: HttpRequest)
     if (!JSON_TYPE.test(req.headers["content-type"] ?? "")) {
       return httpError(415, "unsupported_media_type", "Content-Type must be application/json", rid);
     }
-    const encoding = unsupportedEncoding(req);
-    if (encoding !== undefined) {
-      return httpError(
-        415,
-        "unsupported_media_type",
-        `Content-Encoding ${encoding} is not supported; send the JSON uncompressed`,
-        rid,
-      );
-    }
+    const compressed = compressedBody(req, "JSON");
+    if (compressed) return compressed;
     let body: unknown;
     try {
       body = JSON.parse(withoutBom(req.body.toString("utf8")));
@@ -289,17 +292,8 @@ export function createIngestApi(deps: IngestApiDeps): { handle(req: HttpRequest)
     if (req.body.length > deps.maxBodyBytes) {
       return httpError(413, "payload_too_large", `body is larger than ${deps.maxBodyBytes} bytes`, rid);
     }
-    // A compressed body would be queued as mangled text and match no rule: with `unmatched:
-    // ignore` it would be acknowledged and never billed. Refused, so the sender sees it.
-    const encoding = unsupportedEncoding(req);
-    if (encoding !== undefined) {
-      return httpError(
-        415,
-        "unsupported_media_type",
-        `Content-Encoding ${encoding} is not supported; send the body uncompressed`,
-        rid,
-      );
-    }
+    const compressed = compressedBody(req, "body");
+    if (compressed) return compressed;
     const auth = source.auth;
     if (auth.scheme === "api-key") {
       if (!(await authorized(req.headers.authorization))) {
