@@ -266,7 +266,7 @@ for (const [method, path, status] of [
 
 // Webhooks: missing, forged, replayed and malformed signatures, per scheme.
 const webhookBody = { type: "usage.recorded", id: "evt_w", data: { stripe_customer_id: "cus_Hostile", requests: 2 } };
-for (const source of ["github", "stdhooks", "stripe", "shopify", "hmac"]) {
+for (const source of ["github", "stdhooks", "stripe", "shopify", "hmac", "twilio"]) {
   for (const [signature, code] of [
     ["missing", "signature_missing"],
     ["forged", "signature_mismatch"],

@@ -28,6 +28,7 @@ const SECRETS: Record<string, string> = {
   stripe: "whsec_stripeHostileSecret0001",
   shopify: "shpss_hostileSecret0001",
   hmac: "hmac-hostile-secret-0001",
+  twilio: "twilio-hostile-auth-token-0001",
 };
 const ALL_SECRETS = [API_KEY, STRIPE_KEY, ...Object.values(SECRETS)];
 
@@ -46,6 +47,10 @@ const config = {
         timestampHeader: "X-Timestamp",
         secrets: [{ env: "S_HMAC" }],
       },
+    },
+    twilio: {
+      type: "webhook",
+      auth: { scheme: "twilio", url: "https://api.example.com/v1/webhooks/twilio", secrets: [{ env: "S_TWILIO" }] },
     },
   },
 };
@@ -87,6 +92,7 @@ before(async () => {
     S_STRIPE: SECRETS.stripe,
     S_SHOPIFY: SECRETS.shopify,
     S_HMAC: SECRETS.hmac,
+    S_TWILIO: SECRETS.twilio,
   });
   const logger = createLogger({ level: "debug", write: (l) => logs.push(l) });
   const api = await createIngestApiFromConfig(cfg, { sqs: queues.sqs, logger });
