@@ -4,7 +4,7 @@ import { DeadLetterCode } from "./errors.js";
 import { outsideDedupeWindow } from "./meter-event.js";
 import type { QueueSender } from "./queue.js";
 import { redact } from "./redact.js";
-import { SOURCE_ATTRIBUTE } from "./triggers.js";
+import { CORRELATION_ATTRIBUTE, keptHeaders, SOURCE_ATTRIBUTE } from "./triggers.js";
 
 /** The JSON body of every dead-letter message (a documented contract; see README). */
 export interface DeadLetterBody {
@@ -18,6 +18,11 @@ export interface DeadLetterBody {
   receivedAt?: string;
   /** The mapping source an app's own SQS message was for (its meterhook_source attribute). */
   source?: string;
+  /**
+   * An app's own SQS message's message attributes (string ones, less credentials): its rules may
+   * read them as `headers`, so replay gives them back.
+   */
+  messageAttributes?: Record<string, string>;
   /**
    * Stripe may have recorded some of its meter events: one of them was billed, or an attempt
    * got no clear answer (always so for retries_exhausted). Stripe drops a repeated identifier
@@ -41,6 +46,7 @@ export interface DeadLetter {
   lastFailedAt: number;
   receivedAt?: number;
   source?: string;
+  attributes?: Record<string, string>;
   /** The app's event id, when known: also set as a message attribute for filtering. */
   eventId?: string;
   stripeMayHaveRecorded?: true;
@@ -56,6 +62,7 @@ export function deadLetterBody(d: DeadLetter): DeadLetterBody {
     lastFailedAt: new Date(d.lastFailedAt).toISOString(),
     ...(d.receivedAt !== undefined ? { receivedAt: new Date(d.receivedAt).toISOString() } : {}),
     ...(d.source !== undefined ? { source: d.source } : {}),
+    ...(d.attributes !== undefined ? { messageAttributes: d.attributes } : {}),
     ...(d.stripeMayHaveRecorded ? { stripeMayHaveRecorded: true as const } : {}),
     ...(d.unbilled ? { unbilled: [...d.unbilled] } : {}),
   };
@@ -83,6 +90,17 @@ export function isDeadLetterBody(x: unknown): x is DeadLetterBody {
 const CODES = new Set<string>(Object.values(DeadLetterCode));
 /** Start of every dead letter's body as deadLetterBody writes it. */
 const LETTER_START = '{"event":';
+
+/**
+ * The message attributes a dead letter keeps: an app message's own, for its rules (`headers`),
+ * less credentials, meterhook's correlation id and the source (a field of its own); undefined
+ * when none is left.
+ */
+export function letterAttributes(attributes: Record<string, string> | undefined): Record<string, string> | undefined {
+  if (!attributes) return undefined;
+  const { [CORRELATION_ATTRIBUTE]: _, [SOURCE_ATTRIBUTE]: __, ...rest } = keptHeaders(attributes);
+  return Object.keys(rest).length > 0 ? rest : undefined;
+}
 
 /**
  * A message on the ingest queue that is one of meterhook's dead letters, put back by SQS's DLQ
@@ -136,9 +154,19 @@ export function fromDeadLetter(
         (letter.stripeMayHaveRecorded === true || letter.error.code === DeadLetterCode.retriesExhausted),
       ...(isUnbilled(letter.unbilled) ? { unbilled: letter.unbilled } : {}),
     },
-    ...(letter.source ? { attributes: { [SOURCE_ATTRIBUTE]: letter.source } } : {}),
+    ...(letter.source || isAttributes(letter.messageAttributes)
+      ? {
+          attributes: {
+            ...(isAttributes(letter.messageAttributes) ? letter.messageAttributes : {}),
+            ...(letter.source ? { [SOURCE_ATTRIBUTE]: letter.source } : {}),
+          },
+        }
+      : {}),
   };
 }
+
+const isAttributes = (x: unknown): x is Record<string, string> =>
+  !!x && typeof x === "object" && !Array.isArray(x) && Object.values(x).every((v) => typeof v === "string");
 
 const isUnbilled = (x: unknown): x is string[] =>
   Array.isArray(x) && x.length > 0 && x.every((i) => typeof i === "string");

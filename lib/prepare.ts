@@ -10,7 +10,7 @@ import { isContinuation, parseContinuation } from "./aggregation.js";
 import { type CancelTarget, cancelTarget, isCancelMessage, parseCancellation } from "./cancellation.js";
 import type { ConsumerDeps, QueueMessage } from "./consumer.js";
 import type { CustomerResolver } from "./customers.js";
-import { type DeadLetter, pastDedupeWindow } from "./dead-letter.js";
+import { type DeadLetter, letterAttributes, pastDedupeWindow } from "./dead-letter.js";
 import { decodeUsage } from "./decode.js";
 import { DeadLetterCode, MeterhookError, TransientError } from "./errors.js";
 import { type MeterEvent, meterEventIdentifier, outsideDedupeWindow, toMeterEvent } from "./meter-event.js";
@@ -134,6 +134,7 @@ export function createPreparer(deps: ConsumerDeps, deadline: number, startedAt: 
         receivedAt: m.sentAt,
         eventId: eventId && PRINTABLE.test(eventId) ? eventId : undefined,
         source,
+        attributes: letterAttributes(m.attributes),
         ...(mayHaveRecorded ? { stripeMayHaveRecorded: true } : {}),
         // A letter of a trigger billed in part stays so, however often it fails again.
         ...((unbilled ?? prev?.unbilled) ? { unbilled: unbilled ?? prev?.unbilled } : {}),

@@ -316,6 +316,49 @@ describe("DLQ replay", () => {
     );
   });
 
+  test("an app's message whose rule reads its message attributes is replayed with them", async () => {
+    // The rule reads the attribute `tenant`: a letter that kept only meterhook_source would, on
+    // replay, match no rule and be acknowledged as ignored, never billed.
+    const dir = mkdtempSync(join(tmpdir(), "mh-replay-attrs-"));
+    const config = parseYaml(readFileSync("examples/sqs-app-messages.yaml", "utf8"));
+    delete config.sqs;
+    config.sources.storage.unmatched = "ignore";
+    config.sources.storage.rules[0].when = "headers.kind == 'snapshot'";
+    config.sources.storage.rules[0].customer = "headers.tenant";
+    config.sources.storage.customer.table = {};
+    writeFileSync(join(dir, "before.json"), JSON.stringify(config));
+    config.sources.storage.customer.table = { "tenant-7": "cus_attrs7" };
+    writeFileSync(join(dir, "fixed.json"), JSON.stringify(config));
+    const attributes = { meterhook_source: "storage", kind: "snapshot", tenant: "tenant-7" };
+    // A day of its own: its identifier must not be one another test billed.
+    const record = sqsRecord({ ...(loadTrigger("sqs-storage-snapshot.json") as object), day: "attrs-day" });
+    record.messageAttributes = Object.fromEntries(
+      Object.entries(attributes).map(([k, v]) => [
+        k,
+        { stringValue: v, dataType: "String", stringListValues: [], binaryListValues: [] },
+      ]),
+    );
+    await ingestHandler({ METERHOOK_CONFIG: join(dir, "before.json") })(sqsEvent([record]), lambdaContext());
+    const letters = await drainDeadLetters(parts.queues.sqs, parts.queues.deadLetterQueueUrl);
+    assert.deepEqual(
+      letters.map((l) => l.error.code),
+      ["customer_not_found"],
+    );
+    assert.deepEqual(
+      [letters[0]?.source, letters[0]?.messageAttributes],
+      ["storage", { kind: "snapshot", tenant: "tenant-7" }],
+    );
+    await putBack(letters);
+
+    const report = await replayFromConfig(
+      loadConfig({ ...env(), METERHOOK_CONFIG: join(dir, "fixed.json") }),
+      { limit: 10, dryRun: false },
+      { sqs: parts.queues.sqs, logger: silentLogger },
+    );
+    assert.deepEqual([report.billed, report.deadLettered], [1, {}]);
+    assert.equal(total("cus_attrs7"), 734.0032);
+  });
+
   test("replays an event EventBridge put in the DLQ after failing to deliver it", async () => {
     const dir = mkdtempSync(join(tmpdir(), "mh-replay-eb-"));
     const file = join(dir, "config.yaml");
