@@ -19,6 +19,7 @@ import {
   type Step,
 } from "./prepare.js";
 import type { OutgoingMessage, QueueSender } from "./queue.js";
+import { fromSnsNotification } from "./sns.js";
 import type { Canceller } from "./stripe/meter-event-adjustments.js";
 import type { MeterEventSubmitter, SubmitOutcome } from "./stripe/submitter.js";
 import { CORRELATION_ATTRIBUTE } from "./triggers.js";
@@ -224,15 +225,20 @@ function warnIfChanged(sent: MeterEvent, repeat: MeterEvent, m: QueueMessage, lo
   });
 }
 
-/** The batch's messages, with dead letters put back by SQS's DLQ redrive and packs unwrapped. */
+/**
+ * The batch's messages, with dead letters put back by SQS's DLQ redrive, SNS notifications and
+ * packs unwrapped.
+ */
 function unwrap(received: readonly QueueMessage[]): { messages: QueueMessage[]; packed: boolean } {
   const messages: QueueMessage[] = [];
   let packed = false;
   for (const m of received) {
     // Dead letters put back by SQS's DLQ redrive go on as replay takes them, history included.
     const letter = redrivenLetter(m);
-    const events = letter ? undefined : unpack(m);
+    const notified = letter ? undefined : fromSnsNotification(m);
+    const events = letter || notified ? undefined : unpack(m);
     if (letter) messages.push({ ...fromDeadLetter(m, letter), redriven: true });
+    else if (notified) messages.push(notified);
     else if (typeof events === "string") messages.push({ ...m, unreadablePack: events });
     else if (events) {
       packed = true;

@@ -6,7 +6,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import { gzipSync } from "node:zlib";
-import { SendMessageCommand, SQSClient } from "@aws-sdk/client-sqs";
+import { CreateTopicCommand, PublishCommand, SNSClient, SubscribeCommand } from "@aws-sdk/client-sns";
+import { GetQueueAttributesCommand, SendMessageCommand, SQSClient } from "@aws-sdk/client-sqs";
 import { parse as parseYaml, stringify as toYaml } from "yaml";
 import { createEventBridgeHandler } from "../../functions/eventbridge.js";
 import { createEventBridgeIngest } from "../../lib/eventbridge-ingest.js";
@@ -394,6 +395,38 @@ describe("an app's own SQS messages", () => {
     const snapshot = { ...(loadTrigger("sqs-storage-snapshot.json") as object), tenant: 42 };
     await sqs.send(new SendMessageCommand({ QueueUrl: rt.ingestQueueUrl, MessageBody: JSON.stringify(snapshot) }));
     await billed("cus_Tenant420001", "storage_gb_days", 734.0032);
+    assert.deepEqual(await drainDeadLetters(sqs, rt.deadLetterQueueUrl), []);
+  });
+
+  test("messages an SNS topic delivers in its notification envelope are billed as if sent to the queue", async () => {
+    const { rt, sqs, billed, total } = await start("examples/sqs-app-messages.yaml");
+    const sns = new SNSClient({
+      endpoint: rt.sqsEndpoint,
+      region: "us-east-1",
+      credentials: { accessKeyId: "t", secretAccessKey: "t" },
+    });
+    after(() => sns.destroy());
+    const { TopicArn } = await sns.send(new CreateTopicCommand({ Name: "usage" }));
+    const queue = await sqs.send(
+      new GetQueueAttributesCommand({ QueueUrl: rt.ingestQueueUrl, AttributeNames: ["QueueArn"] }),
+    );
+    // No raw message delivery, SNS's default: each message arrives wrapped in a notification.
+    await sns.send(new SubscribeCommand({ TopicArn, Protocol: "sqs", Endpoint: queue.Attributes?.QueueArn }));
+    const snapshot = loadTrigger("sqs-storage-snapshot.json") as Record<string, unknown>;
+    await sns.send(new PublishCommand({ TopicArn, Message: JSON.stringify(snapshot) }));
+    await sns.send(
+      new PublishCommand({
+        TopicArn,
+        Message: JSON.stringify({ ...snapshot, day: "sns-day", bytes: 1_000_000_000 }),
+        MessageAttributes: { meterhook_source: { DataType: "String", StringValue: "storage" } },
+      }),
+    );
+    const event = { id: "sns_evt_1", event_name: "api_requests", customer: "cus_Sns0001", value: 4 };
+    await sns.send(new PublishCommand({ TopicArn, Message: JSON.stringify(event) }));
+    await billed("cus_Tenant420001", "storage_gb_days", 735.0032);
+    await billed("cus_Sns0001", "api_requests", 4);
+    await settle();
+    assert.equal(total("cus_Tenant420001", "storage_gb_days"), 735.0032);
     assert.deepEqual(await drainDeadLetters(sqs, rt.deadLetterQueueUrl), []);
   });
 });

@@ -325,6 +325,17 @@ describe("packaged CloudFormation template", () => {
     );
   });
 
+  test("SNS topics of the account, and no one else's, may deliver to the ingest queue", () => {
+    const statements = resources.QueuesTlsOnlyPolicy.Properties.PolicyDocument.Statement as Json[];
+    const sns = statements.filter((s) => s.Principal?.Service === "sns.amazonaws.com");
+    assert.equal(sns.length, 1);
+    assert.deepEqual(
+      [sns[0]?.Effect, sns[0]?.Action, sns[0]?.Resource],
+      ["Allow", "sqs:SendMessage", { "Fn::GetAtt": ["IngestQueue", "Arn"] }],
+    );
+    assert.deepEqual(sns[0]?.Condition, { StringEquals: { "aws:SourceAccount": { Ref: "AWS::AccountId" } } });
+  });
+
   test("the mapping config is bundled with every function that maps or authenticates", () => {
     for (const fn of ["HttpApiLambdaFunction", "IngestQueueLambdaFunction", "DlqReplayLambdaFunction"]) {
       assert.equal(resources[fn].Properties.Environment.Variables.METERHOOK_CONFIG, "config/meterhook.yaml", fn);
