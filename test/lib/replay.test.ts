@@ -61,9 +61,11 @@ const refused = {
 const replay = (
   options: { limit?: number; dryRun?: boolean; afterDedupeWindow?: boolean; deadline?: number; now?: () => number },
   customers: Record<string, string> = {},
+  /** More of the environment, e.g. METERHOOK_CONFIG. */
+  extra: Record<string, string> = {},
 ) =>
   replayFromConfig(
-    loadConfig(env(customers)),
+    loadConfig({ ...env(customers), ...extra }),
     { limit: 100, dryRun: false, ...options },
     {
       sqs: parts.queues.sqs,
@@ -350,11 +352,7 @@ describe("DLQ replay", () => {
     );
     await putBack(letters);
 
-    const report = await replayFromConfig(
-      loadConfig({ ...env(), METERHOOK_CONFIG: join(dir, "fixed.json") }),
-      { limit: 10, dryRun: false },
-      { sqs: parts.queues.sqs, logger: silentLogger },
-    );
+    const report = await replay({}, {}, { METERHOOK_CONFIG: join(dir, "fixed.json") });
     assert.deepEqual([report.billed, report.deadLettered], [1, {}]);
     assert.equal(total("cus_attrs7"), 734.0032);
   });
@@ -481,11 +479,7 @@ describe("DLQ replay", () => {
 
     await putBack(letters.filter((l) => l === half));
     const apiCalls = meterEventIdentifier("job-half", "api_requests", "jobs/code");
-    const report = await replayFromConfig(
-      loadConfig({ ...env(), ...fanOut }),
-      { limit: 10, dryRun: false, now: () => Date.now() + 30 * 3_600_000 },
-      { sqs: parts.queues.sqs, logger: silentLogger },
-    );
+    const report = await replay({ now: () => Date.now() + 30 * 3_600_000 }, {}, fanOut);
     assert.deepEqual([report.billed, report.pastDedupeWindow, report.deadLettered], [1, 0, {}]);
     assert.equal(parts.emulator.ledger.receipts.get(apiCalls), 1, "the billed event was not sent again");
     assert.equal(parts.emulator.ledger.events.filter((e) => e.identifier === storage).length, 1);
@@ -523,21 +517,13 @@ describe("DLQ replay", () => {
     // Replayed after its rule was renamed, the trigger's events have other identifiers: sent
     // whole, acct_1001's would bill again. It stays a letter, still naming what is unbilled.
     await putBack([letter as NonNullable<typeof letter>]);
-    const renamed = await replayFromConfig(
-      loadConfig({ ...env(), METERHOOK_CONFIG: join(dir, "renamed.json") }),
-      { limit: 10, dryRun: false },
-      { sqs: parts.queues.sqs, logger: silentLogger },
-    );
+    const renamed = await replay({}, {}, { METERHOOK_CONFIG: join(dir, "renamed.json") });
     assert.deepEqual([renamed.billed, renamed.deadLettered], [0, { mapping_failed: 1 }]);
     const [again] = await drainDeadLetters(parts.queues.sqs, parts.queues.deadLetterQueueUrl);
     assert.deepEqual(again?.unbilled, letter?.unbilled);
 
     await putBack([again as NonNullable<typeof again>]);
-    const fixed = await replayFromConfig(
-      loadConfig({ ...env(), METERHOOK_CONFIG: join(dir, "fixed.json") }),
-      { limit: 10, dryRun: false },
-      { sqs: parts.queues.sqs, logger: silentLogger },
-    );
+    const fixed = await replay({}, {}, { METERHOOK_CONFIG: join(dir, "fixed.json") });
     assert.deepEqual([fixed.billed, fixed.deadLettered], [1, {}]);
     assert.equal(total("cus_Part1002"), 40);
     assert.equal(total("cus_Part1001"), 123);
