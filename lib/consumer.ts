@@ -49,8 +49,8 @@ export interface QueueMessage {
   redriven?: boolean;
   /** The message id of the pack (lib/pack.ts) this event came in. */
   pack?: string;
-  /** Why this message, a pack, cannot be read (lib/pack.ts unpack). */
-  unreadablePack?: string;
+  /** Why this message cannot be read: a pack (lib/pack.ts unpack), an SNS message (lib/sns.ts). */
+  unreadable?: string;
   /** An event of a pack: deliveries not counted in receiveCount (lib/pack.ts deferrable). */
   deferred?: number;
 }
@@ -239,7 +239,7 @@ function unwrap(received: readonly QueueMessage[]): { messages: QueueMessage[]; 
     const events = letter || notified ? undefined : unpack(m);
     if (letter) messages.push({ ...fromDeadLetter(m, letter), redriven: true });
     else if (notified) messages.push(notified);
-    else if (typeof events === "string") messages.push({ ...m, unreadablePack: events });
+    else if (typeof events === "string") messages.push({ ...m, unreadable: events });
     else if (events) {
       packed = true;
       messages.push(...events);

@@ -408,7 +408,7 @@ export function createPreparer(deps: ConsumerDeps, deadline: number, startedAt: 
 
   /** One message; `plain` and `identifier` when its body is a plain canonical event (see prepareAll). */
   const prepare = (m: QueueMessage, plain?: UsageEvent, identifier?: string): Step | Promise<Step> => {
-    if (m.unreadablePack) return dead(m, inputOf(m), DeadLetterCode.invalidMessage, m.unreadablePack);
+    if (m.unreadable) return dead(m, inputOf(m), DeadLetterCode.invalidMessage, m.unreadable);
     if (m.redriven && pastDedupeWindow(m, startedAt)) {
       const what = `put back on the ingest queue by SQS's DLQ redrive ${hoursSince(m.sentAt)} h after meterhook first received it`;
       return lateRedelivery(m, inputOf(m), what);

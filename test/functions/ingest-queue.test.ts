@@ -220,6 +220,28 @@ describe("ingest-queue handler", () => {
     assert.deepEqual(await drainDeadLetters(parts.queues.sqs, parts.queues.deadLetterQueueUrl), []);
   });
 
+  test("an SNS subscription confirmation is dead-lettered invalid_message, saying to confirm it", async () => {
+    const handler = handlerWith();
+    const confirmation = {
+      Type: "SubscriptionConfirmation",
+      MessageId: "165545c9-2a5c-472c-8df2-7ff2be2b3b1b",
+      Token: "2336412f37",
+      TopicArn: "arn:aws:sns:us-east-1:210987654321:usage",
+      Message: "You have chosen to subscribe to the topic arn:aws:sns:us-east-1:210987654321:usage.",
+      SubscribeURL: "https://sns.us-east-1.amazonaws.com/?Action=ConfirmSubscription&Token=2336412f37",
+      Timestamp: "2026-11-29T10:58:06.400Z",
+    };
+    const res = await handler(sqsEvent([sqsRecord(confirmation)]), lambdaContext());
+    assert.deepEqual(res.batchItemFailures, []);
+    const [letter] = await drainDeadLetters(parts.queues.sqs, parts.queues.deadLetterQueueUrl);
+    assert.equal(letter?.error.code, "invalid_message");
+    assert.match(
+      letter?.error.message ?? "",
+      /SubscriptionConfirmation .* confirm the subscription by opening the SubscribeURL/,
+    );
+    assert.equal((letter?.event as { SubscribeURL?: string }).SubscribeURL, confirmation.SubscribeURL);
+  });
+
   test("a batch's second event with an identifier already in it counts as already billed; with other contents it is logged", async () => {
     const consumer = await createConsumerFromConfig(loadConfig(consumerEnv(parts)), {
       sqs: parts.queues.sqs,

@@ -32,10 +32,25 @@ test("a notification gives the app's message, with its String and Number attribu
   assert.equal(got?.messageId, m.messageId, "SQS's message id, which a batch failure names");
 });
 
+test("a subscription's confirmation is marked unreadable, saying what to do, not taken for a message", () => {
+  const confirmation = envelope("You have chosen to subscribe to the topic ...")
+    .replace('"Notification"', '"SubscriptionConfirmation"')
+    .replace(
+      '"Subject" : null,',
+      '"Token" : "2336412f37", "SubscribeURL" : "https://sns.us-east-1.amazonaws.com/?Action=ConfirmSubscription",',
+    );
+  const got = fromSnsNotification(queueMessage(confirmation));
+  assert.equal(got?.body, confirmation, "kept whole for its letter");
+  assert.match(
+    got?.unreadable ?? "",
+    /^an SNS SubscriptionConfirmation from arn:aws:sns:us-east-1:123456789012:usage, not usage: confirm the subscription by opening the SubscribeURL/,
+  );
+});
+
 test("anything else is left as it is: a canonical event, another SNS message type, a lookalike", () => {
   const not = (body: string) => assert.equal(fromSnsNotification(queueMessage(body)), undefined, body);
   not(JSON.stringify({ id: "e1", event_name: "api_requests", customer: "cus_1" }));
-  not(envelope("x").replace('"Notification"', '"SubscriptionConfirmation"'));
+  not(envelope("x").replace('"Notification"', '"SomethingElse"'));
   not('{"Type":"Notification","Message":"no topic, no id"}');
   not('{"Type":"Notification",');
   not("");
