@@ -8,7 +8,7 @@ import type { ConsumerDeps, Mapping, QueueMessage } from "./consumer.js";
 import type { CustomerResolver } from "./customers.js";
 import { DeadLetterCode } from "./errors.js";
 import type { Source, Trigger } from "./mapping/engine.js";
-import { isTriggerMessage, queryFields, SOURCE_ATTRIBUTE, triggerBody } from "./triggers.js";
+import { isEventBridgeEvent, isTriggerMessage, queryFields, SOURCE_ATTRIBUTE, triggerBody } from "./triggers.js";
 import { parseUsageEvent, type UsageEvent } from "./usage-event.js";
 
 export type DecodedUsage =
@@ -53,8 +53,23 @@ export function decodeUsage(
       receivedAt: Date.parse(input.receivedAt) || m.sentAt,
     };
   } else {
-    sourceName = m.attributes?.[SOURCE_ATTRIBUTE] ?? (looksCanonical(input) ? undefined : mapping?.defaultSqsSource);
+    const named = m.attributes?.[SOURCE_ATTRIBUTE];
+    // An EventBridge event a rule sent to the queue itself (an SQS target), not through the
+    // eventBridge function: mapped by the eventbridge source its `match` picks, as it would be.
+    const eventBridge = !named && isEventBridgeEvent(input);
+    sourceName =
+      named ??
+      (eventBridge && mapping ? matchEventBridge(mapping, input) : undefined) ??
+      (looksCanonical(input) ? undefined : mapping?.defaultSqsSource);
     if (sourceName) trigger = { source: sourceName, headers: m.attributes ?? {}, body: input, receivedAt: m.sentAt };
+    else if (eventBridge && !looksCanonical(input)) {
+      const e = input as { source: string; "detail-type": string };
+      return {
+        kind: "refused",
+        code: DeadLetterCode.unknownSource,
+        message: `no eventbridge source's match takes this EventBridge event (source "${e.source.slice(0, 100)}", detail-type "${e["detail-type"].slice(0, 100)}")`,
+      };
+    }
   }
   if (!trigger) return { kind: "events", events: [parseUsageEvent(input, m.sentAt / 1000)], resolver: deps.resolver };
   const source = sourceName ? mapping?.sources.get(sourceName) : undefined;

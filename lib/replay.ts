@@ -3,7 +3,7 @@ import { type ConsumerDeps, processBatch, type QueueMessage } from "./consumer.j
 import { fromDeadLetter, isDeadLetterBody, pastDedupeWindow } from "./dead-letter.js";
 import type { OutgoingMessage, QueueReader, QueueSender } from "./queue.js";
 import { billEverything } from "./stripe/submitter.js";
-import { TRIGGER_FORMAT, type TriggerMessage } from "./triggers.js";
+import { isEventBridgeEvent, TRIGGER_FORMAT, type TriggerMessage } from "./triggers.js";
 
 export interface ReplayOptions {
   /** At most this many dead letters are taken off the queue. */
@@ -53,17 +53,6 @@ export interface ReplayReport {
   pastDedupeWindow: number;
   /** Set when the replay stopped taking letters because its deadline was near: replay again for the rest. */
   stoppedForTime?: true;
-}
-
-function isEventBridgeEvent(x: unknown): boolean {
-  const e = x as Record<string, unknown> | null;
-  return (
-    !!e &&
-    typeof e === "object" &&
-    typeof e.source === "string" &&
-    typeof e["detail-type"] === "string" &&
-    "detail" in e
-  );
 }
 
 /**

@@ -53,6 +53,18 @@ export function isTriggerMessage(x: unknown): x is TriggerMessage {
   return !!t && typeof t === "object" && t.meterhook === TRIGGER_FORMAT && typeof t.body === "string";
 }
 
+/** An EventBridge event as EventBridge delivers it (to a function, or as an SQS message's body). */
+export function isEventBridgeEvent(x: unknown): boolean {
+  const e = x as Record<string, unknown> | null;
+  return (
+    !!e &&
+    typeof e === "object" &&
+    typeof e.source === "string" &&
+    typeof e["detail-type"] === "string" &&
+    "detail" in e
+  );
+}
+
 /** The message attribute that names the source of an app's own SQS message. */
 export const SOURCE_ATTRIBUTE = "meterhook_source";
 

@@ -368,6 +368,33 @@ describe("EventBridge domain event", () => {
     assert.equal(letter?.error.code, "mapping_failed");
     assert.match(letter?.error.message ?? "", /sum\(body\.detail\.items\[\]\.quantity\)/);
   });
+
+  test("an event a rule sends to the ingest queue itself (an SQS target) is mapped by the same source, billed once with the function's copy", async () => {
+    const { rt, sqs, billed, total } = await start(
+      "examples/eventbridge-orders.yaml",
+      {},
+      { customers: [{ id: "cus_acme43", metadata: { account_id: "acct_43" } }] },
+    );
+    const event = loadTrigger("eventbridge-order-placed.json") as { id: string; detail: Record<string, unknown> };
+    const order = { ...event, id: "evt-sqs-target-1", detail: { ...event.detail, accountId: "acct_43" } };
+    // An SQS target delivers the event itself as the message body, with no attribute.
+    await sqs.send(new SendMessageCommand({ QueueUrl: rt.ingestQueueUrl, MessageBody: JSON.stringify(order) }));
+    const handler = createEventBridgeHandler(async () =>
+      createEventBridgeIngest(createSqsSender(sqs, rt.ingestQueueUrl)),
+    );
+    await handler(order as never);
+    await billed("cus_acme43", "items_ordered", 5);
+
+    const other = { ...order, id: "evt-sqs-target-2", source: "com.acme.billing" };
+    await sqs.send(new SendMessageCommand({ QueueUrl: rt.ingestQueueUrl, MessageBody: JSON.stringify(other) }));
+    const [letter] = await waitFor(async () => {
+      const got = await drainDeadLetters(sqs, rt.deadLetterQueueUrl);
+      return got.length > 0 ? got : undefined;
+    }, "a dead letter");
+    assert.equal(letter?.error.code, "unknown_source");
+    assert.match(letter?.error.message ?? "", /source "com\.acme\.billing", detail-type "OrderPlaced"/);
+    assert.equal(total("cus_acme43", "items_ordered"), 5, "the two copies are one meter event");
+  });
 });
 
 describe("an app's own SQS messages", () => {

@@ -325,15 +325,20 @@ describe("packaged CloudFormation template", () => {
     );
   });
 
-  test("SNS topics of the account, and no one else's, may deliver to the ingest queue", () => {
+  test("SNS topics and EventBridge rules of the account, and no one else's, may deliver to the ingest queue", () => {
     const statements = resources.QueuesTlsOnlyPolicy.Properties.PolicyDocument.Statement as Json[];
-    const sns = statements.filter((s) => s.Principal?.Service === "sns.amazonaws.com");
-    assert.equal(sns.length, 1);
-    assert.deepEqual(
-      [sns[0]?.Effect, sns[0]?.Action, sns[0]?.Resource],
-      ["Allow", "sqs:SendMessage", { "Fn::GetAtt": ["IngestQueue", "Arn"] }],
-    );
-    assert.deepEqual(sns[0]?.Condition, { StringEquals: { "aws:SourceAccount": { Ref: "AWS::AccountId" } } });
+    for (const service of ["sns.amazonaws.com", "events.amazonaws.com"]) {
+      const toIngest = statements.filter(
+        (s) => s.Principal?.Service === service && s.Resource?.["Fn::GetAtt"]?.[0] === "IngestQueue",
+      );
+      assert.equal(toIngest.length, 1, service);
+      assert.deepEqual([toIngest[0]?.Effect, toIngest[0]?.Action], ["Allow", "sqs:SendMessage"], service);
+      assert.deepEqual(
+        toIngest[0]?.Condition,
+        { StringEquals: { "aws:SourceAccount": { Ref: "AWS::AccountId" } } },
+        service,
+      );
+    }
   });
 
   test("the mapping config is bundled with every function that maps or authenticates", () => {
