@@ -284,6 +284,7 @@ export async function createConsumerFromConfig(
         billed: result.billed,
         duplicates: result.duplicates,
         requeued: result.requeued,
+        ...(result.ignoredBySource ? { ignored: result.ignoredBySource } : {}),
         ...(result.cancelled > 0 ? { cancelled: result.cancelled } : {}),
         ...(result.alreadyCancelled > 0 ? { alreadyCancelled: result.alreadyCancelled } : {}),
         retried: result.retried,

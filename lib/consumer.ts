@@ -110,6 +110,8 @@ export interface BatchResult {
   duplicates: number;
   /** Triggers no rule matched, acknowledged (the source's `unmatched: ignore`). */
   ignored: number;
+  /** The same, by source: a sender that changed its payload shows here, not in the DLQ. */
+  ignoredBySource?: Record<string, number>;
   /** Cancellations Stripe took: their meter events no longer count. */
   cancelled: number;
   /** Cancellations Stripe said were made already (by an earlier delivery): done, counted apart. */
@@ -203,6 +205,8 @@ export async function processBatch(
   metrics.count(Metric.eventsBilled, result.billed);
   metrics.count(Metric.eventsDuplicate, result.duplicates);
   metrics.count(Metric.eventsIgnored, result.ignored);
+  for (const [source, n] of Object.entries(result.ignoredBySource ?? {}))
+    metrics.count(Metric.eventsIgnored, n, { source });
   if (result.cancelled > 0) metrics.count(Metric.eventsCancelled, result.cancelled);
   if (result.alreadyCancelled > 0) metrics.count(Metric.eventsAlreadyCancelled, result.alreadyCancelled);
   if (result.requeued > 0) metrics.count(Metric.eventsRequeued, result.requeued);
@@ -277,6 +281,12 @@ function settle(
     const prepared = steps[i] as Step;
     if (prepared.kind === "ignored") {
       result.ignored++;
+      result.ignoredBySource ??= {};
+      result.ignoredBySource[prepared.source] = (result.ignoredBySource[prepared.source] ?? 0) + 1;
+      deps.logger.debug("trigger ignored: no rule of its source matched", {
+        messageId: m.messageId,
+        source: prepared.source,
+      });
       return;
     }
     let step: Dead | Retry;

@@ -21,7 +21,7 @@ export type DecodedUsage =
       resolver: CustomerResolver;
     }
   /** A trigger no rule matched, whose source says `unmatched: ignore`. */
-  | { kind: "ignored" }
+  | { kind: "ignored"; source: string }
   /** It can never be mapped as it is: dead-letter it with this code. */
   | { kind: "refused"; code: DeadLetterCode; message: string; source?: string };
 
@@ -83,7 +83,7 @@ export function decodeUsage(
   const outcome = (mapping as Mapping).map(source, trigger);
   if (outcome.kind === "unmatched") {
     return source.unmatched === "ignore"
-      ? { kind: "ignored" }
+      ? { kind: "ignored", source: source.name }
       : {
           kind: "refused",
           code: DeadLetterCode.noMatchingRule,

@@ -43,9 +43,8 @@ export type Retry = {
   source?: string;
   unsent?: boolean;
 };
-/** What becomes of a message before Stripe is called (ignored: a trigger no rule matched, acknowledged). */
-export type Step = Ready | Dead | Retry | { kind: "ignored" };
-const IGNORED: Step = { kind: "ignored" };
+/** What becomes of a message before Stripe is called (ignored: a trigger no rule of `source` matched, acknowledged). */
+export type Step = Ready | Dead | Retry | { kind: "ignored"; source: string };
 
 /**
  * A submitted message's body as the dead letter carries it, parsed again: keeping every parsed
@@ -235,7 +234,7 @@ export function createPreparer(deps: ConsumerDeps, deadline: number, startedAt: 
     }
     try {
       const decoded = decodeUsage(m, input, deps);
-      if (decoded.kind === "ignored") return IGNORED;
+      if (decoded.kind === "ignored") return decoded;
       if (decoded.kind === "refused") return dead(m, input, decoded.code, decoded.message, undefined, decoded.source);
       const source = decoded.source?.name ?? sourceHint;
       const usage = stillUnbilled(m, decoded.events);

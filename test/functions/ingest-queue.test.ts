@@ -274,6 +274,40 @@ describe("ingest-queue handler", () => {
     );
   });
 
+  test("triggers no rule matched are counted by source, in the metric and the batch's log", async () => {
+    // A sender that renames a field its rules' `when` reads is ignored from then on: only these
+    // counts show it, so they say which source.
+    const consumer = await createConsumerFromConfig(
+      loadConfig(consumerEnv(parts, { METERHOOK_CONFIG: "examples/sqs-app-messages.yaml" })),
+      { sqs: parts.queues.sqs, logger: silentLogger },
+    );
+    const lines: string[] = [];
+    const metrics = new MetricsRecorder();
+    const renamed = { kind: "storage.snapshot", tenant: "tenant-42", day: "d1", bytes: 1 };
+    const messages = [queueMessage(renamed), queueMessage({ ...renamed, day: "d2" })];
+    const result = await processBatch(messages, Date.now() + 30_000, {
+      ...consumer.deps,
+      logger: createLogger({ level: "debug", write: (line) => lines.push(line) }),
+      metrics,
+    });
+    await consumer.close();
+
+    assert.deepEqual([result.ignored, result.ignoredBySource], [2, { storage: 2 }]);
+    const points = metrics.drain().filter((p) => p.name === "EventsIgnored");
+    assert.deepEqual(
+      points.map((p) => [p.dimensions, p.values[0]]),
+      [
+        [{}, 2],
+        [{ source: "storage" }, 2],
+      ],
+    );
+    const ignored = lines.map((l) => JSON.parse(l)).filter((l) => l.message.startsWith("trigger ignored"));
+    assert.deepEqual(
+      ignored.map((l) => [l.level, l.source, l.messageId]),
+      messages.map((m) => ["debug", "storage", m.messageId]),
+    );
+  });
+
   test("plain events whose customers need a lookup over I/O each keep their own identifier", async () => {
     // A lookup with no synchronous answer (as an HTTP one would be) sends plain events down
     // the awaited path, which reuses the identifiers prepareAll hashed, index for index.
