@@ -21,11 +21,15 @@ export interface CustomerLookup {
 
 export const STRIPE_CUSTOMER_PREFIX = "cus_";
 
+/** A Stripe customer id: `cus_` and something after it (`cus_` alone names no customer). */
+export const isStripeCustomerId = (s: string): boolean =>
+  s.length > STRIPE_CUSTOMER_PREFIX.length && s.startsWith(STRIPE_CUSTOMER_PREFIX);
+
 /** `cus_` ids are Stripe's already: used as they are. */
 export const stripeIdLookup: CustomerLookup = {
   name: "stripe-id",
-  resolve: async (customer) => (customer.startsWith(STRIPE_CUSTOMER_PREFIX) ? customer : undefined),
-  known: (customer) => (customer.startsWith(STRIPE_CUSTOMER_PREFIX) ? customer : null),
+  resolve: async (customer) => (isStripeCustomerId(customer) ? customer : undefined),
+  known: (customer) => (isStripeCustomerId(customer) ? customer : null),
 };
 
 /** A fixed table from app account ids to Stripe customer ids (from config). */

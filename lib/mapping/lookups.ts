@@ -1,4 +1,4 @@
-import { type CustomerLookup, STRIPE_CUSTOMER_PREFIX } from "../customers.js";
+import { type CustomerLookup, isStripeCustomerId, STRIPE_CUSTOMER_PREFIX } from "../customers.js";
 import { CustomerNotFoundError, TransientError } from "../errors.js";
 import type { HttpTransport } from "../stripe/transport.js";
 import { evaluate } from "./expressions.js";
@@ -40,7 +40,7 @@ export function httpLookup(
         throw new TransientError("customer_lookup_failed", "customer lookup answered with unreadable JSON");
       }
       if (id === null || id === undefined) return undefined;
-      if (typeof id === "string" && id.startsWith(STRIPE_CUSTOMER_PREFIX)) return id;
+      if (typeof id === "string" && isStripeCustomerId(id)) return id;
       // Something that is not an id: a wrong stripeIdPath or a service bug, not an unmapped account.
       // Not cached, so the fix is seen at once.
       throw new CustomerNotFoundError(

@@ -17,6 +17,11 @@ test("an unmapped customer is a permanent customer_not_found", async () => {
   );
 });
 
+test("cus_ alone names no customer: customer_not_found here, not a refusal from Stripe later", async () => {
+  await assert.rejects(resolver.resolve("cus_"), (e: unknown) => e instanceof CustomerNotFoundError);
+  assert.throws(() => resolver.known("cus_"), CustomerNotFoundError);
+});
+
 test("a lookup that fails transiently surfaces as retryable", async () => {
   const flaky = new CustomerResolver([
     { name: "http", resolve: async () => Promise.reject(new TransientError("lookup_failed", "503")) },
