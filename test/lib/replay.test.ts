@@ -485,6 +485,24 @@ describe("DLQ replay", () => {
     assert.equal(parts.emulator.ledger.events.filter((e) => e.identifier === storage).length, 1);
   });
 
+  test("SQS's DLQ redrive of a letter of a trigger billed in part bills only what the letter names", async () => {
+    const handler = ingestHandler({ METERHOOK_CONFIG: "test/fixtures/sources/fan-out.ts", METERHOOK_STRIPE_API: "v1" });
+    parts.emulator.injectFaults({ path: "/v1/billing/meter_events", bodyIncludes: "storage_gb", respond: refused });
+    await handler(sqsEvent([sqsRecord({ job: "job-redrive", team: "team-1", calls: 2, gb: 1 })]), lambdaContext());
+    const [letter] = await drainDeadLetters(parts.queues.sqs, parts.queues.deadLetterQueueUrl);
+    assert.equal(letter?.unbilled?.length, 1);
+
+    // The console's "Start DLQ redrive" puts the letter's body back on the ingest queue as it is.
+    const { attributes: _, ...body } = letter as NonNullable<typeof letter>;
+    const res = await handler(sqsEvent([sqsRecord(JSON.stringify(body))]), lambdaContext());
+    assert.deepEqual(res.batchItemFailures, []);
+    const receipts = (name: string) =>
+      parts.emulator.ledger.receipts.get(meterEventIdentifier("job-redrive", name, "jobs/code"));
+    // The refusal was the fault's answer, before the emulator's ledger: each reached it once.
+    assert.deepEqual([receipts("api_requests"), receipts("storage_gb")], [1, 1], "only the refused one sent again");
+    assert.deepEqual(await drainDeadLetters(parts.queues.sqs, parts.queues.deadLetterQueueUrl), []);
+  });
+
   test("a batch with one record whose customer is unknown bills the others; replay after the fix bills that one alone", async () => {
     const dir = mkdtempSync(join(tmpdir(), "mh-replay-batch-"));
     const config = parseYaml(readFileSync("examples/usage-batch.yaml", "utf8"));
