@@ -1,4 +1,5 @@
 import { createHash, createHmac, timingSafeEqual } from "node:crypto";
+import { parse as parseQuery, stringify as stringifyQuery } from "node:querystring";
 import type { Auth } from "../mapping/config-schema.js";
 
 /**
@@ -38,25 +39,51 @@ const BASE64 = /^[A-Za-z0-9+/]+={0,2}$/;
  * field's distinct values in order), as Twilio's helper libraries build it.
  */
 export function twilioSignedText(url: string, query: string, body: Buffer): string {
-  let text = query ? `${url}?${query}` : url;
-  if (new URLSearchParams(query).has("bodySHA256")) return text;
+  return withQuery(url, query) + twilioFields(query, body);
+}
+
+const withQuery = (url: string, query: string) => (query ? `${url}?${query}` : url);
+
+function twilioFields(query: string, body: Buffer): string {
+  if (new URLSearchParams(query).has("bodySHA256")) return "";
   const fields = new Map<string, Set<string>>();
   for (const [k, v] of new URLSearchParams(body.toString("utf8"))) {
     const values = fields.get(k) ?? new Set<string>();
     fields.set(k, values.add(v));
   }
+  let text = "";
   for (const name of [...fields.keys()].sort()) for (const v of [...(fields.get(name) ?? [])].sort()) text += name + v;
   return text;
 }
 
-/** The URL as configured and with its default port written or left out: Twilio may sign either. */
-function twilioUrls(url: string): string[] {
+/** The URL with its default port written and left out: Twilio may sign either. */
+function withAndWithoutPort(url: string): string[] {
   const m = /^(https?):\/\/([^/:?#]+)(:\d+)?(.*)$/.exec(url);
   if (!m) return [url];
   const [, scheme, host, port, rest] = m;
   const standard = scheme === "https" ? ":443" : ":80";
   if (port === undefined) return [url, `${scheme}://${host}${standard}${rest}`];
   return port === standard ? [url, `${scheme}://${host}${rest}`] : [url];
+}
+
+/**
+ * What twilio-node also tries when the URL as received matches nothing, "for back ends that
+ * signed an escaped form": the URL as `new URL()` normalizes it, and that with Node's legacy
+ * querystring encoding, each with and without its port.
+ */
+function twilioEscapedForms(url: string): string[] {
+  let normalized: string;
+  try {
+    normalized = new URL(url).toString();
+  } catch {
+    return [];
+  }
+  const legacy = (u: string) => {
+    const at = u.indexOf("?");
+    return at === -1 || at === u.length - 1 ? u : u.slice(0, at + 1) + stringifyQuery(parseQuery(u.slice(at + 1)));
+  };
+  const forms = withAndWithoutPort(normalized);
+  return [...forms, ...forms.map(legacy)];
 }
 
 export function verifySignature(
@@ -153,14 +180,15 @@ export function verifySignature(
       const bodyHash = new URLSearchParams(query).get("bodySHA256");
       if (bodyHash !== null && !anyEqual([createHash("sha256").update(body).digest()], [Buffer.from(bodyHash, "hex")]))
         return fail("signature_mismatch", "the body's SHA-256 is not the query's bodySHA256");
-      const expected = secrets.flatMap((s) =>
-        twilioUrls(auth.url).map((url) =>
-          createHmac("sha1", s)
-            .update(twilioSignedText(url, query, body))
-            .digest(),
-        ),
-      );
-      if (!anyEqual(expected, [Buffer.from(header, "base64")]))
+      const fields = twilioFields(query, body);
+      const signature = Buffer.from(header, "base64");
+      const signedOneOf = (urls: string[]) =>
+        anyEqual(
+          secrets.flatMap((s) => urls.map((url) => createHmac("sha1", s).update(url).update(fields).digest())),
+          [signature],
+        );
+      const received = withQuery(auth.url, query);
+      if (!signedOneOf(withAndWithoutPort(received)) && !signedOneOf(twilioEscapedForms(received)))
         return fail(
           "signature_mismatch",
           "no signature matches a configured Auth Token (is `url` the URL Twilio calls?)",

@@ -3,7 +3,7 @@ import { createHash, createHmac } from "node:crypto";
 import { describe, test } from "node:test";
 import { AuthSchema } from "../../../lib/mapping/config-schema.js";
 import { signWebhook } from "../../../lib/webhooks/sign.js";
-import { verifySignature } from "../../../lib/webhooks/signatures.js";
+import { twilioSignedText, verifySignature } from "../../../lib/webhooks/signatures.js";
 
 const NOW = 1_795_000_000;
 const body = Buffer.from(JSON.stringify({ type: "usage.recorded", data: { requests: 3 } }));
@@ -189,6 +189,22 @@ describe("Twilio", () => {
     assert.equal(check(url, signature, body, query), "ok");
     const other = Buffer.from(body.toString().replace("3030", "3031"));
     assert.equal(check(url, signature, other, query), "signature_mismatch");
+  });
+
+  test("a query Twilio signed in an escaped form is accepted too, as twilio-node accepts it", () => {
+    // twilio-node falls back to the URL as new URL() writes it, and that with Node's legacy
+    // querystring encoding, "for back ends that signed an escaped form" of the query.
+    const url = "https://hooks.example.com/v1/webhooks/twilio";
+    const body = call("+14158675310");
+    const received = "account=O'Brien&tier=a+b";
+    const signedOver = (query: string) =>
+      createHmac("sha1", "12345")
+        .update(`${url}?${query}${twilioSignedText("", "", body)}`)
+        .digest("base64");
+    assert.equal(check(url, signedOver(received), body, received), "ok");
+    assert.equal(check(url, signedOver("account=O%27Brien&tier=a+b"), body, received), "ok", "new URL()'s form");
+    assert.equal(check(url, signedOver("account=O'Brien&tier=a%20b"), body, received), "ok", "legacy querystring");
+    assert.equal(check(url, signedOver("account=O%27Brien&tier=a+c"), body, received), "signature_mismatch");
   });
 
   test("a URL with a query string is refused at load: the request's own is signed", () => {
