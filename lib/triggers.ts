@@ -94,7 +94,8 @@ export const withoutBom = (text: string): string => (text.charCodeAt(0) === 0xfe
 export const queryFields = (t: Pick<TriggerMessage, "query">): Record<string, string | string[]> =>
   formFields(t.query ?? "");
 
-function formFields(text: string): Record<string, string | string[]> {
+/** A form's fields (`a=1&b=2`): each a string, a repeated one a list of its values in order. */
+export function formFields(text: string): Record<string, string | string[]> {
   const fields = new Map<string, string | string[]>();
   for (const [k, v] of new URLSearchParams(text)) {
     const had = fields.get(k);

@@ -1,6 +1,7 @@
 import { createHash, createHmac, timingSafeEqual } from "node:crypto";
 import { parse as parseQuery, stringify as stringifyQuery } from "node:querystring";
 import type { Auth } from "../mapping/config-schema.js";
+import { formFields } from "../triggers.js";
 
 /**
  * Webhook signature schemes, verified on the raw body bytes. Every comparison is constant-time;
@@ -39,20 +40,19 @@ const BASE64 = /^[A-Za-z0-9+/]+={0,2}$/;
  * field's distinct values in order), as Twilio's helper libraries build it.
  */
 export function twilioSignedText(url: string, query: string, body: Buffer): string {
-  return withQuery(url, query) + twilioFields(query, body);
+  const hashed = new URLSearchParams(query).has("bodySHA256");
+  return withQuery(url, query) + (hashed ? "" : twilioFields(body));
 }
 
 const withQuery = (url: string, query: string) => (query ? `${url}?${query}` : url);
 
-function twilioFields(query: string, body: Buffer): string {
-  if (new URLSearchParams(query).has("bodySHA256")) return "";
-  const fields = new Map<string, Set<string>>();
-  for (const [k, v] of new URLSearchParams(body.toString("utf8"))) {
-    const values = fields.get(k) ?? new Set<string>();
-    fields.set(k, values.add(v));
-  }
+/** The form's fields as Twilio appends them, read as meterhook reads any form (lib/triggers.ts). */
+function twilioFields(body: Buffer): string {
+  const fields = formFields(body.toString("utf8"));
   let text = "";
-  for (const name of [...fields.keys()].sort()) for (const v of [...(fields.get(name) ?? [])].sort()) text += name + v;
+  for (const name of Object.keys(fields).sort()) {
+    for (const v of [...new Set([fields[name] ?? []].flat())].sort()) text += name + v;
+  }
   return text;
 }
 
@@ -180,7 +180,7 @@ export function verifySignature(
       const bodyHash = new URLSearchParams(query).get("bodySHA256");
       if (bodyHash !== null && !anyEqual([createHash("sha256").update(body).digest()], [Buffer.from(bodyHash, "hex")]))
         return fail("signature_mismatch", "the body's SHA-256 is not the query's bodySHA256");
-      const fields = twilioFields(query, body);
+      const fields = bodyHash === null ? twilioFields(body) : "";
       const signature = Buffer.from(header, "base64");
       const signedOneOf = (urls: string[]) =>
         anyEqual(
