@@ -340,7 +340,7 @@ function settle(
         return;
       }
       const first = setAside?.[0] ?? (rejected && { code: rejected.code, message: rejected.reason });
-      if (first && !retry && submitted && !prepared.cancels?.length) {
+      if (first && !retry && submitted && !prepared.cancels) {
         // Some billed, the rest refused: the letter names those not billed, for replay to send.
         const unbilled = [...(setAside ?? []).map((r) => r.identifier), ...(refusedByStripe ?? [])];
         step = billedInPart(m, prepared, first, unbilled, dead);

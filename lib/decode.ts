@@ -57,12 +57,13 @@ export function decodeUsage(
     // An EventBridge event a rule sent to the queue itself (an SQS target), not through the
     // eventBridge function: mapped by the eventbridge source its `match` picks, as it would be.
     const eventBridge = !named && isEventBridgeEvent(input);
+    const canonical = looksCanonical(input);
     sourceName =
       named ??
       (eventBridge && mapping ? matchEventBridge(mapping, input) : undefined) ??
-      (looksCanonical(input) ? undefined : mapping?.defaultSqsSource);
+      (canonical ? undefined : mapping?.defaultSqsSource);
     if (sourceName) trigger = { source: sourceName, headers: m.attributes ?? {}, body: input, receivedAt: m.sentAt };
-    else if (eventBridge && !looksCanonical(input)) {
+    else if (eventBridge && !canonical) {
       const e = input as { source: string; "detail-type": string };
       return {
         kind: "refused",
@@ -94,7 +95,8 @@ export function decodeUsage(
   return {
     kind: "events",
     events: outcome.events,
-    cancels: outcome.cancels,
+    // None for most triggers: what follows reads "cancels something" as `cancels` being set.
+    cancels: outcome.cancels.length > 0 ? outcome.cancels : undefined,
     source,
     resolver: mapping?.resolvers.get(source.name) ?? deps.resolver,
   };

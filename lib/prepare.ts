@@ -321,7 +321,7 @@ export function createPreparer(deps: ConsumerDeps, deadline: number, startedAt: 
     const first = refused[0];
     if (!first) return { kind: "ready", events, eventId: d.eventId, source: d.source, cancels: d.cancels };
     // None to send, or cancellations too (kept whole): the message is dead-lettered whole.
-    if (events.length === 0 || d.cancels?.length)
+    if (events.length === 0 || d.cancels)
       return dead(d.m, d.input ?? inputOf(d.m), first.code, first.message, d.eventId, d.source);
     return { kind: "ready", events, eventId: d.eventId, source: d.source, refused };
   };
