@@ -133,6 +133,11 @@ export function fromDeadLetter(
   letter: DeadLetterBody,
 ): QueueMessage {
   const firstFailedAt = Date.parse(letter.firstFailedAt);
+  // The app message's attributes as it had them: its own, and its source.
+  const attributes = {
+    ...(isAttributes(letter.messageAttributes) ? letter.messageAttributes : {}),
+    ...(letter.source ? { [SOURCE_ATTRIBUTE]: letter.source } : {}),
+  };
   return {
     messageId: m.messageId,
     receiveCount: m.receiveCount,
@@ -154,14 +159,7 @@ export function fromDeadLetter(
         (letter.stripeMayHaveRecorded === true || letter.error.code === DeadLetterCode.retriesExhausted),
       ...(isUnbilled(letter.unbilled) ? { unbilled: letter.unbilled } : {}),
     },
-    ...(letter.source || isAttributes(letter.messageAttributes)
-      ? {
-          attributes: {
-            ...(isAttributes(letter.messageAttributes) ? letter.messageAttributes : {}),
-            ...(letter.source ? { [SOURCE_ATTRIBUTE]: letter.source } : {}),
-          },
-        }
-      : {}),
+    ...(Object.keys(attributes).length > 0 ? { attributes } : {}),
   };
 }
 
