@@ -4,7 +4,7 @@ import { DeadLetterCode } from "./errors.js";
 import { outsideDedupeWindow } from "./meter-event.js";
 import type { QueueSender } from "./queue.js";
 import { redact } from "./redact.js";
-import { CORRELATION_ATTRIBUTE, keptHeaders, SOURCE_ATTRIBUTE } from "./triggers.js";
+import { CORRELATION_ATTRIBUTE, isCredential, SOURCE_ATTRIBUTE } from "./triggers.js";
 
 /** The JSON body of every dead-letter message (a documented contract; see README). */
 export interface DeadLetterBody {
@@ -98,8 +98,11 @@ const LETTER_START = '{"event":';
  */
 export function letterAttributes(attributes: Record<string, string> | undefined): Record<string, string> | undefined {
   if (!attributes) return undefined;
-  const { [CORRELATION_ATTRIBUTE]: _, [SOURCE_ATTRIBUTE]: __, ...rest } = keptHeaders(attributes);
-  return Object.keys(rest).length > 0 ? rest : undefined;
+  // Names as SQS gave them: they are case-sensitive, and rules read them so (headers.Kind).
+  const kept = Object.entries(attributes).filter(
+    ([name]) => name !== CORRELATION_ATTRIBUTE && name !== SOURCE_ATTRIBUTE && !isCredential(name),
+  );
+  return kept.length > 0 ? Object.fromEntries(kept) : undefined;
 }
 
 /**

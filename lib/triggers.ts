@@ -18,16 +18,13 @@ export interface TriggerMessage {
   body: string;
 }
 
+/** Names of credentials, never kept with a trigger or a dead letter (lower case). */
+const CREDENTIALS = new Set(["authorization", "cookie", "x-api-key", "proxy-authorization"]);
 /** Headers never kept: credentials, and what only the transport cares about. */
-const DROP = new Set([
-  "authorization",
-  "cookie",
-  "x-api-key",
-  "proxy-authorization",
-  "connection",
-  "content-length",
-  "host",
-]);
+const DROP = new Set([...CREDENTIALS, "connection", "content-length", "host"]);
+
+/** A header or message attribute that carries a credential, whatever its case. */
+export const isCredential = (name: string): boolean => CREDENTIALS.has(name.toLowerCase());
 const MAX_HEADER_BYTES = 16 * 1024;
 
 /** The headers a trigger keeps: all but credentials, and `secretHeader` (a source's token). */

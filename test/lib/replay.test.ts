@@ -325,13 +325,19 @@ describe("DLQ replay", () => {
     const config = parseYaml(readFileSync("examples/sqs-app-messages.yaml", "utf8"));
     delete config.sqs;
     config.sources.storage.unmatched = "ignore";
-    config.sources.storage.rules[0].when = "headers.kind == 'snapshot'";
+    config.sources.storage.rules[0].when = "headers.Kind == 'snapshot'";
     config.sources.storage.rules[0].customer = "headers.tenant";
     config.sources.storage.customer.table = {};
     writeFileSync(join(dir, "before.json"), JSON.stringify(config));
     config.sources.storage.customer.table = { "tenant-7": "cus_attrs7" };
     writeFileSync(join(dir, "fixed.json"), JSON.stringify(config));
-    const attributes = { meterhook_source: "storage", kind: "snapshot", tenant: "tenant-7" };
+    // SQS attribute names keep their case, and so must the letter's (`Kind`, not `kind`).
+    const attributes = {
+      meterhook_source: "storage",
+      Kind: "snapshot",
+      tenant: "tenant-7",
+      Authorization: "Bearer attr-secret-0001", // a credential: never kept in a letter
+    };
     // A day of its own: its identifier must not be one another test billed.
     const record = sqsRecord({ ...(loadTrigger("sqs-storage-snapshot.json") as object), day: "attrs-day" });
     record.messageAttributes = Object.fromEntries(
@@ -348,7 +354,7 @@ describe("DLQ replay", () => {
     );
     assert.deepEqual(
       [letters[0]?.source, letters[0]?.messageAttributes],
-      ["storage", { kind: "snapshot", tenant: "tenant-7" }],
+      ["storage", { Kind: "snapshot", tenant: "tenant-7" }],
     );
     await putBack(letters);
 
