@@ -11,6 +11,7 @@ import { MAX_BODY_BYTES, type QueueSender, sendableBody } from "./queue.js";
 import { reloading } from "./reloading.js";
 import { CORRELATION_ATTRIBUTE, keptHeaders, TRIGGER_FORMAT, type TriggerMessage, withoutBom } from "./triggers.js";
 import { parseUsageEvent, toCanonicalJson, type UsageEvent } from "./usage-event.js";
+import { handshakeOf } from "./webhooks/handshakes.js";
 import { verifySignature } from "./webhooks/signatures.js";
 
 /** Signed webhook sources this API accepts at POST /v1/webhooks/{source}. */
@@ -300,18 +301,30 @@ export function createIngestApi(deps: IngestApiDeps): { handle(req: HttpRequest)
         return httpError(401, "unauthorized", "missing or invalid API key (Authorization: Bearer <key>)", rid);
       }
     } else if (auth.scheme !== "none") {
-      const verify = (secrets: ReadonlyMap<string, readonly string[]> | undefined) =>
-        verifySignature(auth, secrets?.get(name) ?? [], req.headers, req.body, Math.floor(now() / 1000), req.query);
-      let verdict = verify(webhookSecrets ? await webhookSecrets.get() : webhooks?.secrets);
+      let secrets = (webhookSecrets ? await webhookSecrets.get() : webhooks?.secrets)?.get(name) ?? [];
+      const verify = () => verifySignature(auth, secrets, req.headers, req.body, Math.floor(now() / 1000), req.query);
+      let verdict = verify();
       if (!verdict.ok && verdict.code === "signature_mismatch" && webhookSecrets) {
         // Perhaps signed with a secret changed in its store since it was read.
         const fresh = await webhookSecrets.afterMiss();
-        if (fresh) verdict = verify(fresh);
+        if (fresh) {
+          secrets = fresh.get(name) ?? [];
+          verdict = verify();
+        }
       }
       if (!verdict.ok) {
         metrics.count(Metric.webhooksRejected, 1, { code: verdict.code });
         deps.logger.warn("webhook signature rejected", { requestId: rid, source: name, code: verdict.code });
         return httpError(401, verdict.code, verdict.message, rid);
+      }
+      const signer = verdict.secret === undefined ? undefined : secrets[verdict.secret];
+      if ((auth.scheme === "slack" || auth.scheme === "zoom") && signer !== undefined) {
+        const handshake = handshakeOf(auth.scheme, req.body, signer);
+        if (handshake?.kind === "answer") {
+          deps.logger.info("webhook handshake answered", { requestId: rid, source: name });
+          return json(200, handshake.body);
+        }
+        if (handshake) return httpError(400, "invalid_handshake", handshake.message, rid);
       }
     }
     const trigger: TriggerMessage = {

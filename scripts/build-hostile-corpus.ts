@@ -266,13 +266,13 @@ for (const [method, path, status] of [
 
 // Webhooks: missing, forged, replayed and malformed signatures, per scheme.
 const webhookBody = { type: "usage.recorded", id: "evt_w", data: { stripe_customer_id: "cus_Hostile", requests: 2 } };
-for (const source of ["github", "stdhooks", "stripe", "shopify", "hmac", "twilio"]) {
+for (const source of ["github", "stdhooks", "stripe", "shopify", "hmac", "twilio", "slack", "zoom"]) {
   for (const [signature, code] of [
     ["missing", "signature_missing"],
     ["forged", "signature_mismatch"],
     ["malformed", "signature_malformed"],
     ["other-body", "signature_mismatch"],
-    ...(["stdhooks", "stripe", "hmac"].includes(source) ? [["stale", "signature_expired"]] : []),
+    ...(["stdhooks", "stripe", "hmac", "slack", "zoom"].includes(source) ? [["stale", "signature_expired"]] : []),
   ] as Array<[Entry["signature"], string]>) {
     out.push({
       name: `webhook ${source}: ${signature} signature`,
@@ -280,6 +280,25 @@ for (const source of ["github", "stdhooks", "stripe", "shopify", "hmac", "twilio
       source,
       signature,
       json: webhookBody,
+      expect: { status: 401, code },
+    });
+  }
+}
+// A handshake is answered only when signed: Zoom's answer signs the token it is sent.
+for (const [source, json] of [
+  ["slack", { token: "t", challenge: "hostile-challenge", type: "url_verification" }],
+  ["zoom", { event: "endpoint.url_validation", payload: { plainToken: "v0:1795000000:{}" }, event_ts: 1 }],
+] as const) {
+  for (const [signature, code] of [
+    ["missing", "signature_missing"],
+    ["forged", "signature_mismatch"],
+  ] as Array<[Entry["signature"], string]>) {
+    out.push({
+      name: `webhook ${source}: ${signature} signature on a URL handshake`,
+      entry: "webhook",
+      source,
+      signature,
+      json,
       expect: { status: 401, code },
     });
   }

@@ -52,6 +52,20 @@ export const AuthSchema = z
         .describe("the URL Twilio calls, as set in Twilio, less its query string (added as it arrives)"),
     }),
     z.strictObject({
+      scheme: z
+        .literal("slack")
+        .describe("X-Slack-Signature (v0) over X-Slack-Request-Timestamp and the body; answers url_verification"),
+      secrets: Secrets.describe("the app's Signing Secrets; several during a rotation"),
+      toleranceSeconds: Tolerance,
+    }),
+    z.strictObject({
+      scheme: z
+        .literal("zoom")
+        .describe("x-zm-signature (v0) over x-zm-request-timestamp and the body; answers endpoint.url_validation"),
+      secrets: Secrets.describe("the app's webhook Secret Tokens; several during a rotation"),
+      toleranceSeconds: Tolerance,
+    }),
+    z.strictObject({
       scheme: z.literal("token").describe("a header carrying a shared secret as it is (GitLab's X-Gitlab-Token)"),
       secrets: Secrets,
       header: z.string().regex(HEADER_NAME, "must be an HTTP header name").describe("header carrying the token"),

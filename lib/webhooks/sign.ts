@@ -1,6 +1,6 @@
 import { createHmac, randomUUID } from "node:crypto";
 import type { Auth } from "../mapping/config-schema.js";
-import { standardWebhooksKey, twilioSignedText } from "./signatures.js";
+import { standardWebhooksKey, twilioSignedText, v0SignedText } from "./signatures.js";
 
 /**
  * Signs a body the way each provider does, giving the headers to send: for tests, fixtures and
@@ -32,6 +32,13 @@ export function signWebhook(
     case "twilio": {
       const text = twilioSignedText(auth.url, options.query ?? "", Buffer.from(body));
       return { "x-twilio-signature": createHmac("sha1", secret).update(text).digest("base64") };
+    }
+    case "slack":
+    case "zoom": {
+      const sig = `v0=${createHmac("sha256", secret).update(v0SignedText(ts, body)).digest("hex")}`;
+      return auth.scheme === "slack"
+        ? { "x-slack-signature": sig, "x-slack-request-timestamp": ts }
+        : { "x-zm-signature": sig, "x-zm-request-timestamp": ts };
     }
     case "token":
       return { [auth.header.toLowerCase()]: secret };

@@ -8,7 +8,9 @@ import { formFields } from "../triggers.js";
  * every configured secret is tried (several are accepted during a rotation).
  */
 export type SignatureFailure = "signature_missing" | "signature_malformed" | "signature_expired" | "signature_mismatch";
-export type VerifyResult = { ok: true } | { ok: false; code: SignatureFailure; message: string };
+export type VerifyResult =
+  /** `secret`: the index of the secret that signed, where a handshake answers with it (Zoom's). */
+  { ok: true; secret?: number } | { ok: false; code: SignatureFailure; message: string };
 
 type SignedAuth = Exclude<Auth, { scheme: "api-key" } | { scheme: "none" }>;
 
@@ -33,6 +35,47 @@ export function standardWebhooksKey(secret: string): Buffer {
 }
 
 const BASE64 = /^[A-Za-z0-9+/]+={0,2}$/;
+
+/** What Slack and Zoom sign: `v0:{timestamp}:{body}`. */
+export const v0SignedText = (timestamp: string, body: Buffer | string) =>
+  Buffer.concat([Buffer.from(`v0:${timestamp}:`), Buffer.from(body)]);
+
+/** Slack's and Zoom's headers, which differ only in name. */
+const V0_HEADERS = {
+  slack: { signature: "X-Slack-Signature", timestamp: "X-Slack-Request-Timestamp" },
+  zoom: { signature: "x-zm-signature", timestamp: "x-zm-request-timestamp" },
+} as const;
+
+/**
+ * Slack's and Zoom's scheme: `v0=` and the hex HMAC-SHA256 of `v0:{timestamp}:{body}`, the
+ * timestamp in Unix seconds within the tolerance either way. It gives the index of the secret
+ * that signed: Zoom's URL validation is answered with that secret.
+ */
+function verifyV0(
+  names: (typeof V0_HEADERS)[keyof typeof V0_HEADERS],
+  toleranceSeconds: number,
+  secrets: readonly string[],
+  headers: Record<string, string | undefined>,
+  body: Buffer,
+  nowSeconds: number,
+): VerifyResult {
+  const sig = headers[names.signature.toLowerCase()];
+  const ts = headers[names.timestamp.toLowerCase()];
+  if (!sig || !ts) return fail("signature_missing", `${names.signature} and ${names.timestamp} headers are required`);
+  if (!/^\d{1,12}$/.test(ts)) return fail("signature_malformed", `${names.timestamp} is not Unix seconds`);
+  if (!/^v0=[0-9a-f]{64}$/i.test(sig)) return fail("signature_malformed", `${names.signature} must be v0=<hex>`);
+  const text = v0SignedText(ts, body);
+  const given = [Buffer.from(sig.slice(3), "hex")];
+  // Every secret is compared, the first that matches kept: the time does not tell which.
+  let signer = -1;
+  secrets.forEach((s, i) => {
+    if (anyEqual([hmac(s, text)], given) && signer === -1) signer = i;
+  });
+  if (signer === -1) return fail("signature_mismatch", "no signature matches a configured secret");
+  if (Math.abs(nowSeconds - Number(ts)) > toleranceSeconds)
+    return fail("signature_expired", `${names.timestamp} is more than ${toleranceSeconds} s from now`);
+  return { ok: true, secret: signer };
+}
 
 /**
  * What Twilio signs: the URL it called with its query, then, unless the query carries
@@ -195,6 +238,9 @@ export function verifySignature(
         );
       return { ok: true };
     }
+    case "slack":
+    case "zoom":
+      return verifyV0(V0_HEADERS[auth.scheme], auth.toleranceSeconds, secrets, headers, body, nowSeconds);
     case "token": {
       const token = headers[auth.header.toLowerCase()];
       if (!token) return fail("signature_missing", `${auth.header} header is required`);

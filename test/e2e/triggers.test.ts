@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { createHmac } from "node:crypto";
 import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
@@ -290,6 +291,131 @@ describe("Twilio SMS status callbacks, posted as forms", () => {
       "content-type": "application/x-www-form-urlencoded",
     });
     assert.equal(unsigned.status, 401);
+  });
+});
+
+describe("Slack: the Events API and a slash command", () => {
+  const file = "examples/slack-app.yaml";
+  const secret = "slack-signing-secret-e2e-0001";
+
+  test("url_verification is answered with its challenge, only when signed; mentions and commands are billed once", async () => {
+    const { rt, webhook, billed, total } = await start(file, { SLACK_SIGNING_SECRET: secret });
+    const auth = schemeOf(file, "slack");
+    const signed = (body: string, type = "application/json") =>
+      webhook("slack", body, { "content-type": type, ...signWebhook(auth, secret, body) });
+
+    const verification = JSON.stringify({
+      token: "Jhj5dZrVaK7ZwHHjRyZWjbDl",
+      challenge: "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P",
+      type: "url_verification",
+    });
+    const answer = await signed(verification);
+    assert.equal(answer.status, 200);
+    assert.deepEqual(await answer.json(), { challenge: "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P" });
+    assert.equal((await webhook("slack", verification, {})).status, 401, "an unsigned one is refused");
+    const noChallenge = await signed(JSON.stringify({ type: "url_verification" }));
+    assert.equal(noChallenge.status, 400);
+    assert.equal(((await noChallenge.json()) as { error: { code: string } }).error.code, "invalid_handshake");
+
+    const mention = JSON.stringify({
+      token: "XXYYZZ",
+      team_id: "T0001WORKSPACE",
+      api_app_id: "A0001APP",
+      event: {
+        type: "app_mention",
+        user: "U0001",
+        text: "<@U0BOT> summarize",
+        channel: "C0001",
+        ts: "1795000000.000100",
+      },
+      type: "event_callback",
+      event_id: "Ev0001MENTION",
+      event_time: Math.floor(Date.now() / 1000) - 5,
+    });
+    assert.equal((await signed(mention)).status, 202);
+    // Slack's retry of an event it got no 2xx for: new headers, the same event.
+    assert.equal((await signed(mention)).status, 202);
+    const command = new URLSearchParams({
+      token: "gIkuvaNzQIHg97ATvDxqgjtO",
+      team_id: "T0001WORKSPACE",
+      channel_id: "C0001",
+      user_id: "U0001",
+      command: "/summarize",
+      text: "last week",
+      trigger_id: "13345224609.738474920.8088930838d88f008e0",
+    }).toString();
+    assert.equal((await signed(command, "application/x-www-form-urlencoded")).status, 202);
+    await billed("cus_SlackTeam0001", "bot_mentions", 1);
+    await billed("cus_SlackTeam0001", "summaries", 1);
+    await settle();
+    assert.equal(total("cus_SlackTeam0001", "bot_mentions"), 1);
+    assert.equal(rt.emulator?.ledger.events.length, 2, "the handshakes were never queued");
+    const billedMention = rt.emulator?.ledger.events.find((e) => e.event_name === "bot_mentions");
+    assert.equal(billedMention?.payload.channel, "C0001");
+  });
+});
+
+describe("Zoom: meeting minutes", () => {
+  const file = "examples/zoom-meetings.yaml";
+
+  test("endpoint.url_validation is answered with the HMAC of the token that signed it; an ended meeting is billed in minutes", async () => {
+    // Two Secret Tokens, as during a rotation: Zoom signs with the new one.
+    const config = parseYaml(readFileSync(file, "utf8"));
+    config.sources.zoom.auth.secrets = [{ env: "ZOOM_OLD" }, { env: "ZOOM_NEW" }];
+    const rotated = join(mkdtempSync(join(tmpdir(), "mh-zoom-")), "zoom.yaml");
+    writeFileSync(rotated, toYaml(config));
+    const { rt, webhook, billed, total } = await start(rotated, {
+      ZOOM_OLD: "zoom-old-token-0001",
+      ZOOM_NEW: "zoom-new-token-0002",
+    });
+    const auth = schemeOf(file, "zoom");
+    const signed = (body: string, token = "zoom-new-token-0002") =>
+      webhook("zoom", body, signWebhook(auth, token, body));
+
+    const validation = JSON.stringify({
+      payload: { plainToken: "qgg8vlvZRS6UYooatFL8Aw" },
+      event_ts: Date.now(),
+      event: "endpoint.url_validation",
+    });
+    const answer = await signed(validation);
+    assert.equal(answer.status, 200);
+    assert.deepEqual(await answer.json(), {
+      plainToken: "qgg8vlvZRS6UYooatFL8Aw",
+      encryptedToken: createHmac("sha256", "zoom-new-token-0002").update("qgg8vlvZRS6UYooatFL8Aw").digest("hex"),
+    });
+    const byOld = (await (await signed(validation, "zoom-old-token-0001")).json()) as { encryptedToken: string };
+    assert.equal(
+      byOld.encryptedToken,
+      createHmac("sha256", "zoom-old-token-0001").update("qgg8vlvZRS6UYooatFL8Aw").digest("hex"),
+    );
+    // Unsigned, it would make meterhook sign any text it was sent.
+    const forged = await webhook("zoom", validation, {});
+    assert.equal(forged.status, 401);
+    assert.ok(!(await forged.text()).includes("encryptedToken"));
+
+    const ended = JSON.stringify({
+      event: "meeting.ended",
+      event_ts: Date.now(),
+      payload: {
+        account_id: "ZoomAcct0001",
+        object: {
+          id: "85012345678",
+          uuid: "4444AAAiAAAAAiAiAiiAii==",
+          host_id: "x1yCzABCDEfg23HiJKl4mN",
+          topic: "Weekly sync",
+          type: 2,
+          start_time: new Date(Date.now() - 45 * 60_000 - 60_000).toISOString().replace(/\.\d+Z$/, "Z"),
+          end_time: new Date(Date.now() - 60_000).toISOString().replace(/\.\d+Z$/, "Z"),
+          duration: 30,
+        },
+      },
+    });
+    assert.equal((await signed(ended)).status, 202);
+    assert.equal((await signed(ended)).status, 202, "Zoom's retry");
+    await billed("cus_ZoomAccount0001", "meeting_minutes", 45);
+    await settle();
+    assert.equal(total("cus_ZoomAccount0001", "meeting_minutes"), 45);
+    assert.equal(rt.emulator?.ledger.events.length, 1);
   });
 });
 

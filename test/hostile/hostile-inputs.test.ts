@@ -29,6 +29,8 @@ const SECRETS: Record<string, string> = {
   shopify: "shpss_hostileSecret0001",
   hmac: "hmac-hostile-secret-0001",
   twilio: "twilio-hostile-auth-token-0001",
+  slack: "slack-hostile-signing-secret-0001",
+  zoom: "zoom-hostile-secret-token-0001",
 };
 const ALL_SECRETS = [API_KEY, STRIPE_KEY, ...Object.values(SECRETS)];
 
@@ -52,6 +54,8 @@ const config = {
       type: "webhook",
       auth: { scheme: "twilio", url: "https://api.example.com/v1/webhooks/twilio", secrets: [{ env: "S_TWILIO" }] },
     },
+    slack: { type: "webhook", auth: { scheme: "slack", secrets: [{ env: "S_SLACK" }] } },
+    zoom: { type: "webhook", auth: { scheme: "zoom", secrets: [{ env: "S_ZOOM" }] } },
   },
 };
 for (const s of Object.values(config.sources) as Array<{ rules?: unknown }>) {
@@ -93,6 +97,8 @@ before(async () => {
     S_SHOPIFY: SECRETS.shopify,
     S_HMAC: SECRETS.hmac,
     S_TWILIO: SECRETS.twilio,
+    S_SLACK: SECRETS.slack,
+    S_ZOOM: SECRETS.zoom,
   });
   const logger = createLogger({ level: "debug", write: (l) => logs.push(l) });
   const api = await createIngestApiFromConfig(cfg, { sqs: queues.sqs, logger });

@@ -56,6 +56,20 @@ const schemes: Array<{
     timestamped: false,
   },
   {
+    name: "Slack X-Slack-Signature",
+    auth: AuthSchema.parse({ scheme: "slack", secrets: [{ value: "x" }] }) as Signed,
+    secret: "8f742231b10e8888abcd99yyyzzz0001",
+    other: "8f742231b10e8888abcd99yyyzzz0002",
+    timestamped: "both",
+  },
+  {
+    name: "Zoom x-zm-signature",
+    auth: AuthSchema.parse({ scheme: "zoom", secrets: [{ value: "x" }] }) as Signed,
+    secret: "zoom-secret-token-0001",
+    other: "zoom-secret-token-0002",
+    timestamped: "both",
+  },
+  {
     name: "generic HMAC-SHA256, hex with prefix and timestamp",
     auth: AuthSchema.parse({
       scheme: "hmac-sha256",
@@ -209,6 +223,60 @@ describe("Twilio", () => {
 
   test("a URL with a query string is refused at load: the request's own is signed", () => {
     assert.throws(() => twilio("https://hooks.example.com/twilio?tenant=a"), /without a query string/);
+  });
+});
+
+describe("Slack and Zoom (v0)", () => {
+  const slack = AuthSchema.parse({ scheme: "slack", secrets: [{ value: "x" }] }) as Signed;
+  const zoom = AuthSchema.parse({ scheme: "zoom", secrets: [{ value: "x" }] }) as Signed;
+
+  test("Slack's documented example, a slash command's form, verifies; altered, it does not", () => {
+    // "Verifying requests from Slack": a signature Slack computed, not signWebhook.
+    const secret = "8f742231b10e8888abcd99yyyzzz85a5";
+    const ts = "1531420618";
+    const form = Buffer.from(
+      "token=xyzz0WbapA4vBCDEFasx0q6G&team_id=T1DC2JH3J&team_domain=testteamnow&channel_id=G8PSS9T3V&channel_name=foobar&user_id=U2CERLKJA&user_name=roadrunner&command=%2Fwebhook-collect&text=&response_url=https%3A%2F%2Fhooks.slack.com%2Fcommands%2FT1DC2JH3J%2F397700885554%2F96rGlfmibIGlgcZRskXaIFfN&trigger_id=398738663015.47445629121.803a0bc887a14d10d2c447fce8b6703c",
+    );
+    const headers = {
+      "x-slack-signature": "v0=a2114d57b48eac39b9ad189dd8316235a7b4a8d21a10bd27519666489c69b503",
+      "x-slack-request-timestamp": ts,
+    };
+    const at = Number(ts) + 60;
+    assert.equal(code(verifySignature(slack, [secret], headers, form, at)), "ok");
+    assert.equal(code(verifySignature(slack, [`${secret}x`], headers, form, at)), "signature_mismatch");
+    const later = { ...headers, "x-slack-request-timestamp": String(Number(ts) + 1) };
+    assert.equal(code(verifySignature(slack, [secret], later, form, at)), "signature_mismatch");
+    assert.equal(code(verifySignature(slack, [secret], headers, form, at + 300)), "signature_expired");
+  });
+
+  test("Zoom signs v0:{timestamp}:{body} with the Secret Token, hex, after v0=; a timestamp in ms is malformed", () => {
+    // Built here with node:crypto as Zoom's documentation describes it, not with signWebhook.
+    const ts = String(NOW - 5);
+    const signature = `v0=${createHmac("sha256", "zoom-token").update(`v0:${ts}:${body.toString()}`).digest("hex")}`;
+    const headers = { "x-zm-signature": signature, "x-zm-request-timestamp": ts };
+    assert.equal(code(verifySignature(zoom, ["zoom-token"], headers, body, NOW)), "ok");
+    assert.equal(
+      code(
+        verifySignature(
+          zoom,
+          ["zoom-token"],
+          { ...headers, "x-zm-signature": signature.replace("v0=", "v1=") },
+          body,
+          NOW,
+        ),
+      ),
+      "signature_malformed",
+    );
+    assert.equal(
+      code(verifySignature(zoom, ["zoom-token"], { ...headers, "x-zm-request-timestamp": `${ts}000` }, body, NOW)),
+      "signature_malformed",
+    );
+  });
+
+  test("the secret that signed is named, during a rotation too: Zoom's URL validation answers with it", () => {
+    const headers = signWebhook(zoom, "token-new", body, { timestamp: NOW });
+    assert.deepEqual(verifySignature(zoom, ["token-old", "token-new"], headers, body, NOW), { ok: true, secret: 1 });
+    assert.deepEqual(verifySignature(zoom, ["token-new", "token-old"], headers, body, NOW), { ok: true, secret: 0 });
   });
 });
 

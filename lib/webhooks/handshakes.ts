@@ -1,0 +1,49 @@
+import { createHmac } from "node:crypto";
+import { withoutBom } from "../triggers.js";
+
+/**
+ * The checks Slack and Zoom make that a URL is their endpoint: Slack's `url_verification` when
+ * the Request URL is saved, Zoom's `endpoint.url_validation` then and every 72 hours. Neither
+ * sends events to a URL that fails it. They are answered at once and never queued.
+ *
+ * Only a request whose signature verified gets here: Zoom's answer is an HMAC, with the secret,
+ * of a token the request chooses, so answering anyone would sign any text they sent, such as
+ * the `v0:{timestamp}:{body}` of a forged event.
+ */
+export type Handshake = { kind: "answer"; body: Record<string, string> } | { kind: "invalid"; message: string };
+
+/** Longer than any token either sends; it keeps an answer small. */
+const MAX_TOKEN_CHARS = 1024;
+
+/**
+ * The answer to a handshake, `invalid` for one without its token, or undefined for any other
+ * request (an event). `secret` is the one that signed the request.
+ */
+export function handshakeOf(scheme: "slack" | "zoom", body: Buffer, secret: string): Handshake | undefined {
+  // Most requests are events: only a body naming the handshake is parsed here.
+  const marker = scheme === "slack" ? "url_verification" : "endpoint.url_validation";
+  if (!body.includes(marker)) return undefined;
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(withoutBom(body.toString("utf8")));
+  } catch {
+    return undefined;
+  }
+  if (typeof parsed !== "object" || parsed === null) return undefined;
+  const fields = parsed as Record<string, unknown>;
+  if (scheme === "slack") {
+    if (fields.type !== marker) return undefined;
+    const challenge = token(fields.challenge);
+    if (challenge === undefined) return { kind: "invalid", message: "url_verification has no challenge string" };
+    return { kind: "answer", body: { challenge } };
+  }
+  if (fields.event !== marker) return undefined;
+  const payload = fields.payload as Record<string, unknown> | null | undefined;
+  const plainToken = token(typeof payload === "object" && payload !== null ? payload.plainToken : undefined);
+  if (plainToken === undefined)
+    return { kind: "invalid", message: "endpoint.url_validation has no payload.plainToken string" };
+  const encryptedToken = createHmac("sha256", secret).update(plainToken).digest("hex");
+  return { kind: "answer", body: { plainToken, encryptedToken } };
+}
+
+const token = (v: unknown) => (typeof v === "string" && v.length > 0 && v.length <= MAX_TOKEN_CHARS ? v : undefined);

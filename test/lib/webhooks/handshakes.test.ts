@@ -1,0 +1,43 @@
+import assert from "node:assert/strict";
+import { createHmac } from "node:crypto";
+import { test } from "node:test";
+import { handshakeOf } from "../../../lib/webhooks/handshakes.js";
+
+const of = (scheme: "slack" | "zoom", body: unknown) =>
+  handshakeOf(scheme, Buffer.from(typeof body === "string" ? body : JSON.stringify(body)), "secret-0001");
+
+test("Slack's url_verification is answered with its challenge", () => {
+  assert.deepEqual(of("slack", { token: "t", challenge: "c-123", type: "url_verification" }), {
+    kind: "answer",
+    body: { challenge: "c-123" },
+  });
+  assert.equal(of("slack", { type: "url_verification", challenge: 42 })?.kind, "invalid");
+  assert.equal(of("slack", { type: "url_verification", challenge: "x".repeat(1025) })?.kind, "invalid");
+});
+
+test("Zoom's endpoint.url_validation is answered with the token and its hex HMAC-SHA256", () => {
+  const answer = of("zoom", { event: "endpoint.url_validation", payload: { plainToken: "qgg8vlvZRS6UYooatFL8Aw" } });
+  assert.deepEqual(answer, {
+    kind: "answer",
+    body: {
+      plainToken: "qgg8vlvZRS6UYooatFL8Aw",
+      encryptedToken: createHmac("sha256", "secret-0001").update("qgg8vlvZRS6UYooatFL8Aw").digest("hex"),
+    },
+  });
+  assert.equal(of("zoom", { event: "endpoint.url_validation", payload: null })?.kind, "invalid");
+  assert.equal(of("zoom", { event: "endpoint.url_validation" })?.kind, "invalid");
+});
+
+test("an event that only mentions a handshake, another scheme's handshake, or a form is an event", () => {
+  const mention = {
+    type: "event_callback",
+    event: { type: "app_mention", text: "what is url_verification?" },
+    challenge: "c",
+  };
+  assert.equal(of("slack", mention), undefined);
+  assert.equal(of("zoom", { event: "meeting.ended", payload: { note: "endpoint.url_validation" } }), undefined);
+  assert.equal(of("zoom", { token: "t", challenge: "c", type: "url_verification" }), undefined);
+  assert.equal(of("slack", { event: "endpoint.url_validation", payload: { plainToken: "p" } }), undefined);
+  assert.equal(of("slack", "command=%2Furl_verification&text=x"), undefined);
+  assert.equal(of("slack", ["url_verification"]), undefined);
+});
