@@ -156,10 +156,14 @@ export function fromDeadLetter(
       attempts: letter.attempts,
       firstFailedAt,
       // Letters written before the flag existed: retries_exhausted is the code that implies it.
+      // One whose `unbilled` is out of shape (edited by hand) no longer says which of its events
+      // were billed: sent whole, some could be billed again.
       // A cancellation never bills: Stripe's duplicate window does not concern it.
       stripeMayHaveRecorded:
         !isCancelMessage(letter.event) &&
-        (letter.stripeMayHaveRecorded === true || letter.error.code === DeadLetterCode.retriesExhausted),
+        (letter.stripeMayHaveRecorded === true ||
+          letter.error.code === DeadLetterCode.retriesExhausted ||
+          (letter.unbilled !== undefined && !isUnbilled(letter.unbilled))),
       ...(isUnbilled(letter.unbilled) ? { unbilled: letter.unbilled } : {}),
     },
     ...(Object.keys(attributes).length > 0 ? { attributes } : {}),

@@ -491,6 +491,27 @@ describe("DLQ replay", () => {
     assert.equal(parts.emulator.ledger.events.filter((e) => e.identifier === storage).length, 1);
   });
 
+  test("a letter whose `unbilled` was edited out of shape is held past Stripe's window, as one Stripe may have recorded", async () => {
+    const fanOut = { METERHOOK_CONFIG: "test/fixtures/sources/fan-out.ts", METERHOOK_STRIPE_API: "v1" };
+    parts.emulator.injectFaults({ path: "/v1/billing/meter_events", bodyIncludes: "storage_gb", respond: refused });
+    await ingestHandler(fanOut)(
+      sqsEvent([sqsRecord({ job: "job-edited", team: "team-1", calls: 2, gb: 1 })]),
+      lambdaContext(),
+    );
+    const [letter] = await drainDeadLetters(parts.queues.sqs, parts.queues.deadLetterQueueUrl);
+    const apiCalls = meterEventIdentifier("job-edited", "api_requests", "jobs/code");
+    assert.equal(parts.emulator.ledger.receipts.get(apiCalls), 1);
+    // By hand, the list became its one identifier: it no longer says which events were billed.
+    const edited = { ...(letter as NonNullable<typeof letter>), unbilled: letter?.unbilled?.[0] as never };
+    await putBack([edited]);
+
+    const report = await replay({ now: () => Date.now() + 30 * 3_600_000 }, {}, fanOut);
+    assert.deepEqual([report.billed, report.pastDedupeWindow], [0, 1], "sent whole, it would bill api_requests again");
+    assert.equal(parts.emulator.ledger.receipts.get(apiCalls), 1);
+    const within = await replay({}, {}, fanOut);
+    assert.deepEqual([within.billed, within.pastDedupeWindow], [1, 0], "within the window Stripe drops the repeat");
+  });
+
   test("SQS's DLQ redrive of a letter of a trigger billed in part bills only what the letter names", async () => {
     const handler = ingestHandler({ METERHOOK_CONFIG: "test/fixtures/sources/fan-out.ts", METERHOOK_STRIPE_API: "v1" });
     parts.emulator.injectFaults({ path: "/v1/billing/meter_events", bodyIncludes: "storage_gb", respond: refused });
