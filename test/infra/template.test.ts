@@ -75,6 +75,13 @@ describe("packaged CloudFormation template", () => {
     );
   });
 
+  test("the HTTP API is throttled below the account's limit, so a runaway client gets 429s, not a full queue", () => {
+    const settings = resources.HttpApiStage.Properties.DefaultRouteSettings;
+    assert.equal(settings.ThrottlingRateLimit, 1000);
+    assert.equal(settings.ThrottlingBurstLimit, 2000);
+    assert.equal(settings.DetailedMetricsEnabled, false, "the stage's own setting is kept");
+  });
+
   test("the consumer reports partial batch failures, with bounded concurrency", () => {
     const esm = ofType("AWS::Lambda::EventSourceMapping")[0]?.[1];
     assert.deepEqual(esm.Properties.FunctionResponseTypes, ["ReportBatchItemFailures"]);
