@@ -282,6 +282,7 @@ export async function createConsumerFromConfig(
       logger.info("batch done", {
         messages: messages.length,
         billed: result.billed,
+        ...(result.billedInPart ? { billedInPart: result.billedInPart } : {}),
         duplicates: result.duplicates,
         requeued: result.requeued,
         ...(result.ignoredBySource ? { ignored: result.ignoredBySource } : {}),

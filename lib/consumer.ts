@@ -106,6 +106,8 @@ export interface BatchResult {
   failedMessageIds: string[];
   /** Messages whose every meter event is billed. */
   billed: number;
+  /** Messages some of whose meter events are billed, dead-lettered with the rest (`unbilled`). */
+  billedInPart?: number;
   /** Meter events Stripe already had. */
   duplicates: number;
   /** Triggers no rule matched, acknowledged (the source's `unmatched: ignore`). */
@@ -203,6 +205,7 @@ export async function processBatch(
   const metrics = deps.metrics ?? noMetrics;
   metrics.count(Metric.eventsReceived, messages.length);
   metrics.count(Metric.eventsBilled, result.billed);
+  if (result.billedInPart) metrics.count(Metric.eventsBilledInPart, result.billedInPart);
   metrics.count(Metric.eventsDuplicate, result.duplicates);
   metrics.count(Metric.eventsIgnored, result.ignored);
   for (const [source, n] of Object.entries(result.ignoredBySource ?? {}))
@@ -411,7 +414,9 @@ function billedInPart(
 ): Dead {
   const total = prepared.events.length + (prepared.refused?.length ?? 0);
   const message = `${unbilled.length} of the trigger's ${total} meter events not billed (the others are): ${first.message}`;
-  return dead(m, inputOf(m), first.code, message, prepared.eventId, prepared.source, { unbilled });
+  const step = dead(m, inputOf(m), first.code, message, prepared.eventId, prepared.source, { unbilled });
+  step.letter.billedInPart = true;
+  return step;
 }
 
 /**
@@ -461,6 +466,7 @@ async function writeDeadLetters(
       deps.logger.error("dead-letter send failed; the event will be retried", { messageId: d.key, code: d.code });
     } else {
       result.deadLettered[d.code] = (result.deadLettered[d.code] ?? 0) + 1;
+      if (d.billedInPart) result.billedInPart = (result.billedInPart ?? 0) + 1;
       deps.logger.warn("event dead-lettered", {
         messageId: d.key,
         correlationId: correlation?.get(d.key),

@@ -51,6 +51,8 @@ export interface DeadLetter {
   eventId?: string;
   stripeMayHaveRecorded?: true;
   unbilled?: readonly string[];
+  /** Some of its trigger's meter events were billed in this delivery (counted, not written). */
+  billedInPart?: true;
 }
 
 export function deadLetterBody(d: DeadLetter): DeadLetterBody {

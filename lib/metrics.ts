@@ -86,6 +86,8 @@ export const Metric = {
   webhooksAccepted: "WebhooksAccepted",
   webhooksRejected: "WebhooksRejected",
   eventsBilled: "EventsBilled",
+  /** Triggers some of whose meter events were billed, the rest dead-lettered (also in EventsDeadLettered). */
+  eventsBilledInPart: "EventsBilledInPart",
   eventsDuplicate: "EventsAlreadyBilled",
   eventsRetried: "EventsRetried",
   eventsIgnored: "EventsIgnored",

@@ -1,5 +1,9 @@
 import assert from "node:assert/strict";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, test } from "node:test";
+import { parse as parseYaml } from "yaml";
 import { createQueueHandler } from "../../functions/ingest-queue.js";
 import { createConsumerFromConfig } from "../../lib/app.js";
 import { loadConfig } from "../../lib/config.js";
@@ -9,6 +13,7 @@ import { createLogger, silentLogger } from "../../lib/logger.js";
 import { meterEventIdentifier } from "../../lib/meter-event.js";
 import { MetricsRecorder } from "../../lib/metrics.js";
 import { lambdaContext, queueMessage, sqsEvent, sqsRecord, usageEvent } from "../helpers/factories.js";
+import { loadTrigger } from "../helpers/fixtures.js";
 import { consumerEnv, usePipelineParts } from "../helpers/pipeline.js";
 import { drainDeadLetters } from "../helpers/sqs.js";
 
@@ -306,6 +311,45 @@ describe("ingest-queue handler", () => {
       ignored.map((l) => [l.level, l.source, l.messageId]),
       messages.map((m) => ["debug", "storage", m.messageId]),
     );
+  });
+
+  test("a trigger billed in part is counted as such beside its dead letter, in the metric and the batch's log", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "mh-part-"));
+    const config = parseYaml(readFileSync("examples/usage-batch.yaml", "utf8"));
+    config.sources["usage-batch"].customer.table = { acct_1001: "cus_InPart1001" };
+    writeFileSync(join(dir, "config.json"), JSON.stringify(config));
+    const lines: string[] = [];
+    const metrics = new MetricsRecorder();
+    const consumer = await createConsumerFromConfig(
+      loadConfig(consumerEnv(parts, { METERHOOK_CONFIG: join(dir, "config.json") })),
+      { sqs: parts.queues.sqs, logger: createLogger({ write: (line) => lines.push(line) }), metrics },
+    );
+    const trigger = (body: unknown) => ({
+      meterhook: "trigger/1",
+      kind: "webhook",
+      source: "usage-batch",
+      receivedAt: new Date().toISOString(),
+      headers: {},
+      body: JSON.stringify(body),
+    });
+    const batch = loadTrigger("usage-batch.json") as { records: Array<{ account: string }> };
+    const messages = [
+      queueMessage(trigger(batch)), // acct_1001's records billed, acct_1002's not
+      queueMessage(
+        trigger({ ...batch, batch_id: "b-none", records: batch.records.filter((r) => r.account !== "acct_1001") }),
+      ),
+    ];
+    const result = await consumer.process(messages, Date.now() + 30_000);
+    await consumer.close();
+    await drainDeadLetters(parts.queues.sqs, parts.queues.deadLetterQueueUrl);
+
+    assert.deepEqual([result.billed, result.billedInPart, result.deadLettered], [0, 1, { customer_not_found: 2 }]);
+    const counted = metrics.drain();
+    const value = (name: string) => counted.find((p) => p.name === name && !p.dimensions.code)?.values[0];
+    assert.equal(value("EventsBilledInPart"), 1);
+    assert.equal(counted.find((p) => p.name === "EventsDeadLettered")?.values[0], 2);
+    const done = lines.map((l) => JSON.parse(l)).find((l) => l.message === "batch done");
+    assert.equal(done?.billedInPart, 1);
   });
 
   test("plain events whose customers need a lookup over I/O each keep their own identifier", async () => {
