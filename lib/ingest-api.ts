@@ -11,7 +11,7 @@ import { MAX_BODY_BYTES, type QueueSender, sendableBody } from "./queue.js";
 import { reloading } from "./reloading.js";
 import { CORRELATION_ATTRIBUTE, keptHeaders, TRIGGER_FORMAT, type TriggerMessage, withoutBom } from "./triggers.js";
 import { parseUsageEvent, toCanonicalJson, type UsageEvent } from "./usage-event.js";
-import { handshakeOf } from "./webhooks/handshakes.js";
+import { handshakeOf, metaSubscription, verifyTokensKey } from "./webhooks/handshakes.js";
 import { verifySignature } from "./webhooks/signatures.js";
 
 /** Signed webhook sources this API accepts at POST /v1/webhooks/{source}. */
@@ -369,6 +369,41 @@ export function createIngestApi(deps: IngestApiDeps): { handle(req: HttpRequest)
     return json(202, { received: true, requestId: rid });
   };
 
+  /**
+   * `GET /v1/webhooks/{source}`: Meta's subscription check for a `meta` source, answered with
+   * its `hub.challenge` when its `hub.verify_token` is one of the source's Verify Tokens.
+   */
+  const getWebhook = async (req: HttpRequest, name: string): Promise<HttpResponse> => {
+    const rid = req.requestId;
+    const source = deps.webhooks?.sources.get(name);
+    if (source?.type !== "webhook")
+      return httpError(404, "unknown_source", `no webhook source "${name.slice(0, 64)}"`, rid);
+    if (source.auth.scheme !== "meta")
+      return httpError(405, "method_not_allowed", "use POST", rid, {}, { allow: "POST" });
+    const key = verifyTokensKey(name);
+    let check = metaSubscription(
+      req.query ?? "",
+      (webhookSecrets ? await webhookSecrets.get() : webhooks?.secrets)?.get(key) ?? [],
+    );
+    if (check.kind === "mismatch" && webhookSecrets) {
+      // Perhaps a token changed in its store since it was read.
+      const fresh = await webhookSecrets.afterMiss();
+      if (fresh) check = metaSubscription(req.query ?? "", fresh.get(key) ?? []);
+    }
+    if (check.kind === "invalid") return httpError(400, "invalid_handshake", check.message, rid);
+    if (check.kind === "mismatch") {
+      metrics.count(Metric.webhooksRejected, 1, { code: "verify_token_mismatch" });
+      deps.logger.warn("webhook subscription check refused", { requestId: rid, source: name });
+      return httpError(403, "verify_token_mismatch", "hub.verify_token is not a configured Verify Token", rid);
+    }
+    deps.logger.info("webhook handshake answered", { requestId: rid, source: name });
+    return {
+      status: 200,
+      headers: { "content-type": "text/plain; charset=utf-8", "x-content-type-options": "nosniff" },
+      body: check.challenge,
+    };
+  };
+
   return {
     async handle(req) {
       const route = req.path.replace(/\/+$/, "") || "/";
@@ -385,9 +420,9 @@ export function createIngestApi(deps: IngestApiDeps): { handle(req: HttpRequest)
         }
         const webhook = /^\/v1\/webhooks\/([^/]+)$/.exec(route);
         if (webhook) {
-          return req.method === "POST"
-            ? await postWebhook(req, safeDecode(webhook[1] as string))
-            : httpError(405, "method_not_allowed", "use POST", req.requestId, {}, { allow: "POST" });
+          if (req.method === "POST") return await postWebhook(req, safeDecode(webhook[1] as string));
+          if (req.method === "GET") return await getWebhook(req, safeDecode(webhook[1] as string));
+          return httpError(405, "method_not_allowed", "use POST", req.requestId, {}, { allow: "POST" });
         }
         return httpError(404, "not_found", `no route ${req.method} ${route}`.slice(0, 200), req.requestId);
       } catch (err) {

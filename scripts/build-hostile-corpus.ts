@@ -266,7 +266,7 @@ for (const [method, path, status] of [
 
 // Webhooks: missing, forged, replayed and malformed signatures, per scheme.
 const webhookBody = { type: "usage.recorded", id: "evt_w", data: { stripe_customer_id: "cus_Hostile", requests: 2 } };
-for (const source of ["github", "stdhooks", "stripe", "shopify", "hmac", "twilio", "slack", "zoom"]) {
+for (const source of ["github", "stdhooks", "stripe", "shopify", "hmac", "twilio", "slack", "zoom", "meta"]) {
   for (const [signature, code] of [
     ["missing", "signature_missing"],
     ["forged", "signature_mismatch"],
@@ -302,6 +302,22 @@ for (const [source, json] of [
       expect: { status: 401, code },
     });
   }
+}
+// Meta's GET subscription check: answered only for a Verify Token, and echoing only a token.
+for (const [query, status, code] of [
+  ["hub.mode=subscribe&hub.challenge=1158201444&hub.verify_token=guess", 403, "verify_token_mismatch"],
+  ["hub.mode=subscribe&hub.challenge=1158201444&hub.verify_token=", 400, "invalid_handshake"],
+  ["hub.mode=unsubscribe&hub.challenge=1158201444&hub.verify_token=guess", 400, "invalid_handshake"],
+  ["", 400, "invalid_handshake"],
+] as const) {
+  out.push({
+    name: `route GET /v1/webhooks/meta?${query}`,
+    entry: "route",
+    method: "GET",
+    path: "/v1/webhooks/meta",
+    query,
+    expect: { status, code },
+  });
 }
 out.push({
   name: "webhook: 2 MiB body",

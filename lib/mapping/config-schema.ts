@@ -66,6 +66,13 @@ export const AuthSchema = z
       toleranceSeconds: Tolerance,
     }),
     z.strictObject({
+      scheme: z
+        .literal("meta")
+        .describe("Meta (WhatsApp, Messenger, Instagram): X-Hub-Signature-256; answers the GET hub.challenge"),
+      secrets: Secrets.describe("the App Secret; two during a rotation"),
+      verifyTokens: Secrets.describe("the Verify Token set beside the Callback URL in the App Dashboard"),
+    }),
+    z.strictObject({
       scheme: z.literal("token").describe("a header carrying a shared secret as it is (GitLab's X-Gitlab-Token)"),
       secrets: Secrets,
       header: z.string().regex(HEADER_NAME, "must be an HTTP header name").describe("header carrying the token"),

@@ -14,6 +14,7 @@ import { ConfigError } from "../errors.js";
 import { registerSecret } from "../redact.js";
 import { readSecret, type SecretReader } from "../secrets.js";
 import type { HttpTransport } from "../stripe/transport.js";
+import { verifyTokensKey } from "../webhooks/handshakes.js";
 import type { CustomerLookupConfig, SecretRef } from "./config-schema.js";
 import { compileSource, mapTrigger, type Source } from "./engine.js";
 import { readMappingConfig } from "./load.js";
@@ -87,6 +88,11 @@ export async function webhookSecrets(
   for (const source of mapping.sources.values()) {
     if (source.type !== "webhook" || !("secrets" in source.auth)) continue;
     out.set(source.name, await Promise.all(source.auth.secrets.map((r) => readSecretRef(r, env, reader))));
+    if (source.auth.scheme === "meta")
+      out.set(
+        verifyTokensKey(source.name),
+        await Promise.all(source.auth.verifyTokens.map((r) => readSecretRef(r, env, reader))),
+      );
   }
   return out;
 }

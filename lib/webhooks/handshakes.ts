@@ -1,5 +1,6 @@
 import { createHmac } from "node:crypto";
 import { withoutBom } from "../triggers.js";
+import { matchesToken } from "./signatures.js";
 
 /**
  * The checks Slack and Zoom make that a URL is their endpoint: Slack's `url_verification` when
@@ -47,3 +48,31 @@ export function handshakeOf(scheme: "slack" | "zoom", body: Buffer, secret: stri
 }
 
 const token = (v: unknown) => (typeof v === "string" && v.length > 0 && v.length <= MAX_TOKEN_CHARS ? v : undefined);
+
+/**
+ * Where a `meta` source's Verify Tokens are kept beside its secrets: a key no source name can be
+ * (names are lower-case letters, digits and `-`).
+ */
+export const verifyTokensKey = (source: string) => `${source} verifyTokens`;
+
+/** What Meta's challenge may be: it sends digits; nothing else is echoed back. */
+const CHALLENGE = /^[A-Za-z0-9._~-]{1,256}$/;
+
+/**
+ * Meta's subscription check, a GET when the Callback URL or Verify Token is saved in the App
+ * Dashboard: `hub.mode=subscribe`, `hub.verify_token` (the Verify Token) and `hub.challenge`,
+ * which is answered as it is. Unlike the POSTs, it is not signed: the token is the check.
+ */
+export function metaSubscription(
+  query: string,
+  verifyTokens: readonly string[],
+): { kind: "answer"; challenge: string } | { kind: "invalid"; message: string } | { kind: "mismatch" } {
+  const params = new URLSearchParams(query);
+  const token = params.get("hub.verify_token");
+  const challenge = params.get("hub.challenge");
+  if (params.get("hub.mode") !== "subscribe" || !token || challenge === null)
+    return { kind: "invalid", message: "expected hub.mode=subscribe, hub.verify_token and hub.challenge" };
+  if (!CHALLENGE.test(challenge))
+    return { kind: "invalid", message: "hub.challenge must be 1-256 letters, digits or ._~-" };
+  return matchesToken(verifyTokens, token) ? { kind: "answer", challenge } : { kind: "mismatch" };
+}

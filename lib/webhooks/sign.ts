@@ -26,6 +26,7 @@ export function signWebhook(
     case "stripe":
       return { "stripe-signature": `t=${ts},v1=${mac(secret, `${ts}.`).toString("hex")}` };
     case "github":
+    case "meta":
       return { "x-hub-signature-256": `sha256=${mac(secret).toString("hex")}` };
     case "shopify":
       return { "x-shopify-hmac-sha256": mac(secret).toString("base64") };

@@ -29,6 +29,12 @@ function anyEqual(expected: Buffer[], candidates: Buffer[]): boolean {
   return ok;
 }
 
+/** True if `given` is one of `tokens`, compared as digests: of equal length, in the same time. */
+export function matchesToken(tokens: readonly string[], given: string): boolean {
+  const digest = (s: string) => createHash("sha256").update(s).digest();
+  return anyEqual(tokens.map(digest), [digest(given)]);
+}
+
 /** Standard Webhooks secrets are `whsec_` + base64 of the key bytes. */
 export function standardWebhooksKey(secret: string): Buffer {
   return Buffer.from(secret.startsWith("whsec_") ? secret.slice(6) : secret, "base64");
@@ -193,7 +199,8 @@ export function verifySignature(
         return fail("signature_expired", `timestamp is more than ${auth.toleranceSeconds} s old`);
       return { ok: true };
     }
-    case "github": {
+    case "github":
+    case "meta": {
       const header = headers["x-hub-signature-256"];
       if (!header) return fail("signature_missing", "X-Hub-Signature-256 header is required");
       if (!/^sha256=[0-9a-f]{64}$/i.test(header))
@@ -244,9 +251,7 @@ export function verifySignature(
     case "token": {
       const token = headers[auth.header.toLowerCase()];
       if (!token) return fail("signature_missing", `${auth.header} header is required`);
-      // Digests first, so that every comparison is of equal length and takes the same time.
-      const digest = (s: string) => createHash("sha256").update(s).digest();
-      if (!anyEqual(secrets.map(digest), [digest(token)]))
+      if (!matchesToken(secrets, token))
         return fail("signature_mismatch", `${auth.header} matches no configured secret`);
       return { ok: true };
     }

@@ -419,6 +419,71 @@ describe("Zoom: meeting minutes", () => {
   });
 });
 
+describe("Meta: WhatsApp message statuses", () => {
+  const file = "examples/whatsapp-messages.yaml";
+  const secret = "meta-app-secret-e2e-0001";
+  const verifyToken = "meta-verify-token-e2e-0001";
+
+  test("the GET subscription check is answered with its challenge for the Verify Token only; delivered billable messages are billed once", async () => {
+    const { rt, webhook, billed, total } = await start(file, {
+      META_APP_SECRET: secret,
+      META_VERIFY_TOKEN: verifyToken,
+    });
+    const check = (query: string) => fetch(`${rt.gatewayUrl}/v1/webhooks/whatsapp?${query}`);
+    const ok = await check(`hub.mode=subscribe&hub.challenge=1158201444&hub.verify_token=${verifyToken}`);
+    assert.equal(ok.status, 200);
+    assert.match(ok.headers.get("content-type") ?? "", /^text\/plain/);
+    assert.equal(await ok.text(), "1158201444");
+    const wrong = await check("hub.mode=subscribe&hub.challenge=1158201444&hub.verify_token=guess");
+    assert.equal(wrong.status, 403);
+    assert.equal(((await wrong.json()) as { error: { code: string } }).error.code, "verify_token_mismatch");
+    const noMode = await check(`hub.challenge=1158201444&hub.verify_token=${verifyToken}`);
+    assert.equal(noMode.status, 400);
+    const markup = await check(`hub.mode=subscribe&hub.challenge=%3Cscript%3E&hub.verify_token=${verifyToken}`);
+    assert.equal(markup.status, 400, "only a plain token is echoed");
+
+    const at = Math.floor(Date.now() / 1000) - 30;
+    const status = (id: string, state: string, tenant: string, billable = true) => ({
+      id,
+      status: state,
+      timestamp: String(at),
+      recipient_id: "16505551234",
+      biz_opaque_callback_data: tenant,
+      pricing: { billable, pricing_model: "PMP", category: "utility" },
+    });
+    const notification = JSON.stringify({
+      object: "whatsapp_business_account",
+      entry: [
+        {
+          id: "102290129340398",
+          changes: [
+            {
+              field: "messages",
+              value: {
+                messaging_product: "whatsapp",
+                metadata: { display_phone_number: "15550783881", phone_number_id: "106540352242922" },
+                statuses: [
+                  status("wamid.AAA1", "sent", "tenant_wa_1"),
+                  status("wamid.AAA1", "delivered", "tenant_wa_1"),
+                  status("wamid.AAA2", "delivered", "tenant_wa_1"),
+                  status("wamid.AAA3", "delivered", "tenant_wa_1", false),
+                ],
+              },
+            },
+          ],
+        },
+      ],
+    });
+    const sign = (body: string) => signWebhook(schemeOf(file, "whatsapp"), secret, body);
+    assert.equal((await webhook("whatsapp", notification, sign(notification))).status, 202);
+    assert.equal((await webhook("whatsapp", notification, sign(notification))).status, 202, "Meta's retry");
+    await billed("cus_WhatsAppTenant01", "whatsapp_messages", 2);
+    await settle();
+    assert.equal(total("cus_WhatsAppTenant01", "whatsapp_messages"), 2);
+    assert.equal((await webhook("whatsapp", notification, {})).status, 401);
+  });
+});
+
 describe("a source authenticated by a token header", () => {
   test("the token admits the webhook and is kept out of the queue and the DLQ", async () => {
     const token = "gitlab-token-e2e-0001";

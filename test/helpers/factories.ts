@@ -66,6 +66,8 @@ export function httpEvent(options: {
   headers?: Record<string, string>;
   base64?: boolean;
   stage?: string;
+  /** The query string, without `?`. */
+  query?: string;
 }): APIGatewayProxyEventV2 {
   const body = options.body === undefined ? undefined : Buffer.from(options.body);
   const path = options.path ?? "/v1/events";
@@ -73,7 +75,7 @@ export function httpEvent(options: {
     version: "2.0",
     routeKey: "$default",
     rawPath: path,
-    rawQueryString: "",
+    rawQueryString: options.query ?? "",
     headers: options.headers ?? {},
     ...(body ? { body: options.base64 ? body.toString("base64") : body.toString("utf8") } : {}),
     isBase64Encoded: Boolean(body && options.base64),

@@ -4,6 +4,8 @@ export interface HostileInput {
   entry: "events" | "webhook" | "sqs" | "route";
   method?: string;
   path?: string;
+  /** The query string, without `?`. */
+  query?: string;
   headers?: Record<string, string>;
   /** Raw body text ("$now", "$now+N", "$now-N", "$now*1000" are filled in when the test runs). */
   body?: string;

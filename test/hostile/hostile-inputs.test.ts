@@ -31,6 +31,8 @@ const SECRETS: Record<string, string> = {
   twilio: "twilio-hostile-auth-token-0001",
   slack: "slack-hostile-signing-secret-0001",
   zoom: "zoom-hostile-secret-token-0001",
+  meta: "meta-hostile-app-secret-0001",
+  metaVerify: "meta-hostile-verify-token-0001",
 };
 const ALL_SECRETS = [API_KEY, STRIPE_KEY, ...Object.values(SECRETS)];
 
@@ -56,6 +58,10 @@ const config = {
     },
     slack: { type: "webhook", auth: { scheme: "slack", secrets: [{ env: "S_SLACK" }] } },
     zoom: { type: "webhook", auth: { scheme: "zoom", secrets: [{ env: "S_ZOOM" }] } },
+    meta: {
+      type: "webhook",
+      auth: { scheme: "meta", secrets: [{ env: "S_META" }], verifyTokens: [{ env: "S_META_VERIFY" }] },
+    },
   },
 };
 for (const s of Object.values(config.sources) as Array<{ rules?: unknown }>) {
@@ -99,6 +105,8 @@ before(async () => {
     S_TWILIO: SECRETS.twilio,
     S_SLACK: SECRETS.slack,
     S_ZOOM: SECRETS.zoom,
+    S_META: SECRETS.meta,
+    S_META_VERIFY: SECRETS.metaVerify,
   });
   const logger = createLogger({ level: "debug", write: (l) => logs.push(l) });
   const api = await createIngestApiFromConfig(cfg, { sqs: queues.sqs, logger });
@@ -194,7 +202,7 @@ describe(`hostile inputs (${corpus.length} from test/fixtures/hostile-inputs.jso
               ),
             );
       const path = e.entry === "webhook" ? `/v1/webhooks/${e.source}` : (e.path ?? "/v1/events");
-      const res = await http(httpEvent({ method: e.method ?? "POST", path, body, headers }));
+      const res = await http(httpEvent({ method: e.method ?? "POST", path, body, headers, query: e.query }));
       const expect = e.expect as { status: number; code?: string };
       answers.push(`${JSON.stringify(res.headers)} ${res.body}`);
       assert.equal(res.statusCode, expect.status, res.body);

@@ -354,12 +354,13 @@ describe("packaged CloudFormation template", () => {
     }
   });
 
-  test("the HTTP API routes POST /v1/events, POST /v1/events/cancel and GET /v1/health", () => {
+  test("the HTTP API routes the events API, webhooks (GET for Meta's subscription check) and GET /v1/health", () => {
     const routes = ofType("AWS::ApiGatewayV2::Route")
       .map(([, r]) => r.Properties.RouteKey)
       .sort();
     assert.deepEqual(routes, [
       "GET /v1/health",
+      "GET /v1/webhooks/{source}",
       "POST /v1/events",
       "POST /v1/events/cancel",
       "POST /v1/webhooks/{source}",

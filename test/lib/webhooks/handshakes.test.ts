@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { createHmac } from "node:crypto";
 import { test } from "node:test";
-import { handshakeOf } from "../../../lib/webhooks/handshakes.js";
+import { handshakeOf, metaSubscription } from "../../../lib/webhooks/handshakes.js";
 
 const of = (scheme: "slack" | "zoom", body: unknown) =>
   handshakeOf(scheme, Buffer.from(typeof body === "string" ? body : JSON.stringify(body)), "secret-0001");
@@ -40,4 +40,18 @@ test("an event that only mentions a handshake, another scheme's handshake, or a 
   assert.equal(of("slack", { event: "endpoint.url_validation", payload: { plainToken: "p" } }), undefined);
   assert.equal(of("slack", "command=%2Furl_verification&text=x"), undefined);
   assert.equal(of("slack", ["url_verification"]), undefined);
+});
+
+test("Meta's GET subscription check: the challenge for either Verify Token during a rotation, nothing else", () => {
+  const tokens = ["verify-old", "verify-new"];
+  const q = (token: string, challenge = "1158201444", mode = "subscribe") =>
+    new URLSearchParams({ "hub.mode": mode, "hub.challenge": challenge, "hub.verify_token": token }).toString();
+  assert.deepEqual(metaSubscription(q("verify-new"), tokens), { kind: "answer", challenge: "1158201444" });
+  assert.deepEqual(metaSubscription(q("verify-old"), tokens), { kind: "answer", challenge: "1158201444" });
+  assert.deepEqual(metaSubscription(q("verify-ne"), tokens), { kind: "mismatch" });
+  assert.deepEqual(metaSubscription(q("verify-new"), []), { kind: "mismatch" }, "no token configured admits none");
+  assert.equal(metaSubscription(q("verify-new", "1", "unsubscribe"), tokens).kind, "invalid");
+  assert.equal(metaSubscription(q("verify-new", "<b>x</b>"), tokens).kind, "invalid");
+  assert.equal(metaSubscription(q("verify-new", "9".repeat(257)), tokens).kind, "invalid");
+  assert.equal(metaSubscription("hub.mode=subscribe&hub.challenge=1", tokens).kind, "invalid");
 });

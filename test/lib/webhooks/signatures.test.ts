@@ -56,6 +56,13 @@ const schemes: Array<{
     timestamped: false,
   },
   {
+    name: "Meta X-Hub-Signature-256",
+    auth: AuthSchema.parse({ scheme: "meta", secrets: [{ value: "x" }], verifyTokens: [{ value: "v" }] }) as Signed,
+    secret: "meta-app-secret-0001",
+    other: "meta-app-secret-0002",
+    timestamped: false,
+  },
+  {
     name: "Slack X-Slack-Signature",
     auth: AuthSchema.parse({ scheme: "slack", secrets: [{ value: "x" }] }) as Signed,
     secret: "8f742231b10e8888abcd99yyyzzz0001",
