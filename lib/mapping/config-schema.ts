@@ -25,23 +25,30 @@ export type SecretRef = z.infer<typeof SecretRefSchema>;
 const Secrets = z.array(SecretRefSchema).min(1).max(5).describe("Accepted secrets; several during a rotation");
 const Tolerance = z.number().int().min(1).max(86_400).default(300).describe("Timestamp tolerance in seconds");
 
+/** The generic HMAC schemes' settings (`hmac`, and `hmac-sha256`, its first name). */
+const hmacFields = (algorithm: "sha256") => ({
+  secrets: Secrets,
+  header: z.string().min(1).describe("header carrying the signature"),
+  algorithm: z
+    .enum(["sha256", "sha1", "sha512"])
+    .default(algorithm)
+    .describe("the HMAC's hash: sha1 for senders that still use it (Intercom, Vercel, Segment)"),
+  encoding: z.enum(["hex", "base64"]).default("hex"),
+  prefix: z.string().default("").describe('text before the signature, e.g. "sha256="'),
+  timestampHeader: z.string().optional().describe("header with a Unix-seconds timestamp; signs '{timestamp}.{body}'"),
+  toleranceSeconds: Tolerance,
+});
+
 export const AuthSchema = z
   .discriminatedUnion("scheme", [
     z.strictObject({ scheme: z.literal("standard-webhooks"), secrets: Secrets, toleranceSeconds: Tolerance }),
     z.strictObject({ scheme: z.literal("stripe"), secrets: Secrets, toleranceSeconds: Tolerance }),
     z.strictObject({ scheme: z.literal("github"), secrets: Secrets }),
     z.strictObject({ scheme: z.literal("shopify"), secrets: Secrets }),
+    z.strictObject({ scheme: z.literal("hmac-sha256"), ...hmacFields("sha256") }),
     z.strictObject({
-      scheme: z.literal("hmac-sha256"),
-      secrets: Secrets,
-      header: z.string().min(1).describe("header carrying the signature"),
-      encoding: z.enum(["hex", "base64"]).default("hex"),
-      prefix: z.string().default("").describe('text before the signature, e.g. "sha256="'),
-      timestampHeader: z
-        .string()
-        .optional()
-        .describe("header with a Unix-seconds timestamp; signs '{timestamp}.{body}'"),
-      toleranceSeconds: Tolerance,
+      scheme: z.literal("hmac").describe("an HMAC of the body in a header, with the algorithm the sender uses"),
+      ...hmacFields("sha256"),
     }),
     z.strictObject({
       scheme: z.literal("twilio").describe("X-Twilio-Signature: HMAC-SHA1 with the account's Auth Token"),

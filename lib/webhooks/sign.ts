@@ -43,8 +43,13 @@ export function signWebhook(
     }
     case "token":
       return { [auth.header.toLowerCase()]: secret };
-    case "hmac-sha256": {
-      const sig = `${auth.prefix}${mac(secret, auth.timestampHeader ? `${ts}.` : "").toString(auth.encoding)}`;
+    case "hmac-sha256":
+    case "hmac": {
+      const digest = createHmac(auth.algorithm, secret)
+        .update(auth.timestampHeader ? `${ts}.` : "")
+        .update(body)
+        .digest();
+      const sig = `${auth.prefix}${digest.toString(auth.encoding)}`;
       return {
         [auth.header.toLowerCase()]: sig,
         ...(auth.timestampHeader ? { [auth.timestampHeader.toLowerCase()]: ts } : {}),

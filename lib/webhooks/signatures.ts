@@ -42,6 +42,9 @@ export function standardWebhooksKey(secret: string): Buffer {
 
 const BASE64 = /^[A-Za-z0-9+/]+={0,2}$/;
 
+/** The length of each generic HMAC's digest. */
+const DIGEST_BYTES = { sha1: 20, sha256: 32, sha512: 64 } as const;
+
 /** What Slack and Zoom sign: `v0:{timestamp}:{body}`. */
 export const v0SignedText = (timestamp: string, body: Buffer | string) =>
   Buffer.concat([Buffer.from(`v0:${timestamp}:`), Buffer.from(body)]);
@@ -255,7 +258,8 @@ export function verifySignature(
         return fail("signature_mismatch", `${auth.header} matches no configured secret`);
       return { ok: true };
     }
-    case "hmac-sha256": {
+    case "hmac-sha256":
+    case "hmac": {
       const raw = headers[auth.header.toLowerCase()];
       if (!raw) return fail("signature_missing", `${auth.header} header is required`);
       const ts = auth.timestampHeader ? headers[auth.timestampHeader.toLowerCase()] : undefined;
@@ -265,12 +269,18 @@ export function verifySignature(
       if (!raw.startsWith(auth.prefix))
         return fail("signature_malformed", `${auth.header} must start with "${auth.prefix}"`);
       const sig = raw.slice(auth.prefix.length);
+      const bytes = DIGEST_BYTES[auth.algorithm];
       const valid =
         auth.encoding === "hex"
-          ? /^[0-9a-f]{64}$/i.test(sig)
-          : BASE64.test(sig) && Buffer.from(sig, "base64").length === 32;
-      if (!valid) return fail("signature_malformed", `${auth.header} is not a ${auth.encoding} SHA-256 HMAC`);
-      const expected = secrets.map((s) => (ts === undefined ? hmac(s, body) : hmac(s, `${ts}.`, body)));
+          ? sig.length === bytes * 2 && /^[0-9a-f]+$/i.test(sig)
+          : BASE64.test(sig) && Buffer.from(sig, "base64").length === bytes;
+      if (!valid) return fail("signature_malformed", `${auth.header} is not a ${auth.encoding} ${auth.algorithm} HMAC`);
+      const mac = (key: string) => {
+        const h = createHmac(auth.algorithm, key);
+        if (ts !== undefined) h.update(`${ts}.`);
+        return h.update(body).digest();
+      };
+      const expected = secrets.map(mac);
       if (!anyEqual(expected, [Buffer.from(sig, auth.encoding)]))
         return fail("signature_mismatch", "no signature matches a configured secret");
       if (ts !== undefined && Math.abs(nowSeconds - Number(ts)) > auth.toleranceSeconds) {

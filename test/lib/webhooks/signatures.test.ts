@@ -90,6 +90,33 @@ const schemes: Array<{
     timestamped: "both",
   },
   {
+    name: "generic HMAC, SHA-1 hex with prefix (Intercom's X-Hub-Signature)",
+    auth: AuthSchema.parse({
+      scheme: "hmac",
+      algorithm: "sha1",
+      header: "X-Hub-Signature",
+      prefix: "sha1=",
+      secrets: [{ value: "x" }],
+    }) as Signed,
+    secret: "intercom-client-secret-0001",
+    other: "intercom-client-secret-0002",
+    timestamped: false,
+  },
+  {
+    name: "generic HMAC, SHA-512 base64 with timestamp",
+    auth: AuthSchema.parse({
+      scheme: "hmac",
+      algorithm: "sha512",
+      header: "X-Signature",
+      encoding: "base64",
+      timestampHeader: "X-Timestamp",
+      secrets: [{ value: "x" }],
+    }) as Signed,
+    secret: "sha512-secret-0001",
+    other: "sha512-secret-0002",
+    timestamped: "both",
+  },
+  {
     name: "generic HMAC-SHA256, base64, no timestamp",
     auth: AuthSchema.parse({
       scheme: "hmac-sha256",
@@ -230,6 +257,34 @@ describe("Twilio", () => {
 
   test("a URL with a query string is refused at load: the request's own is signed", () => {
     assert.throws(() => twilio("https://hooks.example.com/twilio?tenant=a"), /without a query string/);
+  });
+});
+
+describe("generic HMAC", () => {
+  test("SHA-1 as Vercel sends it (x-vercel-signature, hex, the body alone); its length is checked", () => {
+    const vercel = AuthSchema.parse({
+      scheme: "hmac",
+      algorithm: "sha1",
+      header: "x-vercel-signature",
+      secrets: [{ value: "x" }],
+    }) as Signed;
+    // Built with node:crypto as Vercel documents it, not with signWebhook.
+    const sha1 = createHmac("sha1", "vercel-secret").update(body).digest("hex");
+    assert.equal(code(verifySignature(vercel, ["vercel-secret"], { "x-vercel-signature": sha1 }, body, NOW)), "ok");
+    const sha256 = createHmac("sha256", "vercel-secret").update(body).digest("hex");
+    assert.equal(
+      code(verifySignature(vercel, ["vercel-secret"], { "x-vercel-signature": sha256 }, body, NOW)),
+      "signature_malformed",
+    );
+  });
+
+  test("hmac-sha256, the scheme's first name, is hmac with SHA-256 and takes algorithm too", () => {
+    const fields = { header: "X-Sig", secrets: [{ value: "x" }] };
+    const first = AuthSchema.parse({ scheme: "hmac-sha256", ...fields }) as Signed;
+    const renamed = AuthSchema.parse({ scheme: "hmac", ...fields }) as Signed;
+    const headers = signWebhook(renamed, "s-1", body);
+    assert.equal(code(verifySignature(first, ["s-1"], headers, body, NOW)), "ok");
+    assert.equal(headers["x-sig"], createHmac("sha256", "s-1").update(body).digest("hex"));
   });
 });
 
