@@ -1,5 +1,5 @@
 /**
- * meterhook's command line. `validate` checks a mapping config. `meters` lists Stripe's active
+ * meterhook's command line. `validate` checks a mapping config; `map` maps a sample trigger with it. `meters` lists Stripe's active
  * meters and checks the event names the settings use against them; `customers`, that Stripe has
  * the customers of the customer tables. `replay` takes dead letters off the DLQ and runs them through the
  * current pipeline, with the same settings as the functions (METERHOOK_DLQ_URL, STRIPE_API_KEY or
@@ -27,6 +27,12 @@ const USAGE = `usage:
       check that Stripe has every cus_ id of the customer tables (METERHOOK_CUSTOMERS,
       METERHOOK_CUSTOMERS_FILE, and table lookups of the mapping config or METERHOOK_CONFIG);
       exits 1 when one is missing or deleted
+  meterhook map <config.yaml|config.json|sources.ts> <source> <trigger file, or - for stdin>
+        [--header "Name: value"]... [--query "a=1&b=2"] [--content-type type]
+      map a sample trigger (a webhook's body, an app's message, an EventBridge event) as the
+      consumer would, and print the meter events it makes, or why it makes none; nothing is
+      queued or sent (customers from tables and cus_ ids; network lookups are left to run time);
+      exits 1 when it, or one of its events, would be dead-lettered
   meterhook replay [--limit N] [--dry-run] [--after-dedupe-window]
       --limit N   take at most N dead letters off the DLQ (default 100)
       --dry-run   only report what would happen: nothing is sent, deleted or re-queued
@@ -142,9 +148,53 @@ async function customers(settings: Settings): Promise<number> {
   return bad.length > 0 ? 1 : 0;
 }
 
+async function map(args: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    options: {
+      header: { type: "string", multiple: true, default: [] },
+      query: { type: "string" },
+      "content-type": { type: "string" },
+    },
+    allowPositionals: true,
+    strict: true,
+  });
+  const [file, source, triggerFile] = positionals;
+  if (!file || !source || !triggerFile || positionals.length > 3) {
+    console.error(USAGE);
+    return 2;
+  }
+  const headers: Record<string, string> = {};
+  for (const h of values.header ?? []) {
+    const at = h.indexOf(":");
+    if (at < 1) {
+      console.error(`--header must be "Name: value", got "${h}"`);
+      return 2;
+    }
+    // As given: an SQS message's attribute names are case-sensitive (a webhook's are lower-cased).
+    headers[h.slice(0, at).trim()] = h.slice(at + 1).trim();
+  }
+  // JSON is read as JSON whatever its type; a form needs its type.
+  if (values["content-type"]) headers["content-type"] = values["content-type"];
+  // The newline an editor or `echo` ends a file with is not part of the payload (a form's last
+  // field would end with it).
+  const body = readFileSync(triggerFile === "-" ? 0 : triggerFile, "utf8").replace(/\r?\n$/, "");
+  const { loadPreviewMapping, previewTrigger } = await import("../lib/preview.js");
+  const preview = await previewTrigger(
+    await loadPreviewMapping(file),
+    source,
+    { headers, body, ...(values.query ? { query: values.query.replace(/^\?/, "") } : {}) },
+    { valueRules: loadConfig().valueRules },
+  );
+  console.log(JSON.stringify(preview, null, 2));
+  const refused = preview.outcome === "events" && preview.events.some((e) => "refused" in e);
+  return preview.outcome === "dead-letter" || refused ? 1 : 0;
+}
+
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   if (command === "validate") return validate(rest);
+  if (command === "map") return map(rest);
   if (command === "meters" || command === "customers") {
     const settings = await settingsFor(rest);
     if (!settings) {
