@@ -42,7 +42,25 @@ const hmacFields = (algorithm: "sha256") => ({
 export const AuthSchema = z
   .discriminatedUnion("scheme", [
     z.strictObject({ scheme: z.literal("standard-webhooks"), secrets: Secrets, toleranceSeconds: Tolerance }),
-    z.strictObject({ scheme: z.literal("stripe"), secrets: Secrets, toleranceSeconds: Tolerance }),
+    z.strictObject({
+      scheme: z
+        .literal("stripe")
+        .describe(
+          "Stripe's t=<seconds>,v1=<hex> over '{t}.{body}'; others (Mux, Calendly) send it under their own header",
+        ),
+      secrets: Secrets,
+      toleranceSeconds: Tolerance,
+      header: z
+        .string()
+        .regex(HEADER_NAME, "must be an HTTP header name")
+        .default("Stripe-Signature")
+        .describe("the header carrying it: Mux-Signature, Calendly-Webhook-Signature, ..."),
+      version: z
+        .string()
+        .regex(/^v\d{1,3}$/, "v and a number")
+        .default("v1")
+        .describe("the key of the signatures in it (v1 for Stripe, Mux and Calendly)"),
+    }),
     z.strictObject({ scheme: z.literal("github"), secrets: Secrets }),
     z.strictObject({ scheme: z.literal("shopify"), secrets: Secrets }),
     z.strictObject({ scheme: z.literal("hmac-sha256"), ...hmacFields("sha256") }),

@@ -24,7 +24,7 @@ export function signWebhook(
       };
     }
     case "stripe":
-      return { "stripe-signature": `t=${ts},v1=${mac(secret, `${ts}.`).toString("hex")}` };
+      return { [auth.header.toLowerCase()]: `t=${ts},${auth.version}=${mac(secret, `${ts}.`).toString("hex")}` };
     case "github":
     case "meta":
       return { "x-hub-signature-256": `sha256=${mac(secret).toString("hex")}` };

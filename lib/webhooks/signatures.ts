@@ -177,17 +177,17 @@ export function verifySignature(
       return { ok: true };
     }
     case "stripe": {
-      const header = headers["stripe-signature"];
-      if (!header) return fail("signature_missing", "Stripe-Signature header is required");
+      const header = headers[auth.header.toLowerCase()];
+      if (!header) return fail("signature_missing", `${auth.header} header is required`);
       let t: string | undefined;
       const v1: string[] = [];
       for (const item of header.split(",")) {
         const [k, v] = item.split("=", 2);
         if (k?.trim() === "t") t = v;
-        else if (k?.trim() === "v1" && v) v1.push(v.trim());
+        else if (k?.trim() === auth.version && v) v1.push(v.trim());
       }
       if (!t || !/^\d{1,12}$/.test(t) || v1.length === 0 || !v1.every((s) => /^[0-9a-f]{64}$/i.test(s))) {
-        return fail("signature_malformed", "Stripe-Signature must be t=<seconds>,v1=<hex>");
+        return fail("signature_malformed", `${auth.header} must be t=<seconds>,${auth.version}=<hex>`);
       }
       const expected = secrets.map((s) => hmac(s, `${t}.`, body));
       if (

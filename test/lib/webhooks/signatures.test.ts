@@ -31,6 +31,13 @@ const schemes: Array<{
     timestamped: "old",
   },
   {
+    name: "Stripe's format under another header (Mux-Signature)",
+    auth: AuthSchema.parse({ scheme: "stripe", header: "Mux-Signature", secrets: [{ value: "x" }] }) as Signed,
+    secret: "mux-signing-secret-0001",
+    other: "mux-signing-secret-0002",
+    timestamped: "old",
+  },
+  {
     name: "GitHub X-Hub-Signature-256",
     auth: AuthSchema.parse({ scheme: "github", secrets: [{ value: "x" }] }) as Signed,
     secret: "github-webhook-secret-1",
@@ -257,6 +264,36 @@ describe("Twilio", () => {
 
   test("a URL with a query string is refused at load: the request's own is signed", () => {
     assert.throws(() => twilio("https://hooks.example.com/twilio?tenant=a"), /without a query string/);
+  });
+});
+
+describe("Stripe's format under other headers", () => {
+  test("Mux's header as its documentation builds it; a Stripe-Signature header is not read for it", () => {
+    const mux = AuthSchema.parse({ scheme: "stripe", header: "Mux-Signature", secrets: [{ value: "x" }] }) as Signed;
+    const t = String(NOW - 5);
+    // Built with node:crypto as Mux documents it ("timestamp.body", HMAC-SHA256, hex), not with signWebhook.
+    const v1 = createHmac("sha256", "mux-secret").update(`${t}.${body.toString()}`).digest("hex");
+    assert.equal(code(verifySignature(mux, ["mux-secret"], { "mux-signature": `t=${t},v1=${v1}` }, body, NOW)), "ok");
+    assert.equal(
+      code(verifySignature(mux, ["mux-secret"], { "stripe-signature": `t=${t},v1=${v1}` }, body, NOW)),
+      "signature_missing",
+    );
+  });
+
+  test("another version key (ElevenLabs' v0) is read instead of v1, and only it", () => {
+    const v0 = AuthSchema.parse({
+      scheme: "stripe",
+      header: "ElevenLabs-Signature",
+      version: "v0",
+      secrets: [{ value: "x" }],
+    }) as Signed;
+    const t = String(NOW - 5);
+    const sig = createHmac("sha256", "el-secret").update(`${t}.${body.toString()}`).digest("hex");
+    const check = (header: string) =>
+      code(verifySignature(v0, ["el-secret"], { "elevenlabs-signature": header }, body, NOW));
+    assert.equal(check(`t=${t},v0=${sig}`), "ok");
+    assert.equal(check(`t=${t},v1=${sig}`), "signature_malformed");
+    assert.throws(() => AuthSchema.parse({ scheme: "stripe", version: "1", secrets: [{ value: "x" }] }));
   });
 });
 
