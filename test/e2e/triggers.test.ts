@@ -484,6 +484,45 @@ describe("Meta: WhatsApp message statuses", () => {
   });
 });
 
+describe("ElevenLabs post-call webhooks: Stripe's format under another header", () => {
+  const file = "examples/elevenlabs-calls.yaml";
+  const secret = "elevenlabs-webhook-secret-e2e-0001";
+
+  test("a finished call is billed in minutes, once; a signature under Stripe's key or header is refused", async () => {
+    const { webhook, billed, total, rt } = await start(file, { ELEVENLABS_WEBHOOK_SECRET: secret });
+    const started = Math.floor(Date.now() / 1000) - 300;
+    const body = JSON.stringify({
+      type: "post_call_transcription",
+      event_timestamp: started + 200,
+      data: {
+        agent_id: "agent_tenant_01",
+        conversation_id: "conv_0001",
+        status: "done",
+        transcript: [{ role: "agent", message: "Hello", time_in_call_secs: 0 }],
+        metadata: { start_time_unix_secs: started, call_duration_secs: 150, termination_reason: "client_disconnected" },
+      },
+    });
+    // As ElevenLabs signs it, built here with node:crypto rather than signWebhook.
+    const t = String(Math.floor(Date.now() / 1000));
+    const digest = createHmac("sha256", secret).update(`${t}.${body}`).digest("hex");
+    assert.equal((await webhook("elevenlabs", body, { "elevenlabs-signature": `t=${t},v0=${digest}` })).status, 202);
+    assert.equal(
+      (await webhook("elevenlabs", body, signWebhook(schemeOf(file, "elevenlabs"), secret, body))).status,
+      202,
+    );
+    await billed("cus_VoiceTenant0001", "agent_call_minutes", 2.5);
+    await settle();
+    assert.equal(total("cus_VoiceTenant0001", "agent_call_minutes"), 2.5);
+    assert.equal(rt.emulator?.ledger.events[0]?.payload.termination, "client_disconnected");
+
+    const v1 = await webhook("elevenlabs", body, { "elevenlabs-signature": `t=${t},v1=${digest}` });
+    assert.equal(v1.status, 401);
+    assert.equal(((await v1.json()) as { error: { code: string } }).error.code, "signature_malformed");
+    const stripeHeader = await webhook("elevenlabs", body, { "stripe-signature": `t=${t},v0=${digest}` });
+    assert.equal(((await stripeHeader.json()) as { error: { code: string } }).error.code, "signature_missing");
+  });
+});
+
 describe("a source authenticated by a token header", () => {
   test("the token admits the webhook and is kept out of the queue and the DLQ", async () => {
     const token = "gitlab-token-e2e-0001";
