@@ -36,6 +36,11 @@ const hmacFields = (algorithm: "sha256") => ({
   encoding: z.enum(["hex", "base64"]).default("hex"),
   prefix: z.string().default("").describe('text before the signature, e.g. "sha256="'),
   timestampHeader: z.string().optional().describe("header with a Unix-seconds timestamp; signs '{timestamp}.{body}'"),
+  url: z
+    .string()
+    .regex(/^https?:\/\/\S+$/, "must be an http(s) URL")
+    .optional()
+    .describe("the URL the sender calls, as set there, when it signs '{url}{body}' (Square)"),
   toleranceSeconds: Tolerance,
 });
 

@@ -47,6 +47,7 @@ export function signWebhook(
     case "hmac": {
       const digest = createHmac(auth.algorithm, secret)
         .update(auth.timestampHeader ? `${ts}.` : "")
+        .update(auth.url ?? "")
         .update(body)
         .digest();
       const sig = `${auth.prefix}${digest.toString(auth.encoding)}`;

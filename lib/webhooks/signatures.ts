@@ -278,6 +278,7 @@ export function verifySignature(
       const mac = (key: string) => {
         const h = createHmac(auth.algorithm, key);
         if (ts !== undefined) h.update(`${ts}.`);
+        if (auth.url !== undefined) h.update(auth.url);
         return h.update(body).digest();
       };
       const expected = secrets.map(mac);

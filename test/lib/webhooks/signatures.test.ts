@@ -315,6 +315,26 @@ describe("generic HMAC", () => {
     );
   });
 
+  test("Square's: the notification URL and the body, base64; another URL does not verify", () => {
+    const square = (url: string) =>
+      AuthSchema.parse({
+        scheme: "hmac",
+        header: "x-square-hmacsha256-signature",
+        encoding: "base64",
+        url,
+        secrets: [{ value: "x" }],
+      }) as Signed;
+    const url = "https://api.example.com/v1/webhooks/square";
+    // Built with node:crypto as Square documents it, not with signWebhook.
+    const sig = createHmac("sha256", "square-key")
+      .update(url + body.toString())
+      .digest("base64");
+    const headers = { "x-square-hmacsha256-signature": sig };
+    assert.equal(code(verifySignature(square(url), ["square-key"], headers, body, NOW)), "ok");
+    assert.equal(code(verifySignature(square(`${url}/`), ["square-key"], headers, body, NOW)), "signature_mismatch");
+    assert.equal(signWebhook(square(url), "square-key", body)["x-square-hmacsha256-signature"], sig);
+  });
+
   test("hmac-sha256, the scheme's first name, is hmac with SHA-256 and takes algorithm too", () => {
     const fields = { header: "X-Sig", secrets: [{ value: "x" }] };
     const first = AuthSchema.parse({ scheme: "hmac-sha256", ...fields }) as Signed;
