@@ -184,6 +184,39 @@ describe("rules", () => {
   });
 });
 
+describe("JSON held as text", () => {
+  test("powertools_json() reads a field that holds JSON, as Slack's interactivity payload; text that is not JSON is null", () => {
+    // Slack posts a button press as a form whose one field, payload, is JSON.
+    const s = source([
+      {
+        name: "approved",
+        when: "powertools_json(body.payload).actions[0].action_id == 'approve'",
+        id: "powertools_json(body.payload).trigger_id",
+        customer: "powertools_json(body.payload).team.id",
+        emit: [{ event_name: "approvals" }],
+      },
+    ]);
+    const press = (action: string) => ({
+      payload: JSON.stringify({
+        type: "block_actions",
+        trigger_id: "701.22.ab",
+        team: { id: "cus_Team1" },
+        actions: [{ action_id: action }],
+      }),
+    });
+    const [event] = events(s, trigger(press("approve")));
+    assert.deepEqual([event?.id, event?.customer, event?.event_name], ["701.22.ab", "cus_Team1", "approvals"]);
+    assert.equal(mapTrigger(s, trigger(press("reject"))).kind, "unmatched");
+    // Text that is not JSON reads as null, as a missing field does: a `when` over it is false,
+    // and an id read from it fails the trigger.
+    assert.equal(mapTrigger(s, trigger({ payload: "{not json" })).kind, "unmatched");
+    const noWhen = source([
+      { name: "r", id: "powertools_json(body.payload).trigger_id", customer: "'cus_1'", emit: [{ event_name: "e" }] },
+    ]);
+    assert.throws(() => mapTrigger(noWhen, trigger({ payload: "{not json" })), /trigger_id/);
+  });
+});
+
 describe("each: a rule over every element of an array", () => {
   const s = source(
     [
