@@ -93,7 +93,10 @@ export const AuthSchema = z
         .literal("zoom")
         .describe("x-zm-signature (v0) over x-zm-request-timestamp and the body; answers endpoint.url_validation"),
       secrets: Secrets.describe("the app's webhook Secret Tokens; several during a rotation"),
-      toleranceSeconds: Tolerance,
+      // Zoom retries a failed delivery 5, 25 and 85 minutes after it, and whether a retry carries
+      // a new timestamp is unconfirmed: 300 s could refuse every retry. A replay within the
+      // window bills nothing more (the same ids make the same identifiers).
+      toleranceSeconds: z.number().int().min(1).max(86_400).default(5_400).describe("Timestamp tolerance in seconds"),
     }),
     z.strictObject({
       scheme: z

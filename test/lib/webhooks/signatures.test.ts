@@ -77,8 +77,8 @@ const schemes: Array<{
     timestamped: "both",
   },
   {
-    name: "Zoom x-zm-signature",
-    auth: AuthSchema.parse({ scheme: "zoom", secrets: [{ value: "x" }] }) as Signed,
+    name: "Zoom x-zm-signature (tolerance set to 300 s)",
+    auth: AuthSchema.parse({ scheme: "zoom", toleranceSeconds: 300, secrets: [{ value: "x" }] }) as Signed,
     secret: "zoom-secret-token-0001",
     other: "zoom-secret-token-0002",
     timestamped: "both",
@@ -390,6 +390,13 @@ describe("Slack and Zoom (v0)", () => {
       code(verifySignature(zoom, ["zoom-token"], { ...headers, "x-zm-request-timestamp": `${ts}000` }, body, NOW)),
       "signature_malformed",
     );
+  });
+
+  test("Zoom's tolerance covers its last retry, 85 minutes after the first try", () => {
+    const headers = signWebhook(zoom, "zoom-token", body, { timestamp: NOW - 85 * 60 });
+    assert.equal(code(verifySignature(zoom, ["zoom-token"], headers, body, NOW)), "ok");
+    const later = signWebhook(zoom, "zoom-token", body, { timestamp: NOW - 5_401 });
+    assert.equal(code(verifySignature(zoom, ["zoom-token"], later, body, NOW)), "signature_expired");
   });
 
   test("the secret that signed is named, during a rotation too: Zoom's URL validation answers with it", () => {
