@@ -1,14 +1,22 @@
 import assert from "node:assert/strict";
 import { execFile, spawn } from "node:child_process";
 import { once } from "node:events";
-import { readFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { before, describe, test } from "node:test";
 import { promisify } from "node:util";
 import { ReceiveMessageCommand } from "@aws-sdk/client-sqs";
 import { INGEST_QUEUE_MEMORY_MB, lambdaYoungGenerationFlags } from "../../bench/stats.js";
+import { emfDocuments } from "../../functions/support/observability.js";
+import { createIngestApiFromConfig } from "../../lib/app.js";
 import { loadConfig } from "../../lib/config.js";
 import type { DeadLetterBody } from "../../lib/dead-letter.js";
+import { silentLogger } from "../../lib/logger.js";
+import { AuthSchema } from "../../lib/mapping/config-schema.js";
+import { MetricsRecorder } from "../../lib/metrics.js";
 import { MAX_MESSAGE_BYTES } from "../../lib/queue.js";
+import { signWebhook } from "../../lib/webhooks/sign.js";
 import { BUDGET_KIB, COLD_START_BUDGET_KIB } from "../../scripts/bundle-budgets.js";
 import { httpEvent, sqsEvent, sqsRecord, usageEvent } from "../helpers/factories.js";
 import { consumerEnv, startPipelineParts } from "../helpers/pipeline.js";
@@ -73,6 +81,62 @@ describe("packaged CloudFormation template", () => {
       Number(resources.IngestQueueLambdaFunction.Properties.Environment.Variables.METERHOOK_PACK_RETRY_DELAY_SECONDS),
       resources.IngestQueue.Properties.VisibilityTimeout,
     );
+  });
+
+  test("an alarm fires on signed webhooks refused, on the very metrics the HTTP function emits for them", async () => {
+    // The HTTP API as deployed refuses a webhook signed with another secret, and one signed too
+    // long ago; the EMF documents it would print are what CloudWatch gets.
+    const dir = mkdtempSync(join(tmpdir(), "mh-refused-"));
+    const config = join(dir, "config.json");
+    const auth = (scheme: string) => ({ scheme, secrets: [{ value: "the-secret-0001" }] });
+    const rule = { name: "r", id: "body.id", customer: "body.c", emit: [{ event_name: "e" }] };
+    writeFileSync(
+      config,
+      JSON.stringify({
+        version: 1,
+        sources: {
+          github: { type: "webhook", auth: auth("github"), rules: [rule] },
+          slack: { type: "webhook", auth: auth("slack"), rules: [rule] },
+        },
+      }),
+    );
+    const recorder = new MetricsRecorder();
+    const api = await createIngestApiFromConfig(
+      loadConfig({ METERHOOK_CONFIG: config, METERHOOK_INGEST_QUEUE_URL: "http://127.0.0.1:9/queue/unused" }),
+      { logger: silentLogger, metrics: recorder },
+    );
+    const body = '{"id":"1","c":"cus_1"}';
+    const post = (source: string, headers: Record<string, string>) =>
+      api.handle({ method: "POST", path: `/v1/webhooks/${source}`, headers, body: Buffer.from(body), requestId: "r" });
+    const forged = await post("github", signWebhook(AuthSchema.parse(auth("github")) as never, "another-secret", body));
+    const stale = await post(
+      "slack",
+      signWebhook(AuthSchema.parse(auth("slack")) as never, "the-secret-0001", body, { timestamp: 1_700_000_000 }),
+    );
+    assert.deepEqual([forged.status, stale.status], [401, 401]);
+    const emitted = emfDocuments(recorder.drain(), "http-api", Date.now()).filter((d) => "WebhooksRejected" in d);
+
+    const alarm = ofType("AWS::CloudWatch::Alarm")
+      .map(([, a]) => a.Properties)
+      .find((a) => a.AlarmName?.endsWith?.("-webhooks-refused"));
+    assert.ok(alarm, "the alarm");
+    assert.equal(alarm.Threshold, 1);
+    const watched = alarm.Metrics.filter((m: Json) => m.MetricStat).map((m: Json) => m.MetricStat.Metric);
+    assert.equal(watched.length, 2);
+    for (const metric of watched) {
+      const wanted = Object.fromEntries(metric.Dimensions.map((d: Json) => [d.Name, d.Value]));
+      // CloudWatch matches a metric by its whole dimension set: names and values alike.
+      const doc = emitted.find((d) => {
+        const set = (d._aws as Json).CloudWatchMetrics[0];
+        return (
+          set.Namespace === metric.Namespace &&
+          JSON.stringify([...set.Dimensions[0]].sort()) === JSON.stringify(Object.keys(wanted).sort()) &&
+          Object.entries(wanted).every(([k, v]) => d[k] === v)
+        );
+      });
+      assert.ok(doc, `emitted: ${metric.MetricName} ${JSON.stringify(wanted)}`);
+      assert.equal(doc[metric.MetricName], 1);
+    }
   });
 
   test("the HTTP API is throttled below the account's limit, so a runaway client gets 429s, not a full queue", () => {
