@@ -72,19 +72,15 @@ function rejectionOf(item: unknown, index: number, err: unknown): Rejection {
 }
 
 /**
- * The 415 for a compressed body, which meterhook does not inflate: read as it is it would be
- * invalid JSON (the events API, a misleading answer) or mangled text matching no rule (a
- * webhook, with `unmatched: ignore` acknowledged and never billed).
+ * Why a compressed body is refused (`415 unsupported_media_type`), or undefined for one that is
+ * not: meterhook does not inflate, and read as it is it would be invalid JSON (the events API, a
+ * misleading answer) or mangled text matching no rule (a webhook, with `unmatched: ignore`
+ * acknowledged and never billed).
  */
-function compressedBody(req: HttpRequest, what: string): HttpResponse | undefined {
+function compressedBody(req: HttpRequest, what: string): string | undefined {
   const encoding = (req.headers["content-encoding"] ?? "").trim().toLowerCase();
   if (encoding === "" || encoding === "identity") return undefined;
-  return httpError(
-    415,
-    "unsupported_media_type",
-    `Content-Encoding ${encoding.slice(0, 40)} is not supported; send the ${what} uncompressed`,
-    req.requestId,
-  );
+  return `Content-Encoding ${encoding.slice(0, 40)} is not supported; send the ${what} uncompressed`;
 }
 
 /**
@@ -141,7 +137,7 @@ export function createIngestApi(deps: IngestApiDeps): { handle(req: HttpRequest)
       return httpError(415, "unsupported_media_type", "Content-Type must be application/json", rid);
     }
     const compressed = compressedBody(req, "JSON");
-    if (compressed) return compressed;
+    if (compressed) return httpError(415, "unsupported_media_type", compressed, rid);
     let body: unknown;
     try {
       body = JSON.parse(withoutBom(req.body.toString("utf8")));
@@ -287,18 +283,24 @@ export function createIngestApi(deps: IngestApiDeps): { handle(req: HttpRequest)
    */
   const postWebhook = async (req: HttpRequest, name: string): Promise<HttpResponse> => {
     const rid = req.requestId;
+    // A refused webhook reaches neither the queue nor the DLQ, and a sender may not send it
+    // again: each refusal is counted by code and logged, where an alarm can see it.
+    const refuse = (status: number, code: string, message: string): HttpResponse => {
+      metrics.count(Metric.webhooksRejected, 1, { code });
+      deps.logger.warn("webhook refused", { requestId: rid, source: name.slice(0, 64), code });
+      return httpError(status, code, message, rid);
+    };
     const source = deps.webhooks?.sources.get(name);
-    if (source?.type !== "webhook")
-      return httpError(404, "unknown_source", `no webhook source "${name.slice(0, 64)}"`, rid);
+    if (source?.type !== "webhook") return refuse(404, "unknown_source", `no webhook source "${name.slice(0, 64)}"`);
     if (req.body.length > deps.maxBodyBytes) {
-      return httpError(413, "payload_too_large", `body is larger than ${deps.maxBodyBytes} bytes`, rid);
+      return refuse(413, "payload_too_large", `body is larger than ${deps.maxBodyBytes} bytes`);
     }
     const compressed = compressedBody(req, "body");
-    if (compressed) return compressed;
+    if (compressed) return refuse(415, "unsupported_media_type", compressed);
     const auth = source.auth;
     if (auth.scheme === "api-key") {
       if (!(await authorized(req.headers.authorization))) {
-        return httpError(401, "unauthorized", "missing or invalid API key (Authorization: Bearer <key>)", rid);
+        return refuse(401, "unauthorized", "missing or invalid API key (Authorization: Bearer <key>)");
       }
     } else if (auth.scheme !== "none") {
       let secrets = (webhookSecrets ? await webhookSecrets.get() : webhooks?.secrets)?.get(name) ?? [];
@@ -312,11 +314,7 @@ export function createIngestApi(deps: IngestApiDeps): { handle(req: HttpRequest)
           verdict = verify();
         }
       }
-      if (!verdict.ok) {
-        metrics.count(Metric.webhooksRejected, 1, { code: verdict.code });
-        deps.logger.warn("webhook signature rejected", { requestId: rid, source: name, code: verdict.code });
-        return httpError(401, verdict.code, verdict.message, rid);
-      }
+      if (!verdict.ok) return refuse(401, verdict.code, verdict.message);
       const signer = verdict.secret === undefined ? undefined : secrets[verdict.secret];
       if ((auth.scheme === "slack" || auth.scheme === "zoom") && signer !== undefined) {
         const handshake = handshakeOf(auth.scheme, req.body, signer);
@@ -324,7 +322,7 @@ export function createIngestApi(deps: IngestApiDeps): { handle(req: HttpRequest)
           deps.logger.info("webhook handshake answered", { requestId: rid, source: name });
           return json(200, handshake.body);
         }
-        if (handshake) return httpError(400, "invalid_handshake", handshake.message, rid);
+        if (handshake) return refuse(400, "invalid_handshake", handshake.message);
       }
     }
     const trigger: TriggerMessage = {
@@ -343,11 +341,10 @@ export function createIngestApi(deps: IngestApiDeps): { handle(req: HttpRequest)
     // (JSON escapes, headers): refused now, as SQS would refuse it on every resend.
     const queuedBytes = Buffer.byteLength(message);
     if (queuedBytes > MAX_BODY_BYTES) {
-      return httpError(
+      return refuse(
         413,
         "payload_too_large",
         `the webhook takes ${queuedBytes} bytes once queued with its headers, over the ${MAX_BODY_BYTES} a queue message holds`,
-        rid,
       );
     }
     const { failed } = await deps.ingestQueue.send([

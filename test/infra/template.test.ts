@@ -83,7 +83,7 @@ describe("packaged CloudFormation template", () => {
     );
   });
 
-  test("an alarm fires on signed webhooks refused, on the very metrics the HTTP function emits for them", async () => {
+  test("an alarm fires on webhooks refused that a sender signed, on the very metrics the HTTP function emits for them", async () => {
     // The HTTP API as deployed refuses a webhook signed with another secret, and one signed too
     // long ago; the EMF documents it would print are what CloudWatch gets.
     const dir = mkdtempSync(join(tmpdir(), "mh-refused-"));
@@ -113,7 +113,17 @@ describe("packaged CloudFormation template", () => {
       "slack",
       signWebhook(AuthSchema.parse(auth("slack")) as never, "the-secret-0001", body, { timestamp: 1_700_000_000 }),
     );
-    assert.deepEqual([forged.status, stale.status], [401, 401]);
+    const signed = (b: string, headers: Record<string, string> = {}) =>
+      api.handle({
+        method: "POST",
+        path: "/v1/webhooks/github",
+        headers: { ...headers, ...signWebhook(AuthSchema.parse(auth("github")) as never, "the-secret-0001", b) },
+        body: Buffer.from(b),
+        requestId: "r",
+      });
+    const large = await signed(`{"pad":"${"x".repeat(1_100_000)}"}`);
+    const compressed = await signed(body, { "content-encoding": "gzip" });
+    assert.deepEqual([forged.status, stale.status, large.status, compressed.status], [401, 401, 413, 415]);
     const emitted = emfDocuments(recorder.drain(), "http-api", Date.now()).filter((d) => "WebhooksRejected" in d);
 
     const alarm = ofType("AWS::CloudWatch::Alarm")
@@ -122,7 +132,7 @@ describe("packaged CloudFormation template", () => {
     assert.ok(alarm, "the alarm");
     assert.equal(alarm.Threshold, 1);
     const watched = alarm.Metrics.filter((m: Json) => m.MetricStat).map((m: Json) => m.MetricStat.Metric);
-    assert.equal(watched.length, 2);
+    assert.equal(watched.length, 4);
     for (const metric of watched) {
       const wanted = Object.fromEntries(metric.Dimensions.map((d: Json) => [d.Name, d.Value]));
       // CloudWatch matches a metric by its whole dimension set: names and values alike.
