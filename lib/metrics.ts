@@ -81,6 +81,8 @@ export const Metric = {
   eventsReceived: "EventsReceived",
   eventsAccepted: "EventsAccepted",
   eventsRejected: "EventsRejected",
+  /** Events API requests refused whole, by code (unauthorized, payload_too_large, invalid_json, ...). */
+  requestsRejected: "RequestsRejected",
   /** Cancellations the HTTP API queued (POST /v1/events/cancel). */
   cancellationsAccepted: "CancellationsAccepted",
   webhooksAccepted: "WebhooksAccepted",

@@ -5,6 +5,7 @@ import { createHttpHandler } from "../../functions/http-api.js";
 import { createIngestApiFromConfig } from "../../lib/app.js";
 import { loadConfig } from "../../lib/config.js";
 import { silentLogger } from "../../lib/logger.js";
+import { MetricsRecorder } from "../../lib/metrics.js";
 import { httpEvent, usageEvent } from "../helpers/factories.js";
 import { drain, startTestQueues, type TestQueues } from "../helpers/sqs.js";
 
@@ -12,6 +13,7 @@ const KEY = "mh_test_key_one";
 const ROTATED = "mh_test_key_two";
 let queues: TestQueues;
 let handler: ReturnType<typeof createHttpHandler>;
+const metrics = new MetricsRecorder();
 
 before(async () => {
   queues = await startTestQueues();
@@ -20,7 +22,7 @@ before(async () => {
     METERHOOK_INGEST_QUEUE_URL: queues.ingestQueueUrl,
     SQS_ENDPOINT: queues.endpoint,
   });
-  const api = await createIngestApiFromConfig(config, { sqs: queues.sqs, logger: silentLogger });
+  const api = await createIngestApiFromConfig(config, { sqs: queues.sqs, logger: silentLogger, metrics });
   handler = createHttpHandler(async () => api);
 });
 after(() => queues.stop());
@@ -219,6 +221,19 @@ describe("POST /v1/events", () => {
     );
     assert.equal((await queued()).length, 0);
     assert.equal((await post(usageEvent(), { key: ROTATED })).status, 202);
+  });
+
+  test("requests refused whole are counted by code (RequestsRejected): a key rotated on one side only shows", async () => {
+    metrics.drain();
+    await post(usageEvent(), { key: "mh_retired_key" });
+    await post(usageEvent(), { key: "mh_retired_key" });
+    await post("{not json", { raw: true });
+    assert.equal((await post(usageEvent())).status, 202);
+    const points = metrics.drain().filter((p) => p.name === "RequestsRejected");
+    assert.deepEqual(points.map((p) => [p.dimensions.code, p.values.reduce((a, b) => a + b, 0)]).sort(), [
+      ["invalid_json", 1],
+      ["unauthorized", 2],
+    ]);
   });
 
   test("415 for a wrong content type", async () => {
