@@ -47,12 +47,17 @@ const NO_NETWORK: HttpTransport = {
 /** The mapping config's sources with their customer resolvers, as the consumer loads them. */
 export async function loadPreviewMapping(file: string): Promise<Mapping> {
   const loaded = await loadMapping(file);
+  // An http lookup's header secrets are never sent: one not set here (its environment variable,
+  // or a store this machine cannot read) need not be.
+  const unused = "unused in a preview";
+  const env = new Proxy(process.env, {
+    get: (vars, name) => (typeof name === "string" ? (vars[name] ?? unused) : undefined),
+  });
   const resolvers = await customerResolvers(loaded, {
     transport: NO_NETWORK,
     stripeGet: async () => ({ error: "a preview sends nothing" }),
-    env: process.env,
-    // An http lookup's header secrets are never sent either.
-    reader: async () => "",
+    env,
+    reader: async () => unused,
   });
   return toConsumerMapping(loaded, resolvers);
 }

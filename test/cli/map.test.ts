@@ -124,6 +124,25 @@ describe("meterhook map", () => {
     assert.equal((await map([config, "jobs", job, "--header", "Kind: started"])).preview.outcome, "ignored");
   });
 
+  test("a source with an http lookup maps without the lookup's header secret set: nothing is sent", async () => {
+    const call = sample("llm-call.json", {
+      object: "llm.completion",
+      request_id: "req_0001",
+      workspace_id: "ws_42",
+      created: now() - 60,
+      model: "gpt-x",
+      usage: { input_tokens: 1200, output_tokens: 300 },
+    });
+    const { code, stdout } = await meterhookCli(["map", "examples/llm-usage.yaml", "llm", call], {
+      BILLING_SERVICE_TOKEN: undefined,
+    });
+    assert.equal(code, 0, stdout);
+    const preview = JSON.parse(stdout) as Preview;
+    const lookups =
+      preview.outcome === "events" ? preview.events.map((e) => "customerLookup" in e && e.customerLookup) : [];
+    assert.ok(lookups.length > 0 && lookups.every((l) => l === "http"), stdout);
+  });
+
   test("a customer read over the network is left to run time; an unknown source is named", async () => {
     const { code, preview } = await map([
       "examples/eventbridge-orders.yaml",
