@@ -287,7 +287,9 @@ export function createIngestApi(deps: IngestApiDeps): { handle(req: HttpRequest)
     // again: each refusal is counted by code and logged, where an alarm can see it.
     const refuse = (status: number, code: string, message: string): HttpResponse => {
       metrics.count(Metric.webhooksRejected, 1, { code });
-      deps.logger.warn("webhook refused", { requestId: rid, source: name.slice(0, 64), code });
+      // Signature refusals keep the line they always had: log filters may look for it.
+      const line = code.startsWith("signature_") ? "webhook signature rejected" : "webhook refused";
+      deps.logger.warn(line, { requestId: rid, source: name.slice(0, 64), code });
       return httpError(status, code, message, rid);
     };
     const source = deps.webhooks?.sources.get(name);

@@ -222,6 +222,17 @@ describe(`hostile inputs (${corpus.length} from test/fixtures/hostile-inputs.jso
     assert.equal((await drain(queues.sqs, queues.ingestQueueUrl)).length, 0);
   });
 
+  test("each webhook refused is logged at warn with its code; signature refusals keep their own line", () => {
+    const refused = logs
+      .map((l) => JSON.parse(l) as { level: string; message: string; code?: string })
+      .filter((l) => l.message === "webhook refused" || l.message === "webhook signature rejected");
+    const lineOf = (code: string) => refused.find((l) => l.code === code)?.message;
+    assert.equal(lineOf("signature_mismatch"), "webhook signature rejected");
+    assert.equal(lineOf("unknown_source"), "webhook refused");
+    assert.equal(lineOf("payload_too_large"), "webhook refused");
+    assert.ok(refused.every((l) => l.level === "warn"));
+  });
+
   test("no answer, log line or dead letter contains a secret", () => {
     assert.ok(logs.length > 20, "logs were captured");
     const haystack = [...logs, ...answers].join("\n");
