@@ -11,7 +11,7 @@ import { MAX_BODY_BYTES, type QueueSender, sendableBody } from "./queue.js";
 import { reloading } from "./reloading.js";
 import { CORRELATION_ATTRIBUTE, keptHeaders, TRIGGER_FORMAT, type TriggerMessage, withoutBom } from "./triggers.js";
 import { parseUsageEvent, toCanonicalJson, type UsageEvent } from "./usage-event.js";
-import { handshakeOf, metaSubscription, verifyTokensKey } from "./webhooks/handshakes.js";
+import { handshakeOf, isSlackSslCheck, metaSubscription, verifyTokensKey } from "./webhooks/handshakes.js";
 import { verifySignature } from "./webhooks/signatures.js";
 
 /** Signed webhook sources this API accepts at POST /v1/webhooks/{source}. */
@@ -300,6 +300,10 @@ export function createIngestApi(deps: IngestApiDeps): { handle(req: HttpRequest)
     const compressed = compressedBody(req, "body");
     if (compressed) return refuse(415, "unsupported_media_type", compressed);
     const auth = source.auth;
+    if (auth.scheme === "slack" && isSlackSslCheck(req.body)) {
+      deps.logger.info("webhook handshake answered", { requestId: rid, source: name, check: "ssl_check" });
+      return json(200, {});
+    }
     if (auth.scheme === "api-key") {
       if (!(await authorized(req.headers.authorization))) {
         return refuse(401, "unauthorized", "missing or invalid API key (Authorization: Bearer <key>)");

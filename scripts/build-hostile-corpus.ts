@@ -303,6 +303,16 @@ for (const [source, json] of [
     });
   }
 }
+// Slack's unsigned SSL check answers 200 only as itself: an event riding along must be signed.
+out.push({
+  name: "webhook slack: ssl_check=1 carrying an unsigned event payload",
+  entry: "webhook",
+  source: "slack",
+  signature: "missing",
+  body: `ssl_check=1&token=t&payload=${encodeURIComponent(JSON.stringify({ type: "event_callback", id: "evt_w", data: { stripe_customer_id: "cus_Hostile", requests: 2 } }))}`,
+  expect: { status: 401, code: "signature_missing" },
+});
+
 // Meta's GET subscription check: answered only for a Verify Token, and echoing only a token.
 for (const [query, status, code] of [
   ["hub.mode=subscribe&hub.challenge=1158201444&hub.verify_token=guess", 403, "verify_token_mismatch"],

@@ -1,5 +1,5 @@
 import { createHmac } from "node:crypto";
-import { withoutBom } from "../triggers.js";
+import { formFields, withoutBom } from "../triggers.js";
 import { matchesToken } from "./signatures.js";
 
 /**
@@ -45,6 +45,18 @@ export function handshakeOf(scheme: "slack" | "zoom", body: Buffer, secret: stri
     return { kind: "invalid", message: "endpoint.url_validation has no payload.plainToken string" };
   const encryptedToken = createHmac("sha256", secret).update(plainToken).digest("hex");
   return { kind: "answer", body: { plainToken, encryptedToken } };
+}
+
+/**
+ * Slack's SSL check of a slash command's URL: a form of `ssl_check=1` and a `token`, which Slack
+ * does not sign. It carries nothing to bill and is answered 200 before any signature check, but
+ * only in exactly that shape: a body with any other field (an event's `payload`) is an event,
+ * and must be signed like one (Slack's Bolt once let `ssl_check=1` carry an unsigned event).
+ */
+export function isSlackSslCheck(body: Buffer): boolean {
+  if (body.length > 512 || !body.includes("ssl_check=1")) return false;
+  const fields = formFields(body.toString("utf8"));
+  return fields.ssl_check === "1" && Object.keys(fields).every((k) => k === "ssl_check" || k === "token");
 }
 
 const token = (v: unknown) => (typeof v === "string" && v.length > 0 && v.length <= MAX_TOKEN_CHARS ? v : undefined);

@@ -313,6 +313,12 @@ describe("Slack: the Events API and a slash command", () => {
     assert.equal(answer.status, 200);
     assert.deepEqual(await answer.json(), { challenge: "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P" });
     assert.equal((await webhook("slack", verification, {})).status, 401, "an unsigned one is refused");
+    // Slack's SSL check of a slash command's URL comes unsigned: answered, never queued. An
+    // event riding along with it is not a check.
+    const form = { "content-type": "application/x-www-form-urlencoded" };
+    assert.equal((await webhook("slack", "ssl_check=1&token=gIkuvaNzQIHg97ATvDxqgjtO", form)).status, 200);
+    const smuggled = `ssl_check=1&command=%2Fsummarize&team_id=T0001WORKSPACE&trigger_id=9.9.smuggled`;
+    assert.equal((await webhook("slack", smuggled, form)).status, 401);
     const noChallenge = await signed(JSON.stringify({ type: "url_verification" }));
     assert.equal(noChallenge.status, 400);
     assert.equal(((await noChallenge.json()) as { error: { code: string } }).error.code, "invalid_handshake");
@@ -349,7 +355,7 @@ describe("Slack: the Events API and a slash command", () => {
     await billed("cus_SlackTeam0001", "summaries", 1);
     await settle();
     assert.equal(total("cus_SlackTeam0001", "bot_mentions"), 1);
-    assert.equal(rt.emulator?.ledger.events.length, 2, "the handshakes were never queued");
+    assert.equal(rt.emulator?.ledger.events.length, 2, "the handshakes and the SSL check were never queued");
     const billedMention = rt.emulator?.ledger.events.find((e) => e.event_name === "bot_mentions");
     assert.equal(billedMention?.payload.channel, "C0001");
   });

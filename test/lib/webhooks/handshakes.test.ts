@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { createHmac } from "node:crypto";
 import { test } from "node:test";
-import { handshakeOf, metaSubscription } from "../../../lib/webhooks/handshakes.js";
+import { handshakeOf, isSlackSslCheck, metaSubscription } from "../../../lib/webhooks/handshakes.js";
 
 const of = (scheme: "slack" | "zoom", body: unknown) =>
   handshakeOf(scheme, Buffer.from(typeof body === "string" ? body : JSON.stringify(body)), "secret-0001");
@@ -54,4 +54,17 @@ test("Meta's GET subscription check: the challenge for either Verify Token durin
   assert.equal(metaSubscription(q("verify-new", "<b>x</b>"), tokens).kind, "invalid");
   assert.equal(metaSubscription(q("verify-new", "9".repeat(257)), tokens).kind, "invalid");
   assert.equal(metaSubscription("hub.mode=subscribe&hub.challenge=1", tokens).kind, "invalid");
+});
+
+test("Slack's unsigned SSL check is recognised only as ssl_check=1 and a token, nothing else", () => {
+  const check = (text: string) => isSlackSslCheck(Buffer.from(text));
+  assert.equal(check("ssl_check=1&token=gIkuvaNzQIHg97ATvDxqgjtO"), true);
+  assert.equal(check("ssl_check=1"), true);
+  // An event riding along is not a check: it must be signed (Bolt's bypass, fixed in 2026).
+  assert.equal(check(`ssl_check=1&token=t&payload=${encodeURIComponent('{"type":"block_actions"}')}`), false);
+  assert.equal(check("ssl_check=1&command=%2Fsummarize&team_id=T1&trigger_id=1.2"), false);
+  assert.equal(check("ssl_check=0&token=t"), false);
+  assert.equal(check("ssl_check=true&token=t"), false);
+  assert.equal(check("ssl_check=1&ssl_check=1&token=t"), false);
+  assert.equal(check('{"ssl_check":"1"}'), false);
 });
