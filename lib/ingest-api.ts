@@ -104,6 +104,16 @@ export function createIngestApi(deps: IngestApiDeps): { handle(req: HttpRequest)
         onReloadFailed: reloadFailed("API keys"),
       })
     : async (authorization: string | undefined) => fixedCheck(authorization);
+  /**
+   * The key check, counting a Bearer key that matches none (ApiKeysRefused): an app still on a
+   * retired key loses the usage it sends unless it handles the 401. Requests without a key
+   * (scanners) are not counted there.
+   */
+  const keyAccepted = async (authorization: string | undefined): Promise<boolean> => {
+    const ok = await authorized(authorization);
+    if (!ok && /^Bearer\s+\S/i.test(authorization ?? "")) metrics.count(Metric.apiKeysRefused, 1);
+    return ok;
+  };
   const webhooks = deps.webhooks;
   const webhookSecrets = webhooks?.reloadSecrets
     ? reloading(webhooks.secrets, webhooks.reloadSecrets, {
@@ -120,7 +130,7 @@ export function createIngestApi(deps: IngestApiDeps): { handle(req: HttpRequest)
    */
   const readItems = async (req: HttpRequest): Promise<{ items: unknown[]; batch: boolean } | HttpResponse> => {
     const rid = req.requestId;
-    if (!(await authorized(req.headers.authorization))) {
+    if (!(await keyAccepted(req.headers.authorization))) {
       return httpError(
         401,
         "unauthorized",
@@ -305,7 +315,7 @@ export function createIngestApi(deps: IngestApiDeps): { handle(req: HttpRequest)
       return json(200, {});
     }
     if (auth.scheme === "api-key") {
-      if (!(await authorized(req.headers.authorization))) {
+      if (!(await keyAccepted(req.headers.authorization))) {
         return refuse(401, "unauthorized", "missing or invalid API key (Authorization: Bearer <key>)");
       }
     } else if (auth.scheme !== "none") {

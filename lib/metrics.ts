@@ -81,6 +81,8 @@ export const Metric = {
   eventsReceived: "EventsReceived",
   eventsAccepted: "EventsAccepted",
   eventsRejected: "EventsRejected",
+  /** Requests that presented a Bearer key matching none of METERHOOK_API_KEYS (a retired key, a typo). */
+  apiKeysRefused: "ApiKeysRefused",
   /** Events API requests refused whole, by code (unauthorized, payload_too_large, invalid_json, ...). */
   requestsRejected: "RequestsRejected",
   /** Cancellations the HTTP API queued (POST /v1/events/cancel). */

@@ -149,6 +149,46 @@ describe("packaged CloudFormation template", () => {
     }
   });
 
+  test("an alarm fires on requests with an API key that matches none, on the metric the HTTP function emits for them", async () => {
+    const recorder = new MetricsRecorder();
+    const api = await createIngestApiFromConfig(
+      loadConfig({
+        METERHOOK_API_KEYS: "mh_current_key_0001",
+        METERHOOK_INGEST_QUEUE_URL: "http://127.0.0.1:9/queue/unused",
+      }),
+      { logger: silentLogger, metrics: recorder },
+    );
+    const post = (authorization?: string) =>
+      api.handle({
+        method: "POST",
+        path: "/v1/events",
+        headers: { "content-type": "application/json", ...(authorization ? { authorization } : {}) },
+        body: Buffer.from("{}"),
+        requestId: "r",
+      });
+    const statuses = [
+      (await post("Bearer mh_retired_key_0001")).status,
+      (await post()).status, // a scanner without a key: not counted
+      (await post("Basic dXNlcjpwYXNz")).status,
+    ];
+    assert.deepEqual(statuses, [401, 401, 401]);
+    const docs = emfDocuments(recorder.drain(), "http-api", Date.now()).filter((d) => "ApiKeysRefused" in d);
+    const alarm = ofType("AWS::CloudWatch::Alarm")
+      .map(([, a]) => a.Properties)
+      .find((a) => a.MetricName === "ApiKeysRefused");
+    assert.ok(alarm, "the alarm");
+    const wanted = Object.fromEntries(alarm.Dimensions.map((d: Json) => [d.Name, d.Value]));
+    const doc = docs.find(
+      (d) =>
+        JSON.stringify([...(d._aws as Json).CloudWatchMetrics[0].Dimensions[0]].sort()) ===
+          JSON.stringify(Object.keys(wanted).sort()) && Object.entries(wanted).every(([k, v]) => d[k] === v),
+    );
+    assert.ok(doc, JSON.stringify(docs));
+    assert.equal(doc.ApiKeysRefused, 1, "only the request that presented a key");
+    assert.equal(alarm.Namespace, "meterhook");
+    assert.equal(alarm.Threshold, 1);
+  });
+
   test("the HTTP API is throttled below the account's limit, so a runaway client gets 429s, not a full queue", () => {
     const settings = resources.HttpApiStage.Properties.DefaultRouteSettings;
     assert.equal(settings.ThrottlingRateLimit, 1000);
