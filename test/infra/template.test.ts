@@ -189,6 +189,22 @@ describe("packaged CloudFormation template", () => {
     assert.equal(alarm.Threshold, 1);
   });
 
+  test("an alarm on triggers no rule matched is off by default, and on the consumer's own EventsIgnored when a ceiling is set", () => {
+    const ignored = resources.EventsIgnoredAlarm;
+    assert.equal(ignored.Condition, "HasIgnoredAlarm");
+    // The default param (0) makes the two sides the same text: the alarm is not created.
+    const [left, right] = template.Conditions.HasIgnoredAlarm["Fn::Not"][0]["Fn::Equals"];
+    assert.equal(typeof left, "string");
+    assert.equal(left, right);
+    assert.equal(ignored.Properties.MetricName, "EventsIgnored");
+    assert.equal(ignored.Properties.Namespace, "meterhook");
+    assert.deepEqual(ignored.Properties.Dimensions, [
+      { Name: "service", Value: "meterhook" },
+      { Name: "function", Value: "ingest-queue" },
+    ]);
+    assert.equal(ignored.Properties.Period, 3600);
+  });
+
   test("the HTTP API is throttled below the account's limit, so a runaway client gets 429s, not a full queue", () => {
     const settings = resources.HttpApiStage.Properties.DefaultRouteSettings;
     assert.equal(settings.ThrottlingRateLimit, 1000);
