@@ -12,6 +12,7 @@ import { decodeUsage } from "./decode.js";
 import { MeterhookError } from "./errors.js";
 import { customerResolvers, loadMapping, toConsumerMapping } from "./mapping/runtime.js";
 import { type MeterEvent, toMeterEvent, type ValueRules } from "./meter-event.js";
+import { inputOf } from "./prepare.js";
 import type { HttpTransport } from "./stripe/transport.js";
 import { SOURCE_ATTRIBUTE, TRIGGER_FORMAT, type TriggerMessage } from "./triggers.js";
 import type { UsageEvent } from "./usage-event.js";
@@ -78,6 +79,14 @@ export async function previewTrigger(
   // A webhook is queued as a trigger message; an app's message or an EventBridge event is read
   // for the source its meterhook_source attribute names.
   const webhook = source.type === "webhook";
+  const message: QueueMessage = {
+    messageId: "preview",
+    body: sample.body,
+    receiveCount: 1,
+    sentAt: now,
+    firstReceivedAt: now,
+    attributes: webhook ? {} : { ...sample.headers, [SOURCE_ATTRIBUTE]: sourceName },
+  };
   const input: unknown = webhook
     ? ({
         meterhook: TRIGGER_FORMAT,
@@ -88,15 +97,8 @@ export async function previewTrigger(
         ...(sample.query ? { query: sample.query } : {}),
         body: sample.body,
       } satisfies TriggerMessage)
-    : parsedOrText(sample.body);
-  const message: QueueMessage = {
-    messageId: "preview",
-    body: sample.body,
-    receiveCount: 1,
-    sentAt: now,
-    firstReceivedAt: now,
-    attributes: webhook ? {} : { ...sample.headers, [SOURCE_ATTRIBUTE]: sourceName },
-  };
+    : // As the consumer reads an app's message: its JSON (after a byte order mark), else its text.
+      inputOf(message);
   let decoded: ReturnType<typeof decodeUsage>;
   try {
     decoded = decodeUsage(message, input, { mapping, resolver: new CustomerResolver([stripeIdLookup]) });
@@ -126,12 +128,4 @@ export async function previewTrigger(
     }
   }
   return { outcome: "events", events, ...(decoded.cancels ? { cancels: decoded.cancels } : {}) };
-}
-
-function parsedOrText(body: string): unknown {
-  try {
-    return JSON.parse(body);
-  } catch {
-    return body;
-  }
 }

@@ -115,7 +115,8 @@ describe("meterhook map", () => {
         },
       }),
     );
-    const job = sample("job.json", { job: "job-1", customer: "cus_Jobs0001" });
+    // Saved by an editor that writes a byte order mark first, as the consumer reads it.
+    const job = sample("job.json", `\ufeff${JSON.stringify({ job: "job-1", customer: "cus_Jobs0001" })}`);
     const done = await map([config, "jobs", job, "--header", "Kind: done"]);
     assert.equal(done.code, 0);
     const [event] = done.preview.outcome === "events" ? done.preview.events : [];
