@@ -414,9 +414,10 @@ function billedInPart(
 ): Dead {
   const total = prepared.events.length + (prepared.refused?.length ?? 0);
   const message = `${unbilled.length} of the trigger's ${total} meter events not billed (the others are): ${first.message}`;
-  const step = dead(m, inputOf(m), first.code, message, prepared.eventId, prepared.source, { unbilled });
-  step.letter.billedInPart = true;
-  return step;
+  return dead(m, inputOf(m), first.code, message, prepared.eventId, prepared.source, {
+    unbilled,
+    billedInPart: true,
+  });
 }
 
 /**

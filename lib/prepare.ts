@@ -75,6 +75,8 @@ export type DeadLetterFor = (
     submitted?: boolean;
     /** A trigger billed in part: its meter events not billed (else those of an earlier letter). */
     unbilled?: readonly string[];
+    /** Some of its meter events were billed in this delivery (counted in EventsBilledInPart). */
+    billedInPart?: true;
   },
 ) => Dead;
 
@@ -113,7 +115,15 @@ export function createPreparer(deps: ConsumerDeps, deadline: number, startedAt: 
     return p;
   };
 
-  const dead: DeadLetterFor = (m, input, code, message, eventId, source, { submitted = false, unbilled } = {}) => {
+  const dead: DeadLetterFor = (
+    m,
+    input,
+    code,
+    message,
+    eventId,
+    source,
+    { submitted = false, unbilled, billedInPart } = {},
+  ) => {
     const t = now();
     const prev = m.previousFailure;
     // A delivery before the last may have reached Stripe, whatever the last one's error. Not so
@@ -137,6 +147,7 @@ export function createPreparer(deps: ConsumerDeps, deadline: number, startedAt: 
         ...(mayHaveRecorded ? { stripeMayHaveRecorded: true } : {}),
         // A letter of a trigger billed in part stays so, however often it fails again.
         ...((unbilled ?? prev?.unbilled) ? { unbilled: unbilled ?? prev?.unbilled } : {}),
+        ...(billedInPart ? { billedInPart } : {}),
       },
     };
   };
