@@ -122,6 +122,8 @@ export function createIngestApi(deps: IngestApiDeps): { handle(req: HttpRequest)
         onReloadFailed: reloadFailed("webhook secrets"),
       })
     : undefined;
+  /** Every source's secrets (and Verify Tokens) as they stand: read again when they are old. */
+  const webhookSecretsNow = async () => (webhookSecrets ? webhookSecrets.get() : webhooks?.secrets);
   const metrics = deps.metrics ?? noMetrics;
 
   /**
@@ -319,7 +321,7 @@ export function createIngestApi(deps: IngestApiDeps): { handle(req: HttpRequest)
         return refuse(401, "unauthorized", "missing or invalid API key (Authorization: Bearer <key>)");
       }
     } else if (auth.scheme !== "none") {
-      let secrets = (webhookSecrets ? await webhookSecrets.get() : webhooks?.secrets)?.get(name) ?? [];
+      let secrets = (await webhookSecretsNow())?.get(name) ?? [];
       const verify = () => verifySignature(auth, secrets, req.headers, req.body, Math.floor(now() / 1000), req.query);
       let verdict = verify();
       if (!verdict.ok && verdict.code === "signature_mismatch" && webhookSecrets) {
@@ -394,10 +396,7 @@ export function createIngestApi(deps: IngestApiDeps): { handle(req: HttpRequest)
     if (source.auth.scheme !== "meta")
       return httpError(405, "method_not_allowed", "use POST", rid, {}, { allow: "POST" });
     const key = verifyTokensKey(name);
-    let check = metaSubscription(
-      req.query ?? "",
-      (webhookSecrets ? await webhookSecrets.get() : webhooks?.secrets)?.get(key) ?? [],
-    );
+    let check = metaSubscription(req.query ?? "", (await webhookSecretsNow())?.get(key) ?? []);
     if (check.kind === "mismatch" && webhookSecrets) {
       // Perhaps a token changed in its store since it was read.
       const fresh = await webhookSecrets.afterMiss();
