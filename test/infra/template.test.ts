@@ -83,6 +83,24 @@ describe("packaged CloudFormation template", () => {
     );
   });
 
+  /**
+   * The EMF document among `docs` that CloudWatch would file under `metric` (an alarm's Namespace,
+   * MetricName and Dimensions): CloudWatch matches a metric by its whole dimension set, names and
+   * values alike.
+   */
+  const emittedFor = (docs: Array<Record<string, Json>>, metric: Json) => {
+    const wanted = Object.fromEntries(metric.Dimensions.map((d: Json) => [d.Name, d.Value]));
+    return docs.find((d) => {
+      const set = (d._aws as Json).CloudWatchMetrics[0];
+      return (
+        set.Namespace === metric.Namespace &&
+        metric.MetricName in d &&
+        JSON.stringify([...set.Dimensions[0]].sort()) === JSON.stringify(Object.keys(wanted).sort()) &&
+        Object.entries(wanted).every(([k, v]) => d[k] === v)
+      );
+    });
+  };
+
   test("an alarm fires on webhooks refused that a sender signed, on the very metrics the HTTP function emits for them", async () => {
     // The HTTP API as deployed refuses a webhook signed with another secret, and one signed too
     // long ago; the EMF documents it would print are what CloudWatch gets.
@@ -134,17 +152,8 @@ describe("packaged CloudFormation template", () => {
     const watched = alarm.Metrics.filter((m: Json) => m.MetricStat).map((m: Json) => m.MetricStat.Metric);
     assert.equal(watched.length, 4);
     for (const metric of watched) {
-      const wanted = Object.fromEntries(metric.Dimensions.map((d: Json) => [d.Name, d.Value]));
-      // CloudWatch matches a metric by its whole dimension set: names and values alike.
-      const doc = emitted.find((d) => {
-        const set = (d._aws as Json).CloudWatchMetrics[0];
-        return (
-          set.Namespace === metric.Namespace &&
-          JSON.stringify([...set.Dimensions[0]].sort()) === JSON.stringify(Object.keys(wanted).sort()) &&
-          Object.entries(wanted).every(([k, v]) => d[k] === v)
-        );
-      });
-      assert.ok(doc, `emitted: ${metric.MetricName} ${JSON.stringify(wanted)}`);
+      const doc = emittedFor(emitted, metric);
+      assert.ok(doc, `emitted: ${metric.MetricName} ${JSON.stringify(metric.Dimensions)}`);
       assert.equal(doc[metric.MetricName], 1);
     }
   });
@@ -177,12 +186,7 @@ describe("packaged CloudFormation template", () => {
       .map(([, a]) => a.Properties)
       .find((a) => a.MetricName === "ApiKeysRefused");
     assert.ok(alarm, "the alarm");
-    const wanted = Object.fromEntries(alarm.Dimensions.map((d: Json) => [d.Name, d.Value]));
-    const doc = docs.find(
-      (d) =>
-        JSON.stringify([...(d._aws as Json).CloudWatchMetrics[0].Dimensions[0]].sort()) ===
-          JSON.stringify(Object.keys(wanted).sort()) && Object.entries(wanted).every(([k, v]) => d[k] === v),
-    );
+    const doc = emittedFor(docs, alarm);
     assert.ok(doc, JSON.stringify(docs));
     assert.equal(doc.ApiKeysRefused, 1, "only the request that presented a key");
     assert.equal(alarm.Namespace, "meterhook");
