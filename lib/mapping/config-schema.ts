@@ -23,7 +23,10 @@ export const SecretRefSchema = z
 export type SecretRef = z.infer<typeof SecretRefSchema>;
 
 const Secrets = z.array(SecretRefSchema).min(1).max(5).describe("Accepted secrets; several during a rotation");
-const Tolerance = z.number().int().min(1).max(86_400).default(300).describe("Timestamp tolerance in seconds");
+/** A timestamp tolerance in seconds, at most a day; `seconds` unless set. */
+const tolerance = (seconds: number) =>
+  z.number().int().min(1).max(86_400).default(seconds).describe("Timestamp tolerance in seconds");
+const Tolerance = tolerance(300);
 
 /** The generic HMAC schemes' settings (`hmac`, and `hmac-sha256`, its first name). */
 const hmacFields = (algorithm: "sha256") => ({
@@ -96,7 +99,7 @@ export const AuthSchema = z
       // Zoom retries a failed delivery 5, 25 and 85 minutes after it, and whether a retry carries
       // a new timestamp is unconfirmed: 300 s could refuse every retry. A replay within the
       // window bills nothing more (the same ids make the same identifiers).
-      toleranceSeconds: z.number().int().min(1).max(86_400).default(5_400).describe("Timestamp tolerance in seconds"),
+      toleranceSeconds: tolerance(5_400),
     }),
     z.strictObject({
       scheme: z
