@@ -14,6 +14,8 @@ export interface HttpResponse {
   status: number;
   headers: Record<string, string>;
   body: string;
+  /** An error answer's `error.code` (httpError), for metrics; not sent. */
+  code?: string;
 }
 
 export function json(status: number, body: unknown, headers: Record<string, string> = {}): HttpResponse {
@@ -29,5 +31,5 @@ export function httpError(
   extra: Record<string, unknown> = {},
   headers: Record<string, string> = {},
 ): HttpResponse {
-  return json(status, { error: { code, message }, requestId, ...extra }, headers);
+  return { ...json(status, { error: { code, message }, requestId, ...extra }, headers), code };
 }

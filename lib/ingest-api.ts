@@ -431,7 +431,7 @@ export function createIngestApi(deps: IngestApiDeps): { handle(req: HttpRequest)
           const res = route === "/v1/events" ? await postEvents(req) : await postCancel(req);
           // A request refused whole (key, size, type, JSON, shape): the app has the answer, and
           // the count shows, say, a key rotated on one side only.
-          if (res.status >= 400) metrics.count(Metric.requestsRejected, 1, { code: errorCode(res) });
+          if (res.status >= 400) metrics.count(Metric.requestsRejected, 1, { code: res.code ?? String(res.status) });
           return res;
         }
         const webhook = /^\/v1\/webhooks\/([^/]+)$/.exec(route);
@@ -448,16 +448,6 @@ export function createIngestApi(deps: IngestApiDeps): { handle(req: HttpRequest)
       }
     },
   };
-}
-
-/** The `error.code` of an error answer (httpError's shape), or its status. */
-function errorCode(res: HttpResponse): string {
-  try {
-    const code = (JSON.parse(res.body) as { error?: { code?: unknown } }).error?.code;
-    return typeof code === "string" ? code : String(res.status);
-  } catch {
-    return String(res.status);
-  }
 }
 
 function safeDecode(s: string): string {
