@@ -266,13 +266,18 @@ for (const [method, path, status] of [
 
 // Webhooks: missing, forged, replayed and malformed signatures, per scheme.
 const webhookBody = { type: "usage.recorded", id: "evt_w", data: { stripe_customer_id: "cus_Hostile", requests: 2 } };
-for (const source of ["github", "stdhooks", "stripe", "shopify", "hmac", "twilio", "slack", "zoom", "meta"]) {
+const timestamped = ["stdhooks", "stripe", "hmac", "slack", "zoom", "paddle", "zendesk", "hubspot"];
+const signed = [
+  ...["github", "stdhooks", "stripe", "shopify", "hmac", "twilio", "slack", "zoom", "meta"],
+  ...["paddle", "zendesk", "hubspot"],
+];
+for (const source of signed) {
   for (const [signature, code] of [
     ["missing", "signature_missing"],
     ["forged", "signature_mismatch"],
     ["malformed", "signature_malformed"],
     ["other-body", "signature_mismatch"],
-    ...(["stdhooks", "stripe", "hmac", "slack", "zoom"].includes(source) ? [["stale", "signature_expired"]] : []),
+    ...(timestamped.includes(source) ? [["stale", "signature_expired"]] : []),
   ] as Array<[Entry["signature"], string]>) {
     out.push({
       name: `webhook ${source}: ${signature} signature`,

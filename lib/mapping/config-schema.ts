@@ -28,6 +28,11 @@ const tolerance = (seconds: number) =>
   z.number().int().min(1).max(86_400).default(seconds).describe("Timestamp tolerance in seconds");
 const Tolerance = tolerance(300);
 
+/** A URL a sender signs, the request's own query string appended to it (Twilio's, HubSpot's). */
+const QuerylessUrl = z
+  .string()
+  .regex(/^https?:\/\/[^/?#\s]+[^?#\s]*$/, "must be an http(s) URL without a query string or fragment");
+
 /** The generic HMAC schemes' settings (`hmac`, and `hmac-sha256`, its first name). */
 const hmacFields = (algorithm: "sha256") => ({
   secrets: Secrets,
@@ -79,10 +84,7 @@ export const AuthSchema = z
     z.strictObject({
       scheme: z.literal("twilio").describe("X-Twilio-Signature: HMAC-SHA1 with the account's Auth Token"),
       secrets: Secrets,
-      url: z
-        .string()
-        .regex(/^https?:\/\/[^/?#\s]+[^?#\s]*$/, "must be an http(s) URL without a query string or fragment")
-        .describe("the URL Twilio calls, as set in Twilio, less its query string (added as it arrives)"),
+      url: QuerylessUrl.describe("the URL Twilio calls, as set in Twilio, less its query string (added as it arrives)"),
     }),
     z.strictObject({
       scheme: z
@@ -107,6 +109,28 @@ export const AuthSchema = z
         .describe("Meta (WhatsApp, Messenger, Instagram): X-Hub-Signature-256; answers the GET hub.challenge"),
       secrets: Secrets.describe("the App Secret; two during a rotation"),
       verifyTokens: Secrets.describe("the Verify Token set beside the Callback URL in the App Dashboard"),
+    }),
+    z.strictObject({
+      scheme: z.literal("paddle").describe("Paddle Billing: Paddle-Signature ts=<seconds>;h1=<hex> over '{ts}:{body}'"),
+      secrets: Secrets.describe("the notification destination's secret keys; several during a rotation"),
+      toleranceSeconds: Tolerance,
+    }),
+    z.strictObject({
+      scheme: z
+        .literal("zendesk")
+        .describe("X-Zendesk-Webhook-Signature: base64 HMAC-SHA256 of the ISO timestamp header and the body"),
+      secrets: Secrets.describe("the webhook's signing secrets; several during a rotation"),
+      toleranceSeconds: Tolerance,
+    }),
+    z.strictObject({
+      scheme: z
+        .literal("hubspot")
+        .describe("X-HubSpot-Signature-v3: base64 HMAC-SHA256 of the method, URL, body and millisecond timestamp"),
+      secrets: Secrets.describe("the app's client secret; two during a rotation"),
+      url: QuerylessUrl.describe(
+        "the target URL HubSpot calls, as set in the app, less its query string (added as it arrives)",
+      ),
+      toleranceSeconds: Tolerance,
     }),
     z.strictObject({
       scheme: z.literal("token").describe("a header carrying a shared secret as it is (GitLab's X-Gitlab-Token)"),

@@ -1,6 +1,6 @@
 import { createHmac, randomUUID } from "node:crypto";
 import type { Auth } from "../mapping/config-schema.js";
-import { standardWebhooksKey, twilioSignedText, v0SignedText } from "./signatures.js";
+import { hubspotSignedUrl, standardWebhooksKey, twilioSignedText, v0SignedText } from "./signatures.js";
 
 /**
  * Signs a body the way each provider does, giving the headers to send: for tests, fixtures and
@@ -40,6 +40,21 @@ export function signWebhook(
       return auth.scheme === "slack"
         ? { "x-slack-signature": sig, "x-slack-request-timestamp": ts }
         : { "x-zm-signature": sig, "x-zm-request-timestamp": ts };
+    }
+    case "paddle":
+      return { "paddle-signature": `ts=${ts};h1=${mac(secret, `${ts}:`).toString("hex")}` };
+    case "zendesk": {
+      const iso = new Date(Number(ts) * 1000).toISOString().replace(".000Z", "Z");
+      return {
+        "x-zendesk-webhook-signature": mac(secret, iso).toString("base64"),
+        "x-zendesk-webhook-signature-timestamp": iso,
+      };
+    }
+    case "hubspot": {
+      const ms = `${ts}000`;
+      const url = hubspotSignedUrl(auth.url, options.query ?? "");
+      const digest = createHmac("sha256", secret).update(`POST${url}`).update(body).update(ms).digest("base64");
+      return { "x-hubspot-signature-v3": digest, "x-hubspot-request-timestamp": ms };
     }
     case "token":
       return { [auth.header.toLowerCase()]: secret };

@@ -138,6 +138,37 @@ function twilioEscapedForms(url: string): string[] {
   return [...forms, ...forms.map(legacy)];
 }
 
+/** Zendesk's timestamp header: ISO 8601 in UTC, as `2021-03-25T05:09:27Z`. */
+const ISO_UTC = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z$/;
+
+/**
+ * The URL HubSpot signs: the one it called, with the query as received and, as its v3 rules
+ * say, these twelve escapes decoded (and no others).
+ */
+export function hubspotSignedUrl(url: string, query: string): string {
+  return withQuery(url, query).replace(/%(3A|2F|3F|40|21|24|27|28|29|2A|2C|3B)/gi, (_, hex: string) =>
+    String.fromCharCode(Number.parseInt(hex, 16)),
+  );
+}
+
+/**
+ * A header of `key=value` pairs (Stripe's `t=..,v1=..`, Paddle's `ts=..;h1=..`): the timestamp,
+ * and every signature under `signatureKey`, as a rotation sends one per secret.
+ */
+function timestampAndSignatures(header: string, separator: string, timestampKey: string, signatureKey: string) {
+  let ts: string | undefined;
+  const signatures: string[] = [];
+  for (const item of header.split(separator)) {
+    const at = item.indexOf("=");
+    if (at === -1) continue;
+    const key = item.slice(0, at).trim();
+    const value = item.slice(at + 1).trim();
+    if (key === timestampKey) ts = value;
+    else if (key === signatureKey && value) signatures.push(value);
+  }
+  return { ts, signatures };
+}
+
 export function verifySignature(
   auth: SignedAuth,
   secrets: readonly string[],
@@ -179,13 +210,7 @@ export function verifySignature(
     case "stripe": {
       const header = headers[auth.header.toLowerCase()];
       if (!header) return fail("signature_missing", `${auth.header} header is required`);
-      let t: string | undefined;
-      const v1: string[] = [];
-      for (const item of header.split(",")) {
-        const [k, v] = item.split("=", 2);
-        if (k?.trim() === "t") t = v;
-        else if (k?.trim() === auth.version && v) v1.push(v.trim());
-      }
+      const { ts: t, signatures: v1 } = timestampAndSignatures(header, ",", "t", auth.version);
       if (!t || !/^\d{1,12}$/.test(t) || v1.length === 0 || !v1.every((s) => /^[0-9a-f]{64}$/i.test(s))) {
         return fail("signature_malformed", `${auth.header} must be t=<seconds>,${auth.version}=<hex>`);
       }
@@ -256,6 +281,74 @@ export function verifySignature(
       if (!token) return fail("signature_missing", `${auth.header} header is required`);
       if (!matchesToken(secrets, token))
         return fail("signature_mismatch", `${auth.header} matches no configured secret`);
+      return { ok: true };
+    }
+    case "paddle": {
+      const header = headers["paddle-signature"];
+      if (!header) return fail("signature_missing", "Paddle-Signature header is required");
+      const { ts, signatures: h1 } = timestampAndSignatures(header, ";", "ts", "h1");
+      if (!ts || !/^\d{1,12}$/.test(ts) || h1.length === 0 || !h1.every((h) => /^[0-9a-f]{64}$/i.test(h)))
+        return fail("signature_malformed", "Paddle-Signature must be ts=<seconds>;h1=<hex>");
+      const expected = secrets.map((s) => hmac(s, `${ts}:`, body));
+      if (
+        !anyEqual(
+          expected,
+          h1.map((h) => Buffer.from(h, "hex")),
+        )
+      )
+        return fail("signature_mismatch", "no signature matches a configured secret key");
+      if (Math.abs(nowSeconds - Number(ts)) > auth.toleranceSeconds)
+        return fail("signature_expired", `Paddle-Signature's ts is more than ${auth.toleranceSeconds} s from now`);
+      return { ok: true };
+    }
+    case "zendesk": {
+      const sig = headers["x-zendesk-webhook-signature"];
+      const ts = headers["x-zendesk-webhook-signature-timestamp"];
+      if (!sig || !ts)
+        return fail(
+          "signature_missing",
+          "X-Zendesk-Webhook-Signature and X-Zendesk-Webhook-Signature-Timestamp headers are required",
+        );
+      const at = Date.parse(ts);
+      if (!ISO_UTC.test(ts) || Number.isNaN(at))
+        return fail("signature_malformed", "X-Zendesk-Webhook-Signature-Timestamp is not an ISO 8601 UTC time");
+      if (!BASE64.test(sig) || Buffer.from(sig, "base64").length !== 32)
+        return fail("signature_malformed", "X-Zendesk-Webhook-Signature must be the base64 of a SHA-256 HMAC");
+      // The timestamp and the body with nothing between, as Zendesk documents it.
+      if (
+        !anyEqual(
+          secrets.map((s) => hmac(s, ts, body)),
+          [Buffer.from(sig, "base64")],
+        )
+      )
+        return fail("signature_mismatch", "no signature matches a configured signing secret");
+      if (Math.abs(nowSeconds - at / 1000) > auth.toleranceSeconds)
+        return fail(
+          "signature_expired",
+          `X-Zendesk-Webhook-Signature-Timestamp is more than ${auth.toleranceSeconds} s from now`,
+        );
+      return { ok: true };
+    }
+    case "hubspot": {
+      const sig = headers["x-hubspot-signature-v3"];
+      const ts = headers["x-hubspot-request-timestamp"];
+      if (!sig || !ts)
+        return fail("signature_missing", "X-HubSpot-Signature-v3 and X-HubSpot-Request-Timestamp headers are required");
+      if (!/^\d{1,15}$/.test(ts))
+        return fail("signature_malformed", "X-HubSpot-Request-Timestamp is not Unix milliseconds");
+      if (!BASE64.test(sig) || Buffer.from(sig, "base64").length !== 32)
+        return fail("signature_malformed", "X-HubSpot-Signature-v3 must be the base64 of a SHA-256 HMAC");
+      // Only POSTs reach a webhook source, so the method signed is POST.
+      const url = hubspotSignedUrl(auth.url, query);
+      const expected = secrets.map((s) => hmac(s, `POST${url}`, body, ts));
+      if (!anyEqual(expected, [Buffer.from(sig, "base64")]))
+        return fail(
+          "signature_mismatch",
+          "no signature matches a configured client secret (is `url` the target URL set in HubSpot?)",
+        );
+      // As HubSpot's own libraries do: only a timestamp that is too old is refused.
+      if (nowSeconds - Number(ts) / 1000 > auth.toleranceSeconds)
+        return fail("signature_expired", `X-HubSpot-Request-Timestamp is more than ${auth.toleranceSeconds} s old`);
       return { ok: true };
     }
     case "hmac-sha256":

@@ -529,6 +529,100 @@ describe("ElevenLabs post-call webhooks: Stripe's format under another header", 
   });
 });
 
+describe("HubSpot: a signed array of events from many portals", () => {
+  const file = "examples/hubspot-contacts.yaml";
+  const secret = "hubspot-client-secret-e2e-0001";
+
+  test("each created contact is billed once to its portal; a retried request bills nothing more; the query is signed", async () => {
+    const { rt, billed, total } = await start(file, { HUBSPOT_CLIENT_SECRET: secret });
+    const at = Date.now() - 60_000;
+    const event = (eventId: number, portalId: number, subscriptionType: string) => ({
+      eventId,
+      subscriptionId: 2_000_001,
+      portalId,
+      appId: 54_321,
+      occurredAt: at,
+      subscriptionType,
+      attemptNumber: 0,
+      objectId: 9_000 + eventId,
+      changeSource: "CRM",
+      changeFlag: "NEW",
+    });
+    const body = JSON.stringify([
+      event(1, 62515, "contact.creation"),
+      event(2, 62516, "contact.creation"),
+      event(3, 62515, "contact.propertyChange"),
+    ]);
+    // Built with node:crypto as HubSpot documents v3, for the Target URL in the config, with
+    // the query as sent and its %40 decoded; not with signWebhook.
+    const ms = String(Date.now());
+    const query = "app=billing%40example";
+    const signed = `POSThttps://api.example.com/v1/webhooks/hubspot?app=billing@example${body}${ms}`;
+    const headers = {
+      "content-type": "application/json",
+      "x-hubspot-signature-v3": createHmac("sha256", secret).update(signed).digest("base64"),
+      "x-hubspot-request-timestamp": ms,
+    };
+    const post = (q: string) => fetch(`${rt.gatewayUrl}/v1/webhooks/hubspot?${q}`, { method: "POST", headers, body });
+    assert.equal((await post(query)).status, 202);
+    assert.equal((await post(query)).status, 202, "HubSpot's retry");
+    await billed("cus_HubSpotPortal01", "contacts_created", 1);
+    await billed("cus_HubSpotPortal02", "contacts_created", 1);
+    await settle();
+    assert.equal(total("cus_HubSpotPortal01", "contacts_created"), 1);
+    assert.equal(rt.emulator?.ledger.events.length, 2);
+    assert.equal(rt.emulator?.ledger.events[0]?.timestamp, Math.floor(at / 1000));
+
+    const otherQuery = await post("app=other%40example");
+    assert.equal(otherQuery.status, 401);
+    assert.equal(((await otherQuery.json()) as { error: { code: string } }).error.code, "signature_mismatch");
+  });
+});
+
+describe("Zendesk: a trigger's webhook, signed over its ISO timestamp", () => {
+  const file = "examples/zendesk-tickets.yaml";
+  const secret = "zendesk-signing-secret-e2e-0001";
+
+  test("a solved ticket is billed once to its organization; a stale or forged request is refused", async () => {
+    const { webhook, billed, total, rt } = await start(file, { ZENDESK_WEBHOOK_SECRET: secret });
+    const body = JSON.stringify({
+      event: "ticket_solved",
+      ticket_id: "35436",
+      organization: "org_acme",
+      channel: "Web form",
+    });
+    // Built with node:crypto as Zendesk documents it: the timestamp, then the body; base64.
+    const sign = (iso: string, key = secret) => ({
+      "x-zendesk-webhook-signature": createHmac("sha256", key)
+        .update(iso + body)
+        .digest("base64"),
+      "x-zendesk-webhook-signature-timestamp": iso,
+    });
+    const now = new Date().toISOString().replace(/\.\d{3}Z$/, "Z");
+    assert.equal((await webhook("zendesk", body, sign(now))).status, 202);
+    assert.equal((await webhook("zendesk", body, sign(now))).status, 202, "Zendesk's retry");
+    await billed("cus_ZendeskClient01", "tickets_solved", 1);
+    await settle();
+    assert.equal(total("cus_ZendeskClient01", "tickets_solved"), 1);
+    assert.equal(rt.emulator?.ledger.events[0]?.payload.channel, "Web form");
+
+    const stale = new Date(Date.now() - 600_000).toISOString();
+    const refused = await Promise.all([
+      webhook("zendesk", body, sign(stale)),
+      webhook("zendesk", body, sign(now, "not-the-secret")),
+      webhook("zendesk", body, {}),
+    ]);
+    const codes = await Promise.all(
+      refused.map(async (r) => [r.status, ((await r.json()) as { error: { code: string } }).error.code]),
+    );
+    assert.deepEqual(codes, [
+      [401, "signature_expired"],
+      [401, "signature_mismatch"],
+      [401, "signature_missing"],
+    ]);
+  });
+});
+
 describe("a source authenticated by a token header", () => {
   test("the token admits the webhook and is kept out of the queue and the DLQ", async () => {
     const token = "gitlab-token-e2e-0001";

@@ -33,6 +33,9 @@ const SECRETS: Record<string, string> = {
   zoom: "zoom-hostile-secret-token-0001",
   meta: "meta-hostile-app-secret-0001",
   metaVerify: "meta-hostile-verify-token-0001",
+  paddle: "pdl_ntfset_hostile_secret_0001",
+  zendesk: "zendesk-hostile-signing-secret-0001",
+  hubspot: "hubspot-hostile-client-secret-0001",
 };
 const ALL_SECRETS = [API_KEY, STRIPE_KEY, ...Object.values(SECRETS)];
 
@@ -61,6 +64,12 @@ const config = {
     meta: {
       type: "webhook",
       auth: { scheme: "meta", secrets: [{ env: "S_META" }], verifyTokens: [{ env: "S_META_VERIFY" }] },
+    },
+    paddle: { type: "webhook", auth: { scheme: "paddle", secrets: [{ env: "S_PADDLE" }] } },
+    zendesk: { type: "webhook", auth: { scheme: "zendesk", secrets: [{ env: "S_ZENDESK" }] } },
+    hubspot: {
+      type: "webhook",
+      auth: { scheme: "hubspot", url: "https://api.example.com/v1/webhooks/hubspot", secrets: [{ env: "S_HUBSPOT" }] },
     },
   },
 };
@@ -107,6 +116,9 @@ before(async () => {
     S_ZOOM: SECRETS.zoom,
     S_META: SECRETS.meta,
     S_META_VERIFY: SECRETS.metaVerify,
+    S_PADDLE: SECRETS.paddle,
+    S_ZENDESK: SECRETS.zendesk,
+    S_HUBSPOT: SECRETS.hubspot,
   });
   const logger = createLogger({ level: "debug", write: (l) => logs.push(l) });
   const api = await createIngestApiFromConfig(cfg, { sqs: queues.sqs, logger });

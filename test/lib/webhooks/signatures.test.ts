@@ -84,6 +84,31 @@ const schemes: Array<{
     timestamped: "both",
   },
   {
+    name: "Paddle-Signature",
+    auth: AuthSchema.parse({ scheme: "paddle", secrets: [{ value: "x" }] }) as Signed,
+    secret: "pdl_ntfset_secret_key_0001",
+    other: "pdl_ntfset_secret_key_0002",
+    timestamped: "both",
+  },
+  {
+    name: "Zendesk X-Zendesk-Webhook-Signature",
+    auth: AuthSchema.parse({ scheme: "zendesk", secrets: [{ value: "x" }] }) as Signed,
+    secret: "zendesk-signing-secret-0001",
+    other: "zendesk-signing-secret-0002",
+    timestamped: "both",
+  },
+  {
+    name: "HubSpot X-HubSpot-Signature-v3",
+    auth: AuthSchema.parse({
+      scheme: "hubspot",
+      url: "https://hooks.example.com/v1/webhooks/hubspot",
+      secrets: [{ value: "x" }],
+    }) as Signed,
+    secret: "hubspot-client-secret-0001",
+    other: "hubspot-client-secret-0002",
+    timestamped: "old",
+  },
+  {
     name: "generic HMAC-SHA256, hex with prefix and timestamp",
     auth: AuthSchema.parse({
       scheme: "hmac-sha256",
@@ -342,6 +367,71 @@ describe("generic HMAC", () => {
     const headers = signWebhook(renamed, "s-1", body);
     assert.equal(code(verifySignature(first, ["s-1"], headers, body, NOW)), "ok");
     assert.equal(headers["x-sig"], createHmac("sha256", "s-1").update(body).digest("hex"));
+  });
+});
+
+describe("Paddle, Zendesk and HubSpot", () => {
+  // Each signature here is built with node:crypto as the sender documents it, not with signWebhook.
+  const paddle = AuthSchema.parse({ scheme: "paddle", secrets: [{ value: "x" }] }) as Signed;
+  const zendesk = AuthSchema.parse({ scheme: "zendesk", secrets: [{ value: "x" }] }) as Signed;
+  const hubspot = AuthSchema.parse({
+    scheme: "hubspot",
+    url: "https://hooks.example.com/v1/webhooks/hubspot",
+    secrets: [{ value: "x" }],
+  }) as Signed;
+  const hex = (secret: string, text: string) => createHmac("sha256", secret).update(text).digest("hex");
+  const b64 = (secret: string, text: string) => createHmac("sha256", secret).update(text).digest("base64");
+
+  test("Paddle signs '{ts}:{body}'; during a rotation it sends an h1 per secret, and either verifies", () => {
+    const ts = String(NOW - 3);
+    const check = (header: string, secrets = ["pdl-new"]) =>
+      code(verifySignature(paddle, secrets, { "paddle-signature": header }, body, NOW));
+    const signed = (secret: string) => hex(secret, `${ts}:${body.toString()}`);
+    assert.equal(check(`ts=${ts};h1=${signed("pdl-new")}`), "ok");
+    assert.equal(check(`ts=${ts};h1=${signed("pdl-old")};h1=${signed("pdl-new")}`), "ok");
+    assert.equal(check(`ts=${ts};h1=${signed("pdl-old")}`), "signature_mismatch");
+    // Stripe's separator, or a timestamp moved by a second, does not verify.
+    assert.equal(check(`ts=${ts};h1=${hex("pdl-new", `${ts}.${body.toString()}`)}`), "signature_mismatch");
+    assert.equal(check(`ts=${Number(ts) + 1};h1=${signed("pdl-new")}`), "signature_mismatch");
+    assert.equal(check(`ts=${ts},h1=${signed("pdl-new")}`), "signature_malformed");
+  });
+
+  test("Zendesk signs the ISO timestamp header and the body, nothing between, in base64", () => {
+    const iso = new Date((NOW - 30) * 1000).toISOString().replace(".000Z", "Z");
+    const headers = (sig: string, ts = iso) => ({
+      "x-zendesk-webhook-signature": sig,
+      "x-zendesk-webhook-signature-timestamp": ts,
+    });
+    const check = (h: Record<string, string>, now = NOW) => code(verifySignature(zendesk, ["zd-secret"], h, body, now));
+    assert.equal(check(headers(b64("zd-secret", iso + body.toString()))), "ok");
+    assert.equal(check(headers(b64("zd-secret", `${iso}.${body.toString()}`))), "signature_mismatch");
+    assert.equal(check(headers(b64("zd-secret", iso + body.toString()), String(NOW - 30))), "signature_malformed");
+    assert.equal(check(headers(b64("zd-secret", iso + body.toString())), NOW + 400), "signature_expired");
+  });
+
+  test("HubSpot signs POST, the URL with its query (twelve escapes decoded), the body and the time in ms", () => {
+    const ms = String((NOW - 10) * 1000);
+    const query = "tenant=acme%40example.com&note=a%20b%2Cc";
+    const url = "https://hooks.example.com/v1/webhooks/hubspot?tenant=acme@example.com&note=a%20b,c";
+    const sig = b64("hs-secret", `POST${url}${body.toString()}${ms}`);
+    const check = (headers: Record<string, string>, q = query, now = NOW) =>
+      code(verifySignature(hubspot, ["hs-secret"], headers, body, now, q));
+    const headers = { "x-hubspot-signature-v3": sig, "x-hubspot-request-timestamp": ms };
+    assert.equal(check(headers), "ok");
+    assert.equal(check(headers, "tenant=other%40example.com&note=a%20b%2Cc"), "signature_mismatch");
+    const undecoded = b64("hs-secret", `POSThttps://hooks.example.com/v1/webhooks/hubspot?${query}${body}${ms}`);
+    assert.equal(check({ ...headers, "x-hubspot-signature-v3": undecoded }), "signature_mismatch");
+    // Five minutes old is HubSpot's limit; a time in seconds reads as 1970 and is refused too.
+    assert.equal(check(headers, query, NOW + 291), "signature_expired");
+    const inSeconds = b64("hs-secret", `POST${url}${body.toString()}${NOW}`);
+    assert.equal(
+      check({ "x-hubspot-signature-v3": inSeconds, "x-hubspot-request-timestamp": String(NOW) }),
+      "signature_expired",
+    );
+    assert.equal(
+      signWebhook(hubspot, "hs-secret", body, { timestamp: NOW - 10, query })["x-hubspot-signature-v3"],
+      sig,
+    );
   });
 });
 
