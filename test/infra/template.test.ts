@@ -8,8 +8,14 @@ import { before, describe, test } from "node:test";
 import { promisify } from "node:util";
 import { ReceiveMessageCommand } from "@aws-sdk/client-sqs";
 import { INGEST_QUEUE_MEMORY_MB, lambdaYoungGenerationFlags } from "../../bench/stats.js";
+import { createQueueHandler } from "../../functions/ingest-queue.js";
 import { emfDocuments } from "../../functions/support/observability.js";
-import { createIngestApiFromConfig } from "../../lib/app.js";
+import {
+  createConsumerFromConfig,
+  createErrorReportReaderFromConfig,
+  createIngestApiFromConfig,
+} from "../../lib/app.js";
+import { CANCEL_FORMAT } from "../../lib/cancellation.js";
 import { loadConfig } from "../../lib/config.js";
 import type { DeadLetterBody } from "../../lib/dead-letter.js";
 import { silentLogger } from "../../lib/logger.js";
@@ -18,9 +24,9 @@ import { MetricsRecorder } from "../../lib/metrics.js";
 import { MAX_MESSAGE_BYTES } from "../../lib/queue.js";
 import { signWebhook } from "../../lib/webhooks/sign.js";
 import { BUDGET_KIB, COLD_START_BUDGET_KIB } from "../../scripts/bundle-budgets.js";
-import { httpEvent, sqsEvent, sqsRecord, usageEvent } from "../helpers/factories.js";
+import { httpEvent, lambdaContext, sqsEvent, sqsRecord, usageEvent } from "../helpers/factories.js";
 import { consumerEnv, startPipelineParts } from "../helpers/pipeline.js";
-import { queueDepth } from "../helpers/sqs.js";
+import { drain, queueDepth } from "../helpers/sqs.js";
 
 // biome-ignore lint/suspicious/noExplicitAny: CloudFormation JSON, asserted field by field
 type Json = any;
@@ -275,6 +281,146 @@ describe("packaged CloudFormation template", () => {
     // The Lambda runtime sizes V8's heap from the function's memory; the bench copies that.
     assert.equal(resources.IngestQueueLambdaFunction.Properties.MemorySize, INGEST_QUEUE_MEMORY_MB);
     assert.deepEqual(lambdaYoungGenerationFlags(512), ["--max-semi-space-size=25"]);
+  });
+
+  test("the dashboard graphs what the functions emit, under the dimensions they emit it with, and every alarm", async () => {
+    const sub = resources.Dashboard.Properties.DashboardBody["Fn::Sub"] as string;
+    const body = JSON.parse(
+      sub
+        .replaceAll("${AWS::Region}", "us-east-1")
+        .replaceAll("${AWS::AccountId}", "123456789012")
+        .replaceAll("${AWS::Partition}", "aws"),
+    );
+    assert.equal(resources.Dashboard.Properties.DashboardName, "meterhook-dev");
+
+    // What the functions emit: the HTTP API, the consumer and the error report reader, run in
+    // process on fauxqs and the emulator, through what makes each metric.
+    const parts = await startPipelineParts();
+    const docs: Array<Record<string, Json>> = [];
+    try {
+      const dir = mkdtempSync(join(tmpdir(), "mh-dashboard-"));
+      const rule = { name: "r", when: "body.bill", id: "body.id", customer: "body.c", emit: [{ event_name: "e" }] };
+      const auth = { scheme: "github", secrets: [{ value: "dashboard-secret-0001" }] };
+      writeFileSync(
+        join(dir, "config.json"),
+        JSON.stringify({ version: 1, sources: { app: { type: "webhook", auth, rules: [rule], unmatched: "ignore" } } }),
+      );
+      const env = {
+        ...consumerEnv(parts),
+        METERHOOK_API_KEYS: "mh_dashboard_key_0001",
+        METERHOOK_INGEST_QUEUE_URL: parts.queues.ingestQueueUrl,
+        METERHOOK_CONFIG: join(dir, "config.json"),
+      };
+      const http = new MetricsRecorder();
+      const api = await createIngestApiFromConfig(loadConfig(env), { logger: silentLogger, metrics: http });
+      const post = (path: string, payload: string, headers: Record<string, string>) =>
+        api.handle({ method: "POST", path, headers, body: Buffer.from(payload), requestId: "r" });
+      const json = { "content-type": "application/json" };
+      const key = { ...json, authorization: "Bearer mh_dashboard_key_0001" };
+      const billed = usageEvent({ customer: "cus_dashboard", value: 2 });
+      const statuses = [
+        (await post("/v1/events", JSON.stringify({ events: [billed, { id: "bad" }] }), key)).status,
+        (await post("/v1/events/cancel", JSON.stringify({ id: "old", event_name: "api_requests" }), key)).status,
+        (await post("/v1/events", "{}", { ...json, authorization: "Bearer mh_retired_key" })).status,
+      ];
+      for (const [payload, secret] of [
+        ['{"bill":false,"id":"w1","c":"cus_dashboard"}', "dashboard-secret-0001"],
+        ['{"bill":true,"id":"w2","c":"cus_dashboard"}', "not-the-secret"],
+      ] as const) {
+        const signed = signWebhook(AuthSchema.parse(auth) as never, secret, payload);
+        statuses.push((await post("/v1/webhooks/app", payload, { ...json, ...signed })).status);
+      }
+      assert.deepEqual(statuses, [202, 202, 401, 202, 401]);
+      docs.push(...(emfDocuments(http.drain(), "http-api", Date.now()) as Array<Record<string, Json>>));
+
+      // The queued event twice (SQS delivers at least once), an unmapped customer and the webhook
+      // no rule bills; first with no time left (all retried), then billed. The cancellation, of
+      // an event Stripe never had, is left out: it is retried until it fails (README).
+      const queued = (await drain(parts.queues.sqs, parts.queues.ingestQueueUrl))
+        .map((m) => m.body)
+        .filter((b) => !b.includes(CANCEL_FORMAT));
+      const event = queued.find((b) => b.includes("cus_dashboard") && !b.includes("trigger/")) as string;
+      const batch = sqsEvent(
+        [...queued, event, JSON.stringify(usageEvent({ customer: "acct_nobody" }))].map((b) => sqsRecord(b)),
+      );
+      const consumerMetrics = new MetricsRecorder();
+      const consumer = createConsumerFromConfig(loadConfig(env), {
+        sqs: parts.queues.sqs,
+        logger: silentLogger,
+        metrics: consumerMetrics,
+      });
+      const handle = createQueueHandler(() => consumer);
+      assert.ok((await handle(batch, lambdaContext(1))).batchItemFailures.length > 0);
+      assert.deepEqual(await handle(batch, lambdaContext(30_000)), { batchItemFailures: [] });
+      await (await consumer).close();
+      docs.push(...(emfDocuments(consumerMetrics.drain(), "ingest-queue", Date.now()) as Array<Record<string, Json>>));
+
+      parts.emulator.ledger.addError({
+        code: "meter_event_customer_not_found",
+        message: "Customer cus_dashboardGone was not found.",
+        identifier: "mh_dashboard_refused",
+        event_name: "api_requests",
+      });
+      parts.emulator.errorReports.flush();
+      const reportMetrics = new MetricsRecorder();
+      const reader = await createErrorReportReaderFromConfig(loadConfig(env), {
+        logger: silentLogger,
+        metrics: reportMetrics,
+      });
+      await reader.run({ from: Date.now() - 3_600_000, to: Date.now() + 61_000 }, Date.now() + 30_000);
+      await reader.close();
+      docs.push(...(emfDocuments(reportMetrics.drain(), "stripe-reports", Date.now()) as Array<Record<string, Json>>));
+    } finally {
+      await parts.stop();
+    }
+
+    const names = (type: string, property: string) => new Set(ofType(type).map(([, r]) => r.Properties[property]));
+    const queues = names("AWS::SQS::Queue", "QueueName");
+    const functions = names("AWS::Lambda::Function", "FunctionName");
+    const graphed: string[] = [];
+    for (const widget of body.widgets.filter((w: Json) => w.type === "metric")) {
+      for (const row of widget.properties.metrics as Json[][]) {
+        const [first] = row;
+        if (typeof first === "object") {
+          // SEARCH('{meterhook,<dimensions>} MetricName="X" function="f"', ...): X under exactly those.
+          const m = /SEARCH\('\{meterhook,([\w,]+)\} MetricName="(\w+)" function="([\w-]+)"'/.exec(first.expression);
+          assert.ok(m, first.expression);
+          const [, dims, name, fn] = m as unknown as [string, string, string, string];
+          const found = docs.find(
+            (d) =>
+              name in d &&
+              d.function === fn &&
+              JSON.stringify([...d._aws.CloudWatchMetrics[0].Dimensions[0]].sort()) ===
+                JSON.stringify(dims.split(",").sort()),
+          );
+          assert.ok(found, `${widget.properties.title}: ${name} by ${dims} from ${fn}`);
+          graphed.push(name);
+          continue;
+        }
+        const [namespace, name, ...rest] = row as string[];
+        const pairs = rest.filter((x) => typeof x === "string");
+        const dimensions = [];
+        for (let i = 0; i < pairs.length; i += 2) dimensions.push({ Name: pairs[i], Value: pairs[i + 1] });
+        if (namespace === "meterhook") {
+          const metric = { Namespace: namespace, MetricName: name, Dimensions: dimensions };
+          assert.ok(emittedFor(docs, metric), `${widget.properties.title}: ${name} ${JSON.stringify(dimensions)}`);
+          graphed.push(name as string);
+        } else if (namespace === "AWS/SQS") assert.ok(queues.has(dimensions[0]?.Value), JSON.stringify(row));
+        else if (namespace === "AWS/Lambda") assert.ok(functions.has(dimensions[0]?.Value), JSON.stringify(row));
+        else assert.fail(`unexpected namespace in ${JSON.stringify(row)}`);
+      }
+    }
+    for (const name of ["EventsBilled", "EventsDeadLettered", "EventsRetried", "StripeRequests", "WebhooksRejected"])
+      assert.ok(graphed.includes(name), name);
+
+    // Every alarm the stack always creates, and no other (the opt-in ones are left out).
+    const [alarmWidget] = body.widgets.filter((w: Json) => w.type === "alarm");
+    const shown = (alarmWidget.properties.alarms as string[]).map((arn) => arn.split(":alarm:")[1]).sort();
+    const always = ofType("AWS::CloudWatch::Alarm")
+      .filter(([, a]) => !a.Condition)
+      .map(([, a]) => a.Properties.AlarmName)
+      .sort();
+    assert.deepEqual(shown, always);
   });
 
   test("alarms watch DLQ depth, backlog age, and consumer errors and throttles", () => {
