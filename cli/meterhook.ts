@@ -1,5 +1,6 @@
 /**
- * meterhook's command line. `validate` checks a mapping config; `map` maps a sample trigger with it. `meters` lists Stripe's active
+ * meterhook's command line. `validate` checks a mapping config; `map` maps a sample trigger with it;
+ * `send` signs one as its sender would and posts it to a running meterhook. `meters` lists Stripe's active
  * meters and checks the event names the settings use against them; `customers`, that Stripe has
  * the customers of the customer tables. `replay` takes dead letters off the DLQ and runs them through the
  * current pipeline, with the same settings as the functions (METERHOOK_DLQ_URL, STRIPE_API_KEY or
@@ -8,10 +9,10 @@
 
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
-import { replayFromConfig, withStripeClient } from "../lib/app.js";
+import { replayFromConfig, secretReaderFor, withStripeClient } from "../lib/app.js";
 import { type Config, loadConfig } from "../lib/config.js";
 import { ConfigError, MeterhookError } from "../lib/errors.js";
-import type { MappingConfig } from "../lib/mapping/config-schema.js";
+import type { MappingConfig, SecretRef } from "../lib/mapping/config-schema.js";
 import { readMappingConfig } from "../lib/mapping/load.js";
 import { checkStripeCustomers } from "../lib/stripe/customer-check.js";
 import { readActiveMeters } from "../lib/stripe/meters.js";
@@ -33,6 +34,12 @@ const USAGE = `usage:
       consumer would, and print the meter events it makes, or why it makes none; nothing is
       queued or sent (customers from tables and cus_ ids; network lookups are left to run time);
       exits 1 when it, or one of its events, would be dead-lettered
+  meterhook send <config.yaml|config.json|sources.ts> <source> <trigger file, or - for stdin>
+        [--url http://127.0.0.1:3000] [--header "Name: value"]... [--query "a=1&b=2"] [--content-type type]
+      sign a sample webhook as the source's sender would, with the source's first secret (read
+      from where the config says: environment, SSM, Secrets Manager), and POST it to
+      <url>/v1/webhooks/<source> (npm start's gateway by default); prints the answer, and exits
+      1 unless it is 2xx. An api-key source is sent the first of METERHOOK_API_KEYS
   meterhook replay [--limit N] [--dry-run] [--after-dedupe-window]
       --limit N   take at most N dead letters off the DLQ (default 100)
       --dry-run   only report what would happen: nothing is sent, deleted or re-queued
@@ -164,21 +171,12 @@ async function map(args: string[]): Promise<number> {
     console.error(USAGE);
     return 2;
   }
-  const headers: Record<string, string> = {};
-  for (const h of values.header ?? []) {
-    const at = h.indexOf(":");
-    if (at < 1) {
-      console.error(`--header must be "Name: value", got "${h}"`);
-      return 2;
-    }
-    // As given: an SQS message's attribute names are case-sensitive (a webhook's are lower-cased).
-    headers[h.slice(0, at).trim()] = h.slice(at + 1).trim();
-  }
+  // As given: an SQS message's attribute names are case-sensitive (a webhook's are lower-cased).
+  const headers = headerOptions(values.header ?? []);
+  if (!headers) return 2;
   // JSON is read as JSON whatever its type; a form needs its type.
   if (values["content-type"]) headers["content-type"] = values["content-type"];
-  // The newline an editor or `echo` ends a file with is not part of the payload (a form's last
-  // field would end with it).
-  const body = readFileSync(triggerFile === "-" ? 0 : triggerFile, "utf8").replace(/\r?\n$/, "");
+  const body = triggerText(triggerFile);
   const { loadPreviewMapping, previewTrigger } = await import("../lib/preview.js");
   const preview = await previewTrigger(
     await loadPreviewMapping(file),
@@ -191,10 +189,81 @@ async function map(args: string[]): Promise<number> {
   return preview.outcome === "dead-letter" || refused ? 1 : 0;
 }
 
+/** `--header "Name: value"` options as headers, names as given; undefined after printing why. */
+function headerOptions(given: string[]): Record<string, string> | undefined {
+  const headers: Record<string, string> = {};
+  for (const h of given) {
+    const at = h.indexOf(":");
+    if (at < 1) {
+      console.error(`--header must be "Name: value", got "${h}"`);
+      return undefined;
+    }
+    headers[h.slice(0, at).trim()] = h.slice(at + 1).trim();
+  }
+  return headers;
+}
+
+/**
+ * The trigger file's text. The newline an editor or `echo` ends a file with is not part of the
+ * payload (a form's last field would end with it).
+ */
+const triggerText = (file: string) => readFileSync(file === "-" ? 0 : file, "utf8").replace(/\r?\n$/, "");
+
+async function send(args: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    options: {
+      url: { type: "string", default: "http://127.0.0.1:3000" },
+      header: { type: "string", multiple: true, default: [] },
+      query: { type: "string" },
+      "content-type": { type: "string", default: "application/json" },
+    },
+    allowPositionals: true,
+    strict: true,
+  });
+  const [file, name, triggerFile] = positionals;
+  const given = headerOptions(values.header ?? []);
+  if (!file || !name || !triggerFile || positionals.length > 3 || !given) {
+    if (given) console.error(USAGE);
+    return 2;
+  }
+  const [{ loadMapping, readSecretRef }, { signWebhook }] = await Promise.all([
+    import("../lib/mapping/runtime.js"),
+    import("../lib/webhooks/sign.js"),
+  ]);
+  const source = (await loadMapping(file)).sources.get(name);
+  if (!source) throw new ConfigError(`${file} has no source "${name}"`);
+  if (source.type !== "webhook" || source.auth.scheme === "none")
+    throw new ConfigError(
+      `"${name}" is an ${source.type} source: its triggers come from a queue or a bus, not a webhook`,
+    );
+  const body = triggerText(triggerFile);
+  const query = values.query?.replace(/^\?/, "") ?? "";
+  const config = loadConfig();
+  let auth: Record<string, string>;
+  if (source.auth.scheme === "api-key") {
+    const [key] = config.apiKeys;
+    if (!key) throw new ConfigError("an api-key source needs METERHOOK_API_KEYS set, to send the first of them");
+    auth = { authorization: `Bearer ${key}` };
+  } else {
+    const secret = await readSecretRef(source.auth.secrets[0] as SecretRef, process.env, secretReaderFor(config));
+    auth = signWebhook(source.auth, secret, body, { query });
+  }
+  const url = `${values.url?.replace(/\/+$/, "")}/v1/webhooks/${encodeURIComponent(name)}${query ? `?${query}` : ""}`;
+  const res = await fetch(url, {
+    method: "POST",
+    headers: { "content-type": values["content-type"] as string, ...given, ...auth },
+    body,
+  });
+  console.log(`${res.status} ${await res.text()}`);
+  return res.ok ? 0 : 1;
+}
+
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   if (command === "validate") return validate(rest);
   if (command === "map") return map(rest);
+  if (command === "send") return send(rest);
   if (command === "meters" || command === "customers") {
     const settings = await settingsFor(rest);
     if (!settings) {

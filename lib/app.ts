@@ -61,7 +61,8 @@ export function sqsClientFor(config: Config, given?: SqsClientSource): SqsClient
   };
 }
 
-function secretReaderFor(config: Config, deps: AppDeps): SecretReader {
+/** Reads secrets from SSM and Secrets Manager as the functions do (the CLI's `send` too). */
+export function secretReaderFor(config: Config, deps: AppDeps = {}): SecretReader {
   return (
     deps.secretReader ??
     createAwsSecretReader({

@@ -1,0 +1,93 @@
+import assert from "node:assert/strict";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
+import { type LocalRuntime, startLocalRuntime } from "../../local/runtime.js";
+import { meterhookCli } from "../helpers/cli.js";
+import { waitFor } from "../helpers/wait.js";
+
+const dir = mkdtempSync(join(tmpdir(), "mh-send-"));
+const sample = (name: string, text: string) => {
+  const file = join(dir, name);
+  writeFileSync(file, `${text}\n`);
+  return file;
+};
+
+describe("meterhook send", () => {
+  const secrets = { GITHUB_WEBHOOK_SECRET: "gh-send-secret-0001", TWILIO_AUTH_TOKEN: "twilio-send-token-0001" };
+  const config = join(dir, "senders.yaml");
+  let rt: LocalRuntime;
+  const total = (customer: string) =>
+    rt.emulator?.ledger.summaries().find((s) => s.customer === customer)?.aggregated_value;
+
+  before(async () => {
+    // Two example sources in one config: GitHub's (a header in the rule) and Twilio's (a form,
+    // signed with the public URL and the query).
+    const sources = ["examples/github-ci-minutes.yaml", "examples/twilio-sms.yaml"]
+      .map((f) => readFileSync(f, "utf8").split("\nsources:\n")[1])
+      .join("");
+    writeFileSync(config, `version: 1\nsources:\n${sources}`);
+    rt = await startLocalRuntime({
+      env: { METERHOOK_LOG_LEVEL: "error", METERHOOK_CONFIG: config, ...secrets },
+      visibilityTimeoutSeconds: 1,
+    });
+  });
+  after(() => rt?.stop());
+
+  test("signs a webhook as GitHub does, with the secret the config names, and the gateway bills it", async () => {
+    const { code, stdout } = await meterhookCli(
+      [
+        "send",
+        config,
+        "github",
+        "test/fixtures/triggers/github-workflow-job-completed.json",
+        "--url",
+        rt.gatewayUrl,
+        "--header",
+        "X-GitHub-Event: workflow_job",
+      ],
+      secrets,
+    );
+    assert.equal(code, 0, stdout);
+    assert.match(stdout, /^202 \{"received":true/);
+    await waitFor(() => total("cus_OctoOrg0001") === 7.5 || undefined, "the job billed");
+  });
+
+  test("a form with a query, signed over the URL Twilio would call; another secret is refused, exit 1", async () => {
+    const form = sample(
+      "delivered.txt",
+      "MessageSid=SM00000000000000000000000000000009&MessageStatus=delivered&To=%2B15558675310&ToCountry=US",
+    );
+    const args = [
+      "send",
+      config,
+      "twilio-sms",
+      form,
+      "--url",
+      `${rt.gatewayUrl}/`,
+      "--query",
+      "account=acct_sms_1",
+      "--content-type",
+      "application/x-www-form-urlencoded",
+    ];
+    const sent = await meterhookCli(args, secrets);
+    assert.equal(sent.code, 0, sent.stdout);
+    await waitFor(() => total("cus_SmsTenant0001") === 1 || undefined, "the message billed");
+
+    const forged = await meterhookCli(args, { ...secrets, TWILIO_AUTH_TOKEN: "not-the-token" });
+    assert.equal(forged.code, 1);
+    assert.match(forged.stdout, /^401 .*signature_mismatch/);
+  });
+
+  test("an unknown source, or a secret not set, fails before anything is sent", async () => {
+    const body = "test/fixtures/triggers/github-workflow-job-completed.json";
+    const unknown = await meterhookCli(["send", config, "gitlab", body, "--url", rt.gatewayUrl], secrets);
+    assert.equal(unknown.code, 1);
+    const unset = await meterhookCli(["send", config, "github", body, "--url", rt.gatewayUrl], {
+      GITHUB_WEBHOOK_SECRET: "",
+    });
+    assert.equal(unset.code, 1);
+    assert.equal(unset.stdout, "");
+  });
+});
