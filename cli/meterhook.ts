@@ -178,15 +178,16 @@ async function map(args: string[]): Promise<number> {
   if (values["content-type"]) headers["content-type"] = values["content-type"];
   const body = triggerText(triggerFile);
   const { loadPreviewMapping, previewTrigger } = await import("../lib/preview.js");
+  const config = loadConfig();
   const preview = await previewTrigger(
     await loadPreviewMapping(file),
     source,
     { headers, body, ...(values.query ? { query: values.query.replace(/^\?/, "") } : {}) },
-    { valueRules: loadConfig().valueRules },
+    { valueRules: config.valueRules, maxBodyBytes: config.maxBodyBytes },
   );
   console.log(JSON.stringify(preview, null, 2));
   const refused = preview.outcome === "events" && preview.events.some((e) => "refused" in e);
-  return preview.outcome === "dead-letter" || refused ? 1 : 0;
+  return preview.outcome === "dead-letter" || preview.outcome === "refused" || refused ? 1 : 0;
 }
 
 /** `--header "Name: value"` options as headers, names as given; undefined after printing why. */

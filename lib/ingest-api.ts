@@ -9,7 +9,7 @@ import { Metric, type Metrics, noMetrics } from "./metrics.js";
 import { packBodies } from "./pack.js";
 import { MAX_BODY_BYTES, type QueueSender, sendableBody } from "./queue.js";
 import { reloading } from "./reloading.js";
-import { CORRELATION_ATTRIBUTE, keptHeaders, TRIGGER_FORMAT, type TriggerMessage, withoutBom } from "./triggers.js";
+import { CORRELATION_ATTRIBUTE, type TriggerMessage, webhookTrigger, withoutBom } from "./triggers.js";
 import { parseUsageEvent, toCanonicalJson, type UsageEvent } from "./usage-event.js";
 import { handshakeOf, isSlackSslCheck, metaSubscription, verifyTokensKey } from "./webhooks/handshakes.js";
 import { verifySignature } from "./webhooks/signatures.js";
@@ -77,7 +77,40 @@ function rejectionOf(item: unknown, index: number, err: unknown): Rejection {
  * misleading answer) or mangled text matching no rule (a webhook, with `unmatched: ignore`
  * acknowledged and never billed).
  */
-function compressedBody(req: HttpRequest, what: string): string | undefined {
+/** Why a webhook is refused before its signature is read, or undefined: its size or its encoding. */
+export function webhookBodyRefusal(
+  headers: Record<string, string | undefined>,
+  bytes: number,
+  maxBodyBytes: number,
+): Refusal | undefined {
+  if (bytes > maxBodyBytes)
+    return { status: 413, code: "payload_too_large", message: `body is larger than ${maxBodyBytes} bytes` };
+  const compressed = compressedBody({ headers }, "body");
+  return compressed ? { status: 415, code: "unsupported_media_type", message: compressed } : undefined;
+}
+
+/**
+ * A webhook's trigger as its queue message, or why it cannot be one: wrapped in its trigger, a
+ * body within maxBodyBytes can still outgrow a queue message (JSON escapes, headers), and SQS
+ * would refuse it on every resend.
+ */
+export function queuedWebhook(trigger: TriggerMessage): { message: string; refusal?: Refusal } {
+  // Escaped here as the sender would (it then finds nothing to escape), to measure it.
+  const message = sendableBody(JSON.stringify(trigger));
+  const bytes = Buffer.byteLength(message);
+  if (bytes <= MAX_BODY_BYTES) return { message };
+  const why = `the webhook takes ${bytes} bytes once queued with its headers, over the ${MAX_BODY_BYTES} a queue message holds`;
+  return { message, refusal: { status: 413, code: "payload_too_large", message: why } };
+}
+
+/** A request refused whole, before anything is queued. */
+export interface Refusal {
+  status: number;
+  code: string;
+  message: string;
+}
+
+function compressedBody(req: Pick<HttpRequest, "headers">, what: string): string | undefined {
   const encoding = (req.headers["content-encoding"] ?? "").trim().toLowerCase();
   if (encoding === "" || encoding === "identity") return undefined;
   return `Content-Encoding ${encoding.slice(0, 40)} is not supported; send the ${what} uncompressed`;
@@ -306,11 +339,8 @@ export function createIngestApi(deps: IngestApiDeps): { handle(req: HttpRequest)
     };
     const source = deps.webhooks?.sources.get(name);
     if (source?.type !== "webhook") return refuse(404, "unknown_source", `no webhook source "${name.slice(0, 64)}"`);
-    if (req.body.length > deps.maxBodyBytes) {
-      return refuse(413, "payload_too_large", `body is larger than ${deps.maxBodyBytes} bytes`);
-    }
-    const compressed = compressedBody(req, "body");
-    if (compressed) return refuse(415, "unsupported_media_type", compressed);
+    const unreadable = webhookBodyRefusal(req.headers, req.body.length, deps.maxBodyBytes);
+    if (unreadable) return refuse(unreadable.status, unreadable.code, unreadable.message);
     const auth = source.auth;
     if (auth.scheme === "slack" && isSlackSslCheck(req.body)) {
       deps.logger.info("webhook handshake answered", { requestId: rid, source: name, check: "ssl_check" });
@@ -343,28 +373,15 @@ export function createIngestApi(deps: IngestApiDeps): { handle(req: HttpRequest)
         if (handshake) return refuse(400, "invalid_handshake", handshake.message);
       }
     }
-    const trigger: TriggerMessage = {
-      meterhook: TRIGGER_FORMAT,
-      kind: "webhook",
-      source: name,
-      receivedAt: new Date(now()).toISOString(),
+    const trigger = webhookTrigger(
+      name,
+      now(),
+      { headers: req.headers, query: req.query, body: req.body.toString("utf8") },
       // A token scheme's header is the secret itself: it must not reach the queue or the DLQ.
-      headers: keptHeaders(req.headers, auth.scheme === "token" ? auth.header : undefined),
-      ...(req.query ? { query: req.query } : {}),
-      body: req.body.toString("utf8"),
-    };
-    // Escaped here as the sender would (it then finds nothing to escape), to measure it.
-    const message = sendableBody(JSON.stringify(trigger));
-    // Wrapped in its trigger, a body within maxBodyBytes can still outgrow a queue message
-    // (JSON escapes, headers): refused now, as SQS would refuse it on every resend.
-    const queuedBytes = Buffer.byteLength(message);
-    if (queuedBytes > MAX_BODY_BYTES) {
-      return refuse(
-        413,
-        "payload_too_large",
-        `the webhook takes ${queuedBytes} bytes once queued with its headers, over the ${MAX_BODY_BYTES} a queue message holds`,
-      );
-    }
+      auth.scheme === "token" ? auth.header : undefined,
+    );
+    const { message, refusal: tooLarge } = queuedWebhook(trigger);
+    if (tooLarge) return refuse(tooLarge.status, tooLarge.code, tooLarge.message);
     const { failed } = await deps.ingestQueue.send([
       { key: "0", body: message, attributes: { [CORRELATION_ATTRIBUTE]: rid } },
     ]);

@@ -6,15 +6,17 @@
  * checks) and customer lookups over the network are left to run time.
  */
 import type { CancelTarget } from "./cancellation.js";
+import { loadConfig } from "./config.js";
 import type { Mapping, QueueMessage } from "./consumer.js";
 import { CustomerResolver, stripeIdLookup } from "./customers.js";
 import { decodeUsage } from "./decode.js";
 import { MeterhookError } from "./errors.js";
+import { queuedWebhook, webhookBodyRefusal } from "./ingest-api.js";
 import { customerResolvers, loadMapping, toConsumerMapping } from "./mapping/runtime.js";
 import { type MeterEvent, toMeterEvent, type ValueRules } from "./meter-event.js";
 import { inputOf } from "./prepare.js";
 import type { HttpTransport } from "./stripe/transport.js";
-import { SOURCE_ATTRIBUTE, TRIGGER_FORMAT, type TriggerMessage } from "./triggers.js";
+import { SOURCE_ATTRIBUTE, type TriggerMessage, webhookTrigger } from "./triggers.js";
 import type { UsageEvent } from "./usage-event.js";
 
 /** A sample trigger: what a webhook's request, or an app's message, would carry. */
@@ -38,6 +40,8 @@ export type Preview =
   | { outcome: "events"; events: PreviewEvent[]; cancels?: CancelTarget[] }
   | { outcome: "ignored"; message: string }
   | { outcome: "dead-letter"; code: string; message: string };
+/** A webhook the HTTP side would refuse before queueing it (too large, compressed): its answer. */
+export type RefusedPreview = { outcome: "refused"; status: number; code: string; message: string };
 
 /** Never called: a preview's lookups answer only from what they hold (tables, `cus_` ids). */
 const NO_NETWORK: HttpTransport = {
@@ -67,18 +71,33 @@ export async function previewTrigger(
   mapping: Mapping,
   sourceName: string,
   sample: SampleTrigger,
-  options: { now?: number; valueRules?: ValueRules } = {},
-): Promise<Preview> {
+  /** `maxBodyBytes`: METERHOOK_MAX_BODY_BYTES, the largest webhook body the HTTP side takes. */
+  options: { now?: number; valueRules?: ValueRules; maxBodyBytes?: number } = {},
+): Promise<Preview | RefusedPreview> {
   const now = options.now ?? Date.now();
   const source = mapping.sources.get(sourceName);
   if (!source) {
     const names = [...mapping.sources.keys()].join(", ");
     return { outcome: "dead-letter", code: "unknown_source", message: `no source "${sourceName}" (${names})` };
   }
-  const headers = Object.fromEntries(Object.entries(sample.headers).map(([k, v]) => [k.toLowerCase(), v]));
-  // A webhook is queued as a trigger message; an app's message or an EventBridge event is read
-  // for the source its meterhook_source attribute names.
+  // A webhook is queued as a trigger message, if the HTTP side takes it; an app's message or an
+  // EventBridge event is read for the source its meterhook_source attribute names.
   const webhook = source.type === "webhook";
+  let trigger: TriggerMessage | undefined;
+  if (webhook) {
+    const headers = Object.fromEntries(Object.entries(sample.headers).map(([k, v]) => [k.toLowerCase(), v]));
+    const bytes = Buffer.byteLength(sample.body);
+    const unreadable = webhookBodyRefusal(headers, bytes, options.maxBodyBytes ?? loadConfig({}).maxBodyBytes);
+    const auth = source.auth;
+    trigger = webhookTrigger(
+      sourceName,
+      now,
+      { ...sample, headers },
+      auth.scheme === "token" ? auth.header : undefined,
+    );
+    const refusal = unreadable ?? queuedWebhook(trigger).refusal;
+    if (refusal) return { outcome: "refused", ...refusal };
+  }
   const message: QueueMessage = {
     messageId: "preview",
     body: sample.body,
@@ -87,18 +106,8 @@ export async function previewTrigger(
     firstReceivedAt: now,
     attributes: webhook ? {} : { ...sample.headers, [SOURCE_ATTRIBUTE]: sourceName },
   };
-  const input: unknown = webhook
-    ? ({
-        meterhook: TRIGGER_FORMAT,
-        kind: "webhook",
-        source: sourceName,
-        receivedAt: new Date(now).toISOString(),
-        headers,
-        ...(sample.query ? { query: sample.query } : {}),
-        body: sample.body,
-      } satisfies TriggerMessage)
-    : // As the consumer reads an app's message: its JSON (after a byte order mark), else its text.
-      inputOf(message);
+  // As the consumer reads an app's message: its JSON (after a byte order mark), else its text.
+  const input: unknown = trigger ?? inputOf(message);
   let decoded: ReturnType<typeof decodeUsage>;
   try {
     decoded = decodeUsage(message, input, { mapping, resolver: new CustomerResolver([stripeIdLookup]) });

@@ -45,6 +45,28 @@ export function keptHeaders(
   return out;
 }
 
+/**
+ * A webhook as the HTTP side queues it: the raw body, the query as it arrived, and the headers
+ * less credentials and `secretHeader` (a `token` source's secret). `meterhook map` builds the
+ * same, so a preview maps what the consumer would be given.
+ */
+export function webhookTrigger(
+  source: string,
+  receivedAt: number,
+  request: { headers: Record<string, string | undefined>; query?: string; body: string },
+  secretHeader?: string,
+): TriggerMessage {
+  return {
+    meterhook: TRIGGER_FORMAT,
+    kind: "webhook",
+    source,
+    receivedAt: new Date(receivedAt).toISOString(),
+    headers: keptHeaders(request.headers, secretHeader),
+    ...(request.query ? { query: request.query } : {}),
+    body: request.body,
+  };
+}
+
 export function isTriggerMessage(x: unknown): x is TriggerMessage {
   const t = x as TriggerMessage | null;
   return !!t && typeof t === "object" && t.meterhook === TRIGGER_FORMAT && typeof t.body === "string";

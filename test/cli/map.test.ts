@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, test } from "node:test";
 import { meterEventIdentifier } from "../../lib/meter-event.js";
-import type { Preview } from "../../lib/preview.js";
+import type { Preview, RefusedPreview } from "../../lib/preview.js";
 import { meterhookCli } from "../helpers/cli.js";
 
 const dir = mkdtempSync(join(tmpdir(), "mh-map-"));
@@ -14,9 +14,9 @@ function sample(name: string, content: unknown): string {
   writeFileSync(file, `${typeof content === "string" ? content : JSON.stringify(content, null, 2)}\n`);
   return file;
 }
-async function map(args: string[]): Promise<{ code: number; preview: Preview }> {
+async function map(args: string[]): Promise<{ code: number; preview: Preview | RefusedPreview }> {
   const { code, stdout } = await meterhookCli(["map", ...args], {});
-  return { code, preview: JSON.parse(stdout) as Preview };
+  return { code, preview: JSON.parse(stdout) as Preview | RefusedPreview };
 }
 const now = () => Math.floor(Date.now() / 1000);
 
@@ -163,5 +163,34 @@ describe("meterhook map", () => {
       code: "unknown_source",
       message: 'no source "slak" (slack)',
     });
+  });
+
+  test("a webhook the HTTP side would refuse, too large or compressed, is shown refused with its answer", async () => {
+    const mention = { type: "event_callback", team_id: "T0001WORKSPACE", event_id: "Ev1", event: {} };
+    const over = await meterhookCli(
+      ["map", "examples/slack-app.yaml", "slack", sample("big.json", { ...mention, pad: "x".repeat(2048) })],
+      { METERHOOK_MAX_BODY_BYTES: "1024" },
+    );
+    assert.equal(over.code, 1);
+    assert.deepEqual(JSON.parse(over.stdout), {
+      outcome: "refused",
+      status: 413,
+      code: "payload_too_large",
+      message: "body is larger than 1024 bytes",
+    });
+    // Within the limit, but each quote doubles once escaped into its queue message.
+    const quoted = sample("quoted.json", { ...mention, pad: '"'.repeat(600_000) });
+    const escaped = await map(["examples/slack-app.yaml", "slack", quoted]);
+    assert.equal(escaped.code, 1);
+    assert.equal(escaped.preview.outcome === "refused" && escaped.preview.code, "payload_too_large");
+    const gzip = await map([
+      "examples/slack-app.yaml",
+      "slack",
+      sample("m.json", mention),
+      "--header",
+      "Content-Encoding: gzip",
+    ]);
+    assert.equal(gzip.code, 1);
+    assert.equal(gzip.preview.outcome === "refused" && gzip.preview.status, 415);
   });
 });
