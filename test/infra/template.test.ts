@@ -25,7 +25,7 @@ import { MAX_MESSAGE_BYTES } from "../../lib/queue.js";
 import { signWebhook } from "../../lib/webhooks/sign.js";
 import { BUDGET_KIB, COLD_START_BUDGET_KIB } from "../../scripts/bundle-budgets.js";
 import { httpEvent, lambdaContext, sqsEvent, sqsRecord, usageEvent } from "../helpers/factories.js";
-import { consumerEnv, startPipelineParts } from "../helpers/pipeline.js";
+import { consumerEnv, type PipelineParts, startPipelineParts } from "../helpers/pipeline.js";
 import { drain, queueDepth } from "../helpers/sqs.js";
 
 // biome-ignore lint/suspicious/noExplicitAny: CloudFormation JSON, asserted field by field
@@ -54,6 +54,17 @@ before(async () => {
   template = JSON.parse(readFileSync(".serverless/cloudformation-template-update-stack.json", "utf8"));
   resources = template.Resources;
 });
+
+/** An event the emulator accepted and then refused, in an error report ready to be read. */
+function refusedAfterAccepting(parts: PipelineParts, name: string): void {
+  parts.emulator.ledger.addError({
+    code: "meter_event_customer_not_found",
+    message: `Customer cus_${name}Gone was not found.`,
+    identifier: `mh_${name}_refused`,
+    event_name: "api_requests",
+  });
+  parts.emulator.errorReports.flush();
+}
 
 describe("packaged CloudFormation template", () => {
   test("the ingest queue redrives to the DLQ after more receives than the consumer's own attempts", () => {
@@ -355,13 +366,7 @@ describe("packaged CloudFormation template", () => {
       await (await consumer).close();
       docs.push(...(emfDocuments(consumerMetrics.drain(), "ingest-queue", Date.now()) as Array<Record<string, Json>>));
 
-      parts.emulator.ledger.addError({
-        code: "meter_event_customer_not_found",
-        message: "Customer cus_dashboardGone was not found.",
-        identifier: "mh_dashboard_refused",
-        event_name: "api_requests",
-      });
-      parts.emulator.errorReports.flush();
+      refusedAfterAccepting(parts, "dashboard");
       const reportMetrics = new MetricsRecorder();
       const reader = await createErrorReportReaderFromConfig(loadConfig(env), {
         logger: silentLogger,
@@ -805,13 +810,7 @@ describe("bundles", () => {
       );
 
       // Stripe's error reports: an event Stripe refused after accepting it, read by the scheduled function.
-      parts.emulator.ledger.addError({
-        code: "meter_event_customer_not_found",
-        message: "Customer cus_bundleGone was not found.",
-        identifier: "mh_bundle_refused",
-        event_name: "api_requests",
-      });
-      parts.emulator.errorReports.flush();
+      refusedAfterAccepting(parts, "bundle");
       const scheduled = new Date(Date.now() + 61_000).toISOString();
       const read = await run("stripe-reports", { time: scheduled });
       assert.deepEqual([read.reports, read.refused], [1, 1]);
