@@ -180,18 +180,25 @@ export function verifySignature(
 ): VerifyResult {
   switch (auth.scheme) {
     case "standard-webhooks": {
-      const id = headers["webhook-id"];
-      const ts = headers["webhook-timestamp"];
-      const sig = headers["webhook-signature"];
+      // Svix, which senders such as Clerk and Resend use, sends the same three headers named
+      // svix-*, unless the sender pays to rename them webhook-*: all three come from one family.
+      const family =
+        headers["webhook-signature"] === undefined && headers["svix-signature"] !== undefined ? "svix" : "webhook";
+      const id = headers[`${family}-id`];
+      const ts = headers[`${family}-timestamp`];
+      const sig = headers[`${family}-signature`];
       if (!id || !ts || !sig)
-        return fail("signature_missing", "webhook-id, webhook-timestamp and webhook-signature headers are required");
-      if (!/^\d{1,12}$/.test(ts)) return fail("signature_malformed", "webhook-timestamp is not Unix seconds");
+        return fail(
+          "signature_missing",
+          "webhook-id, webhook-timestamp and webhook-signature headers (or Svix's svix-*) are required",
+        );
+      if (!/^\d{1,12}$/.test(ts)) return fail("signature_malformed", `${family}-timestamp is not Unix seconds`);
       const candidates = sig
         .split(" ")
         .filter((p) => p.startsWith("v1,"))
         .map((p) => p.slice(3));
       if (candidates.length === 0 || !candidates.every((c) => BASE64.test(c))) {
-        return fail("signature_malformed", "webhook-signature has no v1,<base64> signature");
+        return fail("signature_malformed", `${family}-signature has no v1,<base64> signature`);
       }
       const expected = secrets.map((s) => hmac(standardWebhooksKey(s), `${id}.${ts}.`, body));
       if (
@@ -203,7 +210,7 @@ export function verifySignature(
         return fail("signature_mismatch", "no signature matches a configured secret");
       }
       if (Math.abs(nowSeconds - Number(ts)) > auth.toleranceSeconds) {
-        return fail("signature_expired", `webhook-timestamp is more than ${auth.toleranceSeconds} s from now`);
+        return fail("signature_expired", `${family}-timestamp is more than ${auth.toleranceSeconds} s from now`);
       }
       return { ok: true };
     }

@@ -170,6 +170,27 @@ describe("Standard Webhooks sender", () => {
     await billed("cus_UsageSvc0001", "api_requests", 1284);
     await billed("cus_UsageSvc0001", "data_transfer_gb", 2.75);
   });
+
+  test("a Svix sender's svix-* headers verify too, and its message id makes the same identifiers on a retry", async () => {
+    const { webhook, billed, total, rt } = await start(file, {
+      USAGE_WEBHOOK_SECRET: current,
+      USAGE_WEBHOOK_SECRET_PREVIOUS: previous,
+    });
+    const record = loadTrigger("standard-webhooks-usage-recorded.json") as { data: Record<string, unknown> };
+    record.data.stripe_customer_id = "cus_SvixSender001";
+    const body = JSON.stringify(record);
+    const svix = Object.fromEntries(
+      Object.entries(signWebhook(schemeOf(file, "usage-service"), current, body, { id: "msg_svix_0001" })).map(
+        ([k, v]) => [k.replace("webhook-", "svix-"), v],
+      ),
+    );
+    assert.equal((await webhook("usage-service", body, svix)).status, 202);
+    assert.equal((await webhook("usage-service", body, svix)).status, 202, "Svix's retry");
+    await billed("cus_SvixSender001", "api_requests", 1284);
+    await settle();
+    assert.equal(total("cus_SvixSender001", "api_requests"), 1284);
+    assert.equal(rt.emulator?.ledger.events.length, 2, "two meters, each once");
+  });
 });
 
 describe("LLM usage: token fan-out with an HTTP customer lookup", () => {

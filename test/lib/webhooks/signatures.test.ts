@@ -370,6 +370,33 @@ describe("generic HMAC", () => {
   });
 });
 
+describe("Standard Webhooks and Svix", () => {
+  const auth = AuthSchema.parse({ scheme: "standard-webhooks", secrets: [{ value: "x" }] }) as Signed;
+  // The example the Standard Webhooks and Svix documentation publish: a signature they computed.
+  const secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+  const payload = Buffer.from('{"test": 2432232314}');
+  const at = 1614265330;
+  const family = (prefix: string): Record<string, string> => ({
+    [`${prefix}-id`]: "msg_p5jXN8AQM9LWM0D4loKWxJek",
+    [`${prefix}-timestamp`]: String(at),
+    [`${prefix}-signature`]: "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=",
+  });
+  const check = (headers: Record<string, string>, key = secret) =>
+    code(verifySignature(auth, [key], headers, payload, at + 5));
+
+  test("the published example verifies under webhook-* headers and under Svix's svix-* (Clerk, Resend)", () => {
+    assert.equal(check(family("webhook")), "ok");
+    assert.equal(check(family("svix")), "ok");
+    assert.equal(check(family("svix"), "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSx"), "signature_mismatch");
+  });
+
+  test("the three headers come from one family: a signature of one and an id of the other is missing its id", () => {
+    const mixed: Record<string, string> = { ...family("webhook"), "svix-id": "msg_p5jXN8AQM9LWM0D4loKWxJek" };
+    delete mixed["webhook-id"];
+    assert.equal(check(mixed), "signature_missing");
+  });
+});
+
 describe("Paddle, Zendesk and HubSpot", () => {
   // Each signature here is built with node:crypto as the sender documents it, not with signWebhook.
   const paddle = AuthSchema.parse({ scheme: "paddle", secrets: [{ value: "x" }] }) as Signed;
