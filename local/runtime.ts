@@ -69,108 +69,125 @@ export async function startLocalRuntime(options: LocalRuntimeOptions = {}): Prom
     visibilityTimeoutSeconds: options.visibilityTimeoutSeconds ?? 10,
     maxReceiveCount: options.maxReceiveCount,
   });
+  // What is started so far, stopped in reverse if a later part cannot start (a secret the
+  // mapping config names is not set): nothing is left holding ports or the process open.
+  const undo: Array<() => Promise<void>> = [() => queues.stop()];
   let emulator: StripeEmulator | undefined;
-  if (!env.STRIPE_API_BASE) {
-    emulator = new StripeEmulator(options.emulator);
-    const url = await emulator.start(options.stripeEmulatorPort ?? 0);
-    env.STRIPE_API_BASE = url;
-    env.STRIPE_METER_EVENTS_BASE = url;
-    env.STRIPE_API_KEY ??= EMULATOR_DEFAULT_KEY;
-  }
-  const usingDefaultApiKey = !env.METERHOOK_API_KEYS;
-  env.METERHOOK_API_KEYS ||= LOCAL_API_KEY;
-  env.METERHOOK_INGEST_QUEUE_URL = queues.ingestQueueUrl;
-  env.METERHOOK_DLQ_URL = queues.deadLetterQueueUrl;
-  env.SQS_ENDPOINT = queues.endpoint;
-  // A pack's events to retry wait as long as any other retry: the visibility timeout.
-  env.METERHOOK_PACK_RETRY_DELAY_SECONDS ??= String(options.visibilityTimeoutSeconds ?? 10);
-  if (options.quiet) env.METERHOOK_LOG_LEVEL ??= "error";
+  try {
+    if (!env.STRIPE_API_BASE) {
+      const started = new StripeEmulator(options.emulator);
+      const url = await started.start(options.stripeEmulatorPort ?? 0);
+      emulator = started;
+      undo.push(() => started.stop());
+      env.STRIPE_API_BASE = url;
+      env.STRIPE_METER_EVENTS_BASE = url;
+      env.STRIPE_API_KEY ??= EMULATOR_DEFAULT_KEY;
+    }
+    const usingDefaultApiKey = !env.METERHOOK_API_KEYS;
+    env.METERHOOK_API_KEYS ||= LOCAL_API_KEY;
+    env.METERHOOK_INGEST_QUEUE_URL = queues.ingestQueueUrl;
+    env.METERHOOK_DLQ_URL = queues.deadLetterQueueUrl;
+    env.SQS_ENDPOINT = queues.endpoint;
+    // A pack's events to retry wait as long as any other retry: the visibility timeout.
+    env.METERHOOK_PACK_RETRY_DELAY_SECONDS ??= String(options.visibilityTimeoutSeconds ?? 10);
+    if (options.quiet) env.METERHOOK_LOG_LEVEL ??= "error";
 
-  const config = loadConfig(env);
-  const mapping = config.mappingConfigFile ? await loadMapping(config.mappingConfigFile) : undefined;
-  const sqs = new SQSClient({
-    region: config.aws.region,
-    endpoint: queues.endpoint,
-    credentials: { accessKeyId: "local", secretAccessKey: "local" },
-  });
-  const sqsFault = options.sqsFault;
-  if (sqsFault) {
-    sqs.middlewareStack.add(
-      (next, context) => async (args) => {
-        const err = sqsFault({
-          command: context.commandName ?? "",
-          queueUrl: (args.input as { QueueUrl?: string }).QueueUrl,
-        });
-        if (err) throw err;
-        return next(args);
-      },
-      { step: "initialize", name: "meterhookFaultInjection" },
+    const config = loadConfig(env);
+    const mapping = config.mappingConfigFile ? await loadMapping(config.mappingConfigFile) : undefined;
+    const sqs = new SQSClient({
+      region: config.aws.region,
+      endpoint: queues.endpoint,
+      credentials: { accessKeyId: "local", secretAccessKey: "local" },
+    });
+    const sqsFault = options.sqsFault;
+    if (sqsFault) {
+      sqs.middlewareStack.add(
+        (next, context) => async (args) => {
+          const err = sqsFault({
+            command: context.commandName ?? "",
+            queueUrl: (args.input as { QueueUrl?: string }).QueueUrl,
+          });
+          if (err) throw err;
+          return next(args);
+        },
+        { step: "initialize", name: "meterhookFaultInjection" },
+      );
+    }
+    undo.push(async () => sqs.destroy());
+    const consumer = await createConsumerFromConfig(config, { sqs, mapping });
+    undo.push(() => consumer.close());
+    const api = await createIngestApiFromConfig(config, { sqs, mapping });
+    const gateway = await startGateway(
+      createHttpHandler(async () => api),
+      options.port ?? 0,
     );
-  }
-  const consumer = await createConsumerFromConfig(config, { sqs, mapping });
-  const api = await createIngestApiFromConfig(config, { sqs, mapping });
-  const gateway = await startGateway(
-    createHttpHandler(async () => api),
-    options.port ?? 0,
-  );
-  const log = createLogger({ level: config.logLevel, base: { component: "local" } });
-  const pollers = Array.from({ length: options.pollers ?? 1 }, () =>
-    startPoller({
-      sqs,
-      queueUrl: queues.ingestQueueUrl,
-      handler: createQueueHandler(async () => consumer),
-      functionTimeoutMs: options.functionTimeoutMs ?? 30_000,
-      batchSize: options.batchSize,
-      skipDelete: options.skipDelete,
-      onError: (error) => log.error("consumer invocation failed", { error }),
-    }),
-  );
-
-  // Stripe's error reports, read as the stripe-reports function reads them on AWS, each interval
-  // from where the last read ended.
-  const reportReader = await createErrorReportReaderFromConfig(config);
-  const stripeReports: ErrorReport[] = [];
-  let readUpTo = Date.now();
-  let reading: Promise<void> | undefined;
-  const readReports = () => {
-    const to = Date.now();
-    reading ??= reportReader
-      .run({ from: readUpTo, to }, to + 10_000)
-      .then((found) => {
-        stripeReports.push(...found);
-        readUpTo = to;
-      })
-      .catch((error) => log.error("reading Stripe's error reports failed", { error }))
-      .finally(() => {
-        reading = undefined;
-      });
-  };
-  const reportTimer = setInterval(readReports, options.reportsEveryMs ?? 10_000);
-  reportTimer.unref();
-
-  return {
-    gatewayUrl: gateway.url,
-    sqsEndpoint: queues.endpoint,
-    ingestQueueUrl: queues.ingestQueueUrl,
-    deadLetterQueueUrl: queues.deadLetterQueueUrl,
-    queues,
-    stripeApiBase: config.stripe.apiBase,
-    emulator,
-    apiKey: config.apiKeys[0] as string,
-    usingDefaultApiKey,
-    sources: [...(mapping?.sources.values() ?? [])].map((s) => ({ name: s.name, type: s.type })),
-    stripeReports,
-    async stop() {
-      clearInterval(reportTimer);
-      await reading;
-      await reportReader.close();
-      await Promise.all(pollers.map((p) => p.stop()));
-      await new Promise<void>((resolve) => gateway.server.close(() => resolve()));
+    undo.push(async () => {
+      gateway.server.close();
       gateway.server.closeAllConnections();
-      await consumer.close();
-      sqs.destroy();
-      await emulator?.stop();
-      await queues.stop();
-    },
-  };
+    });
+    const log = createLogger({ level: config.logLevel, base: { component: "local" } });
+    const pollers = Array.from({ length: options.pollers ?? 1 }, () =>
+      startPoller({
+        sqs,
+        queueUrl: queues.ingestQueueUrl,
+        handler: createQueueHandler(async () => consumer),
+        functionTimeoutMs: options.functionTimeoutMs ?? 30_000,
+        batchSize: options.batchSize,
+        skipDelete: options.skipDelete,
+        onError: (error) => log.error("consumer invocation failed", { error }),
+      }),
+    );
+    undo.push(() => Promise.all(pollers.map((p) => p.stop())).then(() => {}));
+
+    // Stripe's error reports, read as the stripe-reports function reads them on AWS, each interval
+    // from where the last read ended.
+    const reportReader = await createErrorReportReaderFromConfig(config);
+    const stripeReports: ErrorReport[] = [];
+    let readUpTo = Date.now();
+    let reading: Promise<void> | undefined;
+    const readReports = () => {
+      const to = Date.now();
+      reading ??= reportReader
+        .run({ from: readUpTo, to }, to + 10_000)
+        .then((found) => {
+          stripeReports.push(...found);
+          readUpTo = to;
+        })
+        .catch((error) => log.error("reading Stripe's error reports failed", { error }))
+        .finally(() => {
+          reading = undefined;
+        });
+    };
+    const reportTimer = setInterval(readReports, options.reportsEveryMs ?? 10_000);
+    reportTimer.unref();
+
+    return {
+      gatewayUrl: gateway.url,
+      sqsEndpoint: queues.endpoint,
+      ingestQueueUrl: queues.ingestQueueUrl,
+      deadLetterQueueUrl: queues.deadLetterQueueUrl,
+      queues,
+      stripeApiBase: config.stripe.apiBase,
+      emulator,
+      apiKey: config.apiKeys[0] as string,
+      usingDefaultApiKey,
+      sources: [...(mapping?.sources.values() ?? [])].map((s) => ({ name: s.name, type: s.type })),
+      stripeReports,
+      async stop() {
+        clearInterval(reportTimer);
+        await reading;
+        await reportReader.close();
+        await Promise.all(pollers.map((p) => p.stop()));
+        await new Promise<void>((resolve) => gateway.server.close(() => resolve()));
+        gateway.server.closeAllConnections();
+        await consumer.close();
+        sqs.destroy();
+        await emulator?.stop();
+        await queues.stop();
+      },
+    };
+  } catch (err) {
+    for (const stop of undo.reverse()) await stop().catch(() => {});
+    throw err;
+  }
 }

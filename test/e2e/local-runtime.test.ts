@@ -1,4 +1,7 @@
 import assert from "node:assert/strict";
+import { once } from "node:events";
+import type { AddressInfo } from "node:net";
+import { createServer } from "node:net";
 import { after, describe, test } from "node:test";
 import { SQSClient } from "@aws-sdk/client-sqs";
 import { type LocalRuntime, startLocalRuntime } from "../../local/runtime.js";
@@ -131,4 +134,29 @@ test("an event Stripe accepts and then refuses (a customer it does not have) sho
     [["meter_event_customer_not_found", 1]],
   );
   assert.match(report.errors[0]?.samples[0]?.message ?? "", /cus_e2eDeleted/);
+});
+
+test("a runtime that cannot start (a secret its config names is not set) stops what it had started", async () => {
+  // Two free ports, for fauxqs and the emulator: free again afterwards only if both were stopped.
+  const freePort = async () => {
+    const server = createServer().listen(0, "127.0.0.1");
+    await once(server, "listening");
+    const { port } = server.address() as AddressInfo;
+    await new Promise((r) => server.close(r));
+    return port;
+  };
+  const [sqsPort, stripeEmulatorPort] = [await freePort(), await freePort()];
+  await assert.rejects(
+    startLocalRuntime({
+      env: { METERHOOK_LOG_LEVEL: "error", METERHOOK_CONFIG: "examples/github-ci-minutes.yaml" },
+      sqsPort,
+      stripeEmulatorPort,
+    }),
+    /GITHUB_WEBHOOK_SECRET .* is not set/,
+  );
+  for (const port of [sqsPort, stripeEmulatorPort]) {
+    const server = createServer().listen(port, "127.0.0.1");
+    await once(server, "listening");
+    await new Promise((r) => server.close(r));
+  }
 });
