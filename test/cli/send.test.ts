@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { type LocalRuntime, startLocalRuntime } from "../../local/runtime.js";
 import { meterhookCli } from "../helpers/cli.js";
+import { loadTrigger } from "../helpers/fixtures.js";
 import { waitFor } from "../helpers/wait.js";
 
 const dir = mkdtempSync(join(tmpdir(), "mh-send-"));
@@ -41,7 +42,8 @@ describe("meterhook send", () => {
         "send",
         config,
         "github",
-        "test/fixtures/triggers/github-workflow-job-completed.json",
+        // Its times moved to a minute ago: Stripe takes events of the last 35 days only.
+        sample("job.json", JSON.stringify(loadTrigger("github-workflow-job-completed.json"))),
         "--url",
         rt.gatewayUrl,
         "--header",
