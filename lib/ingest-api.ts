@@ -71,12 +71,6 @@ function rejectionOf(item: unknown, index: number, err: unknown): Rejection {
   throw err;
 }
 
-/**
- * Why a compressed body is refused (`415 unsupported_media_type`), or undefined for one that is
- * not: meterhook does not inflate, and read as it is it would be invalid JSON (the events API, a
- * misleading answer) or mangled text matching no rule (a webhook, with `unmatched: ignore`
- * acknowledged and never billed).
- */
 /** Why a webhook is refused before its signature is read, or undefined: its size or its encoding. */
 export function webhookBodyRefusal(
   headers: Record<string, string | undefined>,
@@ -110,6 +104,12 @@ export interface Refusal {
   message: string;
 }
 
+/**
+ * Why a compressed body is refused (`415 unsupported_media_type`), or undefined for one that is
+ * not: meterhook does not inflate, and read as it is it would be invalid JSON (the events API, a
+ * misleading answer) or mangled text matching no rule (a webhook, with `unmatched: ignore`
+ * acknowledged and never billed).
+ */
 function compressedBody(req: Pick<HttpRequest, "headers">, what: string): string | undefined {
   const encoding = (req.headers["content-encoding"] ?? "").trim().toLowerCase();
   if (encoding === "" || encoding === "identity") return undefined;
