@@ -61,6 +61,7 @@ try {
     customer: "cus_NciAYcXfLnqBoz",
     value: 3,
   });
+  const webhook = rt.sources.find((src) => src.type === "webhook");
   const lines = [
     "meterhook is running locally",
     `  API gateway     ${rt.gatewayUrl}   (POST /v1/events, POST /v1/events/cancel, GET /v1/health)`,
@@ -82,6 +83,12 @@ try {
     "Send a usage event:",
     `  curl -sS -X POST ${rt.gatewayUrl}/v1/events -H 'Authorization: Bearer ${rt.usingDefaultApiKey ? rt.apiKey : "<your key>"}' -H 'Content-Type: application/json' -d '${sample}'`,
     ...(rt.emulator ? ["Then see it billed:", `  curl -sS ${rt.stripeApiBase}/v1/billing/meters/summaries`] : []),
+    ...(webhook
+      ? [
+          "Send a sample webhook, signed as its sender would (its secret read as the config says):",
+          `  npm run -s meterhook -- send ${env.METERHOOK_CONFIG} ${webhook.name} <payload file> --url ${rt.gatewayUrl}`,
+        ]
+      : []),
     "",
     "Ctrl-C to stop.",
   ];
