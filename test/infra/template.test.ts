@@ -158,7 +158,18 @@ describe("packaged CloudFormation template", () => {
       });
     const large = await signed(`{"pad":"${"x".repeat(1_100_000)}"}`);
     const compressed = await signed(body, { "content-encoding": "gzip" });
-    assert.deepEqual([forged.status, stale.status, large.status, compressed.status], [401, 401, 413, 415]);
+    // A sender set up under the wrong scheme: Stripe's header to a github source, and a v1
+    // signature to a slack source (v0).
+    const otherScheme = await post("github", signWebhook(AuthSchema.parse(auth("stripe")) as never, "s", body));
+    const slackHeaders = signWebhook(AuthSchema.parse(auth("slack")) as never, "the-secret-0001", body);
+    const otherFormat = await post("slack", {
+      ...slackHeaders,
+      "x-slack-signature": (slackHeaders["x-slack-signature"] as string).replace("v0=", "v1="),
+    });
+    assert.deepEqual(
+      [forged, stale, large, compressed, otherScheme, otherFormat].map((r) => r.status),
+      [401, 401, 413, 415, 401, 401],
+    );
     const emitted = emfDocuments(recorder.drain(), "http-api", Date.now()).filter((d) => "WebhooksRejected" in d);
 
     const alarm = ofType("AWS::CloudWatch::Alarm")
@@ -173,6 +184,22 @@ describe("packaged CloudFormation template", () => {
       assert.ok(doc, `emitted: ${metric.MetricName} ${JSON.stringify(metric.Dimensions)}`);
       assert.equal(doc[metric.MetricName], 1);
     }
+
+    // The wrong scheme's refusals, left out above, have their own alarm with a higher threshold.
+    const unreadable = ofType("AWS::CloudWatch::Alarm")
+      .map(([, a]) => a.Properties)
+      .find((a) => a.AlarmName?.endsWith?.("-webhooks-unreadable"));
+    assert.ok(unreadable, "the unreadable-signature alarm");
+    assert.equal(unreadable.Threshold, 10);
+    const codes = unreadable.Metrics.filter((m: Json) => m.MetricStat).map((m: Json) => {
+      const doc = emittedFor(emitted, m.MetricStat.Metric);
+      assert.ok(doc, `emitted: ${JSON.stringify(m.MetricStat.Metric.Dimensions)}`);
+      return [doc.code, doc.WebhooksRejected];
+    });
+    assert.deepEqual(codes, [
+      ["signature_missing", 1],
+      ["signature_malformed", 1],
+    ]);
   });
 
   test("an alarm fires on requests with an API key that matches none, on the metric the HTTP function emits for them", async () => {
