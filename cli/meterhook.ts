@@ -40,8 +40,10 @@ const USAGE = `usage:
       from where the config says: environment, SSM, Secrets Manager), and POST it to
       <url>/v1/webhooks/<source> (npm start's gateway by default); prints the answer, and exits
       1 unless it is 2xx. An api-key source is sent the first of METERHOOK_API_KEYS
-  meterhook replay [--limit N] [--dry-run] [--after-dedupe-window]
+  meterhook replay [--limit N] [--dry-run] [--after-dedupe-window] [--code CODE]...
       --limit N   take at most N dead letters off the DLQ (default 100)
+      --code CODE replay only letters of this code (repeatable; e.g. customer_not_found once
+                  a mapping is added); those of other codes are put back as they were
       --dry-run   only report what would happen: nothing is sent, deleted or re-queued
       --after-dedupe-window
                   also resend letters Stripe may have recorded more than 23 hours ago
@@ -283,6 +285,7 @@ async function main(argv: string[]): Promise<number> {
       limit: { type: "string", default: "100" },
       "dry-run": { type: "boolean", default: false },
       "after-dedupe-window": { type: "boolean", default: false },
+      code: { type: "string", multiple: true },
     },
     strict: true,
   });
@@ -295,6 +298,7 @@ async function main(argv: string[]): Promise<number> {
     limit,
     dryRun: values["dry-run"] ?? false,
     afterDedupeWindow: values["after-dedupe-window"] ?? false,
+    ...(values.code?.length ? { codes: values.code } : {}),
   });
   console.log(JSON.stringify(report, null, 2));
   return 0;

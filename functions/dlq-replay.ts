@@ -6,12 +6,17 @@ import type { ReplayReport } from "../lib/replay.js";
 
 /**
  * Invoke with `{"limit": 100, "dryRun": true}` (all optional; default limit 100, not a dry run;
- * `"afterDedupeWindow": true` also resends letters held as past Stripe's duplicate window).
+ * `"afterDedupeWindow": true` also resends letters held as past Stripe's duplicate window;
+ * `"codes": ["customer_not_found"]` replays only letters of those codes).
  */
 const ReplayRequestSchema = z.strictObject({
   limit: z.number().int().min(1).max(10_000).default(100),
   dryRun: z.boolean().default(false),
   afterDedupeWindow: z.boolean().default(false),
+  codes: z
+    .array(z.string().regex(/^[a-z_]{1,64}$/, "a dead-letter code, e.g. customer_not_found"))
+    .min(1)
+    .optional(),
 });
 
 export const handler = async (

@@ -15,6 +15,11 @@ export interface ReplayOptions {
    * ago, where Stripe would bill them again: only after checking in Stripe that it did not.
    */
   afterDedupeWindow?: boolean;
+  /**
+   * Replay only letters whose `code` attribute is one of these (after a customer mapping is
+   * added, `customer_not_found`); the others taken are put back as they were. Unset: all.
+   */
+  codes?: readonly string[];
   /** How long received messages stay hidden from other readers while being replayed. */
   visibilityTimeoutSeconds?: number;
   /**
@@ -51,6 +56,8 @@ export interface ReplayReport {
    * than DEDUPE_WINDOW_MS ago, so resending could bill twice (see afterDedupeWindow).
    */
   pastDedupeWindow: number;
+  /** With `codes`: letters of other codes taken and put back as they were (they count to the limit). */
+  notSelected?: number;
   /** Set when the replay stopped taking letters because its deadline was near: replay again for the rest. */
   stoppedForTime?: true;
 }
@@ -120,7 +127,11 @@ export async function replayDeadLetters(
     deadLettered: {},
     leftUntouched: 0,
     pastDedupeWindow: 0,
+    ...(options.codes ? { notSelected: 0 } : {}),
   };
+  const codes = options.codes ? new Set(options.codes) : undefined;
+  /** Letters taken off the queue so far: those replayed, and those of other codes put back. */
+  const taken = () => report.examined + (report.notSelected ?? 0);
   const captured: OutgoingMessage[] = [];
   const capture: QueueSender = {
     send: async (messages) => {
@@ -149,19 +160,27 @@ export async function replayDeadLetters(
   const held: string[] = [];
 
   const deadline = options.deadline ?? Number.POSITIVE_INFINITY;
-  while (report.examined < options.limit) {
+  while (taken() < options.limit) {
     if (now() > deadline - TAKE_MARGIN_MS) {
       report.stoppedForTime = true;
       break;
     }
-    const received = await reader.receive(options.limit - report.examined, options.visibilityTimeoutSeconds ?? 120);
+    const received = await reader.receive(options.limit - taken(), options.visibilityTimeoutSeconds ?? 120);
     if (received.length === 0) break;
     // Letters this run wrote come round on the same queue: left for the next replay, and kept
     // hidden meanwhile. Released at once, they came round again and again (SQS keeps no order),
     // and a receive of nothing else ended the replay with older letters not yet examined.
     const mine = received.filter((m) => m.attributes?.[REPLAY_ATTRIBUTE] === run);
-    const todo = received.filter((m) => m.attributes?.[REPLAY_ATTRIBUTE] !== run);
+    const others = received.filter((m) => m.attributes?.[REPLAY_ATTRIBUTE] !== run);
     held.push(...mine.map((m) => m.receiptHandle));
+    // Letters of codes not asked for are put back as they were (a raw message the redrive
+    // policy moved has no code); hidden until the replay ends, so they are not taken again.
+    const todo = codes ? others.filter((m) => codes.has(m.attributes?.code ?? "")) : others;
+    if (codes) {
+      const skipped = others.filter((m) => !codes.has(m.attributes?.code ?? ""));
+      report.notSelected = (report.notSelected ?? 0) + skipped.length;
+      held.push(...skipped.map((m) => m.receiptHandle));
+    }
     if (todo.length === 0) continue;
     report.examined += todo.length;
 

@@ -59,7 +59,7 @@ const refused = {
   body: { error: { type: "invalid_request_error", message: "refused" } },
 };
 const replay = (
-  options: { limit?: number; dryRun?: boolean; afterDedupeWindow?: boolean; deadline?: number; now?: () => number },
+  options: Partial<Pick<ReplayOptions, "limit" | "dryRun" | "afterDedupeWindow" | "deadline" | "now" | "codes">>,
   customers: Record<string, string> = {},
   /** More of the environment, e.g. METERHOOK_CONFIG. */
   extra: Record<string, string> = {},
@@ -265,6 +265,43 @@ describe("DLQ replay", () => {
     const runs = new Set(peek.Messages?.map((m) => m.MessageAttributes?.meterhook_replay?.StringValue));
     assert.equal(runs.size, 1, "both written by the one replay run");
     assert.match([...runs][0] ?? "", /^[0-9a-f-]{36}$/);
+  });
+
+  test("--code replays only letters of those codes; the others are put back as they were, and count to the limit", async () => {
+    await deadLetter([
+      usageEvent({ customer: "acct_mapped_now", value: 4 }),
+      { id: "evt_broken_code", customer: "cus_1" },
+      usageEvent({ customer: "acct_still_unmapped" }),
+    ]);
+    const before = await drainDeadLetters(parts.queues.sqs, parts.queues.deadLetterQueueUrl);
+    await putBack(before);
+
+    // The mapping for one customer was added: only customer_not_found letters are replayed.
+    const report = await replay({ codes: ["customer_not_found"] }, { acct_mapped_now: "cus_MappedNow01" });
+    assert.deepEqual(report, {
+      dryRun: false,
+      examined: 2,
+      billed: 1,
+      cancelled: 0,
+      deadLettered: { customer_not_found: 1 },
+      leftUntouched: 0,
+      pastDedupeWindow: 0,
+      notSelected: 1,
+    });
+    assert.equal(total("cus_MappedNow01"), 4);
+    const after = await drainDeadLetters(parts.queues.sqs, parts.queues.deadLetterQueueUrl);
+    const broken = after.find((l) => l.error.code === "invalid_event");
+    assert.equal(broken?.attempts, 1, "the invalid_event letter was put back as it was, not replayed");
+    assert.deepEqual(after.map((l) => [l.error.code, l.attempts]).sort(), [
+      ["customer_not_found", 2],
+      ["invalid_event", 1],
+    ]);
+
+    // Letters of other codes taken count to the limit, so a scan of a large DLQ ends.
+    await putBack(after);
+    const limited = await replay({ codes: ["meter_not_found"], limit: 2 });
+    assert.deepEqual([limited.examined, limited.notSelected], [0, 2]);
+    assert.equal(await queueDepth(parts.queues.sqs, parts.queues.deadLetterQueueUrl), 2);
   });
 
   test("takes at most --limit messages", async () => {
@@ -695,5 +732,13 @@ describe("DLQ replay", () => {
     assert.deepEqual(report.deadLettered, { customer_not_found: 1 });
     assert.equal(report.dryRun, true);
     assert.equal(report.pastDedupeWindow, 0);
+
+    const chosen = await promisify(execFile)(
+      "npx",
+      ["tsx", "cli/meterhook.ts", "replay", "--dry-run", "--code", "invalid_event", "--code", "meter_not_found"],
+      { env: { ...process.env, ...env() } },
+    );
+    const other = JSON.parse(chosen.stdout.slice(chosen.stdout.indexOf("{\n")));
+    assert.deepEqual([other.examined, other.notSelected], [0, 1]);
   });
 });
