@@ -257,6 +257,9 @@ async function send(args: string[]): Promise<number> {
     method: "POST",
     headers: { "content-type": values["content-type"] as string, ...given, ...auth },
     body,
+  }).catch((err: Error) => {
+    const why = (err.cause as Error | undefined)?.message ?? err.message;
+    throw new ConfigError(`cannot reach ${values.url} (${why}): is meterhook running there (npm start)?`);
   });
   console.log(`${res.status} ${await res.text()}`);
   return res.ok ? 0 : 1;

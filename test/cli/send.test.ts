@@ -82,7 +82,7 @@ describe("meterhook send", () => {
     assert.match(forged.stdout, /^401 .*signature_mismatch/);
   });
 
-  test("an unknown source, or a secret not set, fails before anything is sent", async () => {
+  test("an unknown source, a secret not set, or nothing listening at the URL fails with exit 1", async () => {
     const body = "test/fixtures/triggers/github-workflow-job-completed.json";
     const unknown = await meterhookCli(["send", config, "gitlab", body, "--url", rt.gatewayUrl], secrets);
     assert.equal(unknown.code, 1);
@@ -91,5 +91,8 @@ describe("meterhook send", () => {
     });
     assert.equal(unset.code, 1);
     assert.equal(unset.stdout, "");
+    // Nothing listening there: an error, not an answer.
+    const closed = await meterhookCli(["send", config, "github", body, "--url", "http://127.0.0.1:9"], secrets);
+    assert.deepEqual([closed.code, closed.stdout], [1, ""]);
   });
 });
