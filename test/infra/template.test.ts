@@ -801,7 +801,13 @@ describe("bundles", () => {
       ]);
       assert.equal(await queueDepth(parts.queues.sqs, parts.queues.deadLetterQueueUrl), 0);
       // The bundle takes the operator's go-ahead for letters past Stripe's duplicate window.
-      const empty = await run("dlq-replay", { limit: 10, dryRun: true, afterDedupeWindow: true });
+      // ...and a list of the codes to replay, which it reports on.
+      const empty = await run("dlq-replay", {
+        limit: 10,
+        dryRun: true,
+        afterDedupeWindow: true,
+        codes: ["customer_not_found"],
+      });
       assert.deepEqual(empty, {
         dryRun: true,
         examined: 0,
@@ -810,6 +816,7 @@ describe("bundles", () => {
         deadLettered: {},
         leftUntouched: 0,
         pastDedupeWindow: 0,
+        notSelected: 0,
       });
 
       // An EventBridge event is queued as a trigger for the consumer to map.
