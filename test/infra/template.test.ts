@@ -325,9 +325,9 @@ describe("packaged CloudFormation template", () => {
     const sub = resources.Dashboard.Properties.DashboardBody["Fn::Sub"] as string;
     const body = JSON.parse(
       sub
-        .replaceAll("${AWS::Region}", "us-east-1")
-        .replaceAll("${AWS::AccountId}", "123456789012")
-        .replaceAll("${AWS::Partition}", "aws"),
+        .replace(/\$\{AWS::Region\}/g, "us-east-1")
+        .replace(/\$\{AWS::AccountId\}/g, "123456789012")
+        .replace(/\$\{AWS::Partition\}/g, "aws"),
     );
     assert.equal(resources.Dashboard.Properties.DashboardName, "meterhook-dev");
 
