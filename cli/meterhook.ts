@@ -9,7 +9,7 @@
 
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
-import { replayFromConfig, secretReaderFor, withStripeClient } from "../lib/app.js";
+import { replayFromConfig, secretReaderFor, summarizeDlqFromConfig, withStripeClient } from "../lib/app.js";
 import { type Config, loadConfig } from "../lib/config.js";
 import { ConfigError, MeterhookError } from "../lib/errors.js";
 import type { MappingConfig, SecretRef } from "../lib/mapping/config-schema.js";
@@ -40,6 +40,9 @@ const USAGE = `usage:
       from where the config says: environment, SSM, Secrets Manager), and POST it to
       <url>/v1/webhooks/<source> (npm start's gateway by default); prints the answer, and exits
       1 unless it is 2xx. An api-key source is sent the first of METERHOOK_API_KEYS
+  meterhook dlq [--limit N]
+      what the DLQ holds (METERHOOK_DLQ_URL), read without changing it: its letters by code and
+      by source, the oldest, and a few of each code (default limit 1000)
   meterhook replay [--limit N] [--dry-run] [--after-dedupe-window] [--code CODE]...
       --limit N   take at most N dead letters off the DLQ (default 100)
       --code CODE replay only letters of this code (repeatable; e.g. customer_not_found once
@@ -265,11 +268,23 @@ async function send(args: string[]): Promise<number> {
   return res.ok ? 0 : 1;
 }
 
+async function dlq(args: string[]): Promise<number> {
+  const { values } = parseArgs({ args, options: { limit: { type: "string", default: "1000" } }, strict: true });
+  const limit = Number(values.limit);
+  if (!Number.isInteger(limit) || limit < 1) {
+    console.error(`--limit must be a positive whole number\n${USAGE}`);
+    return 2;
+  }
+  console.log(JSON.stringify(await summarizeDlqFromConfig(loadConfig(), { limit }), null, 2));
+  return 0;
+}
+
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   if (command === "validate") return validate(rest);
   if (command === "map") return map(rest);
   if (command === "send") return send(rest);
+  if (command === "dlq") return dlq(rest);
   if (command === "meters" || command === "customers") {
     const settings = await settingsFor(rest);
     if (!settings) {

@@ -3,6 +3,7 @@ import { createAwsSecretReader } from "./aws-secrets.js";
 import { type Config, required } from "./config.js";
 import { type BatchResult, type ConsumerDeps, processBatch, type QueueMessage } from "./consumer.js";
 import { CustomerResolver, staticTableLookup, stripeIdLookup } from "./customers.js";
+import { summarizeDeadLetters } from "./dlq-summary.js";
 import { TransientError } from "./errors.js";
 import type { HttpRequest, HttpResponse } from "./http.js";
 import { createIngestApi, type WebhookSources } from "./ingest-api.js";
@@ -345,6 +346,12 @@ export async function withStripeClient<T>(
 }
 
 /** DLQ replay through the current pipeline (`npm run replay`, the dlq-replay function). */
+/** What the DLQ holds (`meterhook dlq`), read without changing it. */
+export function summarizeDlqFromConfig(config: Config, options: { limit: number }, deps: AppDeps = {}) {
+  const sqs = sqsClientFor(config, deps.sqs);
+  return summarizeDeadLetters(createSqsReader(sqs, required(config.deadLetterQueueUrl, "METERHOOK_DLQ_URL")), options);
+}
+
 export async function replayFromConfig(
   config: Config,
   options: ReplayOptions,
