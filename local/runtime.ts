@@ -69,8 +69,8 @@ export async function startLocalRuntime(options: LocalRuntimeOptions = {}): Prom
     visibilityTimeoutSeconds: options.visibilityTimeoutSeconds ?? 10,
     maxReceiveCount: options.maxReceiveCount,
   });
-  // What is started so far, stopped in reverse if a later part cannot start (a secret the
-  // mapping config names is not set): nothing is left holding ports or the process open.
+  // What is started so far, stopped in reverse by stop(), or if a later part cannot start (a
+  // secret the mapping config names is not set): nothing is left holding ports or the process open.
   const undo: Array<() => Promise<void>> = [() => queues.stop()];
   let emulator: StripeEmulator | undefined;
   try {
@@ -122,7 +122,7 @@ export async function startLocalRuntime(options: LocalRuntimeOptions = {}): Prom
       options.port ?? 0,
     );
     undo.push(async () => {
-      gateway.server.close();
+      await new Promise<void>((resolve) => gateway.server.close(() => resolve()));
       gateway.server.closeAllConnections();
     });
     const log = createLogger({ level: config.logLevel, base: { component: "local" } });
@@ -142,6 +142,7 @@ export async function startLocalRuntime(options: LocalRuntimeOptions = {}): Prom
     // Stripe's error reports, read as the stripe-reports function reads them on AWS, each interval
     // from where the last read ended.
     const reportReader = await createErrorReportReaderFromConfig(config);
+    undo.push(() => reportReader.close());
     const stripeReports: ErrorReport[] = [];
     let readUpTo = Date.now();
     let reading: Promise<void> | undefined;
@@ -176,18 +177,12 @@ export async function startLocalRuntime(options: LocalRuntimeOptions = {}): Prom
       async stop() {
         clearInterval(reportTimer);
         await reading;
-        await reportReader.close();
-        await Promise.all(pollers.map((p) => p.stop()));
-        await new Promise<void>((resolve) => gateway.server.close(() => resolve()));
-        gateway.server.closeAllConnections();
-        await consumer.close();
-        sqs.destroy();
-        await emulator?.stop();
-        await queues.stop();
+        // Each part in the reverse of the order it started: the same steps as a failed start.
+        for (const stopPart of [...undo].reverse()) await stopPart();
       },
     };
   } catch (err) {
-    for (const stop of undo.reverse()) await stop().catch(() => {});
+    for (const stop of [...undo].reverse()) await stop().catch(() => {});
     throw err;
   }
 }
