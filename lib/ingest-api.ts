@@ -326,17 +326,23 @@ export function createIngestApi(deps: IngestApiDeps): { handle(req: HttpRequest)
    * `POST /v1/webhooks/{source}`: verify the signature on the raw bytes, queue the raw trigger,
    * answer at once. Mapping happens in the consumer, so a fixed config can map it again later.
    */
-  const postWebhook = async (req: HttpRequest, name: string): Promise<HttpResponse> => {
-    const rid = req.requestId;
-    // A refused webhook reaches neither the queue nor the DLQ, and a sender may not send it
-    // again: each refusal is counted by code and logged, where an alarm can see it.
-    const refuse = (status: number, code: string, message: string): HttpResponse => {
+  /**
+   * A refused webhook reaches neither the queue nor the DLQ, and a sender may not send it again:
+   * each refusal is counted by code and logged, where an alarm can see it.
+   */
+  const webhookRefusal =
+    (rid: string, name: string) =>
+    (status: number, code: string, message: string, line?: string): HttpResponse => {
       metrics.count(Metric.webhooksRejected, 1, { code });
       // Signature refusals keep the line they always had: log filters may look for it.
-      const line = code.startsWith("signature_") ? "webhook signature rejected" : "webhook refused";
+      line ??= code.startsWith("signature_") ? "webhook signature rejected" : "webhook refused";
       deps.logger.warn(line, { requestId: rid, source: name.slice(0, 64), code });
       return httpError(status, code, message, rid);
     };
+
+  const postWebhook = async (req: HttpRequest, name: string): Promise<HttpResponse> => {
+    const rid = req.requestId;
+    const refuse = webhookRefusal(rid, name);
     const source = deps.webhooks?.sources.get(name);
     if (source?.type !== "webhook") return refuse(404, "unknown_source", `no webhook source "${name.slice(0, 64)}"`);
     const unreadable = webhookBodyRefusal(req.headers, req.body.length, deps.maxBodyBytes);
@@ -421,9 +427,13 @@ export function createIngestApi(deps: IngestApiDeps): { handle(req: HttpRequest)
     }
     if (check.kind === "invalid") return httpError(400, "invalid_handshake", check.message, rid);
     if (check.kind === "mismatch") {
-      metrics.count(Metric.webhooksRejected, 1, { code: "verify_token_mismatch" });
-      deps.logger.warn("webhook subscription check refused", { requestId: rid, source: name });
-      return httpError(403, "verify_token_mismatch", "hub.verify_token is not a configured Verify Token", rid);
+      const refuse = webhookRefusal(rid, name);
+      return refuse(
+        403,
+        "verify_token_mismatch",
+        "hub.verify_token is not a configured Verify Token",
+        "webhook subscription check refused",
+      );
     }
     deps.logger.info("webhook handshake answered", { requestId: rid, source: name });
     return {
