@@ -175,11 +175,15 @@ export async function replayDeadLetters(
     held.push(...mine.map((m) => m.receiptHandle));
     // Letters of codes not asked for are put back as they were (a raw message the redrive
     // policy moved has no code); hidden until the replay ends, so they are not taken again.
-    const todo = codes ? others.filter((m) => codes.has(m.attributes?.code ?? "")) : others;
+    const todo = codes ? [] : others;
     if (codes) {
-      const skipped = others.filter((m) => !codes.has(m.attributes?.code ?? ""));
-      report.notSelected = (report.notSelected ?? 0) + skipped.length;
-      held.push(...skipped.map((m) => m.receiptHandle));
+      for (const m of others) {
+        if (codes.has(m.attributes?.code ?? "")) todo.push(m);
+        else {
+          report.notSelected = (report.notSelected ?? 0) + 1;
+          held.push(m.receiptHandle);
+        }
+      }
     }
     if (todo.length === 0) continue;
     report.examined += todo.length;
