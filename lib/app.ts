@@ -1,4 +1,5 @@
 import type { SQSClient } from "@aws-sdk/client-sqs";
+import { createDynamoItemReader } from "./aws-dynamodb.js";
 import { createAwsSecretReader } from "./aws-secrets.js";
 import { type Config, required } from "./config.js";
 import { type BatchResult, type ConsumerDeps, processBatch, type QueueMessage } from "./consumer.js";
@@ -260,7 +261,15 @@ export async function createConsumerFromConfig(
     : config.ingestQueueUrl;
   const consumerDeps: ConsumerDeps = {
     resolver: new CustomerResolver([stripeIdLookup, staticTableLookup(config.customers)]),
-    mapping: mapping ? await consumerMapping(mapping, { transport, stripeGet, env: config.env, reader }) : undefined,
+    mapping: mapping
+      ? await consumerMapping(mapping, {
+          transport,
+          stripeGet,
+          getItem: createDynamoItemReader({ region: config.aws.region, endpoint: config.aws.dynamodbEndpoint }),
+          env: config.env,
+          reader,
+        })
+      : undefined,
     submitter: createSubmitter(resolved, client, logger, metrics, options),
     canceller: createCanceller(client, { concurrency: config.stripe.concurrency, stopMarginMs: config.stopMarginMs }),
     deadLetterQueue: createSqsSender(sqs, required(config.deadLetterQueueUrl, "METERHOOK_DLQ_URL")),

@@ -79,6 +79,7 @@ export const EnvSchema = z.object({
   SQS_ENDPOINT: z.string().url().optional(),
   SSM_ENDPOINT: z.string().url().optional(),
   SECRETS_MANAGER_ENDPOINT: z.string().url().optional(),
+  DYNAMODB_ENDPOINT: z.string().url().optional(),
   AWS_REGION: z.string().default("us-east-1"),
 });
 
@@ -156,6 +157,8 @@ export interface Config {
     sqsEndpoint: string | undefined;
     ssmEndpoint: string | undefined;
     secretsManagerEndpoint: string | undefined;
+    /** For the mapping config's `dynamodb` customer lookups. */
+    dynamodbEndpoint: string | undefined;
   };
 }
 
@@ -300,6 +303,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       sqsEndpoint: e.SQS_ENDPOINT,
       ssmEndpoint: e.SSM_ENDPOINT,
       secretsManagerEndpoint: e.SECRETS_MANAGER_ENDPOINT,
+      dynamodbEndpoint: e.DYNAMODB_ENDPOINT,
     },
   });
 }

@@ -31,7 +31,7 @@ export interface SampleTrigger {
 export type PreviewEvent =
   /** Sent as this meter event. */
   | { meterEvent: MeterEvent }
-  /** Its customer is read by a lookup over the network at run time (http, stripe-search). */
+  /** Its customer is read by a lookup over the network at run time (http, stripe-search, dynamodb). */
   | { usage: UsageEvent; customerLookup: string }
   /** Not sent: dead-lettered with this code (the others of its trigger are billed). */
   | { usage: UsageEvent; refused: { code: string; message: string } };
@@ -61,6 +61,7 @@ export async function loadPreviewMapping(file: string): Promise<Mapping> {
   const resolvers = await customerResolvers(loaded, {
     transport: NO_NETWORK,
     stripeGet: async () => ({ error: "a preview sends nothing" }),
+    getItem: () => Promise.reject(new Error("a preview sends nothing")),
     env,
     reader: async () => unused,
   });
@@ -121,7 +122,7 @@ export async function previewTrigger(
       message: `no rule of source "${decoded.source}" matches: acknowledged and not billed (unmatched: ignore)`,
     };
   if (decoded.kind === "refused") return { outcome: "dead-letter", code: decoded.code, message: decoded.message };
-  // A table answers without the network; an http or stripe-search lookup only from its cache.
+  // A table answers without the network; an http, stripe-search or dynamodb lookup only from its cache.
   const offline = source.customer.lookup === "table" || source.customer.lookup === "event";
   const events: PreviewEvent[] = [];
   for (const usage of decoded.events) {

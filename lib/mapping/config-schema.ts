@@ -187,6 +187,33 @@ export const CustomerLookupSchema = z
       ...CacheSettings,
     }),
     z.strictObject({
+      lookup: z.literal("dynamodb").describe("GetItem on a DynamoDB table of the app's accounts"),
+      tableName: z
+        .string()
+        .regex(/^[A-Za-z0-9_.-]{3,255}$/, "a table name: 3-255 of A-Z a-z 0-9 _ . -")
+        .describe("the table's name"),
+      region: z
+        .string()
+        .regex(/^[a-z]{2}(?:-[a-z]+)+-\d$/, "an AWS region such as eu-west-1")
+        .optional()
+        .describe("the table's region, when not the stack's"),
+      key: z
+        .record(z.string().min(1).max(255), z.string().min(1).max(1024))
+        .refine((k) => Object.keys(k).length >= 1 && Object.keys(k).length <= 2, "one or two key attributes")
+        .refine((k) => Object.values(k).some((v) => v.includes("{customer}")), "a key value must contain {customer}")
+        .describe(
+          'the item\'s primary key, string attributes: { account_id: "{customer}" }, or { pk: "ACCOUNT#{customer}", sk: "BILLING" }',
+        ),
+      stripeIdAttribute: z
+        .string()
+        .regex(/^[^.]{1,255}(?:\.[^.]{1,255}){0,7}$/, "an attribute name, or names joined by . into maps")
+        .default("stripe_customer_id")
+        .describe("the string attribute holding the cus_ id; a.b reads b in the map a"),
+      consistentRead: z.boolean().default(false).describe("a strongly consistent read (twice the read capacity)"),
+      timeoutMs: z.number().int().min(50).max(30_000).default(2_000),
+      ...CacheSettings,
+    }),
+    z.strictObject({
       lookup: z.literal("stripe-search"),
       metadataKey: z.string().regex(/^\w+$/).default("account_id").describe("searches metadata['<key>']:'<customer>'"),
       ...CacheSettings,

@@ -77,3 +77,74 @@ export function stripeSearchLookup(get: StripeGet, metadataKey: string): Custome
     },
   };
 }
+
+/** An attribute value as DynamoDB's API gives it (`{"S": "cus_..."}`, `{"M": {...}}`, ...). */
+export type AttributeValue = { S?: string; N?: string; NULL?: boolean; M?: Record<string, AttributeValue> } & Record<
+  string,
+  unknown
+>;
+
+/** DynamoDB's GetItem: the item, or undefined when the table has none with that key. */
+export type GetItem = (request: {
+  tableName: string;
+  /** The table's region; the stack's when unset. */
+  region?: string;
+  /** String key attributes. */
+  key: Record<string, string>;
+  /** The top-level attribute to read (a projection: only it is returned). */
+  attribute: string;
+  consistentRead: boolean;
+  timeoutMs: number;
+}) => Promise<Record<string, AttributeValue> | undefined>;
+
+/**
+ * Reads the customer's item from the app's own DynamoDB table: the key's `{customer}` filled in
+ * (as it is: DynamoDB keys are not URLs), the `cus_` id read from a string attribute. No item, or
+ * no such attribute: not found. A failed read (throttled, timed out, the table missing or not
+ * readable by the function's role) is transient, and its reason names DynamoDB's error.
+ */
+export function dynamodbLookup(
+  getItem: GetItem,
+  options: {
+    tableName: string;
+    region?: string;
+    key: Record<string, string>;
+    stripeIdAttribute: string;
+    consistentRead: boolean;
+    timeoutMs: number;
+  },
+): CustomerLookup {
+  const path = options.stripeIdAttribute.split(".");
+  return {
+    name: "dynamodb",
+    async resolve(customer) {
+      const key: Record<string, string> = {};
+      for (const [name, template] of Object.entries(options.key))
+        key[name] = template.replaceAll("{customer}", customer);
+      let item: Record<string, AttributeValue> | undefined;
+      try {
+        item = await getItem({
+          tableName: options.tableName,
+          region: options.region,
+          key,
+          attribute: path[0] as string,
+          consistentRead: options.consistentRead,
+          timeoutMs: options.timeoutMs,
+        });
+      } catch (err) {
+        const e = err as Error;
+        throw new TransientError("customer_lookup_failed", `customer lookup failed: DynamoDB ${e.name}: ${e.message}`);
+      }
+      let value: AttributeValue | undefined = item ? item[path[0] as string] : undefined;
+      for (const name of path.slice(1)) value = value?.M?.[name];
+      if (value === undefined || value.NULL === true) return undefined;
+      if (typeof value.S === "string" && isStripeCustomerId(value.S)) return value.S;
+      // Something that is not an id: a wrong attribute name or bad data, not an unmapped account.
+      // Not cached, so the fix is seen at once.
+      throw new CustomerNotFoundError(
+        customer,
+        `the item's \`${options.stripeIdAttribute}\` is ${JSON.stringify(value).slice(0, 80)}, not a string ${STRIPE_CUSTOMER_PREFIX} id`,
+      );
+    },
+  };
+}

@@ -18,7 +18,7 @@ import { verifyTokensKey } from "../webhooks/handshakes.js";
 import type { CustomerLookupConfig, SecretRef } from "./config-schema.js";
 import { compileSource, mapTrigger, type Source } from "./engine.js";
 import { readMappingConfig } from "./load.js";
-import { httpLookup, type StripeGet, stripeSearchLookup } from "./lookups.js";
+import { dynamodbLookup, type GetItem, httpLookup, type StripeGet, stripeSearchLookup } from "./lookups.js";
 
 /** A mapping as loaded at cold start: its sources, and the SQS default source. */
 export interface LoadedMapping {
@@ -99,7 +99,7 @@ export async function webhookSecrets(
 
 function lookupFor(
   config: CustomerLookupConfig,
-  deps: { transport: HttpTransport; stripeGet: StripeGet; headers: Record<string, string> },
+  deps: { transport: HttpTransport; stripeGet: StripeGet; getItem: GetItem; headers: Record<string, string> },
 ): CustomerLookup | undefined {
   switch (config.lookup) {
     case "event":
@@ -123,6 +123,8 @@ function lookupFor(
         timeoutMs: config.timeoutMs,
         stripeIdPath: config.stripeIdPath,
       });
+    case "dynamodb":
+      return dynamodbLookup(deps.getItem, config);
     case "stripe-search":
       return stripeSearchLookup(deps.stripeGet, config.metadataKey);
   }
@@ -134,6 +136,8 @@ export async function customerResolvers(
   deps: {
     transport: HttpTransport;
     stripeGet: StripeGet;
+    /** DynamoDB's GetItem, for `dynamodb` lookups (lib/aws-dynamodb.ts). */
+    getItem: GetItem;
     env: Record<string, string | undefined>;
     reader: SecretReader;
   },

@@ -24,6 +24,7 @@ import { MetricsRecorder } from "../../lib/metrics.js";
 import { MAX_MESSAGE_BYTES } from "../../lib/queue.js";
 import { signWebhook } from "../../lib/webhooks/sign.js";
 import { BUDGET_KIB, COLD_START_BUDGET_KIB } from "../../scripts/bundle-budgets.js";
+import { startTestDynamo } from "../helpers/dynamodb.js";
 import { httpEvent, lambdaContext, sqsEvent, sqsRecord, usageEvent } from "../helpers/factories.js";
 import { consumerEnv, type PipelineParts, startPipelineParts } from "../helpers/pipeline.js";
 import { drain, queueDepth } from "../helpers/sqs.js";
@@ -517,6 +518,57 @@ describe("packaged CloudFormation template", () => {
     assert.equal(env.METERHOOK_AGGREGATE, "", "pre-aggregation is off by default");
   });
 
+  test("IAM: the consumer and the replay function may GetItem on exactly the tables of the config's dynamodb lookups", async () => {
+    // The stage's own config has no such lookup: no DynamoDB access at all.
+    assert.ok(!JSON.stringify(template).includes("dynamodb:"));
+    const dir = mkdtempSync(join(tmpdir(), "mh-tables-"));
+    const configFile = join(dir, "meterhook.yaml");
+    const source = (customer: string) => [
+      "    type: sqs",
+      `    customer: ${customer}`,
+      "    rules:",
+      "      - { name: r, id: body.id, customer: body.account, emit: [{ event_name: api_requests }] }",
+    ];
+    writeFileSync(
+      configFile,
+      [
+        "version: 1",
+        "sources:",
+        "  a:",
+        ...source("{ lookup: dynamodb, tableName: accounts, key: { account_id: '{customer}' } }"),
+        "  b:",
+        ...source("{ lookup: dynamodb, tableName: accounts, key: { id: '{customer}' } }"),
+        "  c:",
+        ...source("{ lookup: dynamodb, tableName: app, region: eu-west-1, key: { pk: 'A#{customer}', sk: B } }"),
+        "  d:",
+        ...source("{ lookup: table, table: { acct_1: cus_1 } }"),
+      ].join("\n"),
+    );
+    const { stdout } = await promisify(execFile)(
+      "npx",
+      ["osls", "print", "--format", "json", `--param=mappingConfig=${configFile}`],
+      { env: offlineEnv(), maxBuffer: 16 * 1024 * 1024 },
+    );
+    const printed = JSON.parse(stdout).resources.Resources;
+    const policies = Object.values(printed as Record<string, Json>).filter((r) => r.Type === "AWS::IAM::Policy");
+    assert.equal(policies.length, 1);
+    const policy = policies[0].Properties;
+    // The roles the consumer and the replay function run with, and no other.
+    assert.deepEqual(policy.Roles, [{ Ref: "IngestQueueRole" }, { Ref: "DlqReplayRole" }]);
+    assert.ok(JSON.stringify(resources.IngestQueueLambdaFunction.Properties.Role).includes("IngestQueueRole"));
+    assert.ok(JSON.stringify(resources.DlqReplayLambdaFunction.Properties.Role).includes("DlqReplayRole"));
+    assert.deepEqual(policy.PolicyDocument.Statement, [
+      {
+        Effect: "Allow",
+        Action: "dynamodb:GetItem",
+        Resource: [
+          { "Fn::Sub": `arn:\${AWS::Partition}:dynamodb:\${AWS::Region}:\${AWS::AccountId}:table/accounts` },
+          { "Fn::Sub": `arn:\${AWS::Partition}:dynamodb:eu-west-1:\${AWS::AccountId}:table/app` },
+        ],
+      },
+    ]);
+  });
+
   /** An alarm on the consumer's own metric `name` (EMF: namespace meterhook, its dimensions), at the first one. */
   const assertConsumerAlarm = (name: string) => {
     const alarm = ofType("AWS::CloudWatch::Alarm")
@@ -862,10 +914,39 @@ describe("bundles", () => {
         METERHOOK_CONFIG: "examples/sqs-app-messages.yaml",
       });
       assert.deepEqual(mapped, { batchItemFailures: [] });
+
+      // A dynamodb customer lookup: the consumer loads the DynamoDB client's chunk and reads the item.
+      const dynamo = await startTestDynamo();
+      try {
+        await dynamo.createTable("accounts", ["account_id"]);
+        await dynamo.put("accounts", { account_id: { S: "acct_bundle" }, stripe_customer_id: { S: "cus_fromtable" } });
+        const dynamoConfig = join(mkdtempSync(join(tmpdir(), "mh-bundle-dynamo-")), "meterhook.yaml");
+        writeFileSync(
+          dynamoConfig,
+          [
+            "version: 1",
+            "sqs: { defaultSource: usage }",
+            "sources:",
+            "  usage:",
+            "    type: sqs",
+            "    customer: { lookup: dynamodb, tableName: accounts, key: { account_id: '{customer}' } }",
+            "    rules:",
+            "      - { name: r, id: body.id, customer: body.account, emit: [{ event_name: api_requests, value: body.n }] }",
+          ].join("\n"),
+        );
+        const looked = await run("ingest-queue", sqsEvent([sqsRecord({ id: "dyn-1", account: "acct_bundle", n: 4 })]), {
+          METERHOOK_CONFIG: dynamoConfig,
+          DYNAMODB_ENDPOINT: dynamo.endpoint,
+        });
+        assert.deepEqual(looked, { batchItemFailures: [] });
+      } finally {
+        await dynamo.stop();
+      }
       assert.deepEqual(await totals(), [
         ["cus_Tenant420001", 2.5],
         ["cus_bundle", 3],
         ["cus_bundle", 5],
+        ["cus_fromtable", 4],
         ["cus_later", 3],
       ]);
 
@@ -891,6 +972,7 @@ describe("bundles", () => {
         ["cus_Tenant420001", 2.5],
         ["cus_bundle", 0],
         ["cus_bundle", 3],
+        ["cus_fromtable", 4],
         ["cus_later", 3],
       ]);
     } finally {

@@ -1,0 +1,46 @@
+import type { DynamoDBClient } from "@aws-sdk/client-dynamodb";
+import type { AttributeValue, GetItem } from "./mapping/lookups.js";
+
+/**
+ * GetItem for the `dynamodb` customer lookup, with the AWS SDK's DynamoDB client. Imported on
+ * the first lookup: a consumer whose sources use none never loads it. One client per region (a
+ * lookup may name another region than the stack's); `endpoint` points it elsewhere (tests, a
+ * local DynamoDB).
+ */
+export function createDynamoItemReader(options: { region: string; endpoint?: string }): GetItem {
+  const clients = new Map<string, Promise<DynamoDBClient>>();
+  const sdk = () => import("@aws-sdk/client-dynamodb");
+  const clientFor = (region: string) => {
+    let client = clients.get(region);
+    if (!client) {
+      client = sdk().then(
+        ({ DynamoDBClient }) =>
+          new DynamoDBClient({
+            region,
+            // One retry within the lookup's timeout; the queue retries the message after that.
+            maxAttempts: 2,
+            ...(options.endpoint
+              ? { endpoint: options.endpoint, credentials: { accessKeyId: "local", secretAccessKey: "local" } }
+              : {}),
+          }),
+      );
+      clients.set(region, client);
+    }
+    return client;
+  };
+  return async ({ tableName, region, key, attribute, consistentRead, timeoutMs }) => {
+    const [client, { GetItemCommand }] = await Promise.all([clientFor(region ?? options.region), sdk()]);
+    const out = await client.send(
+      new GetItemCommand({
+        TableName: tableName,
+        Key: Object.fromEntries(Object.entries(key).map(([name, value]) => [name, { S: value }])),
+        // Only the attribute the id is in: a wide account item costs no more to read.
+        ProjectionExpression: "#a",
+        ExpressionAttributeNames: { "#a": attribute },
+        ConsistentRead: consistentRead,
+      }),
+      { abortSignal: AbortSignal.timeout(timeoutMs) },
+    );
+    return out.Item as Record<string, AttributeValue> | undefined;
+  };
+}
