@@ -466,6 +466,28 @@ describe("packaged CloudFormation template", () => {
     assert.ok(find("Throttles", { Ref: "IngestQueueLambdaFunction" }));
   });
 
+  test("an alarm fires while a dead letter still has three days or more before the DLQ's retention deletes it", () => {
+    const alarm = ofType("AWS::CloudWatch::Alarm")
+      .map(([, a]) => a.Properties)
+      .find(
+        (a) =>
+          a.MetricName === "ApproximateAgeOfOldestMessage" &&
+          JSON.stringify(a.Dimensions) ===
+            JSON.stringify([{ Name: "QueueName", Value: { "Fn::GetAtt": ["DeadLetterQueue", "QueueName"] } }]),
+      );
+    assert.equal(alarm?.AlarmName, "meterhook-dev-dlq-letters-expiring");
+    const retention = resources.DeadLetterQueue.Properties.MessageRetentionPeriod;
+    // It fires once the age is past the threshold for one period: that must still leave three days.
+    assert.ok(
+      alarm.Threshold + alarm.Period * alarm.EvaluationPeriods <= retention - 3 * 86_400,
+      String(alarm.Threshold),
+    );
+    // And not for a letter written today: the dlq-not-empty alarm is for that.
+    assert.ok(alarm.Threshold >= 86_400);
+    assert.equal(alarm.ComparisonOperator, "GreaterThanThreshold");
+    assert.equal(alarm.Statistic, "Maximum");
+  });
+
   test("IAM: one role per function, every statement scoped to named resources", () => {
     const roles = ofType("AWS::IAM::Role");
     for (const [, fn] of ofType("AWS::Lambda::Function")) {
