@@ -15,11 +15,20 @@ export interface DlqSummary {
   bySource: Record<string, number>;
   /** The earliest `firstFailedAt` of the letters read. */
   oldestFirstFailedAt?: string;
+  /**
+   * When the oldest letter read was sent to the queue (SQS's SentTimestamp; for a raw message
+   * the redrive policy moved, when it was sent to the ingest queue), and when the DLQ's
+   * retention deletes it: a letter not replayed by then is lost.
+   */
+  oldestWrittenAt?: string;
+  firstExpiresAt?: string;
   /** Up to SAMPLES letters of each code: their message id, event id and reason. */
   samples: Record<string, Array<{ messageId: string; eventId?: string; message: string }>>;
 }
 
 const SAMPLES = 3;
+/** The DLQ's MessageRetentionPeriod in infra/queues.yml (14 days, SQS's most). */
+export const DLQ_RETENTION_SECONDS = 1_209_600;
 /** A raw message the redrive policy moved: no envelope, so no code. */
 const NO_ENVELOPE = "no_envelope";
 
@@ -29,6 +38,7 @@ export async function summarizeDeadLetters(
 ): Promise<DlqSummary> {
   const summary: DlqSummary = { examined: 0, byCode: {}, bySource: {}, samples: {} };
   const held: string[] = [];
+  let oldestSentAt = Number.POSITIVE_INFINITY;
   try {
     while (summary.examined < options.limit) {
       const received = await reader.receive(options.limit - summary.examined, options.visibilityTimeoutSeconds ?? 60);
@@ -36,6 +46,7 @@ export async function summarizeDeadLetters(
       for (const m of received) {
         held.push(m.receiptHandle);
         summary.examined++;
+        oldestSentAt = Math.min(oldestSentAt, m.sentAt);
         let body: unknown;
         try {
           body = JSON.parse(m.body);
@@ -64,6 +75,10 @@ export async function summarizeDeadLetters(
   } finally {
     // Visible again at once: reading them changed nothing.
     if (held.length > 0) await reader.release(held);
+  }
+  if (summary.examined > 0) {
+    summary.oldestWrittenAt = new Date(oldestSentAt).toISOString();
+    summary.firstExpiresAt = new Date(oldestSentAt + DLQ_RETENTION_SECONDS * 1000).toISOString();
   }
   return summary;
 }

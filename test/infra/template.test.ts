@@ -18,6 +18,7 @@ import {
 import { CANCEL_FORMAT } from "../../lib/cancellation.js";
 import { loadConfig } from "../../lib/config.js";
 import type { DeadLetterBody } from "../../lib/dead-letter.js";
+import { DLQ_RETENTION_SECONDS } from "../../lib/dlq-summary.js";
 import { silentLogger } from "../../lib/logger.js";
 import { AuthSchema } from "../../lib/mapping/config-schema.js";
 import { MetricsRecorder } from "../../lib/metrics.js";
@@ -477,6 +478,8 @@ describe("packaged CloudFormation template", () => {
       );
     assert.equal(alarm?.AlarmName, "meterhook-dev-dlq-letters-expiring");
     const retention = resources.DeadLetterQueue.Properties.MessageRetentionPeriod;
+    // What `meterhook dlq` counts a letter's expiry from.
+    assert.equal(retention, DLQ_RETENTION_SECONDS);
     // It fires once the age is past the threshold for one period: that must still leave three days.
     assert.ok(
       alarm.Threshold + alarm.Period * alarm.EvaluationPeriods <= retention - 3 * 86_400,

@@ -44,7 +44,9 @@ async function fillDlq() {
 }
 
 test("meterhook dlq counts the letters by code and source, with samples, and leaves every letter as it was", async () => {
+  const filledFrom = Date.now();
   await fillDlq();
+  const filledTo = Date.now();
   const summary = await summarizeDlqFromConfig(loadConfig(env()), { limit: 100 }, { sqs: parts.queues.sqs });
   assert.equal(summary.examined, 5);
   assert.deepEqual(summary.byCode, { customer_not_found: 2, invalid_event: 1, unknown_source: 1, no_envelope: 1 });
@@ -52,6 +54,10 @@ test("meterhook dlq counts the letters by code and source, with samples, and lea
   assert.deepEqual(summary.samples.customer_not_found?.map((s) => s.eventId).sort(), ["req_dlq_1", "req_dlq_2"]);
   assert.match(summary.samples.customer_not_found?.[0]?.message ?? "", /acct_unmapped_/);
   assert.ok(summary.oldestFirstFailedAt && Date.parse(summary.oldestFirstFailedAt) <= Date.now());
+  // When the oldest was written (SQS's clock, in whole ms), and when the DLQ's 14 days end for it.
+  const written = Date.parse(summary.oldestWrittenAt ?? "");
+  assert.ok(written >= filledFrom - 1_000 && written <= filledTo, summary.oldestWrittenAt);
+  assert.equal(Date.parse(summary.firstExpiresAt ?? "") - written, 14 * 86_400_000);
 
   // Read, not taken: all five are visible again, each letter unchanged.
   assert.equal(await queueDepth(parts.queues.sqs, parts.queues.deadLetterQueueUrl), 5);
