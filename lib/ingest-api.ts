@@ -413,9 +413,11 @@ export function createIngestApi(deps: IngestApiDeps): { handle(req: HttpRequest)
    */
   const getWebhook = async (req: HttpRequest, name: string): Promise<HttpResponse> => {
     const rid = req.requestId;
+    // Counted and logged as a POST's refusals are: Meta stops delivering to a Callback URL it
+    // cannot verify, so a Verify Token set on one side only must show.
+    const refuse = webhookRefusal(rid, name);
     const source = deps.webhooks?.sources.get(name);
-    if (source?.type !== "webhook")
-      return httpError(404, "unknown_source", `no webhook source "${name.slice(0, 64)}"`, rid);
+    if (source?.type !== "webhook") return refuse(404, "unknown_source", `no webhook source "${name.slice(0, 64)}"`);
     if (source.auth.scheme !== "meta")
       return httpError(405, "method_not_allowed", "use POST", rid, {}, { allow: "POST" });
     const key = verifyTokensKey(name);
@@ -425,9 +427,9 @@ export function createIngestApi(deps: IngestApiDeps): { handle(req: HttpRequest)
       const fresh = await webhookSecrets.afterMiss();
       if (fresh) check = metaSubscription(req.query ?? "", fresh.get(key) ?? []);
     }
-    if (check.kind === "invalid") return httpError(400, "invalid_handshake", check.message, rid);
+    if (check.kind === "invalid")
+      return refuse(400, "invalid_handshake", check.message, "webhook subscription check refused");
     if (check.kind === "mismatch") {
-      const refuse = webhookRefusal(rid, name);
       return refuse(
         403,
         "verify_token_mismatch",

@@ -311,3 +311,37 @@ describe("other routes", () => {
     assert.equal(res.statusCode, 200);
   });
 });
+
+describe("GET /v1/webhooks/{source}, Meta's subscription check", () => {
+  test("every refusal is counted in WebhooksRejected by its code, as a POST's are", async () => {
+    const recorder = new MetricsRecorder();
+    const config = loadConfig({
+      METERHOOK_API_KEYS: KEY,
+      METERHOOK_INGEST_QUEUE_URL: queues.ingestQueueUrl,
+      SQS_ENDPOINT: queues.endpoint,
+      METERHOOK_CONFIG: "examples/whatsapp-messages.yaml",
+      META_APP_SECRET: "meta-app-secret-http-0001",
+      META_VERIFY_TOKEN: "meta-verify-token-http-0001",
+    });
+    const api = await createIngestApiFromConfig(config, { sqs: queues.sqs, logger: silentLogger, metrics: recorder });
+    const meta = createHttpHandler(async () => api);
+    const get = async (path: string, query: string) =>
+      (await meta(httpEvent({ method: "GET", path, query }))).statusCode;
+
+    const challenge = "hub.mode=subscribe&hub.challenge=1158201444";
+    assert.equal(await get("/v1/webhooks/whatsapp", `${challenge}&hub.verify_token=meta-verify-token-http-0001`), 200);
+    assert.equal(await get("/v1/webhooks/whatsup", `${challenge}&hub.verify_token=meta-verify-token-http-0001`), 404);
+    assert.equal(await get("/v1/webhooks/whatsapp", "hub.challenge=1158201444"), 400);
+    assert.equal(await get("/v1/webhooks/whatsapp", `${challenge}&hub.verify_token=guess`), 403);
+
+    const refused = recorder
+      .drain()
+      .filter((p) => p.name === "WebhooksRejected")
+      .map((p) => [p.dimensions.code, p.values[0]]);
+    assert.deepEqual(refused.sort(), [
+      ["invalid_handshake", 1],
+      ["unknown_source", 1],
+      ["verify_token_mismatch", 1],
+    ]);
+  });
+});
