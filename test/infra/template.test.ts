@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { execFile, spawn } from "node:child_process";
 import { once } from "node:events";
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { before, describe, test } from "node:test";
@@ -51,7 +51,10 @@ function offlineEnv(): NodeJS.ProcessEnv {
 }
 
 before(async () => {
-  // The real `osls package`, offline: no AWS account, no credentials.
+  // The real `osls package`, offline: no AWS account, no credentials. From a tree without
+  // dist/, as after a fresh clone: the package step builds the bundles itself
+  // (infra/build-plugin.cjs), so `osls deploy` never zips nothing; the bundle tests below run them.
+  rmSync("dist", { recursive: true, force: true });
   await promisify(execFile)("npm", ["run", "package"], { env: offlineEnv(), maxBuffer: 16 * 1024 * 1024 });
   template = JSON.parse(readFileSync(".serverless/cloudformation-template-update-stack.json", "utf8"));
   resources = template.Resources;
