@@ -1,17 +1,43 @@
 // The consumer's and replay's read access to the DynamoDB tables the mapping config's `dynamodb`
 // customer lookups name, read from the config itself at package time: the policy cannot drift
 // from the config, and a stack without such lookups gets no DynamoDB access at all.
-// (A JS/TS mapping config is not read here: give its tables' access in a resource of your own.)
-const { readFileSync } = require("node:fs");
+const { mkdtempSync, readFileSync, rmSync } = require("node:fs");
+const { tmpdir } = require("node:os");
+const { join } = require("node:path");
+const { pathToFileURL } = require("node:url");
 const { load, CORE_SCHEMA } = require("js-yaml");
 
-/** The `dynamodb` lookups' tables in a YAML or JSON mapping config: [{ tableName, region? }]. */
-function customerTables(file) {
-  if (!/\.(ya?ml|json)$/i.test(file)) return [];
-  const config = load(readFileSync(file, "utf8"), { schema: CORE_SCHEMA }) ?? {};
+/** Each source's `customer` settings: from the YAML/JSON file, or from a code config's sources. */
+async function customerSettings(file) {
+  if (/\.(ya?ml|json)$/i.test(file)) {
+    const config = load(readFileSync(file, "utf8"), { schema: CORE_SCHEMA }) ?? {};
+    return Object.values(config.sources ?? {}).map((s) => s?.customer);
+  }
+  // A code config (defineSource): bundled as the functions bundle it, then imported.
+  const dir = mkdtempSync(join(tmpdir(), "meterhook-config-"));
+  try {
+    const outfile = join(dir, "config.mjs");
+    await require("esbuild").build({
+      entryPoints: [file],
+      outfile,
+      bundle: true,
+      platform: "node",
+      format: "esm",
+      mainFields: ["module", "main"],
+      banner: { js: "import{createRequire as __cr}from'node:module';const require=__cr(import.meta.url);" },
+      logLevel: "warning",
+    });
+    const { default: config } = await import(pathToFileURL(outfile).href);
+    return (config?.sources ?? []).map((s) => s?.customer);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** The `dynamodb` lookups' tables: [{ tableName, region }], region "${AWS::Region}" for the stack's. */
+async function customerTables(file) {
   const tables = new Map();
-  for (const source of Object.values(config.sources ?? {})) {
-    const c = source?.customer;
+  for (const c of await customerSettings(file)) {
     if (c?.lookup !== "dynamodb" || typeof c.tableName !== "string") continue;
     const region = typeof c.region === "string" ? c.region : `\${AWS::Region}`; // Fn::Sub's, below
     tables.set(`${region}/${c.tableName}`, { tableName: c.tableName, region });
@@ -20,7 +46,7 @@ function customerTables(file) {
 }
 
 module.exports = async ({ resolveVariable }) => {
-  const tables = customerTables(await resolveVariable("param:mappingConfig"));
+  const tables = await customerTables(await resolveVariable("param:mappingConfig"));
   if (tables.length === 0) return { Resources: {} };
   return {
     Resources: {

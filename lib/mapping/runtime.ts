@@ -32,18 +32,29 @@ export interface CodeMapping {
   defaultSqsSource?: string;
 }
 
+/** METERHOOK_CONFIG's prefix for a code config bundled into the function (scripts/build.ts). */
+export const BUNDLED_CONFIG_PREFIX = "bundled:";
+
 /**
  * Loads METERHOOK_CONFIG: a YAML/JSON mapping config (validated; start-up fails listing every
- * problem with its path), or a JS/TS module whose default export is `{ sources: [defineSource(...)] }`.
+ * problem with its path), or a JS/TS module whose default export is `{ sources: [defineSource(...)] }`:
+ * imported from its file, or, deployed (`bundled:<path>`), the one the build put in the bundle.
  */
 export async function loadMapping(file: string): Promise<LoadedMapping> {
-  if (/\.(m?js|ts)$/.test(file)) {
-    const mod = (await import(pathToFileURL(isAbsolute(file) ? file : resolvePath(file)).href)) as {
-      default?: CodeMapping;
-    };
+  const bundled = file.startsWith(BUNDLED_CONFIG_PREFIX);
+  if (bundled || /\.(m?js|ts)$/.test(file)) {
+    const mod = (
+      bundled
+        ? await import("meterhook-code-config")
+        : await import(pathToFileURL(isAbsolute(file) ? file : resolvePath(file)).href)
+    ) as { default?: CodeMapping };
     const code = mod.default;
     if (!code || !Array.isArray(code.sources))
-      throw new ConfigError(`${file}: default export must be { sources: [...] }`);
+      throw new ConfigError(
+        bundled && code === undefined
+          ? `${file}: this bundle was built without a code mapping config (METERHOOK_BUNDLE_CONFIG; osls package sets it from mappingConfig)`
+          : `${file}: default export must be { sources: [...] }`,
+      );
     return { sources: new Map(code.sources.map((s) => [s.name, s])), defaultSqsSource: code.defaultSqsSource };
   }
   const { config, issues } = await readMappingConfig(file);

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { execFile, spawn } from "node:child_process";
 import { once } from "node:events";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { before, describe, test } from "node:test";
@@ -572,15 +573,18 @@ describe("packaged CloudFormation template", () => {
         ...source("{ lookup: table, table: { acct_1: cus_1 } }"),
       ].join("\n"),
     );
-    const { stdout } = await promisify(execFile)(
-      "npx",
-      ["osls", "print", "--format", "json", `--param=mappingConfig=${configFile}`],
-      { env: offlineEnv(), maxBuffer: 16 * 1024 * 1024 },
-    );
-    const printed = JSON.parse(stdout).resources.Resources;
-    const policies = Object.values(printed as Record<string, Json>).filter((r) => r.Type === "AWS::IAM::Policy");
-    assert.equal(policies.length, 1);
-    const policy = policies[0].Properties;
+    const policyFor = async (mappingConfig: string) => {
+      const { stdout } = await promisify(execFile)(
+        "npx",
+        ["osls", "print", "--format", "json", `--param=mappingConfig=${mappingConfig}`],
+        { env: offlineEnv(), maxBuffer: 16 * 1024 * 1024 },
+      );
+      const printed = JSON.parse(stdout).resources.Resources as Record<string, Json>;
+      const policies = Object.values(printed).filter((r) => r.Type === "AWS::IAM::Policy");
+      assert.equal(policies.length, 1);
+      return policies[0].Properties;
+    };
+    const policy = await policyFor(configFile);
     // The roles the consumer and the replay function run with, and no other.
     assert.deepEqual(policy.Roles, [{ Ref: "IngestQueueRole" }, { Ref: "DlqReplayRole" }]);
     assert.ok(JSON.stringify(resources.IngestQueueLambdaFunction.Properties.Role).includes("IngestQueueRole"));
@@ -594,6 +598,13 @@ describe("packaged CloudFormation template", () => {
           { "Fn::Sub": `arn:\${AWS::Partition}:dynamodb:eu-west-1:\${AWS::AccountId}:table/app` },
         ],
       },
+    ]);
+    // A TypeScript config's sources, read as the functions will load them (bundled).
+    const code = await policyFor("test/fixtures/sources/dynamodb-sources.ts");
+    assert.deepEqual(code.Roles, policy.Roles);
+    assert.deepEqual(code.PolicyDocument.Statement[0].Resource, [
+      { "Fn::Sub": `arn:\${AWS::Partition}:dynamodb:\${AWS::Region}:\${AWS::AccountId}:table/teams` },
+      { "Fn::Sub": `arn:\${AWS::Partition}:dynamodb:eu-west-1:\${AWS::AccountId}:table/teams` },
     ]);
   });
 
@@ -771,6 +782,72 @@ describe("bundles", () => {
     for (const [name, kib] of Object.entries(cold)) {
       assert.ok(kib > 0 && kib <= (sizes[name] as number), `${name}: ${kib} KiB at cold start`);
       assert.ok(kib <= (COLD_START_BUDGET_KIB[name] as number), `${name}: ${kib} KiB loaded at cold start`);
+    }
+  });
+
+  test("a TypeScript mapping config is bundled into the functions by the package step; the bundled consumer maps with it", async () => {
+    // The package step's plugin, as osls runs it, building into a directory of this test's own.
+    const fixture = "test/fixtures/sources/code-sources.ts";
+    const functions: Record<string, { environment: Record<string, string> }> = {
+      ingestQueue: { environment: { METERHOOK_CONFIG: fixture } },
+      eventBridge: { environment: {} },
+    };
+    const BuildPlugin = createRequire(import.meta.url)("../../infra/build-plugin.cjs");
+    const plugin = new BuildPlugin({ serviceDir: process.cwd(), service: { functions } });
+    const outDir = mkdtempSync(join(tmpdir(), "mh-code-config-"));
+    process.env.METERHOOK_BUILD_DIR = outDir;
+    try {
+      plugin.hooks["before:package:createDeploymentArtifacts"]();
+    } finally {
+      delete process.env.METERHOOK_BUILD_DIR;
+    }
+    assert.equal(functions.ingestQueue?.environment.METERHOOK_CONFIG, `bundled:${fixture}`);
+    assert.deepEqual(functions.eventBridge?.environment, {});
+
+    const parts = await startPipelineParts();
+    try {
+      // Run from a directory without the config file: only the bundled copy can be read.
+      const child = spawn(process.execPath, [join(process.cwd(), "test/infra/run-bundle.mjs"), "ingest-queue", "30"], {
+        cwd: outDir,
+        env: {
+          ...process.env,
+          ...consumerEnv(parts),
+          METERHOOK_CONFIG: `bundled:${fixture}`,
+          BUNDLE_DIR: outDir,
+          METERHOOK_LOG_LEVEL: "error",
+          AWS_REGION: "us-east-1",
+        },
+      });
+      let out = "";
+      child.stdout.on("data", (d: Buffer) => {
+        out += d.toString();
+      });
+      child.stdin.end(
+        JSON.stringify(
+          sqsEvent([
+            sqsRecord({ job: "job-bundled-1", team: "team-1", seconds: 150 }),
+            // Fails the source's zod schema: mapping_failed, the same error class the consumer checks.
+            sqsRecord({ job: "job-bundled-2", team: "team-1" }),
+          ]),
+        ),
+      );
+      const [code] = await once(child, "exit");
+      assert.equal(code, 0, out);
+      assert.deepEqual(JSON.parse(out.trim().split("\n").at(-1) as string), { batchItemFailures: [] });
+      assert.deepEqual(
+        parts.emulator.ledger.summaries().map((t) => [t.customer, t.event_name, t.aggregated_value]),
+        [["cus_Team1", "compute_minutes", 2.5]],
+      );
+      const letters = (await drain(parts.queues.sqs, parts.queues.deadLetterQueueUrl)).map(
+        (m) => JSON.parse(m.body) as DeadLetterBody,
+      );
+      assert.deepEqual(
+        letters.map((l) => l.error.code),
+        ["mapping_failed"],
+      );
+      assert.match(letters[0]?.error.message ?? "", /body does not match the source's schema: seconds/);
+    } finally {
+      await parts.stop();
     }
   });
 
