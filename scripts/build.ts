@@ -10,7 +10,7 @@
  * it, that chunk is an empty stand-in. METERHOOK_BUILD_DIR writes elsewhere than dist/ (tests).
  */
 import { mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs";
-import { basename, join, resolve as resolvePath } from "node:path";
+import { basename, join, relative, resolve as resolvePath } from "node:path";
 import { build, type Plugin } from "esbuild";
 import { BUDGET_KIB, COLD_START_BUDGET_KIB } from "./bundle-budgets.js";
 
@@ -74,7 +74,8 @@ for (const file of entries) {
     for (const i of metafile.outputs[out]?.imports ?? [])
       if (i.kind === "import-statement" && !i.external) visit(i.path);
   };
-  visit(join(outdir, "index.mjs"));
+  // The metafile names outputs relative to the working directory, whatever outdir is.
+  visit(relative(process.cwd(), resolvePath(outdir, "index.mjs")));
   const initial = kibOf(loaded);
   sizes[name] = Math.round(kib * 10) / 10;
   coldStartSizes[name] = Math.round(initial * 10) / 10;
