@@ -26,12 +26,16 @@ export const DeadLetterCode = {
 } as const;
 export type DeadLetterCode = (typeof DeadLetterCode)[keyof typeof DeadLetterCode];
 
+/**
+ * meterhook's errors. Each class names itself in a literal: the bundles are minified, and a name
+ * taken from the class would be a minified one (`ke`) in the logs and in Lambda's `errorType`.
+ */
 export class MeterhookError extends Error {
+  override name = "MeterhookError";
   readonly code: string;
   readonly retryable: boolean;
   constructor(code: string, message: string, options: { retryable?: boolean; cause?: unknown } = {}) {
     super(message, { cause: options.cause });
-    this.name = new.target.name;
     this.code = code;
     this.retryable = options.retryable ?? false;
   }
@@ -39,6 +43,7 @@ export class MeterhookError extends Error {
 
 /** The event breaks our schema or one of Stripe's rules; it can never be billed as it is. */
 export class InvalidEventError extends MeterhookError {
+  override name = "InvalidEventError";
   /** Dotted path of the failing field, e.g. `properties.region`. */
   readonly path: string | undefined;
   constructor(code: DeadLetterCode, message: string, path?: string) {
@@ -48,6 +53,7 @@ export class InvalidEventError extends MeterhookError {
 }
 
 export class CustomerNotFoundError extends MeterhookError {
+  override name = "CustomerNotFoundError";
   /** `why`: what the lookup answered, when that tells more than "nothing". */
   constructor(customer: string, why?: string) {
     super(
@@ -59,6 +65,7 @@ export class CustomerNotFoundError extends MeterhookError {
 
 /** A lookup or dependency failed in a way that may pass: the message goes back to the queue. */
 export class TransientError extends MeterhookError {
+  override name = "TransientError";
   constructor(code: string, message: string, cause?: unknown) {
     super(code, message, { retryable: true, cause });
   }
@@ -66,6 +73,7 @@ export class TransientError extends MeterhookError {
 
 /** A setting is missing or invalid: start-up fails with a message naming it. */
 export class ConfigError extends MeterhookError {
+  override name = "ConfigError";
   constructor(message: string) {
     super("invalid_config", message);
   }

@@ -58,6 +58,7 @@ const JSON_TYPE = /^application\/(?:[\w.+-]+\+)?json\s*(?:;.*)?$/i;
 
 /** A batch item that repeats an earlier item's event with other contents (see postEvents). */
 class DuplicateIdError extends MeterhookError {
+  override name = "DuplicateIdError";
   constructor(message: string) {
     super("duplicate_id", message);
   }

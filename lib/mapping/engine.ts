@@ -66,6 +66,7 @@ export interface Source {
 }
 
 export class MappingError extends MeterhookError {
+  override name = "MappingError";
   constructor(message: string) {
     super(DeadLetterCode.mappingFailed, message);
   }

@@ -83,7 +83,9 @@ function toReport(e: CoreEvent): ErrorReport {
 }
 
 /** A failed read of the reports: the run fails, and its scheduled invocation is retried. */
-export class ErrorReportsUnavailable extends Error {}
+export class ErrorReportsUnavailable extends Error {
+  override name = "ErrorReportsUnavailable";
+}
 
 /**
  * The reports Stripe created in (from, to], oldest first: every page of `GET /v2/core/events` for

@@ -32,6 +32,7 @@ export type ActiveMeters = ReadonlyMap<string, StripeMeter>;
 
 /** Listing the meters failed: the verdict of the request that failed. */
 export class MetersUnavailable extends Error {
+  override name = "MetersUnavailable";
   constructor(readonly verdict: Exclude<Verdict, { kind: "ok" }>) {
     super(`listing Stripe's meters failed: ${verdict.reason}`);
   }

@@ -803,6 +803,11 @@ describe("bundles", () => {
     }
     assert.equal(functions.ingestQueue?.environment.METERHOOK_CONFIG, `bundled:${fixture}`);
     assert.deepEqual(functions.eventBridge?.environment, {});
+    // The config (zod imported as `* as z`) keeps each function within meterhook's own budgets.
+    const cold = JSON.parse(readFileSync(join(outDir, "cold-start-sizes.json"), "utf8")) as Record<string, number>;
+    for (const [name, kib] of Object.entries(cold)) {
+      assert.ok(kib > 50 && kib <= (COLD_START_BUDGET_KIB[name] as number), `${name}: ${kib} KiB at cold start`);
+    }
 
     const parts = await startPipelineParts();
     try {
@@ -848,6 +853,22 @@ describe("bundles", () => {
       assert.match(letters[0]?.error.message ?? "", /body does not match the source's schema: seconds/);
     } finally {
       await parts.stop();
+    }
+  });
+
+  test("a bundled function's own errors keep their names, which Lambda reports as errorType", async () => {
+    // A setting the consumer refuses: its cold start fails with meterhook's ConfigError.
+    process.env.METERHOOK_MAX_ATTEMPTS = "many";
+    try {
+      const mod = await import(`${process.cwd()}/dist/ingest-queue/index.mjs?config-error`);
+      await assert.rejects(mod.handler(sqsEvent([]), lambdaContext()), (err: Error & { code?: string }) => {
+        assert.equal(err.name, "ConfigError");
+        assert.equal(err.code, "invalid_config");
+        assert.match(err.message, /METERHOOK_MAX_ATTEMPTS/);
+        return true;
+      });
+    } finally {
+      delete process.env.METERHOOK_MAX_ATTEMPTS;
     }
   });
 
