@@ -811,13 +811,12 @@ describe("bundles", () => {
 
     const parts = await startPipelineParts();
     try {
-      // Run from a directory without the config file: only the bundled copy can be read.
-      const child = spawn(process.execPath, [join(process.cwd(), "test/infra/run-bundle.mjs"), "ingest-queue", "30"], {
-        cwd: outDir,
+      // Plain Node, as on Lambda: it cannot import the .ts file, only the bundled copy.
+      const child = spawn(process.execPath, ["test/infra/run-bundle.mjs", "ingest-queue", "30"], {
         env: {
           ...process.env,
           ...consumerEnv(parts),
-          METERHOOK_CONFIG: `bundled:${fixture}`,
+          METERHOOK_CONFIG: functions.ingestQueue?.environment.METERHOOK_CONFIG as string,
           BUNDLE_DIR: outDir,
           METERHOOK_LOG_LEVEL: "error",
           AWS_REGION: "us-east-1",
@@ -826,6 +825,10 @@ describe("bundles", () => {
       let out = "";
       child.stdout.on("data", (d: Buffer) => {
         out += d.toString();
+      });
+      let err = "";
+      child.stderr.on("data", (d: Buffer) => {
+        err += d.toString();
       });
       child.stdin.end(
         JSON.stringify(
@@ -837,7 +840,7 @@ describe("bundles", () => {
         ),
       );
       const [code] = await once(child, "exit");
-      assert.equal(code, 0, out);
+      assert.equal(code, 0, `${out}\n${err}`);
       assert.deepEqual(JSON.parse(out.trim().split("\n").at(-1) as string), { batchItemFailures: [] });
       assert.deepEqual(
         parts.emulator.ledger.summaries().map((t) => [t.customer, t.event_name, t.aggregated_value]),
