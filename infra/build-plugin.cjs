@@ -1,18 +1,24 @@
-// A local osls plugin: builds the function bundles (scripts/build.ts) before the package step of
-// `osls package` and `osls deploy`, so a deploy never zips a missing or stale dist/.
-// A code mapping config (mappingConfig: config/sources.ts) cannot be imported as a file on
-// Lambda: no TypeScript loader, no node_modules. It is bundled into each function instead, and
-// the functions' METERHOOK_CONFIG becomes `bundled:<path>`, which loads that copy.
+// A local osls plugin that readies what the functions load, before the package step of
+// `osls package` and `osls deploy`:
+// - it builds the bundles (scripts/build.ts), so a deploy never zips a missing or stale dist/;
+// - a code mapping config (mappingConfig: config/sources.ts) cannot be imported as a file on
+//   Lambda (no TypeScript loader, no node_modules): it is bundled into each function, and the
+//   functions' METERHOOK_CONFIG becomes `bundled:<path>`, which loads that copy;
+// - the JSON files the config's `table` lookups read (`file:`) are packaged with each function
+//   that loads the config: on Lambda nothing else would put them there.
 const { execFileSync } = require("node:child_process");
+const { existsSync } = require("node:fs");
+const { resolve } = require("node:path");
+const { lookupFiles } = require("./mapping-config.cjs");
 
 const CODE_CONFIG = /\.(?:[cm]?[jt]s|tsx?)$/;
 
 class MeterhookBuild {
   constructor(serverless) {
-    const build = () => {
+    const prepare = async () => {
       const functions = Object.values(serverless.service.functions ?? {});
-      const configs = new Set(functions.map((f) => f.environment?.METERHOOK_CONFIG).filter(Boolean));
-      const code = [...configs].filter((c) => CODE_CONFIG.test(c));
+      const configs = [...new Set(functions.map((f) => f.environment?.METERHOOK_CONFIG).filter(Boolean))];
+      const code = configs.filter((c) => CODE_CONFIG.test(c));
       if (code.length > 1) throw new Error(`one code mapping config per stage, not ${code.join(", ")}`);
       const codeConfig = code[0];
       execFileSync(process.execPath, ["--import", "tsx", "scripts/build.ts"], {
@@ -20,15 +26,30 @@ class MeterhookBuild {
         stdio: "inherit",
         env: { ...process.env, ...(codeConfig ? { METERHOOK_BUNDLE_CONFIG: codeConfig } : {}) },
       });
-      if (!codeConfig) return;
+      const files = new Map();
+      for (const config of configs) {
+        const read = await lookupFiles(resolve(serverless.serviceDir, config));
+        for (const file of read) {
+          if (!existsSync(resolve(serverless.serviceDir, file)))
+            throw new Error(`${file}, which a table lookup of ${config} reads, does not exist`);
+        }
+        files.set(config, read);
+      }
       for (const f of functions) {
-        if (f.environment?.METERHOOK_CONFIG === codeConfig) f.environment.METERHOOK_CONFIG = `bundled:${codeConfig}`;
+        const config = f.environment?.METERHOOK_CONFIG;
+        if (!config) continue;
+        const extra = files.get(config) ?? [];
+        if (extra.length > 0) {
+          f.package ??= {};
+          f.package.patterns = [...(f.package.patterns ?? []), ...extra];
+        }
+        if (config === codeConfig) f.environment.METERHOOK_CONFIG = `bundled:${codeConfig}`;
       }
     };
     this.hooks = {
-      "before:package:createDeploymentArtifacts": build,
+      "before:package:createDeploymentArtifacts": prepare,
       // `osls deploy function -f <name>` packages that function alone.
-      "before:deploy:function:packageFunction": build,
+      "before:deploy:function:packageFunction": prepare,
     };
   }
 }

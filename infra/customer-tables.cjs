@@ -1,38 +1,7 @@
 // The consumer's and replay's read access to the DynamoDB tables the mapping config's `dynamodb`
 // customer lookups name, read from the config itself at package time: the policy cannot drift
 // from the config, and a stack without such lookups gets no DynamoDB access at all.
-const { mkdtempSync, readFileSync, rmSync } = require("node:fs");
-const { tmpdir } = require("node:os");
-const { join } = require("node:path");
-const { pathToFileURL } = require("node:url");
-const { load, CORE_SCHEMA } = require("js-yaml");
-
-/** Each source's `customer` settings: from the YAML/JSON file, or from a code config's sources. */
-async function customerSettings(file) {
-  if (/\.(ya?ml|json)$/i.test(file)) {
-    const config = load(readFileSync(file, "utf8"), { schema: CORE_SCHEMA }) ?? {};
-    return Object.values(config.sources ?? {}).map((s) => s?.customer);
-  }
-  // A code config (defineSource): bundled as the functions bundle it, then imported.
-  const dir = mkdtempSync(join(tmpdir(), "meterhook-config-"));
-  try {
-    const outfile = join(dir, "config.mjs");
-    await require("esbuild").build({
-      entryPoints: [file],
-      outfile,
-      bundle: true,
-      platform: "node",
-      format: "esm",
-      mainFields: ["module", "main"],
-      banner: { js: "import{createRequire as __cr}from'node:module';const require=__cr(import.meta.url);" },
-      logLevel: "warning",
-    });
-    const { default: config } = await import(pathToFileURL(outfile).href);
-    return (config?.sources ?? []).map((s) => s?.customer);
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
-}
+const { customerSettings } = require("./mapping-config.cjs");
 
 /** The `dynamodb` lookups' tables: [{ tableName, region }], region "${AWS::Region}" for the stack's. */
 async function customerTables(file) {

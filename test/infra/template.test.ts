@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { execFile, spawn } from "node:child_process";
 import { once } from "node:events";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -30,6 +30,7 @@ import { startTestDynamo } from "../helpers/dynamodb.js";
 import { httpEvent, lambdaContext, sqsEvent, sqsRecord, usageEvent } from "../helpers/factories.js";
 import { consumerEnv, type PipelineParts, startPipelineParts } from "../helpers/pipeline.js";
 import { drain, queueDepth } from "../helpers/sqs.js";
+import { zipEntries } from "../helpers/zip.js";
 
 // biome-ignore lint/suspicious/noExplicitAny: CloudFormation JSON, asserted field by field
 type Json = any;
@@ -797,7 +798,7 @@ describe("bundles", () => {
     const outDir = mkdtempSync(join(tmpdir(), "mh-code-config-"));
     process.env.METERHOOK_BUILD_DIR = outDir;
     try {
-      plugin.hooks["before:package:createDeploymentArtifacts"]();
+      await plugin.hooks["before:package:createDeploymentArtifacts"]();
     } finally {
       delete process.env.METERHOOK_BUILD_DIR;
     }
@@ -856,6 +857,56 @@ describe("bundles", () => {
       assert.match(letters[0]?.error.message ?? "", /body does not match the source's schema: seconds/);
     } finally {
       await parts.stop();
+    }
+  });
+
+  test("the JSON files a config's table lookups read are packaged with each function that loads the config", async () => {
+    // Inside the service (osls packages only files below it), in a directory git ignores.
+    mkdirSync(".scratch", { recursive: true });
+    const dir = mkdtempSync(join(process.cwd(), ".scratch", "tables-"));
+    try {
+      const configFile = join(dir, "meterhook.yaml");
+      const tableFile = join(dir, "teams.json");
+      writeFileSync(tableFile, JSON.stringify({ "team-1": "cus_Team1" }));
+      const rel = (p: string) => p.slice(process.cwd().length + 1);
+      writeFileSync(
+        configFile,
+        [
+          "version: 1",
+          "sources:",
+          "  jobs:",
+          "    type: sqs",
+          `    customer: { lookup: table, file: ${rel(tableFile)} }`,
+          "    rules:",
+          "      - { name: r, id: body.id, customer: body.team, emit: [{ event_name: jobs }] }",
+        ].join("\n"),
+      );
+      await promisify(execFile)("npx", ["osls", "package", `--param=mappingConfig=${rel(configFile)}`], {
+        env: offlineEnv(),
+        maxBuffer: 16 * 1024 * 1024,
+      });
+      for (const fn of ["ingestQueue", "dlqReplay", "httpApi"]) {
+        const entries = zipEntries(`.serverless/${fn}.zip`);
+        assert.ok(entries.includes(rel(tableFile)), `${fn}: ${entries.filter((e) => !e.startsWith("dist/"))}`);
+        assert.ok(entries.includes(rel(configFile)), fn);
+      }
+      // A function that loads no mapping config does not carry it.
+      assert.ok(!zipEntries(".serverless/stripeReports.zip").includes(rel(tableFile)));
+
+      // A file the config names that does not exist stops the package step, naming it.
+      writeFileSync(configFile, readFileSync(configFile, "utf8").replace("teams.json", "gone.json"));
+      await assert.rejects(
+        promisify(execFile)("npx", ["osls", "package", `--param=mappingConfig=${rel(configFile)}`], {
+          env: offlineEnv(),
+          maxBuffer: 16 * 1024 * 1024,
+        }),
+        (err: Error & { stdout?: string; stderr?: string }) => {
+          assert.match(`${err.stdout}${err.stderr}`, /gone\.json, which a table lookup of .* reads, does not exist/);
+          return true;
+        },
+      );
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 

@@ -1,0 +1,44 @@
+// Reads a mapping config at package time, as the functions will load it: a YAML/JSON file, or a
+// code config (defineSource) bundled with esbuild and imported. Used by customer-tables.cjs (IAM
+// for DynamoDB lookups) and build-plugin.cjs (files the lookups read, packaged with the functions).
+const { mkdtempSync, readFileSync, rmSync } = require("node:fs");
+const { tmpdir } = require("node:os");
+const { join } = require("node:path");
+const { pathToFileURL } = require("node:url");
+const { load, CORE_SCHEMA } = require("js-yaml");
+
+/** Each source's `customer` settings, in the config's order (undefined for a source without). */
+async function customerSettings(file) {
+  if (/\.(ya?ml|json)$/i.test(file)) {
+    const config = load(readFileSync(file, "utf8"), { schema: CORE_SCHEMA }) ?? {};
+    return Object.values(config.sources ?? {}).map((s) => s?.customer);
+  }
+  const dir = mkdtempSync(join(tmpdir(), "meterhook-config-"));
+  try {
+    const outfile = join(dir, "config.mjs");
+    await require("esbuild").build({
+      entryPoints: [file],
+      outfile,
+      bundle: true,
+      platform: "node",
+      format: "esm",
+      mainFields: ["module", "main"],
+      banner: { js: "import{createRequire as __cr}from'node:module';const require=__cr(import.meta.url);" },
+      logLevel: "warning",
+    });
+    const { default: config } = await import(pathToFileURL(outfile).href);
+    return (config?.sources ?? []).map((s) => s?.customer);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** The JSON files `table` lookups read at cold start (`file:`), relative to the service. */
+async function lookupFiles(file) {
+  const files = new Set();
+  for (const c of await customerSettings(file))
+    if (c?.lookup === "table" && typeof c.file === "string") files.add(c.file);
+  return [...files];
+}
+
+module.exports = { customerSettings, lookupFiles };
