@@ -1,17 +1,18 @@
 // Reads a mapping config at package time, as the functions will load it: a YAML/JSON file, or a
-// code config (defineSource) bundled with esbuild and imported. Used by customer-tables.cjs (IAM
-// for DynamoDB lookups) and build-plugin.cjs (files the lookups read, packaged with the functions).
+// code config (defineSource) bundled with esbuild and imported. Used by config-access.cjs (the
+// IAM for what the config's sources read) and build-plugin.cjs (files the lookups read, packaged
+// with the functions).
 const { mkdtempSync, readFileSync, rmSync } = require("node:fs");
 const { tmpdir } = require("node:os");
 const { join } = require("node:path");
 const { pathToFileURL } = require("node:url");
 const { load, CORE_SCHEMA } = require("js-yaml");
 
-/** Each source's `customer` settings, in the config's order (undefined for a source without). */
-async function customerSettings(file) {
+/** Each source's settings: `{ auth, customer }`, as written (YAML/JSON) or as defineSource parsed them. */
+async function sourcesOf(file) {
   if (/\.(ya?ml|json)$/i.test(file)) {
     const config = load(readFileSync(file, "utf8"), { schema: CORE_SCHEMA }) ?? {};
-    return Object.values(config.sources ?? {}).map((s) => s?.customer);
+    return Object.values(config.sources ?? {}).filter(Boolean);
   }
   const dir = mkdtempSync(join(tmpdir(), "meterhook-config-"));
   try {
@@ -27,7 +28,7 @@ async function customerSettings(file) {
       logLevel: "warning",
     });
     const { default: config } = await import(pathToFileURL(outfile).href);
-    return (config?.sources ?? []).map((s) => s?.customer);
+    return (config?.sources ?? []).filter(Boolean);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -36,9 +37,9 @@ async function customerSettings(file) {
 /** The JSON files `table` lookups read at cold start (`file:`), relative to the service. */
 async function lookupFiles(file) {
   const files = new Set();
-  for (const c of await customerSettings(file))
+  for (const { customer: c } of await sourcesOf(file))
     if (c?.lookup === "table" && typeof c.file === "string") files.add(c.file);
   return [...files];
 }
 
-module.exports = { customerSettings, lookupFiles };
+module.exports = { sourcesOf, lookupFiles };

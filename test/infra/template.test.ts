@@ -548,64 +548,108 @@ describe("packaged CloudFormation template", () => {
     assert.equal(env.METERHOOK_AGGREGATE, "", "pre-aggregation is off by default");
   });
 
-  test("IAM: the consumer and the replay function may GetItem on exactly the tables of the config's dynamodb lookups", async () => {
-    // The stage's own config has no such lookup: no DynamoDB access at all.
-    assert.ok(!JSON.stringify(template).includes("dynamodb:"));
-    const dir = mkdtempSync(join(tmpdir(), "mh-tables-"));
+  test("IAM: each function may read exactly the tables and secrets the mapping config names for it", async () => {
+    // The stage's own config names none: no such policy at all.
+    assert.deepEqual(ofType("AWS::IAM::Policy"), []);
+    const dir = mkdtempSync(join(tmpdir(), "mh-access-"));
     const configFile = join(dir, "meterhook.yaml");
-    const source = (customer: string) => [
-      "    type: sqs",
-      `    customer: ${customer}`,
+    const rules = [
       "    rules:",
       "      - { name: r, id: body.id, customer: body.account, emit: [{ event_name: api_requests }] }",
     ];
+    const sqs = (customer: string) => ["    type: sqs", `    customer: ${customer}`, ...rules];
     writeFileSync(
       configFile,
       [
         "version: 1",
         "sources:",
         "  a:",
-        ...source("{ lookup: dynamodb, tableName: accounts, key: { account_id: '{customer}' } }"),
+        ...sqs("{ lookup: dynamodb, tableName: accounts, key: { account_id: '{customer}' } }"),
         "  b:",
-        ...source("{ lookup: dynamodb, tableName: accounts, key: { id: '{customer}' } }"),
+        ...sqs("{ lookup: dynamodb, tableName: accounts, key: { id: '{customer}' } }"),
         "  c:",
-        ...source("{ lookup: dynamodb, tableName: app, region: eu-west-1, key: { pk: 'A#{customer}', sk: B } }"),
+        ...sqs("{ lookup: dynamodb, tableName: app, region: eu-west-1, key: { pk: 'A#{customer}', sk: B } }"),
         "  d:",
-        ...source("{ lookup: table, table: { acct_1: cus_1 } }"),
+        ...sqs("{ lookup: table, table: { acct_1: cus_1 } }"),
+        "  e:",
+        ...sqs(
+          "{ lookup: http, url: 'https://billing.example.com/{customer}', headers: { authorization: { ssm: /meterhook/dev/lookups/token }, x-key: { secretsManager: billing-lookup }, x-env: { env: LOOKUP_KEY } } }",
+        ),
+        "  gh:",
+        "    type: webhook",
+        "    auth: { scheme: github, secrets: [{ ssm: /other/github-secret }, { secretsManager: 'arn:aws:secretsmanager:us-east-1:123456789012:secret:gh-AbCdEf' }] }",
+        ...rules,
+        "  wa:",
+        "    type: webhook",
+        "    auth: { scheme: meta, secrets: [{ env: META_SECRET }], verifyTokens: [{ ssm: /meterhook/dev/webhooks/meta-verify }] }",
+        ...rules,
       ].join("\n"),
     );
-    const policyFor = async (mappingConfig: string) => {
+    const policiesFor = async (mappingConfig: string) => {
       const { stdout } = await promisify(execFile)(
         "npx",
         ["osls", "print", "--format", "json", `--param=mappingConfig=${mappingConfig}`],
         { env: offlineEnv(), maxBuffer: 16 * 1024 * 1024 },
       );
       const printed = JSON.parse(stdout).resources.Resources as Record<string, Json>;
-      const policies = Object.values(printed).filter((r) => r.Type === "AWS::IAM::Policy");
-      assert.equal(policies.length, 1);
-      return policies[0].Properties;
+      return Object.fromEntries(Object.entries(printed).filter(([, r]) => r.Type === "AWS::IAM::Policy"));
     };
-    const policy = await policyFor(configFile);
-    // The roles the consumer and the replay function run with, and no other.
-    assert.deepEqual(policy.Roles, [{ Ref: "IngestQueueRole" }, { Ref: "DlqReplayRole" }]);
+    const sub = (service: string, region: string, rest: string) => ({
+      "Fn::Sub": `arn:\${AWS::Partition}:${service}:${region}:\${AWS::AccountId}:${rest}`,
+    });
+    const here = `\${AWS::Region}`;
+    const policies = await policiesFor(configFile);
+    assert.deepEqual(Object.keys(policies).sort(), ["CustomerLookupsReadPolicy", "WebhookSecretsReadPolicy"]);
+    // The consumer's and the replay function's roles, and no other.
+    const lookups = policies.CustomerLookupsReadPolicy.Properties;
+    assert.deepEqual(lookups.Roles, [{ Ref: "IngestQueueRole" }, { Ref: "DlqReplayRole" }]);
     assert.ok(JSON.stringify(resources.IngestQueueLambdaFunction.Properties.Role).includes("IngestQueueRole"));
     assert.ok(JSON.stringify(resources.DlqReplayLambdaFunction.Properties.Role).includes("DlqReplayRole"));
-    assert.deepEqual(policy.PolicyDocument.Statement, [
+    assert.deepEqual(lookups.PolicyDocument.Statement, [
       {
         Effect: "Allow",
         Action: "dynamodb:GetItem",
-        Resource: [
-          { "Fn::Sub": `arn:\${AWS::Partition}:dynamodb:\${AWS::Region}:\${AWS::AccountId}:table/accounts` },
-          { "Fn::Sub": `arn:\${AWS::Partition}:dynamodb:eu-west-1:\${AWS::AccountId}:table/app` },
-        ],
+        Resource: [sub("dynamodb", here, "table/accounts"), sub("dynamodb", "eu-west-1", "table/app")],
+      },
+      {
+        Effect: "Allow",
+        Action: "ssm:GetParameter",
+        Resource: [sub("ssm", here, "parameter/meterhook/dev/lookups/token")],
+      },
+      {
+        Effect: "Allow",
+        Action: "secretsmanager:GetSecretValue",
+        Resource: [sub("secretsmanager", here, "secret:billing-lookup-??????")],
       },
     ]);
+    // The HTTP API's role: the webhook sources' secrets and Verify Tokens kept in a store.
+    const webhooks = policies.WebhookSecretsReadPolicy.Properties;
+    assert.deepEqual(webhooks.Roles, [{ Ref: "HttpApiRole" }]);
+    assert.deepEqual(webhooks.PolicyDocument.Statement, [
+      {
+        Effect: "Allow",
+        Action: "ssm:GetParameter",
+        Resource: [
+          sub("ssm", here, "parameter/other/github-secret"),
+          sub("ssm", here, "parameter/meterhook/dev/webhooks/meta-verify"),
+        ],
+      },
+      {
+        Effect: "Allow",
+        Action: "secretsmanager:GetSecretValue",
+        Resource: ["arn:aws:secretsmanager:us-east-1:123456789012:secret:gh-AbCdEf"],
+      },
+    ]);
+
     // A TypeScript config's sources, read as the functions will load them (bundled).
-    const code = await policyFor("test/fixtures/sources/dynamodb-sources.ts");
-    assert.deepEqual(code.Roles, policy.Roles);
-    assert.deepEqual(code.PolicyDocument.Statement[0].Resource, [
-      { "Fn::Sub": `arn:\${AWS::Partition}:dynamodb:\${AWS::Region}:\${AWS::AccountId}:table/teams` },
-      { "Fn::Sub": `arn:\${AWS::Partition}:dynamodb:eu-west-1:\${AWS::AccountId}:table/teams` },
+    const code = await policiesFor("test/fixtures/sources/dynamodb-sources.ts");
+    assert.deepEqual(Object.keys(code), ["CustomerLookupsReadPolicy"]);
+    assert.deepEqual(code.CustomerLookupsReadPolicy.Properties.PolicyDocument.Statement, [
+      {
+        Effect: "Allow",
+        Action: "dynamodb:GetItem",
+        Resource: [sub("dynamodb", here, "table/teams"), sub("dynamodb", "eu-west-1", "table/teams")],
+      },
     ]);
   });
 
