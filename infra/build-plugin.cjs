@@ -5,7 +5,8 @@
 //   Lambda (no TypeScript loader, no node_modules): it is bundled into each function, and the
 //   functions' METERHOOK_CONFIG becomes `bundled:<path>`, which loads that copy;
 // - the JSON files the config's `table` lookups read (`file:`) are packaged with each function
-//   that loads the config: on Lambda nothing else would put them there.
+//   that loads the config: on Lambda nothing else would put them there;
+// - a file the functions read at cold start that does not exist stops the package, naming it.
 const { execFileSync } = require("node:child_process");
 const { existsSync } = require("node:fs");
 const { resolve } = require("node:path");
@@ -17,6 +18,16 @@ class MeterhookBuild {
   constructor(serverless) {
     const prepare = async () => {
       const functions = Object.values(serverless.service.functions ?? {});
+      // The files the functions read at cold start: a missing one would fail every cold start.
+      const params = { METERHOOK_CONFIG: "mappingConfig", METERHOOK_CUSTOMERS_FILE: "customersFile" };
+      for (const f of functions) {
+        for (const [name, param] of Object.entries(params)) {
+          const file = f.environment?.[name];
+          if (typeof file !== "string" || file === "" || file.startsWith("bundled:")) continue;
+          if (!existsSync(resolve(serverless.serviceDir, file)))
+            throw new Error(`${file}, the ${param} param (${name}), does not exist`);
+        }
+      }
       const configs = [...new Set(functions.map((f) => f.environment?.METERHOOK_CONFIG).filter(Boolean))];
       const code = configs.filter((c) => CODE_CONFIG.test(c));
       if (code.length > 1) throw new Error(`one code mapping config per stage, not ${code.join(", ")}`);

@@ -2,7 +2,7 @@
 // code config (defineSource) bundled with esbuild and imported. Used by config-access.cjs (the
 // IAM for what the config's sources read) and build-plugin.cjs (files the lookups read, packaged
 // with the functions).
-const { mkdtempSync, readFileSync, rmSync } = require("node:fs");
+const { existsSync, mkdtempSync, readFileSync, rmSync } = require("node:fs");
 const { tmpdir } = require("node:os");
 const { join } = require("node:path");
 const { pathToFileURL } = require("node:url");
@@ -10,6 +10,7 @@ const { load, CORE_SCHEMA } = require("js-yaml");
 
 /** Each source's settings: `{ auth, customer }`, as written (YAML/JSON) or as defineSource parsed them. */
 async function sourcesOf(file) {
+  if (!existsSync(file)) throw new Error(`${file}, the mappingConfig param (METERHOOK_CONFIG), does not exist`);
   if (/\.(ya?ml|json)$/i.test(file)) {
     const config = load(readFileSync(file, "utf8"), { schema: CORE_SCHEMA }) ?? {};
     return Object.values(config.sources ?? {}).filter(Boolean);

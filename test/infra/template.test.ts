@@ -904,7 +904,7 @@ describe("bundles", () => {
     }
   });
 
-  test("the JSON files a config's table lookups read are packaged with each function that loads the config", async () => {
+  test("the JSON files a config's table lookups read are packaged with each function that loads the config; a missing file stops the package", async () => {
     // Inside the service (osls packages only files below it), in a directory git ignores.
     mkdirSync(".scratch", { recursive: true });
     const dir = mkdtempSync(join(process.cwd(), ".scratch", "tables-"));
@@ -949,6 +949,25 @@ describe("bundles", () => {
           return true;
         },
       );
+      // So does a customers file or mapping config that is not there.
+      for (const [param, file] of [
+        ["customersFile", "config/no-such-customers.json"],
+        ["mappingConfig", "config/no-such-config.yaml"],
+      ]) {
+        await assert.rejects(
+          promisify(execFile)("npx", ["osls", "package", `--param=${param}=${file}`], {
+            env: offlineEnv(),
+            maxBuffer: 16 * 1024 * 1024,
+          }),
+          (err: Error & { stdout?: string; stderr?: string }) => {
+            assert.ok(
+              `${err.stdout}${err.stderr}`.includes(`${file}, the ${param} param`),
+              `${err.stdout}${err.stderr}`,
+            );
+            return true;
+          },
+        );
+      }
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
