@@ -6,11 +6,12 @@
 //   functions' METERHOOK_CONFIG becomes `bundled:<path>`, which loads that copy;
 // - the JSON files the config's `table` lookups read (`file:`) are packaged with each function
 //   that loads the config: on Lambda nothing else would put them there;
-// - a file the functions read at cold start that does not exist stops the package, naming it.
+// - a file the functions read at cold start that does not exist, or a `{ env: NAME }` secret of
+//   the config that the function's environment lacks, stops the package, naming it.
 const { execFileSync } = require("node:child_process");
 const { existsSync } = require("node:fs");
 const { resolve } = require("node:path");
-const { lookupFiles } = require("./mapping-config.cjs");
+const { lookupFiles, secretEnvNames, sourcesOf } = require("./mapping-config.cjs");
 
 const CODE_CONFIG = /\.(?:[cm]?[jt]s|tsx?)$/;
 
@@ -38,17 +39,34 @@ class MeterhookBuild {
         env: { ...process.env, ...(codeConfig ? { METERHOOK_BUNDLE_CONFIG: codeConfig } : {}) },
       });
       const files = new Map();
+      const envNames = new Map();
       for (const config of configs) {
-        const read = await lookupFiles(resolve(serverless.serviceDir, config));
+        const sources = await sourcesOf(resolve(serverless.serviceDir, config));
+        const read = lookupFiles(sources);
         for (const file of read) {
           if (!existsSync(resolve(serverless.serviceDir, file)))
             throw new Error(`${file}, which a table lookup of ${config} reads, does not exist`);
         }
         files.set(config, read);
+        envNames.set(config, secretEnvNames(sources));
       }
-      for (const f of functions) {
+      for (const [key, f] of Object.entries(serverless.service.functions ?? {})) {
         const config = f.environment?.METERHOOK_CONFIG;
         if (!config) continue;
+        // A `{ env: NAME }` secret this function reads must be in its environment: on Lambda
+        // only serverless.yml can put it there, and a cold start without it fails.
+        const { webhooks, lookups } = envNames.get(config);
+        const reads = /\/http-api\//.test(f.handler)
+          ? webhooks
+          : /\/(ingest-queue|dlq-replay)\//.test(f.handler)
+            ? lookups
+            : [];
+        for (const name of reads) {
+          if (f.environment?.[name] === undefined && serverless.service.provider?.environment?.[name] === undefined)
+            throw new Error(
+              `${config} reads the secret { env: ${name} }, which is not in the ${key} function's environment: on AWS keep it in SSM or Secrets Manager, named { ssm: ... } or { secretsManager: ... }`,
+            );
+        }
         const extra = files.get(config) ?? [];
         if (extra.length > 0) {
           f.package ??= {};

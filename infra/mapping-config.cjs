@@ -36,11 +36,26 @@ async function sourcesOf(file) {
 }
 
 /** The JSON files `table` lookups read at cold start (`file:`), relative to the service. */
-async function lookupFiles(file) {
+function lookupFiles(sources) {
   const files = new Set();
-  for (const { customer: c } of await sourcesOf(file))
-    if (c?.lookup === "table" && typeof c.file === "string") files.add(c.file);
+  for (const { customer: c } of sources) if (c?.lookup === "table" && typeof c.file === "string") files.add(c.file);
   return [...files];
 }
 
-module.exports = { sourcesOf, lookupFiles };
+/**
+ * The environment variables the sources' `{ env: NAME }` secrets name: `webhooks` (secrets and
+ * Verify Tokens, read by the HTTP API) and `lookups` (http lookups' headers, read by the consumer
+ * and replay).
+ */
+function secretEnvNames(sources) {
+  const names = (refs) => refs.filter((r) => typeof r?.env === "string").map((r) => r.env);
+  const webhooks = new Set();
+  const lookups = new Set();
+  for (const { auth, customer: c } of sources) {
+    for (const n of names([...(auth?.secrets ?? []), ...(auth?.verifyTokens ?? [])])) webhooks.add(n);
+    if (c?.lookup === "http") for (const n of names(Object.values(c.headers ?? {}))) lookups.add(n);
+  }
+  return { webhooks: [...webhooks], lookups: [...lookups] };
+}
+
+module.exports = { sourcesOf, lookupFiles, secretEnvNames };

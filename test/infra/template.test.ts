@@ -904,7 +904,7 @@ describe("bundles", () => {
     }
   });
 
-  test("the JSON files a config's table lookups read are packaged with each function that loads the config; a missing file stops the package", async () => {
+  test("the JSON files a config's table lookups read are packaged with each function that loads the config; a missing file or env secret stops the package", async () => {
     // Inside the service (osls packages only files below it), in a directory git ignores.
     mkdirSync(".scratch", { recursive: true });
     const dir = mkdtempSync(join(process.cwd(), ".scratch", "tables-"));
@@ -946,6 +946,20 @@ describe("bundles", () => {
         }),
         (err: Error & { stdout?: string; stderr?: string }) => {
           assert.match(`${err.stdout}${err.stderr}`, /gone\.json, which a table lookup of .* reads, does not exist/);
+          return true;
+        },
+      );
+      // So does a secret the config reads from an environment variable the function lacks.
+      await assert.rejects(
+        promisify(execFile)("npx", ["osls", "package", "--param=mappingConfig=examples/github-ci-minutes.yaml"], {
+          env: offlineEnv(),
+          maxBuffer: 16 * 1024 * 1024,
+        }),
+        (err: Error & { stdout?: string; stderr?: string }) => {
+          assert.match(
+            `${err.stdout}${err.stderr}`,
+            /reads the secret \{ env: GITHUB_WEBHOOK_SECRET \}, which is not in the httpApi function's environment/,
+          );
           return true;
         },
       );
