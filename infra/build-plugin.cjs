@@ -29,6 +29,12 @@ class MeterhookBuild {
             throw new Error(`${file}, the ${param} param (${name}), does not exist`);
         }
       }
+      // Run twice in one process (a package, then a function's), a code config is `bundled:` already.
+      for (const f of functions) {
+        const config = f.environment?.METERHOOK_CONFIG;
+        if (typeof config === "string" && config.startsWith("bundled:"))
+          f.environment.METERHOOK_CONFIG = config.slice(8);
+      }
       const configs = [...new Set(functions.map((f) => f.environment?.METERHOOK_CONFIG).filter(Boolean))];
       const code = configs.filter((c) => CODE_CONFIG.test(c));
       if (code.length > 1) throw new Error(`one code mapping config per stage, not ${code.join(", ")}`);

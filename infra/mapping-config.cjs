@@ -1,7 +1,7 @@
 // Reads a mapping config at package time, as the functions will load it: a YAML/JSON file, or a
 // code config (defineSource) bundled with esbuild and imported. Used by config-access.cjs (the
-// IAM for what the config's sources read) and build-plugin.cjs (files the lookups read, packaged
-// with the functions).
+// IAM for what the config's sources read) and build-plugin.cjs (the files its lookups read,
+// packaged with the functions, and the environment variables its secrets name, checked).
 const { existsSync, mkdtempSync, readFileSync, rmSync } = require("node:fs");
 const { tmpdir } = require("node:os");
 const { join } = require("node:path");
