@@ -10,10 +10,13 @@
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { replayFromConfig, secretReaderFor, summarizeDlqFromConfig, withStripeClient } from "../lib/app.js";
+import { scanTable } from "../lib/aws-dynamodb.js";
 import { type Config, loadConfig } from "../lib/config.js";
+import { isStripeCustomerId } from "../lib/customers.js";
 import { ConfigError, MeterhookError } from "../lib/errors.js";
 import type { MappingConfig, SecretRef } from "../lib/mapping/config-schema.js";
 import { readMappingConfig } from "../lib/mapping/load.js";
+import { dynamodbEntries } from "../lib/mapping/lookups.js";
 import { checkStripeCustomers } from "../lib/stripe/customer-check.js";
 import { readActiveMeters } from "../lib/stripe/meters.js";
 
@@ -26,8 +29,9 @@ const USAGE = `usage:
       and METERHOOK_METER_VALUE_RULES name has one; exits 1 when one has none
   meterhook customers [config.yaml|config.json]
       check that Stripe has every cus_ id of the customer tables (METERHOOK_CUSTOMERS,
-      METERHOOK_CUSTOMERS_FILE, and table lookups of the mapping config or METERHOOK_CONFIG);
-      exits 1 when one is missing or deleted
+      METERHOOK_CUSTOMERS_FILE, and table and dynamodb lookups of the mapping config or
+      METERHOOK_CONFIG; a DynamoDB table is read with a Scan); exits 1 when one is missing or
+      deleted, or an item's attribute is not a cus_ id
   meterhook map <config.yaml|config.json|sources.ts> <source> <trigger file, or - for stdin>
         [--header "Name: value"]... [--query "a=1&b=2"] [--content-type type]
       map a sample trigger (a webhook's body, an app's message, an EventBridge event) as the
@@ -136,12 +140,41 @@ function tableEntries({ config, file, mapping }: Settings): Array<[string, strin
   return entries;
 }
 
+/**
+ * The entries of the mapping config's `dynamodb` lookups' tables, read with a Scan each (the
+ * operator's credentials need dynamodb:Scan); and those whose attribute is not a `cus_` id.
+ */
+async function dynamodbTableEntries({ config, file, mapping }: Settings) {
+  const entries: Array<[string, string, string]> = [];
+  const notIds: Array<[string, string, string]> = [];
+  for (const [source, s] of Object.entries(mapping?.sources ?? {})) {
+    const c = s.customer;
+    if (c.lookup !== "dynamodb") continue;
+    const items = await scanTable({
+      region: c.region ?? config.aws.region,
+      endpoint: config.aws.dynamodbEndpoint,
+      tableName: c.tableName,
+      attributes: [...new Set([...Object.keys(c.key), c.stripeIdAttribute.split(".")[0] as string])],
+    });
+    const where = `${file}: ${source} (DynamoDB table ${c.tableName})`;
+    for (const { customer, value } of dynamodbEntries(items, c)) {
+      if (typeof value.S === "string" && isStripeCustomerId(value.S)) entries.push([customer, value.S, where]);
+      else notIds.push([customer, JSON.stringify(value).slice(0, 80), where]);
+    }
+  }
+  return { entries, notIds };
+}
+
 async function customers(settings: Settings): Promise<number> {
   const { config } = settings;
-  const entries = tableEntries(settings);
+  const tables = await dynamodbTableEntries(settings);
+  const entries = [...tableEntries(settings), ...tables.entries];
+  for (const [app, value, where] of tables.notIds) console.log(`  ${app} -> ${value}  NOT A CUSTOMER ID  ${where}`);
   if (entries.length === 0) {
-    console.log("no customer table in the settings (METERHOOK_CUSTOMERS, METERHOOK_CUSTOMERS_FILE, table lookups)");
-    return 0;
+    console.log(
+      "no customer table in the settings (METERHOOK_CUSTOMERS, METERHOOK_CUSTOMERS_FILE, table and dynamodb lookups)",
+    );
+    return tables.notIds.length > 0 ? 1 : 0;
   }
   const ids = entries.map(([, id]) => id);
   const states = await withStripeClient(config, (client) =>
@@ -157,7 +190,12 @@ async function customers(settings: Settings): Promise<number> {
       `${bad.length} entr${bad.length === 1 ? "y names a customer" : "ies name customers"} Stripe does not have: their events would be accepted, then refused by Stripe (README "Stripe's error reports")`,
     );
   }
-  return bad.length > 0 ? 1 : 0;
+  if (tables.notIds.length > 0) {
+    console.log(
+      `${tables.notIds.length} DynamoDB item${tables.notIds.length === 1 ? " holds" : "s hold"} no cus_ id: their events would be dead-lettered customer_not_found`,
+    );
+  }
+  return bad.length > 0 || tables.notIds.length > 0 ? 1 : 0;
 }
 
 async function map(args: string[]): Promise<number> {

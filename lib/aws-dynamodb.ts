@@ -44,3 +44,42 @@ export function createDynamoItemReader(options: { region: string; endpoint?: str
     return out.Item as Record<string, AttributeValue> | undefined;
   };
 }
+
+/**
+ * Every item of a table, with only the `attributes` named (a Scan, page by page): what
+ * `meterhook customers` checks against Stripe before a deploy.
+ */
+export async function scanTable(options: {
+  region: string;
+  endpoint?: string;
+  tableName: string;
+  attributes: readonly string[];
+}): Promise<Array<Record<string, AttributeValue>>> {
+  const { DynamoDBClient, ScanCommand } = await import("@aws-sdk/client-dynamodb");
+  const client = new DynamoDBClient({
+    region: options.region,
+    ...(options.endpoint
+      ? { endpoint: options.endpoint, credentials: { accessKeyId: "local", secretAccessKey: "local" } }
+      : {}),
+  });
+  const names = Object.fromEntries(options.attributes.map((a, i) => [`#a${i}`, a]));
+  const items: Array<Record<string, AttributeValue>> = [];
+  try {
+    let start: Record<string, unknown> | undefined;
+    do {
+      const page = await client.send(
+        new ScanCommand({
+          TableName: options.tableName,
+          ProjectionExpression: Object.keys(names).join(", "),
+          ExpressionAttributeNames: names,
+          ...(start ? { ExclusiveStartKey: start as never } : {}),
+        }),
+      );
+      items.push(...((page.Items ?? []) as Array<Record<string, AttributeValue>>));
+      start = page.LastEvaluatedKey;
+    } while (start);
+  } finally {
+    client.destroy();
+  }
+  return items;
+}

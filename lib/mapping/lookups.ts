@@ -135,8 +135,7 @@ export function dynamodbLookup(
         const e = err as Error;
         throw new TransientError("customer_lookup_failed", `customer lookup failed: DynamoDB ${e.name}: ${e.message}`);
       }
-      let value: AttributeValue | undefined = item ? item[path[0] as string] : undefined;
-      for (const name of path.slice(1)) value = value?.M?.[name];
+      const value = item ? valueAt(item, path) : undefined;
       if (value === undefined || value.NULL === true) return undefined;
       if (typeof value.S === "string" && isStripeCustomerId(value.S)) return value.S;
       // Something that is not an id: a wrong attribute name or bad data, not an unmapped account.
@@ -147,4 +146,48 @@ export function dynamodbLookup(
       );
     },
   };
+}
+
+/** The attribute at `path` (names into maps), or undefined. */
+function valueAt(item: Record<string, AttributeValue>, path: readonly string[]): AttributeValue | undefined {
+  let value: AttributeValue | undefined = item[path[0] as string];
+  for (const name of path.slice(1)) value = value?.M?.[name];
+  return value;
+}
+
+/**
+ * The customers a `dynamodb` lookup's table maps, from its scanned items (`meterhook customers`):
+ * the customer value each item's key was made from, and what its id attribute holds. Items whose
+ * key the lookup's templates could not have made (another entity of a single-table design), and
+ * items without the attribute (not mapped yet), are left out.
+ */
+export function dynamodbEntries(
+  items: ReadonlyArray<Record<string, AttributeValue>>,
+  options: { key: Record<string, string>; stripeIdAttribute: string },
+): Array<{ customer: string; value: AttributeValue }> {
+  const path = options.stripeIdAttribute.split(".");
+  const out: Array<{ customer: string; value: AttributeValue }> = [];
+  for (const item of items) {
+    let customer: string | undefined;
+    let made = true;
+    for (const [name, template] of Object.entries(options.key)) {
+      const text = item[name]?.S;
+      const at = template.indexOf("{customer}");
+      if (text === undefined) made = false;
+      else if (at < 0) made &&= text === template;
+      else {
+        const prefix = template.slice(0, at);
+        const suffix = template.slice(at + "{customer}".length);
+        const inner = text.slice(prefix.length, text.length - suffix.length);
+        if (text.length <= prefix.length + suffix.length || !text.startsWith(prefix) || !text.endsWith(suffix))
+          made = false;
+        // Every template that holds {customer} must give the same one back.
+        else if (customer !== undefined && customer !== inner) made = false;
+        else customer = inner;
+      }
+    }
+    const value = valueAt(item, path);
+    if (made && customer !== undefined && value !== undefined && value.NULL !== true) out.push({ customer, value });
+  }
+  return out;
 }

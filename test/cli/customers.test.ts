@@ -1,7 +1,11 @@
 import assert from "node:assert/strict";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { EMULATOR_DEFAULT_KEY, type StripeEmulator } from "../../local/stripe-emulator/server.js";
 import { meterhookCli } from "../helpers/cli.js";
+import { startTestDynamo } from "../helpers/dynamodb.js";
 import { startEmulator } from "../helpers/stripe.js";
 
 let emulator: StripeEmulator;
@@ -38,6 +42,72 @@ describe("meterhook customers", () => {
     const { code, stdout } = await customers({ acct_a: "cus_A" }, ["examples/sqs-app-messages.yaml"]);
     assert.equal(code, 0, stdout);
     assert.match(stdout, /2 table entries, 2 Stripe customers checked/);
+  });
+
+  test("reads the tables of the mapping config's dynamodb lookups, and names their items that hold no cus_ id", async () => {
+    const dynamo = await startTestDynamo();
+    try {
+      await dynamo.createTable("accounts", ["account_id"]);
+      await dynamo.put("accounts", { account_id: { S: "acct_ok" }, stripe_customer_id: { S: "cus_A" } });
+      await dynamo.put("accounts", { account_id: { S: "acct_typo" }, stripe_customer_id: { S: "cus_Typo" } });
+      await dynamo.put("accounts", { account_id: { S: "acct_name" }, stripe_customer_id: { S: "Acme Inc" } });
+      await dynamo.put("accounts", { account_id: { S: "acct_free" }, plan: { S: "free" } });
+      // A single-table design: only BILLING items under ACCOUNT# keys are the lookup's.
+      await dynamo.createTable("app", ["pk", "sk"]);
+      await dynamo.put("app", {
+        pk: { S: "ACCOUNT#acct_9" },
+        sk: { S: "BILLING" },
+        billing: { M: { id: { S: "cus_Left" } } },
+      });
+      await dynamo.put("app", {
+        pk: { S: "ACCOUNT#acct_9" },
+        sk: { S: "PROFILE" },
+        billing: { M: { id: { S: "x" } } },
+      });
+      await dynamo.put("app", {
+        pk: { S: "ORDER#2026-000123" },
+        sk: { S: "BILLING" },
+        billing: { M: { id: { S: "y" } } },
+      });
+      const dir = mkdtempSync(join(tmpdir(), "mh-customers-"));
+      const config = join(dir, "meterhook.yaml");
+      const rules = [
+        "    rules:",
+        "      - { name: r, id: body.id, customer: body.account, emit: [{ event_name: api_requests }] }",
+      ];
+      writeFileSync(
+        config,
+        [
+          "version: 1",
+          "sources:",
+          "  a:",
+          "    type: sqs",
+          "    customer: { lookup: dynamodb, tableName: accounts, key: { account_id: '{customer}' } }",
+          ...rules,
+          "  b:",
+          "    type: sqs",
+          "    customer: { lookup: dynamodb, tableName: app, key: { pk: 'ACCOUNT#{customer}', sk: BILLING }, stripeIdAttribute: billing.id }",
+          ...rules,
+        ].join("\n"),
+      );
+
+      const { code, stdout } = await meterhookCli(["customers", config], {
+        STRIPE_API_KEY: EMULATOR_DEFAULT_KEY,
+        STRIPE_API_BASE: emulator.url,
+        DYNAMODB_ENDPOINT: dynamo.endpoint,
+      });
+
+      assert.equal(code, 1, stdout);
+      assert.match(stdout, /3 table entries, 3 Stripe customers checked/);
+      assert.match(stdout, /acct_typo -> cus_Typo {2}NOT IN STRIPE {2}.*: a \(DynamoDB table accounts\)/);
+      assert.match(stdout, /acct_9 -> cus_Left {2}DELETED IN STRIPE {2}.*: b \(DynamoDB table app\)/);
+      assert.match(stdout, /acct_name -> \{"S":"Acme Inc"\} {2}NOT A CUSTOMER ID/);
+      assert.match(stdout, /1 DynamoDB item holds no cus_ id/);
+      // Not the lookup's items: an account without the attribute, other entities of the single table.
+      assert.doesNotMatch(stdout, /acct_free|acct_ok ->|ORDER|"x"|"y"/);
+    } finally {
+      await dynamo.stop();
+    }
   });
 
   test("a customer deleted in Stripe is refused by the emulator's checks as an unknown one", () => {
