@@ -1,6 +1,12 @@
 import type { DynamoDBClient } from "@aws-sdk/client-dynamodb";
 import type { AttributeValue, GetItem } from "./mapping/lookups.js";
 
+/** A client's region, and for another endpoint (a local DynamoDB) placeholder credentials. */
+const clientOptions = (region: string, endpoint: string | undefined) => ({
+  region,
+  ...(endpoint ? { endpoint, credentials: { accessKeyId: "local", secretAccessKey: "local" } } : {}),
+});
+
 /**
  * GetItem for the `dynamodb` customer lookup, with the AWS SDK's DynamoDB client. Imported on
  * the first lookup: a consumer whose sources use none never loads it. One client per region (a
@@ -15,14 +21,8 @@ export function createDynamoItemReader(options: { region: string; endpoint?: str
     if (!client) {
       client = sdk().then(
         ({ DynamoDBClient }) =>
-          new DynamoDBClient({
-            region,
-            // One retry within the lookup's timeout; the queue retries the message after that.
-            maxAttempts: 2,
-            ...(options.endpoint
-              ? { endpoint: options.endpoint, credentials: { accessKeyId: "local", secretAccessKey: "local" } }
-              : {}),
-          }),
+          // One retry within the lookup's timeout; the queue retries the message after that.
+          new DynamoDBClient({ ...clientOptions(region, options.endpoint), maxAttempts: 2 }),
       );
       clients.set(region, client);
     }
@@ -56,12 +56,7 @@ export async function scanTable(options: {
   attributes: readonly string[];
 }): Promise<Array<Record<string, AttributeValue>>> {
   const { DynamoDBClient, ScanCommand } = await import("@aws-sdk/client-dynamodb");
-  const client = new DynamoDBClient({
-    region: options.region,
-    ...(options.endpoint
-      ? { endpoint: options.endpoint, credentials: { accessKeyId: "local", secretAccessKey: "local" } }
-      : {}),
-  });
+  const client = new DynamoDBClient(clientOptions(options.region, options.endpoint));
   const names = Object.fromEntries(options.attributes.map((a, i) => [`#a${i}`, a]));
   const items: Array<Record<string, AttributeValue>> = [];
   try {
