@@ -1,10 +1,9 @@
-// Reads a mapping config at package time, as the functions will load it: a YAML/JSON file, or a
-// code config (defineSource) bundled with esbuild and imported. Used by config-access.cjs (the
-// IAM for what the config's sources read) and build-plugin.cjs (the files its lookups read,
-// packaged with the functions, and the environment variables its secrets name, checked).
-const { existsSync, mkdtempSync, readFileSync, rmSync } = require("node:fs");
-const { tmpdir } = require("node:os");
-const { join } = require("node:path");
+// Reads a mapping config at package time: a YAML/JSON file, or a code config (defineSource)
+// imported through tsx. Used by config-access.cjs (the IAM for what the config's sources read)
+// and build-plugin.cjs (the files its lookups read, packaged with the functions, and the
+// environment variables its secrets name, checked).
+const { existsSync, readFileSync } = require("node:fs");
+const { resolve } = require("node:path");
 const { pathToFileURL } = require("node:url");
 const { load, CORE_SCHEMA } = require("js-yaml");
 
@@ -15,24 +14,10 @@ async function sourcesOf(file) {
     const config = load(readFileSync(file, "utf8"), { schema: CORE_SCHEMA }) ?? {};
     return Object.values(config.sources ?? {}).filter(Boolean);
   }
-  const dir = mkdtempSync(join(tmpdir(), "meterhook-config-"));
-  try {
-    const outfile = join(dir, "config.mjs");
-    await require("esbuild").build({
-      entryPoints: [file],
-      outfile,
-      bundle: true,
-      platform: "node",
-      format: "esm",
-      mainFields: ["module", "main"],
-      banner: { js: "import{createRequire as __cr}from'node:module';const require=__cr(import.meta.url);" },
-      logLevel: "warning",
-    });
-    const { default: config } = await import(pathToFileURL(outfile).href);
-    return (config?.sources ?? []).filter(Boolean);
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
+  // A code config, imported as `npm start` imports it (tsx), with what it imports.
+  const { tsImport } = await import("tsx/esm/api");
+  const { default: config } = await tsImport(pathToFileURL(resolve(file)).href, __filename);
+  return (config?.sources ?? []).filter(Boolean);
 }
 
 /** The JSON files `table` lookups read at cold start (`file:`), relative to the service. */
