@@ -11,7 +11,7 @@
 const { execFileSync } = require("node:child_process");
 const { existsSync } = require("node:fs");
 const { resolve } = require("node:path");
-const { lookupFiles, secretEnvNames, sourcesOf } = require("./mapping-config.cjs");
+const { lookupFiles, secretRefs, sourcesOf } = require("./mapping-config.cjs");
 
 const CODE_CONFIG = /\.(?:[cm]?[jt]s|tsx?)$/;
 
@@ -54,7 +54,10 @@ class MeterhookBuild {
             throw new Error(`${file}, which a table lookup of ${config} reads, does not exist`);
         }
         files.set(config, read);
-        envNames.set(config, secretEnvNames(sources));
+        // The `{ env: NAME }` secrets, by the function that reads them.
+        const { webhooks, lookups } = secretRefs(sources);
+        const names = (refs) => [...new Set(refs.filter((r) => typeof r?.env === "string").map((r) => r.env))];
+        envNames.set(config, { webhooks: names(webhooks), lookups: names(lookups) });
       }
       for (const [key, f] of Object.entries(serverless.service.functions ?? {})) {
         const config = f.environment?.METERHOOK_CONFIG;

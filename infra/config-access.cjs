@@ -5,7 +5,7 @@
 //   parameters and Secrets Manager secrets of `http` lookups' header secrets;
 // - the HTTP API: webhook sources' secrets and Verify Tokens in SSM or Secrets Manager (those
 //   under the stage's webhookSecretsPath it may read already, by infra/iam.yml).
-const { sourcesOf } = require("./mapping-config.cjs");
+const { secretRefs, sourcesOf } = require("./mapping-config.cjs");
 
 /** An ARN in this account, for Fn::Sub: in the stack's region unless `region` names another. */
 const arn = (service, rest, region) => ({
@@ -56,15 +56,12 @@ function policy(resource, name, roles, statements) {
 module.exports = async ({ resolveVariable }) => {
   const sources = await sourcesOf(await resolveVariable("param:mappingConfig"));
   const tables = new Map();
-  const lookupSecrets = [];
-  const webhookSecrets = [];
-  for (const { auth, customer: c } of sources) {
+  for (const { customer: c } of sources) {
     if (c?.lookup === "dynamodb" && typeof c.tableName === "string")
       tables.set(`${c.region ?? ""}/${c.tableName}`, arn("dynamodb", `table/${c.tableName}`, c.region));
-    if (c?.lookup === "http") lookupSecrets.push(...Object.values(c.headers ?? {}));
-    webhookSecrets.push(...(auth?.secrets ?? []), ...(auth?.verifyTokens ?? []));
   }
-  const lookups = [...secretStatements(lookupSecrets)];
+  const secrets = secretRefs(sources);
+  const lookups = [...secretStatements(secrets.lookups)];
   if (tables.size > 0) lookups.unshift({ Effect: "Allow", Action: "dynamodb:GetItem", Resource: [...tables.values()] });
   return {
     Resources: {
@@ -78,7 +75,7 @@ module.exports = async ({ resolveVariable }) => {
         "WebhookSecretsReadPolicy",
         "meterhook-webhook-secrets",
         ["HttpApiRole"],
-        secretStatements(webhookSecrets),
+        secretStatements(secrets.webhooks),
       ),
     },
   };

@@ -28,19 +28,18 @@ function lookupFiles(sources) {
 }
 
 /**
- * The environment variables the sources' `{ env: NAME }` secrets name: `webhooks` (secrets and
+ * The secret references of the sources, by the function that reads them: `webhooks` (secrets and
  * Verify Tokens, read by the HTTP API) and `lookups` (http lookups' headers, read by the consumer
  * and replay).
  */
-function secretEnvNames(sources) {
-  const names = (refs) => refs.filter((r) => typeof r?.env === "string").map((r) => r.env);
-  const webhooks = new Set();
-  const lookups = new Set();
+function secretRefs(sources) {
+  const webhooks = [];
+  const lookups = [];
   for (const { auth, customer: c } of sources) {
-    for (const n of names([...(auth?.secrets ?? []), ...(auth?.verifyTokens ?? [])])) webhooks.add(n);
-    if (c?.lookup === "http") for (const n of names(Object.values(c.headers ?? {}))) lookups.add(n);
+    webhooks.push(...(auth?.secrets ?? []), ...(auth?.verifyTokens ?? []));
+    if (c?.lookup === "http") lookups.push(...Object.values(c.headers ?? {}));
   }
-  return { webhooks: [...webhooks], lookups: [...lookups] };
+  return { webhooks, lookups };
 }
 
-module.exports = { sourcesOf, lookupFiles, secretEnvNames };
+module.exports = { sourcesOf, lookupFiles, secretRefs };
