@@ -4,10 +4,15 @@
 // - a code mapping config (mappingConfig: config/sources.ts) cannot be imported as a file on
 //   Lambda (no TypeScript loader, no node_modules): it is bundled into each function, and the
 //   functions' METERHOOK_CONFIG becomes `bundled:<path>`, which loads that copy;
+// - a key kept in Secrets Manager (stripeKeySecretId, apiKeysSecretId params) replaces the SSM
+//   parameter in the functions' settings: a function is given one store or the other, never both;
 // - the JSON files the config's `table` lookups read (`file:`) are packaged with each function
 //   that loads the config: on Lambda nothing else would put them there;
 // - a file the functions read at cold start that does not exist, or a `{ env: NAME }` secret of
 //   the config that the function's environment lacks, stops the package, naming it.
+// Once the template is compiled, each function waits for the IAM policies of its role that stand
+// apart from it (infra/config-access.cjs): CloudFormation would otherwise create them in any
+// order, and a first deploy's function could run before it may read a secret or a table.
 const { execFileSync } = require("node:child_process");
 const { existsSync } = require("node:fs");
 const { resolve } = require("node:path");
@@ -19,6 +24,14 @@ class MeterhookBuild {
   constructor(serverless) {
     const prepare = async () => {
       const functions = Object.values(serverless.service.functions ?? {});
+      for (const f of functions) {
+        for (const key of ["STRIPE_API_KEY", "METERHOOK_API_KEYS"]) {
+          const env = f.environment ?? {};
+          if (!(`${key}_SECRET_ID` in env)) continue;
+          if (env[`${key}_SECRET_ID`]) delete env[`${key}_SSM_PARAMETER`];
+          else delete env[`${key}_SECRET_ID`];
+        }
+      }
       // The files the functions read at cold start: a missing one would fail every cold start.
       const params = { METERHOOK_CONFIG: "mappingConfig", METERHOOK_CUSTOMERS_FILE: "customersFile" };
       for (const f of functions) {
@@ -84,8 +97,24 @@ class MeterhookBuild {
         if (config === codeConfig) f.environment.METERHOOK_CONFIG = `bundled:${codeConfig}`;
       }
     };
+    const awaitPolicies = () => {
+      const resources = serverless.service.provider.compiledCloudFormationTemplate.Resources;
+      const policiesOf = new Map();
+      for (const [name, r] of Object.entries(resources)) {
+        if (r.Type !== "AWS::IAM::Policy") continue;
+        for (const role of r.Properties.Roles ?? []) {
+          if (typeof role?.Ref === "string") policiesOf.set(role.Ref, [...(policiesOf.get(role.Ref) ?? []), name]);
+        }
+      }
+      for (const r of Object.values(resources)) {
+        const role = r.Type === "AWS::Lambda::Function" ? r.Properties.Role?.["Fn::GetAtt"]?.[0] : undefined;
+        const policies = policiesOf.get(role) ?? [];
+        if (policies.length > 0) r.DependsOn = [...new Set([...[r.DependsOn ?? []].flat(), ...policies])];
+      }
+    };
     this.hooks = {
       "before:package:createDeploymentArtifacts": prepare,
+      "after:aws:package:finalize:mergeCustomProviderResources": awaitPolicies,
       // `osls deploy function -f <name>` packages that function alone.
       "before:deploy:function:packageFunction": prepare,
     };

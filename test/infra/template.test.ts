@@ -44,6 +44,9 @@ const FUNCTIONS: Record<string, string> = {
   "stripe-reports": "StripeReportsLambdaFunction",
   eventbridge: "EventBridgeLambdaFunction",
 };
+/** A function's environment as Lambda gives it: the template's strings (its Refs left out). */
+const stringsOf = (vars: Record<string, Json>) =>
+  Object.fromEntries(Object.entries(vars).filter(([, v]) => typeof v === "string")) as Record<string, string>;
 const ofType = (type: string) => Object.entries(resources).filter(([, r]) => r.Type === type);
 /** This process's environment without AWS credentials or settings: osls runs offline. */
 function offlineEnv(): NodeJS.ProcessEnv {
@@ -524,7 +527,7 @@ describe("packaged CloudFormation template", () => {
       resources[role].Properties.Policies.flatMap((p: Json) =>
         p.PolicyDocument.Statement.flatMap((s: Json) => [s.Action].flat()),
       );
-    assert.deepEqual(actions("HttpApiRole").sort(), [
+    assert.deepEqual([...new Set(actions("HttpApiRole"))].sort(), [
       "logs:CreateLogStream",
       "logs:PutLogEvents",
       "sqs:SendMessage",
@@ -702,6 +705,105 @@ describe("packaged CloudFormation template", () => {
       resources.IngestQueueLambdaFunction.Properties.Environment.Variables.STRIPE_API_KEY_SSM_PARAMETER,
       "/meterhook/dev/stripe-api-key",
     );
+    // Each function's settings load as they are: no empty Secrets Manager id beside the SSM parameter.
+    for (const [name, fn] of ofType("AWS::Lambda::Function")) {
+      const vars = fn.Properties.Environment?.Variables ?? {};
+      assert.ok(!Object.keys(vars).some((k) => k.endsWith("_SECRET_ID")), name);
+      assert.doesNotThrow(() => loadConfig(stringsOf(vars)), name);
+    }
+  });
+
+  test("IAM: a key kept in Secrets Manager replaces the SSM parameter, KMS keys may decrypt secrets, and each function waits for its role's policies", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "mh-keys-"));
+    const kmsKey = "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+    await promisify(execFile)(
+      "npx",
+      [
+        "osls",
+        "package",
+        "--package",
+        dir,
+        "--param=stripeKeySecretId=meterhook/prod/stripe",
+        "--param=apiKeysSecretId=arn:aws:secretsmanager:eu-west-1:123456789012:secret:api-keys-AbCdEf",
+        `--param=secretsKmsKeyArns=${kmsKey}`,
+        "--param=mappingConfig=test/fixtures/sources/dynamodb-sources.ts",
+      ],
+      { env: offlineEnv(), maxBuffer: 16 * 1024 * 1024 },
+    );
+    const packaged = JSON.parse(readFileSync(join(dir, "cloudformation-template-update-stack.json"), "utf8"))
+      .Resources as Record<string, Json>;
+    const envOf = (fn: string) => packaged[`${fn}LambdaFunction`].Properties.Environment.Variables;
+    const storeReads = (role: string) =>
+      packaged[role].Properties.Policies.flatMap((p: Json) => p.PolicyDocument.Statement).filter((st: Json) =>
+        /ssm:|secretsmanager:/.test(JSON.stringify(st.Action)),
+      );
+    const stripeSecret = {
+      Effect: "Allow",
+      Action: "secretsmanager:GetSecretValue",
+      Resource: [
+        {
+          "Fn::Sub": `arn:\${AWS::Partition}:secretsmanager:\${AWS::Region}:\${AWS::AccountId}:secret:meterhook/prod/stripe-??????`,
+        },
+      ],
+    };
+    for (const fn of ["IngestQueue", "DlqReplay", "StripeReports"]) {
+      const env = envOf(fn);
+      assert.equal(env.STRIPE_API_KEY_SECRET_ID, "meterhook/prod/stripe", fn);
+      assert.equal(env.STRIPE_API_KEY_SSM_PARAMETER, undefined, fn);
+      // The function reads the key from Secrets Manager, and may read nothing else of the kind.
+      assert.deepEqual(loadConfig(stringsOf(env)).stripe.apiKeySource, {
+        store: "secretsmanager",
+        name: "meterhook/prod/stripe",
+      });
+      assert.deepEqual(storeReads(`${fn}Role`), [stripeSecret], fn);
+    }
+    const http = envOf("HttpApi");
+    assert.equal(http.METERHOOK_API_KEYS_SSM_PARAMETER, undefined);
+    assert.equal(loadConfig(stringsOf(http)).apiKeysSource?.store, "secretsmanager");
+    assert.deepEqual(storeReads("HttpApiRole")[0], {
+      Effect: "Allow",
+      Action: "secretsmanager:GetSecretValue",
+      Resource: ["arn:aws:secretsmanager:eu-west-1:123456789012:secret:api-keys-AbCdEf"],
+    });
+    assert.ok(!JSON.stringify(packaged.HttpApiRole).includes("stripe"), "the HTTP API cannot read the Stripe key");
+
+    // Every function that reads a secret may decrypt with the KMS key, only through SSM or Secrets Manager.
+    const kms = packaged.SecretsKmsDecryptPolicy.Properties;
+    assert.deepEqual(kms.Roles.map((r: Json) => r.Ref).sort(), [
+      "DlqReplayRole",
+      "HttpApiRole",
+      "IngestQueueRole",
+      "StripeReportsRole",
+    ]);
+    assert.deepEqual(kms.PolicyDocument.Statement, [
+      {
+        Effect: "Allow",
+        Action: "kms:Decrypt",
+        Resource: [kmsKey],
+        Condition: { StringLike: { "kms:ViaService": ["ssm.*.amazonaws.com", "secretsmanager.*.amazonaws.com"] } },
+      },
+    ]);
+    // CloudFormation creates a function only once its role's policies exist: on a first deploy
+    // the consumer never runs before it may read the lookups' table.
+    const dependsOn = (fn: string) =>
+      packaged[`${fn}LambdaFunction`].DependsOn.filter((d: string) => d.endsWith("Policy"));
+    assert.deepEqual(dependsOn("IngestQueue"), ["CustomerLookupsReadPolicy", "SecretsKmsDecryptPolicy"]);
+    assert.deepEqual(dependsOn("DlqReplay"), ["CustomerLookupsReadPolicy", "SecretsKmsDecryptPolicy"]);
+    assert.deepEqual(dependsOn("HttpApi"), ["SecretsKmsDecryptPolicy"]);
+    assert.deepEqual(dependsOn("EventBridge"), []);
+
+    // A KMS alias or key id would allow nothing: the package step refuses it.
+    await assert.rejects(
+      promisify(execFile)("npx", ["osls", "print", "--param=secretsKmsKeyArns=alias/meterhook"], {
+        env: offlineEnv(),
+        maxBuffer: 16 * 1024 * 1024,
+      }),
+      (err: Error & { stdout?: string; stderr?: string }) => {
+        assert.match(`${err.stdout}${err.stderr}`, /secretsKmsKeyArns: alias\/meterhook is not a KMS key ARN/);
+        return true;
+      },
+    );
+    rmSync(dir, { recursive: true, force: true });
   });
 
   test("the stripe-reports function reads Stripe's error reports on a schedule, one interval a run, and alarms", () => {
