@@ -33,7 +33,7 @@ export function createDynamoItemReader(options: { region: string; endpoint?: str
     const out = await client.send(
       new GetItemCommand({
         TableName: tableName,
-        Key: Object.fromEntries(Object.entries(key).map(([name, value]) => [name, { S: value }])),
+        Key: key,
         // Only the attribute the id is in: a wide account item costs no more to read.
         ProjectionExpression: "#a",
         ExpressionAttributeNames: { "#a": attribute },

@@ -157,6 +157,29 @@ const CacheSettings = {
     ),
 };
 
+/**
+ * A `dynamodb` lookup's key attribute: a string (S) template, or a number (N): `{customer}`
+ * itself, or a fixed number (a sort key).
+ */
+const DynamoKeyValue = z.union([
+  z.string().min(1).max(1024),
+  z.strictObject({ S: z.string().min(1).max(1024) }),
+  z.strictObject({
+    N: z
+      .string()
+      .regex(/^(?:\{customer\}|-?\d{1,38}(?:\.\d{1,38})?)$/, "{customer}, or a number")
+      .describe("a number attribute"),
+  }),
+]);
+export type DynamoKeyValue = z.infer<typeof DynamoKeyValue>;
+/** A key attribute's type and template. */
+export const keyTemplate = (v: DynamoKeyValue): { type: "S" | "N"; template: string } =>
+  typeof v === "string"
+    ? { type: "S", template: v }
+    : "N" in v
+      ? { type: "N", template: v.N }
+      : { type: "S", template: v.S };
+
 export const CustomerLookupSchema = z
   .discriminatedUnion("lookup", [
     z.strictObject({
@@ -198,11 +221,14 @@ export const CustomerLookupSchema = z
         .optional()
         .describe("the table's region, when not the stack's"),
       key: z
-        .record(z.string().min(1).max(255), z.string().min(1).max(1024))
+        .record(z.string().min(1).max(255), DynamoKeyValue)
         .refine((k) => Object.keys(k).length >= 1 && Object.keys(k).length <= 2, "one or two key attributes")
-        .refine((k) => Object.values(k).some((v) => v.includes("{customer}")), "a key value must contain {customer}")
+        .refine(
+          (k) => Object.values(k).some((v) => keyTemplate(v).template.includes("{customer}")),
+          "a key value must contain {customer}",
+        )
         .describe(
-          'the item\'s primary key, string attributes: { account_id: "{customer}" }, or { pk: "ACCOUNT#{customer}", sk: "BILLING" }',
+          'the item\'s primary key: string attributes as { account_id: "{customer}" } or { pk: "ACCOUNT#{customer}", sk: "BILLING" }; a number attribute as { account_id: { N: "{customer}" } }',
         ),
       stripeIdAttribute: z
         .string()

@@ -1,6 +1,7 @@
 import { type CustomerLookup, isStripeCustomerId, STRIPE_CUSTOMER_PREFIX } from "../customers.js";
 import { CustomerNotFoundError, TransientError } from "../errors.js";
 import type { HttpTransport } from "../stripe/transport.js";
+import { type DynamoKeyValue, keyTemplate } from "./config-schema.js";
 import { evaluate } from "./expressions.js";
 
 /**
@@ -89,18 +90,21 @@ export type GetItem = (request: {
   tableName: string;
   /** The table's region; the stack's when unset. */
   region?: string;
-  /** String key attributes. */
-  key: Record<string, string>;
+  /** The key attributes, string (S) or number (N). */
+  key: Record<string, { S: string } | { N: string }>;
   /** The top-level attribute to read (a projection: only it is returned). */
   attribute: string;
   consistentRead: boolean;
   timeoutMs: number;
 }) => Promise<Record<string, AttributeValue> | undefined>;
 
+/** A number as DynamoDB takes it in a key (at most 38 digits). */
+const DYNAMO_NUMBER = /^-?\d{1,38}(?:\.\d{1,38})?$/;
+
 /**
  * Reads the customer's item from the app's own DynamoDB table: the key's `{customer}` filled in
  * (as it is: DynamoDB keys are not URLs), the `cus_` id read from a string attribute. No item, or
- * no such attribute: not found. A failed read (throttled, timed out, the table missing or not
+ * no such attribute: not found; so is a customer value that is not a number, for a number key. A failed read (throttled, timed out, the table missing or not
  * readable by the function's role) is transient, and its reason names DynamoDB's error.
  */
 export function dynamodbLookup(
@@ -108,7 +112,7 @@ export function dynamodbLookup(
   options: {
     tableName: string;
     region?: string;
-    key: Record<string, string>;
+    key: Record<string, DynamoKeyValue>;
     stripeIdAttribute: string;
     consistentRead: boolean;
     timeoutMs: number;
@@ -118,9 +122,15 @@ export function dynamodbLookup(
   return {
     name: "dynamodb",
     async resolve(customer) {
-      const key: Record<string, string> = {};
-      for (const [name, template] of Object.entries(options.key))
-        key[name] = template.replaceAll("{customer}", customer);
+      const key: Record<string, { S: string } | { N: string }> = {};
+      for (const [name, value] of Object.entries(options.key)) {
+        const { type, template } = keyTemplate(value);
+        const filled = template.replaceAll("{customer}", customer);
+        if (type === "S") key[name] = { S: filled };
+        else if (DYNAMO_NUMBER.test(filled)) key[name] = { N: filled };
+        // No item can have this key, and DynamoDB would refuse the request, retried for nothing.
+        else throw new CustomerNotFoundError(customer, `the table's key \`${name}\` is a number, and this is not one`);
+      }
       let item: Record<string, AttributeValue> | undefined;
       try {
         item = await getItem({
@@ -163,18 +173,19 @@ function valueAt(item: Record<string, AttributeValue>, path: readonly string[]):
  */
 export function dynamodbEntries(
   items: ReadonlyArray<Record<string, AttributeValue>>,
-  options: { key: Record<string, string>; stripeIdAttribute: string },
+  options: { key: Record<string, DynamoKeyValue>; stripeIdAttribute: string },
 ): Array<{ customer: string; value: AttributeValue }> {
   const path = options.stripeIdAttribute.split(".");
   const out: Array<{ customer: string; value: AttributeValue }> = [];
   for (const item of items) {
     let customer: string | undefined;
     let made = true;
-    for (const [name, template] of Object.entries(options.key)) {
-      const text = item[name]?.S;
+    for (const [name, value] of Object.entries(options.key)) {
+      const { type, template } = keyTemplate(value);
+      const text = item[name]?.[type] as string | undefined;
       const at = template.indexOf("{customer}");
       if (text === undefined) made = false;
-      else if (at < 0) made &&= text === template;
+      else if (at < 0) made &&= type === "S" ? text === template : Number(text) === Number(template);
       else {
         const prefix = template.slice(0, at);
         const suffix = template.slice(at + "{customer}".length);

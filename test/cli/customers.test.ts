@@ -69,6 +69,9 @@ describe("meterhook customers", () => {
         sk: { S: "BILLING" },
         billing: { M: { id: { S: "y" } } },
       });
+      // Accounts keyed by a number, as an app's own numeric ids.
+      await dynamo.createTable("orgs", ["org_id"], ["N"]);
+      await dynamo.put("orgs", { org_id: { N: "42" }, stripe_customer_id: { S: "cus_Typo" } });
       const dir = mkdtempSync(join(tmpdir(), "mh-customers-"));
       const config = join(dir, "meterhook.yaml");
       const rules = [
@@ -88,6 +91,10 @@ describe("meterhook customers", () => {
           "    type: sqs",
           "    customer: { lookup: dynamodb, tableName: app, key: { pk: 'ACCOUNT#{customer}', sk: BILLING }, stripeIdAttribute: billing.id }",
           ...rules,
+          "  c:",
+          "    type: sqs",
+          "    customer: { lookup: dynamodb, tableName: orgs, key: { org_id: { N: '{customer}' } } }",
+          ...rules,
         ].join("\n"),
       );
 
@@ -98,7 +105,8 @@ describe("meterhook customers", () => {
       });
 
       assert.equal(code, 1, stdout);
-      assert.match(stdout, /3 table entries, 3 Stripe customers checked/);
+      assert.match(stdout, /4 table entries, 3 Stripe customers checked/);
+      assert.match(stdout, /42 -> cus_Typo {2}NOT IN STRIPE {2}.*: c \(DynamoDB table orgs\)/);
       assert.match(stdout, /acct_typo -> cus_Typo {2}NOT IN STRIPE {2}.*: a \(DynamoDB table accounts\)/);
       assert.match(stdout, /acct_9 -> cus_Left {2}DELETED IN STRIPE {2}.*: b \(DynamoDB table app\)/);
       assert.match(stdout, /acct_name -> \{"S":"Acme Inc"\} {2}NOT A CUSTOMER ID/);

@@ -33,6 +33,10 @@ before(async () => {
     billing: { M: { stripe: { S: "cus_dyn9" }, plan: { S: "pro" } } },
   });
   await dynamo.put("app", { pk: { S: "ACCOUNT#acct_9" }, sk: { S: "PROFILE" }, billing: { M: {} } });
+  // An app whose accounts have numeric ids, each with its plans under a numeric sort key.
+  await dynamo.createTable("orgs", ["org_id", "version"], ["N", "N"]);
+  await dynamo.put("orgs", { org_id: { N: "42" }, version: { N: "0" }, stripe_customer_id: { S: "cus_org42" } });
+  await dynamo.put("orgs", { org_id: { N: "42" }, version: { N: "1" }, stripe_customer_id: { S: "cus_old" } });
 });
 after(() => dynamo.stop());
 
@@ -114,6 +118,30 @@ describe("the dynamodb customer lookup", () => {
     assert.equal(total("cus_dyn9"), 7);
   });
 
+  test("reads number key attributes: the customer value as a number; one that is not a number is dead-lettered customer_not_found", async () => {
+    const consumer = await consumerWith(
+      configWith("{ lookup: dynamodb, tableName: orgs, key: { org_id: { N: '{customer}' }, version: { N: '0' } } }"),
+    );
+
+    const result = await processBatch(
+      [usage("n1", "42", 2), usage("n2", "42", 3), usage("n3", "43"), usage("n4", "org-42")],
+      Date.now() + 30_000,
+      consumer.deps,
+    );
+    await consumer.close();
+
+    assert.equal(result.billed, 2);
+    assert.deepEqual(result.failedMessageIds, []);
+    assert.equal(total("cus_org42"), 5);
+    assert.equal(total("cus_old"), 0);
+    const letters = await drainDeadLetters(parts.queues.sqs, parts.queues.deadLetterQueueUrl);
+    const why = Object.fromEntries(letters.map((l) => [(l.event as { id: string }).id, l.error]));
+    assert.deepEqual(Object.keys(why).sort(), ["n3", "n4"]);
+    assert.equal(why.n3?.code, "customer_not_found");
+    assert.equal(why.n4?.code, "customer_not_found");
+    assert.match(why.n4?.message ?? "", /customer "org-42": the table's key `org_id` is a number, and this is not one/);
+  });
+
   test("answers are cached per instance: an item changed within cacheTtlSeconds is read again only after it", async () => {
     await dynamo.put("accounts", { account_id: { S: "acct_c" }, stripe_customer_id: { S: "cus_before" } });
     const consumer = await consumerWith(
@@ -190,6 +218,10 @@ describe("the dynamodb customer lookup", () => {
     assert.match(
       await problems("{ lookup: dynamodb, tableName: t1, key: { a: '{customer}', b: x, c: y } }"),
       /one or two key attributes/,
+    );
+    assert.match(
+      await problems("{ lookup: dynamodb, tableName: t1, key: { a: { N: 'ORG#{customer}' } } }"),
+      /sources\.usage\.customer\.key\.a\.N: \{customer\}, or a number/,
     );
   });
 });

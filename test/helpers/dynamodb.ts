@@ -12,8 +12,11 @@ export interface TestDynamo {
   /** For DYNAMODB_ENDPOINT. */
   endpoint: string;
   client: DynamoDBClient;
-  /** Creates a table keyed by string attributes: one (a partition key) or two (and a sort key). */
-  createTable(name: string, keys: [string] | [string, string]): Promise<void>;
+  /**
+   * Creates a table keyed by one attribute (a partition key) or two (and a sort key), strings
+   * unless `types` says otherwise.
+   */
+  createTable(name: string, keys: [string] | [string, string], types?: Array<"S" | "N">): Promise<void>;
   put(table: string, item: Record<string, AttributeValue>): Promise<void>;
   stop(): Promise<void>;
 }
@@ -31,11 +34,11 @@ export async function startTestDynamo(): Promise<TestDynamo> {
   return {
     endpoint,
     client,
-    async createTable(name, keys) {
+    async createTable(name, keys, types = []) {
       await client.send(
         new CreateTableCommand({
           TableName: name,
-          AttributeDefinitions: keys.map((k) => ({ AttributeName: k, AttributeType: "S" })),
+          AttributeDefinitions: keys.map((k, i) => ({ AttributeName: k, AttributeType: types[i] ?? "S" })),
           KeySchema: keys.map((k, i) => ({ AttributeName: k, KeyType: i === 0 ? "HASH" : "RANGE" })),
           BillingMode: "PAY_PER_REQUEST",
         }),
