@@ -124,7 +124,13 @@ describe("the dynamodb customer lookup", () => {
     );
 
     const result = await processBatch(
-      [usage("n1", "42", 2), usage("n2", "42", 3), usage("n3", "43"), usage("n4", "org-42")],
+      [
+        usage("n1", "42", 2),
+        // The app's JSON may carry the id as a number.
+        queueMessage({ id: "n2", account: 42, n: 3 }, { attributes: { [SOURCE_ATTRIBUTE]: "usage" } }),
+        usage("n3", "43"),
+        usage("n4", "org-42"),
+      ],
       Date.now() + 30_000,
       consumer.deps,
     );
