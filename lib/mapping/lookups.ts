@@ -183,15 +183,15 @@ export function dynamodbEntries(
     for (const [name, value] of Object.entries(options.key)) {
       const { type, template } = keyTemplate(value);
       const text = item[name]?.[type] as string | undefined;
-      const at = template.indexOf("{customer}");
+      const parts = template.split("{customer}");
       if (text === undefined) made = false;
-      else if (at < 0) made &&= type === "S" ? text === template : Number(text) === Number(template);
+      else if (parts.length === 1) made &&= type === "S" ? text === template : Number(text) === Number(template);
       else {
-        const prefix = template.slice(0, at);
-        const suffix = template.slice(at + "{customer}".length);
-        const inner = text.slice(prefix.length, text.length - suffix.length);
-        if (text.length <= prefix.length + suffix.length || !text.startsWith(prefix) || !text.endsWith(suffix))
-          made = false;
+        // The one value that, put in every {customer} of the template, makes the item's key.
+        const length = (text.length - parts.join("").length) / (parts.length - 1);
+        const start = (parts[0] as string).length;
+        const inner = Number.isInteger(length) && length > 0 ? text.slice(start, start + length) : "";
+        if (inner === "" || parts.join(inner) !== text) made = false;
         // Every template that holds {customer} must give the same one back.
         else if (customer !== undefined && customer !== inner) made = false;
         else customer = inner;

@@ -72,6 +72,10 @@ describe("meterhook customers", () => {
       // Accounts keyed by a number, as an app's own numeric ids.
       await dynamo.createTable("orgs", ["org_id"], ["N"]);
       await dynamo.put("orgs", { org_id: { N: "42" }, stripe_customer_id: { S: "cus_Typo" } });
+      // A key that holds the account twice; an item whose two halves differ is not the lookup's.
+      await dynamo.createTable("tenants", ["pk"]);
+      await dynamo.put("tenants", { pk: { S: "TENANT#acct_7#ACCOUNT#acct_7" }, stripe_customer_id: { S: "cus_Typo" } });
+      await dynamo.put("tenants", { pk: { S: "TENANT#acct_7#ACCOUNT#acct_8" }, stripe_customer_id: { S: "cus_Z" } });
       const dir = mkdtempSync(join(tmpdir(), "mh-customers-"));
       const config = join(dir, "meterhook.yaml");
       const rules = [
@@ -95,6 +99,10 @@ describe("meterhook customers", () => {
           "    type: sqs",
           "    customer: { lookup: dynamodb, tableName: orgs, key: { org_id: { N: '{customer}' } } }",
           ...rules,
+          "  d:",
+          "    type: sqs",
+          "    customer: { lookup: dynamodb, tableName: tenants, key: { pk: 'TENANT#{customer}#ACCOUNT#{customer}' } }",
+          ...rules,
         ].join("\n"),
       );
 
@@ -105,14 +113,15 @@ describe("meterhook customers", () => {
       });
 
       assert.equal(code, 1, stdout);
-      assert.match(stdout, /4 table entries, 3 Stripe customers checked/);
+      assert.match(stdout, /5 table entries, 3 Stripe customers checked/);
+      assert.match(stdout, /acct_7 -> cus_Typo {2}NOT IN STRIPE {2}.*: d \(DynamoDB table tenants\)/);
       assert.match(stdout, /42 -> cus_Typo {2}NOT IN STRIPE {2}.*: c \(DynamoDB table orgs\)/);
       assert.match(stdout, /acct_typo -> cus_Typo {2}NOT IN STRIPE {2}.*: a \(DynamoDB table accounts\)/);
       assert.match(stdout, /acct_9 -> cus_Left {2}DELETED IN STRIPE {2}.*: b \(DynamoDB table app\)/);
       assert.match(stdout, /acct_name -> \{"S":"Acme Inc"\} {2}NOT A CUSTOMER ID/);
       assert.match(stdout, /1 DynamoDB item holds no cus_ id/);
       // Not the lookup's items: an account without the attribute, other entities of the single table.
-      assert.doesNotMatch(stdout, /acct_free|acct_ok ->|ORDER|"x"|"y"/);
+      assert.doesNotMatch(stdout, /acct_free|acct_ok ->|ORDER|"x"|"y"|cus_Z/);
     } finally {
       await dynamo.stop();
     }
