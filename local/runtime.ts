@@ -3,9 +3,11 @@ import { createHttpHandler } from "../functions/http-api.js";
 import { createQueueHandler } from "../functions/ingest-queue.js";
 import { createConsumerFromConfig, createErrorReportReaderFromConfig, createIngestApiFromConfig } from "../lib/app.js";
 import { loadConfig } from "../lib/config.js";
+import { ConfigError } from "../lib/errors.js";
 import { createLogger } from "../lib/logger.js";
 import { loadMapping } from "../lib/mapping/runtime.js";
 import type { ErrorReport } from "../lib/stripe/error-reports.js";
+import { type LookupTable, lookupTables, readItems, startLocalDynamo } from "./dynamodb.js";
 import { startGateway } from "./gateway.js";
 import { startPoller } from "./poller.js";
 import { type LocalQueues, startLocalQueues } from "./queues.js";
@@ -19,6 +21,10 @@ export interface LocalRuntimeOptions {
   port?: number;
   sqsPort?: number;
   stripeEmulatorPort?: number;
+  /** The local DynamoDB's port, when the mapping config's `dynamodb` lookups need one. */
+  dynamodbPort?: number;
+  /** A JSON file of items to put in the local DynamoDB's tables (README "Customer lookups"). */
+  dynamodbItems?: string;
   emulator?: EmulatorOptions;
   visibilityTimeoutSeconds?: number;
   maxReceiveCount?: number;
@@ -48,6 +54,11 @@ export interface LocalRuntime {
   stripeApiBase: string;
   /** Present when the embedded Stripe emulator runs (STRIPE_API_BASE unset). */
   emulator: StripeEmulator | undefined;
+  /**
+   * Present when a local DynamoDB runs: the mapping config has `dynamodb` lookups and
+   * DYNAMODB_ENDPOINT is unset. Its tables are the lookups', made empty, then given the items.
+   */
+  dynamodb: { endpoint: string; tables: LookupTable[]; items: number } | undefined;
   apiKey: string;
   usingDefaultApiKey: boolean;
   /** Sources of the mapping config (METERHOOK_CONFIG), by type. */
@@ -92,8 +103,32 @@ export async function startLocalRuntime(options: LocalRuntimeOptions = {}): Prom
     env.METERHOOK_PACK_RETRY_DELAY_SECONDS ??= String(options.visibilityTimeoutSeconds ?? 10);
     if (options.quiet) env.METERHOOK_LOG_LEVEL ??= "error";
 
-    const config = loadConfig(env);
+    let config = loadConfig(env);
     const mapping = config.mappingConfigFile ? await loadMapping(config.mappingConfigFile) : undefined;
+    // The app's own tables, in memory, as dynalite serves them: a lookup's table on AWS is not
+    // the local run's to read.
+    let dynamodb: LocalRuntime["dynamodb"];
+    const tables = lookupTables(mapping?.sources.values() ?? []);
+    if (tables.length > 0 && !env.DYNAMODB_ENDPOINT) {
+      const local = await startLocalDynamo(options.dynamodbPort ?? 0);
+      undo.push(() => local.stop());
+      for (const table of tables) await local.createTable(table);
+      const items = options.dynamodbItems ? readItems(options.dynamodbItems) : [];
+      for (const { table, item } of items) {
+        if (!tables.some((t) => t.name === table))
+          throw new ConfigError(
+            `DYNAMODB_ITEMS: ${table} is not a table of the mapping config's dynamodb lookups (${tables.map((t) => t.name).join(", ")})`,
+          );
+        await local.put(table, item);
+      }
+      dynamodb = { endpoint: local.endpoint, tables, items: items.length };
+      env.DYNAMODB_ENDPOINT = local.endpoint;
+      config = loadConfig(env);
+    } else if (options.dynamodbItems) {
+      throw new ConfigError(
+        "DYNAMODB_ITEMS fills the local DynamoDB, which runs only for a mapping config with dynamodb lookups and DYNAMODB_ENDPOINT unset",
+      );
+    }
     const sqs = new SQSClient({
       region: config.aws.region,
       endpoint: queues.endpoint,
@@ -170,6 +205,7 @@ export async function startLocalRuntime(options: LocalRuntimeOptions = {}): Prom
       queues,
       stripeApiBase: config.stripe.apiBase,
       emulator,
+      dynamodb,
       apiKey: config.apiKeys[0] as string,
       usingDefaultApiKey,
       sources: [...(mapping?.sources.values() ?? [])].map((s) => ({ name: s.name, type: s.type })),

@@ -25,7 +25,15 @@ process.emitWarning = ((warning: string | Error, ...rest: unknown[]) => {
 
 // Settings of the local runtime itself, not of the pipeline: kept out of its config.
 const env = { ...process.env };
-for (const k of ["PORT", "SQS_PORT", "STRIPE_EMULATOR_PORT", "STRIPE_EMULATOR_METERS", "STRIPE_EMULATOR_CUSTOMERS"]) {
+for (const k of [
+  "PORT",
+  "SQS_PORT",
+  "STRIPE_EMULATOR_PORT",
+  "STRIPE_EMULATOR_METERS",
+  "STRIPE_EMULATOR_CUSTOMERS",
+  "DYNAMODB_PORT",
+  "DYNAMODB_ITEMS",
+]) {
   delete env[k];
 }
 // The emulator's meters: by default one is made for any event_name on first sight; named here
@@ -47,6 +55,9 @@ try {
     port: port("PORT", 3000),
     sqsPort: port("SQS_PORT", 4566),
     stripeEmulatorPort: port("STRIPE_EMULATOR_PORT", 12111),
+    // DynamoDB Local's usual port; used only when the config has dynamodb lookups.
+    dynamodbPort: port("DYNAMODB_PORT", 8000),
+    dynamodbItems: process.env.DYNAMODB_ITEMS || undefined,
     emulator:
       meters.length > 0 || customers.length > 0
         ? {
@@ -71,6 +82,14 @@ try {
     rt.emulator
       ? `  Stripe emulator ${rt.stripeApiBase}   (totals: GET ${rt.stripeApiBase}/v1/billing/meters/summaries)${meters.length > 0 ? `\n    meters        ${meters.join(", ")} (STRIPE_EMULATOR_METERS)` : ""}${customers.length > 0 ? `\n    customers     ${customers.join(", ")} (STRIPE_EMULATOR_CUSTOMERS)` : ""}`
       : `  Stripe          ${rt.stripeApiBase}`,
+    ...(rt.dynamodb
+      ? [
+          `  DynamoDB        ${rt.dynamodb.endpoint}   (dynalite, in memory: ${rt.dynamodb.items} item${rt.dynamodb.items === 1 ? "" : "s"} from DYNAMODB_ITEMS)`,
+          ...rt.dynamodb.tables.map(
+            (t) => `    table         ${t.name} (${t.keys.map((k) => `${k.name} ${k.type}`).join(", ")})`,
+          ),
+        ]
+      : []),
     rt.usingDefaultApiKey
       ? `  API key         ${rt.apiKey}   (local default; set METERHOOK_API_KEYS to change)`
       : "  API key         from METERHOOK_API_KEYS",

@@ -1,12 +1,5 @@
-import type { AddressInfo } from "node:net";
-import {
-  type AttributeValue,
-  CreateTableCommand,
-  DynamoDBClient,
-  PutItemCommand,
-  waitUntilTableExists,
-} from "@aws-sdk/client-dynamodb";
-import dynalite from "dynalite";
+import type { AttributeValue, DynamoDBClient } from "@aws-sdk/client-dynamodb";
+import { startLocalDynamo } from "../../local/dynamodb.js";
 
 export interface TestDynamo {
   /** For DYNAMODB_ENDPOINT. */
@@ -21,36 +14,12 @@ export interface TestDynamo {
   stop(): Promise<void>;
 }
 
-/** dynalite (DynamoDB's API, in memory) on a free loopback port, and a real DynamoDB client for it. */
+/** dynalite (DynamoDB's API, in memory) on a free loopback port, as `npm start` runs it. */
 export async function startTestDynamo(): Promise<TestDynamo> {
-  const server = dynalite({ createTableMs: 0, deleteTableMs: 0, updateTableMs: 0 });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", () => resolve()));
-  const endpoint = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-  const client = new DynamoDBClient({
-    endpoint,
-    region: "us-east-1",
-    credentials: { accessKeyId: "test", secretAccessKey: "test" },
-  });
+  const dynamo = await startLocalDynamo();
   return {
-    endpoint,
-    client,
-    async createTable(name, keys, types = []) {
-      await client.send(
-        new CreateTableCommand({
-          TableName: name,
-          AttributeDefinitions: keys.map((k, i) => ({ AttributeName: k, AttributeType: types[i] ?? "S" })),
-          KeySchema: keys.map((k, i) => ({ AttributeName: k, KeyType: i === 0 ? "HASH" : "RANGE" })),
-          BillingMode: "PAY_PER_REQUEST",
-        }),
-      );
-      await waitUntilTableExists({ client, maxWaitTime: 10, minDelay: 0.05 }, { TableName: name });
-    },
-    async put(table, item) {
-      await client.send(new PutItemCommand({ TableName: table, Item: item }));
-    },
-    async stop() {
-      client.destroy();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
-    },
+    ...dynamo,
+    createTable: (name, keys, types = []) =>
+      dynamo.createTable({ name, keys: keys.map((k, i) => ({ name: k, type: types[i] ?? "S" })) }),
   };
 }

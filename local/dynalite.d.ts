@@ -1,4 +1,4 @@
-// dynalite publishes no types; this is the part of its API the tests use.
+// dynalite publishes no types; this is the part of its API the local runtime and the tests use.
 declare module "dynalite" {
   import type { Server } from "node:http";
 
