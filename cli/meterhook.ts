@@ -4,7 +4,7 @@
  * meters and checks the event names the settings use against them; `customers`, that Stripe has
  * the customers of the customer tables. `replay` takes dead letters off the DLQ and runs them through the
  * current pipeline, with the same settings as the functions (METERHOOK_DLQ_URL, STRIPE_API_KEY or
- * STRIPE_API_KEY_SSM_PARAMETER, ...; SQS_ENDPOINT for the local runtime's fauxqs).
+ * STRIPE_API_KEY_SSM_PARAMETER or _SECRET_ID, ...; SQS_ENDPOINT for the local runtime's fauxqs).
  */
 
 import { readFileSync } from "node:fs";
@@ -24,7 +24,7 @@ const USAGE = `usage:
   meterhook validate <config.yaml|config.json>
       check a mapping config; prints every problem with its path
   meterhook meters [config.yaml|config.json]
-      list Stripe's active meters (with STRIPE_API_KEY or STRIPE_API_KEY_SSM_PARAMETER), and
+      list Stripe's active meters (with STRIPE_API_KEY, or its _SSM_PARAMETER or _SECRET_ID), and
       check that every event_name the mapping config (or METERHOOK_CONFIG), METERHOOK_AGGREGATE
       and METERHOOK_METER_VALUE_RULES name has one; exits 1 when one has none
   meterhook customers [config.yaml|config.json]
