@@ -7,6 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import { SendMessageCommand, SQSClient } from "@aws-sdk/client-sqs";
+import type { DeadLetterBody } from "../../lib/dead-letter.js";
 import { SOURCE_ATTRIBUTE } from "../../lib/triggers.js";
 import { type LocalRuntime, startLocalRuntime } from "../../local/runtime.js";
 import { usageEvent } from "../helpers/factories.js";
@@ -166,78 +167,53 @@ test("a runtime that cannot start (a secret its config names is not set) stops w
 });
 
 describe("a mapping config with dynamodb lookups", () => {
+  const configFile = "examples/dynamodb-accounts.yaml";
   const dir = mkdtempSync(join(tmpdir(), "mh-local-dynamo-"));
-  const configFile = join(dir, "meterhook.yaml");
-  writeFileSync(
-    configFile,
-    [
-      "version: 1",
-      "sources:",
-      "  usage:",
-      "    type: sqs",
-      "    customer: { lookup: dynamodb, tableName: orgs, key: { org_id: { N: '{customer}' }, version: { N: '0' } } }",
-      "    rules:",
-      "      - { name: r, id: body.id, customer: body.org, emit: [{ event_name: api_requests, value: body.n }] }",
-    ].join("\n"),
-  );
 
-  test("gets a local DynamoDB with the lookups' tables, filled from DYNAMODB_ITEMS, and bills through it", async () => {
-    const itemsFile = join(dir, "items.json");
-    writeFileSync(
-      itemsFile,
-      JSON.stringify({
-        orgs: [
-          { org_id: 42, version: 0, stripe_customer_id: "cus_local42", plan: { tier: "pro", seats: [1, 2] } },
-          { org_id: 42, version: 1, stripe_customer_id: "cus_older" },
-        ],
-      }),
+  test("gets a local DynamoDB with the lookups' tables, filled from DYNAMODB_ITEMS, and bills through it (the example)", async () => {
+    const { rt, sqs, total } = await start(
+      { METERHOOK_CONFIG: configFile },
+      { dynamodbItems: "examples/dynamodb-accounts.items.json" },
     );
-    const { rt, sqs, total } = await start({ METERHOOK_CONFIG: configFile }, { dynamodbItems: itemsFile });
-    assert.deepEqual(rt.dynamodb?.tables, [
-      {
-        name: "orgs",
-        keys: [
-          { name: "org_id", type: "N" },
-          { name: "version", type: "N" },
-        ],
-      },
-    ]);
+    assert.deepEqual(rt.dynamodb?.tables, [{ name: "accounts", keys: [{ name: "account_id", type: "N" }] }]);
     assert.equal(rt.dynamodb?.items, 2);
     assert.match(rt.dynamodb?.endpoint ?? "", /^http:\/\/127\.0\.0\.1:\d+$/);
-    for (const [id, org] of [
-      ["d1", 42],
-      ["d2", 7],
+    for (const [job_id, account_id] of [
+      ["j1", 1001],
+      ["j2", 1002],
+      ["j3", 7],
     ] as const) {
       await sqs.send(
         new SendMessageCommand({
           QueueUrl: rt.ingestQueueUrl,
-          MessageBody: JSON.stringify({ id, org, n: 6 }),
-          MessageAttributes: { [SOURCE_ATTRIBUTE]: { DataType: "String", StringValue: "usage" } },
+          MessageBody: JSON.stringify({ type: "job.finished", job_id, account_id, seconds: 42 }),
+          MessageAttributes: { [SOURCE_ATTRIBUTE]: { DataType: "String", StringValue: "jobs" } },
         }),
       );
     }
-    await waitFor(() => total("cus_local42") === 6 || undefined, "the event to be billed");
-    // An org with no item is dead-lettered, not billed to another.
-    const letters = await waitFor(async () => {
-      const got = await drainDeadLetters(sqs, rt.deadLetterQueueUrl);
-      return got.length > 0 ? got : undefined;
-    }, "the unmapped org's dead letter");
-    assert.deepEqual(
-      letters.map((l) => [(l.event as { id: string }).id, l.error.code]),
-      [["d2", "customer_not_found"]],
-    );
-    assert.equal(total("cus_older"), 0);
+    await waitFor(() => total("cus_NciAYcXfLnqBoz") === 42 || undefined, "the event to be billed");
+    // An account whose item holds no Stripe id, and one with no item, are dead-lettered, not billed.
+    const letters: DeadLetterBody[] = [];
+    await waitFor(async () => {
+      letters.push(...(await drainDeadLetters(sqs, rt.deadLetterQueueUrl)));
+      return letters.length === 2 || undefined;
+    }, "the two dead letters");
+    assert.deepEqual(letters.map((l) => [(l.event as { job_id: string }).job_id, l.error.code]).sort(), [
+      ["j2", "customer_not_found"],
+      ["j3", "customer_not_found"],
+    ]);
+    assert.equal(rt.emulator?.ledger.events.length, 1);
   });
 
   test("DYNAMODB_ITEMS naming a table no lookup reads stops the start, saying so", async () => {
     const itemsFile = join(dir, "other.json");
-    writeFileSync(itemsFile, JSON.stringify({ accounts: [{ account_id: "a" }] }));
+    writeFileSync(itemsFile, JSON.stringify({ orgs: [{ org_id: "a" }] }));
     await assert.rejects(
       startLocalRuntime({
         env: { METERHOOK_LOG_LEVEL: "error", METERHOOK_CONFIG: configFile },
         dynamodbItems: itemsFile,
       }),
-      /DYNAMODB_ITEMS: accounts is not a table of the mapping config's dynamodb lookups \(orgs\)/,
+      /DYNAMODB_ITEMS: orgs is not a table of the mapping config's dynamodb lookups \(accounts\)/,
     );
     // Without dynamodb lookups there is no local DynamoDB to fill.
     await assert.rejects(
