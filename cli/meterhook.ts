@@ -9,7 +9,13 @@
 
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
-import { replayFromConfig, secretReaderFor, summarizeDlqFromConfig, withStripeClient } from "../lib/app.js";
+import {
+  replayFromConfig,
+  secretReaderFor,
+  sqsClientFor,
+  summarizeDlqFromConfig,
+  withStripeClient,
+} from "../lib/app.js";
 import { scanTable } from "../lib/aws-dynamodb.js";
 import { type Config, loadConfig } from "../lib/config.js";
 import { isStripeCustomerId } from "../lib/customers.js";
@@ -19,6 +25,7 @@ import { readMappingConfig } from "../lib/mapping/load.js";
 import { dynamodbEntries } from "../lib/mapping/lookups.js";
 import { checkStripeCustomers } from "../lib/stripe/customer-check.js";
 import { readActiveMeters } from "../lib/stripe/meters.js";
+import { SOURCE_ATTRIBUTE } from "../lib/triggers.js";
 
 const USAGE = `usage:
   meterhook validate <config.yaml|config.json>
@@ -43,7 +50,10 @@ const USAGE = `usage:
       sign a sample webhook as the source's sender would, with the source's first secret (read
       from where the config says: environment, SSM, Secrets Manager), and POST it to
       <url>/v1/webhooks/<source> (npm start's gateway by default); prints the answer, and exits
-      1 unless it is 2xx. An api-key source is sent the first of METERHOOK_API_KEYS
+      1 unless it is 2xx. An api-key source is sent the first of METERHOOK_API_KEYS. An sqs
+      source's trigger is put on the ingest queue as its message body, with the source named
+      in the meterhook_source attribute (METERHOOK_INGEST_QUEUE_URL and SQS_ENDPOINT, by
+      default npm start's fauxqs); prints the message id
   meterhook dlq [--limit N]
       what the DLQ holds (METERHOOK_DLQ_URL), read without changing it: its letters by code and
       by source, the oldest, and a few of each code (default limit 1000)
@@ -277,11 +287,10 @@ async function send(args: string[]): Promise<number> {
   ]);
   const source = (await loadMapping(file)).sources.get(name);
   if (!source) throw new ConfigError(`${file} has no source "${name}"`);
-  if (source.type !== "webhook" || source.auth.scheme === "none")
-    throw new ConfigError(
-      `"${name}" is an ${source.type} source: its triggers come from a queue or a bus, not a webhook`,
-    );
   const body = triggerText(triggerFile);
+  if (source.type === "sqs") return sendToQueue(name, body);
+  if (source.type !== "webhook" || source.auth.scheme === "none")
+    throw new ConfigError(`"${name}" is an ${source.type} source: its triggers come from a bus, not a webhook`);
   const query = values.query?.replace(/^\?/, "") ?? "";
   const config = loadConfig();
   let auth: Record<string, string>;
@@ -304,6 +313,37 @@ async function send(args: string[]): Promise<number> {
   });
   console.log(`${res.status} ${await res.text()}`);
   return res.ok ? 0 : 1;
+}
+
+/** npm start's fauxqs and ingest queue: where `send` puts an sqs source's trigger unless told. */
+const LOCAL_SQS = { SQS_ENDPOINT: "http://127.0.0.1:4566" };
+const LOCAL_INGEST_QUEUE = "http://sqs.us-east-1.localhost:4566/000000000000/meterhook-ingest";
+
+/** Puts a trigger on the ingest queue, as the app's own producer would, named for its source. */
+async function sendToQueue(source: string, body: string): Promise<number> {
+  const local = !process.env.METERHOOK_INGEST_QUEUE_URL;
+  const config = loadConfig(local ? { ...LOCAL_SQS, ...process.env } : process.env);
+  const queueUrl = config.ingestQueueUrl ?? LOCAL_INGEST_QUEUE;
+  const [{ SendMessageCommand }, sqs] = await Promise.all([import("@aws-sdk/client-sqs"), sqsClientFor(config)()]);
+  try {
+    const { MessageId } = await sqs.send(
+      new SendMessageCommand({
+        QueueUrl: queueUrl,
+        MessageBody: body,
+        MessageAttributes: { [SOURCE_ATTRIBUTE]: { DataType: "String", StringValue: source } },
+      }),
+    );
+    console.log(`queued ${MessageId} on ${queueUrl}`);
+    return 0;
+  } catch (err) {
+    const e = err as Error;
+    const why = (e.cause as Error | undefined)?.message ?? e.message;
+    throw new ConfigError(
+      `cannot send to ${queueUrl} (${e.name}: ${why})${local ? ": is meterhook running (npm start)?" : ""}`,
+    );
+  } finally {
+    sqs.destroy();
+  }
 }
 
 async function dlq(args: string[]): Promise<number> {

@@ -45,6 +45,8 @@ export interface AppDeps {
 }
 
 /** Makes the SQS client on first use (loading the AWS SDK only then). */
+export function sqsClientFor(config: Config): () => Promise<SQSClient>;
+export function sqsClientFor(config: Config, given?: SqsClientSource): SqsClientSource;
 export function sqsClientFor(config: Config, given?: SqsClientSource): SqsClientSource {
   if (given) return given;
   // Memoised here, so that every queue a part writes to or reads from shares one client.

@@ -96,3 +96,39 @@ describe("meterhook send", () => {
     assert.deepEqual([closed.code, closed.stdout], [1, ""]);
   });
 });
+
+test("an sqs source's trigger is put on the ingest queue, named for its source, and billed (the DynamoDB example)", async () => {
+  const rt = await startLocalRuntime({
+    env: { METERHOOK_LOG_LEVEL: "error", METERHOOK_CONFIG: "examples/dynamodb-accounts.yaml" },
+    dynamodbItems: "examples/dynamodb-accounts.items.json",
+    visibilityTimeoutSeconds: 1,
+  });
+  try {
+    const job = sample(
+      "job-finished.json",
+      JSON.stringify({ type: "job.finished", job_id: "job_77", account_id: 1001, seconds: 90 }),
+    );
+    const queue = { METERHOOK_INGEST_QUEUE_URL: rt.ingestQueueUrl, SQS_ENDPOINT: rt.sqsEndpoint };
+    const { code, stdout } = await meterhookCli(["send", "examples/dynamodb-accounts.yaml", "jobs", job], queue);
+    assert.equal(code, 0, stdout);
+    assert.match(stdout, /^queued [\w-]+ on http:\/\/sqs\.us-east-1\.localhost:\d+\/000000000000\/meterhook-ingest\n$/);
+    await waitFor(
+      () =>
+        rt.emulator?.ledger.summaries().find((s) => s.customer === "cus_NciAYcXfLnqBoz")?.aggregated_value === 90 ||
+        undefined,
+      "the job billed",
+    );
+    // Nothing listening there: an error naming the queue, exit 1.
+    const closed = await meterhookCli(["send", "examples/dynamodb-accounts.yaml", "jobs", job], {
+      METERHOOK_INGEST_QUEUE_URL: rt.ingestQueueUrl,
+      SQS_ENDPOINT: "http://127.0.0.1:9",
+    });
+    assert.deepEqual([closed.code, closed.stdout], [1, ""]);
+    assert.match(
+      closed.stderr,
+      /cannot send to http:\/\/sqs\.us-east-1\.localhost:\d+\/000000000000\/meterhook-ingest/,
+    );
+  } finally {
+    await rt.stop();
+  }
+});

@@ -5,14 +5,14 @@ import { promisify } from "node:util";
 export async function meterhookCli(
   args: string[],
   env: Record<string, string | undefined>,
-): Promise<{ code: number; stdout: string }> {
+): Promise<{ code: number; stdout: string; stderr: string }> {
   try {
-    const { stdout } = await promisify(execFile)("npx", ["tsx", "cli/meterhook.ts", ...args], {
+    const { stdout, stderr } = await promisify(execFile)("npx", ["tsx", "cli/meterhook.ts", ...args], {
       env: { ...process.env, NODE_NO_WARNINGS: "1", ...env },
     });
-    return { code: 0, stdout };
+    return { code: 0, stdout, stderr };
   } catch (err) {
-    const e = err as { code: number; stdout: string };
-    return { code: e.code, stdout: e.stdout };
+    const e = err as { code: number; stdout: string; stderr: string };
+    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
   }
 }
