@@ -19,13 +19,14 @@ import {
 import { scanTable } from "../lib/aws-dynamodb.js";
 import { type Config, loadConfig } from "../lib/config.js";
 import { isStripeCustomerId } from "../lib/customers.js";
+import { takesEventBridgeEvent } from "../lib/decode.js";
 import { ConfigError, MeterhookError } from "../lib/errors.js";
 import type { MappingConfig, SecretRef } from "../lib/mapping/config-schema.js";
 import { readMappingConfig } from "../lib/mapping/load.js";
 import { dynamodbEntries } from "../lib/mapping/lookups.js";
 import { checkStripeCustomers } from "../lib/stripe/customer-check.js";
 import { readActiveMeters } from "../lib/stripe/meters.js";
-import { SOURCE_ATTRIBUTE } from "../lib/triggers.js";
+import { isEventBridgeEvent, SOURCE_ATTRIBUTE } from "../lib/triggers.js";
 
 const USAGE = `usage:
   meterhook validate <config.yaml|config.json>
@@ -53,7 +54,8 @@ const USAGE = `usage:
       1 unless it is 2xx. An api-key source is sent the first of METERHOOK_API_KEYS. An sqs
       source's trigger is put on the ingest queue as its message body, with the source named
       in the meterhook_source attribute (METERHOOK_INGEST_QUEUE_URL and SQS_ENDPOINT, by
-      default npm start's fauxqs); prints the message id
+      default npm start's fauxqs); prints the message id. An eventbridge source's trigger (an
+      EventBridge event its match takes) is put there as a rule's SQS target delivers it
   meterhook dlq [--limit N]
       what the DLQ holds (METERHOOK_DLQ_URL), read without changing it: its letters by code and
       by source, the oldest, and a few of each code (default limit 1000)
@@ -288,9 +290,25 @@ async function send(args: string[]): Promise<number> {
   const source = (await loadMapping(file)).sources.get(name);
   if (!source) throw new ConfigError(`${file} has no source "${name}"`);
   const body = triggerText(triggerFile);
-  if (source.type === "sqs") return sendToQueue(name, body);
-  if (source.type !== "webhook" || source.auth.scheme === "none")
-    throw new ConfigError(`"${name}" is an ${source.type} source: its triggers come from a bus, not a webhook`);
+  if (source.type === "sqs") return sendToQueue(body, name);
+  if (source.type === "eventbridge") {
+    let event: unknown;
+    try {
+      event = JSON.parse(body);
+    } catch {
+      event = undefined;
+    }
+    if (!isEventBridgeEvent(event))
+      throw new ConfigError(
+        `"${name}" is an eventbridge source: send an EventBridge event (source, detail-type, detail)`,
+      );
+    // Routed by its `match`, as the consumer routes it: one it does not take would go elsewhere.
+    if (!takesEventBridgeEvent(source, event))
+      throw new ConfigError(`the event's source and detail-type are not what "${name}" matches`);
+    return sendToQueue(body);
+  }
+  if (source.auth.scheme === "none")
+    throw new ConfigError(`"${name}" is an ${source.type} source with no auth: nothing to sign`);
   const query = values.query?.replace(/^\?/, "") ?? "";
   const config = loadConfig();
   let auth: Record<string, string>;
@@ -319,8 +337,12 @@ async function send(args: string[]): Promise<number> {
 const LOCAL_SQS = { SQS_ENDPOINT: "http://127.0.0.1:4566" };
 const LOCAL_INGEST_QUEUE = "http://sqs.us-east-1.localhost:4566/000000000000/meterhook-ingest";
 
-/** Puts a trigger on the ingest queue, as the app's own producer would, named for its source. */
-async function sendToQueue(source: string, body: string): Promise<number> {
+/**
+ * Puts a trigger on the ingest queue as its producer would: an app's message named for its
+ * source, or an EventBridge event as a rule's SQS target delivers it (no attribute: the consumer
+ * routes it by its `match`).
+ */
+async function sendToQueue(body: string, source?: string): Promise<number> {
   const local = !process.env.METERHOOK_INGEST_QUEUE_URL;
   const config = loadConfig(local ? { ...LOCAL_SQS, ...process.env } : process.env);
   const queueUrl = config.ingestQueueUrl ?? LOCAL_INGEST_QUEUE;
@@ -330,7 +352,7 @@ async function sendToQueue(source: string, body: string): Promise<number> {
       new SendMessageCommand({
         QueueUrl: queueUrl,
         MessageBody: body,
-        MessageAttributes: { [SOURCE_ATTRIBUTE]: { DataType: "String", StringValue: source } },
+        ...(source ? { MessageAttributes: { [SOURCE_ATTRIBUTE]: { DataType: "String", StringValue: source } } } : {}),
       }),
     );
     console.log(`queued ${MessageId} on ${queueUrl}`);

@@ -102,19 +102,21 @@ export function decodeUsage(
   };
 }
 
-/** The EventBridge source whose `match` takes this event (by `source` and `detail-type`). */
-function matchEventBridge(mapping: Mapping, event: unknown): string | undefined {
+/** Whether an EventBridge source's `match` takes this event (by `source` and `detail-type`). */
+export function takesEventBridgeEvent(s: Pick<Source, "type" | "match">, event: unknown): boolean {
   const e = event as { source?: unknown; "detail-type"?: unknown } | null;
   const has = (want: string | string[] | undefined, got: unknown) =>
     want === undefined || (typeof got === "string" && [want].flat().includes(got));
-  for (const s of mapping.sources.values()) {
-    if (
-      s.type === "eventbridge" &&
-      s.match &&
-      has(s.match.source, e?.source) &&
-      has(s.match.detailType, e?.["detail-type"])
-    )
-      return s.name;
-  }
+  return (
+    s.type === "eventbridge" &&
+    !!s.match &&
+    has(s.match.source, e?.source) &&
+    has(s.match.detailType, e?.["detail-type"])
+  );
+}
+
+/** The EventBridge source whose `match` takes this event. */
+function matchEventBridge(mapping: Mapping, event: unknown): string | undefined {
+  for (const s of mapping.sources.values()) if (takesEventBridgeEvent(s, event)) return s.name;
   return undefined;
 }

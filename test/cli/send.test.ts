@@ -132,3 +132,35 @@ test("an sqs source's trigger is put on the ingest queue, named for its source, 
     await rt.stop();
   }
 });
+
+test("an eventbridge source's event is put on the ingest queue as a rule's SQS target delivers it, and billed; one its match does not take is refused", async () => {
+  const rt = await startLocalRuntime({
+    env: { METERHOOK_LOG_LEVEL: "error", METERHOOK_CONFIG: "examples/eventbridge-orders.yaml" },
+    emulator: { customers: [{ id: "cus_acme42", metadata: { account_id: "acct_42" } }] },
+    visibilityTimeoutSeconds: 1,
+  });
+  try {
+    const queue = { METERHOOK_INGEST_QUEUE_URL: rt.ingestQueueUrl, SQS_ENDPOINT: rt.sqsEndpoint };
+    const event = loadTrigger("eventbridge-order-placed.json") as Record<string, unknown>;
+    const order = sample("order.json", JSON.stringify(event));
+    const { code, stdout } = await meterhookCli(["send", "examples/eventbridge-orders.yaml", "orders", order], queue);
+    assert.equal(code, 0, stdout);
+    assert.match(stdout, /^queued [\w-]+ on /);
+    await waitFor(
+      () =>
+        rt.emulator?.ledger.summaries().find((s) => s.customer === "cus_acme42")?.aggregated_value === 5 || undefined,
+      "the order billed",
+    );
+    // Another bus's event, and a body that is no EventBridge event: refused before any queue.
+    const other = sample("other.json", JSON.stringify({ ...event, source: "com.acme.billing" }));
+    const refused = await meterhookCli(["send", "examples/eventbridge-orders.yaml", "orders", other], queue);
+    assert.equal(refused.code, 1);
+    assert.match(refused.stderr, /the event's source and detail-type are not what "orders" matches/);
+    const plain = sample("plain.json", JSON.stringify({ orderId: "ord_1" }));
+    const notEvent = await meterhookCli(["send", "examples/eventbridge-orders.yaml", "orders", plain], queue);
+    assert.equal(notEvent.code, 1);
+    assert.match(notEvent.stderr, /send an EventBridge event \(source, detail-type, detail\)/);
+  } finally {
+    await rt.stop();
+  }
+});
