@@ -84,7 +84,11 @@ try {
       : `  Stripe          ${rt.stripeApiBase}`,
     ...(rt.dynamodb
       ? [
-          `  DynamoDB        ${rt.dynamodb.endpoint}   (dynalite, in memory: ${rt.dynamodb.items} item${rt.dynamodb.items === 1 ? "" : "s"} from DYNAMODB_ITEMS)`,
+          `  DynamoDB        ${rt.dynamodb.endpoint}   (dynalite, in memory: ${
+            rt.dynamodb.items > 0
+              ? `${rt.dynamodb.items} item${rt.dynamodb.items === 1 ? "" : "s"} from DYNAMODB_ITEMS`
+              : "empty, so every lookup finds nothing; set DYNAMODB_ITEMS to fill it"
+          })`,
           ...rt.dynamodb.tables.map(
             (t) => `    table         ${t.name} (${t.keys.map((k) => `${k.name} ${k.type}`).join(", ")})`,
           ),
