@@ -27,6 +27,7 @@ import { dynamodbEntries } from "../lib/mapping/lookups.js";
 import { checkStripeCustomers } from "../lib/stripe/customer-check.js";
 import { readActiveMeters } from "../lib/stripe/meters.js";
 import { isEventBridgeEvent, SOURCE_ATTRIBUTE } from "../lib/triggers.js";
+import { INGEST_QUEUE, localGatewayUrl, localQueueUrl, localSqsEndpoint } from "../local/defaults.js";
 
 const USAGE = `usage:
   meterhook validate <config.yaml|config.json>
@@ -269,7 +270,7 @@ async function send(args: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args,
     options: {
-      url: { type: "string", default: "http://127.0.0.1:3000" },
+      url: { type: "string", default: localGatewayUrl },
       header: { type: "string", multiple: true, default: [] },
       query: { type: "string" },
       "content-type": { type: "string", default: "application/json" },
@@ -333,10 +334,6 @@ async function send(args: string[]): Promise<number> {
   return res.ok ? 0 : 1;
 }
 
-/** npm start's fauxqs and ingest queue: where `send` puts an sqs source's trigger unless told. */
-const LOCAL_SQS = { SQS_ENDPOINT: "http://127.0.0.1:4566" };
-const LOCAL_INGEST_QUEUE = "http://sqs.us-east-1.localhost:4566/000000000000/meterhook-ingest";
-
 /**
  * Puts a trigger on the ingest queue as its producer would: an app's message named for its
  * source, or an EventBridge event as a rule's SQS target delivers it (no attribute: the consumer
@@ -344,8 +341,9 @@ const LOCAL_INGEST_QUEUE = "http://sqs.us-east-1.localhost:4566/000000000000/met
  */
 async function sendToQueue(body: string, source?: string): Promise<number> {
   const local = !process.env.METERHOOK_INGEST_QUEUE_URL;
-  const config = loadConfig(local ? { ...LOCAL_SQS, ...process.env } : process.env);
-  const queueUrl = config.ingestQueueUrl ?? LOCAL_INGEST_QUEUE;
+  // Unset, npm start's fauxqs and ingest queue.
+  const config = loadConfig(local ? { SQS_ENDPOINT: localSqsEndpoint(), ...process.env } : process.env);
+  const queueUrl = config.ingestQueueUrl ?? localQueueUrl(INGEST_QUEUE);
   const [{ SendMessageCommand }, sqs] = await Promise.all([import("@aws-sdk/client-sqs"), sqsClientFor(config)()]);
   try {
     const { MessageId } = await sqs.send(

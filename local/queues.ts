@@ -3,8 +3,9 @@ import { CreateQueueCommand, GetQueueAttributesCommand, SQSClient } from "@aws-s
 import { buildApp } from "fauxqs";
 import { MAX_MESSAGE_BYTES } from "../lib/queue.js";
 
-export const INGEST_QUEUE = "meterhook-ingest";
-export const DEAD_LETTER_QUEUE = "meterhook-dlq";
+import { DEAD_LETTER_QUEUE, INGEST_QUEUE } from "./defaults.js";
+
+export { DEAD_LETTER_QUEUE, INGEST_QUEUE };
 
 export interface LocalQueues {
   endpoint: string;

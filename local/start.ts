@@ -2,6 +2,7 @@
  * `npm start`: meterhook on this machine with embedded defaults. No AWS, no Stripe account.
  */
 import { ConfigError } from "../lib/errors.js";
+import { LOCAL_PORTS } from "./defaults.js";
 import { startLocalRuntime } from "./runtime.js";
 
 const port = (name: string, def: number): number => {
@@ -52,11 +53,11 @@ const customers = list("STRIPE_EMULATOR_CUSTOMERS");
 try {
   const rt = await startLocalRuntime({
     env,
-    port: port("PORT", 3000),
-    sqsPort: port("SQS_PORT", 4566),
-    stripeEmulatorPort: port("STRIPE_EMULATOR_PORT", 12111),
+    port: port("PORT", LOCAL_PORTS.gateway),
+    sqsPort: port("SQS_PORT", LOCAL_PORTS.sqs),
+    stripeEmulatorPort: port("STRIPE_EMULATOR_PORT", LOCAL_PORTS.stripeEmulator),
     // DynamoDB Local's usual port; used only when the config has dynamodb lookups.
-    dynamodbPort: port("DYNAMODB_PORT", 8000),
+    dynamodbPort: port("DYNAMODB_PORT", LOCAL_PORTS.dynamodb),
     dynamodbItems: process.env.DYNAMODB_ITEMS || undefined,
     emulator:
       meters.length > 0 || customers.length > 0

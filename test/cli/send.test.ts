@@ -3,6 +3,7 @@ import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
+import { INGEST_QUEUE, localQueueUrl, localSqsEndpoint } from "../../local/defaults.js";
 import { type LocalRuntime, startLocalRuntime } from "../../local/runtime.js";
 import { meterhookCli } from "../helpers/cli.js";
 import { loadTrigger } from "../helpers/fixtures.js";
@@ -108,6 +109,9 @@ test("an sqs source's trigger is put on the ingest queue, named for its source, 
       "job-finished.json",
       JSON.stringify({ type: "job.finished", job_id: "job_77", account_id: 1001, seconds: 90 }),
     );
+    // The queue `send` uses by default is where the local runtime's fauxqs puts it, on its port.
+    const port = Number(new URL(rt.sqsEndpoint).port);
+    assert.deepEqual([rt.sqsEndpoint, rt.ingestQueueUrl], [localSqsEndpoint(port), localQueueUrl(INGEST_QUEUE, port)]);
     const queue = { METERHOOK_INGEST_QUEUE_URL: rt.ingestQueueUrl, SQS_ENDPOINT: rt.sqsEndpoint };
     const { code, stdout } = await meterhookCli(["send", "examples/dynamodb-accounts.yaml", "jobs", job], queue);
     assert.equal(code, 0, stdout);
