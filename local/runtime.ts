@@ -103,8 +103,8 @@ export async function startLocalRuntime(options: LocalRuntimeOptions = {}): Prom
     env.METERHOOK_PACK_RETRY_DELAY_SECONDS ??= String(options.visibilityTimeoutSeconds ?? 10);
     if (options.quiet) env.METERHOOK_LOG_LEVEL ??= "error";
 
-    let config = loadConfig(env);
-    const mapping = config.mappingConfigFile ? await loadMapping(config.mappingConfigFile) : undefined;
+    // The mapping first: its `dynamodb` lookups decide whether the settings get a local DynamoDB.
+    const mapping = env.METERHOOK_CONFIG ? await loadMapping(env.METERHOOK_CONFIG) : undefined;
     // The app's own tables, in memory, as dynalite serves them: a lookup's table on AWS is not
     // the local run's to read.
     let dynamodb: LocalRuntime["dynamodb"];
@@ -123,12 +123,12 @@ export async function startLocalRuntime(options: LocalRuntimeOptions = {}): Prom
       }
       dynamodb = { endpoint: local.endpoint, tables, items: items.length };
       env.DYNAMODB_ENDPOINT = local.endpoint;
-      config = loadConfig(env);
     } else if (options.dynamodbItems) {
       throw new ConfigError(
         "DYNAMODB_ITEMS fills the local DynamoDB, which runs only for a mapping config with dynamodb lookups and DYNAMODB_ENDPOINT unset",
       );
     }
+    const config = loadConfig(env);
     const sqs = new SQSClient({
       region: config.aws.region,
       endpoint: queues.endpoint,
