@@ -67,7 +67,10 @@ const USAGE = `usage:
       --dry-run   only report what would happen: nothing is sent, deleted or re-queued
       --after-dedupe-window
                   also resend letters Stripe may have recorded more than 23 hours ago
-                  (held otherwise: Stripe would bill them again); check Stripe first`;
+                  (held otherwise: Stripe would bill them again); check Stripe first
+      With METERHOOK_REPLAY_LEDGER_TABLE (the stack's ReplayLedgerTableName output, and
+      AWS_REGION), events an earlier replay billed are not sent again, and those billed now are
+      recorded there: two letters of one event replayed days apart bill once`;
 
 async function validate(files: string[]): Promise<number> {
   if (files.length !== 1) {

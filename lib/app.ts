@@ -1,5 +1,5 @@
 import type { SQSClient } from "@aws-sdk/client-sqs";
-import { createDynamoItemReader } from "./aws-dynamodb.js";
+import { createDynamoItemReader, createDynamoReplayLedger } from "./aws-dynamodb.js";
 import { createAwsSecretReader } from "./aws-secrets.js";
 import { type Config, required } from "./config.js";
 import { type BatchResult, type ConsumerDeps, processBatch, type QueueMessage } from "./consumer.js";
@@ -374,7 +374,14 @@ export async function replayFromConfig(
   const consumer = await createConsumerFromConfig(config, { ...deps, sqs }, { replaying: true });
   try {
     const reader = createSqsReader(sqs, required(config.deadLetterQueueUrl, "METERHOOK_DLQ_URL"));
-    return await replayDeadLetters(reader, consumer.deps, options);
+    const ledger = config.replayLedgerTable
+      ? createDynamoReplayLedger({
+          region: config.aws.region,
+          endpoint: config.aws.dynamodbEndpoint,
+          tableName: config.replayLedgerTable,
+        })
+      : undefined;
+    return await replayDeadLetters(reader, consumer.deps, { ...(ledger ? { ledger } : {}), ...options });
   } finally {
     await consumer.close();
   }

@@ -1,5 +1,12 @@
-import type { DynamoDBClient } from "@aws-sdk/client-dynamodb";
+import type {
+  BatchGetItemCommandOutput,
+  BatchWriteItemCommandOutput,
+  DynamoDBClient,
+  AttributeValue as SdkAttributeValue,
+  WriteRequest,
+} from "@aws-sdk/client-dynamodb";
 import type { AttributeValue, GetItem } from "./mapping/lookups.js";
+import type { ReplayLedger } from "./replay-ledger.js";
 
 /** A client's region, and for another endpoint (a local DynamoDB) placeholder credentials. */
 const clientOptions = (region: string, endpoint: string | undefined) => ({
@@ -77,4 +84,89 @@ export async function scanTable(options: {
     client.destroy();
   }
   return items;
+}
+
+/** The replay ledger table's key, and its TTL attribute: infra/replay-ledger.yml names both. */
+export const LEDGER_KEY = "identifier";
+export const LEDGER_EXPIRY = "expiresAt";
+
+/** BatchGetItem takes 100 keys, BatchWriteItem 25 writes. */
+const GET_BATCH = 100;
+const WRITE_BATCH = 25;
+/** Rounds for what DynamoDB leaves unprocessed (throttled) before the call fails. */
+const UNPROCESSED_ROUNDS = 5;
+
+const chunks = <T>(items: readonly T[], size: number): T[][] =>
+  Array.from({ length: Math.ceil(items.length / size) }, (_, i) => items.slice(i * size, (i + 1) * size));
+const backoff = (round: number) => new Promise((resolve) => setTimeout(resolve, 50 * 2 ** round));
+
+/**
+ * The replay ledger in a DynamoDB table keyed by `identifier` (a string), whose items expire by
+ * their `expiresAt` (the table's TTL attribute): consistent reads, so a replay sees what one that
+ * ended just before recorded.
+ */
+export function createDynamoReplayLedger(options: {
+  region: string;
+  endpoint?: string;
+  tableName: string;
+}): ReplayLedger {
+  const sdk = import("@aws-sdk/client-dynamodb");
+  let client: DynamoDBClient | undefined;
+  const clientOf = async () => {
+    const { DynamoDBClient } = await sdk;
+    client ??= new DynamoDBClient(clientOptions(options.region, options.endpoint));
+    return client;
+  };
+  const table = options.tableName;
+  return {
+    async billed(identifiers) {
+      const [c, { BatchGetItemCommand }] = await Promise.all([clientOf(), sdk]);
+      const found = new Set<string>();
+      for (const ids of chunks([...new Set(identifiers)], GET_BATCH)) {
+        let keys: Array<Record<string, SdkAttributeValue>> | undefined = ids.map((id) => ({ [LEDGER_KEY]: { S: id } }));
+        for (let round = 0; keys && keys.length > 0; round++) {
+          if (round === UNPROCESSED_ROUNDS)
+            throw new Error(`DynamoDB left ${keys.length} reads of ${table} unprocessed`);
+          if (round > 0) await backoff(round);
+          const out: BatchGetItemCommandOutput = await c.send(
+            new BatchGetItemCommand({
+              RequestItems: { [table]: { Keys: keys, ConsistentRead: true, ProjectionExpression: LEDGER_KEY } },
+            }),
+          );
+          for (const item of out.Responses?.[table] ?? []) {
+            const id = item[LEDGER_KEY]?.S;
+            if (id) found.add(id);
+          }
+          keys = out.UnprocessedKeys?.[table]?.Keys;
+        }
+      }
+      return found;
+    },
+    async record(entries) {
+      const [c, { BatchWriteItemCommand }] = await Promise.all([clientOf(), sdk]);
+      // One write per identifier: BatchWriteItem refuses a batch that names a key twice.
+      const unique = [...new Map(entries.map((e) => [e.identifier, e])).values()];
+      for (const part of chunks(unique, WRITE_BATCH)) {
+        let writes: WriteRequest[] | undefined = part.map((e) => ({
+          PutRequest: {
+            Item: {
+              [LEDGER_KEY]: { S: e.identifier },
+              eventName: { S: e.eventName },
+              billedAt: { S: e.billedAt },
+              [LEDGER_EXPIRY]: { N: String(e.expiresAt) },
+            },
+          },
+        }));
+        for (let round = 0; writes && writes.length > 0; round++) {
+          if (round === UNPROCESSED_ROUNDS)
+            throw new Error(`DynamoDB left ${writes.length} writes to ${table} unprocessed`);
+          if (round > 0) await backoff(round);
+          const out: BatchWriteItemCommandOutput = await c.send(
+            new BatchWriteItemCommand({ RequestItems: { [table]: writes } }),
+          );
+          writes = out.UnprocessedItems?.[table];
+        }
+      }
+    },
+  };
 }

@@ -29,6 +29,11 @@ export const EnvSchema = z.object({
   METERHOOK_INGEST_QUEUE_URL: z.string().url().optional(),
   METERHOOK_CONFIG: z.string().min(1).optional(),
   METERHOOK_DLQ_URL: z.string().url().optional(),
+  // A DynamoDB table of what replays billed (lib/replay-ledger.ts); unset: replays keep no ledger.
+  METERHOOK_REPLAY_LEDGER_TABLE: z
+    .string()
+    .regex(/^[A-Za-z0-9_.-]{3,255}$/, "a DynamoDB table name (3-255 of A-Z a-z 0-9 _ . -)")
+    .optional(),
   METERHOOK_STRIPE_API: z.enum(["v1", "v2"]).default("v2"),
   METERHOOK_CUSTOMERS: z.string().optional(),
   METERHOOK_METER_VALUE_RULES: z.string().optional(),
@@ -97,6 +102,8 @@ export interface Config {
   apiKeysSource: SecretSource | undefined;
   ingestQueueUrl: string | undefined;
   deadLetterQueueUrl: string | undefined;
+  /** The replay ledger's DynamoDB table (lib/replay-ledger.ts), if replays keep one. */
+  replayLedgerTable: string | undefined;
   stripeApi: "v1" | "v2";
   customers: ReadonlyMap<string, string>;
   /** event_name → "positive" | "non-negative". */
@@ -157,7 +164,7 @@ export interface Config {
     sqsEndpoint: string | undefined;
     ssmEndpoint: string | undefined;
     secretsManagerEndpoint: string | undefined;
-    /** For the mapping config's `dynamodb` customer lookups. */
+    /** For the mapping config's `dynamodb` customer lookups and the replay ledger. */
     dynamodbEndpoint: string | undefined;
   };
 }
@@ -259,6 +266,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     ),
     ingestQueueUrl: e.METERHOOK_INGEST_QUEUE_URL,
     deadLetterQueueUrl: e.METERHOOK_DLQ_URL,
+    replayLedgerTable: e.METERHOOK_REPLAY_LEDGER_TABLE,
     stripeApi: e.METERHOOK_STRIPE_API,
     customers: parseCustomers(e.METERHOOK_CUSTOMERS, e.METERHOOK_CUSTOMERS_FILE),
     valueRules: parseValueRules(e.METERHOOK_METER_VALUE_RULES),

@@ -2,6 +2,7 @@ import { randomUUID } from "node:crypto";
 import { type ConsumerDeps, processBatch, type QueueMessage } from "./consumer.js";
 import { fromDeadLetter, isDeadLetterBody, pastDedupeWindow } from "./dead-letter.js";
 import type { OutgoingMessage, QueueReader, QueueSender } from "./queue.js";
+import { behindLedger, type LedgerCounts, type ReplayLedger } from "./replay-ledger.js";
 import { billEverything } from "./stripe/submitter.js";
 import { isEventBridgeEvent, TRIGGER_FORMAT, type TriggerMessage } from "./triggers.js";
 
@@ -20,6 +21,12 @@ export interface ReplayOptions {
    * added, `customer_not_found`); the others taken are put back as they were. Unset: all.
    */
   codes?: readonly string[];
+  /**
+   * What earlier replays billed (lib/replay-ledger.ts): their events are not sent again, and
+   * those this one bills are recorded. Without it, only Stripe's 24-hour duplicate check stands
+   * between two letters of one event and a second bill.
+   */
+  ledger?: ReplayLedger;
   /** How long received messages stay hidden from other readers while being replayed. */
   visibilityTimeoutSeconds?: number;
   /**
@@ -58,6 +65,13 @@ export interface ReplayReport {
   pastDedupeWindow: number;
   /** With `codes`: letters of other codes taken and put back as they were (they count to the limit). */
   notSelected?: number;
+  /**
+   * With a ledger: meter events not sent because an earlier replay billed them (their letters
+   * count in billed, and are deleted).
+   */
+  billedBefore?: number;
+  /** With a ledger: meter events billed now that it could not record (each logged as an error). */
+  unrecorded?: number;
   /** Set when the replay stopped taking letters because its deadline was near: replay again for the rest. */
   stoppedForTime?: true;
 }
@@ -148,85 +162,104 @@ export async function replayDeadLetters(
         messages.map((m) => ({ ...m, attributes: { ...m.attributes, [REPLAY_ATTRIBUTE]: run } })),
       ),
   };
-  const runDeps: ConsumerDeps = options.dryRun
-    ? {
-        ...deps,
-        submitter: deps.submitter.dryRun?.() ?? billEverything,
-        canceller: deps.canceller?.dryRun(),
-        deadLetterQueue: capture,
-      }
-    : { ...deps, deadLetterQueue: tagging };
+  const counts: LedgerCounts = { billedBefore: 0, unrecorded: 0 };
+  const submitter = options.dryRun ? (deps.submitter.dryRun?.() ?? billEverything) : deps.submitter;
+  const runDeps: ConsumerDeps = {
+    ...deps,
+    submitter: options.ledger
+      ? behindLedger(submitter, options.ledger, counts, deps.logger, { record: !options.dryRun, now })
+      : submitter,
+    ...(options.dryRun
+      ? { canceller: deps.canceller?.dryRun(), deadLetterQueue: capture }
+      : { deadLetterQueue: tagging }),
+  };
   /** Received and left as they are: hidden until the replay ends, then visible again at once. */
   const held: string[] = [];
 
   const deadline = options.deadline ?? Number.POSITIVE_INFINITY;
-  while (taken() < options.limit) {
-    if (now() > deadline - TAKE_MARGIN_MS) {
-      report.stoppedForTime = true;
-      break;
-    }
-    const received = await reader.receive(options.limit - taken(), options.visibilityTimeoutSeconds ?? 120);
-    if (received.length === 0) break;
-    // Letters this run wrote come round on the same queue: left for the next replay, and kept
-    // hidden meanwhile. Released at once, they came round again and again (SQS keeps no order),
-    // and a receive of nothing else ended the replay with older letters not yet examined.
-    const mine = received.filter((m) => m.attributes?.[REPLAY_ATTRIBUTE] === run);
-    const others = received.filter((m) => m.attributes?.[REPLAY_ATTRIBUTE] !== run);
-    held.push(...mine.map((m) => m.receiptHandle));
-    // Letters of codes not asked for are put back as they were (a raw message the redrive
-    // policy moved has no code); hidden until the replay ends, so they are not taken again.
-    const todo = codes ? [] : others;
-    if (codes) {
-      for (const m of others) {
-        if (codes.has(m.attributes?.code ?? "")) todo.push(m);
-        else {
-          report.notSelected = (report.notSelected ?? 0) + 1;
-          held.push(m.receiptHandle);
+  try {
+    while (taken() < options.limit) {
+      if (now() > deadline - TAKE_MARGIN_MS) {
+        report.stoppedForTime = true;
+        break;
+      }
+      const received = await reader.receive(options.limit - taken(), options.visibilityTimeoutSeconds ?? 120);
+      if (received.length === 0) break;
+      // Letters this run wrote come round on the same queue: left for the next replay, and kept
+      // hidden meanwhile. Released at once, they came round again and again (SQS keeps no order),
+      // and a receive of nothing else ended the replay with older letters not yet examined.
+      const mine = received.filter((m) => m.attributes?.[REPLAY_ATTRIBUTE] === run);
+      const others = received.filter((m) => m.attributes?.[REPLAY_ATTRIBUTE] !== run);
+      held.push(...mine.map((m) => m.receiptHandle));
+      // Letters of codes not asked for are put back as they were (a raw message the redrive
+      // policy moved has no code); hidden until the replay ends, so they are not taken again.
+      const todo = codes ? [] : others;
+      if (codes) {
+        for (const m of others) {
+          if (codes.has(m.attributes?.code ?? "")) todo.push(m);
+          else {
+            report.notSelected = (report.notSelected ?? 0) + 1;
+            held.push(m.receiptHandle);
+          }
         }
       }
-    }
-    if (todo.length === 0) continue;
-    report.examined += todo.length;
+      if (todo.length === 0) continue;
+      report.examined += todo.length;
 
-    const messages: QueueMessage[] = [];
-    const resend: typeof todo = [];
-    for (const m of todo) {
-      const message = toQueueMessage(m, deps.maxAttempts);
-      if (options.afterDedupeWindow || !pastDedupeWindow(message, now())) {
-        messages.push(message);
-        resend.push(m);
-        continue;
+      const messages: QueueMessage[] = [];
+      const resend: typeof todo = [];
+      for (const m of todo) {
+        const message = toQueueMessage(m, deps.maxAttempts);
+        if (options.afterDedupeWindow || !pastDedupeWindow(message, now())) {
+          messages.push(message);
+          resend.push(m);
+          continue;
+        }
+        // Left as it is, hidden until the replay ends so that it is not taken again.
+        report.pastDedupeWindow++;
+        held.push(m.receiptHandle);
+        deps.logger.warn("dead letter held: Stripe may have recorded it and no longer dedupes it", {
+          messageId: m.messageId,
+          firstReceivedAt: new Date(message.sentAt).toISOString(),
+        });
       }
-      // Left as it is, hidden until the replay ends so that it is not taken again.
-      report.pastDedupeWindow++;
-      held.push(m.receiptHandle);
-      deps.logger.warn("dead letter held: Stripe may have recorded it and no longer dedupes it", {
-        messageId: m.messageId,
-        firstReceivedAt: new Date(message.sentAt).toISOString(),
-      });
+      if (messages.length === 0) continue;
+      let result: Awaited<ReturnType<typeof processBatch>>;
+      try {
+        result = await processBatch(messages, Math.min(now() + BATCH_BUDGET_MS, deadline - BATCH_MARGIN_MS), runDeps);
+      } catch (err) {
+        // Nothing of the batch was settled (the ledger could not be read before anything was
+        // sent): its letters go back as they were, and the replay stops with the error.
+        held.push(...resend.map((m) => m.receiptHandle));
+        throw err;
+      }
+      report.billed += result.billed;
+      report.cancelled += result.cancelled + result.alreadyCancelled;
+      for (const [code, n] of Object.entries(result.deadLettered))
+        report.deadLettered[code] = (report.deadLettered[code] ?? 0) + n;
+      const keep = new Set(result.failedMessageIds);
+      report.leftUntouched += keep.size;
+      if (options.dryRun) held.push(...resend.map((m) => m.receiptHandle));
+      else await reader.delete(resend.filter((m) => !keep.has(m.messageId)).map((m) => m.receiptHandle));
     }
-    if (messages.length === 0) continue;
-    const result = await processBatch(messages, Math.min(now() + BATCH_BUDGET_MS, deadline - BATCH_MARGIN_MS), runDeps);
-    report.billed += result.billed;
-    report.cancelled += result.cancelled + result.alreadyCancelled;
-    for (const [code, n] of Object.entries(result.deadLettered))
-      report.deadLettered[code] = (report.deadLettered[code] ?? 0) + n;
-    const keep = new Set(result.failedMessageIds);
-    report.leftUntouched += keep.size;
-    if (options.dryRun) held.push(...resend.map((m) => m.receiptHandle));
-    else await reader.delete(resend.filter((m) => !keep.has(m.messageId)).map((m) => m.receiptHandle));
+  } finally {
+    // What was held (a dry run's letters: it changes nothing; those past the window; this run's
+    // own; a batch the replay stopped on) is visible again at once. If that fails, it is when
+    // their visibility timeout ends.
+    if (held.length > 0) {
+      await reader.release(held).catch((err: unknown) =>
+        deps.logger.warn(
+          "making held dead letters visible again failed; they will be once their visibility timeout ends",
+          {
+            reason: err instanceof Error ? err.message : String(err),
+          },
+        ),
+      );
+    }
   }
-  // What was held (a dry run's letters: it changes nothing; those past the window; this run's
-  // own) is visible again at once. If that fails, it is when their visibility timeout ends.
-  if (held.length > 0) {
-    await reader.release(held).catch((err: unknown) =>
-      deps.logger.warn(
-        "making held dead letters visible again failed; they will be once their visibility timeout ends",
-        {
-          reason: err instanceof Error ? err.message : String(err),
-        },
-      ),
-    );
+  if (options.ledger) {
+    report.billedBefore = counts.billedBefore;
+    report.unrecorded = counts.unrecorded;
   }
   // Also in the logs: an invocation nobody waits on (an asynchronous one) discards its answer.
   if (report.stoppedForTime)

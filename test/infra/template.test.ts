@@ -16,6 +16,7 @@ import {
   createErrorReportReaderFromConfig,
   createIngestApiFromConfig,
 } from "../../lib/app.js";
+import { LEDGER_EXPIRY, LEDGER_KEY } from "../../lib/aws-dynamodb.js";
 import { CANCEL_FORMAT } from "../../lib/cancellation.js";
 import { loadConfig } from "../../lib/config.js";
 import type { DeadLetterBody } from "../../lib/dead-letter.js";
@@ -549,6 +550,36 @@ describe("packaged CloudFormation template", () => {
     const env = resources.IngestQueueLambdaFunction.Properties.Environment.Variables;
     assert.deepEqual(env.METERHOOK_INGEST_QUEUE_URL, { Ref: "IngestQueue" });
     assert.equal(env.METERHOOK_AGGREGATE, "", "pre-aggregation is off by default");
+  });
+
+  test("the replay function keeps its ledger in a table of its own, whose items expire, that no other function can reach", () => {
+    const table = resources.ReplayLedgerTable;
+    assert.equal(table.Type, "AWS::DynamoDB::Table");
+    // The names the ledger's code reads and writes.
+    assert.deepEqual(table.Properties.KeySchema, [{ AttributeName: LEDGER_KEY, KeyType: "HASH" }]);
+    assert.deepEqual(table.Properties.AttributeDefinitions, [{ AttributeName: LEDGER_KEY, AttributeType: "S" }]);
+    assert.deepEqual(table.Properties.TimeToLiveSpecification, { AttributeName: LEDGER_EXPIRY, Enabled: true });
+    assert.equal(table.Properties.BillingMode, "PAY_PER_REQUEST");
+    assert.deepEqual(template.Outputs.ReplayLedgerTableName.Value, { Ref: "ReplayLedgerTable" });
+    for (const [name, fn] of ofType("AWS::Lambda::Function")) {
+      const table = fn.Properties.Environment.Variables.METERHOOK_REPLAY_LEDGER_TABLE;
+      if (name === "DlqReplayLambdaFunction") assert.deepEqual(table, { Ref: "ReplayLedgerTable" });
+      else assert.equal(table, undefined, name);
+    }
+    const grants = ofType("AWS::IAM::Role").flatMap(([role, r]) =>
+      (r.Properties.Policies ?? []).flatMap((p: Json) =>
+        p.PolicyDocument.Statement.filter((s: Json) => JSON.stringify(s.Resource).includes("ReplayLedgerTable")).map(
+          (s: Json) => [role, s.Action, s.Resource],
+        ),
+      ),
+    );
+    assert.deepEqual(grants, [
+      [
+        "DlqReplayRole",
+        ["dynamodb:BatchGetItem", "dynamodb:BatchWriteItem"],
+        { "Fn::GetAtt": ["ReplayLedgerTable", "Arn"] },
+      ],
+    ]);
   });
 
   test("IAM: each function may read exactly the tables and secrets the mapping config names for it", async () => {

@@ -36,6 +36,16 @@ describe("loadConfig", () => {
     assert.throws(() => loadConfig({ METERHOOK_STRIPE_API: "v3" }), /METERHOOK_STRIPE_API/);
     assert.throws(() => loadConfig({ STRIPE_STREAM_BATCH_SIZE: "101" }), /STRIPE_STREAM_BATCH_SIZE/);
     assert.throws(() => loadConfig({ STRIPE_API_BASE: "not a url" }), /STRIPE_API_BASE/);
+    // An ARN or a blank where the replay ledger's table name goes: refused, not a ledger never read.
+    assert.throws(
+      () => loadConfig({ METERHOOK_REPLAY_LEDGER_TABLE: "arn:aws:dynamodb:us-east-1:1:table/x" }),
+      /METERHOOK_REPLAY_LEDGER_TABLE/,
+    );
+    assert.throws(() => loadConfig({ METERHOOK_REPLAY_LEDGER_TABLE: "" }), /METERHOOK_REPLAY_LEDGER_TABLE/);
+    assert.equal(
+      loadConfig({ METERHOOK_REPLAY_LEDGER_TABLE: "meterhook-prod-replay-ledger" }).replayLedgerTable,
+      "meterhook-prod-replay-ledger",
+    );
   });
 
   test("customer table from a file and inline JSON; inline wins", () => {

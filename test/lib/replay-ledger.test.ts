@@ -1,0 +1,151 @@
+import assert from "node:assert/strict";
+import { after, before, beforeEach, describe, test } from "node:test";
+import { ScanCommand } from "@aws-sdk/client-dynamodb";
+import { createQueueHandler } from "../../functions/ingest-queue.js";
+import { createConsumerFromConfig, replayFromConfig } from "../../lib/app.js";
+import { createDynamoReplayLedger } from "../../lib/aws-dynamodb.js";
+import { loadConfig } from "../../lib/config.js";
+import { createLogger, silentLogger } from "../../lib/logger.js";
+import { meterEventIdentifier } from "../../lib/meter-event.js";
+import type { ReplayOptions } from "../../lib/replay.js";
+import type { ReplayLedger } from "../../lib/replay-ledger.js";
+import { startTestDynamo, type TestDynamo } from "../helpers/dynamodb.js";
+import { lambdaContext, sqsEvent, sqsRecord, usageEvent } from "../helpers/factories.js";
+import { consumerEnv, usePipelineParts } from "../helpers/pipeline.js";
+import { drain, drainDeadLetters, queueDepth } from "../helpers/sqs.js";
+
+const HOUR_MS = 3_600_000;
+/** How far Stripe's clock (the emulator's) is ahead of this machine's: a replay days later. */
+let stripeAhead = 0;
+const parts = usePipelineParts({ now: () => Date.now() + stripeAhead });
+let dynamo: TestDynamo;
+const LEDGER = "meterhook-test-replay-ledger";
+before(async () => {
+  dynamo = await startTestDynamo();
+  await dynamo.createTable(LEDGER, ["identifier"]);
+});
+after(() => dynamo.stop());
+beforeEach(async () => {
+  stripeAhead = 0;
+  await drain(parts.queues.sqs, parts.queues.deadLetterQueueUrl);
+});
+
+const env = (extra: Record<string, string> = {}) =>
+  consumerEnv(parts, { METERHOOK_LOG_LEVEL: "error", DYNAMODB_ENDPOINT: dynamo.endpoint, ...extra });
+const withLedger = (table = LEDGER) => ({ METERHOOK_REPLAY_LEDGER_TABLE: table });
+
+/** The same event dead-lettered `copies` times by the real consumer, as SQS's redelivery does. */
+async function deadLetterCopies(event: Record<string, unknown>, copies: number) {
+  const handler = createQueueHandler(() =>
+    createConsumerFromConfig(loadConfig(env()), { sqs: parts.queues.sqs, logger: silentLogger }),
+  );
+  const before = await queueDepth(parts.queues.sqs, parts.queues.deadLetterQueueUrl);
+  for (let i = 0; i < copies; i++) await handler(sqsEvent([sqsRecord(event)]), lambdaContext());
+  assert.equal(await queueDepth(parts.queues.sqs, parts.queues.deadLetterQueueUrl), before + copies);
+}
+/** A replay once the customer is mapped, as `npm run replay` runs it with this environment. */
+const replay = (extra: Record<string, string>, options: Partial<ReplayOptions> = {}) =>
+  replayFromConfig(
+    loadConfig(env({ METERHOOK_CUSTOMERS: JSON.stringify({ acct_late: "cus_late" }), ...extra })),
+    { limit: 1, dryRun: false, ...options },
+    { sqs: parts.queues.sqs, logger: silentLogger },
+  );
+const billedTo = (customer: string) =>
+  parts.emulator.ledger.summaries().find((s) => s.customer === customer)?.aggregated_value ?? 0;
+const ledgerItems = async () =>
+  (await dynamo.client.send(new ScanCommand({ TableName: LEDGER }))).Items?.map((i) => ({
+    identifier: i.identifier?.S,
+    eventName: i.eventName?.S,
+    expiresAt: Number(i.expiresAt?.N),
+  })) ?? [];
+
+describe("replay ledger", () => {
+  test("two letters of one event replayed more than 24 h apart bill once", async () => {
+    const timestamp = Math.floor(Date.now() / 1000) - 60;
+    const event = usageEvent({ customer: "acct_late", value: 7, timestamp });
+    await deadLetterCopies(event, 2);
+
+    const first = await replay(withLedger());
+    assert.equal(first.billed, 1);
+    assert.equal(first.billedBefore, 0);
+    assert.equal(first.unrecorded, 0);
+    assert.equal(billedTo("cus_late"), 7);
+    const identifier = meterEventIdentifier(event.id as string, "api_requests");
+    const recorded = (await ledgerItems()).find((i) => i.identifier === identifier);
+    // Kept a day past Stripe's 35 days for the event's own time: no replay can bill it after.
+    assert.deepEqual(recorded, { identifier, eventName: "api_requests", expiresAt: timestamp + 36 * 86_400 });
+
+    // Two days on, Stripe no longer knows the identifier; the ledger does.
+    stripeAhead = 48 * HOUR_MS;
+    const second = await replay(withLedger());
+    assert.equal(second.billed, 1, "the second letter is settled as billed");
+    assert.equal(second.billedBefore, 1);
+    assert.deepEqual(second.deadLettered, {});
+    assert.equal(billedTo("cus_late"), 7, "and not billed again");
+    assert.equal(parts.emulator.ledger.receipts.get(identifier), 1, "nor sent to Stripe");
+    assert.equal(await queueDepth(parts.queues.sqs, parts.queues.deadLetterQueueUrl), 0);
+  });
+
+  test("without a ledger, the same two letters bill twice (what the ledger is for)", async () => {
+    const event = usageEvent({ customer: "acct_late", value: 5, id: `twice_${Date.now()}` });
+    const before = billedTo("cus_late");
+    await deadLetterCopies(event, 2);
+    assert.equal((await replay({})).billedBefore, undefined, "the report says nothing of a ledger");
+    stripeAhead = 48 * HOUR_MS;
+    await replay({});
+    assert.equal(billedTo("cus_late") - before, 10);
+  });
+
+  test("a dry run reads the ledger and records nothing", async () => {
+    const billed = usageEvent({ customer: "acct_late", value: 2 });
+    const fresh = usageEvent({ customer: "acct_late", value: 3 });
+    await deadLetterCopies(billed, 2);
+    await replay(withLedger());
+    const items = (await ledgerItems()).length;
+    // Beside the billed event's second letter, an event no replay has billed.
+    await deadLetterCopies(fresh, 1);
+    const report = await replay(withLedger(), { limit: 10, dryRun: true });
+    assert.deepEqual([report.examined, report.billed, report.billedBefore], [2, 2, 1]);
+    assert.equal((await ledgerItems()).length, items, "nothing recorded");
+    assert.equal(await queueDepth(parts.queues.sqs, parts.queues.deadLetterQueueUrl), 2, "and nothing deleted");
+  });
+
+  test("a ledger that cannot be read stops the replay before anything is sent, and leaves its letters", async () => {
+    const event = usageEvent({ customer: "acct_late", value: 4 });
+    await deadLetterCopies(event, 1);
+    const sentBefore = parts.emulator.ledger.events.length;
+    await assert.rejects(replay(withLedger("meterhook-no-such-table")), /the replay ledger could not be read/);
+    assert.equal(parts.emulator.ledger.events.length, sentBefore, "nothing sent to Stripe");
+    // Visible again at once, as it was: the same letter, its code unchanged.
+    const letters = await drainDeadLetters(parts.queues.sqs, parts.queues.deadLetterQueueUrl);
+    assert.deepEqual(
+      letters.map((l) => [l.error.code, l.attempts]),
+      [["customer_not_found", 1]],
+    );
+  });
+
+  test("a ledger that cannot record: billed all the same, counted, and logged as an error", async () => {
+    const event = usageEvent({ customer: "acct_late", value: 9 });
+    await deadLetterCopies(event, 1);
+    const real = createDynamoReplayLedger({ region: "us-east-1", endpoint: dynamo.endpoint, tableName: LEDGER });
+    // The table refuses the write (the role lost BatchWriteItem): reads still answer.
+    const refusing: ReplayLedger = {
+      billed: (ids) => real.billed(ids),
+      record: async () => {
+        throw new Error("AccessDeniedException: not authorized to perform dynamodb:BatchWriteItem");
+      },
+    };
+    const lines: string[] = [];
+    const logger = createLogger({ level: "error", write: (line) => lines.push(line) });
+    const report = await replayFromConfig(
+      loadConfig(env({ METERHOOK_CUSTOMERS: JSON.stringify({ acct_late: "cus_late" }) })),
+      { limit: 1, dryRun: false, ledger: refusing },
+      { sqs: parts.queues.sqs, logger },
+    );
+    assert.deepEqual([report.billed, report.billedBefore, report.unrecorded], [1, 0, 1]);
+    assert.equal(await queueDepth(parts.queues.sqs, parts.queues.deadLetterQueueUrl), 0, "the letter is settled");
+    const logged = lines.map((l) => JSON.parse(l)).find((l) => /could not record/.test(l.message));
+    assert.ok(logged, "an error line says so");
+    assert.deepEqual(logged.identifiers, [meterEventIdentifier(event.id as string, "api_requests")]);
+  });
+});
