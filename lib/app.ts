@@ -287,6 +287,16 @@ export async function createConsumerFromConfig(
     // and a pack's events to retry as a smaller pack (lib/pack.ts).
     requeue: requeueUrl ? createSqsSender(sqs, requeueUrl) : undefined,
     packRetryDelaySeconds: config.packRetryDelaySeconds,
+    // What replays billed: former dead letters (a replay's, or SQS's redrive) are checked against it.
+    ...(config.replayLedgerTable
+      ? {
+          replayLedger: createDynamoReplayLedger({
+            region: config.aws.region,
+            endpoint: config.aws.dynamodbEndpoint,
+            tableName: config.replayLedgerTable,
+          }),
+        }
+      : {}),
   };
   return {
     deps: consumerDeps,
@@ -297,6 +307,7 @@ export async function createConsumerFromConfig(
         billed: result.billed,
         ...(result.billedInPart ? { billedInPart: result.billedInPart } : {}),
         duplicates: result.duplicates,
+        ...(result.ledger ? { ledger: result.ledger } : {}),
         requeued: result.requeued,
         ...(result.ignoredBySource ? { ignored: result.ignoredBySource } : {}),
         ...(result.cancelled > 0 ? { cancelled: result.cancelled } : {}),
@@ -374,14 +385,7 @@ export async function replayFromConfig(
   const consumer = await createConsumerFromConfig(config, { ...deps, sqs }, { replaying: true });
   try {
     const reader = createSqsReader(sqs, required(config.deadLetterQueueUrl, "METERHOOK_DLQ_URL"));
-    const ledger = config.replayLedgerTable
-      ? createDynamoReplayLedger({
-          region: config.aws.region,
-          endpoint: config.aws.dynamodbEndpoint,
-          tableName: config.replayLedgerTable,
-        })
-      : undefined;
-    return await replayDeadLetters(reader, consumer.deps, { ...(ledger ? { ledger } : {}), ...options });
+    return await replayDeadLetters(reader, consumer.deps, options);
   } finally {
     await consumer.close();
   }

@@ -19,6 +19,7 @@ import {
   type Step,
 } from "./prepare.js";
 import type { OutgoingMessage, QueueSender } from "./queue.js";
+import { behindLedger, type LedgerCounts, type ReplayLedger } from "./replay-ledger.js";
 import { fromSnsNotification } from "./sns.js";
 import type { Canceller } from "./stripe/meter-event-adjustments.js";
 import type { MeterEventSubmitter, SubmitOutcome } from "./stripe/submitter.js";
@@ -99,6 +100,13 @@ export interface ConsumerDeps {
   requeue?: QueueSender;
   /** SQS DelaySeconds of a pack's events to retry: the wait SQS's visibility timeout gives others. */
   packRetryDelaySeconds?: number;
+  /**
+   * What replays billed (lib/replay-ledger.ts), for the events of former dead letters only (a
+   * replay's, or letters SQS's DLQ redrive put back): those billed before are not sent again.
+   */
+  replayLedger?: ReplayLedger;
+  /** A ledger that cannot be read: the letters' events are retried, or (a replay) the batch stops, throwing. */
+  ledgerUnreadable?: "retry" | "stop";
 }
 
 export interface BatchResult {
@@ -122,6 +130,8 @@ export interface BatchResult {
   requeued: number;
   retried: number;
   deadLettered: Partial<Record<DeadLetterCode, number>>;
+  /** With a replay ledger and former dead letters: what it did (lib/replay-ledger.ts LedgerCounts). */
+  ledger?: LedgerCounts;
 }
 
 /**
@@ -152,6 +162,8 @@ export async function processBatch(
   // Events not sent since an earlier one of the batch has their identifier (a duplicate
   // delivery, or an app reusing an id): Stripe records the first only, so they are repeats.
   let repeats: Set<MeterEvent> | undefined;
+  // Identifiers of former dead letters' events, checked against the replay ledger (none without one).
+  const ledgered = deps.replayLedger ? new Set<string>() : undefined;
   // Likewise one cancellation per identifier.
   const cancelIndex = new Map<string, number>();
   const toCancel: CancelTarget[] = [];
@@ -165,6 +177,7 @@ export async function processBatch(
         }
       }
     }
+    if (ledgered && messages[i]?.previousFailure) for (const e of s.events) ledgered.add(e.identifier);
     for (const e of s.events) {
       const first = unique.get(e.identifier);
       if (first === undefined) {
@@ -181,7 +194,22 @@ export async function processBatch(
       }
     }
   });
-  const outcomes = await submitAll(toSend, aggregating, deadline, deps);
+  const ledger = ledgered && ledgered.size > 0 && deps.replayLedger ? { billedBefore: 0, unrecorded: 0 } : undefined;
+  const outcomes = await submitAll(
+    toSend,
+    aggregating,
+    deadline,
+    ledger && deps.replayLedger
+      ? {
+          ...deps,
+          submitter: behindLedger(deps.submitter, deps.replayLedger, ledger, deps.logger, {
+            only: ledgered,
+            unreadable: deps.ledgerUnreadable ?? "retry",
+            ...(deps.now ? { now: deps.now } : {}),
+          }),
+        }
+      : deps,
+  );
   // After the batch's events: a cancellation and its event in one batch cancel what was just sent.
   const cancelled = await cancelAll(toCancel, deadline, deps);
 
@@ -196,6 +224,7 @@ export async function processBatch(
     deps,
     dead,
   );
+  if (ledger) result.ledger = ledger;
   await writeDeadLetters(letters, messages, result, deps);
   // Events to retry are counted before packs turn them into their packs' ids.
   const retrying = result.failedMessageIds.length;

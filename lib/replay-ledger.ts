@@ -25,7 +25,7 @@ export interface LedgerEntry {
 /** A day past Stripe's 35 days, for the clocks' skew: no replay can bill the event after that. */
 const KEEP_PAST_EVENT_SECONDS = MAX_PAST_SECONDS + 86_400;
 
-/** What a replay's ledger did: read by the replay for its report. */
+/** What the ledger did in a batch. */
 export interface LedgerCounts {
   /** Meter events not sent because an earlier replay billed them. */
   billedBefore: number;
@@ -34,49 +34,65 @@ export interface LedgerCounts {
 }
 
 /**
- * `inner` behind the ledger: events an earlier replay billed are answered billed (a duplicate)
- * without being sent, and those `inner` bills are recorded. A ledger that cannot be read throws,
- * before anything is sent, so that the replay stops and leaves its letters as they were rather
- * than risk billing twice. One that cannot record after Stripe billed logs an error and counts
- * it: the events are billed, and only a copy replayed more than 24 h later could bill again.
- * `record: false` (a dry run) reads and never writes.
+ * `inner` behind the ledger, for the events whose identifiers are in `only` (those of former
+ * dead letters; all of them when unset): those an earlier replay billed are answered billed (a
+ * duplicate) without being sent, and those `inner` bills are recorded. A ledger that cannot be
+ * read answers its events `retry`, unsent, or with `unreadable: "stop"` (a replay) throws before
+ * anything is sent, so that the replay stops and leaves its letters as they were. One that
+ * cannot record after Stripe billed logs an error and counts it: the events are billed, and only
+ * a copy replayed more than 24 h later could bill again.
  */
 export function behindLedger(
   inner: MeterEventSubmitter,
   ledger: ReplayLedger,
   counts: LedgerCounts,
   logger: Logger,
-  options: { record: boolean; now?: () => number },
+  options: { only?: ReadonlySet<string>; unreadable: "retry" | "stop"; now?: () => number },
 ): MeterEventSubmitter {
   const now = options.now ?? Date.now;
+  const { only } = options;
+  const kept = (e: MeterEvent) => only === undefined || only.has(e.identifier);
   return {
     api: inner.api,
     async submit(events, deadline) {
-      if (events.length === 0) return [];
-      let before: Set<string>;
+      const checked = events.filter(kept);
+      if (checked.length === 0) return inner.submit(events, deadline);
+      let before: Set<string> | undefined;
+      let unreadable: SubmitOutcome | undefined;
       try {
-        before = await ledger.billed(events.map((e) => e.identifier));
+        before = await ledger.billed(checked.map((e) => e.identifier));
       } catch (err) {
-        throw new Error(`the replay ledger could not be read, so nothing was sent: ${reasonOf(err)}`);
+        if (options.unreadable === "stop")
+          throw new Error(`the replay ledger could not be read, so nothing was sent: ${reasonOf(err)}`);
+        const reason = `the replay ledger could not be read: ${reasonOf(err)}`;
+        logger.warn("former dead letters will be retried: the replay ledger could not be read", {
+          events: checked.length,
+          reason: reasonOf(err),
+        });
+        unreadable = { kind: "retry", reason, unsent: true };
       }
       const send: MeterEvent[] = [];
       const at: number[] = [];
       const outcomes: SubmitOutcome[] = events.map((e, i) => {
-        if (before.has(e.identifier)) return { kind: "billed", duplicate: true };
+        if (kept(e)) {
+          if (unreadable) return unreadable;
+          if (before?.has(e.identifier)) return { kind: "billed", duplicate: true };
+        }
         send.push(e);
         at.push(i);
         return { kind: "billed", duplicate: false };
       });
-      counts.billedBefore += events.length - send.length;
+      if (before) counts.billedBefore += checked.filter((e) => before.has(e.identifier)).length;
       if (send.length === 0) return outcomes;
       const sent = await inner.submit(send, deadline);
       const billed: MeterEvent[] = [];
       at.forEach((i, j) => {
         const o = sent[j] as SubmitOutcome;
         outcomes[i] = o;
-        if (o.kind === "billed") billed.push(send[j] as MeterEvent);
+        const e = send[j] as MeterEvent;
+        if (o.kind === "billed" && kept(e)) billed.push(e);
       });
-      if (options.record && billed.length > 0) {
+      if (billed.length > 0) {
         const billedAt = new Date(now()).toISOString();
         try {
           await ledger.record(
@@ -99,5 +115,11 @@ export function behindLedger(
     },
   };
 }
+
+/** The ledger for a dry run: read as it is, never written. */
+export const readOnly = (ledger: ReplayLedger): ReplayLedger => ({
+  billed: (identifiers) => ledger.billed(identifiers),
+  record: async () => {},
+});
 
 const reasonOf = (err: unknown) => (err instanceof Error ? err.message : String(err));

@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import { type ConsumerDeps, processBatch, type QueueMessage } from "./consumer.js";
 import { fromDeadLetter, isDeadLetterBody, pastDedupeWindow } from "./dead-letter.js";
 import type { OutgoingMessage, QueueReader, QueueSender } from "./queue.js";
-import { behindLedger, type LedgerCounts, type ReplayLedger } from "./replay-ledger.js";
+import { type LedgerCounts, type ReplayLedger, readOnly } from "./replay-ledger.js";
 import { billEverything } from "./stripe/submitter.js";
 import { isEventBridgeEvent, TRIGGER_FORMAT, type TriggerMessage } from "./triggers.js";
 
@@ -22,9 +22,9 @@ export interface ReplayOptions {
    */
   codes?: readonly string[];
   /**
-   * What earlier replays billed (lib/replay-ledger.ts): their events are not sent again, and
-   * those this one bills are recorded. Without it, only Stripe's 24-hour duplicate check stands
-   * between two letters of one event and a second bill.
+   * What earlier replays billed (lib/replay-ledger.ts), instead of the consumer's: their events
+   * are not sent again, and those this one bills are recorded. Without either, only Stripe's
+   * 24-hour duplicate check stands between two letters of one event and a second bill.
    */
   ledger?: ReplayLedger;
   /** How long received messages stay hidden from other readers while being replayed. */
@@ -162,13 +162,13 @@ export async function replayDeadLetters(
         messages.map((m) => ({ ...m, attributes: { ...m.attributes, [REPLAY_ATTRIBUTE]: run } })),
       ),
   };
+  const ledger = options.ledger ?? deps.replayLedger;
   const counts: LedgerCounts = { billedBefore: 0, unrecorded: 0 };
-  const submitter = options.dryRun ? (deps.submitter.dryRun?.() ?? billEverything) : deps.submitter;
   const runDeps: ConsumerDeps = {
     ...deps,
-    submitter: options.ledger
-      ? behindLedger(submitter, options.ledger, counts, deps.logger, { record: !options.dryRun, now })
-      : submitter,
+    submitter: options.dryRun ? (deps.submitter.dryRun?.() ?? billEverything) : deps.submitter,
+    // A dry run reads the ledger and writes nothing; a replay stops where it cannot read it.
+    ...(ledger ? { replayLedger: options.dryRun ? readOnly(ledger) : ledger, ledgerUnreadable: "stop" as const } : {}),
     ...(options.dryRun
       ? { canceller: deps.canceller?.dryRun(), deadLetterQueue: capture }
       : { deadLetterQueue: tagging }),
@@ -234,6 +234,10 @@ export async function replayDeadLetters(
         throw err;
       }
       report.billed += result.billed;
+      if (result.ledger) {
+        counts.billedBefore += result.ledger.billedBefore;
+        counts.unrecorded += result.ledger.unrecorded;
+      }
       report.cancelled += result.cancelled + result.alreadyCancelled;
       for (const [code, n] of Object.entries(result.deadLettered))
         report.deadLettered[code] = (report.deadLettered[code] ?? 0) + n;
@@ -257,7 +261,7 @@ export async function replayDeadLetters(
       );
     }
   }
-  if (options.ledger) {
+  if (ledger) {
     report.billedBefore = counts.billedBefore;
     report.unrecorded = counts.unrecorded;
   }

@@ -552,7 +552,7 @@ describe("packaged CloudFormation template", () => {
     assert.equal(env.METERHOOK_AGGREGATE, "", "pre-aggregation is off by default");
   });
 
-  test("the replay function keeps its ledger in a table of its own, whose items expire, that no other function can reach", () => {
+  test("replays keep their ledger in a table of its own, whose items expire, that only the replay function and the consumer (for SQS's redrive) reach", () => {
     const table = resources.ReplayLedgerTable;
     assert.equal(table.Type, "AWS::DynamoDB::Table");
     // The names the ledger's code reads and writes.
@@ -563,7 +563,8 @@ describe("packaged CloudFormation template", () => {
     assert.deepEqual(template.Outputs.ReplayLedgerTableName.Value, { Ref: "ReplayLedgerTable" });
     for (const [name, fn] of ofType("AWS::Lambda::Function")) {
       const table = fn.Properties.Environment.Variables.METERHOOK_REPLAY_LEDGER_TABLE;
-      if (name === "DlqReplayLambdaFunction") assert.deepEqual(table, { Ref: "ReplayLedgerTable" });
+      if (name === "DlqReplayLambdaFunction" || name === "IngestQueueLambdaFunction")
+        assert.deepEqual(table, { Ref: "ReplayLedgerTable" }, name);
       else assert.equal(table, undefined, name);
     }
     const grants = ofType("AWS::IAM::Role").flatMap(([role, r]) =>
@@ -574,6 +575,11 @@ describe("packaged CloudFormation template", () => {
       ),
     );
     assert.deepEqual(grants, [
+      [
+        "IngestQueueRole",
+        ["dynamodb:BatchGetItem", "dynamodb:BatchWriteItem"],
+        { "Fn::GetAtt": ["ReplayLedgerTable", "Arn"] },
+      ],
       [
         "DlqReplayRole",
         ["dynamodb:BatchGetItem", "dynamodb:BatchWriteItem"],

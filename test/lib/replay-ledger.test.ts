@@ -124,6 +124,66 @@ describe("replay ledger", () => {
     );
   });
 
+  test("a letter SQS's DLQ redrive puts back on the ingest queue is checked against the same ledger", async () => {
+    const event = usageEvent({ customer: "acct_late", value: 8 });
+    await deadLetterCopies(event, 2);
+    await replay(withLedger());
+    const identifier = meterEventIdentifier(event.id as string, "api_requests");
+    const [letter] = await drainDeadLetters(parts.queues.sqs, parts.queues.deadLetterQueueUrl);
+    const { attributes: _, ...body } = letter as NonNullable<typeof letter>;
+
+    // Two days on, the console's "Start DLQ redrive" moves the second letter to the ingest queue,
+    // beside an event of the app's that is not a letter.
+    stripeAhead = 48 * HOUR_MS;
+    const fresh = usageEvent({ customer: "acct_late", value: 1 });
+    const consumer = createQueueHandler(() =>
+      createConsumerFromConfig(
+        loadConfig(env({ METERHOOK_CUSTOMERS: JSON.stringify({ acct_late: "cus_late" }), ...withLedger() })),
+        { sqs: parts.queues.sqs, logger: silentLogger },
+      ),
+    );
+    const res = await consumer(sqsEvent([sqsRecord(body), sqsRecord(fresh)]), lambdaContext());
+    assert.deepEqual(res.batchItemFailures, []);
+    assert.equal(parts.emulator.ledger.receipts.get(identifier), 1, "the letter's event is not sent again");
+    const freshIdentifier = meterEventIdentifier(fresh.id as string, "api_requests");
+    assert.equal(parts.emulator.ledger.receipts.get(freshIdentifier), 1, "the app's event is billed");
+    const recorded = (await ledgerItems()).map((i) => i.identifier);
+    assert.ok(recorded.includes(identifier));
+    assert.ok(!recorded.includes(freshIdentifier), "what the consumer bills of its own is not in the ledger");
+    assert.equal(await queueDepth(parts.queues.sqs, parts.queues.deadLetterQueueUrl), 0);
+  });
+
+  test("the consumer retries a redriven letter whose ledger it cannot read, and bills the rest of its batch", async () => {
+    const event = usageEvent({ customer: "acct_late", value: 6 });
+    await deadLetterCopies(event, 1);
+    const [letter] = await drainDeadLetters(parts.queues.sqs, parts.queues.deadLetterQueueUrl);
+    const { attributes: _, ...body } = letter as NonNullable<typeof letter>;
+    const fresh = usageEvent({ customer: "acct_late", value: 1 });
+    const consumer = createQueueHandler(() =>
+      createConsumerFromConfig(
+        loadConfig(
+          env({
+            METERHOOK_CUSTOMERS: JSON.stringify({ acct_late: "cus_late" }),
+            ...withLedger("meterhook-no-such-table"),
+          }),
+        ),
+        { sqs: parts.queues.sqs, logger: silentLogger },
+      ),
+    );
+    const records = [sqsRecord(body), sqsRecord(fresh)];
+    const res = await consumer(sqsEvent(records), lambdaContext());
+    assert.deepEqual(
+      res.batchItemFailures.map((f) => f.itemIdentifier),
+      [records[0]?.messageId],
+      "the letter goes back to the queue, for another try",
+    );
+    assert.equal(
+      parts.emulator.ledger.receipts.get(meterEventIdentifier(event.id as string, "api_requests")),
+      undefined,
+    );
+    assert.equal(parts.emulator.ledger.receipts.get(meterEventIdentifier(fresh.id as string, "api_requests")), 1);
+  });
+
   test("a ledger that cannot record: billed all the same, counted, and logged as an error", async () => {
     const event = usageEvent({ customer: "acct_late", value: 9 });
     await deadLetterCopies(event, 1);
