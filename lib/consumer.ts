@@ -163,7 +163,8 @@ export async function processBatch(
   // delivery, or an app reusing an id): Stripe records the first only, so they are repeats.
   let repeats: Set<MeterEvent> | undefined;
   // Identifiers of former dead letters' events, checked against the replay ledger (none without one).
-  const ledgered = deps.replayLedger ? new Set<string>() : undefined;
+  // Made only for a batch that holds one: the consumer's usual batches hold none.
+  let ledgered: Set<string> | undefined;
   // Likewise one cancellation per identifier.
   const cancelIndex = new Map<string, number>();
   const toCancel: CancelTarget[] = [];
@@ -177,7 +178,10 @@ export async function processBatch(
         }
       }
     }
-    if (ledgered && messages[i]?.previousFailure) for (const e of s.events) ledgered.add(e.identifier);
+    if (deps.replayLedger && messages[i]?.previousFailure) {
+      ledgered ??= new Set();
+      for (const e of s.events) ledgered.add(e.identifier);
+    }
     for (const e of s.events) {
       const first = unique.get(e.identifier);
       if (first === undefined) {
@@ -194,7 +198,7 @@ export async function processBatch(
       }
     }
   });
-  const ledger = ledgered && ledgered.size > 0 && deps.replayLedger ? { billedBefore: 0, unrecorded: 0 } : undefined;
+  const ledger = ledgered && deps.replayLedger ? { billedBefore: 0, unrecorded: 0 } : undefined;
   const outcomes = await submitAll(
     toSend,
     aggregating,
