@@ -34,6 +34,8 @@ const env = {
   AWS_ACCESS_KEY_ID: "local",
   AWS_SECRET_ACCESS_KEY: "local",
   METERHOOK_DLQ_URL: "http://127.0.0.1:9/dlq",
+  // As the stack sets it for the consumer: read only for redriven letters, so never at cold start.
+  METERHOOK_REPLAY_LEDGER_TABLE: "meterhook-bench-replay-ledger",
   STRIPE_API_KEY: "sk_test_coldstart",
   NODE_NO_WARNINGS: "1",
 };

@@ -110,17 +110,22 @@ export function createDynamoReplayLedger(options: {
   endpoint?: string;
   tableName: string;
 }): ReplayLedger {
-  const sdk = import("@aws-sdk/client-dynamodb");
+  // Loaded on first use: the consumer that holds a ledger reads it only for redriven letters.
+  let loaded: Promise<typeof import("@aws-sdk/client-dynamodb")> | undefined;
+  const sdk = () => {
+    loaded ??= import("@aws-sdk/client-dynamodb");
+    return loaded;
+  };
   let client: DynamoDBClient | undefined;
   const clientOf = async () => {
-    const { DynamoDBClient } = await sdk;
+    const { DynamoDBClient } = await sdk();
     client ??= new DynamoDBClient(clientOptions(options.region, options.endpoint));
     return client;
   };
   const table = options.tableName;
   return {
     async billed(identifiers) {
-      const [c, { BatchGetItemCommand }] = await Promise.all([clientOf(), sdk]);
+      const [c, { BatchGetItemCommand }] = await Promise.all([clientOf(), sdk()]);
       const found = new Set<string>();
       for (const ids of chunks([...new Set(identifiers)], GET_BATCH)) {
         let keys: Array<Record<string, SdkAttributeValue>> | undefined = ids.map((id) => ({ [LEDGER_KEY]: { S: id } }));
@@ -143,7 +148,7 @@ export function createDynamoReplayLedger(options: {
       return found;
     },
     async record(entries) {
-      const [c, { BatchWriteItemCommand }] = await Promise.all([clientOf(), sdk]);
+      const [c, { BatchWriteItemCommand }] = await Promise.all([clientOf(), sdk()]);
       // One write per identifier: BatchWriteItem refuses a batch that names a key twice.
       const unique = [...new Map(entries.map((e) => [e.identifier, e])).values()];
       for (const part of chunks(unique, WRITE_BATCH)) {
