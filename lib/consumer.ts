@@ -198,22 +198,17 @@ export async function processBatch(
       }
     }
   });
+  // Former dead letters' events go through the replay ledger; the rest as they are.
   const ledger = ledgered && deps.replayLedger ? { billedBefore: 0, unrecorded: 0 } : undefined;
-  const outcomes = await submitAll(
-    toSend,
-    aggregating,
-    deadline,
-    ledger && deps.replayLedger
-      ? {
-          ...deps,
-          submitter: behindLedger(deps.submitter, deps.replayLedger, ledger, deps.logger, {
-            only: ledgered,
-            unreadable: deps.ledgerUnreadable ?? "retry",
-            ...(deps.now ? { now: deps.now } : {}),
-          }),
-        }
-      : deps,
-  );
+  const submitter =
+    ledger && ledgered && deps.replayLedger
+      ? behindLedger(deps.submitter, deps.replayLedger, ledger, deps.logger, {
+          only: ledgered,
+          unreadable: deps.ledgerUnreadable ?? "retry",
+          ...(deps.now ? { now: deps.now } : {}),
+        })
+      : deps.submitter;
+  const outcomes = await submitAll(toSend, aggregating, deadline, deps, submitter);
   // After the batch's events: a cancellation and its event in one batch cancel what was just sent.
   const cancelled = await cancelAll(toCancel, deadline, deps);
 
@@ -592,11 +587,12 @@ async function submitAll(
   aggregating: { rules: AggregationRules; fixed: boolean[] } | undefined,
   deadline: number,
   deps: ConsumerDeps,
+  submitter: MeterEventSubmitter,
 ): Promise<Outcome[]> {
   if (events.length === 0) return [];
-  if (!aggregating) return deps.submitter.submit(events, deadline);
+  if (!aggregating) return submitter.submit(events, deadline);
   const plan = planAggregation(events, aggregating.fixed, aggregating.rules);
-  const sent = await deps.submitter.submit(plan.submit, deadline);
+  const sent = await submitter.submit(plan.submit, deadline);
   const outcomes: Outcome[] = plan.carriedBy.map((j) => sent[j] as SubmitOutcome);
   const back = [...plan.members].filter(([j]) => sent[j]?.kind === "retry");
   if (back.length === 0) return outcomes;

@@ -35,7 +35,7 @@ export interface LedgerCounts {
 
 /**
  * `inner` behind the ledger, for the events whose identifiers are in `only` (those of former
- * dead letters; all of them when unset): those an earlier replay billed are answered billed (a
+ * dead letters): those an earlier replay billed are answered billed (a
  * duplicate) without being sent, and those `inner` bills are recorded. A ledger that cannot be
  * read answers its events `retry`, unsent, or with `unreadable: "stop"` (a replay) throws before
  * anything is sent, so that the replay stops and leaves its letters as they were. One that
@@ -47,11 +47,11 @@ export function behindLedger(
   ledger: ReplayLedger,
   counts: LedgerCounts,
   logger: Logger,
-  options: { only?: ReadonlySet<string>; unreadable: "retry" | "stop"; now?: () => number },
+  options: { only: ReadonlySet<string>; unreadable: "retry" | "stop"; now?: () => number },
 ): MeterEventSubmitter {
   const now = options.now ?? Date.now;
   const { only } = options;
-  const kept = (e: MeterEvent) => only === undefined || only.has(e.identifier);
+  const kept = (e: MeterEvent) => only.has(e.identifier);
   return {
     api: inner.api,
     async submit(events, deadline) {
