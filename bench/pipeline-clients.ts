@@ -232,6 +232,11 @@ function consumerEnv(url: string, api: "v1" | "v2", extra: Record<string, string
     ...(process.env.BENCH_CUSTOMER_CHECK === "off"
       ? {}
       : { METERHOOK_CUSTOMER_CHECK: "on", STRIPE_CUSTOMER_CHECK_MAX_REQUESTS_PER_SECOND: "1000" }),
+    // The replay ledger, as the stack sets it for the consumer: read only for redriven letters,
+    // which the bench sends none of. BENCH_REPLAY_LEDGER=off for a bundle built before it existed.
+    ...(process.env.BENCH_REPLAY_LEDGER === "off"
+      ? {}
+      : { METERHOOK_REPLAY_LEDGER_TABLE: "meterhook-bench-replay-ledger" }),
     // STRIPE_HTTP_CLIENT=undici in the bench's environment measures the undici client instead.
     ...(process.env.STRIPE_HTTP_CLIENT ? { STRIPE_HTTP_CLIENT: process.env.STRIPE_HTTP_CLIENT } : {}),
     ...extra,
