@@ -124,6 +124,53 @@ describe("replay ledger", () => {
     );
   });
 
+  test("many letters, one to three of each event, replayed a few at a time a day or more apart: each event bills once", async () => {
+    // A seeded mulberry32, so that a failure replays exactly.
+    let seed = 20261129;
+    const random = () => {
+      seed = (seed + 0x6d2b79f5) | 0;
+      let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+      t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+      return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+    };
+    const events = Array.from({ length: 120 }, (_, i) =>
+      usageEvent({ customer: "acct_many", value: 1 + (i % 5), id: `many_${i}_${Date.now()}` }),
+    );
+    // Each event dead-lettered one to three times, the copies in batches of mixed events.
+    const records = events.flatMap((e) => Array.from({ length: 1 + Math.floor(random() * 3) }, () => sqsRecord(e)));
+    records.sort(() => random() - 0.5);
+    const handler = createQueueHandler(() =>
+      createConsumerFromConfig(loadConfig(env()), { sqs: parts.queues.sqs, logger: silentLogger }),
+    );
+    for (let i = 0; i < records.length; i += 50) await handler(sqsEvent(records.slice(i, i + 50)), lambdaContext());
+    assert.equal(await queueDepth(parts.queues.sqs, parts.queues.deadLetterQueueUrl), records.length);
+
+    // Replays of 5 to 40 letters, each a day and more after the one before: Stripe has
+    // forgotten every identifier by the next.
+    let billedBefore = 0;
+    for (let round = 0; (await queueDepth(parts.queues.sqs, parts.queues.deadLetterQueueUrl)) > 0; round++) {
+      assert.ok(round < 100, "the DLQ drains");
+      stripeAhead = round * 25 * HOUR_MS;
+      const report = await replayFromConfig(
+        loadConfig(env({ METERHOOK_CUSTOMERS: JSON.stringify({ acct_many: "cus_many" }), ...withLedger() })),
+        { limit: 5 + Math.floor(random() * 36), dryRun: false },
+        { sqs: parts.queues.sqs, logger: silentLogger },
+      );
+      assert.deepEqual([report.deadLettered, report.leftUntouched, report.unrecorded], [{}, 0, 0]);
+      billedBefore += report.billedBefore ?? 0;
+    }
+    for (const e of events) {
+      const identifier = meterEventIdentifier(e.id as string, "api_requests");
+      assert.equal(parts.emulator.ledger.receipts.get(identifier), 1, `${e.id} sent to Stripe once`);
+    }
+    assert.equal(
+      billedTo("cus_many"),
+      events.reduce((sum, e) => sum + (e.value as number), 0),
+    );
+    // Copies replayed in the same run are Stripe's duplicates and the batch's; the others, the ledger's.
+    assert.ok(billedBefore > 0, "some copies were found in the ledger");
+  });
+
   test("a letter SQS's DLQ redrive puts back on the ingest queue is checked against the same ledger", async () => {
     const event = usageEvent({ customer: "acct_late", value: 8 });
     await deadLetterCopies(event, 2);
