@@ -135,7 +135,14 @@ export function createDynamoReplayLedger(options: {
           if (round > 0) await backoff(round);
           const out: BatchGetItemCommandOutput = await c.send(
             new BatchGetItemCommand({
-              RequestItems: { [table]: { Keys: keys, ConsistentRead: true, ProjectionExpression: LEDGER_KEY } },
+              RequestItems: {
+                [table]: {
+                  Keys: keys,
+                  ConsistentRead: true,
+                  ProjectionExpression: "#k",
+                  ExpressionAttributeNames: { "#k": LEDGER_KEY },
+                },
+              },
             }),
           );
           for (const item of out.Responses?.[table] ?? []) {
