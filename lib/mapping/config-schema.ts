@@ -157,6 +157,10 @@ const CacheSettings = {
     ),
 };
 
+/** A number as DynamoDB takes it in a key (at most 38 digits), for a lookup's fixed keys and its customers. */
+const NUMBER = String.raw`-?\d{1,38}(?:\.\d{1,38})?`;
+export const DYNAMO_NUMBER = new RegExp(`^${NUMBER}$`);
+
 /**
  * A `dynamodb` lookup's key attribute: a string (S) template, or a number (N): `{customer}`
  * itself, or a fixed number (a sort key).
@@ -167,7 +171,7 @@ const DynamoKeyValue = z.union([
   z.strictObject({
     N: z
       .string()
-      .regex(/^(?:\{customer\}|-?\d{1,38}(?:\.\d{1,38})?)$/, "{customer}, or a number")
+      .regex(new RegExp(String.raw`^(?:\{customer\}|${NUMBER})$`), "{customer}, or a number")
       .describe("a number attribute"),
   }),
 ]);

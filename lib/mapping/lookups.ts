@@ -1,7 +1,7 @@
 import { type CustomerLookup, isStripeCustomerId, STRIPE_CUSTOMER_PREFIX } from "../customers.js";
 import { CustomerNotFoundError, TransientError } from "../errors.js";
 import type { HttpTransport } from "../stripe/transport.js";
-import { type DynamoKeyValue, keyTemplate } from "./config-schema.js";
+import { DYNAMO_NUMBER, type DynamoKeyValue, keyTemplate } from "./config-schema.js";
 import { evaluate } from "./expressions.js";
 
 /**
@@ -97,9 +97,6 @@ export type GetItem = (request: {
   consistentRead: boolean;
   timeoutMs: number;
 }) => Promise<Record<string, AttributeValue> | undefined>;
-
-/** A number as DynamoDB takes it in a key (at most 38 digits). */
-const DYNAMO_NUMBER = /^-?\d{1,38}(?:\.\d{1,38})?$/;
 
 /**
  * Reads the customer's item from the app's own DynamoDB table: the key's `{customer}` filled in
