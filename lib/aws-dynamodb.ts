@@ -1,12 +1,10 @@
-import type {
-  BatchGetItemCommandOutput,
-  BatchWriteItemCommandOutput,
-  DynamoDBClient,
-  AttributeValue as SdkAttributeValue,
-  WriteRequest,
-} from "@aws-sdk/client-dynamodb";
+import type { DynamoDBClient, AttributeValue as SdkAttributeValue, WriteRequest } from "@aws-sdk/client-dynamodb";
 import type { AttributeValue, GetItem } from "./mapping/lookups.js";
 import type { ReplayLedger } from "./replay-ledger.js";
+import { backoffDelayMs } from "./stripe/retry-policy.js";
+
+/** The AWS SDK's DynamoDB client, imported on first use: most functions never need it. */
+const sdk = () => import("@aws-sdk/client-dynamodb");
 
 /** A client's region, and for another endpoint (a local DynamoDB) placeholder credentials. */
 const clientOptions = (region: string, endpoint: string | undefined) => ({
@@ -22,7 +20,6 @@ const clientOptions = (region: string, endpoint: string | undefined) => ({
  */
 export function createDynamoItemReader(options: { region: string; endpoint?: string }): GetItem {
   const clients = new Map<string, Promise<DynamoDBClient>>();
-  const sdk = () => import("@aws-sdk/client-dynamodb");
   const clientFor = (region: string) => {
     let client = clients.get(region);
     if (!client) {
@@ -62,7 +59,7 @@ export async function scanTable(options: {
   tableName: string;
   attributes: readonly string[];
 }): Promise<Array<Record<string, AttributeValue>>> {
-  const { DynamoDBClient, ScanCommand } = await import("@aws-sdk/client-dynamodb");
+  const { DynamoDBClient, ScanCommand } = await sdk();
   const client = new DynamoDBClient(clientOptions(options.region, options.endpoint));
   const names = Object.fromEntries(options.attributes.map((a, i) => [`#a${i}`, a]));
   const items: Array<Record<string, AttributeValue>> = [];
@@ -93,33 +90,43 @@ export const LEDGER_EXPIRY = "expiresAt";
 /** BatchGetItem takes 100 keys, BatchWriteItem 25 writes. */
 const GET_BATCH = 100;
 const WRITE_BATCH = 25;
-/** Rounds for what DynamoDB leaves unprocessed (throttled) before the call fails. */
+/** Calls for what DynamoDB leaves unprocessed (throttled) before the batch fails. */
 const UNPROCESSED_ROUNDS = 5;
+/** Between them, capped exponential backoff with jitter, as AWS advises for batch operations. */
+const UNPROCESSED_BACKOFF = { baseDelayMs: 50, maxDelayMs: 1_000 };
 
 const chunks = <T>(items: readonly T[], size: number): T[][] =>
   Array.from({ length: Math.ceil(items.length / size) }, (_, i) => items.slice(i * size, (i + 1) * size));
-const backoff = (round: number) => new Promise((resolve) => setTimeout(resolve, 50 * 2 ** round));
+
+/** Calls `call` with `items`, then with what it answers it left unprocessed, until none is left. */
+async function untilProcessed<T>(
+  items: T[],
+  what: string,
+  call: (items: T[]) => Promise<T[] | undefined>,
+): Promise<void> {
+  let left: T[] | undefined = items;
+  for (let round = 0; left && left.length > 0; round++) {
+    if (round === UNPROCESSED_ROUNDS) throw new Error(`DynamoDB left ${left.length} ${what} unprocessed`);
+    if (round > 0)
+      await new Promise((resolve) => setTimeout(resolve, backoffDelayMs(round - 1, UNPROCESSED_BACKOFF, Math.random)));
+    left = await call(left);
+  }
+}
 
 /**
  * The replay ledger in a DynamoDB table keyed by `identifier` (a string), whose items expire by
  * their `expiresAt` (the table's TTL attribute): consistent reads, so a replay sees what one that
- * ended just before recorded.
+ * ended just before recorded. The client is made on the ledger's first use: the consumer that
+ * holds a ledger reads it only for redriven letters.
  */
 export function createDynamoReplayLedger(options: {
   region: string;
   endpoint?: string;
   tableName: string;
 }): ReplayLedger {
-  // Loaded on first use: the consumer that holds a ledger reads it only for redriven letters.
-  let loaded: Promise<typeof import("@aws-sdk/client-dynamodb")> | undefined;
-  const sdk = () => {
-    loaded ??= import("@aws-sdk/client-dynamodb");
-    return loaded;
-  };
-  let client: DynamoDBClient | undefined;
-  const clientOf = async () => {
-    const { DynamoDBClient } = await sdk();
-    client ??= new DynamoDBClient(clientOptions(options.region, options.endpoint));
+  let client: Promise<DynamoDBClient> | undefined;
+  const clientOf = () => {
+    client ??= sdk().then(({ DynamoDBClient }) => new DynamoDBClient(clientOptions(options.region, options.endpoint)));
     return client;
   };
   const table = options.tableName;
@@ -128,16 +135,13 @@ export function createDynamoReplayLedger(options: {
       const [c, { BatchGetItemCommand }] = await Promise.all([clientOf(), sdk()]);
       const found = new Set<string>();
       for (const ids of chunks([...new Set(identifiers)], GET_BATCH)) {
-        let keys: Array<Record<string, SdkAttributeValue>> | undefined = ids.map((id) => ({ [LEDGER_KEY]: { S: id } }));
-        for (let round = 0; keys && keys.length > 0; round++) {
-          if (round === UNPROCESSED_ROUNDS)
-            throw new Error(`DynamoDB left ${keys.length} reads of ${table} unprocessed`);
-          if (round > 0) await backoff(round);
-          const out: BatchGetItemCommandOutput = await c.send(
+        const keys = ids.map((id): Record<string, SdkAttributeValue> => ({ [LEDGER_KEY]: { S: id } }));
+        await untilProcessed(keys, `reads of ${table}`, async (Keys) => {
+          const out = await c.send(
             new BatchGetItemCommand({
               RequestItems: {
                 [table]: {
-                  Keys: keys,
+                  Keys,
                   ConsistentRead: true,
                   ProjectionExpression: "#k",
                   ExpressionAttributeNames: { "#k": LEDGER_KEY },
@@ -149,8 +153,8 @@ export function createDynamoReplayLedger(options: {
             const id = item[LEDGER_KEY]?.S;
             if (id) found.add(id);
           }
-          keys = out.UnprocessedKeys?.[table]?.Keys;
-        }
+          return out.UnprocessedKeys?.[table]?.Keys;
+        });
       }
       return found;
     },
@@ -159,25 +163,22 @@ export function createDynamoReplayLedger(options: {
       // One write per identifier: BatchWriteItem refuses a batch that names a key twice.
       const unique = [...new Map(entries.map((e) => [e.identifier, e])).values()];
       for (const part of chunks(unique, WRITE_BATCH)) {
-        let writes: WriteRequest[] | undefined = part.map((e) => ({
-          PutRequest: {
-            Item: {
-              [LEDGER_KEY]: { S: e.identifier },
-              eventName: { S: e.eventName },
-              billedAt: { S: e.billedAt },
-              [LEDGER_EXPIRY]: { N: String(e.expiresAt) },
+        const writes = part.map(
+          (e): WriteRequest => ({
+            PutRequest: {
+              Item: {
+                [LEDGER_KEY]: { S: e.identifier },
+                eventName: { S: e.eventName },
+                billedAt: { S: e.billedAt },
+                [LEDGER_EXPIRY]: { N: String(e.expiresAt) },
+              },
             },
-          },
-        }));
-        for (let round = 0; writes && writes.length > 0; round++) {
-          if (round === UNPROCESSED_ROUNDS)
-            throw new Error(`DynamoDB left ${writes.length} writes to ${table} unprocessed`);
-          if (round > 0) await backoff(round);
-          const out: BatchWriteItemCommandOutput = await c.send(
-            new BatchWriteItemCommand({ RequestItems: { [table]: writes } }),
-          );
-          writes = out.UnprocessedItems?.[table];
-        }
+          }),
+        );
+        await untilProcessed(writes, `writes to ${table}`, async (w) => {
+          const out = await c.send(new BatchWriteItemCommand({ RequestItems: { [table]: w } }));
+          return out.UnprocessedItems?.[table];
+        });
       }
     },
   };

@@ -114,7 +114,11 @@ export function classifyNetworkError(err: unknown): Verdict {
 }
 
 /** Capped exponential backoff with jitter in [50%, 100%] of the step, as stripe-node does. */
-export function backoffDelayMs(retryIndex: number, opts: RetryOptions, random: () => number): number {
+export function backoffDelayMs(
+  retryIndex: number,
+  opts: Pick<RetryOptions, "baseDelayMs" | "maxDelayMs">,
+  random: () => number,
+): number {
   const step = Math.min(opts.baseDelayMs * 2 ** retryIndex, opts.maxDelayMs);
   return Math.max(opts.baseDelayMs / 2, step * (0.5 + 0.5 * random()));
 }
