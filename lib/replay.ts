@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import { type ConsumerDeps, processBatch, type QueueMessage } from "./consumer.js";
 import { fromDeadLetter, isDeadLetterBody, pastDedupeWindow } from "./dead-letter.js";
 import type { OutgoingMessage, QueueReader, QueueSender } from "./queue.js";
-import { type LedgerCounts, type ReplayLedger, readOnly } from "./replay-ledger.js";
+import { type ReplayLedger, readOnly } from "./replay-ledger.js";
 import { billEverything } from "./stripe/submitter.js";
 import { isEventBridgeEvent, TRIGGER_FORMAT, type TriggerMessage } from "./triggers.js";
 
@@ -133,6 +133,7 @@ export async function replayDeadLetters(
   options: ReplayOptions,
 ): Promise<ReplayReport> {
   const now = options.now ?? Date.now;
+  const ledger = options.ledger ?? deps.replayLedger;
   const report: ReplayReport = {
     dryRun: options.dryRun,
     examined: 0,
@@ -142,6 +143,7 @@ export async function replayDeadLetters(
     leftUntouched: 0,
     pastDedupeWindow: 0,
     ...(options.codes ? { notSelected: 0 } : {}),
+    ...(ledger ? { billedBefore: 0, unrecorded: 0 } : {}),
   };
   const codes = options.codes ? new Set(options.codes) : undefined;
   /** Letters taken off the queue so far: those replayed, and those of other codes put back. */
@@ -162,8 +164,6 @@ export async function replayDeadLetters(
         messages.map((m) => ({ ...m, attributes: { ...m.attributes, [REPLAY_ATTRIBUTE]: run } })),
       ),
   };
-  const ledger = options.ledger ?? deps.replayLedger;
-  const counts: LedgerCounts = { billedBefore: 0, unrecorded: 0 };
   const runDeps: ConsumerDeps = {
     ...deps,
     submitter: options.dryRun ? (deps.submitter.dryRun?.() ?? billEverything) : deps.submitter,
@@ -235,8 +235,8 @@ export async function replayDeadLetters(
       }
       report.billed += result.billed;
       if (result.ledger) {
-        counts.billedBefore += result.ledger.billedBefore;
-        counts.unrecorded += result.ledger.unrecorded;
+        report.billedBefore = (report.billedBefore ?? 0) + result.ledger.billedBefore;
+        report.unrecorded = (report.unrecorded ?? 0) + result.ledger.unrecorded;
       }
       report.cancelled += result.cancelled + result.alreadyCancelled;
       for (const [code, n] of Object.entries(result.deadLettered))
@@ -260,10 +260,6 @@ export async function replayDeadLetters(
         ),
       );
     }
-  }
-  if (ledger) {
-    report.billedBefore = counts.billedBefore;
-    report.unrecorded = counts.unrecorded;
   }
   // Also in the logs: an invocation nobody waits on (an asynchronous one) discards its answer.
   if (report.stoppedForTime)
