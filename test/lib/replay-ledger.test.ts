@@ -9,7 +9,7 @@ import { createLogger, silentLogger } from "../../lib/logger.js";
 import { meterEventIdentifier } from "../../lib/meter-event.js";
 import type { ReplayOptions } from "../../lib/replay.js";
 import type { ReplayLedger } from "../../lib/replay-ledger.js";
-import { startTestDynamo, type TestDynamo } from "../helpers/dynamodb.js";
+import { startTestDynamo, startUnprocessingProxy, type TestDynamo } from "../helpers/dynamodb.js";
 import { lambdaContext, sqsEvent, sqsRecord, usageEvent } from "../helpers/factories.js";
 import { consumerEnv, usePipelineParts } from "../helpers/pipeline.js";
 import { drain, drainDeadLetters, queueDepth } from "../helpers/sqs.js";
@@ -254,5 +254,72 @@ describe("replay ledger", () => {
     const logged = lines.map((l) => JSON.parse(l)).find((l) => /could not record/.test(l.message));
     assert.ok(logged, "an error line says so");
     assert.deepEqual(logged.identifiers, [meterEventIdentifier(event.id as string, "api_requests")]);
+  });
+  test("keys and writes a throttled DynamoDB leaves unprocessed are sent again until done", async () => {
+    // Half of every batch call's keys or writes, rounded down, left for the next round: a call of
+    // 20 takes five rounds (20, 10, 5, 2, 1), the most the ledger makes.
+    const proxy = await startUnprocessingProxy(dynamo.endpoint, (_, n) => Math.floor(n / 2));
+    try {
+      const events = Array.from({ length: 20 }, (_, i) =>
+        usageEvent({ customer: "acct_late", value: 1, id: `throttled_${i}_${Date.now()}` }),
+      );
+      const identifiers = events.map((e) => meterEventIdentifier(e.id as string, "api_requests"));
+      const handler = createQueueHandler(() =>
+        createConsumerFromConfig(loadConfig(env()), { sqs: parts.queues.sqs, logger: silentLogger }),
+      );
+      const deadLetterAll = () => handler(sqsEvent(events.map((e) => sqsRecord(e))), lambdaContext());
+      const throttled = { DYNAMODB_ENDPOINT: proxy.endpoint, ...withLedger() };
+
+      await deadLetterAll();
+      const first = await replay(throttled, { limit: 20 });
+      assert.deepEqual([first.billed, first.unrecorded], [20, 0]);
+      assert.ok(proxy.left.BatchWriteItem > 0, "writes were left unprocessed");
+      const recorded = new Set((await ledgerItems()).map((i) => i.identifier));
+      assert.deepEqual(
+        identifiers.filter((id) => !recorded.has(id)),
+        [],
+        "every billed event is recorded",
+      );
+
+      // The same events' second letters, two days on: every one is found, through throttled reads.
+      await deadLetterAll();
+      stripeAhead = 48 * HOUR_MS;
+      const second = await replay(throttled, { limit: 20 });
+      assert.deepEqual([second.billed, second.billedBefore, second.deadLettered], [20, 20, {}]);
+      assert.ok(proxy.left.BatchGetItem > 0, "reads were left unprocessed");
+      for (const id of identifiers) assert.equal(parts.emulator.ledger.receipts.get(id), 1, `${id} sent once`);
+    } finally {
+      await proxy.stop();
+    }
+  });
+
+  test("a DynamoDB that keeps leaving reads unprocessed stops the replay; writes, and they are counted unrecorded", async () => {
+    const event = usageEvent({ customer: "acct_late", value: 2 });
+    await deadLetterCopies(event, 1);
+    const sentBefore = parts.emulator.ledger.events.length;
+    const reads = await startUnprocessingProxy(dynamo.endpoint, (op, n) => (op === "BatchGetItem" ? n : 0));
+    try {
+      await assert.rejects(
+        replay({ DYNAMODB_ENDPOINT: reads.endpoint, ...withLedger() }),
+        /the replay ledger could not be read, so nothing was sent: DynamoDB left 1 reads of meterhook-test-replay-ledger unprocessed/,
+      );
+    } finally {
+      await reads.stop();
+    }
+    assert.equal(reads.left.BatchGetItem, 5, "five rounds, then it gives up");
+    assert.equal(parts.emulator.ledger.events.length, sentBefore, "nothing sent to Stripe");
+    assert.equal(await queueDepth(parts.queues.sqs, parts.queues.deadLetterQueueUrl), 1, "the letter stays");
+
+    const writes = await startUnprocessingProxy(dynamo.endpoint, (op) => (op === "BatchWriteItem" ? 1 : 0));
+    try {
+      const report = await replay({ DYNAMODB_ENDPOINT: writes.endpoint, ...withLedger() });
+      assert.deepEqual([report.billed, report.billedBefore, report.unrecorded], [1, 0, 1]);
+    } finally {
+      await writes.stop();
+    }
+    assert.equal(writes.left.BatchWriteItem, 5);
+    assert.equal(await queueDepth(parts.queues.sqs, parts.queues.deadLetterQueueUrl), 0, "billed, so settled");
+    const identifier = meterEventIdentifier(event.id as string, "api_requests");
+    assert.ok(!(await ledgerItems()).some((i) => i.identifier === identifier), "and not in the ledger");
   });
 });
