@@ -2,7 +2,9 @@ import type { Context } from "aws-lambda";
 import * as z from "zod";
 import { replayFromConfig } from "../lib/app.js";
 import { loadConfig } from "../lib/config.js";
+import { MetricsRecorder } from "../lib/metrics.js";
 import type { ReplayReport } from "../lib/replay.js";
+import { publishMetrics } from "./support/observability.js";
 
 /**
  * Invoke with `{"limit": 100, "dryRun": true}` (all optional; default limit 100, not a dry run;
@@ -19,6 +21,8 @@ const ReplayRequestSchema = z.strictObject({
     .optional(),
 });
 
+const metrics = new MetricsRecorder();
+
 export const handler = async (
   event: unknown,
   context?: Pick<Context, "getRemainingTimeInMillis">,
@@ -26,5 +30,14 @@ export const handler = async (
   const request = ReplayRequestSchema.parse(event ?? {});
   // Stop taking letters before Lambda's timeout ends the invocation without a report.
   const deadline = context ? Date.now() + context.getRemainingTimeInMillis() : undefined;
-  return replayFromConfig(loadConfig(), { ...request, ...(deadline !== undefined ? { deadline } : {}) });
+  try {
+    return await replayFromConfig(
+      loadConfig(),
+      { ...request, ...(deadline !== undefined ? { deadline } : {}) },
+      { metrics },
+    );
+  } finally {
+    // What the replay billed and dead-lettered, and what its ledger did, as the consumer's are.
+    publishMetrics(metrics, "dlq-replay");
+  }
 };

@@ -199,7 +199,7 @@ export async function processBatch(
     }
   });
   // Former dead letters' events go through the replay ledger; the rest as they are.
-  const ledger = ledgered && deps.replayLedger ? { billedBefore: 0, unrecorded: 0 } : undefined;
+  const ledger = ledgered && deps.replayLedger ? { billedBefore: 0, unrecorded: 0, unreadable: 0 } : undefined;
   const submitter =
     ledger && ledgered && deps.replayLedger
       ? behindLedger(deps.submitter, deps.replayLedger, ledger, deps.logger, {
@@ -243,6 +243,11 @@ export async function processBatch(
   if (result.requeued > 0) metrics.count(Metric.eventsRequeued, result.requeued);
   metrics.count(Metric.eventsRetried, retrying);
   for (const [code, n] of Object.entries(result.deadLettered)) metrics.count(Metric.eventsDeadLettered, n, { code });
+  if (ledger) {
+    metrics.count(Metric.replayLedgerHits, ledger.billedBefore);
+    metrics.count(Metric.replayLedgerUnrecorded, ledger.unrecorded);
+    metrics.count(Metric.replayLedgerUnreadable, ledger.unreadable);
+  }
   return result;
 }
 

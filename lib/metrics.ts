@@ -111,6 +111,12 @@ export const Metric = {
    * check is off until the key is fixed (alarmed, unlike a cold start's events waiting for a turn).
    */
   eventsCustomerCheckOff: "EventsCustomerCheckOff",
+  /** Former dead letters' meter events not sent because an earlier replay billed them (lib/replay-ledger.ts); also in EventsAlreadyBilled. */
+  replayLedgerHits: "ReplayLedgerHits",
+  /** Meter events billed that the replay ledger could not record: a copy replayed a day later would bill again. */
+  replayLedgerUnrecorded: "ReplayLedgerUnrecorded",
+  /** Former dead letters' meter events retried because the replay ledger could not be read. */
+  replayLedgerUnreadable: "ReplayLedgerUnreadable",
   stripeRequests: "StripeRequests",
   stripeLatency: "StripeLatency",
 } as const;

@@ -31,6 +31,8 @@ export interface LedgerCounts {
   billedBefore: number;
   /** Meter events billed now that the ledger could not record (logged as errors). */
   unrecorded: number;
+  /** Meter events answered `retry`, unsent, because the ledger could not be read (the consumer's). */
+  unreadable: number;
 }
 
 /**
@@ -70,6 +72,7 @@ export function behindLedger(
           reason: reasonOf(err),
         });
         unreadable = { kind: "retry", reason, unsent: true };
+        counts.unreadable += checked.length;
       }
       const send: MeterEvent[] = [];
       const at: number[] = [];

@@ -23,7 +23,7 @@ import type { DeadLetterBody } from "../../lib/dead-letter.js";
 import { DLQ_RETENTION_SECONDS } from "../../lib/dlq-summary.js";
 import { silentLogger } from "../../lib/logger.js";
 import { AuthSchema } from "../../lib/mapping/config-schema.js";
-import { MetricsRecorder } from "../../lib/metrics.js";
+import { Metric, MetricsRecorder } from "../../lib/metrics.js";
 import { MAX_MESSAGE_BYTES } from "../../lib/queue.js";
 import { signWebhook } from "../../lib/webhooks/sign.js";
 import { BUDGET_KIB, COLD_START_BUDGET_KIB } from "../../scripts/bundle-budgets.js";
@@ -726,6 +726,29 @@ describe("packaged CloudFormation template", () => {
     assertConsumerAlarm("EventsCustomerCheckOff");
   });
 
+  test("an alarm fires when the replay ledger cannot record what Stripe billed, or the consumer cannot read it", () => {
+    const alarm = ofType("AWS::CloudWatch::Alarm")
+      .map(([, a]) => a.Properties)
+      .find((a) => a.AlarmName?.endsWith?.("-replay-ledger-faults"));
+    assert.ok(alarm, "the alarm");
+    assert.equal(alarm.Threshold, 1);
+    const watched = alarm.Metrics.filter((m: Json) => m.MetricStat).map((m: Json) => {
+      const { Namespace, MetricName, Dimensions } = m.MetricStat.Metric;
+      assert.equal(Namespace, "meterhook");
+      const dims = Object.fromEntries(Dimensions.map((d: Json) => [d.Name, d.Value]));
+      assert.deepEqual(Object.keys(dims), ["service", "function"]);
+      assert.equal(m.MetricStat.Stat, "Sum");
+      return `${MetricName} ${dims.function}`;
+    });
+    assert.deepEqual(watched, [
+      `${Metric.replayLedgerUnrecorded} ingest-queue`,
+      `${Metric.replayLedgerUnrecorded} dlq-replay`,
+      `${Metric.replayLedgerUnreadable} ingest-queue`,
+    ]);
+    const [expression] = alarm.Metrics.filter((m: Json) => m.ReturnData);
+    assert.match(expression.Expression, /^FILL\(\w+, 0\)( \+ FILL\(\w+, 0\)){2}$/);
+  });
+
   test("the HTTP API gets METERHOOK_EVENTS_PER_MESSAGE from the eventsPerMessage param, 1 (no packs) by default", () => {
     const env = resources.HttpApiLambdaFunction.Properties.Environment.Variables;
     assert.equal(String(env.METERHOOK_EVENTS_PER_MESSAGE), "1");
@@ -1189,8 +1212,12 @@ describe("bundles", () => {
         child.stdin.end(JSON.stringify(event));
         const [code] = await once(child, "exit");
         assert.equal(code, 0, `${name} exited with ${code}: ${out}`);
-        return JSON.parse(out.trim().split("\n").at(-1) as string);
+        const lines = out.trim().split("\n");
+        printed.set(name, lines.slice(0, -1));
+        return JSON.parse(lines.at(-1) as string);
       };
+      // What each function printed before its answer, by name: the last run's.
+      const printed = new Map<string, string[]>();
       const billed = usageEvent({ customer: "cus_bundle", value: 5 });
       const unmapped = usageEvent({ customer: "acct_nobody" });
       const unmetered = usageEvent({ customer: "cus_bundle", event_name: "not_a_meter" });
@@ -1247,6 +1274,12 @@ describe("bundles", () => {
         ["cus_bundle", 5],
         ["cus_later", 3],
       ]);
+      // Its metrics, as the consumer's, under its own name.
+      const replayed = (printed.get("dlq-replay") ?? [])
+        .filter((l) => l.startsWith("{"))
+        .map((l) => JSON.parse(l))
+        .find((d) => "EventsBilled" in d);
+      assert.deepEqual([replayed?.function, replayed?.EventsReceived, replayed?.EventsBilled], ["dlq-replay", 2, 2]);
       assert.equal(await queueDepth(parts.queues.sqs, parts.queues.deadLetterQueueUrl), 0);
       // The bundle takes the operator's go-ahead for letters past Stripe's duplicate window.
       // ...and a list of the codes to replay, which it reports on.

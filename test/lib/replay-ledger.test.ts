@@ -7,6 +7,7 @@ import { createDynamoReplayLedger } from "../../lib/aws-dynamodb.js";
 import { loadConfig } from "../../lib/config.js";
 import { createLogger, silentLogger } from "../../lib/logger.js";
 import { meterEventIdentifier } from "../../lib/meter-event.js";
+import { Metric, MetricsRecorder } from "../../lib/metrics.js";
 import type { ReplayOptions } from "../../lib/replay.js";
 import type { ReplayLedger } from "../../lib/replay-ledger.js";
 import { startTestDynamo, startUnprocessingProxy, type TestDynamo } from "../helpers/dynamodb.js";
@@ -44,12 +45,14 @@ async function deadLetterCopies(event: Record<string, unknown>, copies: number) 
   assert.equal(await queueDepth(parts.queues.sqs, parts.queues.deadLetterQueueUrl), before + copies);
 }
 /** A replay once the customer is mapped, as `npm run replay` runs it with this environment. */
-const replay = (extra: Record<string, string>, options: Partial<ReplayOptions> = {}) =>
+const replay = (extra: Record<string, string>, options: Partial<ReplayOptions> = {}, metrics?: MetricsRecorder) =>
   replayFromConfig(
     loadConfig(env({ METERHOOK_CUSTOMERS: JSON.stringify({ acct_late: "cus_late" }), ...extra })),
     { limit: 1, dryRun: false, ...options },
-    { sqs: parts.queues.sqs, logger: silentLogger },
+    { sqs: parts.queues.sqs, logger: silentLogger, ...(metrics ? { metrics } : {}) },
   );
+/** The count `recorder` holds for metric `name` (undefined if none), emptying it. */
+const counted = (recorder: MetricsRecorder, name: string) => recorder.drain().find((p) => p.name === name)?.values[0];
 const billedTo = (customer: string) =>
   parts.emulator.ledger.summaries().find((s) => s.customer === customer)?.aggregated_value ?? 0;
 const ledgerItems = async () =>
@@ -77,7 +80,9 @@ describe("replay ledger", () => {
 
     // Two days on, Stripe no longer knows the identifier; the ledger does.
     stripeAhead = 48 * HOUR_MS;
-    const second = await replay(withLedger());
+    const metrics = new MetricsRecorder();
+    const second = await replay(withLedger(), {}, metrics);
+    assert.equal(counted(metrics, Metric.replayLedgerHits), 1);
     assert.equal(second.billed, 1, "the second letter is settled as billed");
     assert.equal(second.billedBefore, 1);
     assert.deepEqual(second.deadLettered, {});
@@ -206,6 +211,7 @@ describe("replay ledger", () => {
     const [letter] = await drainDeadLetters(parts.queues.sqs, parts.queues.deadLetterQueueUrl);
     const { attributes: _, ...body } = letter as NonNullable<typeof letter>;
     const fresh = usageEvent({ customer: "acct_late", value: 1 });
+    const metrics = new MetricsRecorder();
     const consumer = createQueueHandler(() =>
       createConsumerFromConfig(
         loadConfig(
@@ -214,7 +220,7 @@ describe("replay ledger", () => {
             ...withLedger("meterhook-no-such-table"),
           }),
         ),
-        { sqs: parts.queues.sqs, logger: silentLogger },
+        { sqs: parts.queues.sqs, logger: silentLogger, metrics },
       ),
     );
     const records = [sqsRecord(body), sqsRecord(fresh)];
@@ -229,6 +235,7 @@ describe("replay ledger", () => {
       undefined,
     );
     assert.equal(parts.emulator.ledger.receipts.get(meterEventIdentifier(fresh.id as string, "api_requests")), 1);
+    assert.equal(counted(metrics, Metric.replayLedgerUnreadable), 1, "counted, for the alarm");
   });
 
   test("a ledger that cannot record: billed all the same, counted, and logged as an error", async () => {
@@ -244,12 +251,14 @@ describe("replay ledger", () => {
     };
     const lines: string[] = [];
     const logger = createLogger({ level: "error", write: (line) => lines.push(line) });
+    const metrics = new MetricsRecorder();
     const report = await replayFromConfig(
       loadConfig(env({ METERHOOK_CUSTOMERS: JSON.stringify({ acct_late: "cus_late" }) })),
       { limit: 1, dryRun: false, ledger: refusing },
-      { sqs: parts.queues.sqs, logger },
+      { sqs: parts.queues.sqs, logger, metrics },
     );
     assert.deepEqual([report.billed, report.billedBefore, report.unrecorded], [1, 0, 1]);
+    assert.equal(counted(metrics, Metric.replayLedgerUnrecorded), 1, "counted, for the alarm");
     assert.equal(await queueDepth(parts.queues.sqs, parts.queues.deadLetterQueueUrl), 0, "the letter is settled");
     const logged = lines.map((l) => JSON.parse(l)).find((l) => /could not record/.test(l.message));
     assert.ok(logged, "an error line says so");
