@@ -1,6 +1,6 @@
 import type { DynamoDBClient, AttributeValue as SdkAttributeValue, WriteRequest } from "@aws-sdk/client-dynamodb";
 import type { AttributeValue, GetItem } from "./mapping/lookups.js";
-import type { ReplayLedger } from "./replay-ledger.js";
+import type { LedgerMark, ReplayLedger } from "./replay-ledger.js";
 import { backoffDelayMs } from "./stripe/retry-policy.js";
 
 /** The AWS SDK's DynamoDB client, imported on first use: most functions never need it. */
@@ -116,8 +116,10 @@ async function untilProcessed<T>(
 /**
  * The replay ledger in a DynamoDB table keyed by `identifier` (a string), whose items expire by
  * their `expiresAt` (the table's TTL attribute): consistent reads, so a replay sees what one that
- * ended just before recorded. The client is made on the ledger's first use: the consumer that
- * holds a ledger reads it only for redriven letters.
+ * ended just before recorded. An item is `state` `sending` with `sentAt`, or `billed` with
+ * `billedAt` (an item without `state`, written before marks existed, is billed). The client is
+ * made on the ledger's first use: the consumer that holds a ledger reads it only for redriven
+ * letters.
  */
 export function createDynamoReplayLedger(options: {
   region: string;
@@ -130,10 +132,20 @@ export function createDynamoReplayLedger(options: {
     return client;
   };
   const table = options.tableName;
+  /** Writes (puts or deletes), 25 a call, each call until DynamoDB has processed them all. */
+  const write = async (writes: WriteRequest[]) => {
+    const [c, { BatchWriteItemCommand }] = await Promise.all([clientOf(), sdk()]);
+    for (const part of chunks(writes, WRITE_BATCH)) {
+      await untilProcessed(part, `writes to ${table}`, async (w) => {
+        const out = await c.send(new BatchWriteItemCommand({ RequestItems: { [table]: w } }));
+        return out.UnprocessedItems?.[table];
+      });
+    }
+  };
   return {
-    async billed(identifiers) {
+    async marks(identifiers) {
       const [c, { BatchGetItemCommand }] = await Promise.all([clientOf(), sdk()]);
-      const found = new Set<string>();
+      const found = new Map<string, LedgerMark>();
       for (const ids of chunks([...new Set(identifiers)], GET_BATCH)) {
         const keys = ids.map((id): Record<string, SdkAttributeValue> => ({ [LEDGER_KEY]: { S: id } }));
         await untilProcessed(keys, `reads of ${table}`, async (Keys) => {
@@ -143,15 +155,20 @@ export function createDynamoReplayLedger(options: {
                 [table]: {
                   Keys,
                   ConsistentRead: true,
-                  ProjectionExpression: "#k",
-                  ExpressionAttributeNames: { "#k": LEDGER_KEY },
+                  // Through names: `state` is one of DynamoDB's reserved words.
+                  ProjectionExpression: "#k, #s, #t",
+                  ExpressionAttributeNames: { "#k": LEDGER_KEY, "#s": "state", "#t": "sentAt" },
                 },
               },
             }),
           );
           for (const item of out.Responses?.[table] ?? []) {
             const id = item[LEDGER_KEY]?.S;
-            if (id) found.add(id);
+            if (!id) continue;
+            // A sending mark whose time cannot be read counts as sent long ago: held, never resent.
+            if (item.state?.S === "sending")
+              found.set(id, { state: "sending", since: Date.parse(item.sentAt?.S ?? "") });
+            else found.set(id, { state: "billed" });
           }
           return out.UnprocessedKeys?.[table]?.Keys;
         });
@@ -159,27 +176,26 @@ export function createDynamoReplayLedger(options: {
       return found;
     },
     async record(entries) {
-      const [c, { BatchWriteItemCommand }] = await Promise.all([clientOf(), sdk()]);
       // One write per identifier: BatchWriteItem refuses a batch that names a key twice.
       const unique = [...new Map(entries.map((e) => [e.identifier, e])).values()];
-      for (const part of chunks(unique, WRITE_BATCH)) {
-        const writes = part.map(
+      await write(
+        unique.map(
           (e): WriteRequest => ({
             PutRequest: {
               Item: {
                 [LEDGER_KEY]: { S: e.identifier },
                 eventName: { S: e.eventName },
-                billedAt: { S: e.billedAt },
+                state: { S: e.state },
+                [e.state === "billed" ? "billedAt" : "sentAt"]: { S: e.at },
                 [LEDGER_EXPIRY]: { N: String(e.expiresAt) },
               },
             },
           }),
-        );
-        await untilProcessed(writes, `writes to ${table}`, async (w) => {
-          const out = await c.send(new BatchWriteItemCommand({ RequestItems: { [table]: w } }));
-          return out.UnprocessedItems?.[table];
-        });
-      }
+        ),
+      );
+    },
+    async forget(identifiers) {
+      await write([...new Set(identifiers)].map((id) => ({ DeleteRequest: { Key: { [LEDGER_KEY]: { S: id } } } })));
     },
   };
 }

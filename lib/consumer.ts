@@ -19,7 +19,7 @@ import {
   type Step,
 } from "./prepare.js";
 import type { OutgoingMessage, QueueSender } from "./queue.js";
-import { behindLedger, type LedgerCounts, type ReplayLedger } from "./replay-ledger.js";
+import { behindLedger, type LedgerCounts, type LedgerOptions, type ReplayLedger } from "./replay-ledger.js";
 import { fromSnsNotification } from "./sns.js";
 import type { Canceller } from "./stripe/meter-event-adjustments.js";
 import type { MeterEventSubmitter, SubmitOutcome } from "./stripe/submitter.js";
@@ -101,12 +101,15 @@ export interface ConsumerDeps {
   /** SQS DelaySeconds of a pack's events to retry: the wait SQS's visibility timeout gives others. */
   packRetryDelaySeconds?: number;
   /**
-   * What replays billed (lib/replay-ledger.ts), for the events of former dead letters only (a
+   * What replays sent and billed (lib/replay-ledger.ts), for the events of former dead letters only (a
    * replay's, or letters SQS's DLQ redrive put back): those billed before are not sent again.
    */
   replayLedger?: ReplayLedger;
-  /** A ledger that cannot be read: the letters' events are retried, or (a replay) the batch stops, throwing. */
-  ledgerUnreadable?: "retry" | "stop";
+  /**
+   * How the ledger is used (lib/replay-ledger.ts LedgerOptions); by default as the consumer does:
+   * a ledger that cannot be read or marked retries the letters' events, and the clock is `now`.
+   */
+  ledgerPolicy?: Omit<LedgerOptions, "only">;
 }
 
 export interface BatchResult {
@@ -199,13 +202,15 @@ export async function processBatch(
     }
   });
   // Former dead letters' events go through the replay ledger; the rest as they are.
-  const ledger = ledgered && deps.replayLedger ? { billedBefore: 0, unrecorded: 0, unreadable: 0 } : undefined;
+  const ledger =
+    ledgered && deps.replayLedger ? { billedBefore: 0, unrecorded: 0, unavailable: 0, heldSent: 0 } : undefined;
   const submitter =
     ledger && ledgered && deps.replayLedger
       ? behindLedger(deps.submitter, deps.replayLedger, ledger, deps.logger, {
           only: ledgered,
-          unreadable: deps.ledgerUnreadable ?? "retry",
+          unreadable: "retry",
           ...(deps.now ? { now: deps.now } : {}),
+          ...deps.ledgerPolicy,
         })
       : deps.submitter;
   const outcomes = await submitAll(toSend, aggregating, deadline, deps, submitter);
@@ -246,7 +251,8 @@ export async function processBatch(
   if (ledger) {
     metrics.count(Metric.replayLedgerHits, ledger.billedBefore);
     metrics.count(Metric.replayLedgerUnrecorded, ledger.unrecorded);
-    metrics.count(Metric.replayLedgerUnreadable, ledger.unreadable);
+    metrics.count(Metric.replayLedgerUnavailable, ledger.unavailable);
+    metrics.count(Metric.replayLedgerHeld, ledger.heldSent);
   }
   return result;
 }

@@ -113,10 +113,12 @@ export const Metric = {
   eventsCustomerCheckOff: "EventsCustomerCheckOff",
   /** Former dead letters' meter events not sent because an earlier replay billed them (lib/replay-ledger.ts); also in EventsAlreadyBilled. */
   replayLedgerHits: "ReplayLedgerHits",
-  /** Meter events billed that the replay ledger could not record: a copy replayed a day later would bill again. */
+  /** Meter events billed whose billing the replay ledger could not record: they stay marked sent. */
   replayLedgerUnrecorded: "ReplayLedgerUnrecorded",
-  /** Former dead letters' meter events retried because the replay ledger could not be read. */
-  replayLedgerUnreadable: "ReplayLedgerUnreadable",
+  /** Former dead letters' meter events retried because the replay ledger could not be read or marked. */
+  replayLedgerUnavailable: "ReplayLedgerUnavailable",
+  /** Former dead letters' meter events a replay sent over 23 h ago unanswered: dead-lettered dedupe_window_passed. */
+  replayLedgerHeld: "ReplayLedgerHeld",
   stripeRequests: "StripeRequests",
   stripeLatency: "StripeLatency",
 } as const;

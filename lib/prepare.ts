@@ -129,7 +129,11 @@ export function createPreparer(deps: ConsumerDeps, deadline: number, startedAt: 
     // A delivery before the last may have reached Stripe, whatever the last one's error. Not so
     // for a cancellation: it never bills, so Stripe's duplicate window does not concern it.
     const mayHaveRecorded =
-      (submitted || code === DeadLetterCode.retriesExhausted || prev?.stripeMayHaveRecorded) && !isCancelMessage(input);
+      (submitted ||
+        code === DeadLetterCode.retriesExhausted ||
+        code === DeadLetterCode.dedupeWindowPassed ||
+        prev?.stripeMayHaveRecorded) &&
+      !isCancelMessage(input);
     return {
       kind: "dead",
       letter: {

@@ -168,7 +168,17 @@ export async function replayDeadLetters(
     ...deps,
     submitter: options.dryRun ? (deps.submitter.dryRun?.() ?? billEverything) : deps.submitter,
     // A dry run reads the ledger and writes nothing; a replay stops where it cannot read it.
-    ...(ledger ? { replayLedger: options.dryRun ? readOnly(ledger) : ledger, ledgerUnreadable: "stop" as const } : {}),
+    ...(ledger
+      ? {
+          replayLedger: options.dryRun ? readOnly(ledger) : ledger,
+          // The replay's clock, as for the letters it holds: the ledger's 23 hours are the same rule.
+          ledgerPolicy: {
+            unreadable: "stop" as const,
+            ...(options.afterDedupeWindow ? { afterDedupeWindow: true } : {}),
+            ...(options.now ? { now: options.now } : {}),
+          },
+        }
+      : {}),
     ...(options.dryRun
       ? { canceller: deps.canceller?.dryRun(), deadLetterQueue: capture }
       : { deadLetterQueue: tagging }),

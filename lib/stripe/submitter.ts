@@ -11,7 +11,8 @@ export type SubmitOutcome =
       /**
        * Stripe's refusal, the meter check's (lib/stripe/meters.ts: meter_not_found,
        * invalid_payload) or the customer check's (lib/stripe/customer-check.ts:
-       * customer_not_in_stripe); cancel_rejected for a cancellation (lib/consumer.ts).
+       * customer_not_in_stripe); cancel_rejected for a cancellation (lib/consumer.ts);
+       * dedupe_window_passed for an event a replay sent too long ago, unanswered (lib/replay-ledger.ts).
        */
       code: Extract<
         DeadLetterCode,
@@ -21,6 +22,7 @@ export type SubmitOutcome =
         | "customer_not_in_stripe"
         | "invalid_payload"
         | "cancel_rejected"
+        | "dedupe_window_passed"
       >;
       reason: string;
       requestId?: string;

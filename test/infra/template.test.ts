@@ -743,7 +743,7 @@ describe("packaged CloudFormation template", () => {
     assert.deepEqual(watched, [
       `${Metric.replayLedgerUnrecorded} ingest-queue`,
       `${Metric.replayLedgerUnrecorded} dlq-replay`,
-      `${Metric.replayLedgerUnreadable} ingest-queue`,
+      `${Metric.replayLedgerUnavailable} ingest-queue`,
     ]);
     const [expression] = alarm.Metrics.filter((m: Json) => m.ReturnData);
     assert.match(expression.Expression, /^FILL\(\w+, 0\)( \+ FILL\(\w+, 0\)){2}$/);

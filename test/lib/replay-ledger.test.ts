@@ -55,10 +55,13 @@ const replay = (extra: Record<string, string>, options: Partial<ReplayOptions> =
 const counted = (recorder: MetricsRecorder, name: string) => recorder.drain().find((p) => p.name === name)?.values[0];
 const billedTo = (customer: string) =>
   parts.emulator.ledger.summaries().find((s) => s.customer === customer)?.aggregated_value ?? 0;
+/** How many times Stripe billed the identifier (the emulator's own 24-hour check drops repeats). */
+const billings = (identifier: string) => parts.emulator.ledger.events.filter((e) => e.identifier === identifier).length;
 const ledgerItems = async () =>
   (await dynamo.client.send(new ScanCommand({ TableName: LEDGER }))).Items?.map((i) => ({
     identifier: i.identifier?.S,
     eventName: i.eventName?.S,
+    state: i.state?.S,
     expiresAt: Number(i.expiresAt?.N),
   })) ?? [];
 
@@ -76,7 +79,12 @@ describe("replay ledger", () => {
     const identifier = meterEventIdentifier(event.id as string, "api_requests");
     const recorded = (await ledgerItems()).find((i) => i.identifier === identifier);
     // Kept a day past Stripe's 35 days for the event's own time: no replay can bill it after.
-    assert.deepEqual(recorded, { identifier, eventName: "api_requests", expiresAt: timestamp + 36 * 86_400 });
+    assert.deepEqual(recorded, {
+      identifier,
+      eventName: "api_requests",
+      state: "billed",
+      expiresAt: timestamp + 36 * 86_400,
+    });
 
     // Two days on, Stripe no longer knows the identifier; the ledger does.
     stripeAhead = 48 * HOUR_MS;
@@ -235,18 +243,22 @@ describe("replay ledger", () => {
       undefined,
     );
     assert.equal(parts.emulator.ledger.receipts.get(meterEventIdentifier(fresh.id as string, "api_requests")), 1);
-    assert.equal(counted(metrics, Metric.replayLedgerUnreadable), 1, "counted, for the alarm");
+    assert.equal(counted(metrics, Metric.replayLedgerUnavailable), 1, "counted, for the alarm");
   });
 
-  test("a ledger that cannot record: billed all the same, counted, and logged as an error", async () => {
+  test("a ledger that cannot record a billing: billed all the same, counted, logged, and the event stays marked sent", async () => {
     const event = usageEvent({ customer: "acct_late", value: 9 });
-    await deadLetterCopies(event, 1);
+    const identifier = meterEventIdentifier(event.id as string, "api_requests");
+    await deadLetterCopies(event, 2);
     const real = createDynamoReplayLedger({ region: "us-east-1", endpoint: dynamo.endpoint, tableName: LEDGER });
-    // The table refuses the write (the role lost BatchWriteItem): reads still answer.
+    // The write after Stripe's answer fails, as when the replay is killed between the two.
     const refusing: ReplayLedger = {
-      billed: (ids) => real.billed(ids),
-      record: async () => {
-        throw new Error("AccessDeniedException: not authorized to perform dynamodb:BatchWriteItem");
+      ...real,
+      marks: (ids) => real.marks(ids),
+      forget: (ids) => real.forget(ids),
+      record: async (entries) => {
+        if (entries.some((e) => e.state === "billed")) throw new Error("ProvisionedThroughputExceededException");
+        await real.record(entries);
       },
     };
     const lines: string[] = [];
@@ -259,11 +271,107 @@ describe("replay ledger", () => {
     );
     assert.deepEqual([report.billed, report.billedBefore, report.unrecorded], [1, 0, 1]);
     assert.equal(counted(metrics, Metric.replayLedgerUnrecorded), 1, "counted, for the alarm");
-    assert.equal(await queueDepth(parts.queues.sqs, parts.queues.deadLetterQueueUrl), 0, "the letter is settled");
+    assert.equal(await queueDepth(parts.queues.sqs, parts.queues.deadLetterQueueUrl), 1, "its letter is settled");
     const logged = lines.map((l) => JSON.parse(l)).find((l) => /could not record/.test(l.message));
     assert.ok(logged, "an error line says so");
-    assert.deepEqual(logged.identifiers, [meterEventIdentifier(event.id as string, "api_requests")]);
+    assert.deepEqual(logged.identifiers, [identifier]);
+    assert.equal((await ledgerItems()).find((i) => i.identifier === identifier)?.state, "sending");
+
+    // Two days on, the other letter is held for an operator rather than billed again.
+    stripeAhead = 48 * HOUR_MS;
+    const later = await replay(withLedger(), { limit: 1, now: () => Date.now() + stripeAhead });
+    assert.deepEqual([later.billed, later.deadLettered], [0, { dedupe_window_passed: 1 }]);
+    assert.equal(parts.emulator.ledger.receipts.get(identifier), 1, "sent to Stripe once");
+    const [held] = await drainDeadLetters(parts.queues.sqs, parts.queues.deadLetterQueueUrl);
+    assert.equal(held?.error.code, "dedupe_window_passed");
+    assert.match(held?.error.message ?? "", /a replay sent it 48 h ago and never learned whether Stripe billed it/);
+    assert.equal(held?.stripeMayHaveRecorded, true);
   });
+
+  test("an event Stripe answers nothing for stays marked sent: a copy replayed within 23 h is resent, for Stripe to drop", async () => {
+    const event = usageEvent({ customer: "acct_late", value: 3 });
+    const identifier = meterEventIdentifier(event.id as string, "api_requests");
+    await deadLetterCopies(event, 2);
+    // Stripe records the event, and every answer is lost on the way back.
+    parts.emulator.setFaultPolicy((req) =>
+      req.identifiers.includes(identifier) ? { path: req.path, action: "accept-then-drop" } : undefined,
+    );
+    try {
+      const unanswered = await replay({ ...withLedger(), STRIPE_MAX_ATTEMPTS: "2" }, { limit: 1 });
+      assert.deepEqual(unanswered.deadLettered, { retries_exhausted: 1 });
+    } finally {
+      parts.emulator.setFaultPolicy(undefined);
+    }
+    assert.equal(billings(identifier), 1);
+    assert.equal((await ledgerItems()).find((i) => i.identifier === identifier)?.state, "sending");
+    // The other copy, not the letter the unanswered replay wrote (which counts to the limit).
+    const copies = { codes: ["customer_not_found"], limit: 2 };
+
+    // Within Stripe's window a copy is sent: Stripe drops it, and the ledger learns it is billed.
+    const metrics = new MetricsRecorder();
+    const inside = await replay(withLedger(), { ...copies, now: () => Date.now() + 22 * HOUR_MS }, metrics);
+    assert.deepEqual([inside.billed, inside.deadLettered], [1, {}]);
+    assert.equal(counted(metrics, Metric.replayLedgerHeld), undefined);
+    assert.equal((await ledgerItems()).find((i) => i.identifier === identifier)?.state, "billed");
+    assert.equal(billings(identifier), 1);
+  });
+
+  test("a copy of an unanswered event replayed more than 23 h later is held, and sent only when asked", async () => {
+    const event = usageEvent({ customer: "acct_late", value: 3 });
+    const identifier = meterEventIdentifier(event.id as string, "api_requests");
+    await deadLetterCopies(event, 2);
+    parts.emulator.setFaultPolicy((req) =>
+      req.identifiers.includes(identifier) ? { path: req.path, action: "accept-then-drop" } : undefined,
+    );
+    try {
+      await replay({ ...withLedger(), STRIPE_MAX_ATTEMPTS: "2" }, { limit: 1 });
+    } finally {
+      parts.emulator.setFaultPolicy(undefined);
+    }
+    const copy = { codes: ["customer_not_found"], limit: 2 };
+    stripeAhead = 48 * HOUR_MS;
+    const later = () => Date.now() + stripeAhead;
+    const metrics = new MetricsRecorder();
+    const held = await replay(withLedger(), { ...copy, now: later }, metrics);
+    assert.deepEqual([held.billed, held.deadLettered], [0, { dedupe_window_passed: 1 }]);
+    assert.equal(counted(metrics, Metric.replayLedgerHeld), 1);
+    assert.equal(billings(identifier), 1, "not billed again");
+
+    // The operator checked Stripe and asks for it: sent, and then recorded billed.
+    const asked = await replay(withLedger(), {
+      codes: ["dedupe_window_passed"],
+      // Beside the letter the unanswered replay wrote, which counts to the limit.
+      limit: 2,
+      now: later,
+      afterDedupeWindow: true,
+    });
+    assert.equal(asked.billed, 1);
+    assert.equal(billings(identifier), 2);
+    assert.equal((await ledgerItems()).find((i) => i.identifier === identifier)?.state, "billed");
+  });
+
+  test("an event Stripe refuses is unmarked: a copy replayed days later is sent", async () => {
+    const event = usageEvent({ customer: "acct_late", value: 2 });
+    const identifier = meterEventIdentifier(event.id as string, "api_requests");
+    await deadLetterCopies(event, 2);
+    parts.emulator.injectFaults({
+      path: "/v2/billing/meter_event_stream",
+      bodyIncludes: identifier,
+      respond: { status: 400, body: { error: { type: "invalid_request_error", message: "refused" } } },
+    });
+    const refused = await replay(withLedger(), { limit: 1 });
+    assert.deepEqual(refused.deadLettered, { stripe_rejected: 1 });
+    assert.ok(!(await ledgerItems()).some((i) => i.identifier === identifier), "no mark left");
+    stripeAhead = 48 * HOUR_MS;
+    const copy = await replay(withLedger(), {
+      codes: ["customer_not_found"],
+      limit: 2,
+      now: () => Date.now() + stripeAhead,
+    });
+    assert.equal(copy.billed, 1);
+    assert.equal(parts.emulator.ledger.receipts.get(identifier), 1);
+  });
+
   test("keys and writes a throttled DynamoDB leaves unprocessed are sent again until done", async () => {
     // Half of every batch call's keys or writes, rounded down, left for the next round: a call of
     // 20 takes five rounds (20, 10, 5, 2, 1), the most the ledger makes.
@@ -302,7 +410,7 @@ describe("replay ledger", () => {
     }
   });
 
-  test("a DynamoDB that keeps leaving reads unprocessed stops the replay; writes, and they are counted unrecorded", async () => {
+  test("a DynamoDB that keeps leaving reads or writes unprocessed stops the replay before anything is sent", async () => {
     const event = usageEvent({ customer: "acct_late", value: 2 });
     await deadLetterCopies(event, 1);
     const sentBefore = parts.emulator.ledger.events.length;
@@ -310,7 +418,7 @@ describe("replay ledger", () => {
     try {
       await assert.rejects(
         replay({ DYNAMODB_ENDPOINT: reads.endpoint, ...withLedger() }),
-        /the replay ledger could not be read, so nothing was sent: DynamoDB left 1 reads of meterhook-test-replay-ledger unprocessed/,
+        /the replay ledger could not be read or marked, so nothing was sent: DynamoDB left 1 reads of meterhook-test-replay-ledger unprocessed/,
       );
     } finally {
       await reads.stop();
@@ -319,16 +427,18 @@ describe("replay ledger", () => {
     assert.equal(parts.emulator.ledger.events.length, sentBefore, "nothing sent to Stripe");
     assert.equal(await queueDepth(parts.queues.sqs, parts.queues.deadLetterQueueUrl), 1, "the letter stays");
 
+    // Nor is it sent while the ledger cannot mark it sent.
     const writes = await startUnprocessingProxy(dynamo.endpoint, (op) => (op === "BatchWriteItem" ? 1 : 0));
     try {
-      const report = await replay({ DYNAMODB_ENDPOINT: writes.endpoint, ...withLedger() });
-      assert.deepEqual([report.billed, report.billedBefore, report.unrecorded], [1, 0, 1]);
+      await assert.rejects(
+        replay({ DYNAMODB_ENDPOINT: writes.endpoint, ...withLedger() }),
+        /the replay ledger could not be read or marked, so nothing was sent: DynamoDB left 1 writes to meterhook-test-replay-ledger unprocessed/,
+      );
     } finally {
       await writes.stop();
     }
     assert.equal(writes.left.BatchWriteItem, 5);
-    assert.equal(await queueDepth(parts.queues.sqs, parts.queues.deadLetterQueueUrl), 0, "billed, so settled");
-    const identifier = meterEventIdentifier(event.id as string, "api_requests");
-    assert.ok(!(await ledgerItems()).some((i) => i.identifier === identifier), "and not in the ledger");
+    assert.equal(parts.emulator.ledger.events.length, sentBefore, "nothing sent to Stripe");
+    assert.equal(await queueDepth(parts.queues.sqs, parts.queues.deadLetterQueueUrl), 1, "the letter stays");
   });
 });
