@@ -9,13 +9,15 @@ export const BUDGET_KIB: Record<string, number> = {
 
 /**
  * What a cold start may load, in KiB: index.mjs and every chunk it imports statically (dynamic
- * imports load on first use). Set about a quarter above the current figures, so that a static
- * import of something heavy (all of undici, the AWS SDK) fails the build.
+ * imports load on first use). Set about a quarter above the figures of their day, so that a
+ * static import of something heavy (all of undici, the AWS SDK) fails the build. The replay
+ * function carries the consumer's code and the replay's: its budget is the consumer's since
+ * 2026-11-30 (178.6 KiB then, against 180).
  */
 export const COLD_START_BUDGET_KIB: Record<string, number> = {
   "http-api": 180,
   "ingest-queue": 200,
-  "dlq-replay": 180,
+  "dlq-replay": 200,
   eventbridge: 150,
   "stripe-reports": 160,
 };
