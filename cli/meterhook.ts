@@ -66,11 +66,12 @@ const USAGE = `usage:
                   a mapping is added); those of other codes are put back as they were
       --dry-run   only report what would happen: nothing is sent, deleted or re-queued
       --after-dedupe-window
-                  also resend letters Stripe may have recorded more than 23 hours ago
-                  (held otherwise: Stripe would bill them again); check Stripe first
+                  also resend letters Stripe may have recorded more than 23 hours ago, and
+                  events the ledger has as sent that long ago with no answer (held
+                  otherwise: Stripe would bill them again); check Stripe first
       With METERHOOK_REPLAY_LEDGER_TABLE (the stack's ReplayLedgerTableName output, and
-      AWS_REGION), events an earlier replay billed are not sent again, and those billed now are
-      recorded there: two letters of one event replayed days apart bill once`;
+      AWS_REGION), events an earlier replay billed are not sent again, and those sent now are
+      marked there, sent and then billed: two letters of one event replayed days apart bill once`;
 
 async function validate(files: string[]): Promise<number> {
   if (files.length !== 1) {

@@ -109,6 +109,9 @@ export function behindLedger(
           await ledger.record(marking.map((e) => entry(e, "sending", at)));
         }
       } catch (err) {
+        // Some marks may have been written: unmarked again if the ledger lets us, since nothing
+        // is sent (left, a copy replayed a day later would be held for an operator, no more).
+        if (marking.length > 0) await ledger.forget(marking.map((e) => e.identifier)).catch(() => {});
         return unavailable(events, checked, err, deadline);
       }
       const send: MeterEvent[] = [];

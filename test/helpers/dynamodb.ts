@@ -39,13 +39,13 @@ type BatchOperation = keyof UnprocessingProxy["left"];
 /**
  * A loopback proxy to `target` (dynalite) that answers part of each BatchGetItem's keys and
  * BatchWriteItem's writes unprocessed, as a throttled DynamoDB does and dynalite never does:
- * `leave` says how many of a call's `n` to hold back (the last ones); the rest go to dynalite,
+ * `leave` says how many of a call's `n` keys or writes (`items`) to hold back (the last ones); the rest go to dynalite,
  * and its answer comes back with the held ones added as UnprocessedKeys or UnprocessedItems.
  * Every other call passes through unchanged.
  */
 export async function startUnprocessingProxy(
   target: string,
-  leave: (operation: BatchOperation, n: number) => number,
+  leave: (operation: BatchOperation, n: number, items: readonly Record<string, unknown>[]) => number,
 ): Promise<UnprocessingProxy> {
   const left = { BatchGetItem: 0, BatchWriteItem: 0 };
   const forward = async (headers: Record<string, string>, body: string) => {
@@ -82,7 +82,7 @@ export async function startUnprocessingProxy(
     const held: Record<string, unknown> = {};
     for (const [table, spec] of Object.entries(request.RequestItems)) {
       const list = (operation === "BatchGetItem" ? (spec as { Keys: unknown[] }).Keys : spec) as unknown[];
-      const n = Math.min(list.length, Math.max(0, leave(operation, list.length)));
+      const n = Math.min(list.length, Math.max(0, leave(operation, list.length, list as Record<string, unknown>[])));
       left[operation] += n;
       const keep = list.slice(0, list.length - n);
       const hold = list.slice(list.length - n);

@@ -441,4 +441,34 @@ describe("replay ledger", () => {
     assert.equal(parts.emulator.ledger.events.length, sentBefore, "nothing sent to Stripe");
     assert.equal(await queueDepth(parts.queues.sqs, parts.queues.deadLetterQueueUrl), 1, "the letter stays");
   });
+  test("marks written before the ledger gave up are taken back: nothing was sent", async () => {
+    const events = Array.from({ length: 10 }, (_, i) =>
+      usageEvent({ customer: "acct_late", value: 1, id: `half_marked_${i}_${Date.now()}` }),
+    );
+    const handler = createQueueHandler(() =>
+      createConsumerFromConfig(loadConfig(env()), { sqs: parts.queues.sqs, logger: silentLogger }),
+    );
+    await handler(sqsEvent(events.map((e) => sqsRecord(e))), lambdaContext());
+    // One mark of each call written, the rest left unprocessed, until the ledger gives up after
+    // five calls with some written; deletes pass.
+    const proxy = await startUnprocessingProxy(dynamo.endpoint, (op, n, items) =>
+      op === "BatchWriteItem" && items.some((w) => "PutRequest" in w) ? n - 1 : 0,
+    );
+    try {
+      await assert.rejects(
+        replay({ DYNAMODB_ENDPOINT: proxy.endpoint, ...withLedger() }, { limit: 10 }),
+        /could not be read or marked, so nothing was sent: DynamoDB left \d+ writes/,
+      );
+    } finally {
+      await proxy.stop();
+    }
+    const ids = new Set(events.map((e) => meterEventIdentifier(e.id as string, "api_requests")));
+    assert.deepEqual(
+      (await ledgerItems()).filter((i) => ids.has(i.identifier as string)),
+      [],
+      "no event left marked sent",
+    );
+    for (const id of ids) assert.equal(billings(id), 0);
+    assert.equal(await queueDepth(parts.queues.sqs, parts.queues.deadLetterQueueUrl), 10, "the letters stay");
+  });
 });
