@@ -288,11 +288,14 @@ describe("replay ledger", () => {
     assert.equal(held?.stripeMayHaveRecorded, true);
   });
 
-  test("an event Stripe answers nothing for stays marked sent: a copy replayed within 23 h is resent, for Stripe to drop", async () => {
+  /**
+   * An event dead-lettered twice, one letter of which a replay sends with the ledger while Stripe
+   * records it and every answer is lost on the way back: its identifier, marked sent.
+   */
+  async function sentUnanswered() {
     const event = usageEvent({ customer: "acct_late", value: 3 });
     const identifier = meterEventIdentifier(event.id as string, "api_requests");
     await deadLetterCopies(event, 2);
-    // Stripe records the event, and every answer is lost on the way back.
     parts.emulator.setFaultPolicy((req) =>
       req.identifiers.includes(identifier) ? { path: req.path, action: "accept-then-drop" } : undefined,
     );
@@ -304,8 +307,13 @@ describe("replay ledger", () => {
     }
     assert.equal(billings(identifier), 1);
     assert.equal((await ledgerItems()).find((i) => i.identifier === identifier)?.state, "sending");
-    // The other copy, not the letter the unanswered replay wrote (which counts to the limit).
-    const copies = { codes: ["customer_not_found"], limit: 2 };
+    return identifier;
+  }
+  /** The other copy, not the letter the unanswered replay wrote (which counts to the limit). */
+  const copies = { codes: ["customer_not_found"], limit: 2 };
+
+  test("an event Stripe answers nothing for stays marked sent: a copy replayed within 23 h is resent, for Stripe to drop", async () => {
+    const identifier = await sentUnanswered();
 
     // Within Stripe's window a copy is sent: Stripe drops it, and the ledger learns it is billed.
     const metrics = new MetricsRecorder();
@@ -317,22 +325,11 @@ describe("replay ledger", () => {
   });
 
   test("a copy of an unanswered event replayed more than 23 h later is held, and sent only when asked", async () => {
-    const event = usageEvent({ customer: "acct_late", value: 3 });
-    const identifier = meterEventIdentifier(event.id as string, "api_requests");
-    await deadLetterCopies(event, 2);
-    parts.emulator.setFaultPolicy((req) =>
-      req.identifiers.includes(identifier) ? { path: req.path, action: "accept-then-drop" } : undefined,
-    );
-    try {
-      await replay({ ...withLedger(), STRIPE_MAX_ATTEMPTS: "2" }, { limit: 1 });
-    } finally {
-      parts.emulator.setFaultPolicy(undefined);
-    }
-    const copy = { codes: ["customer_not_found"], limit: 2 };
+    const identifier = await sentUnanswered();
     stripeAhead = 48 * HOUR_MS;
     const later = () => Date.now() + stripeAhead;
     const metrics = new MetricsRecorder();
-    const held = await replay(withLedger(), { ...copy, now: later }, metrics);
+    const held = await replay(withLedger(), { ...copies, now: later }, metrics);
     assert.deepEqual([held.billed, held.deadLettered], [0, { dedupe_window_passed: 1 }]);
     assert.equal(counted(metrics, Metric.replayLedgerHeld), 1);
     assert.equal(billings(identifier), 1, "not billed again");
@@ -414,35 +411,34 @@ describe("replay ledger", () => {
     const event = usageEvent({ customer: "acct_late", value: 2 });
     await deadLetterCopies(event, 1);
     const sentBefore = parts.emulator.ledger.events.length;
-    const reads = await startUnprocessingProxy(dynamo.endpoint, (op, n) => (op === "BatchGetItem" ? n : 0));
-    try {
-      await assert.rejects(
-        replay({ DYNAMODB_ENDPOINT: reads.endpoint, ...withLedger() }),
-        /the replay ledger could not be read or marked, so nothing was sent: DynamoDB left 1 reads of meterhook-test-replay-ledger unprocessed/,
-      );
-    } finally {
-      await reads.stop();
+    // Every read held back; then every mark (the deletes that take marks back pass).
+    const cases = [
+      ["reads of", "BatchGetItem", (op: string, n: number) => (op === "BatchGetItem" ? n : 0)],
+      [
+        "writes to",
+        "BatchWriteItem",
+        (op: string, _: number, items: readonly Record<string, unknown>[]) =>
+          op === "BatchWriteItem" && items.some((w) => "PutRequest" in w) ? 1 : 0,
+      ],
+    ] as const;
+    for (const [what, operation, leave] of cases) {
+      const proxy = await startUnprocessingProxy(dynamo.endpoint, leave);
+      try {
+        await assert.rejects(
+          replay({ DYNAMODB_ENDPOINT: proxy.endpoint, ...withLedger() }),
+          new RegExp(
+            `the replay ledger could not be read or marked, so nothing was sent: DynamoDB left 1 ${what} meterhook-test-replay-ledger unprocessed`,
+          ),
+        );
+      } finally {
+        await proxy.stop();
+      }
+      assert.equal(proxy.left[operation], 5, `${operation}: five rounds, then it gives up`);
+      assert.equal(parts.emulator.ledger.events.length, sentBefore, "nothing sent to Stripe");
+      assert.equal(await queueDepth(parts.queues.sqs, parts.queues.deadLetterQueueUrl), 1, "the letter stays");
     }
-    assert.equal(reads.left.BatchGetItem, 5, "five rounds, then it gives up");
-    assert.equal(parts.emulator.ledger.events.length, sentBefore, "nothing sent to Stripe");
-    assert.equal(await queueDepth(parts.queues.sqs, parts.queues.deadLetterQueueUrl), 1, "the letter stays");
-
-    // Nor is it sent while the ledger cannot mark it sent.
-    const writes = await startUnprocessingProxy(dynamo.endpoint, (op, _, items) =>
-      op === "BatchWriteItem" && items.some((w) => "PutRequest" in w) ? 1 : 0,
-    );
-    try {
-      await assert.rejects(
-        replay({ DYNAMODB_ENDPOINT: writes.endpoint, ...withLedger() }),
-        /the replay ledger could not be read or marked, so nothing was sent: DynamoDB left 1 writes to meterhook-test-replay-ledger unprocessed/,
-      );
-    } finally {
-      await writes.stop();
-    }
-    assert.equal(writes.left.BatchWriteItem, 5);
-    assert.equal(parts.emulator.ledger.events.length, sentBefore, "nothing sent to Stripe");
-    assert.equal(await queueDepth(parts.queues.sqs, parts.queues.deadLetterQueueUrl), 1, "the letter stays");
   });
+
   test("marks written before the ledger gave up are taken back: nothing was sent", async () => {
     const events = Array.from({ length: 10 }, (_, i) =>
       usageEvent({ customer: "acct_late", value: 1, id: `half_marked_${i}_${Date.now()}` }),
