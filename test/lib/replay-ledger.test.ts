@@ -254,8 +254,6 @@ describe("replay ledger", () => {
     // The write after Stripe's answer fails, as when the replay is killed between the two.
     const refusing: ReplayLedger = {
       ...real,
-      marks: (ids) => real.marks(ids),
-      forget: (ids) => real.forget(ids),
       record: async (entries) => {
         if (entries.some((e) => e.state === "billed")) throw new Error("ProvisionedThroughputExceededException");
         await real.record(entries);
