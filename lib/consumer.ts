@@ -201,6 +201,15 @@ export async function processBatch(
       }
     }
   });
+  // A former dead letter's event is sent as itself, never combined, where a ledger is kept: the
+  // ledger knows events by their own identifiers, and a combined one's changes with its members.
+  if (aggregating && ledgered) {
+    const { fixed } = aggregating;
+    const former = ledgered;
+    toSend.forEach((e, j) => {
+      if (former.has(e.identifier)) fixed[j] = true;
+    });
+  }
   // Former dead letters' events go through the replay ledger; the rest as they are.
   const ledger =
     ledgered && deps.replayLedger ? { billedBefore: 0, unrecorded: 0, unavailable: 0, heldSent: 0 } : undefined;

@@ -467,4 +467,48 @@ describe("replay ledger", () => {
     for (const id of ids) assert.equal(billings(id), 0);
     assert.equal(await queueDepth(parts.queues.sqs, parts.queues.deadLetterQueueUrl), 10, "the letters stay");
   });
+  test("with pre-aggregation on, a former dead letter's event is sent as itself, so that the ledger knows it", async () => {
+    const aggregate = {
+      METERHOOK_AGGREGATE: JSON.stringify({ api_requests: "sum" }),
+      METERHOOK_INGEST_QUEUE_URL: parts.queues.ingestQueueUrl,
+    };
+    const customer = "acct_summed";
+    const events = [1, 2].map((value) =>
+      usageEvent({
+        customer,
+        value,
+        id: `summed_${value}_${Date.now()}`,
+        timestamp: Math.floor(Date.now() / 1000) - 60,
+      }),
+    );
+    const ids = events.map((e) => meterEventIdentifier(e.id as string, "api_requests"));
+    const handler = createQueueHandler(() =>
+      createConsumerFromConfig(loadConfig(env()), { sqs: parts.queues.sqs, logger: silentLogger }),
+    );
+    const deadLetterBoth = () => handler(sqsEvent(events.map((e) => sqsRecord(e))), lambdaContext());
+    const replayAll = () =>
+      replayFromConfig(
+        loadConfig(
+          env({ METERHOOK_CUSTOMERS: JSON.stringify({ [customer]: "cus_summed" }), ...aggregate, ...withLedger() }),
+        ),
+        { limit: 10, dryRun: false, now: () => Date.now() + stripeAhead },
+        { sqs: parts.queues.sqs, logger: silentLogger },
+      );
+
+    await deadLetterBoth();
+    assert.equal((await replayAll()).billed, 2);
+    const recorded = new Map((await ledgerItems()).map((i) => [i.identifier, i.state]));
+    assert.deepEqual(
+      ids.map((id) => recorded.get(id)),
+      ["billed", "billed"],
+      "each event in the ledger, by its own identifier",
+    );
+
+    // Their copies two days on: not billed again.
+    await deadLetterBoth();
+    stripeAhead = 48 * HOUR_MS;
+    const again = await replayAll();
+    assert.deepEqual([again.billed, again.billedBefore], [2, 2]);
+    assert.equal(billedTo("cus_summed"), 3);
+  });
 });
