@@ -179,6 +179,13 @@ const isUnbilled = (x: unknown): x is string[] =>
   Array.isArray(x) && x.length > 0 && x.every((i) => typeof i === "string");
 
 /**
+ * The reason of a `dedupe_window_passed` letter: `what` happened too long ago for Stripe to drop
+ * a resend, and what the operator does about it.
+ */
+export const pastDedupeWindowReason = (what: string) =>
+  `${what}; Stripe may have recorded it and drops a repeated identifier for 24 h only: check Stripe before replaying it with --after-dedupe-window`;
+
+/**
  * Stripe may hold some of a former dead letter's events, and it was first received more than
  * DEDUPE_WINDOW_MS before `now`: Stripe would no longer see a resend as a repeat.
  */

@@ -10,7 +10,7 @@ import { isContinuation, parseContinuation } from "./aggregation.js";
 import { type CancelTarget, cancelTarget, isCancelMessage, parseCancellation } from "./cancellation.js";
 import type { ConsumerDeps, QueueMessage } from "./consumer.js";
 import type { CustomerResolver } from "./customers.js";
-import { type DeadLetter, letterAttributes, pastDedupeWindow } from "./dead-letter.js";
+import { type DeadLetter, letterAttributes, pastDedupeWindow, pastDedupeWindowReason } from "./dead-letter.js";
 import { decodeUsage } from "./decode.js";
 import { DeadLetterCode, MeterhookError, TransientError } from "./errors.js";
 import { type MeterEvent, meterEventIdentifier, outsideDedupeWindow, toMeterEvent } from "./meter-event.js";
@@ -410,7 +410,7 @@ export function createPreparer(deps: ConsumerDeps, deadline: number, startedAt: 
       m,
       input,
       DeadLetterCode.dedupeWindowPassed,
-      `${what}; Stripe may have recorded it and drops a repeated identifier for 24 h only: check Stripe before replaying it with --after-dedupe-window`,
+      pastDedupeWindowReason(what),
       typeof id === "string" ? id : undefined,
       m.attributes?.[SOURCE_ATTRIBUTE],
       { submitted: true },

@@ -1,3 +1,4 @@
+import { pastDedupeWindowReason } from "./dead-letter.js";
 import { DeadLetterCode } from "./errors.js";
 import type { Logger } from "./logger.js";
 import { MAX_PAST_SECONDS, type MeterEvent, outsideDedupeWindow } from "./meter-event.js";
@@ -129,7 +130,9 @@ export function behindLedger(
           return {
             kind: "rejected",
             code: DeadLetterCode.dedupeWindowPassed,
-            reason: `a replay sent it ${Math.floor((t - mark.since) / 3_600_000)} h ago and never learned whether Stripe billed it; Stripe drops a repeated identifier for 24 h only: check Stripe before replaying it with --after-dedupe-window`,
+            reason: pastDedupeWindowReason(
+              `a replay sent it ${Math.floor((t - mark.since) / 3_600_000)} h ago and never learned whether Stripe billed it`,
+            ),
           };
         }
         send.push(e);
