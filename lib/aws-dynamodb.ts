@@ -1,6 +1,6 @@
 import type { DynamoDBClient, AttributeValue as SdkAttributeValue, WriteRequest } from "@aws-sdk/client-dynamodb";
 import type { AttributeValue, GetItem } from "./mapping/lookups.js";
-import type { LedgerMark, ReplayLedger } from "./replay-ledger.js";
+import type { LedgerEntry, LedgerMark, ReplayLedger } from "./replay-ledger.js";
 import { backoffDelayMs } from "./stripe/retry-policy.js";
 
 /** The AWS SDK's DynamoDB client, imported on first use: most functions never need it. */
@@ -90,6 +90,8 @@ export const LEDGER_EXPIRY = "expiresAt";
 /** BatchGetItem takes 100 keys, BatchWriteItem 25 writes. */
 const GET_BATCH = 100;
 const WRITE_BATCH = 25;
+/** Conditional writes (one call each) in flight at once. */
+const CONDITIONAL_IN_FLIGHT = 16;
 /** Calls for what DynamoDB leaves unprocessed (throttled) before the batch fails. */
 const UNPROCESSED_ROUNDS = 5;
 /** Between them, capped exponential backoff with jitter, as AWS advises for batch operations. */
@@ -97,6 +99,27 @@ const UNPROCESSED_BACKOFF = { baseDelayMs: 50, maxDelayMs: 1_000 };
 
 const chunks = <T>(items: readonly T[], size: number): T[][] =>
   Array.from({ length: Math.ceil(items.length / size) }, (_, i) => items.slice(i * size, (i + 1) * size));
+
+/**
+ * `call` for each of `items`, `CONDITIONAL_IN_FLIGHT` at a time. Every call is answered before it
+ * settles, so that nothing is still being written when it throws (the first error).
+ */
+async function eachInFlight<T>(items: readonly T[], call: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  const errors: unknown[] = [];
+  const lane = async () => {
+    while (next < items.length) {
+      const item = items[next++] as T;
+      await call(item).catch((err: unknown) => errors.push(err));
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(CONDITIONAL_IN_FLIGHT, items.length) }, lane));
+  if (errors.length > 0) throw errors[0];
+}
+
+/** A conditional write DynamoDB refused because its condition did not hold. */
+const conditionFailed = (err: unknown) =>
+  (err as { name?: unknown } | null)?.name === "ConditionalCheckFailedException";
 
 /** Calls `call` with `items`, then with what it answers it left unprocessed, until none is left. */
 async function untilProcessed<T>(
@@ -117,9 +140,11 @@ async function untilProcessed<T>(
  * The replay ledger in a DynamoDB table keyed by `identifier` (a string), whose items expire by
  * their `expiresAt` (the table's TTL attribute): consistent reads, so a replay sees what one that
  * ended just before recorded. An item is `state` `sending` with `sentAt`, or `billed` with
- * `billedAt` (an item without `state`, written before marks existed, is billed). The client is
- * made on the ledger's first use: the consumer that holds a ledger reads it only for redriven
- * letters.
+ * `billedAt` (an item without `state`, written before marks existed, is billed). A `sending`
+ * mark is written only where no item is, and deleted only while it is still the one written, one
+ * conditional call per event: two replays of copies of one event cannot overwrite or remove each
+ * other's mark. The client is made on the ledger's first use: the consumer that holds a ledger
+ * reads it only for redriven letters.
  */
 export function createDynamoReplayLedger(options: {
   region: string;
@@ -142,6 +167,17 @@ export function createDynamoReplayLedger(options: {
       });
     }
   };
+  const item = (e: LedgerEntry): Record<string, SdkAttributeValue> => ({
+    [LEDGER_KEY]: { S: e.identifier },
+    eventName: { S: e.eventName },
+    state: { S: e.state },
+    [e.state === "billed" ? "billedAt" : "sentAt"]: { S: e.at },
+    [LEDGER_EXPIRY]: { N: String(e.expiresAt) },
+  });
+  /** One entry per identifier: BatchWriteItem refuses a batch that names a key twice. */
+  const unique = <T extends { identifier: string }>(entries: readonly T[]) => [
+    ...new Map(entries.map((e) => [e.identifier, e])).values(),
+  ];
   return {
     async marks(identifiers) {
       const [c, { BatchGetItemCommand }] = await Promise.all([clientOf(), sdk()]);
@@ -175,27 +211,48 @@ export function createDynamoReplayLedger(options: {
       }
       return found;
     },
-    async record(entries) {
-      // One write per identifier: BatchWriteItem refuses a batch that names a key twice.
-      const unique = [...new Map(entries.map((e) => [e.identifier, e])).values()];
-      await write(
-        unique.map(
-          (e): WriteRequest => ({
-            PutRequest: {
-              Item: {
-                [LEDGER_KEY]: { S: e.identifier },
-                eventName: { S: e.eventName },
-                state: { S: e.state },
-                [e.state === "billed" ? "billedAt" : "sentAt"]: { S: e.at },
-                [LEDGER_EXPIRY]: { N: String(e.expiresAt) },
-              },
-            },
-          }),
-        ),
-      );
+    async claim(entries) {
+      const [c, { PutItemCommand }] = await Promise.all([clientOf(), sdk()]);
+      const claimed = new Set<string>();
+      await eachInFlight(unique(entries), async (e) => {
+        try {
+          await c.send(
+            new PutItemCommand({
+              TableName: table,
+              Item: item(e),
+              ConditionExpression: "attribute_not_exists(#k)",
+              ExpressionAttributeNames: { "#k": LEDGER_KEY },
+            }),
+          );
+          claimed.add(e.identifier);
+        } catch (err) {
+          if (!conditionFailed(err)) throw err;
+        }
+      });
+      return claimed;
     },
-    async forget(identifiers) {
-      await write([...new Set(identifiers)].map((id) => ({ DeleteRequest: { Key: { [LEDGER_KEY]: { S: id } } } })));
+    async record(entries) {
+      await write(unique(entries).map((e): WriteRequest => ({ PutRequest: { Item: item(e) } })));
+    },
+    async forget(marks) {
+      const [c, { DeleteItemCommand }] = await Promise.all([clientOf(), sdk()]);
+      await eachInFlight(unique(marks), async (m) => {
+        await c
+          .send(
+            new DeleteItemCommand({
+              TableName: table,
+              Key: { [LEDGER_KEY]: { S: m.identifier } },
+              // Only this call's mark (`state` is a reserved word): not a billing recorded since,
+              // nor the mark of another replay that wrote it after this one's was removed.
+              ConditionExpression: "#s = :sending AND #t = :at",
+              ExpressionAttributeNames: { "#s": "state", "#t": "sentAt" },
+              ExpressionAttributeValues: { ":sending": { S: "sending" }, ":at": { S: m.at } },
+            }),
+          )
+          .catch((err: unknown) => {
+            if (!conditionFailed(err)) throw err;
+          });
+      });
     },
   };
 }

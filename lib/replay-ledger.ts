@@ -14,11 +14,23 @@ import type { MeterEventSubmitter, SubmitOutcome } from "./stripe/submitter.js";
 export interface ReplayLedger {
   /** What the ledger holds of these identifiers (none: absent). Throws when it cannot be read. */
   marks(identifiers: readonly string[]): Promise<Map<string, LedgerMark>>;
+  /**
+   * Marks these events `sending`, each only if the ledger holds nothing of it, and answers those
+   * it marked: another replay may have marked one since it was read. Throws when some could not
+   * be written.
+   */
+  claim(entries: readonly LedgerEntry[]): Promise<Set<string>>;
   /** Records these marks, each replacing the identifier's last. Throws when some could not be recorded. */
   record(entries: readonly LedgerEntry[]): Promise<void>;
-  /** Removes these identifiers' marks. Throws when some could not be removed. */
-  forget(identifiers: readonly string[]): Promise<void>;
+  /**
+   * Removes these `sending` marks, each only while it is the one written `at` that time: another
+   * replay's mark, or a billing recorded since, stays. Throws when some could not be removed.
+   */
+  forget(marks: readonly MarkWritten[]): Promise<void>;
 }
+
+/** A `sending` mark as `claim` wrote it. */
+export type MarkWritten = Pick<LedgerEntry, "identifier" | "at">;
 
 /** Billed by a replay; or sent at `since` (epoch ms) with no billed answer recorded since. */
 export type LedgerMark = { state: "billed" } | { state: "sending"; since: number };
@@ -70,8 +82,9 @@ export interface LedgerOptions {
  * sent. One an earlier replay sent without a billed answer is sent again within Stripe's
  * duplicate window (Stripe drops it if the first got there), and past it is refused
  * dedupe_window_passed, for an operator to check Stripe. The rest are marked `sending` before
- * `inner` sends them, `billed` once it bills them, and unmarked when it answers they were not
- * billed; one with no clear answer stays marked. A ledger that cannot be read or marked answers
+ * `inner` sends them (unless another replay marked one since the read: its mark stands, and the
+ * event is resent within the duplicate window), `billed` once it bills them, and unmarked when it
+ * answers they were not billed (only the mark this call wrote); one with no clear answer stays marked. A ledger that cannot be read or marked answers
  * its events `retry`, unsent, or with `unreadable: "stop"` (a replay) throws before anything is
  * sent, so that the replay stops and leaves its letters as they were. One that cannot record a
  * billing logs an error and counts it: the event stays marked sent.
@@ -99,20 +112,26 @@ export function behindLedger(
       const checked = events.filter(kept);
       if (checked.length === 0) return inner.submit(events, deadline);
       const t = now();
+      const markedAt = new Date(t).toISOString();
       let marks: Map<string, LedgerMark>;
-      // Marked now: sent by no earlier replay. Unmarked again if Stripe answers they were not billed.
+      // Marked by this call: sent by no earlier replay. Unmarked again if Stripe answers they were not billed.
       let marking: MeterEvent[] = [];
       try {
         marks = await ledger.marks(checked.map((e) => e.identifier));
         marking = checked.filter((e) => !marks.has(e.identifier));
         if (marking.length > 0) {
-          const at = new Date(t).toISOString();
-          await ledger.record(marking.map((e) => entry(e, "sending", at)));
+          const claimed = await ledger.claim(marking.map((e) => entry(e, "sending", markedAt)));
+          // Marked by another replay since the read (a copy of the same event): its mark stands,
+          // and this send is a resend within Stripe's duplicate window.
+          for (const e of marking)
+            if (!claimed.has(e.identifier)) marks.set(e.identifier, { state: "sending", since: t });
+          marking = marking.filter((e) => claimed.has(e.identifier));
         }
       } catch (err) {
         // Some marks may have been written: unmarked again if the ledger lets us, since nothing
         // is sent (left, a copy replayed a day later would be held for an operator, no more).
-        if (marking.length > 0) await ledger.forget(marking.map((e) => e.identifier)).catch(() => {});
+        if (marking.length > 0)
+          await ledger.forget(marking.map((e) => ({ identifier: e.identifier, at: markedAt }))).catch(() => {});
         return unavailable(events, checked, err, deadline);
       }
       const send: MeterEvent[] = [];
@@ -158,7 +177,7 @@ export function behindLedger(
       });
       await settleMarks(
         billed,
-        marking.filter((e) => unbilled.has(e.identifier)),
+        marking.filter((e) => unbilled.has(e.identifier)).map((e) => ({ identifier: e.identifier, at: markedAt })),
       );
       return outcomes;
     },
@@ -190,7 +209,7 @@ export function behindLedger(
   }
 
   /** Records what Stripe billed, and forgets the marks of events it did not. */
-  async function settleMarks(billed: readonly MeterEvent[], notBilled: readonly MeterEvent[]) {
+  async function settleMarks(billed: readonly MeterEvent[], notBilled: readonly MarkWritten[]) {
     if (billed.length > 0) {
       const at = new Date(now()).toISOString();
       try {
@@ -205,7 +224,7 @@ export function behindLedger(
     }
     if (notBilled.length > 0) {
       // Left marked, a copy replayed a day later would be held for an operator, no more.
-      await ledger.forget(notBilled.map((e) => e.identifier)).catch((err: unknown) =>
+      await ledger.forget(notBilled).catch((err: unknown) =>
         logger.warn("the replay ledger could not unmark meter events Stripe did not bill", {
           identifiers: notBilled.map((e) => e.identifier),
           reason: reasonOf(err),
@@ -218,6 +237,7 @@ export function behindLedger(
 /** The ledger for a dry run: read as it is, never written. */
 export const readOnly = (ledger: ReplayLedger): ReplayLedger => ({
   marks: (identifiers) => ledger.marks(identifiers),
+  claim: async (entries) => new Set(entries.map((e) => e.identifier)),
   record: async () => {},
   forget: async () => {},
 });

@@ -26,28 +26,34 @@ export async function startTestDynamo(): Promise<TestDynamo> {
   };
 }
 
-export interface UnprocessingProxy {
+export interface DynamoFaultProxy {
   /** For DYNAMODB_ENDPOINT. */
   endpoint: string;
   /** Keys and writes answered unprocessed so far, by operation. */
   left: { BatchGetItem: number; BatchWriteItem: number };
+  /** Calls answered AccessDeniedException so far, by operation. */
+  refused: Record<string, number>;
   stop(): Promise<void>;
 }
 
-type BatchOperation = keyof UnprocessingProxy["left"];
+type BatchOperation = keyof DynamoFaultProxy["left"];
 
 /**
  * A loopback proxy to `target` (dynalite) that answers part of each BatchGetItem's keys and
  * BatchWriteItem's writes unprocessed, as a throttled DynamoDB does and dynalite never does:
  * `leave` says how many of a call's `n` keys or writes (`items`) to hold back (the last ones); the rest go to dynalite,
  * and its answer comes back with the held ones added as UnprocessedKeys or UnprocessedItems.
- * Every other call passes through unchanged.
+ * `refuse`, if given, picks calls (by operation and request) to answer AccessDeniedException, as
+ * DynamoDB answers a role its policy does not allow the operation. Every other call passes
+ * through unchanged.
  */
-export async function startUnprocessingProxy(
+export async function startDynamoFaultProxy(
   target: string,
   leave: (operation: BatchOperation, n: number, items: readonly Record<string, unknown>[]) => number,
-): Promise<UnprocessingProxy> {
+  refuse: (operation: string, request: Record<string, unknown>) => boolean = () => false,
+): Promise<DynamoFaultProxy> {
   const left = { BatchGetItem: 0, BatchWriteItem: 0 };
+  const refused: Record<string, number> = {};
   const forward = async (headers: Record<string, string>, body: string) => {
     const res = await fetch(target, { method: "POST", headers, body });
     return { status: res.status, body: await res.text() };
@@ -63,7 +69,16 @@ export async function startUnprocessingProxy(
     }
     const operation = headers["x-amz-target"]?.split(".")[1];
     let answer: { status: number; body: string };
-    if (operation === "BatchGetItem" || operation === "BatchWriteItem") {
+    if (operation && refuse(operation, JSON.parse(text))) {
+      refused[operation] = (refused[operation] ?? 0) + 1;
+      answer = {
+        status: 400,
+        body: JSON.stringify({
+          __type: "com.amazon.coral.service#AccessDeniedException",
+          message: `not authorized to perform: dynamodb:${operation}`,
+        }),
+      };
+    } else if (operation === "BatchGetItem" || operation === "BatchWriteItem") {
       answer = await withUnprocessed(operation, JSON.parse(text), (body) => forward(headers, body));
     } else {
       answer = await forward(headers, text);
@@ -104,6 +119,7 @@ export async function startUnprocessingProxy(
   return {
     endpoint: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
     left,
+    refused,
     stop: () =>
       new Promise<void>((resolve) => {
         server.close(() => resolve());

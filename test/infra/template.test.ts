@@ -577,12 +577,12 @@ describe("packaged CloudFormation template", () => {
     assert.deepEqual(grants, [
       [
         "IngestQueueRole",
-        ["dynamodb:BatchGetItem", "dynamodb:BatchWriteItem"],
+        ["dynamodb:BatchGetItem", "dynamodb:BatchWriteItem", "dynamodb:PutItem", "dynamodb:DeleteItem"],
         { "Fn::GetAtt": ["ReplayLedgerTable", "Arn"] },
       ],
       [
         "DlqReplayRole",
-        ["dynamodb:BatchGetItem", "dynamodb:BatchWriteItem"],
+        ["dynamodb:BatchGetItem", "dynamodb:BatchWriteItem", "dynamodb:PutItem", "dynamodb:DeleteItem"],
         { "Fn::GetAtt": ["ReplayLedgerTable", "Arn"] },
       ],
     ]);

@@ -10,7 +10,7 @@ import { meterEventIdentifier } from "../../lib/meter-event.js";
 import { Metric, MetricsRecorder } from "../../lib/metrics.js";
 import type { ReplayOptions } from "../../lib/replay.js";
 import type { ReplayLedger } from "../../lib/replay-ledger.js";
-import { startTestDynamo, startUnprocessingProxy, type TestDynamo } from "../helpers/dynamodb.js";
+import { startDynamoFaultProxy, startTestDynamo, type TestDynamo } from "../helpers/dynamodb.js";
 import { lambdaContext, sqsEvent, sqsRecord, usageEvent } from "../helpers/factories.js";
 import { consumerEnv, usePipelineParts } from "../helpers/pipeline.js";
 import { drain, drainDeadLetters, queueDepth } from "../helpers/sqs.js";
@@ -64,6 +64,9 @@ const ledgerItems = async () =>
     state: i.state?.S,
     expiresAt: Number(i.expiresAt?.N),
   })) ?? [];
+/** The ledger's item for `identifier`, as DynamoDB holds it. */
+const ledgerItem = async (identifier: string) =>
+  (await dynamo.client.send(new ScanCommand({ TableName: LEDGER }))).Items?.find((i) => i.identifier?.S === identifier);
 
 describe("replay ledger", () => {
   test("two letters of one event replayed more than 24 h apart bill once", async () => {
@@ -370,7 +373,7 @@ describe("replay ledger", () => {
   test("keys and writes a throttled DynamoDB leaves unprocessed are sent again until done", async () => {
     // Half of every batch call's keys or writes, rounded down, left for the next round: a call of
     // 20 takes five rounds (20, 10, 5, 2, 1), the most the ledger makes.
-    const proxy = await startUnprocessingProxy(dynamo.endpoint, (_, n) => Math.floor(n / 2));
+    const proxy = await startDynamoFaultProxy(dynamo.endpoint, (_, n) => Math.floor(n / 2));
     try {
       const events = Array.from({ length: 20 }, (_, i) =>
         usageEvent({ customer: "acct_late", value: 1, id: `throttled_${i}_${Date.now()}` }),
@@ -405,36 +408,38 @@ describe("replay ledger", () => {
     }
   });
 
-  test("a DynamoDB that keeps leaving reads or writes unprocessed stops the replay before anything is sent", async () => {
+  test("a DynamoDB that keeps leaving reads unprocessed, or refuses the marks, stops the replay before anything is sent", async () => {
     const event = usageEvent({ customer: "acct_late", value: 2 });
     await deadLetterCopies(event, 1);
     const sentBefore = parts.emulator.ledger.events.length;
-    // Every read held back; then every mark (the deletes that take marks back pass).
-    const cases = [
-      ["reads of", "BatchGetItem", (op: string, n: number) => (op === "BatchGetItem" ? n : 0)],
-      [
-        "writes to",
-        "BatchWriteItem",
-        (op: string, _: number, items: readonly Record<string, unknown>[]) =>
-          op === "BatchWriteItem" && items.some((w) => "PutRequest" in w) ? 1 : 0,
-      ],
-    ] as const;
-    for (const [what, operation, leave] of cases) {
-      const proxy = await startUnprocessingProxy(dynamo.endpoint, leave);
-      try {
-        await assert.rejects(
-          replay({ DYNAMODB_ENDPOINT: proxy.endpoint, ...withLedger() }),
-          new RegExp(
-            `the replay ledger could not be read or marked, so nothing was sent: DynamoDB left 1 ${what} meterhook-test-replay-ledger unprocessed`,
-          ),
-        );
-      } finally {
-        await proxy.stop();
-      }
-      assert.equal(proxy.left[operation], 5, `${operation}: five rounds, then it gives up`);
-      assert.equal(parts.emulator.ledger.events.length, sentBefore, "nothing sent to Stripe");
-      assert.equal(await queueDepth(parts.queues.sqs, parts.queues.deadLetterQueueUrl), 1, "the letter stays");
+    // Every read held back, five rounds until the ledger gives up.
+    const unread = await startDynamoFaultProxy(dynamo.endpoint, (op, n) => (op === "BatchGetItem" ? n : 0));
+    try {
+      await assert.rejects(
+        replay({ DYNAMODB_ENDPOINT: unread.endpoint, ...withLedger() }),
+        /the replay ledger could not be read or marked, so nothing was sent: DynamoDB left 1 reads of meterhook-test-replay-ledger unprocessed/,
+      );
+    } finally {
+      await unread.stop();
     }
+    assert.equal(unread.left.BatchGetItem, 5, "five rounds, then it gives up");
+    // Every mark refused, as to a role without dynamodb:PutItem.
+    const unmarked = await startDynamoFaultProxy(
+      dynamo.endpoint,
+      () => 0,
+      (op) => op === "PutItem",
+    );
+    try {
+      await assert.rejects(
+        replay({ DYNAMODB_ENDPOINT: unmarked.endpoint, ...withLedger() }),
+        /the replay ledger could not be read or marked, so nothing was sent: not authorized to perform: dynamodb:PutItem/,
+      );
+    } finally {
+      await unmarked.stop();
+    }
+    assert.equal(unmarked.refused.PutItem, 1);
+    assert.equal(parts.emulator.ledger.events.length, sentBefore, "nothing sent to Stripe");
+    assert.equal(await queueDepth(parts.queues.sqs, parts.queues.deadLetterQueueUrl), 1, "the letter stays");
   });
 
   test("marks written before the ledger gave up are taken back: nothing was sent", async () => {
@@ -445,19 +450,22 @@ describe("replay ledger", () => {
       createConsumerFromConfig(loadConfig(env()), { sqs: parts.queues.sqs, logger: silentLogger }),
     );
     await handler(sqsEvent(events.map((e) => sqsRecord(e))), lambdaContext());
-    // One mark of each call written, the rest left unprocessed, until the ledger gives up after
-    // five calls with some written; deletes pass.
-    const proxy = await startUnprocessingProxy(dynamo.endpoint, (op, n, items) =>
-      op === "BatchWriteItem" && items.some((w) => "PutRequest" in w) ? n - 1 : 0,
+    // Four marks written, the other six refused; the deletes that take marks back pass.
+    let marked = 0;
+    const proxy = await startDynamoFaultProxy(
+      dynamo.endpoint,
+      () => 0,
+      (op) => op === "PutItem" && ++marked > 4,
     );
     try {
       await assert.rejects(
         replay({ DYNAMODB_ENDPOINT: proxy.endpoint, ...withLedger() }, { limit: 10 }),
-        /could not be read or marked, so nothing was sent: DynamoDB left \d+ writes/,
+        /could not be read or marked, so nothing was sent: not authorized to perform: dynamodb:PutItem/,
       );
     } finally {
       await proxy.stop();
     }
+    assert.equal(proxy.refused.PutItem, 6);
     const ids = new Set(events.map((e) => meterEventIdentifier(e.id as string, "api_requests")));
     assert.deepEqual(
       (await ledgerItems()).filter((i) => ids.has(i.identifier as string)),
@@ -467,6 +475,67 @@ describe("replay ledger", () => {
     for (const id of ids) assert.equal(billings(id), 0);
     assert.equal(await queueDepth(parts.queues.sqs, parts.queues.deadLetterQueueUrl), 10, "the letters stay");
   });
+  /**
+   * A replay of `event`'s letter through the real ledger, with `race` run at one step of it, as
+   * another replay of a copy of the event would, and Stripe refusing the event (so that the replay
+   * takes back what it marked).
+   */
+  async function replayRacing(event: Record<string, unknown>, race: (ledger: ReplayLedger) => Partial<ReplayLedger>) {
+    const identifier = meterEventIdentifier(event.id as string, "api_requests");
+    await deadLetterCopies(event, 1);
+    parts.emulator.injectFaults({
+      path: "/v2/billing/meter_event_stream",
+      bodyIncludes: identifier,
+      respond: { status: 400, body: { error: { type: "invalid_request_error", message: "refused" } } },
+    });
+    const real = createDynamoReplayLedger({ region: "us-east-1", endpoint: dynamo.endpoint, tableName: LEDGER });
+    const report = await replayFromConfig(
+      loadConfig(env({ METERHOOK_CUSTOMERS: JSON.stringify({ acct_late: "cus_late" }) })),
+      { limit: 1, dryRun: false, ledger: { ...real, ...race(real) } },
+      { sqs: parts.queues.sqs, logger: silentLogger },
+    );
+    assert.deepEqual(report.deadLettered, { stripe_rejected: 1 });
+    return { identifier, item: await ledgerItem(identifier) };
+  }
+  const otherReplays = (identifiers: readonly string[], state: "sending" | "billed", at: string) =>
+    identifiers.map((identifier) => ({
+      identifier,
+      eventName: "api_requests",
+      state,
+      at,
+      expiresAt: Math.floor(Date.now() / 1000) + 86_400,
+    }));
+
+  test("a mark another replay writes between this one's read and its write stands, though this one's send is refused", async () => {
+    const otherSentAt = new Date(Date.now() - 60_000).toISOString();
+    const { item } = await replayRacing(usageEvent({ customer: "acct_late", value: 4 }), (real) => ({
+      marks: async (ids) => {
+        const read = await real.marks(ids);
+        await real.claim(otherReplays(ids, "sending", otherSentAt));
+        return read;
+      },
+    }));
+    // Overwritten and then removed, a copy replayed more than 23 h later would be sent again
+    // though the other replay's send may have billed it.
+    assert.deepEqual([item?.state?.S, item?.sentAt?.S], ["sending", otherSentAt], "the other replay's mark");
+  });
+
+  test("a billing another replay records while this one's send is refused stays", async () => {
+    const { item } = await replayRacing(usageEvent({ customer: "acct_late", value: 6 }), (real) => ({
+      forget: async (marks) => {
+        await real.record(
+          otherReplays(
+            marks.map((m) => m.identifier),
+            "billed",
+            new Date().toISOString(),
+          ),
+        );
+        await real.forget(marks);
+      },
+    }));
+    assert.equal(item?.state?.S, "billed");
+  });
+
   test("with pre-aggregation on, a former dead letter's event is sent as itself, so that the ledger knows it", async () => {
     const aggregate = {
       METERHOOK_AGGREGATE: JSON.stringify({ api_requests: "sum" }),
