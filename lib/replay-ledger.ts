@@ -123,8 +123,12 @@ export function behindLedger(
           const claimed = await ledger.claim(marking.map((e) => entry(e, "sending", markedAt)));
           // Marked by another replay since the read (a copy of the same event): its mark stands,
           // and this send is a resend within Stripe's duplicate window.
-          for (const e of marking)
-            if (!claimed.has(e.identifier)) marks.set(e.identifier, { state: "sending", since: t });
+          const raced = marking.filter((e) => !claimed.has(e.identifier)).map((e) => e.identifier);
+          for (const id of raced) marks.set(id, { state: "sending", since: t });
+          if (raced.length > 0)
+            logger.info("another replay marked these events since they were read: sent again for Stripe to drop", {
+              identifiers: raced,
+            });
           marking = marking.filter((e) => claimed.has(e.identifier));
         }
       } catch (err) {

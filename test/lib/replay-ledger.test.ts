@@ -489,13 +489,15 @@ describe("replay ledger", () => {
       respond: { status: 400, body: { error: { type: "invalid_request_error", message: "refused" } } },
     });
     const real = createDynamoReplayLedger({ region: "us-east-1", endpoint: dynamo.endpoint, tableName: LEDGER });
+    const lines: string[] = [];
     const report = await replayFromConfig(
       loadConfig(env({ METERHOOK_CUSTOMERS: JSON.stringify({ acct_late: "cus_late" }) })),
       { limit: 1, dryRun: false, ledger: { ...real, ...race(real) } },
-      { sqs: parts.queues.sqs, logger: silentLogger },
+      { sqs: parts.queues.sqs, logger: createLogger({ level: "info", write: (line) => lines.push(line) }) },
     );
     assert.deepEqual(report.deadLettered, { stripe_rejected: 1 });
-    return { identifier, item: await ledgerItem(identifier) };
+    const logged = lines.map((l) => JSON.parse(l) as { message: string; identifiers?: string[] });
+    return { identifier, item: await ledgerItem(identifier), logged };
   }
   const otherReplays = (identifiers: readonly string[], state: "sending" | "billed", at: string) =>
     identifiers.map((identifier) => ({
@@ -508,16 +510,22 @@ describe("replay ledger", () => {
 
   test("a mark another replay writes between this one's read and its write stands, though this one's send is refused", async () => {
     const otherSentAt = new Date(Date.now() - 60_000).toISOString();
-    const { item } = await replayRacing(usageEvent({ customer: "acct_late", value: 4 }), (real) => ({
-      marks: async (ids) => {
-        const read = await real.marks(ids);
-        await real.claim(otherReplays(ids, "sending", otherSentAt));
-        return read;
-      },
-    }));
+    const { identifier, item, logged } = await replayRacing(
+      usageEvent({ customer: "acct_late", value: 4 }),
+      (real) => ({
+        marks: async (ids) => {
+          const read = await real.marks(ids);
+          await real.claim(otherReplays(ids, "sending", otherSentAt));
+          return read;
+        },
+      }),
+    );
     // Overwritten and then removed, a copy replayed more than 23 h later would be sent again
     // though the other replay's send may have billed it.
     assert.deepEqual([item?.state?.S, item?.sentAt?.S], ["sending", otherSentAt], "the other replay's mark");
+    assert.deepEqual(logged.find((l) => /another replay marked these events/.test(l.message))?.identifiers, [
+      identifier,
+    ]);
   });
 
   test("a billing another replay records while this one's send is refused stays", async () => {
