@@ -53,6 +53,13 @@ const replay = (extra: Record<string, string>, options: Partial<ReplayOptions> =
   );
 /** The count `recorder` holds for metric `name` (undefined if none), emptying it. */
 const counted = (recorder: MetricsRecorder, name: string) => recorder.drain().find((p) => p.name === name)?.values[0];
+/** Stripe refuses (400) the next stream request that carries `identifier`. */
+const refusedByStripe = (identifier: string) =>
+  parts.emulator.injectFaults({
+    path: "/v2/billing/meter_event_stream",
+    bodyIncludes: identifier,
+    respond: { status: 400, body: { error: { type: "invalid_request_error", message: "refused" } } },
+  });
 const billedTo = (customer: string) =>
   parts.emulator.ledger.summaries().find((s) => s.customer === customer)?.aggregated_value ?? 0;
 /** How many times Stripe billed the identifier (the emulator's own 24-hour check drops repeats). */
@@ -352,11 +359,7 @@ describe("replay ledger", () => {
     const event = usageEvent({ customer: "acct_late", value: 2 });
     const identifier = meterEventIdentifier(event.id as string, "api_requests");
     await deadLetterCopies(event, 2);
-    parts.emulator.injectFaults({
-      path: "/v2/billing/meter_event_stream",
-      bodyIncludes: identifier,
-      respond: { status: 400, body: { error: { type: "invalid_request_error", message: "refused" } } },
-    });
+    refusedByStripe(identifier);
     const refused = await replay(withLedger(), { limit: 1 });
     assert.deepEqual(refused.deadLettered, { stripe_rejected: 1 });
     assert.ok(!(await ledgerItems()).some((i) => i.identifier === identifier), "no mark left");
@@ -483,11 +486,7 @@ describe("replay ledger", () => {
   async function replayRacing(event: Record<string, unknown>, race: (ledger: ReplayLedger) => Partial<ReplayLedger>) {
     const identifier = meterEventIdentifier(event.id as string, "api_requests");
     await deadLetterCopies(event, 1);
-    parts.emulator.injectFaults({
-      path: "/v2/billing/meter_event_stream",
-      bodyIncludes: identifier,
-      respond: { status: 400, body: { error: { type: "invalid_request_error", message: "refused" } } },
-    });
+    refusedByStripe(identifier);
     const real = createDynamoReplayLedger({ region: "us-east-1", endpoint: dynamo.endpoint, tableName: LEDGER });
     const lines: string[] = [];
     const report = await replayFromConfig(
