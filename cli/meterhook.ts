@@ -170,6 +170,7 @@ async function dynamodbTableEntries({ config, file, mapping }: Settings) {
     const items = await scanTable({
       region: c.region ?? config.aws.region,
       endpoint: config.aws.dynamodbEndpoint,
+      requestTimeoutMs: config.aws.requestTimeoutMs,
       tableName: c.tableName,
       attributes: [...new Set([...Object.keys(c.key), c.stripeIdAttribute.split(".")[0] as string])],
     });

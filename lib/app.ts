@@ -1,4 +1,5 @@
 import type { SQSClient } from "@aws-sdk/client-sqs";
+import { awsClientConfig } from "./aws-clients.js";
 import { createDynamoItemReader, createDynamoReplayLedger } from "./aws-dynamodb.js";
 import { createAwsSecretReader } from "./aws-secrets.js";
 import { type Config, required } from "./config.js";
@@ -54,12 +55,13 @@ export function sqsClientFor(config: Config, given?: SqsClientSource): SqsClient
   return () => {
     client ??= import("@aws-sdk/client-sqs").then(
       ({ SQSClient }) =>
-        new SQSClient({
-          region: config.aws.region,
-          ...(config.aws.sqsEndpoint
-            ? { endpoint: config.aws.sqsEndpoint, credentials: { accessKeyId: "local", secretAccessKey: "local" } }
-            : {}),
-        }),
+        new SQSClient(
+          awsClientConfig({
+            region: config.aws.region,
+            endpoint: config.aws.sqsEndpoint,
+            requestTimeoutMs: config.aws.requestTimeoutMs,
+          }),
+        ),
     );
     return client;
   };
@@ -73,6 +75,7 @@ export function secretReaderFor(config: Config, deps: AppDeps = {}): SecretReade
       region: config.aws.region,
       ssmEndpoint: config.aws.ssmEndpoint,
       secretsManagerEndpoint: config.aws.secretsManagerEndpoint,
+      requestTimeoutMs: config.aws.requestTimeoutMs,
     })
   );
 }
@@ -267,7 +270,11 @@ export async function createConsumerFromConfig(
       ? await consumerMapping(mapping, {
           transport,
           stripeGet,
-          getItem: createDynamoItemReader({ region: config.aws.region, endpoint: config.aws.dynamodbEndpoint }),
+          getItem: createDynamoItemReader({
+            region: config.aws.region,
+            endpoint: config.aws.dynamodbEndpoint,
+            requestTimeoutMs: config.aws.requestTimeoutMs,
+          }),
           env: config.env,
           reader,
         })
@@ -293,6 +300,7 @@ export async function createConsumerFromConfig(
           replayLedger: createDynamoReplayLedger({
             region: config.aws.region,
             endpoint: config.aws.dynamodbEndpoint,
+            requestTimeoutMs: config.aws.requestTimeoutMs,
             tableName: config.replayLedgerTable,
           }),
         }

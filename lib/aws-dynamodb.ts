@@ -1,4 +1,5 @@
 import type { DynamoDBClient, AttributeValue as SdkAttributeValue, WriteRequest } from "@aws-sdk/client-dynamodb";
+import { type AwsClientTarget, awsClientConfig } from "./aws-clients.js";
 import type { AttributeValue, GetItem } from "./mapping/lookups.js";
 import type { LedgerEntry, LedgerMark, ReplayLedger } from "./replay-ledger.js";
 import { backoffDelayMs } from "./stripe/retry-policy.js";
@@ -6,19 +7,13 @@ import { backoffDelayMs } from "./stripe/retry-policy.js";
 /** The AWS SDK's DynamoDB client, imported on first use: most functions never need it. */
 const sdk = () => import("@aws-sdk/client-dynamodb");
 
-/** A client's region, and for another endpoint (a local DynamoDB) placeholder credentials. */
-const clientOptions = (region: string, endpoint: string | undefined) => ({
-  region,
-  ...(endpoint ? { endpoint, credentials: { accessKeyId: "local", secretAccessKey: "local" } } : {}),
-});
-
 /**
  * GetItem for the `dynamodb` customer lookup, with the AWS SDK's DynamoDB client. Imported on
  * the first lookup: a consumer whose sources use none never loads it. One client per region (a
  * lookup may name another region than the stack's); `endpoint` points it elsewhere (tests, a
  * local DynamoDB).
  */
-export function createDynamoItemReader(options: { region: string; endpoint?: string }): GetItem {
+export function createDynamoItemReader(options: AwsClientTarget): GetItem {
   const clients = new Map<string, Promise<DynamoDBClient>>();
   const clientFor = (region: string) => {
     let client = clients.get(region);
@@ -26,7 +21,7 @@ export function createDynamoItemReader(options: { region: string; endpoint?: str
       client = sdk().then(
         ({ DynamoDBClient }) =>
           // One retry within the lookup's timeout; the queue retries the message after that.
-          new DynamoDBClient({ ...clientOptions(region, options.endpoint), maxAttempts: 2 }),
+          new DynamoDBClient({ ...awsClientConfig({ ...options, region }), maxAttempts: 2 }),
       );
       clients.set(region, client);
     }
@@ -53,14 +48,11 @@ export function createDynamoItemReader(options: { region: string; endpoint?: str
  * Every item of a table, with only the `attributes` named (a Scan, page by page): what
  * `meterhook customers` checks against Stripe before a deploy.
  */
-export async function scanTable(options: {
-  region: string;
-  endpoint?: string;
-  tableName: string;
-  attributes: readonly string[];
-}): Promise<Array<Record<string, AttributeValue>>> {
+export async function scanTable(
+  options: AwsClientTarget & { tableName: string; attributes: readonly string[] },
+): Promise<Array<Record<string, AttributeValue>>> {
   const { DynamoDBClient, ScanCommand } = await sdk();
-  const client = new DynamoDBClient(clientOptions(options.region, options.endpoint));
+  const client = new DynamoDBClient(awsClientConfig(options));
   const names = Object.fromEntries(options.attributes.map((a, i) => [`#a${i}`, a]));
   const items: Array<Record<string, AttributeValue>> = [];
   try {
@@ -146,14 +138,10 @@ async function untilProcessed<T>(
  * other's mark. The client is made on the ledger's first use: the consumer that holds a ledger
  * reads it only for redriven letters.
  */
-export function createDynamoReplayLedger(options: {
-  region: string;
-  endpoint?: string;
-  tableName: string;
-}): ReplayLedger {
+export function createDynamoReplayLedger(options: AwsClientTarget & { tableName: string }): ReplayLedger {
   let client: Promise<DynamoDBClient> | undefined;
   const clientOf = () => {
-    client ??= sdk().then(({ DynamoDBClient }) => new DynamoDBClient(clientOptions(options.region, options.endpoint)));
+    client ??= sdk().then(({ DynamoDBClient }) => new DynamoDBClient(awsClientConfig(options)));
     return client;
   };
   const table = options.tableName;

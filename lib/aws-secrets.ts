@@ -1,3 +1,4 @@
+import { awsClientConfig } from "./aws-clients.js";
 import type { SecretReader } from "./secrets.js";
 
 /**
@@ -9,14 +10,15 @@ export function createAwsSecretReader(options: {
   region: string;
   ssmEndpoint?: string;
   secretsManagerEndpoint?: string;
+  requestTimeoutMs?: number;
 }): SecretReader {
-  const credentials = (endpoint: string | undefined) =>
-    endpoint ? { endpoint, credentials: { accessKeyId: "local", secretAccessKey: "local" } } : {};
+  const clientConfig = (endpoint: string | undefined) =>
+    awsClientConfig({ region: options.region, endpoint, requestTimeoutMs: options.requestTimeoutMs });
   return async (source) => {
     if (source.store === "ssm") {
       const { SSMProvider } = await import("@aws-lambda-powertools/parameters/ssm");
       const provider = new SSMProvider({
-        clientConfig: { region: options.region, ...credentials(options.ssmEndpoint) },
+        clientConfig: clientConfig(options.ssmEndpoint),
       });
       const value = await provider.get(source.name, { decrypt: true, maxAge: 3600 });
       if (typeof value !== "string") throw new Error("parameter has no string value");
@@ -24,7 +26,7 @@ export function createAwsSecretReader(options: {
     }
     const { SecretsProvider } = await import("@aws-lambda-powertools/parameters/secrets");
     const provider = new SecretsProvider({
-      clientConfig: { region: options.region, ...credentials(options.secretsManagerEndpoint) },
+      clientConfig: clientConfig(options.secretsManagerEndpoint),
     });
     const value = await provider.get(source.name, { maxAge: 3600 });
     if (typeof value !== "string") throw new Error("secret has no string value");

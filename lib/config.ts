@@ -1,6 +1,7 @@
 import { readFileSync } from "node:fs";
 import * as z from "zod";
 import type { AggregationRules } from "./aggregation.js";
+import { DEFAULT_AWS_REQUEST_TIMEOUT_MS } from "./aws-clients.js";
 import { ConfigError } from "./errors.js";
 import { MAX_PACK_EVENTS } from "./pack.js";
 import { registerSecret } from "./redact.js";
@@ -85,6 +86,8 @@ export const EnvSchema = z.object({
   SSM_ENDPOINT: z.string().url().optional(),
   SECRETS_MANAGER_ENDPOINT: z.string().url().optional(),
   DYNAMODB_ENDPOINT: z.string().url().optional(),
+  // Each AWS call's bound (SQS, DynamoDB, SSM, Secrets Manager): the SDK sets none (lib/aws-clients.ts).
+  METERHOOK_AWS_REQUEST_TIMEOUT_MS: int(DEFAULT_AWS_REQUEST_TIMEOUT_MS, 100, 60_000),
   AWS_REGION: z.string().default("us-east-1"),
 });
 
@@ -166,6 +169,8 @@ export interface Config {
     secretsManagerEndpoint: string | undefined;
     /** For the mapping config's `dynamodb` customer lookups and the replay ledger. */
     dynamodbEndpoint: string | undefined;
+    /** Each AWS SDK request's bound (lib/aws-clients.ts). */
+    requestTimeoutMs: number;
   };
 }
 
@@ -312,6 +317,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       ssmEndpoint: e.SSM_ENDPOINT,
       secretsManagerEndpoint: e.SECRETS_MANAGER_ENDPOINT,
       dynamodbEndpoint: e.DYNAMODB_ENDPOINT,
+      requestTimeoutMs: e.METERHOOK_AWS_REQUEST_TIMEOUT_MS,
     },
   });
 }

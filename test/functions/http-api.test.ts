@@ -7,6 +7,7 @@ import { loadConfig } from "../../lib/config.js";
 import { silentLogger } from "../../lib/logger.js";
 import { MetricsRecorder } from "../../lib/metrics.js";
 import { httpEvent, usageEvent } from "../helpers/factories.js";
+import { startSilentServer } from "../helpers/silent-server.js";
 import { drain, startTestQueues, type TestQueues } from "../helpers/sqs.js";
 
 const KEY = "mh_test_key_one";
@@ -289,6 +290,32 @@ describe("POST /v1/events", () => {
     );
     assert.equal(res.statusCode, 503);
     assert.equal(JSON.parse(res.body ?? "").error.code, "enqueue_failed");
+  });
+
+  // The SDK bounds no call by default: without METERHOOK_AWS_REQUEST_TIMEOUT_MS's bound this
+  // request would wait on the silent queue until the test's own timeout fails it.
+  test("503 enqueue_failed when the queue never answers: each call ends at the AWS request timeout", {
+    timeout: 30_000,
+  }, async () => {
+    const silent = await startSilentServer();
+    try {
+      const config = loadConfig({
+        METERHOOK_API_KEYS: KEY,
+        METERHOOK_INGEST_QUEUE_URL: queues.ingestQueueUrl,
+        SQS_ENDPOINT: silent.endpoint,
+        METERHOOK_AWS_REQUEST_TIMEOUT_MS: "200",
+      });
+      // The SQS client the function makes from its settings, not the test's.
+      const api = await createIngestApiFromConfig(config, { logger: silentLogger });
+      const res = await createHttpHandler(async () => api)(
+        httpEvent({ body: JSON.stringify(usageEvent()), headers: headers() }),
+      );
+      assert.equal(res.statusCode, 503);
+      assert.equal(JSON.parse(res.body ?? "").error.code, "enqueue_failed");
+      assert.ok(silent.connections() >= 1, "the call reached the endpoint and was cut off there");
+    } finally {
+      await silent.stop();
+    }
   });
 });
 

@@ -1,11 +1,13 @@
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
+import { secretReaderFor } from "../../lib/app.js";
 import { createAwsSecretReader } from "../../lib/aws-secrets.js";
 import { loadConfig } from "../../lib/config.js";
 import { ConfigError } from "../../lib/errors.js";
 import { redact } from "../../lib/redact.js";
 import { resolveSecrets } from "../../lib/secrets.js";
 import { startFakeSecretStores } from "../helpers/fake-secret-stores.js";
+import { startSilentServer } from "../helpers/silent-server.js";
 
 let stores: Awaited<ReturnType<typeof startFakeSecretStores>>;
 before(async () => {
@@ -68,6 +70,26 @@ test("a missing parameter fails start-up naming it, without any value", async ()
     assert.match(e.message, /\/meterhook\/test\/missing/);
     return true;
   });
+});
+
+test("a store that never answers fails start-up at the AWS request timeout, naming the secret", {
+  timeout: 30_000,
+}, async () => {
+  const silent = await startSilentServer();
+  try {
+    const config = loadConfig({
+      STRIPE_API_KEY_SSM_PARAMETER: "/meterhook/test/stripe-api-key",
+      SSM_ENDPOINT: silent.endpoint,
+      METERHOOK_AWS_REQUEST_TIMEOUT_MS: "200",
+    });
+    await assert.rejects(
+      resolveSecrets(config, secretReaderFor(config), { stripeKey: true }),
+      /\/meterhook\/test\/stripe-api-key.*200 ms requestTimeout/,
+    );
+    assert.ok(silent.connections() >= 1);
+  } finally {
+    await silent.stop();
+  }
 });
 
 test("both stores for one secret is a configuration error", () => {
