@@ -317,6 +317,17 @@ describe("packaged CloudFormation template", () => {
     assert.ok(consumers + perSecond("DlqReplayLambdaFunction") <= 1000, `${consumers} + replay's`);
   });
 
+  test("three attempts at an AWS call that never answers end before each function's timeout", () => {
+    for (const fn of Object.values(FUNCTIONS)) {
+      const { Timeout, Environment } = resources[fn].Properties;
+      const bound = loadConfig({
+        METERHOOK_AWS_REQUEST_TIMEOUT_MS: Environment.Variables.METERHOOK_AWS_REQUEST_TIMEOUT_MS,
+      }).aws.requestTimeoutMs;
+      // The AWS SDK's three attempts, and a second for its backoff between them and the answer.
+      assert.ok(3 * bound + 1_000 <= Timeout * 1_000, `${fn}: 3 x ${bound} ms within ${Timeout} s`);
+    }
+  });
+
   test("every function runs on arm64 with a supported Node.js runtime", () => {
     const fns = ofType("AWS::Lambda::Function");
     assert.equal(fns.length, 5);
