@@ -3,6 +3,7 @@ import { type AwsClientTarget, awsClientConfig } from "./aws-clients.js";
 import type { AttributeValue, GetItem } from "./mapping/lookups.js";
 import type { LedgerEntry, LedgerMark, ReplayLedger } from "./replay-ledger.js";
 import { backoffDelayMs } from "./stripe/retry-policy.js";
+import { runPool } from "./stripe/submitter.js";
 
 /** The AWS SDK's DynamoDB client, imported on first use: most functions never need it. */
 const sdk = () => import("@aws-sdk/client-dynamodb");
@@ -93,19 +94,16 @@ const chunks = <T>(items: readonly T[], size: number): T[][] =>
   Array.from({ length: Math.ceil(items.length / size) }, (_, i) => items.slice(i * size, (i + 1) * size));
 
 /**
- * `call` for each of `items`, `CONDITIONAL_IN_FLIGHT` at a time. Every call is answered before it
- * settles, so that nothing is still being written when it throws (the first error).
+ * `call` for each of `items`, `CONDITIONAL_IN_FLIGHT` at a time. Every call is answered before
+ * this settles, so that nothing is still being written when it throws (the first error).
  */
 async function eachInFlight<T>(items: readonly T[], call: (item: T) => Promise<void>): Promise<void> {
-  let next = 0;
   const errors: unknown[] = [];
-  const lane = async () => {
-    while (next < items.length) {
-      const item = items[next++] as T;
-      await call(item).catch((err: unknown) => errors.push(err));
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(CONDITIONAL_IN_FLIGHT, items.length) }, lane));
+  await runPool(items, CONDITIONAL_IN_FLIGHT, (item) =>
+    call(item).catch((err: unknown) => {
+      errors.push(err);
+    }),
+  );
   if (errors.length > 0) throw errors[0];
 }
 
@@ -162,7 +160,7 @@ export function createDynamoReplayLedger(options: AwsClientTarget & { tableName:
     [e.state === "billed" ? "billedAt" : "sentAt"]: { S: e.at },
     [LEDGER_EXPIRY]: { N: String(e.expiresAt) },
   });
-  /** One entry per identifier: BatchWriteItem refuses a batch that names a key twice. */
+  /** One entry per identifier: BatchWriteItem refuses a batch that names a key twice, and one conditional call per key is enough. */
   const unique = <T extends { identifier: string }>(entries: readonly T[]) => [
     ...new Map(entries.map((e) => [e.identifier, e])).values(),
   ];

@@ -84,9 +84,10 @@ export interface LedgerOptions {
  * dedupe_window_passed, for an operator to check Stripe. The rest are marked `sending` before
  * `inner` sends them (unless another replay marked one since the read: its mark stands, and the
  * event is resent within the duplicate window), `billed` once it bills them, and unmarked when it
- * answers they were not billed (only the mark this call wrote); one with no clear answer stays marked. A ledger that cannot be read or marked answers
- * its events `retry`, unsent, or with `unreadable: "stop"` (a replay) throws before anything is
- * sent, so that the replay stops and leaves its letters as they were. One that cannot record a
+ * answers they were not billed (only the mark this call wrote); one with no clear answer stays
+ * marked. A ledger that cannot be read or marked answers its events `retry`, unsent, or with
+ * `unreadable: "stop"` (a replay) throws before anything is sent, so that the replay stops and
+ * leaves its letters as they were. One that cannot record a
  * billing logs an error and counts it: the event stays marked sent.
  */
 export function behindLedger(
@@ -113,6 +114,7 @@ export function behindLedger(
       if (checked.length === 0) return inner.submit(events, deadline);
       const t = now();
       const markedAt = new Date(t).toISOString();
+      const written = (e: MeterEvent): MarkWritten => ({ identifier: e.identifier, at: markedAt });
       let marks: Map<string, LedgerMark>;
       // Marked by this call: sent by no earlier replay. Unmarked again if Stripe answers they were not billed.
       let marking: MeterEvent[] = [];
@@ -134,8 +136,7 @@ export function behindLedger(
       } catch (err) {
         // Some marks may have been written: unmarked again if the ledger lets us, since nothing
         // is sent (left, a copy replayed a day later would be held for an operator, no more).
-        if (marking.length > 0)
-          await ledger.forget(marking.map((e) => ({ identifier: e.identifier, at: markedAt }))).catch(() => {});
+        if (marking.length > 0) await ledger.forget(marking.map(written)).catch(() => {});
         return unavailable(events, checked, err, deadline);
       }
       const send: MeterEvent[] = [];
@@ -179,10 +180,7 @@ export function behindLedger(
         // Known not billed: refused, or never sent. A retry after sending may have reached Stripe.
         else if (o.kind === "rejected" || o.unsent) unbilled.add(e.identifier);
       });
-      await settleMarks(
-        billed,
-        marking.filter((e) => unbilled.has(e.identifier)).map((e) => ({ identifier: e.identifier, at: markedAt })),
-      );
+      await settleMarks(billed, marking.filter((e) => unbilled.has(e.identifier)).map(written));
       return outcomes;
     },
   };
