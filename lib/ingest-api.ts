@@ -1,5 +1,6 @@
 import { createApiKeyCheck, createReloadingApiKeyCheck } from "./api-keys.js";
 import { cancelMessageBody, parseCancellation } from "./cancellation.js";
+import { contentCodings, inflated, unreadableCodings } from "./content-encoding.js";
 import { InvalidEventError, MeterhookError } from "./errors.js";
 import { type HttpRequest, type HttpResponse, httpError, json } from "./http.js";
 import type { Logger } from "./logger.js";
@@ -80,7 +81,7 @@ export function webhookBodyRefusal(
 ): Refusal | undefined {
   if (bytes > maxBodyBytes)
     return { status: 413, code: "payload_too_large", message: `body is larger than ${maxBodyBytes} bytes` };
-  const compressed = compressedBody({ headers }, "body");
+  const compressed = compressedBody(headers);
   return compressed ? { status: 415, code: "unsupported_media_type", message: compressed } : undefined;
 }
 
@@ -106,15 +107,14 @@ export interface Refusal {
 }
 
 /**
- * Why a compressed body is refused (`415 unsupported_media_type`), or undefined for one that is
- * not: meterhook does not inflate, and read as it is it would be invalid JSON (the events API, a
- * misleading answer) or mangled text matching no rule (a webhook, with `unmatched: ignore`
- * acknowledged and never billed).
+ * Why a compressed webhook is refused (`415 unsupported_media_type`), or undefined for one that
+ * is not: its signature covers the bytes its sender chose, and read as they are they would be
+ * mangled text matching no rule (with `unmatched: ignore`, acknowledged and never billed).
  */
-function compressedBody(req: Pick<HttpRequest, "headers">, what: string): string | undefined {
-  const encoding = (req.headers["content-encoding"] ?? "").trim().toLowerCase();
-  if (encoding === "" || encoding === "identity") return undefined;
-  return `Content-Encoding ${encoding.slice(0, 40)} is not supported; send the ${what} uncompressed`;
+function compressedBody(headers: Record<string, string | undefined>): string | undefined {
+  const codings = contentCodings(headers["content-encoding"]);
+  if (codings.length === 0) return undefined;
+  return `Content-Encoding ${codings.join(", ").slice(0, 40)} is not supported on webhooks; send the body uncompressed`;
 }
 
 /**
@@ -182,11 +182,12 @@ export function createIngestApi(deps: IngestApiDeps): { handle(req: HttpRequest)
     if (!JSON_TYPE.test(req.headers["content-type"] ?? "")) {
       return httpError(415, "unsupported_media_type", "Content-Type must be application/json", rid);
     }
-    const compressed = compressedBody(req, "JSON");
-    if (compressed) return httpError(415, "unsupported_media_type", compressed, rid);
+    const codings = contentCodings(req.headers["content-encoding"]);
+    const decoded = unreadableCodings(codings) ?? (await inflated(req.body, codings, deps.maxBodyBytes));
+    if (!("body" in decoded)) return httpError(decoded.status, decoded.code, decoded.message, rid);
     let body: unknown;
     try {
-      body = JSON.parse(withoutBom(req.body.toString("utf8")));
+      body = JSON.parse(withoutBom(decoded.body.toString("utf8")));
     } catch {
       return httpError(400, "invalid_json", "body is not valid JSON", rid);
     }

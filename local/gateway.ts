@@ -36,7 +36,9 @@ export async function startGateway(
     const headers: Record<string, string> = {};
     for (const [k, v] of Object.entries(req.headers))
       if (v !== undefined) headers[k] = Array.isArray(v) ? v.join(",") : v;
-    const text = TEXT_TYPES.test(headers["content-type"] ?? "");
+    // A compressed body is bytes whatever its type: API Gateway passes it base64-encoded.
+    const coded = !/^\s*(identity\s*)?$/i.test(headers["content-encoding"] ?? "");
+    const text = !coded && TEXT_TYPES.test(headers["content-type"] ?? "");
     const now = Date.now();
     const event: APIGatewayProxyEventV2 = {
       version: "2.0",

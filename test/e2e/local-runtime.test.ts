@@ -6,6 +6,7 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
+import { gzipSync } from "node:zlib";
 import { SendMessageCommand, SQSClient } from "@aws-sdk/client-sqs";
 import type { DeadLetterBody } from "../../lib/dead-letter.js";
 import { SOURCE_ATTRIBUTE } from "../../lib/triggers.js";
@@ -68,6 +69,19 @@ test("METERHOOK_EVENTS_PER_MESSAGE=100: 250 events in one request are billed onc
   assert.equal((await send({ events })).status, 202);
   await waitFor(() => total("cus_packed") === 750 || undefined, "every event to be billed");
   assert.equal(rt.emulator?.ledger.events.filter((e) => e.payload.stripe_customer_id === "cus_packed").length, 250);
+});
+
+test("a gzip-compressed batch through the gateway is billed once per event", async () => {
+  const { total, rt } = await start();
+  const events = Array.from({ length: 100 }, (_, i) => usageEvent({ id: `gz_${i}`, customer: "cus_gzip", value: 2 }));
+  const res = await fetch(`${rt.gatewayUrl}/v1/events`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${rt.apiKey}`, "content-type": "application/json", "content-encoding": "gzip" },
+    body: gzipSync(JSON.stringify({ events })),
+  });
+  assert.equal(res.status, 202);
+  await waitFor(() => total("cus_gzip") === 200 || undefined, "every event to be billed");
+  assert.equal(rt.emulator?.ledger.events.filter((e) => e.payload.stripe_customer_id === "cus_gzip").length, 100);
 });
 
 describe("failures through the real queues", () => {

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { after, before, beforeEach, describe, test } from "node:test";
-import { gzipSync } from "node:zlib";
+import { brotliCompressSync, deflateRawSync, deflateSync, gzipSync } from "node:zlib";
 import { createHttpHandler } from "../../functions/http-api.js";
 import { createIngestApiFromConfig } from "../../lib/app.js";
 import { loadConfig } from "../../lib/config.js";
@@ -248,17 +248,67 @@ describe("POST /v1/events", () => {
     );
   });
 
-  test("415 for a compressed body (Content-Encoding), instead of reading it as invalid JSON; nothing queued", async () => {
+  /** The handler's answer to `body` sent with Content-Encoding `coding`, as API Gateway passes it: base64. */
+  async function postCoded(body: Buffer, coding: string, path = "/v1/events") {
     const res = await handler(
-      httpEvent({
-        body: gzipSync(JSON.stringify(usageEvent())),
-        base64: true,
-        headers: { ...headers(), "content-encoding": "gzip" },
-      }),
+      httpEvent({ path, body, base64: true, headers: { ...headers(), "content-encoding": coding } }),
     );
-    const body = JSON.parse(res.body ?? "null");
-    assert.deepEqual([res.statusCode, body.error.code], [415, "unsupported_media_type"]);
-    assert.match(body.error.message, /Content-Encoding gzip is not supported/);
+    return { status: res.statusCode, body: JSON.parse(res.body ?? "null") };
+  }
+
+  test("a gzip, x-gzip, deflate (zlib or raw) or br body is inflated: its events are queued as sent", async () => {
+    const codings: Array<[string, (b: string) => Buffer]> = [
+      ["gzip", (b) => gzipSync(b)],
+      ["X-Gzip", (b) => gzipSync(b)],
+      ["deflate", (b) => deflateSync(b)],
+      ["deflate", (b) => deflateRawSync(b)],
+      ["br", (b) => brotliCompressSync(b)],
+      ["gzip, br", (b) => brotliCompressSync(gzipSync(b))],
+    ];
+    for (const [index, [coding, compress]] of codings.entries()) {
+      const events = [usageEvent({ id: `gz_${index}_a`, value: 2 }), usageEvent({ id: `gz_${index}_b`, value: 5 })];
+      const res = await postCoded(compress(JSON.stringify({ events })), coding);
+      assert.deepEqual([res.status, res.body.accepted], [202, [events[0]?.id, events[1]?.id]], coding);
+      const sent = (await queued()).map((m) => [m.id, m.value]);
+      assert.deepEqual(sent, [
+        [events[0]?.id, 2],
+        [events[1]?.id, 5],
+      ]);
+    }
+    const cancel = await postCoded(
+      gzipSync(JSON.stringify({ id: "gz_0_a", event_name: usageEvent().event_name })),
+      "gzip",
+      "/v1/events/cancel",
+    );
+    assert.deepEqual([cancel.status, cancel.body.accepted], [202, ["gz_0_a"]]);
+    assert.equal((await queued()).length, 1);
+  });
+
+  test("a compressed body that cannot be read is refused whole: 415 for an unknown coding, 400 for bytes not in the coding named, 413 past 1 MiB inflated", async () => {
+    const json = JSON.stringify(usageEvent());
+    const refused = [
+      [
+        await postCoded(gzipSync(json), "zstd"),
+        415,
+        "unsupported_media_type",
+        /Content-Encoding zstd is not supported/,
+      ],
+      [await postCoded(gzipSync(json), "gzip, gzip, gzip"), 415, "unsupported_media_type", /3 codings/],
+      [await postCoded(Buffer.from(json), "gzip"), 400, "invalid_body", /not valid gzip data/],
+      [await postCoded(gzipSync(json).subarray(0, 12), "gzip"), 400, "invalid_body", /not valid gzip data/],
+      [await postCoded(deflateSync(json), "br"), 400, "invalid_body", /not valid br data/],
+      // 2 MiB of one event's padding gzips to about 2 KiB: the bound is on what it inflates to.
+      [
+        await postCoded(gzipSync(JSON.stringify(usageEvent({ properties: { pad: "x".repeat(2 << 20) } }))), "gzip"),
+        413,
+        "payload_too_large",
+        /larger than 1048576 bytes once inflated/,
+      ],
+    ] as const;
+    for (const [res, status, code, message] of refused) {
+      assert.deepEqual([res.status, res.body.error.code], [status, code], res.body.error.message);
+      assert.match(res.body.error.message, message);
+    }
     assert.equal((await queued()).length, 0);
     const identity = await post(usageEvent(), { headers: { ...headers(), "content-encoding": "identity" } });
     assert.equal(identity.status, 202);
