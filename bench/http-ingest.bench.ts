@@ -1,11 +1,12 @@
 /**
  * `npm run bench:http`: HTTP ingest under load. autocannon drives `POST /v1/events` on the local
  * runtime (gateway -> the same HTTP handler Lambda runs -> SendMessageBatch to fauxqs), with 1 and
- * with 100 events per request. The consumer is not running, so only ingest is measured; latency
+ * with 100 events per request (and 100 gzip-compressed). The consumer is not running, so only ingest is measured; latency
  * is the gateway's whole round trip on loopback, which includes fauxqs.
  *
  * BENCH_SECONDS (10), BENCH_CONNECTIONS (16).
  */
+import { gzipSync } from "node:zlib";
 import autocannon from "autocannon";
 import { startLocalRuntime } from "../local/runtime.js";
 
@@ -21,26 +22,41 @@ const packed = await startLocalRuntime({
 let seq = 0;
 const event = () => ({ id: `http-bench-${++seq}`, event_name: "api_requests", customer: "cus_bench", value: 1 });
 
-async function run(perRequest: number, runtime = rt) {
+// Compressed before the run, so that the client's gzip (in this process) does not slow the handler.
+let sent = 0;
+const compressed = Array.from({ length: 200 }, () =>
+  gzipSync(JSON.stringify({ events: Array.from({ length: 100 }, event) })),
+);
+
+/** One row: `perRequest` events per request, on `runtime`, gzip-compressed when `gzip`. */
+async function run(perRequest: number, runtime = rt, gzip = false) {
   const result = await autocannon({
     url: `${runtime.gatewayUrl}/v1/events`,
     method: "POST",
     connections: CONNECTIONS,
     duration: SECONDS,
-    headers: { authorization: `Bearer ${rt.apiKey}`, "content-type": "application/json" },
+    headers: {
+      authorization: `Bearer ${rt.apiKey}`,
+      "content-type": "application/json",
+      ...(gzip ? { "content-encoding": "gzip" } : {}),
+    },
     requests: [
       {
-        setupRequest: (req) => ({
-          ...req,
-          body: JSON.stringify(perRequest === 1 ? event() : { events: Array.from({ length: perRequest }, event) }),
-        }),
+        setupRequest: (req) => {
+          // Built for the gzip row too, so that the client's work is the same as in the row before.
+          const json = JSON.stringify(
+            perRequest === 1 ? event() : { events: Array.from({ length: perRequest }, event) },
+          );
+          return { ...req, body: gzip ? compressed[sent++ % compressed.length] : json };
+        },
       },
     ],
   });
-  return { perRequest: runtime === rt ? String(perRequest) : `${perRequest}, packed`, result };
+  const label = `${perRequest}${runtime === rt ? "" : ", packed"}${gzip ? ", gzip" : ""}`;
+  return { perRequest: label, result };
 }
 
-const rows = [await run(1), await run(100), await run(100, packed)];
+const rows = [await run(1), await run(100), await run(100, packed), await run(100, packed, true)];
 console.log(`HTTP ingest, ${CONNECTIONS} connections, ${SECONDS} s each, Node ${process.version}`);
 console.log("| events per request | requests/s | events/s | p50 ms | p99 ms | non-2xx |");
 console.log("|---:|---:|---:|---:|---:|---:|");
