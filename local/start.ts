@@ -32,6 +32,8 @@ for (const k of [
   "STRIPE_EMULATOR_PORT",
   "STRIPE_EMULATOR_METERS",
   "STRIPE_EMULATOR_CUSTOMERS",
+  "STRIPE_EMULATOR_EVENT_DESTINATION",
+  "STRIPE_EMULATOR_EVENT_SECRET",
   "DYNAMODB_PORT",
   "DYNAMODB_ITEMS",
 ]) {
@@ -49,6 +51,15 @@ const meters = list("STRIPE_EMULATOR_METERS");
 // Its customers: by default every cus_ id exists; named here, only these do, e.g. to try the
 // customer check (METERHOOK_CUSTOMER_CHECK=on).
 const customers = list("STRIPE_EMULATOR_CUSTOMERS");
+// An event destination: each error report is POSTed there as Stripe pushes thin events, signed
+// with STRIPE_EMULATOR_EVENT_SECRET, e.g. to try a receiver of Stripe's notifications.
+const destination = process.env.STRIPE_EMULATOR_EVENT_DESTINATION || undefined;
+const destinationSecret = process.env.STRIPE_EMULATOR_EVENT_SECRET || "whsec_meterhook_local";
+const emulatorOptions = {
+  ...(meters.length > 0 ? { meters: meters.map((event_name) => ({ event_name })) } : {}),
+  ...(customers.length > 0 ? { customers } : {}),
+  ...(destination ? { eventDestinations: [{ url: destination, secret: destinationSecret }] } : {}),
+};
 
 try {
   const rt = await startLocalRuntime({
@@ -59,13 +70,7 @@ try {
     // DynamoDB Local's usual port; used only when the config has dynamodb lookups.
     dynamodbPort: port("DYNAMODB_PORT", LOCAL_PORTS.dynamodb),
     dynamodbItems: process.env.DYNAMODB_ITEMS || undefined,
-    emulator:
-      meters.length > 0 || customers.length > 0
-        ? {
-            ...(meters.length > 0 ? { meters: meters.map((event_name) => ({ event_name })) } : {}),
-            ...(customers.length > 0 ? { customers } : {}),
-          }
-        : undefined,
+    emulator: Object.keys(emulatorOptions).length > 0 ? emulatorOptions : undefined,
   });
   const sample = JSON.stringify({
     id: "req_8f2c",
@@ -81,7 +86,7 @@ try {
     `    ingest queue  ${rt.ingestQueueUrl}`,
     `    dead letters  ${rt.deadLetterQueueUrl}`,
     rt.emulator
-      ? `  Stripe emulator ${rt.stripeApiBase}   (totals: GET ${rt.stripeApiBase}/v1/billing/meters/summaries)${meters.length > 0 ? `\n    meters        ${meters.join(", ")} (STRIPE_EMULATOR_METERS)` : ""}${customers.length > 0 ? `\n    customers     ${customers.join(", ")} (STRIPE_EMULATOR_CUSTOMERS)` : ""}`
+      ? `  Stripe emulator ${rt.stripeApiBase}   (totals: GET ${rt.stripeApiBase}/v1/billing/meters/summaries)${meters.length > 0 ? `\n    meters        ${meters.join(", ")} (STRIPE_EMULATOR_METERS)` : ""}${customers.length > 0 ? `\n    customers     ${customers.join(", ")} (STRIPE_EMULATOR_CUSTOMERS)` : ""}${destination ? `\n    error reports pushed to ${destination}, signed with ${process.env.STRIPE_EMULATOR_EVENT_SECRET ? "STRIPE_EMULATOR_EVENT_SECRET" : destinationSecret}` : ""}`
       : `  Stripe          ${rt.stripeApiBase}`,
     ...(rt.dynamodb
       ? [

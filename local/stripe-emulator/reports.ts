@@ -3,7 +3,8 @@
  * then refused (unknown customer, no meter, timestamp out of range...) are gathered per meter over
  * a validation window, and each window becomes one v2 event, `v1.billing.meter.error_report_triggered`
  * (or `v1.billing.meter.no_meter_found` for events naming no meter), with counts per code and
- * sample errors. Served by `GET /v2/core/events` and `GET /v2/core/events/{id}`.
+ * sample errors. Served by `GET /v2/core/events` and `GET /v2/core/events/{id}`, and pushed to
+ * event destinations (event-destinations.ts).
  */
 import { randomBytes } from "node:crypto";
 import type { AsyncError } from "./ledger.js";
@@ -54,6 +55,8 @@ export class ErrorReports {
     /** How long a window gathers errors before it is reported (Stripe's examples: 10 s). */
     private readonly windowMs: number,
     private readonly now: () => number,
+    /** Told of each report as it is made (the event destinations'). */
+    private readonly onReport: (event: CoreEvent) => void = () => {},
   ) {}
 
   /** An asynchronous error of an event for `meterId` (undefined: no meter matched its event_name). */
@@ -90,7 +93,7 @@ export class ErrorReports {
       else byCode.set(e.code, [e]);
     }
     const n = w.errors.length;
-    this.events.push({
+    const event: CoreEvent = {
       id: `evt_emu${randomBytes(10).toString("hex")}`,
       object: "v2.core.event",
       type: w.type,
@@ -116,7 +119,9 @@ export class ErrorReports {
           })),
         },
       },
-    });
+    };
+    this.events.push(event);
+    this.onReport(event);
   }
 
   /**

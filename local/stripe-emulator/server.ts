@@ -1,6 +1,7 @@
 import { createHash, randomBytes } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo, Socket } from "node:net";
+import { DEFAULT_RETRY_DELAYS_MS, EventDeliveries, type EventDestination } from "./event-destinations.js";
 import { Ledger, type LedgerOptions, type MeterDefinition } from "./ledger.js";
 import { ErrorReports } from "./reports.js";
 
@@ -29,6 +30,13 @@ export interface EmulatorOptions {
    * `v1.billing.meter.error_report_triggered` event (Stripe's examples: 10 s windows); 2 s unless set.
    */
   errorReportWindowMs?: number;
+  /**
+   * Where each error report is pushed as a signed thin notification, as to a Stripe event
+   * destination with the thin payload style (METER_API.md §4.2, §8).
+   */
+  eventDestinations?: EventDestination[];
+  /** The delays between tries of a delivery not answered 2xx (DEFAULT_RETRY_DELAYS_MS unless set). */
+  eventRetryDelaysMs?: number[];
   now?: () => number;
 }
 
@@ -106,6 +114,8 @@ export class StripeEmulator {
   readonly ledger: Ledger;
   /** Stripe's asynchronous error reports, as v2 events. */
   readonly errorReports: ErrorReports;
+  /** The pushes of those reports to event destinations, and their log. */
+  readonly eventDeliveries: EventDeliveries;
   private readonly keys: Set<string>;
   private readonly now: () => number;
   private readonly sessionTtlMs: number;
@@ -137,7 +147,14 @@ export class StripeEmulator {
     this.now = options.now ?? Date.now;
     this.keys = new Set(options.apiKeys ?? [DEFAULT_KEY]);
     this.sessionTtlMs = options.sessionTtlMs ?? 15 * 60_000;
-    this.errorReports = new ErrorReports(options.errorReportWindowMs ?? 2_000, this.now);
+    this.eventDeliveries = new EventDeliveries(
+      options.eventDestinations ?? [],
+      options.eventRetryDelaysMs ?? DEFAULT_RETRY_DELAYS_MS,
+      this.now,
+    );
+    this.errorReports = new ErrorReports(options.errorReportWindowMs ?? 2_000, this.now, (e) =>
+      this.eventDeliveries.deliver(e),
+    );
     this.ledger = new Ledger({
       meters: options.meters ?? "auto",
       customers: options.customers ?? "any",
@@ -173,6 +190,7 @@ export class StripeEmulator {
   }
 
   async stop(): Promise<void> {
+    await this.eventDeliveries.stop();
     for (const s of this.sockets) s.destroy();
     await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
   }
@@ -337,6 +355,9 @@ export class StripeEmulator {
           receipts: Object.fromEntries(this.ledger.receipts),
         },
       };
+    }
+    if (method === "GET" && path === "/_emulator/deliveries") {
+      return { status: 200, body: { deliveries: this.eventDeliveries.log } };
     }
     if (method === "GET" && path === "/v1/billing/meters") return this.listMeters(req, url);
     const summaryMatch = /^\/v1\/billing\/meters\/([^/]+)\/event_summaries$/.exec(path);

@@ -1,8 +1,11 @@
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import { after, test } from "node:test";
 import { SQSClient } from "@aws-sdk/client-sqs";
+import { verifySignature } from "../../lib/webhooks/signatures.js";
 import { EMULATOR_DEFAULT_KEY, StripeEmulator } from "../../local/stripe-emulator/server.js";
 import { drainDeadLetters } from "../helpers/sqs.js";
 import { waitFor } from "../helpers/wait.js";
@@ -180,5 +183,50 @@ test("with STRIPE_EMULATOR_CUSTOMERS and METERHOOK_CUSTOMER_CHECK=on, an event f
     sqs.destroy();
     process.kill(-(rt.child.pid as number), "SIGINT");
     await rt.exited;
+  }
+});
+
+test("with STRIPE_EMULATOR_EVENT_DESTINATION, an event Stripe accepts and then refuses is pushed there as a signed thin notification", async () => {
+  const pushed: Array<{ body: Buffer; signature: string }> = [];
+  const receiver = createServer(async (req, res) => {
+    const chunks: Buffer[] = [];
+    for await (const c of req) chunks.push(c as Buffer);
+    pushed.push({ body: Buffer.concat(chunks), signature: String(req.headers["stripe-signature"]) });
+    res.writeHead(200).end();
+  });
+  await new Promise<void>((r) => receiver.listen(0, "127.0.0.1", r));
+  const destination = `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/stripe/events`;
+  const rt = await npmStart({
+    STRIPE_EMULATOR_CUSTOMERS: "cus_NciAYcXfLnqBoz",
+    STRIPE_EMULATOR_EVENT_DESTINATION: destination,
+  });
+  try {
+    assert.match(rt.out(), new RegExp(`error reports pushed to ${destination}, signed with whsec_meterhook_local`));
+    const stranger = { ...JSON.parse(rt.body), id: "req_pushed", customer: "cus_NotAtThisStripe" };
+    assert.equal((await rt.post(stranger)).status, 202);
+    const [first] = await waitFor(() => (pushed.length > 0 ? pushed : undefined), "the report's notification");
+    const note = JSON.parse(first?.body.toString() ?? "{}");
+    assert.equal(note.type, "v1.billing.meter.error_report_triggered");
+    assert.equal(note.data, undefined, "thin: no data");
+    const check = verifySignature(
+      { scheme: "stripe", secrets: [], header: "Stripe-Signature", version: "v1", toleranceSeconds: 300 },
+      ["whsec_meterhook_local"],
+      { "stripe-signature": first?.signature },
+      first?.body ?? Buffer.alloc(0),
+      Math.floor(Date.now() / 1000),
+    );
+    assert.ok(check.ok);
+    // Fetched by its id, the event holds the refusal, naming the identifier meterhook sent.
+    const events = /Stripe emulator (\S+)/.exec(rt.out())?.[1] as string;
+    const full = (await (
+      await fetch(`${events}/v2/core/events/${note.id}`, {
+        headers: { authorization: `Bearer ${EMULATOR_DEFAULT_KEY}` },
+      })
+    ).json()) as { data: { reason: { error_types: Array<{ code: string }> } } };
+    assert.equal(full.data.reason.error_types[0]?.code, "meter_event_customer_not_found");
+  } finally {
+    process.kill(-(rt.child.pid as number), "SIGINT");
+    await rt.exited;
+    receiver.close();
   }
 });

@@ -1,7 +1,12 @@
 import assert from "node:assert/strict";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import { after, before, describe, test } from "node:test";
-import type { StripeEmulator } from "../../local/stripe-emulator/server.js";
+import type { Auth } from "../../lib/mapping/config-schema.js";
+import { verifySignature } from "../../lib/webhooks/signatures.js";
+import { EMULATOR_DEFAULT_KEY, type StripeEmulator } from "../../local/stripe-emulator/server.js";
 import { startEmulator } from "../helpers/stripe.js";
+import { waitFor } from "../helpers/wait.js";
 
 const KEY = "sk_test_emulatorkey1";
 let emu: StripeEmulator;
@@ -512,5 +517,140 @@ describe("asynchronous error reports", () => {
         .body.data.length,
       0,
     );
+  });
+});
+
+/** Meterhook's verifier of `Stripe-Signature` (§8), as a `stripe` webhook source configures it. */
+const STRIPE_AUTH: Auth = {
+  scheme: "stripe",
+  secrets: [],
+  header: "Stripe-Signature",
+  version: "v1",
+  toleranceSeconds: 300,
+};
+
+describe("event destinations", () => {
+  test("each report is pushed thin (no data) and signed per §8 to the destinations taking its type; a delivery not answered 2xx is tried again, signed again", async () => {
+    const SECRET = "whsec_emulator_destination";
+    const received: Array<{ body: string; signature: string; verified: boolean }> = [];
+    let refuse = 2;
+    const receiver = createServer(async (req, res) => {
+      const chunks: Buffer[] = [];
+      for await (const c of req) chunks.push(c as Buffer);
+      const body = Buffer.concat(chunks);
+      const signature = String(req.headers["stripe-signature"]);
+      // Checked with meterhook's own verifier of Stripe-Signature, which follows §8.
+      const check = verifySignature(
+        STRIPE_AUTH as Parameters<typeof verifySignature>[0],
+        [SECRET],
+        { "stripe-signature": signature },
+        body,
+        Math.floor(Date.now() / 1000),
+      );
+      received.push({ body: body.toString(), signature, verified: check.ok });
+      res.writeHead(refuse-- > 0 ? 500 : 200).end();
+    });
+    await new Promise<void>((r) => receiver.listen(0, "127.0.0.1", r));
+    const url = `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/stripe-events`;
+    const pushing = await startEmulator({
+      customers: ["cus_A"],
+      eventDestinations: [
+        { url, secret: SECRET, enabledEvents: ["v1.billing.meter.error_report_triggered"] },
+        // Takes only the other type: gets nothing here.
+        { url: `${url}?other`, secret: "whsec_other", enabledEvents: ["v1.billing.meter.no_meter_found"] },
+      ],
+      eventRetryDelaysMs: [50, 50, 50],
+    });
+    try {
+      const form = `event_name=api_requests&payload[stripe_customer_id]=cus_Nobody&payload[value]=1&identifier=push_1`;
+      const res = await fetch(`${pushing.url}/v1/billing/meter_events`, {
+        method: "POST",
+        headers: {
+          authorization: `Bearer ${EMULATOR_DEFAULT_KEY}`,
+          "content-type": "application/x-www-form-urlencoded",
+        },
+        body: form,
+      });
+      assert.equal(res.status, 200);
+      pushing.errorReports.flush();
+      await waitFor(() => (received.length >= 3 ? true : undefined), "the third try");
+      await new Promise((r) => setTimeout(r, 200)); // no fourth try after the 2xx
+      const [report] = pushing.errorReports.events;
+      assert.equal(received.length, 3);
+      assert.ok(received.every((r) => r.verified));
+      // Signed at each try, with the time of that try.
+      const now = Math.floor(Date.now() / 1000);
+      for (const r of received)
+        assert.ok(Math.abs(Number(/^t=(\d+),v1=[0-9a-f]{64}$/.exec(r.signature)?.[1]) - now) <= 5);
+      const notification = JSON.parse(received[0]?.body ?? "{}");
+      assert.deepEqual(notification, {
+        id: report?.id,
+        object: "v2.core.event",
+        type: "v1.billing.meter.error_report_triggered",
+        created: report?.created,
+        livemode: false,
+        context: null,
+        reason: null,
+        related_object: report?.related_object,
+      });
+      assert.deepEqual(
+        pushing.eventDeliveries.log.map((d) => [d.url, d.attempt, d.status]),
+        [
+          [url, 1, 500],
+          [url, 2, 500],
+          [url, 3, 200],
+        ],
+      );
+      const listed = (await (await fetch(`${pushing.url}/_emulator/deliveries`)).json()) as { deliveries: unknown[] };
+      assert.deepEqual(listed.deliveries, pushing.eventDeliveries.log);
+      // A signature with another secret does not verify.
+      const forged = verifySignature(
+        STRIPE_AUTH as Parameters<typeof verifySignature>[0],
+        ["whsec_other"],
+        { "stripe-signature": received[0]?.signature },
+        Buffer.from(received[0]?.body ?? ""),
+        Math.floor(Date.now() / 1000),
+      );
+      assert.equal(forged.ok, false);
+    } finally {
+      await pushing.stop();
+      receiver.close();
+    }
+  });
+
+  test("a destination that never answers 2xx is tried once per delay, then given up", async () => {
+    const tries: number[] = [];
+    const receiver = createServer((_req, res) => {
+      tries.push(Date.now());
+      res.writeHead(503).end();
+    });
+    await new Promise<void>((r) => receiver.listen(0, "127.0.0.1", r));
+    const url = `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/`;
+    const pushing = await startEmulator({
+      meters: [{ event_name: "api_requests" }],
+      eventDestinations: [{ url, secret: "whsec_x" }],
+      eventRetryDelaysMs: [20, 20],
+    });
+    try {
+      await fetch(`${pushing.url}/v1/billing/meter_events`, {
+        method: "POST",
+        headers: {
+          authorization: `Bearer ${EMULATOR_DEFAULT_KEY}`,
+          "content-type": "application/x-www-form-urlencoded",
+        },
+        body: "event_name=no_such_meter&payload[stripe_customer_id]=cus_A&payload[value]=1&identifier=push_2",
+      });
+      pushing.errorReports.flush();
+      await waitFor(() => (tries.length >= 3 ? true : undefined), "three tries");
+      await new Promise((r) => setTimeout(r, 200));
+      assert.equal(tries.length, 3);
+      assert.deepEqual(
+        pushing.eventDeliveries.log.map((d) => d.status),
+        [503, 503, 503],
+      );
+    } finally {
+      await pushing.stop();
+      receiver.close();
+    }
   });
 });
