@@ -74,7 +74,11 @@ const DEFAULT_KEY = "sk_test_meterhook_local";
 const MAX_BODY = 1024 * 1024;
 const DAY_MS = 86_400_000;
 
-type Reply = { status: number; body: unknown; headers?: Record<string, string> };
+/**
+ * An answer. `beforeExecution`: a parameter check refused the request before the endpoint began
+ * its work, so Stripe's idempotency layer does not save it (METER_API.md §7).
+ */
+type Reply = { status: number; body: unknown; headers?: Record<string, string>; beforeExecution?: true };
 
 const v1Error = (
   status: number,
@@ -108,6 +112,89 @@ export function parseForm(body: string): Map<string, string> {
     out.set(k, v);
   }
   return out;
+}
+
+/** A v1 meter event's parameters, or the 400 that refuses them before any work begins. */
+function v1MeterEventParams(
+  params: Map<string, string>,
+): Reply | { eventName: string; identifier?: string; timestamp?: string; payload: Record<string, string> } {
+  const payload: Record<string, string> = {};
+  let eventName: string | undefined;
+  let identifier: string | undefined;
+  let timestamp: string | undefined;
+  for (const [k, v] of params) {
+    const m = /^payload\[(.+)\]$/.exec(k);
+    if (m) payload[m[1] as string] = v;
+    else if (k === "event_name") eventName = v;
+    else if (k === "identifier") identifier = v;
+    else if (k === "timestamp") timestamp = v;
+    else if (!/^expand\[\d*\]$/.test(k)) {
+      return v1Error(400, "invalid_request_error", `Received unknown parameter: ${k}`, {
+        code: "parameter_unknown",
+        param: k,
+      });
+    }
+  }
+  if (!eventName)
+    return v1Error(400, "invalid_request_error", "Missing required param: event_name.", {
+      code: "parameter_missing",
+      param: "event_name",
+    });
+  if (Object.keys(payload).length === 0)
+    return v1Error(400, "invalid_request_error", "Missing required param: payload.", {
+      code: "parameter_missing",
+      param: "payload",
+    });
+  if (eventName.length > 100)
+    return v1Error(400, "invalid_request_error", "Invalid string: event_name must be at most 100 characters", {
+      code: "string_length",
+      param: "event_name",
+    });
+  if (identifier !== undefined && (identifier.length > 100 || identifier.length === 0)) {
+    return v1Error(400, "invalid_request_error", "Invalid string: identifier must be 1-100 characters", {
+      code: "string_length",
+      param: "identifier",
+    });
+  }
+  if (timestamp !== undefined && !/^\d+$/.test(timestamp))
+    return v1Error(400, "invalid_request_error", "Invalid integer: timestamp", {
+      code: "invalid_integer",
+      param: "timestamp",
+    });
+  for (const [k, v] of Object.entries(payload)) {
+    if (/^-?\d+(\.\d+)?$/.test(v) && significantDigits(v) > 15) {
+      return v1Error(
+        400,
+        "invalid_request_error",
+        `The value for payload[${k}] can have at most 15 significant digits.`,
+        { param: `payload[${k}]` },
+      );
+    }
+  }
+  return { eventName, identifier, timestamp, payload };
+}
+
+/** The 400 that refuses a v1 adjustment's parameters before any work begins, or undefined. */
+function v1AdjustmentParamsRefused(params: Map<string, string>): Reply | undefined {
+  for (const k of params.keys()) {
+    if (!["event_name", "type", "cancel[identifier]"].includes(k) && !/^expand\[\d*\]$/.test(k)) {
+      return v1Error(400, "invalid_request_error", `Received unknown parameter: ${k}`, {
+        code: "parameter_unknown",
+        param: k,
+      });
+    }
+  }
+  for (const k of ["event_name", "type", "cancel[identifier]"]) {
+    if (!params.get(k))
+      return v1Error(400, "invalid_request_error", `Missing required param: ${k}.`, {
+        code: "parameter_missing",
+        param: k,
+      });
+  }
+  if (params.get("type") !== "cancel") {
+    return v1Error(400, "invalid_request_error", "Invalid type: must be cancel", { param: "type" });
+  }
+  return undefined;
 }
 
 export class StripeEmulator {
@@ -393,7 +480,7 @@ export class StripeEmulator {
       case "/v2/billing/meter_event_adjustments":
         return this.v2Adjustment(req, raw);
       case "/v2/billing/meter_event_session":
-        return this.createSession(req);
+        return this.createSession(req, raw);
       case "/v2/billing/meter_event_stream":
         return this.stream(req, raw);
       case "/v1/customers":
@@ -560,80 +647,59 @@ export class StripeEmulator {
    * (with `Idempotent-Replayed`), and the key with other parameters is refused.
    */
   private idempotent(req: IncomingMessage, raw: string, work: (params: Map<string, string>) => Reply): Reply {
-    const idemKey = req.headers["idempotency-key"];
+    const header = req.headers["idempotency-key"];
+    // Keys are per account: another account's key of the same name is another key.
+    const idemKey = typeof header === "string" ? `${this.credential(req)}\u0000${header}` : undefined;
     const hash = createHash("sha256").update(raw).digest("hex");
-    if (typeof idemKey === "string") {
+    if (idemKey !== undefined) {
       const saved = this.idempotency.get(idemKey);
       if (saved && this.now() - saved.at < DAY_MS) {
         if (saved.hash !== hash) {
           return v1Error(
             400,
             "idempotency_error",
-            `Keys for idempotent requests can only be used with the same parameters they were first used with. Try using a key other than '${idemKey}' if you meant to execute a different request.`,
+            `Keys for idempotent requests can only be used with the same parameters they were first used with. Try using a key other than '${header}' if you meant to execute a different request.`,
           );
         }
         return { ...saved.reply, headers: { ...saved.reply.headers, "idempotent-replayed": "true" } };
       }
     }
     const reply = work(parseForm(raw));
-    if (typeof idemKey === "string") this.idempotency.set(idemKey, { hash, reply, at: this.now() });
+    if (idemKey !== undefined && !reply.beforeExecution) this.idempotency.set(idemKey, { hash, reply, at: this.now() });
+    return reply;
+  }
+
+  /**
+   * A v2 POST under Stripe's v2 idempotency (METER_API.md §3.0): work that succeeded under a key
+   * in the last 30 days is not done again and its result is answered; work that failed is done
+   * again; the key with other parameters is refused `idempotency_error`.
+   */
+  private idempotentV2(req: IncomingMessage, raw: string, work: () => Reply): Reply {
+    const header = req.headers["idempotency-key"];
+    if (typeof header !== "string") return work();
+    const idemKey = `v2\u0000${this.credential(req)}\u0000${header}`;
+    const hash = createHash("sha256").update(raw).digest("hex");
+    const saved = this.idempotency.get(idemKey);
+    if (saved && this.now() - saved.at < 30 * DAY_MS) {
+      if (saved.hash !== hash) {
+        return v2Error(
+          400,
+          "idempotency_error",
+          "An idempotent retry occurred with different request parameters.",
+          "idempotency_error",
+        );
+      }
+      if (saved.reply.status === 200) return saved.reply;
+    }
+    const reply = work();
+    this.idempotency.set(idemKey, { hash, reply, at: this.now() });
     return reply;
   }
 
   private createV1MeterEvent(key: string, params: Map<string, string>): Reply {
-    const payload: Record<string, string> = {};
-    let eventName: string | undefined;
-    let identifier: string | undefined;
-    let timestamp: string | undefined;
-    for (const [k, v] of params) {
-      const m = /^payload\[(.+)\]$/.exec(k);
-      if (m) payload[m[1] as string] = v;
-      else if (k === "event_name") eventName = v;
-      else if (k === "identifier") identifier = v;
-      else if (k === "timestamp") timestamp = v;
-      else if (!/^expand\[\d*\]$/.test(k)) {
-        return v1Error(400, "invalid_request_error", `Received unknown parameter: ${k}`, {
-          code: "parameter_unknown",
-          param: k,
-        });
-      }
-    }
-    if (!eventName)
-      return v1Error(400, "invalid_request_error", "Missing required param: event_name.", {
-        code: "parameter_missing",
-        param: "event_name",
-      });
-    if (Object.keys(payload).length === 0)
-      return v1Error(400, "invalid_request_error", "Missing required param: payload.", {
-        code: "parameter_missing",
-        param: "payload",
-      });
-    if (eventName.length > 100)
-      return v1Error(400, "invalid_request_error", "Invalid string: event_name must be at most 100 characters", {
-        code: "string_length",
-        param: "event_name",
-      });
-    if (identifier !== undefined && (identifier.length > 100 || identifier.length === 0)) {
-      return v1Error(400, "invalid_request_error", "Invalid string: identifier must be 1-100 characters", {
-        code: "string_length",
-        param: "identifier",
-      });
-    }
-    if (timestamp !== undefined && !/^\d+$/.test(timestamp))
-      return v1Error(400, "invalid_request_error", "Invalid integer: timestamp", {
-        code: "invalid_integer",
-        param: "timestamp",
-      });
-    for (const [k, v] of Object.entries(payload)) {
-      if (/^-?\d+(\.\d+)?$/.test(v) && significantDigits(v) > 15) {
-        return v1Error(
-          400,
-          "invalid_request_error",
-          `The value for payload[${k}] can have at most 15 significant digits.`,
-          { param: `payload[${k}]` },
-        );
-      }
-    }
+    const parsed = v1MeterEventParams(params);
+    if ("status" in parsed) return { ...parsed, beforeExecution: true };
+    const { eventName, identifier, timestamp, payload } = parsed;
     const id = identifier ?? `emu_${randomBytes(12).toString("hex")}`;
     if (this.ledger.isDuplicate(id)) {
       this.ledger.noteReceipt(id);
@@ -675,24 +741,8 @@ export class StripeEmulator {
     const refused = this.v1Gate(key);
     if (refused) return refused;
     return this.idempotent(req, raw, (params) => {
-      for (const k of params.keys()) {
-        if (!["event_name", "type", "cancel[identifier]"].includes(k) && !/^expand\[\d*\]$/.test(k)) {
-          return v1Error(400, "invalid_request_error", `Received unknown parameter: ${k}`, {
-            code: "parameter_unknown",
-            param: k,
-          });
-        }
-      }
-      for (const k of ["event_name", "type", "cancel[identifier]"]) {
-        if (!params.get(k))
-          return v1Error(400, "invalid_request_error", `Missing required param: ${k}.`, {
-            code: "parameter_missing",
-            param: k,
-          });
-      }
-      if (params.get("type") !== "cancel") {
-        return v1Error(400, "invalid_request_error", "Invalid type: must be cancel", { param: "type" });
-      }
+      const badParams = v1AdjustmentParamsRefused(params);
+      if (badParams) return { ...badParams, beforeExecution: true };
       const eventName = params.get("event_name") as string;
       const identifier = params.get("cancel[identifier]") as string;
       const refused = this.ledger.cancel(eventName, identifier);
@@ -720,29 +770,31 @@ export class StripeEmulator {
   private v2Adjustment(req: IncomingMessage, raw: string): Reply {
     const denied = this.authError(this.credential(req));
     if (denied) return denied;
-    const body = this.parseJson(raw) as { event_name?: unknown; type?: unknown; cancel?: unknown } | undefined;
-    if (!body || typeof body.event_name !== "string" || body.type !== "cancel") {
-      return v2Error(400, "invalid_fields", "event_name and type (cancel) are required.");
-    }
-    const identifier = (body.cancel as { identifier?: unknown } | null)?.identifier;
-    if (typeof identifier !== "string" || identifier === "") {
-      return v2Error(400, "invalid_cancel_configuration", "A cancel adjustment needs cancel.identifier.");
-    }
-    const refused = this.ledger.cancel(body.event_name, identifier);
-    if (refused) return v2Error(400, refused.code || "invalid_cancel_configuration", refused.message);
-    return {
-      status: 200,
-      body: {
-        id: `mtr_event_adj_${randomBytes(8).toString("hex")}`,
-        object: "v2.billing.meter_event_adjustment",
-        cancel: { identifier },
-        created: new Date(this.now()).toISOString(),
-        event_name: body.event_name,
-        livemode: false,
-        status: "pending",
-        type: "cancel",
-      },
-    };
+    return this.idempotentV2(req, raw, () => {
+      const body = this.parseJson(raw) as { event_name?: unknown; type?: unknown; cancel?: unknown } | undefined;
+      if (!body || typeof body.event_name !== "string" || body.type !== "cancel") {
+        return v2Error(400, "invalid_fields", "event_name and type (cancel) are required.");
+      }
+      const identifier = (body.cancel as { identifier?: unknown } | null)?.identifier;
+      if (typeof identifier !== "string" || identifier === "") {
+        return v2Error(400, "invalid_cancel_configuration", "A cancel adjustment needs cancel.identifier.");
+      }
+      const refused = this.ledger.cancel(body.event_name, identifier);
+      if (refused) return v2Error(400, refused.code || "invalid_cancel_configuration", refused.message);
+      return {
+        status: 200,
+        body: {
+          id: `mtr_event_adj_${randomBytes(8).toString("hex")}`,
+          object: "v2.billing.meter_event_adjustment",
+          cancel: { identifier },
+          created: new Date(this.now()).toISOString(),
+          event_name: body.event_name,
+          livemode: false,
+          status: "pending",
+          type: "cancel",
+        },
+      };
+    });
   }
 
   private parseJson(raw: string): unknown {
@@ -756,76 +808,81 @@ export class StripeEmulator {
   private v2MeterEvent(req: IncomingMessage, raw: string): Reply {
     const denied = this.authError(this.credential(req));
     if (denied) return denied;
-    const body = this.parseJson(raw) as
-      | { event_name?: unknown; payload?: unknown; identifier?: unknown; timestamp?: unknown }
-      | undefined;
-    if (!body || typeof body.event_name !== "string" || !body.payload || typeof body.payload !== "object") {
-      return v2Error(400, "invalid_fields", "event_name and payload are required.");
-    }
-    const payload = body.payload as Record<string, string>;
-    const meter = this.ledger.meterFor(body.event_name);
-    if (!meter) return v2Error(400, "no_meter", `No meter was found matching event_name ${body.event_name}.`);
-    if (meter.status !== "active") return v2Error(400, "archived_meter", `Meter ${meter.id} is inactive.`);
-    if (payload[meter.customerKey] === undefined)
-      return v2Error(
-        400,
-        "payload_no_customer_defined",
-        `Customer mapping key ${meter.customerKey} not found in payload.`,
-      );
-    const value = payload[meter.valueKey];
-    if (value === undefined)
-      return v2Error(400, "payload_no_value_defined", `Value key ${meter.valueKey} not found in payload.`);
-    if (!/^-?\d+(\.\d+)?$/.test(value) || significantDigits(value) > 15)
-      return v2Error(400, "payload_invalid_value", `Value ${value} is invalid.`);
-    const identifier = typeof body.identifier === "string" ? body.identifier : `emu_${randomBytes(12).toString("hex")}`;
-    if (this.ledger.isDuplicate(identifier)) {
-      this.ledger.noteReceipt(identifier);
-      return v2Error(400, "duplicate_meter_event", `An event already exists with identifier ${identifier}.`);
-    }
-    const ts =
-      typeof body.timestamp === "string"
-        ? Math.floor(Date.parse(body.timestamp) / 1000)
-        : Math.floor(this.now() / 1000);
-    this.ledger.record({
-      event_name: body.event_name,
-      identifier,
-      timestamp: ts,
-      payload,
-      api: "v2",
-      receivedAt: this.now(),
-    });
-    return {
-      status: 200,
-      body: {
-        object: "v2.billing.meter_event",
-        created: new Date(this.now()).toISOString(),
+    return this.idempotentV2(req, raw, () => {
+      const body = this.parseJson(raw) as
+        | { event_name?: unknown; payload?: unknown; identifier?: unknown; timestamp?: unknown }
+        | undefined;
+      if (!body || typeof body.event_name !== "string" || !body.payload || typeof body.payload !== "object") {
+        return v2Error(400, "invalid_fields", "event_name and payload are required.");
+      }
+      const payload = body.payload as Record<string, string>;
+      const meter = this.ledger.meterFor(body.event_name);
+      if (!meter) return v2Error(400, "no_meter", `No meter was found matching event_name ${body.event_name}.`);
+      if (meter.status !== "active") return v2Error(400, "archived_meter", `Meter ${meter.id} is inactive.`);
+      if (payload[meter.customerKey] === undefined)
+        return v2Error(
+          400,
+          "payload_no_customer_defined",
+          `Customer mapping key ${meter.customerKey} not found in payload.`,
+        );
+      const value = payload[meter.valueKey];
+      if (value === undefined)
+        return v2Error(400, "payload_no_value_defined", `Value key ${meter.valueKey} not found in payload.`);
+      if (!/^-?\d+(\.\d+)?$/.test(value) || significantDigits(value) > 15)
+        return v2Error(400, "payload_invalid_value", `Value ${value} is invalid.`);
+      const identifier =
+        typeof body.identifier === "string" ? body.identifier : `emu_${randomBytes(12).toString("hex")}`;
+      if (this.ledger.isDuplicate(identifier)) {
+        this.ledger.noteReceipt(identifier);
+        return v2Error(400, "duplicate_meter_event", `An event already exists with identifier ${identifier}.`);
+      }
+      const ts =
+        typeof body.timestamp === "string"
+          ? Math.floor(Date.parse(body.timestamp) / 1000)
+          : Math.floor(this.now() / 1000);
+      this.ledger.record({
         event_name: body.event_name,
         identifier,
-        livemode: false,
+        timestamp: ts,
         payload,
-        timestamp: new Date(ts * 1000).toISOString(),
-      },
-    };
+        api: "v2",
+        receivedAt: this.now(),
+      });
+      return {
+        status: 200,
+        body: {
+          object: "v2.billing.meter_event",
+          created: new Date(this.now()).toISOString(),
+          event_name: body.event_name,
+          identifier,
+          livemode: false,
+          payload,
+          timestamp: new Date(ts * 1000).toISOString(),
+        },
+      };
+    });
   }
 
-  private createSession(req: IncomingMessage): Reply {
+  private createSession(req: IncomingMessage, raw: string): Reply {
     const denied = this.authError(this.credential(req));
     if (denied) return denied;
-    const token = `ek_test_${randomBytes(24).toString("hex")}`;
-    const created = this.now();
-    const expires = created + this.sessionTtlMs;
-    this.sessions.set(token, expires);
-    return {
-      status: 200,
-      body: {
-        id: `mtr_evt_sess_${randomBytes(8).toString("hex")}`,
-        object: "v2.billing.meter_event_session",
-        authentication_token: token,
-        created: new Date(created).toISOString(),
-        expires_at: new Date(expires).toISOString(),
-        livemode: false,
-      },
-    };
+    return this.idempotentV2(req, raw, () => {
+      const token = `ek_test_${randomBytes(24).toString("hex")}`;
+      const created = this.now();
+      const expires = created + this.sessionTtlMs;
+      this.sessions.set(token, expires);
+      return {
+        status: 200,
+        body: {
+          id: `mtr_evt_sess_${randomBytes(8).toString("hex")}`,
+          object: "v2.billing.meter_event_session",
+          authentication_token: token,
+          created: new Date(created).toISOString(),
+          expires_at: new Date(expires).toISOString(),
+          livemode: false,
+        },
+      };
+    });
   }
 
   private stream(req: IncomingMessage, raw: string): Reply {

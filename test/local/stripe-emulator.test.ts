@@ -121,6 +121,36 @@ describe("v1 meter events", () => {
     assert.equal(other.body.error.type, "idempotency_error");
   });
 
+  test("idempotency: a request refused for its parameters is not saved under its key, and keys are per account", async () => {
+    const ident = id();
+    const headers = { "idempotency-key": `key_${ident}` };
+    const good = `event_name=api_requests&identifier=${ident}&payload[stripe_customer_id]=cus_A&payload[value]=1`;
+    const refused = await v1(`${good}&colour=blue`, { headers });
+    assert.deepEqual([refused.status, refused.body.error.code], [400, "parameter_unknown"]);
+    // Not saved: the same key with the parameters fixed is executed, not refused idempotency_error.
+    const fixed = await v1(good, { headers });
+    assert.deepEqual([fixed.status, fixed.headers.get("idempotent-replayed")], [200, null]);
+    // A key of the same name from another account is another key.
+    const accounts = await startEmulator({ apiKeys: ["sk_test_account_one", "sk_test_account_two"] });
+    try {
+      const post = (key: string, body: string) =>
+        fetch(`${accounts.url}/v1/billing/meter_events`, {
+          method: "POST",
+          headers: {
+            authorization: `Bearer ${key}`,
+            "content-type": "application/x-www-form-urlencoded",
+            "idempotency-key": "shared_key",
+          },
+          body,
+        });
+      const one = await post("sk_test_account_one", good);
+      const two = await post("sk_test_account_two", good.replace(ident, `${ident}_two`));
+      assert.deepEqual([one.status, two.status, two.headers.get("idempotent-replayed")], [200, 200, null]);
+    } finally {
+      await accounts.stop();
+    }
+  });
+
   test("asynchronous failures are reported as errors, not counted", async () => {
     const unknownCustomer = id();
     const tooOld = id();
@@ -144,6 +174,44 @@ describe("v1 meter events", () => {
 });
 
 describe("v2", () => {
+  test("idempotency (30 days): work that succeeded is answered again, not done again; failed work is done again; other parameters are an idempotency_error", async () => {
+    const path = "/v2/billing/meter_events";
+    const ident = id();
+    const event = {
+      event_name: "api_requests",
+      identifier: ident,
+      payload: { stripe_customer_id: "cus_A", value: "1" },
+    };
+    const headers = { "idempotency-key": `v2_${ident}` };
+    const first = await v2json(path, event, { headers });
+    clock += 29 * 86_400_000;
+    const again = await v2json(path, event, { headers });
+    clock -= 29 * 86_400_000;
+    assert.deepEqual([first.status, again.status], [200, 200]);
+    assert.deepEqual(again.body, first.body);
+    assert.equal(emu.ledger.events.filter((e) => e.identifier === ident).length, 1);
+    const other = await v2json(path, { ...event, payload: { ...event.payload, value: "2" } }, { headers });
+    assert.deepEqual(
+      [other.status, other.body.error.code, other.body.error.type],
+      [400, "idempotency_error", "idempotency_error"],
+    );
+    // Without the key, the same event is the duplicate it is.
+    assert.equal((await v2json(path, event)).body.error.code, "duplicate_meter_event");
+
+    // A meter created after the first try: the same key's retry is done again, and succeeds.
+    const late = { event_name: `late_meter_${ident}`, payload: { stripe_customer_id: "cus_A", value: "1" } };
+    const lateKey = { "idempotency-key": `v2_late_${ident}` };
+    assert.equal((await v2json(path, late, { headers: lateKey })).body.error.code, "no_meter");
+    emu.defineMeter({ event_name: late.event_name });
+    assert.equal((await v2json(path, late, { headers: lateKey })).status, 200);
+
+    // A session under one key is the same session when asked again.
+    const sessionKey = { "idempotency-key": `v2_session_${ident}` };
+    const s1 = await v2json("/v2/billing/meter_event_session", {}, { headers: sessionKey });
+    const s2 = await v2json("/v2/billing/meter_event_session", {}, { headers: sessionKey });
+    assert.equal(s2.body.authentication_token, s1.body.authentication_token);
+  });
+
   test("sync meter events: no_meter, payload_no_value_defined, payload_invalid_value, duplicate_meter_event", async () => {
     const path = "/v2/billing/meter_events";
     const ident = id();
