@@ -373,6 +373,11 @@ export class StripeEmulator {
     return undefined;
   }
 
+  /** `livemode` as the key's kind says: a `sk_test_`/`rk_test_` key is test mode. */
+  private live(req: IncomingMessage): boolean {
+    return !(this.credential(req) ?? "").includes("_test_");
+  }
+
   private authError(key: string | undefined): Reply | undefined {
     if (!key) return v1Error(401, "invalid_request_error", "You did not provide an API key.");
     if (!this.keys.has(key))
@@ -789,7 +794,7 @@ export class StripeEmulator {
           cancel: { identifier },
           created: new Date(this.now()).toISOString(),
           event_name: body.event_name,
-          livemode: false,
+          livemode: this.live(req),
           status: "pending",
           type: "cancel",
         },
@@ -855,7 +860,7 @@ export class StripeEmulator {
           created: new Date(this.now()).toISOString(),
           event_name: body.event_name,
           identifier,
-          livemode: false,
+          livemode: this.live(req),
           payload,
           timestamp: new Date(ts * 1000).toISOString(),
         },
@@ -879,7 +884,7 @@ export class StripeEmulator {
           authentication_token: token,
           created: new Date(created).toISOString(),
           expires_at: new Date(expires).toISOString(),
-          livemode: false,
+          livemode: this.live(req),
         },
       };
     });

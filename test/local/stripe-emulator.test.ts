@@ -174,6 +174,26 @@ describe("v1 meter events", () => {
 });
 
 describe("v2", () => {
+  test("livemode follows the key's kind on v2 answers, as on v1", async () => {
+    const live = await startEmulator({ apiKeys: ["sk_live_emulated"] });
+    try {
+      const post = async (path: string, body: unknown) =>
+        (await (
+          await fetch(`${live.url}${path}`, {
+            method: "POST",
+            headers: { authorization: "Bearer sk_live_emulated", "content-type": "application/json" },
+            body: JSON.stringify(body),
+          })
+        ).json()) as { livemode?: boolean };
+      const event = { event_name: "api_requests", payload: { stripe_customer_id: "cus_A", value: "1" } };
+      assert.equal((await post("/v2/billing/meter_events", event)).livemode, true);
+      assert.equal((await post("/v2/billing/meter_event_session", {})).livemode, true);
+      assert.equal((await v2json("/v2/billing/meter_event_session", {})).body.livemode, false);
+    } finally {
+      await live.stop();
+    }
+  });
+
   test("idempotency (30 days): work that succeeded is answered again, not done again; failed work is done again; other parameters are an idempotency_error", async () => {
     const path = "/v2/billing/meter_events";
     const ident = id();
