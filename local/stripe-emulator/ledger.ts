@@ -149,11 +149,16 @@ export class Ledger {
     if (!this.customerExists(customer)) {
       return { code: "meter_event_customer_not_found", message: `Customer ${customer} was not found.` };
     }
+    return this.timestampProblem(e.timestamp);
+  }
+
+  /** Why Stripe would refuse an event at this Unix time: outside the past 35 days and next 5 minutes. */
+  timestampProblem(timestamp: number): { code: string; message: string } | undefined {
     const nowS = Math.floor(this.options.now() / 1000);
-    if (e.timestamp < nowS - 35 * DAY) {
+    if (timestamp < nowS - 35 * DAY) {
       return { code: "timestamp_too_far_in_past", message: "Timestamp is more than 35 days in the past." };
     }
-    if (e.timestamp > nowS + 300) {
+    if (timestamp > nowS + 300) {
       return { code: "timestamp_in_future", message: "Timestamp is more than 5 minutes in the future." };
     }
     return undefined;

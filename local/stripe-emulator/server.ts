@@ -35,6 +35,13 @@ export interface EmulatorOptions {
    * destination with the thin payload style (METER_API.md §4.2, §8).
    */
   eventDestinations?: EventDestination[];
+  /**
+   * The v1 checks to make at once, answering `400` as some integrations report Stripe does,
+   * instead of accepting the event and reporting it later (the documented path, and the default;
+   * METER_API.md §1.3 leaves both open): `no_meter` (no meter, or an inactive one, for its
+   * event_name) and `timestamp` (outside the past 35 days and next 5 minutes).
+   */
+  v1RefusesAtOnce?: Array<"no_meter" | "timestamp">;
   /** The delays between tries of a delivery not answered 2xx (DEFAULT_RETRY_DELAYS_MS unless set). */
   eventRetryDelaysMs?: number[];
   now?: () => number;
@@ -718,6 +725,8 @@ export class StripeEmulator {
     }
     const nowS = Math.floor(this.now() / 1000);
     const ts = timestamp === undefined ? nowS : Number(timestamp);
+    const atOnce = this.refusedAtOnce(eventName, ts);
+    if (atOnce) return atOnce;
     this.ledger.record({
       event_name: eventName,
       identifier: id,
@@ -738,6 +747,23 @@ export class StripeEmulator {
         timestamp: ts,
       },
     };
+  }
+
+  /**
+   * The `400` for a v1 event refused at once (v1RefusesAtOnce), or undefined. Not saved under
+   * its idempotency key: a retry after the meter is created is taken.
+   */
+  private refusedAtOnce(eventName: string, timestamp: number): Reply | undefined {
+    const at = this.options.v1RefusesAtOnce ?? [];
+    const refuse = (message: string, param: string): Reply => ({
+      ...v1Error(400, "invalid_request_error", message, { param }),
+      beforeExecution: true,
+    });
+    if (at.includes("no_meter") && this.ledger.meterFor(eventName)?.status !== "active") {
+      return refuse(`No active meter found for event_name ${eventName}.`, "event_name");
+    }
+    const late = at.includes("timestamp") ? this.ledger.timestampProblem(timestamp) : undefined;
+    return late ? refuse(late.message, "timestamp") : undefined;
   }
 
   /** `POST /v1/billing/meter_event_adjustments` (form): `type=cancel` and `cancel[identifier]`. */

@@ -1,8 +1,10 @@
 import assert from "node:assert/strict";
 import { after, before, beforeEach, describe, test } from "node:test";
+import { ReceiveMessageCommand } from "@aws-sdk/client-sqs";
 import { createQueueHandler } from "../../functions/ingest-queue.js";
 import { createConsumerFromConfig, replayFromConfig } from "../../lib/app.js";
 import { loadConfig } from "../../lib/config.js";
+import type { DeadLetterBody } from "../../lib/dead-letter.js";
 import { silentLogger } from "../../lib/logger.js";
 import { meterEventIdentifier } from "../../lib/meter-event.js";
 import { packBodies } from "../../lib/pack.js";
@@ -187,5 +189,47 @@ describe("replaying meter_not_found", () => {
     const meter = emulator.ledger.meters.get("signups")?.id as string;
     assert.equal(emulator.ledger.aggregate(meter, "cus_Replay"), 5);
     assert.equal((await drainDeadLetters(queues.sqs, queues.deadLetterQueueUrl)).length, 0);
+  });
+});
+
+describe("without the meter check, a Stripe that refuses an unknown event_name at once (v1)", () => {
+  test("the event is dead-lettered stripe_rejected quoting Stripe, and billed once replayed after the meter is made", async () => {
+    const strict = await startEmulator({ meters: [{ event_name: "api_requests" }], v1RefusesAtOnce: ["no_meter"] });
+    const settings = { METERHOOK_STRIPE_API: "v1", STRIPE_API_BASE: strict.url, STRIPE_METER_EVENTS_BASE: strict.url };
+    try {
+      const billed = usageEvent({ customer: "cus_strictBilled", value: 2 });
+      const unknown = usageEvent({ event_name: "api_request", customer: "cus_strictTypo", value: 5 });
+      assert.deepEqual(await consume([billed, unknown], settings), [false, false]);
+      // Read, not taken: the replay below takes it.
+      const { Messages = [] } = await queues.sqs.send(
+        new ReceiveMessageCommand({
+          QueueUrl: queues.deadLetterQueueUrl,
+          MaxNumberOfMessages: 10,
+          VisibilityTimeout: 0,
+        }),
+      );
+      assert.equal(Messages.length, 1);
+      const letter = JSON.parse(Messages[0]?.Body ?? "{}") as DeadLetterBody;
+      assert.equal((letter.event as { id: string }).id, unknown.id);
+      assert.equal(letter.error.code, "stripe_rejected");
+      assert.match(letter.error.message, /No active meter found for event_name api_request/);
+      assert.deepEqual(
+        strict.ledger.events.map((e) => e.identifier),
+        [identifier(billed)],
+      );
+
+      // The meter made, the letter replayed: billed, once.
+      strict.defineMeter({ event_name: "api_request" });
+      const report = await replayFromConfig(
+        loadConfig(env(settings)),
+        { limit: 10, dryRun: false },
+        { sqs: queues.sqs, logger: silentLogger },
+      );
+      assert.deepEqual([report.examined, report.billed], [1, 1]);
+      assert.equal(strict.ledger.events.filter((e) => e.identifier === identifier(unknown)).length, 1);
+      assert.equal(await queueDepth(queues.sqs, queues.deadLetterQueueUrl), 0);
+    } finally {
+      await strict.stop();
+    }
   });
 });

@@ -151,6 +151,40 @@ describe("v1 meter events", () => {
     }
   });
 
+  test("v1RefusesAtOnce: no meter and a timestamp out of range answered 400 at once, nothing recorded; a retry under the key after the meter is made is taken", async () => {
+    const strict = await startEmulator({
+      meters: [{ event_name: "api_requests" }],
+      v1RefusesAtOnce: ["no_meter", "timestamp"],
+    });
+    try {
+      const post = (body: string, key?: string) =>
+        fetch(`${strict.url}/v1/billing/meter_events`, {
+          method: "POST",
+          headers: {
+            authorization: `Bearer ${EMULATOR_DEFAULT_KEY}`,
+            "content-type": "application/x-www-form-urlencoded",
+            ...(key ? { "idempotency-key": key } : {}),
+          },
+          body,
+        });
+      const event = (name: string, extra = "") =>
+        `event_name=${name}&identifier=${id()}&payload[stripe_customer_id]=cus_A&payload[value]=1${extra}`;
+      const noMeter = event("signups");
+      const first = await post(noMeter, "k_signups");
+      const old = await post(event("api_requests", `&timestamp=${Math.floor(Date.now() / 1000) - 40 * 86_400}`));
+      const answers = [await first.json(), await old.json()] as Array<{ error: { type: string; message: string } }>;
+      assert.deepEqual([first.status, old.status], [400, 400]);
+      assert.match(answers[0]?.error.message ?? "", /^No active meter found for event_name signups\.$/);
+      assert.match(answers[1]?.error.message ?? "", /35 days in the past/);
+      assert.deepEqual([strict.ledger.events.length, strict.ledger.errors.length], [0, 0]);
+      strict.defineMeter({ event_name: "signups" });
+      assert.equal((await post(noMeter, "k_signups")).status, 200);
+      assert.equal(strict.ledger.events.length, 1);
+    } finally {
+      await strict.stop();
+    }
+  });
+
   test("asynchronous failures are reported as errors, not counted", async () => {
     const unknownCustomer = id();
     const tooOld = id();
