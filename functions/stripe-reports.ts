@@ -1,10 +1,18 @@
-import type { Context, ScheduledEvent, SQSBatchResponse, SQSEvent } from "aws-lambda";
+import type {
+  APIGatewayProxyEventV2,
+  APIGatewayProxyStructuredResultV2,
+  Context,
+  ScheduledEvent,
+  SQSBatchResponse,
+  SQSEvent,
+} from "aws-lambda";
 import { createErrorReportReaderFromConfig, type ErrorReportReader } from "../lib/app.js";
 import { loadConfig } from "../lib/config.js";
 import { createLogger, type Logger, silentLogger } from "../lib/logger.js";
 import { MetricsRecorder } from "../lib/metrics.js";
 import { refusedIn } from "../lib/stripe/error-reports.js";
 import { oncePerColdStart } from "./support/cold-start.js";
+import { httpRequestOf, httpResultOf, isHttpEvent } from "./support/http-event.js";
 import { publishMetrics } from "./support/observability.js";
 
 /**
@@ -12,6 +20,9 @@ import { publishMetrics } from "./support/observability.js";
  * be listed by it yet, and the next run's window would have passed it.
  */
 export const REPORTS_LAG_MS = 60_000;
+
+/** A pushed notification is answered within this: API Gateway's integration timeout is 30 s. */
+export const HTTP_ANSWER_WITHIN_MS = 25_000;
 
 /** A missed window's read is not started, nor allowed to run, closer than this to the function's timeout. */
 export const MISSED_STOP_MARGIN_MS = 5_000;
@@ -37,21 +48,33 @@ export interface RunResult {
  * and a retried run the same one. A failed read throws, and Lambda retries the invocation; a run
  * that fails every retry is written by Lambda to the reports-missed queue (its on-failure
  * destination), which triggers this function again with SQS records: each names the run's
- * scheduled time, and its window is read then, or retried by SQS until Stripe answers.
+ * scheduled time, and its window is read then, or retried by SQS until Stripe answers. As the
+ * HTTP API's `POST /v1/stripe/events`, it takes the thin notifications a Stripe event destination
+ * pushes (lib/stripe/event-notifications.ts).
  */
 export function createReportsHandler(getSetup: () => Promise<ReportsSetup>, onDone?: () => void) {
   async function handler(
     event: SQSEvent,
     context: Pick<Context, "getRemainingTimeInMillis">,
   ): Promise<SQSBatchResponse>;
+  async function handler(
+    event: APIGatewayProxyEventV2,
+    context: Pick<Context, "getRemainingTimeInMillis">,
+  ): Promise<APIGatewayProxyStructuredResultV2>;
   async function handler(event: ScheduledRun, context: Pick<Context, "getRemainingTimeInMillis">): Promise<RunResult>;
   async function handler(
-    event: ScheduledRun | SQSEvent,
+    event: ScheduledRun | SQSEvent | APIGatewayProxyEventV2,
     context: Pick<Context, "getRemainingTimeInMillis">,
-  ): Promise<RunResult | SQSBatchResponse> {
+  ): Promise<RunResult | SQSBatchResponse | APIGatewayProxyStructuredResultV2> {
     const deadline = Date.now() + context.getRemainingTimeInMillis();
     try {
       const setup = await getSetup();
+      // A thin event notification pushed by a Stripe event destination (POST /v1/stripe/events).
+      // API Gateway gives up on an integration after 30 s: the read ends before that.
+      if (isHttpEvent(event)) {
+        const by = Math.min(deadline, Date.now() + HTTP_ANSWER_WITHIN_MS);
+        return httpResultOf(await setup.reader.receive(httpRequestOf(event), by));
+      }
       if ("Records" in event) return await readMissed(event, setup, deadline);
       const scheduled = Date.parse(event.time);
       return await readWindow(setup, Number.isNaN(scheduled) ? Date.now() : scheduled, deadline);

@@ -15,10 +15,23 @@ import type { LoadedMapping } from "./mapping/runtime.js";
 import { type Metrics, noMetrics } from "./metrics.js";
 import { createSqsReader, createSqsSender, type SqsClientSource } from "./queue.js";
 import { type ReplayOptions, type ReplayReport, replayDeadLetters } from "./replay.js";
-import { apiKeysReloader, resolveSecrets, type SecretReader, stripeKeyReloader } from "./secrets.js";
+import {
+  apiKeysReloader,
+  resolveSecrets,
+  type SecretReader,
+  stripeEventsSecrets,
+  stripeKeyReloader,
+} from "./secrets.js";
 import { StripeClient } from "./stripe/client.js";
 import { checkingCustomers } from "./stripe/customer-check.js";
-import { type ErrorReport, publishErrorReports, readErrorReports, refusedIn } from "./stripe/error-reports.js";
+import {
+  type ErrorReport,
+  publishErrorReports,
+  readErrorReport,
+  readErrorReports,
+  refusedIn,
+} from "./stripe/error-reports.js";
+import { createStripeEventReceiver } from "./stripe/event-notifications.js";
 import { createCanceller } from "./stripe/meter-event-adjustments.js";
 import { checkingMeters } from "./stripe/meters.js";
 import { RateLimiter } from "./stripe/rate-limiter.js";
@@ -333,15 +346,36 @@ export async function createConsumerFromConfig(
 export interface ErrorReportReader {
   /** Reads the reports Stripe created in (from, to], logs each and counts what they refused. */
   run(window: { from: number; to: number }, deadline: number): Promise<ErrorReport[]>;
+  /** `POST /v1/stripe/events`: a thin event notification an event destination pushed. */
+  receive(req: HttpRequest, deadline: number): Promise<HttpResponse>;
   close(): Promise<void>;
 }
 
 export async function createErrorReportReaderFromConfig(
   config: Config,
   deps: AppDeps = {},
+  /** Told of each report a pushed notification named, once logged and counted (the local runtime's list). */
+  onPushed: (report: ErrorReport) => void = () => {},
 ): Promise<ErrorReportReader> {
-  const { logger, metrics, transport, client } = await stripeSide(config, deps, "stripe-reports");
+  const { reader, logger, metrics, transport, client } = await stripeSide(config, deps, "stripe-reports");
+  const receiver = createStripeEventReceiver({
+    ...stripeEventsSecrets(config, reader, {
+      maxAgeMs: config.secretsMaxAgeMs,
+      onReloadFailed: (err) =>
+        logger.warn("reading the Stripe events secret again failed; the secret read before stays in use", {
+          reason: err instanceof Error ? err.message : String(err),
+        }),
+    }),
+    report: (id, deadline) => readErrorReport(client, id, deadline),
+    publish: (report) => {
+      publishErrorReports([report], logger, metrics);
+      logger.info("Stripe error report pushed by the event destination", { eventId: report.eventId });
+      onPushed(report);
+    },
+    logger,
+  });
   return {
+    receive: (req, deadline) => receiver.handle(req, deadline),
     async run(window, deadline) {
       const reports = await readErrorReports(client, window, deadline);
       publishErrorReports(reports, logger, metrics);

@@ -65,6 +65,11 @@ export const EnvSchema = z.object({
   STRIPE_API_KEY: z.string().trim().optional(),
   STRIPE_API_KEY_SSM_PARAMETER: z.string().min(1).optional(),
   STRIPE_API_KEY_SECRET_ID: z.string().min(1).optional(),
+  // The signing secrets (comma-separated, for a roll) of a Stripe event destination that pushes
+  // thin events to POST /v1/stripe/events; or where one is stored.
+  STRIPE_EVENTS_SECRET: csv,
+  STRIPE_EVENTS_SECRET_SSM_PARAMETER: z.string().min(1).optional(),
+  STRIPE_EVENTS_SECRET_SECRET_ID: z.string().min(1).optional(),
   STRIPE_API_BASE: z.string().url().default("https://api.stripe.com"),
   STRIPE_METER_EVENTS_BASE: z.string().url().default("https://meter-events.stripe.com"),
   STRIPE_API_VERSION: z.string().default(STRIPE_API_VERSION),
@@ -144,6 +149,10 @@ export interface Config {
   stripe: {
     apiKey: string | undefined;
     apiKeySource: SecretSource | undefined;
+    /** Signing secrets of the event destination that pushes Stripe's thin events (none: not set up). */
+    eventsSecrets: string[];
+    /** Where those are stored, read at the first notification rather than at cold start. */
+    eventsSecretSource: SecretSource | undefined;
     apiBase: string;
     meterEventsBase: string;
     apiVersion: string;
@@ -260,6 +269,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   const e = parsed.data;
   registerSecret(e.STRIPE_API_KEY);
   for (const k of e.METERHOOK_API_KEYS) registerSecret(k);
+  for (const k of e.STRIPE_EVENTS_SECRET) registerSecret(k);
   return Object.freeze({
     mappingConfigFile: e.METERHOOK_CONFIG,
     env: Object.freeze({ ...env }),
@@ -298,6 +308,12 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     stripe: {
       apiKey: e.STRIPE_API_KEY,
       apiKeySource: secretSource("STRIPE_API_KEY", e.STRIPE_API_KEY_SSM_PARAMETER, e.STRIPE_API_KEY_SECRET_ID),
+      eventsSecrets: e.STRIPE_EVENTS_SECRET,
+      eventsSecretSource: secretSource(
+        "STRIPE_EVENTS_SECRET",
+        e.STRIPE_EVENTS_SECRET_SSM_PARAMETER,
+        e.STRIPE_EVENTS_SECRET_SECRET_ID,
+      ),
       apiBase: e.STRIPE_API_BASE,
       meterEventsBase: e.STRIPE_METER_EVENTS_BASE,
       apiVersion: e.STRIPE_API_VERSION,

@@ -1,6 +1,7 @@
 import type { Config, SecretSource } from "./config.js";
 import { ConfigError } from "./errors.js";
 import { registerSecret } from "./redact.js";
+import { reloading } from "./reloading.js";
 
 /** Reads one secret's value from wherever it is stored. */
 export type SecretReader = (source: SecretSource) => Promise<string>;
@@ -94,5 +95,35 @@ export function stripeKeyReloader(config: Config, reader: SecretReader): (() => 
     const value = await readSecret(reader, source);
     registerSecret(value);
     return value;
+  };
+}
+
+/**
+ * The signing secrets of the Stripe event destination (STRIPE_EVENTS_SECRET, or its store),
+ * registered for redaction. From a store they are read at the first notification, not at cold
+ * start (a stack that never sets up a destination has no such secret), then again when
+ * `maxAgeMs` old and after a signature matched none (a rolled secret). A first read that fails
+ * throws, and is tried again at the next notification.
+ */
+export function stripeEventsSecrets(
+  config: Config,
+  reader: SecretReader,
+  options: { maxAgeMs: number; onReloadFailed: (err: unknown) => void },
+): { secrets(): Promise<readonly string[]>; secretsAfterMiss(): Promise<readonly string[] | undefined> } {
+  const source = config.stripe.eventsSecretSource;
+  if (!source) {
+    const fixed = config.stripe.eventsSecrets;
+    return { secrets: async () => fixed, secretsAfterMiss: async () => undefined };
+  }
+  const read = async () => apiKeyList(await readSecret(reader, source, "Stripe events "));
+  let held: ReturnType<typeof reloading<readonly string[]>> | undefined;
+  const first = async () => {
+    const value = await read();
+    held ??= reloading<readonly string[]>(value, read, options);
+    return value;
+  };
+  return {
+    secrets: async () => (held ? held.get() : first()),
+    secretsAfterMiss: async () => (held ? held.afterMiss() : undefined),
   };
 }

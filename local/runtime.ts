@@ -1,12 +1,14 @@
 import { SQSClient } from "@aws-sdk/client-sqs";
 import { createHttpHandler } from "../functions/http-api.js";
 import { createQueueHandler } from "../functions/ingest-queue.js";
+import { createReportsHandler, HTTP_ANSWER_WITHIN_MS } from "../functions/stripe-reports.js";
 import { createConsumerFromConfig, createErrorReportReaderFromConfig, createIngestApiFromConfig } from "../lib/app.js";
 import { loadConfig } from "../lib/config.js";
 import { ConfigError } from "../lib/errors.js";
 import { createLogger } from "../lib/logger.js";
 import { loadMapping } from "../lib/mapping/runtime.js";
 import type { ErrorReport } from "../lib/stripe/error-reports.js";
+import { STRIPE_EVENTS_PATH } from "../lib/stripe/event-notifications.js";
 import { type LookupTable, lookupTables, readItems, startLocalDynamo } from "./dynamodb.js";
 import { startGateway } from "./gateway.js";
 import { startPoller } from "./poller.js";
@@ -65,6 +67,8 @@ export interface LocalRuntime {
   sources: Array<{ name: string; type: string }>;
   /** Stripe's error reports read so far (each also logged at `error`). */
   stripeReports: ErrorReport[];
+  /** Whether they come pushed to POST /v1/stripe/events (STRIPE_EVENTS_SECRET set) rather than read each interval. */
+  reportsPushed: boolean;
   stop(): Promise<void>;
 }
 
@@ -152,10 +156,27 @@ export async function startLocalRuntime(options: LocalRuntimeOptions = {}): Prom
     const consumer = await createConsumerFromConfig(config, { sqs, mapping });
     undo.push(() => consumer.close());
     const api = await createIngestApiFromConfig(config, { sqs, mapping });
+    // Stripe's error reports, read as the stripe-reports function reads them on AWS: pushed to
+    // POST /v1/stripe/events by an event destination when STRIPE_EVENTS_SECRET is set, otherwise
+    // each interval from where the last read ended.
+    const stripeReports: ErrorReport[] = [];
+    const reportReader = await createErrorReportReaderFromConfig(config, {}, (r) => stripeReports.push(r));
+    undo.push(() => reportReader.close());
+    const reportsHandler = createReportsHandler(async () => ({ reader: reportReader, intervalMs: 10_000 }));
+    const httpHandler = createHttpHandler(async () => api);
     const gateway = await startGateway(
-      createHttpHandler(async () => api),
+      (event) =>
+        event.rawPath === STRIPE_EVENTS_PATH
+          ? reportsHandler(event, { getRemainingTimeInMillis: () => HTTP_ANSWER_WITHIN_MS })
+          : httpHandler(event),
       options.port ?? 0,
     );
+    const pushed = config.stripe.eventsSecrets.length > 0 || config.stripe.eventsSecretSource !== undefined;
+    const [eventsSecret] = config.stripe.eventsSecrets;
+    // The embedded Stripe pushes its reports here, as a destination set up in Stripe would.
+    if (emulator && eventsSecret && !options.emulator?.eventDestinations?.length) {
+      emulator.eventDeliveries.add({ url: `${gateway.url}${STRIPE_EVENTS_PATH}`, secret: eventsSecret });
+    }
     undo.push(async () => {
       await new Promise<void>((resolve) => gateway.server.close(() => resolve()));
       gateway.server.closeAllConnections();
@@ -174,11 +195,6 @@ export async function startLocalRuntime(options: LocalRuntimeOptions = {}): Prom
     );
     undo.push(() => Promise.all(pollers.map((p) => p.stop())).then(() => {}));
 
-    // Stripe's error reports, read as the stripe-reports function reads them on AWS, each interval
-    // from where the last read ended.
-    const reportReader = await createErrorReportReaderFromConfig(config);
-    undo.push(() => reportReader.close());
-    const stripeReports: ErrorReport[] = [];
     let readUpTo = Date.now();
     let reading: Promise<void> | undefined;
     const readReports = () => {
@@ -194,8 +210,9 @@ export async function startLocalRuntime(options: LocalRuntimeOptions = {}): Prom
           reading = undefined;
         });
     };
-    const reportTimer = setInterval(readReports, options.reportsEveryMs ?? 10_000);
-    reportTimer.unref();
+    // Pushed reports are not read again on a schedule too: each would be logged and counted twice.
+    const reportTimer = pushed ? undefined : setInterval(readReports, options.reportsEveryMs ?? 10_000);
+    reportTimer?.unref();
 
     return {
       gatewayUrl: gateway.url,
@@ -210,6 +227,7 @@ export async function startLocalRuntime(options: LocalRuntimeOptions = {}): Prom
       usingDefaultApiKey,
       sources: [...(mapping?.sources.values() ?? [])].map((s) => ({ name: s.name, type: s.type })),
       stripeReports,
+      reportsPushed: pushed,
       async stop() {
         clearInterval(reportTimer);
         await reading;

@@ -82,6 +82,9 @@ try {
   const lines = [
     "meterhook is running locally",
     `  API gateway     ${rt.gatewayUrl}   (POST /v1/events, POST /v1/events/cancel, GET /v1/health)`,
+    ...(rt.reportsPushed
+      ? [`    Stripe's error reports pushed to POST ${rt.gatewayUrl}/v1/stripe/events (STRIPE_EVENTS_SECRET)`]
+      : []),
     `  SQS (fauxqs)    ${rt.sqsEndpoint}`,
     `    ingest queue  ${rt.ingestQueueUrl}`,
     `    dead letters  ${rt.deadLetterQueueUrl}`,

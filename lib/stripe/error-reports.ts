@@ -2,8 +2,9 @@
  * Stripe's asynchronous error reports: meter events Stripe accepted (the v2 stream answers for a
  * whole batch before checking its events) and then refused, e.g. for a customer Stripe does not
  * have. Stripe reports them per meter and validation window as v2 events; meterhook reads them
- * (the stripe-reports function, on a schedule) so that such a refusal ends in a log line, a
- * metric and an alarm rather than only in Stripe's Workbench. See shared/stripe/METER_API.md §4.
+ * (the stripe-reports function, on a schedule, or as an event destination pushes them:
+ * event-notifications.ts) so that such a refusal ends in a log line, a metric and an alarm
+ * rather than only in Stripe's Workbench. See shared/stripe/METER_API.md §4.
  */
 import type { Logger } from "../logger.js";
 import type { Metrics } from "../metrics.js";
@@ -126,6 +127,23 @@ export async function readErrorReports(
     }
   }
   return events.map(toReport).sort((a, b) => (a.created < b.created ? -1 : a.created > b.created ? 1 : 0));
+}
+
+/**
+ * One report by its event id (`GET /v2/core/events/{id}`), what a pushed thin notification names;
+ * undefined when Stripe has no such event for this key (404). Throws ErrorReportsUnavailable
+ * when Stripe could not be read.
+ */
+export async function readErrorReport(
+  client: StripeClient,
+  id: string,
+  deadline: number,
+): Promise<ErrorReport | undefined> {
+  const path = `/v2/core/events/${encodeURIComponent(id)}`;
+  const v = await client.call({ base: "api", method: "GET", path, deadline });
+  if (v.kind === "permanent" && v.status === 404) return undefined;
+  if (v.kind !== "ok") throw new ErrorReportsUnavailable(`reading Stripe's event ${id} failed: ${v.reason}`);
+  return toReport(JSON.parse(v.body) as CoreEvent);
 }
 
 /** Events the reports say Stripe refused, all reports together. */

@@ -52,10 +52,15 @@ export class EventDeliveries {
   private stopped = false;
 
   constructor(
-    private readonly destinations: readonly EventDestination[],
+    private readonly destinations: EventDestination[],
     private readonly retryDelaysMs: readonly number[],
     private readonly now: () => number,
   ) {}
+
+  /** Another destination, for the reports made from now on. */
+  add(destination: EventDestination): void {
+    this.destinations.push(destination);
+  }
 
   /** Sends `event` to every destination that takes its type. */
   deliver(event: CoreEvent): void {

@@ -49,7 +49,7 @@ export interface EmulatorOptions {
 
 /** A scripted misbehaviour for the next matching request(s). */
 export interface Fault {
-  /** Path the fault applies to, e.g. `/v1/billing/meter_events`. */
+  /** Path the fault applies to, e.g. `/v1/billing/meter_events`; ending in `*`, every path it begins. */
   path: string;
   /** How many matching requests it affects (default 1). */
   times?: number;
@@ -242,7 +242,7 @@ export class StripeEmulator {
     this.keys = new Set(options.apiKeys ?? [DEFAULT_KEY]);
     this.sessionTtlMs = options.sessionTtlMs ?? 15 * 60_000;
     this.eventDeliveries = new EventDeliveries(
-      options.eventDestinations ?? [],
+      [...(options.eventDestinations ?? [])],
       options.eventRetryDelaysMs ?? DEFAULT_RETRY_DELAYS_MS,
       this.now,
     );
@@ -338,7 +338,10 @@ export class StripeEmulator {
 
   private takeFault(path: string, body: string): Fault | undefined {
     const f = this.faults.find(
-      (x) => x.left > 0 && path === x.path && (!x.bodyIncludes || body.includes(x.bodyIncludes)),
+      (x) =>
+        x.left > 0 &&
+        (path === x.path || (x.path.endsWith("*") && path.startsWith(x.path.slice(0, -1)))) &&
+        (!x.bodyIncludes || body.includes(x.bodyIncludes)),
     );
     if (!f) {
       if (!this.faultPolicy) return undefined;

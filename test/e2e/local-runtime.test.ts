@@ -155,6 +155,26 @@ test("an event Stripe accepts and then refuses (a customer it does not have) sho
   assert.match(report.errors[0]?.samples[0]?.message ?? "", /cus_e2eDeleted/);
 });
 
+test("with STRIPE_EVENTS_SECRET, the embedded Stripe pushes its report to POST /v1/stripe/events, and it is read once, not on a schedule too", async () => {
+  const { send, rt } = await start(
+    { STRIPE_EVENTS_SECRET: "whsec_e2e_events" },
+    { emulator: { customers: ["cus_e2eKnown"], errorReportWindowMs: 100 }, reportsEveryMs: 200 },
+  );
+  assert.equal(rt.reportsPushed, true);
+  assert.equal((await send(usageEvent({ customer: "cus_e2ePushed" }))).status, 202);
+  const report = await waitFor(() => rt.stripeReports[0], "the pushed report to be read");
+  assert.deepEqual(
+    report.errors.map((t) => [t.code, t.count]),
+    [["meter_event_customer_not_found", 1]],
+  );
+  assert.deepEqual(
+    rt.emulator?.eventDeliveries.log.map((d) => [d.url, d.status]),
+    [[`${rt.gatewayUrl}/v1/stripe/events`, 200]],
+  );
+  await new Promise((r) => setTimeout(r, 600)); // three intervals of the schedule it replaces
+  assert.equal(rt.stripeReports.length, 1);
+});
+
 test("a runtime that cannot start (a secret its config names is not set) stops what it had started", async () => {
   // Two free ports, for fauxqs and the emulator: free again afterwards only if both were stopped.
   const freePort = async () => {

@@ -10,6 +10,7 @@ import { promisify } from "node:util";
 import { ReceiveMessageCommand } from "@aws-sdk/client-sqs";
 import { INGEST_QUEUE_MEMORY_MB, lambdaYoungGenerationFlags } from "../../bench/stats.js";
 import { createQueueHandler } from "../../functions/ingest-queue.js";
+import { HTTP_ANSWER_WITHIN_MS } from "../../functions/stripe-reports.js";
 import { emfDocuments } from "../../functions/support/observability.js";
 import {
   createConsumerFromConfig,
@@ -826,7 +827,19 @@ describe("packaged CloudFormation template", () => {
         store: "secretsmanager",
         name: "meterhook/prod/stripe",
       });
-      assert.deepEqual(storeReads(`${fn}Role`), [stripeSecret], fn);
+      // The stripe-reports function may read the signing secret of a Stripe event destination too.
+      const eventsSecret = {
+        Effect: "Allow",
+        Action: "ssm:GetParameter",
+        Resource: {
+          "Fn::Sub": `arn:\${AWS::Partition}:ssm:\${AWS::Region}:\${AWS::AccountId}:parameter/meterhook/dev/stripe-events-secret`,
+        },
+      };
+      assert.deepEqual(
+        storeReads(`${fn}Role`),
+        fn === "StripeReports" ? [stripeSecret, eventsSecret] : [stripeSecret],
+        fn,
+      );
     }
     const http = envOf("HttpApi");
     assert.equal(http.METERHOOK_API_KEYS_SSM_PARAMETER, undefined);
@@ -908,6 +921,7 @@ describe("packaged CloudFormation template", () => {
       "sqs:ReceiveMessage",
       "sqs:SendMessage",
       "ssm:GetParameter",
+      "ssm:GetParameter",
     ]);
   });
 
@@ -984,8 +998,37 @@ describe("packaged CloudFormation template", () => {
       "GET /v1/webhooks/{source}",
       "POST /v1/events",
       "POST /v1/events/cancel",
+      "POST /v1/stripe/events",
       "POST /v1/webhooks/{source}",
     ]);
+  });
+
+  test("POST /v1/stripe/events goes to the stripe-reports function, which may read the event destination's secret; the schedule can be turned off", async () => {
+    const route = ofType("AWS::ApiGatewayV2::Route").find(
+      ([, r]) => r.Properties.RouteKey === "POST /v1/stripe/events",
+    )?.[1];
+    const integrationId = route?.Properties.Target["Fn::Join"][1][1].Ref as string;
+    assert.match(JSON.stringify(resources[integrationId].Properties.IntegrationUri), /StripeReportsLambdaFunction/);
+    const fn = resources.StripeReportsLambdaFunction.Properties;
+    const parameter = fn.Environment.Variables.STRIPE_EVENTS_SECRET_SSM_PARAMETER;
+    assert.equal(parameter, "/meterhook/dev/stripe-events-secret");
+    const reads = resources.StripeReportsRole.Properties.Policies.flatMap(
+      (p: Json) => p.PolicyDocument.Statement,
+    ).filter((st: Json) => st.Action === "ssm:GetParameter" && JSON.stringify(st.Resource).includes(parameter));
+    assert.equal(reads.length, 1);
+    // API Gateway gives up on an integration after 30 s: the notification's answer comes before.
+    assert.ok(HTTP_ANSWER_WITHIN_MS < 30_000);
+    const rule = ofType("AWS::Events::Rule").find(([, r]) =>
+      JSON.stringify(r.Properties.Targets).includes("StripeReportsLambdaFunction"),
+    )?.[1];
+    assert.equal(rule?.Properties.State, "ENABLED");
+    const { stdout } = await promisify(execFile)(
+      "npx",
+      ["osls", "print", "--format", "json", "--param=stripeReportsSchedule=false"],
+      { env: offlineEnv(), maxBuffer: 16 * 1024 * 1024 },
+    );
+    const events = JSON.parse(stdout).functions.stripeReports.events as Json[];
+    assert.equal(events.find((e) => e.schedule)?.schedule.enabled, false);
   });
 });
 
