@@ -27,6 +27,7 @@ import { checkingCustomers } from "./stripe/customer-check.js";
 import {
   type ErrorReport,
   publishErrorReports,
+  ReportMetric,
   readErrorReport,
   readErrorReports,
   refusedIn,
@@ -371,6 +372,10 @@ export async function createErrorReportReaderFromConfig(
       publishErrorReports([report], logger, metrics);
       logger.info("Stripe error report pushed by the event destination", { eventId: report.eventId });
       onPushed(report);
+    },
+    failed: (code) => {
+      metrics.count(ReportMetric.notificationsFailed, 1);
+      metrics.count(ReportMetric.notificationsFailed, 1, { code });
     },
     logger,
   });

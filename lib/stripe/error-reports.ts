@@ -19,6 +19,11 @@ export const ERROR_REPORT_TYPES = [
 export const ReportMetric = {
   /** Events Stripe refused asynchronously, all codes together (the alarm's metric). */
   refused: "StripeRefusedEvents",
+  /**
+   * Pushed notifications answered so that a report may not get through: signed with another
+   * secret or too old (401), or unread for want of the secret or of Stripe (503).
+   */
+  notificationsFailed: "StripeNotificationsFailed",
 } as const;
 
 /** One report, as meterhook logs it. */

@@ -33,6 +33,12 @@ export interface StripeEventReceiverDeps {
   report(eventId: string, deadline: number): Promise<ErrorReport | undefined>;
   /** Logs and counts a report as the scheduled read does. */
   publish(report: ErrorReport): void;
+  /**
+   * Counts a notification answered so that its report may be lost (ReportMetric.notificationsFailed):
+   * a wrong secret or a stale timestamp, or a secret or Stripe that could not be read. Unsigned
+   * requests (anyone who finds the URL) are not counted.
+   */
+  failed(code: string): void;
   logger: Logger;
   now?: () => number;
 }
@@ -53,6 +59,7 @@ export function createStripeEventReceiver(deps: StripeEventReceiverDeps) {
         deps.logger.error("the Stripe event destination's signing secret could not be read", {
           reason: err instanceof Error ? err.message : String(err),
         });
+        deps.failed("secret_unavailable");
         return httpError(503, "secret_unavailable", "the signing secret could not be read; try again later", rid);
       }
       if (secrets.length === 0) {
@@ -71,6 +78,7 @@ export function createStripeEventReceiver(deps: StripeEventReceiverDeps) {
       }
       if (!check.ok) {
         deps.logger.warn("a Stripe event notification was refused", { code: check.code, requestId: rid });
+        if (check.code === "signature_mismatch" || check.code === "signature_expired") deps.failed(check.code);
         return httpError(401, check.code, check.message, rid);
       }
       let note: { id?: unknown; type?: unknown };
@@ -98,6 +106,7 @@ export function createStripeEventReceiver(deps: StripeEventReceiverDeps) {
           eventId: note.id,
           reason: err instanceof Error ? err.message : String(err),
         });
+        deps.failed("stripe_unavailable");
         return httpError(503, "stripe_unavailable", "the event could not be read from Stripe; try again later", rid);
       }
       if (!report) {

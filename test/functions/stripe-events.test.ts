@@ -83,12 +83,19 @@ async function refusedByStripe(identifier: string) {
 const deliveriesOf = (eventId: string) =>
   emulator.eventDeliveries.log.filter((d) => d.eventId === eventId).map((d) => d.status);
 const refusedLines = () => lines.filter((l) => l.message === "Stripe refused meter events it had accepted");
-const refusedCounted = () =>
-  metrics
-    .drain()
-    .filter((p) => p.name === "StripeRefusedEvents" && !p.dimensions.code)
-    .flatMap((p) => p.values)
-    .reduce((a, b) => a + b, 0);
+/** The events counted refused, and the notifications counted failed (by code), since the last call. */
+function counted() {
+  const points = metrics.drain();
+  const sum = (name: string) =>
+    points
+      .filter((p) => p.name === name && !p.dimensions.code)
+      .flatMap((p) => p.values)
+      .reduce((a, b) => a + b, 0);
+  const failedCodes = points
+    .filter((p) => p.name === "StripeNotificationsFailed" && p.dimensions.code)
+    .map((p) => p.dimensions.code);
+  return { refused: sum("StripeRefusedEvents"), failed: sum("StripeNotificationsFailed"), failedCodes };
+}
 
 /** POSTs a notification to the route, signed with `secret`. */
 async function notify(body: unknown, secret = SECRET) {
@@ -115,7 +122,7 @@ describe("Stripe's error reports pushed to POST /v1/stripe/events", () => {
       ((line?.errors ?? []) as Array<{ code: string }>).map((e) => e.code),
       ["meter_event_customer_not_found"],
     );
-    assert.equal(refusedCounted(), 1);
+    assert.deepEqual(counted(), { refused: 1, failed: 0, failedCodes: [] });
   });
 
   test("a notification not signed with the secret is 401 and read no further; another event type is acknowledged and ignored", async () => {
@@ -134,7 +141,8 @@ describe("Stripe's error reports pushed to POST /v1/stripe/events", () => {
     const other = await notify({ id: "evt_other", type: "v1.billing.meter.something_else" });
     assert.deepEqual([other.status, other.body.ignored], [200, true]);
     assert.equal(refusedLines().length, 0);
-    assert.equal(refusedCounted(), 0);
+    // The forged one counts (a destination whose secret was rolled looks the same); the unsigned one does not.
+    assert.deepEqual(counted(), { refused: 0, failed: 1, failedCodes: ["signature_mismatch"] });
   });
 
   test("when Stripe cannot be read, the notification is answered 503 and counted once Stripe sends it again", async () => {
@@ -147,7 +155,7 @@ describe("Stripe's error reports pushed to POST /v1/stripe/events", () => {
     await waitFor(() => (deliveriesOf(eventId).length >= 2 ? true : undefined), "the second try");
     assert.deepEqual(deliveriesOf(eventId), [503, 200]);
     assert.equal(refusedLines().length, 1);
-    assert.equal(refusedCounted(), 1);
+    assert.deepEqual(counted(), { refused: 1, failed: 1, failedCodes: ["stripe_unavailable"] });
   });
 
   test("with the secret in SSM: read at the first notification (503 while the parameter is missing), and again when old (a roll)", async () => {

@@ -418,11 +418,26 @@ describe("packaged CloudFormation template", () => {
 
       refusedAfterAccepting(parts, "dashboard");
       const reportMetrics = new MetricsRecorder();
-      const reader = await createErrorReportReaderFromConfig(loadConfig(env), {
-        logger: silentLogger,
-        metrics: reportMetrics,
-      });
+      const reader = await createErrorReportReaderFromConfig(
+        loadConfig({ ...env, STRIPE_EVENTS_SECRET: "whsec_dashboard_0001" }),
+        { logger: silentLogger, metrics: reportMetrics },
+      );
       await reader.run({ from: Date.now() - 3_600_000, to: Date.now() + 61_000 }, Date.now() + 30_000);
+      // A pushed notification signed with a secret the destination no longer has.
+      const note = JSON.stringify({ id: "evt_x", type: "v1.billing.meter.error_report_triggered" });
+      const stripeAuth = {
+        scheme: "stripe",
+        header: "Stripe-Signature",
+        version: "v1",
+        secrets: [],
+        toleranceSeconds: 300,
+      };
+      const forged = signWebhook(stripeAuth as never, "whsec_rolled_away", note);
+      const pushed = await reader.receive(
+        { method: "POST", path: "/v1/stripe/events", headers: forged, body: Buffer.from(note), requestId: "r" },
+        Date.now() + 10_000,
+      );
+      assert.equal(pushed.status, 401);
       await reader.close();
       docs.push(...(emfDocuments(reportMetrics.drain(), "stripe-reports", Date.now()) as Array<Record<string, Json>>));
     } finally {
@@ -1022,6 +1037,10 @@ describe("packaged CloudFormation template", () => {
       JSON.stringify(r.Properties.Targets).includes("StripeReportsLambdaFunction"),
     )?.[1];
     assert.equal(rule?.Properties.State, "ENABLED");
+    const alarm = ofType("AWS::CloudWatch::Alarm").find(
+      ([, a]) => a.Properties.MetricName === "StripeNotificationsFailed",
+    )?.[1].Properties;
+    assert.deepEqual([alarm?.Threshold, alarm?.Dimensions[1]], [1, { Name: "function", Value: "stripe-reports" }]);
     const { stdout } = await promisify(execFile)(
       "npx",
       ["osls", "print", "--format", "json", "--param=stripeReportsSchedule=false"],
