@@ -42,7 +42,7 @@ export async function resolveSecrets(
     const source = config.apiKeysSource;
     jobs.push(
       readSecret(reader, source).then((v) => {
-        apiKeys = apiKeyList(v);
+        apiKeys = listedSecrets(v);
       }),
     );
   }
@@ -59,8 +59,8 @@ export async function resolveSecrets(
   return Object.freeze({ ...config, apiKeys, stripe: { ...config.stripe, apiKey: stripeKey } });
 }
 
-/** The API keys a stored value lists (comma-separated), registered for redaction. */
-function apiKeyList(value: string): string[] {
+/** The secrets a stored value lists (comma-separated: API keys, signing secrets), registered for redaction. */
+function listedSecrets(value: string): string[] {
   const keys = value
     .split(",")
     .map((k) => k.trim())
@@ -77,7 +77,7 @@ export function apiKeysReloader(config: Config, reader: SecretReader): (() => Pr
   const source = config.apiKeysSource;
   if (!source) return undefined;
   return async () => {
-    const keys = apiKeyList(await readSecret(reader, source));
+    const keys = listedSecrets(await readSecret(reader, source));
     if (keys.length === 0) throw new ConfigError(`${describe(source)} lists no API key`);
     return keys;
   };
@@ -115,7 +115,7 @@ export function stripeEventsSecrets(
     const fixed = config.stripe.eventsSecrets;
     return { secrets: async () => fixed, secretsAfterMiss: async () => undefined };
   }
-  const read = async () => apiKeyList(await readSecret(reader, source, "Stripe events "));
+  const read = async () => listedSecrets(await readSecret(reader, source, "Stripe events "));
   let held: ReturnType<typeof reloading<readonly string[]>> | undefined;
   const first = async () => {
     const value = await read();
