@@ -32,6 +32,7 @@ import {
   readErrorReports,
   refusedIn,
 } from "./stripe/error-reports.js";
+import { createStripeEventReceiver } from "./stripe/event-notifications.js";
 import { createCanceller } from "./stripe/meter-event-adjustments.js";
 import { checkingMeters } from "./stripe/meters.js";
 import { RateLimiter } from "./stripe/rate-limiter.js";
@@ -358,34 +359,28 @@ export async function createErrorReportReaderFromConfig(
   onPushed: (report: ErrorReport) => void = () => {},
 ): Promise<ErrorReportReader> {
   const { reader, logger, metrics, transport, client } = await stripeSide(config, deps, "stripe-reports");
-  // Built at the first pushed notification: a scheduled run's cold start does not load it.
-  const makeReceiver = async () =>
-    (await import("./stripe/event-notifications.js")).createStripeEventReceiver({
-      ...stripeEventsSecrets(config, reader, {
-        maxAgeMs: config.secretsMaxAgeMs,
-        onReloadFailed: (err) =>
-          logger.warn("reading the Stripe events secret again failed; the secret read before stays in use", {
-            reason: err instanceof Error ? err.message : String(err),
-          }),
-      }),
-      report: (id, deadline) => readErrorReport(client, id, deadline),
-      publish: (report) => {
-        publishErrorReports([report], logger, metrics);
-        logger.info("Stripe error report pushed by the event destination", { eventId: report.eventId });
-        onPushed(report);
-      },
-      failed: (code) => {
-        metrics.count(ReportMetric.notificationsFailed, 1);
-        metrics.count(ReportMetric.notificationsFailed, 1, { code });
-      },
-      logger,
-    });
-  let receiver: ReturnType<typeof makeReceiver> | undefined;
-  return {
-    async receive(req, deadline) {
-      receiver ??= makeReceiver();
-      return (await receiver).handle(req, deadline);
+  const receiver = createStripeEventReceiver({
+    ...stripeEventsSecrets(config, reader, {
+      maxAgeMs: config.secretsMaxAgeMs,
+      onReloadFailed: (err) =>
+        logger.warn("reading the Stripe events secret again failed; the secret read before stays in use", {
+          reason: err instanceof Error ? err.message : String(err),
+        }),
+    }),
+    report: (id, deadline) => readErrorReport(client, id, deadline),
+    publish: (report) => {
+      publishErrorReports([report], logger, metrics);
+      logger.info("Stripe error report pushed by the event destination", { eventId: report.eventId });
+      onPushed(report);
     },
+    failed: (code) => {
+      metrics.count(ReportMetric.notificationsFailed, 1);
+      metrics.count(ReportMetric.notificationsFailed, 1, { code });
+    },
+    logger,
+  });
+  return {
+    receive: (req, deadline) => receiver.handle(req, deadline),
     async run(window, deadline) {
       const reports = await readErrorReports(client, window, deadline);
       publishErrorReports(reports, logger, metrics);
