@@ -140,6 +140,11 @@ describe("Stripe's error reports pushed to POST /v1/stripe/events", () => {
     );
     const other = await notify({ id: "evt_other", type: "v1.billing.meter.something_else" });
     assert.deepEqual([other.status, other.body.ignored], [200, true]);
+    // Signed, but naming an event this key cannot read: acknowledged (Stripe would resend it for
+    // days), and logged at error.
+    const unknown = await notify({ id: "evt_not_this_account", type: "v1.billing.meter.error_report_triggered" });
+    assert.deepEqual([unknown.status, (unknown.body as { unknownEvent?: boolean }).unknownEvent], [200, true]);
+    assert.ok(lines.some((l) => l.level === "error" && l.eventId === "evt_not_this_account"));
     assert.equal(refusedLines().length, 0);
     // The forged one counts (a destination whose secret was rolled looks the same); the unsigned one does not.
     assert.deepEqual(counted(), { refused: 0, failed: 1, failedCodes: ["signature_mismatch"] });
