@@ -51,6 +51,11 @@ export function createStripeEventReceiver(deps: StripeEventReceiverDeps) {
     async handle(req: HttpRequest, deadline: number): Promise<HttpResponse> {
       const rid = req.requestId;
       if (req.method !== "POST") return httpError(405, "method_not_allowed", "POST only", rid, {}, { allow: "POST" });
+      const nowSeconds = Math.floor(now() / 1000);
+      // A request without a Stripe-Signature in Stripe's format (anyone who finds the URL) is
+      // refused before the secret is read: it costs no read of the store and counts in no alarm.
+      const shape = verifySignature(STRIPE_SIGNATURE, [], req.headers, req.body, nowSeconds);
+      if (!shape.ok && shape.code !== "signature_mismatch") return httpError(401, shape.code, shape.message, rid);
       let secrets: readonly string[];
       try {
         secrets = await deps.secrets();
@@ -70,7 +75,6 @@ export function createStripeEventReceiver(deps: StripeEventReceiverDeps) {
           rid,
         );
       }
-      const nowSeconds = Math.floor(now() / 1000);
       let check = verifySignature(STRIPE_SIGNATURE, secrets, req.headers, req.body, nowSeconds);
       if (!check.ok && check.code === "signature_mismatch") {
         const fresh = await deps.secretsAfterMiss();

@@ -166,8 +166,14 @@ describe("Stripe's error reports pushed to POST /v1/stripe/events", () => {
   test("with the secret in SSM: read at the first notification (503 while the parameter is missing), and again when old (a roll)", async () => {
     delete ssm[PARAMETER];
     await deploy({ STRIPE_EVENTS_SECRET_SSM_PARAMETER: PARAMETER, METERHOOK_SECRETS_MAX_AGE_SECONDS: "1" });
+    // Unsigned (anyone who finds the URL): refused without a read of the store.
+    const reads = stores.calls.length;
+    const unsigned = await fetch(`${gateway.url}/v1/stripe/events`, { method: "POST", body: "{}" });
+    assert.equal(unsigned.status, 401);
+    assert.equal(stores.calls.length, reads);
     const missing = await notify({ id: "evt_x", type: "v1.billing.meter.error_report_triggered" });
     assert.deepEqual([missing.status, missing.body.error?.code], [503, "secret_unavailable"]);
+    assert.deepEqual(counted(), { refused: 0, failed: 1, failedCodes: ["secret_unavailable"] });
     assert.ok(lines.some((l) => l.message === "the Stripe event destination's signing secret could not be read"));
     assert.ok(!JSON.stringify(lines).includes(SECRET));
 
