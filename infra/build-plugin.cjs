@@ -4,8 +4,9 @@
 // - a code mapping config (mappingConfig: config/sources.ts) cannot be imported as a file on
 //   Lambda (no TypeScript loader, no node_modules): it is bundled into each function, and the
 //   functions' METERHOOK_CONFIG becomes `bundled:<path>`, which loads that copy;
-// - a key kept in Secrets Manager (stripeKeySecretId, apiKeysSecretId params) replaces the SSM
-//   parameter in the functions' settings: a function is given one store or the other, never both;
+// - a key kept in Secrets Manager (stripeKeySecretId, apiKeysSecretId, stripeEventsSecretId
+//   params) replaces the SSM parameter in the functions' settings: a function is given one store
+//   or the other, never both;
 // - the JSON files the config's `table` lookups read (`file:`) are packaged with each function
 //   that loads the config: on Lambda nothing else would put them there;
 // - a file the functions read at cold start that does not exist, or a `{ env: NAME }` secret of
@@ -25,7 +26,7 @@ class MeterhookBuild {
     const prepare = async () => {
       const functions = Object.values(serverless.service.functions ?? {});
       for (const f of functions) {
-        for (const key of ["STRIPE_API_KEY", "METERHOOK_API_KEYS"]) {
+        for (const key of ["STRIPE_API_KEY", "METERHOOK_API_KEYS", "STRIPE_EVENTS_SECRET"]) {
           const env = f.environment ?? {};
           if (!(`${key}_SECRET_ID` in env)) continue;
           if (env[`${key}_SECRET_ID`]) delete env[`${key}_SSM_PARAMETER`];

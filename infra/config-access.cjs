@@ -1,8 +1,9 @@
 // Read access to the secrets and tables the functions read, taken at package time from the
 // stage's params and mapping config, so the policies cannot drift from them:
-// - `stripeKey` and `apiKeys`: the statement, in the roles' own policies (infra/iam.yml), that
-//   reads the Stripe key (consumer, replay, stripe-reports) or the API keys (HTTP API) from
-//   SSM, or from Secrets Manager when the stripeKeySecretId / apiKeysSecretId param is set;
+// - `stripeKey`, `apiKeys` and `stripeEventsSecret`: the statement, in the roles' own policies
+//   (infra/iam.yml), that reads the Stripe key (consumer, replay, stripe-reports), the API keys
+//   (HTTP API) or a Stripe event destination's signing secret (stripe-reports) from SSM, or from
+//   Secrets Manager when the stripeKeySecretId / apiKeysSecretId / stripeEventsSecretId param is set;
 // - `resources`: policies of their own, when there is anything to allow (a stack that needs none
 //   gets none):
 //   - the consumer and replay: the DynamoDB tables of `dynamodb` customer lookups, and the SSM
@@ -131,4 +132,5 @@ module.exports = {
   resources,
   stripeKey: keyRead("stripeKeyParameter", "stripeKeySecretId"),
   apiKeys: keyRead("apiKeysParameter", "apiKeysSecretId"),
+  stripeEventsSecret: keyRead("stripeEventsSecretParameter", "stripeEventsSecretId"),
 };

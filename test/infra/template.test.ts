@@ -812,6 +812,7 @@ describe("packaged CloudFormation template", () => {
         dir,
         "--param=stripeKeySecretId=meterhook/prod/stripe",
         "--param=apiKeysSecretId=arn:aws:secretsmanager:eu-west-1:123456789012:secret:api-keys-AbCdEf",
+        "--param=stripeEventsSecretId=meterhook/prod/stripe-events",
         `--param=secretsKmsKeyArns=${kmsKey}`,
         "--param=mappingConfig=test/fixtures/sources/dynamodb-sources.ts",
       ],
@@ -842,13 +843,16 @@ describe("packaged CloudFormation template", () => {
         store: "secretsmanager",
         name: "meterhook/prod/stripe",
       });
-      // The stripe-reports function may read the signing secret of a Stripe event destination too.
+      // The stripe-reports function may read the signing secret of a Stripe event destination too,
+      // from Secrets Manager as well since the stripeEventsSecretId param is set.
       const eventsSecret = {
         Effect: "Allow",
-        Action: "ssm:GetParameter",
-        Resource: {
-          "Fn::Sub": `arn:\${AWS::Partition}:ssm:\${AWS::Region}:\${AWS::AccountId}:parameter/meterhook/dev/stripe-events-secret`,
-        },
+        Action: "secretsmanager:GetSecretValue",
+        Resource: [
+          {
+            "Fn::Sub": `arn:\${AWS::Partition}:secretsmanager:\${AWS::Region}:\${AWS::AccountId}:secret:meterhook/prod/stripe-events-??????`,
+          },
+        ],
       };
       assert.deepEqual(
         storeReads(`${fn}Role`),
@@ -856,6 +860,12 @@ describe("packaged CloudFormation template", () => {
         fn,
       );
     }
+    const reports = envOf("StripeReports");
+    assert.equal(reports.STRIPE_EVENTS_SECRET_SSM_PARAMETER, undefined);
+    assert.deepEqual(loadConfig(stringsOf(reports)).stripe.eventsSecretSource, {
+      store: "secretsmanager",
+      name: "meterhook/prod/stripe-events",
+    });
     const http = envOf("HttpApi");
     assert.equal(http.METERHOOK_API_KEYS_SSM_PARAMETER, undefined);
     assert.equal(loadConfig(stringsOf(http)).apiKeysSource?.store, "secretsmanager");
