@@ -4,12 +4,7 @@
  * their senders sign the bytes they send, and each sender's scheme says which bytes those are.
  */
 
-/** How a body was refused: the HTTP status and error code the events API answers with. */
-export interface EncodingRefusal {
-  status: number;
-  code: string;
-  message: string;
-}
+import type { Refusal } from "./http.js";
 
 /** The codings the events API reads (RFC 9110 §8.4.1), and `x-gzip` as §8.4.1.3 asks. */
 const CODINGS = new Set(["gzip", "x-gzip", "deflate", "br"]);
@@ -28,7 +23,7 @@ export function contentCodings(header: string | undefined): string[] {
  * Why the events API will not read a body in these codings, or undefined when it can: a coding it
  * does not know (`415`), as before it read any.
  */
-export function unreadableCodings(codings: readonly string[]): EncodingRefusal | undefined {
+export function unreadableCodings(codings: readonly string[]): Refusal | undefined {
   const unknown = codings.find((c) => !CODINGS.has(c));
   if (unknown === undefined && codings.length <= MAX_CODINGS) return undefined;
   const what = unknown === undefined ? `${codings.length} codings` : unknown.slice(0, 40);
@@ -56,7 +51,7 @@ export async function inflated(
   body: Buffer,
   codings: readonly string[],
   maxBytes: number,
-): Promise<{ body: Buffer } | EncodingRefusal> {
+): Promise<{ body: Buffer } | Refusal> {
   if (codings.length === 0) return { body };
   const zlib = await import("node:zlib");
   let bytes = body;

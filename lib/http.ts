@@ -18,6 +18,13 @@ export interface HttpResponse {
   code?: string;
 }
 
+/** A request refused whole, before anything is queued: the status and error code it is answered with. */
+export interface Refusal {
+  status: number;
+  code: string;
+  message: string;
+}
+
 export function json(status: number, body: unknown, headers: Record<string, string> = {}): HttpResponse {
   return { status, headers: { "content-type": "application/json", ...headers }, body: JSON.stringify(body) };
 }

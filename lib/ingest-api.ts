@@ -2,7 +2,7 @@ import { createApiKeyCheck, createReloadingApiKeyCheck } from "./api-keys.js";
 import { cancelMessageBody, parseCancellation } from "./cancellation.js";
 import { contentCodings, inflated, unreadableCodings } from "./content-encoding.js";
 import { InvalidEventError, MeterhookError } from "./errors.js";
-import { type HttpRequest, type HttpResponse, httpError, json } from "./http.js";
+import { type HttpRequest, type HttpResponse, httpError, json, type Refusal } from "./http.js";
 import type { Logger } from "./logger.js";
 import type { Source } from "./mapping/engine.js";
 import { sameUsage, type ValueRules, validateUsageEvent } from "./meter-event.js";
@@ -97,13 +97,6 @@ export function queuedWebhook(trigger: TriggerMessage): { message: string; refus
   if (bytes <= MAX_BODY_BYTES) return { message };
   const why = `the webhook takes ${bytes} bytes once queued with its headers, over the ${MAX_BODY_BYTES} a queue message holds`;
   return { message, refusal: { status: 413, code: "payload_too_large", message: why } };
-}
-
-/** A request refused whole, before anything is queued. */
-export interface Refusal {
-  status: number;
-  code: string;
-  message: string;
 }
 
 /**
