@@ -103,11 +103,9 @@ export async function readErrorReports(
   deadline: number,
 ): Promise<ErrorReport[]> {
   const get = async (path: string, query?: Record<string, string>): Promise<unknown> => {
-    const v = await client.call({ base: "api", method: "GET", path, query, deadline });
-    if (v.kind !== "ok") {
-      throw new ErrorReportsUnavailable(`reading Stripe's error reports failed: ${v.reason}`);
-    }
-    return JSON.parse(v.body);
+    const body = await getJson(client, path, deadline, query);
+    if (body === undefined) throw new ErrorReportsUnavailable(`reading Stripe's error reports failed: ${path}: 404`);
+    return body;
   };
   const events: CoreEvent[] = [];
   for (const type of ERROR_REPORT_TYPES) {
@@ -124,7 +122,7 @@ export async function readErrorReports(
     while (page) {
       const body = (await get(page.path, page.query)) as { data?: CoreEvent[]; next_page_url?: unknown };
       for (const e of body.data ?? []) {
-        events.push(e.data || typeof e.id !== "string" ? e : ((await get(`/v2/core/events/${e.id}`)) as CoreEvent));
+        events.push(e.data || typeof e.id !== "string" ? e : ((await get(eventPath(e.id))) as CoreEvent));
       }
       const next = text(body.next_page_url);
       const url = next ? new URL(next, "https://api.stripe.com") : undefined;
@@ -144,11 +142,23 @@ export async function readErrorReport(
   id: string,
   deadline: number,
 ): Promise<ErrorReport | undefined> {
-  const path = `/v2/core/events/${encodeURIComponent(id)}`;
-  const v = await client.call({ base: "api", method: "GET", path, deadline });
+  const event = await getJson(client, eventPath(id), deadline);
+  return event === undefined ? undefined : toReport(event as CoreEvent);
+}
+
+const eventPath = (id: string) => `/v2/core/events/${encodeURIComponent(id)}`;
+
+/** A GET of Stripe's API as JSON, for the reads above; undefined for a 404. Throws ErrorReportsUnavailable. */
+async function getJson(
+  client: StripeClient,
+  path: string,
+  deadline: number,
+  query?: Record<string, string>,
+): Promise<unknown> {
+  const v = await client.call({ base: "api", method: "GET", path, query, deadline });
   if (v.kind === "permanent" && v.status === 404) return undefined;
-  if (v.kind !== "ok") throw new ErrorReportsUnavailable(`reading Stripe's event ${id} failed: ${v.reason}`);
-  return toReport(JSON.parse(v.body) as CoreEvent);
+  if (v.kind !== "ok") throw new ErrorReportsUnavailable(`reading Stripe's error reports failed: ${v.reason}`);
+  return JSON.parse(v.body);
 }
 
 /** Events the reports say Stripe refused, all reports together. */
