@@ -15,14 +15,17 @@ import { ERROR_REPORT_TYPES, type ErrorReport } from "./error-reports.js";
 /** The route an event destination is given: `https://<api>/v1/stripe/events`. */
 export const STRIPE_EVENTS_PATH = "/v1/stripe/events";
 
-/** Stripe-Signature as §8 has it: `t=...,v1=<hex>`, five minutes' tolerance for old timestamps. */
-const STRIPE_SIGNATURE = {
+/**
+ * Stripe-Signature as §8 has it: `t=...,v1=<hex>`, five minutes' tolerance for old timestamps;
+ * the `stripe` webhook scheme's settings, for verifySignature and signWebhook alike.
+ */
+export const STRIPE_SIGNATURE: Extract<Auth, { scheme: "stripe" }> = {
   scheme: "stripe",
   secrets: [],
   header: "Stripe-Signature",
   version: "v1",
   toleranceSeconds: 300,
-} as const satisfies Auth;
+};
 
 export interface StripeEventReceiverDeps {
   /** The destination's signing secrets as they stand (read from their store on first use); none: not set up. */

@@ -5,6 +5,7 @@ import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { after, test } from "node:test";
 import { SQSClient } from "@aws-sdk/client-sqs";
+import { STRIPE_SIGNATURE } from "../../lib/stripe/event-notifications.js";
 import { verifySignature } from "../../lib/webhooks/signatures.js";
 import { EMULATOR_DEFAULT_KEY, StripeEmulator } from "../../local/stripe-emulator/server.js";
 import { drainDeadLetters } from "../helpers/sqs.js";
@@ -209,7 +210,7 @@ test("with STRIPE_EMULATOR_EVENT_DESTINATION, an event Stripe accepts and then r
     assert.equal(note.type, "v1.billing.meter.error_report_triggered");
     assert.equal(note.data, undefined, "thin: no data");
     const check = verifySignature(
-      { scheme: "stripe", secrets: [], header: "Stripe-Signature", version: "v1", toleranceSeconds: 300 },
+      STRIPE_SIGNATURE,
       ["whsec_meterhook_local"],
       { "stripe-signature": first?.signature },
       first?.body ?? Buffer.alloc(0),

@@ -5,6 +5,7 @@ import { createErrorReportReaderFromConfig, type ErrorReportReader } from "../..
 import { loadConfig } from "../../lib/config.js";
 import { createLogger } from "../../lib/logger.js";
 import { MetricsRecorder } from "../../lib/metrics.js";
+import { STRIPE_SIGNATURE } from "../../lib/stripe/event-notifications.js";
 import { signWebhook } from "../../lib/webhooks/sign.js";
 import { startGateway } from "../../local/gateway.js";
 import { EMULATOR_DEFAULT_KEY, type StripeEmulator } from "../../local/stripe-emulator/server.js";
@@ -17,13 +18,6 @@ import { waitFor } from "../helpers/wait.js";
 const SECRET = "whsec_meterhook_events_test";
 const ROLLED = "whsec_meterhook_events_rolled";
 const PARAMETER = "/meterhook/test/stripe-events-secret";
-const STRIPE_AUTH: Parameters<typeof signWebhook>[0] = {
-  scheme: "stripe",
-  header: "Stripe-Signature",
-  version: "v1",
-  secrets: [],
-  toleranceSeconds: 300,
-};
 
 let emulator: StripeEmulator;
 let stores: Awaited<ReturnType<typeof startFakeSecretStores>>;
@@ -102,7 +96,7 @@ async function notify(body: unknown, secret = SECRET) {
   const raw = JSON.stringify(body);
   const res = await fetch(`${gateway.url}/v1/stripe/events`, {
     method: "POST",
-    headers: { "content-type": "application/json", ...signWebhook(STRIPE_AUTH, secret, raw) },
+    headers: { "content-type": "application/json", ...signWebhook(STRIPE_SIGNATURE, secret, raw) },
     body: raw,
   });
   return { status: res.status, body: (await res.json()) as { error?: { code: string }; ignored?: boolean } };

@@ -26,6 +26,7 @@ import { silentLogger } from "../../lib/logger.js";
 import { AuthSchema } from "../../lib/mapping/config-schema.js";
 import { Metric, MetricsRecorder } from "../../lib/metrics.js";
 import { MAX_MESSAGE_BYTES } from "../../lib/queue.js";
+import { STRIPE_SIGNATURE } from "../../lib/stripe/event-notifications.js";
 import { signWebhook } from "../../lib/webhooks/sign.js";
 import { BUDGET_KIB, COLD_START_BUDGET_KIB } from "../../scripts/bundle-budgets.js";
 import { startTestDynamo } from "../helpers/dynamodb.js";
@@ -425,14 +426,7 @@ describe("packaged CloudFormation template", () => {
       await reader.run({ from: Date.now() - 3_600_000, to: Date.now() + 61_000 }, Date.now() + 30_000);
       // A pushed notification signed with a secret the destination no longer has.
       const note = JSON.stringify({ id: "evt_x", type: "v1.billing.meter.error_report_triggered" });
-      const stripeAuth = {
-        scheme: "stripe",
-        header: "Stripe-Signature",
-        version: "v1",
-        secrets: [],
-        toleranceSeconds: 300,
-      };
-      const forged = signWebhook(stripeAuth as never, "whsec_rolled_away", note);
+      const forged = signWebhook(STRIPE_SIGNATURE, "whsec_rolled_away", note);
       const pushed = await reader.receive(
         { method: "POST", path: "/v1/stripe/events", headers: forged, body: Buffer.from(note), requestId: "r" },
         Date.now() + 10_000,

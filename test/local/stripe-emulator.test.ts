@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { after, before, describe, test } from "node:test";
-import type { Auth } from "../../lib/mapping/config-schema.js";
+import { STRIPE_SIGNATURE } from "../../lib/stripe/event-notifications.js";
 import { verifySignature } from "../../lib/webhooks/signatures.js";
 import { EMULATOR_DEFAULT_KEY, type StripeEmulator } from "../../local/stripe-emulator/server.js";
 import { startEmulator } from "../helpers/stripe.js";
@@ -642,15 +642,6 @@ describe("asynchronous error reports", () => {
   });
 });
 
-/** Meterhook's verifier of `Stripe-Signature` (§8), as a `stripe` webhook source configures it. */
-const STRIPE_AUTH: Auth = {
-  scheme: "stripe",
-  secrets: [],
-  header: "Stripe-Signature",
-  version: "v1",
-  toleranceSeconds: 300,
-};
-
 describe("event destinations", () => {
   test("each report is pushed thin (no data) and signed per §8 to the destinations taking its type; a delivery not answered 2xx is tried again, signed again", async () => {
     const SECRET = "whsec_emulator_destination";
@@ -663,7 +654,7 @@ describe("event destinations", () => {
       const signature = String(req.headers["stripe-signature"]);
       // Checked with meterhook's own verifier of Stripe-Signature, which follows §8.
       const check = verifySignature(
-        STRIPE_AUTH as Parameters<typeof verifySignature>[0],
+        STRIPE_SIGNATURE,
         [SECRET],
         { "stripe-signature": signature },
         body,
@@ -727,7 +718,7 @@ describe("event destinations", () => {
       assert.deepEqual(listed.deliveries, pushing.eventDeliveries.log);
       // A signature with another secret does not verify.
       const forged = verifySignature(
-        STRIPE_AUTH as Parameters<typeof verifySignature>[0],
+        STRIPE_SIGNATURE,
         ["whsec_other"],
         { "stripe-signature": received[0]?.signature },
         Buffer.from(received[0]?.body ?? ""),
